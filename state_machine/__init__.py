@@ -1,0 +1,1 @@
+"""The workflow definition (ASL template) and its renderer."""
