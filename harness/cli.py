@@ -12,7 +12,7 @@ import click
 COMMANDS = {
     "stage": "harness.commands.data:stage",
     "train": "harness.commands.model:train",
-    "serve": "harness.commands.model:serve",
+    "serve": "harness.commands.endpoint:serve",
     "up": "harness.commands.local:up",
     "run": "harness.commands.local:run",
     "status": "harness.commands.local:status",
