@@ -11,6 +11,8 @@ STATE_DIR = "SCONES_STATE_DIR"          # where venvs, LocalStack state, models 
 DATA_DIR = "SCONES_DATA_DIR"            # staged images in {train,test}/{bicycle,motorcycle}/
 PYTHON313 = "SCONES_PYTHON313"          # interpreter for LocalStack's venv
 TEST_TARGET = "SCONES_TEST_TARGET"      # "local" (default) or "aws" for the e2e tests
+LOCALSTACK_PORT = "SCONES_LOCALSTACK_PORT"  # local stack: LocalStack gateway port (default 4566)
+ENDPOINT_PORT = "SCONES_ENDPOINT_PORT"      # local stack: endpoint server port (default 8080)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
