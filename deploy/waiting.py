@@ -1,0 +1,64 @@
+"""Polling with a deadline, shared by every step that waits for AWS to finish something.
+
+AWS reports progress only through Describe*/Get* calls, so each wait is a loop of
+"describe, decide, sleep" that ends in success, a failure with AWS's own reason, or a timeout
+that names what was being waited for and the last state seen.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+
+
+class DeployError(RuntimeError):
+    """A deploy step could not finish; the message says which resource and why."""
+
+
+class WaitFailed(DeployError):
+    """The resource reached a failed state (the message carries AWS's failure reason)."""
+
+
+class WaitTimedOut(DeployError):
+    """The resource did not reach its goal state before the deadline."""
+
+
+def poll_until(
+    describe: Callable[[], T],
+    *,
+    what: str,
+    state_of: Callable[[T], str],
+    done: set[str] | frozenset[str],
+    failed: set[str] | frozenset[str] = frozenset(),
+    reason_of: Callable[[T], str | None] = lambda _: None,
+    timeout_s: float = 600.0,
+    interval_s: float = 5.0,
+    progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Call describe() until state_of(result) is in done; raise on failed states or the deadline.
+
+    sleep and clock are injectable so tests drive the loop without waiting.
+    """
+    deadline = clock() + timeout_s
+    last_state = None
+    while True:
+        result = describe()
+        state = state_of(result)
+        if state != last_state and progress:
+            progress(f"{what}: {state}")
+        last_state = state
+        if state in done:
+            return result
+        if state in failed:
+            reason = reason_of(result) or "AWS gave no reason"
+            raise WaitFailed(f"{what} is {state}: {reason}")
+        if clock() >= deadline:
+            raise WaitTimedOut(
+                f"{what} still {state} after {timeout_s:.0f} s; "
+                f"check it in the AWS console and re-run to resume"
+            )
+        sleep(interval_s)
