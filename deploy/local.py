@@ -1,0 +1,104 @@
+"""What is special about the local target: where its endpoints are, its fake account and roles.
+
+Everything else (functions, state machine, data upload) goes through the code path the AWS
+target uses too; this module only says where "AWS" is when it is LocalStack plus our
+SageMaker-compatible endpoint server on this machine.
+"""
+from __future__ import annotations
+
+import boto3
+from botocore.exceptions import ClientError
+
+ACCOUNT_ID = "000000000000"          # LocalStack's default account
+REGION = "us-east-1"
+ACCESS_KEY_ID = "test"               # LocalStack accepts any credentials; "test" maps to ACCOUNT_ID
+SECRET_ACCESS_KEY = "test"
+HOST = "127.0.0.1"
+
+DEFAULT_BUCKET = "scones-local"
+DEFAULT_PREFIX = "scones"
+DEFAULT_ENDPOINT_NAME = "scones-classifier"
+DEFAULT_THRESHOLD = 0.93
+DEFAULT_LOCALSTACK_PORT = 4566
+DEFAULT_ENDPOINT_PORT = 8080
+CAPTURE_PREFIX = "data_capture"
+
+# LocalStack does not enforce IAM, but Lambda and Step Functions still want a well-formed role.
+LAMBDA_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-lambda-role"
+STATES_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-states-role"
+
+
+def localstack_url(port: int = DEFAULT_LOCALSTACK_PORT) -> str:
+    return f"http://{HOST}:{port}"
+
+
+def endpoint_url(port: int = DEFAULT_ENDPOINT_PORT) -> str:
+    return f"http://{HOST}:{port}"
+
+
+def capture_s3_uri(bucket: str = DEFAULT_BUCKET) -> str:
+    return f"s3://{bucket}/{CAPTURE_PREFIX}"
+
+
+def lambda_environment(sagemaker_runtime_url: str) -> dict[str, str]:
+    """Extra Lambda environment: the functions reach the endpoint server through the standard SDK setting."""
+    return {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker_runtime_url}
+
+
+def endpoint_server_environment(localstack: str) -> dict[str, str]:
+    """Environment for the endpoint server, so its capture writer puts records in LocalStack's S3."""
+    return {
+        "AWS_ENDPOINT_URL_S3": localstack,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+    }
+
+
+class EndpointSession(boto3.Session):
+    """A boto3 Session whose clients go to fixed endpoint URLs: one per service, else a default.
+
+    `session.client("s3")` then reaches LocalStack and `session.client("sagemaker-runtime")`
+    the endpoint server, without touching the process environment.
+    """
+
+    def __init__(self, *, default_endpoint_url: str | None = None,
+                 service_endpoint_urls: dict[str, str] | None = None, **session_kwargs):
+        super().__init__(**session_kwargs)
+        self.default_endpoint_url = default_endpoint_url
+        self.service_endpoint_urls = dict(service_endpoint_urls or {})
+
+    def endpoint_url_for(self, service_name: str) -> str | None:
+        return self.service_endpoint_urls.get(service_name, self.default_endpoint_url)
+
+    def client(self, service_name, *args, **kwargs):
+        if not args and kwargs.get("endpoint_url") is None:
+            kwargs["endpoint_url"] = self.endpoint_url_for(service_name)
+        return super().client(service_name, *args, **kwargs)
+
+    def resource(self, service_name, *args, **kwargs):
+        if not args and kwargs.get("endpoint_url") is None:
+            kwargs["endpoint_url"] = self.endpoint_url_for(service_name)
+        return super().resource(service_name, *args, **kwargs)
+
+
+def local_session(localstack: str, sagemaker_runtime: str | None = None,
+                  region: str = REGION) -> EndpointSession:
+    services = {"sagemaker-runtime": sagemaker_runtime} if sagemaker_runtime else {}
+    return EndpointSession(
+        default_endpoint_url=localstack,
+        service_endpoint_urls=services,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        region_name=region,
+    )
+
+
+def ensure_bucket(session: boto3.Session, bucket: str) -> None:
+    s3 = session.client("s3")
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        s3.create_bucket(Bucket=bucket)

@@ -1,0 +1,228 @@
+"""Run the workflow on a target and read back what happened, from the execution history.
+
+`run_executions(target, inputs)` starts one execution per input (unique names), waits for
+each by polling with a deadline, then reads its history: the failed state, error and cause,
+how long each state took, and the list of history event types. Used by `scones run`,
+`scones evaluate`, the e2e tests and the benchmark alike.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping
+
+CLASSES = ("bicycle", "motorcycle")
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+DEFAULT_TIMEOUT_S = 120.0
+
+
+class ExecutionTimeout(RuntimeError):
+    """An execution was still RUNNING at the deadline."""
+
+
+@dataclass
+class ExecutionResult:
+    key: str
+    status: str
+    execution_arn: str
+    predicted_class: str | None = None
+    confidence: float | None = None
+    inferences: list[float] | None = None
+    error: str | None = None
+    cause: str | None = None
+    duration: float | None = None          # seconds, startDate -> stopDate as the service reports them
+    wall_duration: float | None = None     # seconds, start_execution call -> terminal status seen here
+    failed_state: str | None = None
+    state_durations: dict[str, float] = field(default_factory=dict)   # state name -> seconds
+    event_types: list[str] = field(default_factory=list)
+    input: dict[str, Any] = field(default_factory=dict)
+    output: Any = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    @property
+    def error_message(self) -> str | None:
+        """The Lambda's errorMessage when the cause is a Lambda error document, else the cause itself."""
+        if self.cause is None:
+            return None
+        try:
+            document = json.loads(self.cause)
+        except (TypeError, ValueError):
+            return self.cause
+        if isinstance(document, dict) and "errorMessage" in document:
+            return str(document["errorMessage"])
+        return self.cause
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def execution_name(key: str) -> str:
+    """A unique, valid execution name that still says which object it ran on."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", key.rsplit("/", 1)[-1]).strip("-")[:40] or "input"
+    return f"{stem}-{uuid.uuid4().hex[:16]}"
+
+
+def workflow_input(item: str | Mapping[str, Any], bucket: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, str):
+        return item, {"s3_bucket": bucket, "s3_key": item}
+    document = dict(item)
+    document.setdefault("s3_bucket", bucket)
+    if "s3_key" not in document:
+        raise ValueError(f"workflow input {item!r} has no s3_key")
+    return str(document["s3_key"]), document
+
+
+def run_executions(target, inputs: Iterable[str | Mapping[str, Any]], concurrency: int = 1,
+                   progress: Callable[[ExecutionResult], None] | None = None,
+                   timeout: float = DEFAULT_TIMEOUT_S, poll_interval: float = 0.01,
+                   client=None) -> list[ExecutionResult]:
+    """Run one execution per input on `target` and return their results in input order.
+
+    An input is an S3 key in the target's bucket, or a full workflow input document.
+    `progress` is called with each result as it completes (from worker threads).
+    """
+    sfn = client or target.client("stepfunctions")
+    prepared = [workflow_input(item, target.bucket) for item in inputs]
+
+    def one(pair: tuple[str, dict[str, Any]]) -> ExecutionResult:
+        key, document = pair
+        result = run_execution(sfn, target.state_machine_arn, key, document, timeout, poll_interval)
+        if progress is not None:
+            progress(result)
+        return result
+
+    if concurrency <= 1:
+        return [one(pair) for pair in prepared]
+    results: list[ExecutionResult | None] = [None] * len(prepared)
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scones-exec") as pool:
+        futures = {pool.submit(one, pair): index for index, pair in enumerate(prepared)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+    return results  # type: ignore[return-value]
+
+
+def run_execution(sfn, state_machine_arn: str, key: str, document: dict[str, Any],
+                  timeout: float = DEFAULT_TIMEOUT_S, poll_interval: float = 0.01) -> ExecutionResult:
+    started = time.perf_counter()
+    arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=execution_name(key),
+                              input=json.dumps(document))["executionArn"]
+    description = wait_for_execution(sfn, arn, timeout, poll_interval)
+    wall = time.perf_counter() - started
+    events = execution_history(sfn, arn)
+    return parse_execution(key, document, description, events, wall)
+
+
+def wait_for_execution(sfn, execution_arn: str, timeout: float = DEFAULT_TIMEOUT_S,
+                       poll_interval: float = 0.01) -> dict[str, Any]:
+    """Poll describe_execution until the execution ends; short polls first, longer later."""
+    deadline = time.monotonic() + timeout
+    interval = poll_interval
+    while True:
+        description = sfn.describe_execution(executionArn=execution_arn)
+        if description["status"] in TERMINAL:
+            return description
+        if time.monotonic() >= deadline:
+            raise ExecutionTimeout(f"execution {execution_arn} still {description['status']} after {timeout:.0f} s")
+        time.sleep(interval)
+        interval = min(interval * 1.2, 0.25)
+
+
+def execution_history(sfn, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+        events.extend(page["events"])
+    events.sort(key=lambda event: event["id"])
+    return events
+
+
+def parse_execution(key: str, document: dict[str, Any], description: Mapping[str, Any],
+                    events: list[dict[str, Any]], wall_duration: float | None = None) -> ExecutionResult:
+    status = description["status"]
+    result = ExecutionResult(key=key, status=status, execution_arn=description["executionArn"],
+                             input=document, wall_duration=wall_duration)
+    result.event_types = [event["type"] for event in events]
+    start, stop = description.get("startDate"), description.get("stopDate")
+    if isinstance(start, datetime) and isinstance(stop, datetime):
+        result.duration = (stop - start).total_seconds()
+
+    entered: dict[str, datetime] = {}
+    open_states: list[str] = []
+    last_inferences: list[float] | None = None
+    for event in events:
+        details_key = next((k for k in event if k.endswith("EventDetails")), None)
+        details = event.get(details_key, {}) if details_key else {}
+        if event["type"].endswith("StateEntered"):
+            entered[details["name"]] = event["timestamp"]
+            open_states.append(details["name"])
+        elif event["type"].endswith("StateExited"):
+            name = details["name"]
+            if name in entered:
+                result.state_durations[name] = (event["timestamp"] - entered[name]).total_seconds()
+            if name in open_states:
+                open_states.remove(name)
+            last_inferences = inferences_in(details.get("output")) or last_inferences
+        elif event["type"] in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"):
+            result.error = result.error or details.get("error")
+            result.cause = result.cause or details.get("cause")
+            for name in open_states:  # the state that was running when the execution ended
+                result.state_durations[name] = (event["timestamp"] - entered[name]).total_seconds()
+
+    if status != "SUCCEEDED" and open_states:
+        result.failed_state = open_states[-1]
+    result.error = description.get("error") or result.error
+    result.cause = description.get("cause") or result.cause
+
+    if description.get("output") is not None:
+        try:
+            result.output = json.loads(description["output"])
+        except ValueError:
+            result.output = description["output"]
+        last_inferences = inferences_in(result.output) or last_inferences
+    if last_inferences:
+        result.inferences = last_inferences
+        best = max(range(len(last_inferences)), key=last_inferences.__getitem__)
+        result.confidence = float(last_inferences[best])
+        result.predicted_class = CLASSES[best] if best < len(CLASSES) else str(best)
+    return result
+
+
+def inferences_in(payload: Any) -> list[float] | None:
+    """The `inferences` list of a workflow envelope (as JSON text or parsed), if it holds one."""
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    if not isinstance(payload, dict):
+        return None
+    body = payload.get("body", payload)
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    inferences = body.get("inferences") if isinstance(body, dict) else None
+    if isinstance(inferences, str):
+        try:
+            inferences = json.loads(inferences)
+        except ValueError:
+            return None
+    if isinstance(inferences, list) and inferences and all(isinstance(x, (int, float)) for x in inferences):
+        return [float(x) for x in inferences]
+    return None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (fraction in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[index]
