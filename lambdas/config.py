@@ -1,0 +1,52 @@
+"""Every environment variable and shared constant of the Lambda part, in one place.
+
+Precedence: an explicit argument beats the function's environment, which beats the default.
+Nothing here knows which target (LocalStack or AWS) the functions run on.
+"""
+from __future__ import annotations
+
+import os
+
+from lambdas.errors import InvalidConfiguration
+
+# Environment variable names the functions read.
+ENDPOINT_NAME = "ENDPOINT_NAME"
+THRESHOLD = "THRESHOLD"
+
+DEFAULT_ENDPOINT_NAME = "scones-classifier"
+DEFAULT_THRESHOLD = 0.93
+
+# Index i of an inference is the probability of CLASSES[i].
+CLASSES = ("bicycle", "motorcycle")
+
+# The model is invoked with PNG bytes, as in the original project.
+IMAGE_CONTENT_TYPE = "image/png"
+
+# Step Functions caps every state's input/output at 256 KiB of UTF-8 JSON; the base64
+# image travels inside the state, so serializeImageData must refuse anything bigger.
+STATE_PAYLOAD_LIMIT_BYTES = 262_144
+
+
+def endpoint_name(explicit: str | None = None) -> str:
+    name = explicit or os.environ.get(ENDPOINT_NAME, "").strip() or DEFAULT_ENDPOINT_NAME
+    return name
+
+
+def threshold(explicit: float | None = None) -> float:
+    if explicit is not None:
+        raw: object = explicit
+    else:
+        raw = os.environ.get(THRESHOLD, "").strip()
+        if not raw:
+            return DEFAULT_THRESHOLD
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidConfiguration(
+            f"{THRESHOLD}={raw!r} in the function's environment is not a number between 0 and 1"
+        ) from None
+    if not 0.0 < value <= 1.0:
+        raise InvalidConfiguration(
+            f"{THRESHOLD}={raw!r} in the function's environment is outside (0, 1]"
+        )
+    return value
