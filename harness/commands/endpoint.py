@@ -1,0 +1,72 @@
+"""`scones serve`: run a model.tar.gz as a local SageMaker endpoint (container + runtime API + data capture)."""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
+
+
+@click.command()
+@click.option("--model", "model", required=True, type=click.Path(exists=True),
+              help="model.tar.gz, a directory holding one (as `scones train --out` writes), or an unpacked model dir.")
+@click.option("--endpoint-name", default="scones-classifier", show_default=True)
+@click.option("--variant-name", default="AllTraffic", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--capture", "capture_uri", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Enable data capture to this DestinationS3Uri.")
+@click.option("--sampling", default=100.0, show_default=True, type=click.FloatRange(0, 100),
+              help="InitialSamplingPercentage of data capture.")
+@click.option("--capture-mode", "capture_modes", multiple=True, type=click.Choice(["Input", "Output"]),
+              default=("Input", "Output"), show_default=True, help="CaptureOptions; repeat for both.")
+@click.option("--csv-content-type", "csv_types", multiple=True, default=DEFAULT_CSV_CONTENT_TYPES, show_default=True,
+              help="CaptureContentTypeHeader.CsvContentTypes (repeatable).")
+@click.option("--json-content-type", "json_types", multiple=True, default=DEFAULT_JSON_CONTENT_TYPES,
+              show_default=True, help="CaptureContentTypeHeader.JsonContentTypes (repeatable).")
+@click.option("--inference-threads", default=1, show_default=True, type=click.IntRange(0),
+              help="Threads running the handlers; 0 runs them on the event loop.")
+@click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
+              help="torch intra-op threads per inference.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling, capture_modes, csv_types,
+          json_types, inference_threads, torch_threads, log_level):
+    """Serve MODEL as the SageMaker endpoint ENDPOINT-NAME on http://HOST:PORT until Ctrl-C / SIGTERM.
+
+    Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT. Data capture
+    goes to S3 wherever AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL say; shutdown flushes it.
+    """
+    from local_model.capture import CaptureConfig
+    from local_model.server import EndpointSettings, serve as run_server
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    capture = None
+    if capture_uri:
+        try:
+            capture = CaptureConfig(
+                destination_s3_uri=capture_uri,
+                sampling_percentage=sampling,
+                capture_input="Input" in capture_modes,
+                capture_output="Output" in capture_modes,
+                csv_content_types=tuple(csv_types),
+                json_content_types=tuple(json_types),
+            )
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--capture") from error
+    settings = EndpointSettings(
+        model=model,
+        endpoint_name=endpoint_name,
+        variant_name=variant_name,
+        capture=capture,
+        inference_threads=inference_threads,
+        torch_threads=torch_threads,
+    )
+    click.echo(f"endpoint {endpoint_name} on http://{host}:{port} (model {model}, "
+               f"capture {'to ' + capture_uri + f' at {sampling:g}%' if capture else 'off'})", err=True)
+    run_server(settings, host=host, port=port, log_level=log_level)
+
+
+if __name__ == "__main__":  # `python -m harness.commands.endpoint`: how harness.endpoint starts a subprocess
+    serve()

@@ -1,0 +1,185 @@
+"""Start and stop the local SageMaker endpoint, in this process (a thread) or as a subprocess.
+
+    with EndpointServer(model_dir, capture=CaptureConfig("s3://bucket/capture")) as endpoint:
+        boto3.client("sagemaker-runtime", endpoint_url=endpoint.url).invoke_endpoint(...)
+
+A thread is quickest for tests; a subprocess is what the local stack runs (it survives the
+harness and has its own GIL). Both wait until GET /ping answers 200, and stop cleanly: the
+server's shutdown flushes data capture before it returns.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import settings as harness_settings
+from local_model.capture import CaptureConfig
+
+DEFAULT_ENDPOINT_NAME = "scones-classifier"
+
+
+class EndpointStartError(RuntimeError):
+    """The endpoint did not become ready; the message says why and where its log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class EndpointServer:
+    model: str | os.PathLike
+    endpoint_name: str = DEFAULT_ENDPOINT_NAME
+    variant_name: str = "AllTraffic"
+    capture: CaptureConfig | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None                  # a free port when None
+    mode: str = "thread"                     # "thread" or "subprocess"
+    inference_threads: int = 1
+    torch_threads: int = 1
+    env: dict[str, str] = field(default_factory=dict)   # extra environment for a subprocess
+    log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
+
+    def __post_init__(self):
+        if self.mode not in ("thread", "subprocess"):
+            raise ValueError(f"mode must be 'thread' or 'subprocess', not {self.mode!r}")
+        self._server = None
+        self._app = None
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # --- start -------------------------------------------------------------------------------
+
+    def start(self, wait: bool = True, timeout_s: float = 120.0) -> "EndpointServer":
+        if self.port is None:
+            self.port = free_port(self.host)
+        if self.mode == "thread":
+            self._start_thread()
+        else:
+            self._start_subprocess()
+        if wait:
+            self.wait_ready(timeout_s)
+        return self
+
+    def _start_thread(self) -> None:
+        import uvicorn
+
+        from local_model.server import EndpointSettings, create_app
+
+        self._app = create_app(EndpointSettings(
+            model=str(self.model), endpoint_name=self.endpoint_name, variant_name=self.variant_name,
+            capture=self.capture, inference_threads=self.inference_threads, torch_threads=self.torch_threads,
+        ))
+        config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning",
+                                access_log=False, lifespan="on")
+        self._server = uvicorn.Server(config)
+        # Bind here, so a port clash fails now and not later in the thread.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name=f"endpoint-{self.endpoint_name}", daemon=True)
+        self._thread.start()
+
+    def _start_subprocess(self) -> None:
+        command = [sys.executable, "-m", "harness.commands.endpoint", "--model", str(self.model),
+                   "--endpoint-name", self.endpoint_name, "--variant-name", self.variant_name,
+                   "--host", self.host, "--port", str(self.port),
+                   "--inference-threads", str(self.inference_threads), "--torch-threads", str(self.torch_threads)]
+        if self.capture is not None:
+            command += ["--capture", self.capture.destination_s3_uri,
+                        "--sampling", str(self.capture.sampling_percentage)]
+            command += [arg for mode, on in (("Input", self.capture.capture_input), ("Output", self.capture.capture_output))
+                        if on for arg in ("--capture-mode", mode)]
+            command += [arg for value in self.capture.csv_content_types for arg in ("--csv-content-type", value)]
+            command += [arg for value in self.capture.json_content_types for arg in ("--json-content-type", value)]
+        if self.log_path is None:
+            log_dir = harness_settings.state_dir() / "endpoint"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path = log_dir / f"{self.endpoint_name}-{self.port}.log"
+        log_file = open(self.log_path, "ab")
+        self._process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            cwd=str(harness_settings.PROJECT_ROOT),
+        )
+        log_file.close()
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Poll GET /ping until 200; raise EndpointStartError with the reason at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise EndpointStartError(f"endpoint process exited with {self._process.returncode}; "
+                                         f"see {self.log_path}:\n{self._log_tail()}")
+            if self._thread is not None and not self._thread.is_alive():
+                raise EndpointStartError(f"endpoint thread for {self.endpoint_name} stopped before it was ready")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except urllib.error.HTTPError as error:
+                detail = error.read().decode(errors="replace")
+                last = f"HTTP {error.code} {detail}"
+                if '"failed"' in detail:
+                    self.stop()
+                    raise EndpointStartError(f"endpoint {self.endpoint_name} could not load {self.model}: {detail}")
+            except OSError as error:
+                last = str(error)
+            time.sleep(0.05)
+        raise EndpointStartError(f"endpoint {self.endpoint_name} at {self.url} not ready after {timeout_s:.0f} s "
+                                 f"(last /ping: {last})" + (f"; log {self.log_path}" if self.log_path else ""))
+
+    # --- stop --------------------------------------------------------------------------------
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Graceful stop: the server drains requests and flushes capture; SIGKILL a subprocess at the deadline."""
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout_s)
+            self._server = None
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.send_signal(signal.SIGTERM)
+                try:
+                    self._process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait(10)
+            self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else os.getpid() if self._server else None
+
+    def capture_status(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/capture/status", timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "EndpointServer":
+        return self.start() if self._server is None and self._process is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

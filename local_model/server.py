@@ -1,0 +1,267 @@
+"""A local SageMaker endpoint: the serving container contract and the runtime API in one server.
+
+- Container contract (what SageMaker calls inside the instance): GET /ping answers 200 once the
+  model is loaded and 503 before; POST /invocations runs the handlers and answers with the
+  handler's own status on failure.
+- Runtime API (what boto3's sagemaker-runtime client sends, e.g. with
+  AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME pointing here): POST /endpoints/{EndpointName}/invocations,
+  with AWS's headers and AWS's error shapes (see botocore/data/sagemaker-runtime service-2.json):
+  unknown endpoint or variant -> 400 ValidationError; handler failure -> 424 ModelError with
+  OriginalStatusCode/OriginalMessage/LogStreamArn; body over 6 MiB -> 413 as the AWS front end
+  answers it.
+- GET /capture/status: the data-capture counters (ours, not AWS's).
+
+Starlette on uvicorn; the handlers run either on the event loop (inference_threads=0) or in a
+small thread pool (torch releases the GIL inside its kernels). See benchmarks/endpoint.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from local_model.capture import CaptureConfig, CapturedInvocation, CaptureWriter
+from local_model.serving_handlers import LoadedModel, load_model, message_of, status_of, unpack_model
+
+log = logging.getLogger("scones.endpoint")
+
+MAX_BODY_BYTES = 6 * 1024 * 1024        # InvokeEndpoint's BodyBlob max (6291456)
+DEFAULT_VARIANT = "AllTraffic"
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+LOCAL_ACCOUNT = "000000000000"           # the account id LocalStack and moto report
+
+
+@dataclass
+class EndpointSettings:
+    model: str                                # model.tar.gz, a directory holding it, or an unpacked model dir
+    endpoint_name: str = "scones-classifier"
+    variant_name: str = DEFAULT_VARIANT
+    capture: CaptureConfig | None = None
+    inference_threads: int = 1                # 0: run handlers on the event loop
+    torch_threads: int | None = 1             # torch intra-op threads; None leaves torch's default
+    region: str | None = None
+    model_dir: str | None = None              # where to unpack; a temporary directory when None
+
+
+class EndpointApp:
+    """State of one endpoint: the loaded model, the capture writer, readiness."""
+
+    def __init__(self, settings: EndpointSettings):
+        self.settings = settings
+        self.region = settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.model: LoadedModel | None = None
+        self.load_error: str | None = None
+        self.ready = threading.Event()
+        self.capture: CaptureWriter | None = None
+        if settings.capture is not None and settings.capture.enabled:
+            self.capture = CaptureWriter(settings.capture, settings.endpoint_name, settings.variant_name)
+        self._executor = (ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+                          if settings.inference_threads > 0 else None)
+        self._temp_dir: str | None = None
+        self.starlette = Starlette(
+            routes=[
+                Route("/ping", self.ping, methods=["GET"]),
+                Route("/invocations", self.container_invocations, methods=["POST"]),
+                Route("/endpoints/{endpoint_name}/invocations", self.runtime_invocations, methods=["POST"]),
+                Route("/capture/status", self.capture_status, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    async def __call__(self, scope, receive, send):
+        await self.starlette(scope, receive, send)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _lifespan(self, app):
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+    def start(self) -> None:
+        """Start loading the model in the background (ping says 503 until done) and the capture writer."""
+        if self.capture is not None:
+            self.capture.start()
+        threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+
+    def stop(self, capture_timeout_s: float = 30.0) -> None:
+        if self.capture is not None:
+            self.capture.close(capture_timeout_s)
+            log.info("capture writer stopped: %s", self.capture.status())
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    def _load(self) -> None:
+        try:
+            if self.settings.torch_threads:
+                import torch
+
+                torch.set_num_threads(self.settings.torch_threads)
+            self.model = load_model(self._model_dir())
+            log.info("model loaded from %s; endpoint %s ready", self.settings.model, self.settings.endpoint_name)
+            self.ready.set()
+        except Exception as error:
+            self.load_error = f"{type(error).__name__}: {error}"
+            log.exception("could not load model %s", self.settings.model)
+
+    def _model_dir(self) -> Path:
+        source = Path(self.settings.model)
+        if source.is_dir() and (source / "code").is_dir():
+            return source
+        if source.is_dir():
+            source = source / "model.tar.gz"
+        target = self.settings.model_dir
+        if target is None:
+            target = self._temp_dir = tempfile.mkdtemp(prefix="scones-model-")
+        return unpack_model(source, target)
+
+    # --- routes ------------------------------------------------------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        if self.ready.is_set():
+            return Response(b"\n", status_code=200, media_type="application/json")
+        body = {"status": "loading"} if self.load_error is None else {"status": "failed", "error": self.load_error}
+        return JSONResponse(body, status_code=503)
+
+    async def capture_status(self, request: Request) -> Response:
+        if self.capture is None:
+            return JSONResponse({"enabled": False})
+        return JSONResponse(self.capture.status())
+
+    async def container_invocations(self, request: Request) -> Response:
+        if not self.ready.is_set():
+            return Response(b"model not loaded yet", status_code=503)
+        body = await _read_body(request)
+        if body is None:
+            return Response(b"request body too large", status_code=413)
+        outcome = await self._invoke(request, body)
+        if isinstance(outcome, BaseException):
+            return Response(message_of(outcome).encode(), status_code=status_of(outcome), media_type="text/plain")
+        response_body, response_type = outcome
+        return Response(response_body, media_type=response_type)
+
+    async def runtime_invocations(self, request: Request) -> Response:
+        name = request.path_params["endpoint_name"]
+        if name != self.settings.endpoint_name:
+            return self._aws_error(400, "ValidationError",
+                                   f"Endpoint {name} of account {LOCAL_ACCOUNT} not found.")
+        variant = request.headers.get("x-amzn-sagemaker-target-variant")
+        if variant is not None and variant != self.settings.variant_name:
+            return self._aws_error(400, "ValidationError",
+                                   f"The variant {variant} is not a production variant of endpoint {name} "
+                                   f"(it has: {self.settings.variant_name}).")
+        if not self.ready.is_set():
+            return self._aws_error(503, "ServiceUnavailable", f"Endpoint {name} is not ready yet: the model is loading.")
+        body = await _read_body(request)
+        if body is None:
+            # The AWS front end answers before SageMaker sees it: no error type, so botocore's code is "413".
+            return JSONResponse({"message": f"HTTP content length exceeded {MAX_BODY_BYTES} bytes."},
+                                status_code=413, headers=self._request_id_header())
+        outcome = await self._invoke(request, body)
+        if isinstance(outcome, BaseException):
+            return self._model_error(outcome)
+        response_body, response_type = outcome
+        headers = {"x-Amzn-Invoked-Production-Variant": self.settings.variant_name, **self._request_id_header()}
+        return Response(response_body, media_type=response_type, headers=headers)
+
+    # --- invocation --------------------------------------------------------------------------
+
+    async def _invoke(self, request: Request, body: bytes):
+        """Run the handlers; returns (body, content type) or the exception the handlers raised."""
+        content_type = request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
+        accept = request.headers.get("accept")
+        inference_time = datetime.now(timezone.utc)
+        try:
+            if self._executor is None:
+                result = self.model.invoke(body, content_type, accept)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, self.model.invoke, body, content_type, accept)
+        except Exception as error:
+            log.warning("handler failed for a %s request: %s\n%s", content_type, error, traceback.format_exc())
+            return error
+        if self.capture is not None and self.capture.should_capture():
+            self.capture.submit(CapturedInvocation(
+                inference_time=inference_time,
+                event_id=str(uuid.uuid4()),
+                input_body=body,
+                input_content_type=content_type,
+                output_body=result[0],
+                output_content_type=result[1],
+                inference_id=request.headers.get("x-amzn-sagemaker-inference-id"),
+            ))
+        return result
+
+    def _model_error(self, error: BaseException) -> Response:
+        status = status_of(error)
+        original = message_of(error)
+        side = "client" if status < 500 else "server"
+        name = self.settings.endpoint_name
+        log_group = f"/aws/sagemaker/Endpoints/{name}"
+        message = (f'Received {side} error ({status}) from primary with message "{original}". See '
+                   f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+                   f"#logEventViewer:group={log_group} in account {LOCAL_ACCOUNT} for more information.")
+        return self._aws_error(424, "ModelError", message, {
+            "ErrorCode": f"{side.upper()}_ERROR_FROM_MODEL",
+            "OriginalStatusCode": status,
+            "OriginalMessage": original,
+            "LogStreamArn": f"arn:aws:logs:{self.region}:{LOCAL_ACCOUNT}:log-group:{log_group}",
+        })
+
+    def _aws_error(self, status: int, code: str, message: str, extra: dict | None = None) -> Response:
+        headers = {"x-amzn-ErrorType": code, **self._request_id_header()}
+        return JSONResponse({"Message": message, **(extra or {})}, status_code=status, headers=headers)
+
+    @staticmethod
+    def _request_id_header() -> dict:
+        return {"x-amzn-RequestId": str(uuid.uuid4())}
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The request body, or None when it is over MAX_BODY_BYTES (checked before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    if declared is not None:
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: EndpointSettings) -> EndpointApp:
+    return EndpointApp(settings)
+
+
+def serve(settings: EndpointSettings, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
+    """Run the endpoint in the foreground until SIGTERM/SIGINT; shutdown flushes data capture."""
+    import uvicorn
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=60)
+    uvicorn.Server(config).run()
