@@ -1,0 +1,141 @@
+"""`scones evaluate`, `scones monitor` and `scones report`."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from harness import settings
+
+TARGET_CHOICE = click.Choice(["local", "aws"])
+
+
+def reports_dir(state: str | None = None) -> Path:
+    return settings.state_dir(state) / "reports"
+
+
+def _target(name: str, state: str | None):
+    from harness.targets import TargetNotFound, load_target
+    try:
+        return load_target(name, state)
+    except TargetNotFound as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.option("--target", "target_name", type=TARGET_CHOICE, default="local", show_default=True)
+@click.option("--n", "n", type=int, default=20, show_default=True, help="How many random test images; 0 = all of them.")
+@click.option("--seed", type=int, default=None, help="Seed for choosing the images (default: a new choice each run).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--state-dir", "state", default=None, help=f"State folder (default ${settings.STATE_DIR} or .scones).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of the table.")
+def evaluate(target_name: str, n: int, seed: int | None, concurrency: int, state: str | None, as_json: bool) -> None:
+    """Run random test images through the workflow and report accuracy, coverage and failures."""
+    from harness import evaluate as evaluation_module
+
+    target = _target(target_name, state)
+    keys = evaluation_module.test_image_keys(target.client("s3"), target.bucket)
+    count = len(keys) if n <= 0 else min(n, len(keys))
+    lock = threading.Lock()
+    with click.progressbar(length=count, label=f"executions on {target_name}", file=sys.stderr,
+                           show_pos=True) as bar:
+        def progress(_result) -> None:  # called from the worker threads
+            with lock:
+                bar.update(1)
+        try:
+            result = evaluation_module.evaluate(target, n=count, seed=seed, concurrency=concurrency,
+                                                progress=progress, keys=keys)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+    json_path, csv_path = evaluation_module.save(result, reports_dir(state))
+    if as_json:
+        click.echo(json.dumps({**result.summary, "report_json": str(json_path), "report_csv": str(csv_path)}, indent=2))
+        return
+    click.echo(evaluation_module.format_table(result.rows))
+    click.echo()
+    click.echo(evaluation_module.format_summary(result.summary))
+    click.echo(f"saved {json_path} and {csv_path}")
+
+
+@click.command()
+@click.option("--source", default=None,
+              help="s3://bucket/data_capture/ENDPOINT/ or a local folder (default: the target's capture prefix).")
+@click.option("--target", "target_name", type=TARGET_CHOICE, default="local", show_default=True,
+              help="Whose capture (and AWS session) to use when --source is S3 or absent.")
+@click.option("--no-target", is_flag=True, help="Read S3 with the default boto3 session, not a target's.")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="baseline.json from training (default: the newest under the state folder's models/).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for monitor.json and plots.")
+@click.option("--threshold", type=float, default=None, help="Confidence threshold (default: the baseline's, else 0.93).")
+@click.option("--alpha", type=float, default=None, help="p-value below which a drift test fails (default 0.01).")
+@click.option("--fail-on-drift", is_flag=True, help="Exit with status 3 when the drift check fails.")
+@click.option("--state-dir", "state", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def monitor(source, target_name, no_target, baseline, out, threshold, alpha, fail_on_drift, state, as_json) -> None:
+    """Read every captured inference, plot confidence and check drift against the training baseline."""
+    from harness import monitor as monitoring
+
+    session = None
+    if source is None or (source.startswith("s3://") and not no_target):
+        from harness.targets import TargetNotFound, load_target
+        try:
+            target = load_target(target_name, state)
+            session = target.session
+            if source is None:
+                source = f"{target.capture_s3_uri.rstrip('/')}/{target.endpoint_name}/"
+        except TargetNotFound as error:
+            if source is None:
+                raise click.ClickException(f"{error} (or pass --source)") from None
+    if baseline is None:
+        found = monitoring.find_default_baseline(settings.state_dir(state))
+        baseline = str(found) if found else None
+    out_dir = Path(out) if out else reports_dir(state) / "monitor"
+    with click.progressbar(length=0, label="capture files", file=sys.stderr, show_pos=True) as bar:
+        try:
+            summary = monitoring.monitor(source, out_dir, baseline_path=baseline, threshold=threshold,
+                                         alpha=monitoring.DEFAULT_ALPHA if alpha is None else alpha,
+                                         session=session, progress=lambda _: bar.update(1))
+        except (monitoring.CaptureSourceError, FileNotFoundError, ValueError) as error:
+            raise click.ClickException(str(error)) from None
+    for problem in summary["problems"]:
+        click.echo(f"malformed capture line: {problem}", err=True)
+    if as_json:
+        click.echo(json.dumps(monitoring.public_summary(summary), indent=2))
+    else:
+        share = summary["share_below_threshold"]
+        click.echo(f"{summary['records']} records in {summary['files']} files from {summary['source']}")
+        click.echo(f"time range: {summary['time_range']['first']} .. {summary['time_range']['last']}")
+        click.echo("class counts: " + ", ".join(f"{k}={v}" for k, v in summary["class_counts"].items()))
+        click.echo(f"below threshold {summary['threshold']}: {summary['below_threshold']}"
+                   + ("" if share is None else f" ({share:.1%})"))
+        click.echo(monitoring.drift_caption(summary["drift"]))
+        click.echo(f"saved {out_dir / monitoring.SUMMARY_FILE} and plots in {out_dir}")
+    if fail_on_drift and summary["drift"]["status"] == "fail":
+        sys.exit(3)
+
+
+@click.command()
+@click.option("--target", "target_name", type=TARGET_CHOICE, default="local", show_default=True)
+@click.option("--execution", "executions", multiple=True,
+              help="Execution ARN to draw (repeatable; default: the latest passing and the latest failing).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file (default <state>/reports/report.html).")
+@click.option("--state-dir", "state", default=None)
+def report(target_name, executions, out, state) -> None:
+    """Write one self-contained HTML page: evaluation table, monitoring plots, the workflow graph."""
+    from harness import report as reporting
+    from harness.targets import TargetNotFound, load_target
+
+    try:
+        target = load_target(target_name, state)
+    except TargetNotFound as error:
+        target = None
+        click.echo(f"note: {error}; the page will have no workflow graph", err=True)
+    out_path = Path(out) if out else reports_dir(state) / "report.html"
+    try:
+        path = reporting.build_report(out_path, reports_dir(state), target=target, execution_arns=list(executions))
+    except reporting.ReportError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"report written to {path}")
