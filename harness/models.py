@@ -1,0 +1,207 @@
+"""Train the classifier the way SageMaker does, and cache trained models by what made them.
+
+`train_model` runs local_model/train.py in a subprocess under SageMaker's environment contract
+(SM_CHANNEL_TRAIN/TEST, SM_MODEL_DIR, SM_OUTPUT_DATA_DIR, SM_NUM_GPUS; hyperparameters as
+--name value) and packs the model directory into model.tar.gz exactly as SageMaker would.
+
+`ensure_model` is what the endpoint tests, the e2e tests and the demo call: it returns a folder
+holding model.tar.gz, metrics.json and baseline.json, training on first use. The cache key
+hashes the data (every file's path and bytes), the training/serving code and the
+hyperparameters, so a change to any of them trains a fresh model. A file lock keeps two
+processes from training the same model at once; the result appears atomically (rename).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Iterator
+
+from harness import settings
+
+MODEL_CODE_DIR = settings.PROJECT_ROOT / "local_model"
+TRAIN_SCRIPT = MODEL_CODE_DIR / "train.py"
+# Everything whose change must retrain a cached model.
+MODEL_CODE_FILES = ("train.py", "network.py", "inference.py")
+ARTIFACTS = ("model.tar.gz", "metrics.json", "baseline.json")
+CLASSES = ("bicycle", "motorcycle")
+CACHE_FORMAT = 1
+
+
+class TrainingError(RuntimeError):
+    """train.py failed; the message carries the tail of its log."""
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    for split in ("train", "test"):
+        for class_name in CLASSES:
+            folder = data_dir / split / class_name
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"data directory {data_dir} lacks {split}/{class_name}/: expected staged images in "
+                    f"{{train,test}}/{{bicycle,motorcycle}}/*.png (see `scones stage`, or set ${settings.DATA_DIR})"
+                )
+
+
+def hyperparameter_args(hyperparameters: dict) -> list[str]:
+    """{'batch_size': 64, 'widths': [32, 64]} -> ['--batch-size', '64', '--widths', '32,64'] (SageMaker's form)."""
+    args: list[str] = []
+    for name, value in sorted(hyperparameters.items()):
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(item) for item in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+def pack_model_dir(model_dir: Path, tarball: Path) -> None:
+    """Tar model_dir's contents (model.pth, code/...) at the archive root, byte-for-byte reproducibly."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in sorted(model_dir.rglob("*")):
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            info = archive.gettarinfo(str(path), arcname=str(path.relative_to(model_dir)))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with path.open("rb") as handle:
+                    archive.addfile(info, handle)
+            else:
+                archive.addfile(info)
+    with tarball.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as zipped:
+        zipped.write(buffer.getvalue())
+
+
+def train_model(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    hyperparameters: dict | None = None,
+    *,
+    log: IO[str] | None = None,
+    echo: bool = True,
+) -> Path:
+    """Run train.py as SageMaker would and write out_dir/{model.tar.gz,metrics.json,baseline.json}.
+
+    The script's output streams to stderr when echo is set, and always into out_dir/train.log.
+    """
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
+    _check_data_dir(data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sm-", dir=out_dir) as scratch:
+        scratch = Path(scratch)
+        env = {
+            **os.environ,
+            "SM_CHANNEL_TRAIN": str(data_dir / "train"),
+            "SM_CHANNEL_TEST": str(data_dir / "test"),
+            "SM_MODEL_DIR": str(scratch / "model"),
+            "SM_OUTPUT_DATA_DIR": str(scratch / "output"),
+            "SM_NUM_GPUS": os.environ.get("SM_NUM_GPUS", "0"),  # deterministic CPU training unless asked
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        command = [sys.executable, str(TRAIN_SCRIPT), *hyperparameter_args(hyperparameters or {})]
+        log_path = out_dir / "train.log"
+        with log_path.open("w") as log_file:
+            log_file.write("$ " + " ".join(command) + "\n")
+            log_file.flush()
+            process = subprocess.Popen(command, env=env, cwd=scratch, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, bufsize=1)
+            assert process.stdout is not None
+            for line in process.stdout:
+                log_file.write(line)
+                if echo:
+                    (log or sys.stderr).write(line)
+                    (log or sys.stderr).flush()
+            returncode = process.wait()
+        if returncode != 0:
+            tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
+            raise TrainingError(f"{TRAIN_SCRIPT} exited with status {returncode}; full log in {log_path}:\n{tail}")
+        pack_model_dir(scratch / "model", out_dir / "model.tar.gz")
+        for name in ("metrics.json", "baseline.json"):
+            shutil.copyfile(scratch / "output" / name, out_dir / name)
+    return out_dir
+
+
+def _data_fingerprint(data_dir: Path, digest: "hashlib._Hash") -> None:
+    for split in ("train", "test"):
+        for path in sorted((data_dir / split).rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(data_dir)).encode() + b"\0")
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def model_key(data_dir: Path, hyperparameters: dict) -> str:
+    digest = hashlib.sha256(f"scones-model-cache-v{CACHE_FORMAT}\0".encode())
+    _data_fingerprint(data_dir, digest)
+    for name in MODEL_CODE_FILES:
+        digest.update(name.encode() + b"\0" + (MODEL_CODE_DIR / name).read_bytes())
+    digest.update(json.dumps(hyperparameters, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process training the model (lock {path})", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ARTIFACTS)
+
+
+def ensure_model(data_dir: str | os.PathLike | None = None, state_dir: str | os.PathLike | None = None,
+                 **hyperparameters) -> Path:
+    """The folder holding model.tar.gz, metrics.json and baseline.json for this data, code and hyperparameters.
+
+    Trains (a couple of minutes on two CPU cores with the defaults) only when no cached model matches.
+    """
+    data = settings.data_dir(data_dir)
+    _check_data_dir(data)
+    models = settings.state_dir(state_dir) / "models"
+    key = model_key(data, hyperparameters)
+    final = models / key
+    if _complete(final):
+        return final
+    with _file_lock(models / f"{key}.lock"):
+        if _complete(final):  # another process finished it while we waited
+            return final
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=models))
+        try:
+            started = time.perf_counter()
+            print(f"training model {key} on {data} (first use; cached afterwards in {final})", file=sys.stderr, flush=True)
+            train_model(data, staging, hyperparameters)
+            (staging / "cache.json").write_text(json.dumps({
+                "key": key, "data_dir": str(data), "hyperparameters": hyperparameters,
+                "seconds": round(time.perf_counter() - started, 1),
+            }, indent=2, default=str) + "\n")
+            if final.exists():  # an incomplete leftover from a killed run
+                shutil.rmtree(final)
+            os.rename(staging, final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -1,0 +1,303 @@
+"""SageMaker PyTorch script-mode training entry point for the bicycle/motorcycle classifier.
+
+Runs unchanged in a SageMaker PyTorch training container and by hand:
+
+    python local_model/train.py --epochs 30 --seed 0
+
+Inputs (SageMaker's contract, with defaults for running by hand):
+    SM_CHANNEL_TRAIN, SM_CHANNEL_TEST  folders of {bicycle,motorcycle}/*.png
+    SM_MODEL_DIR                       receives model.pth and code/{inference,network}.py,
+                                       i.e. exactly the model.tar.gz layout SageMaker serves
+    SM_OUTPUT_DATA_DIR                 receives metrics.json and baseline.json
+    SM_NUM_GPUS                        0 forces the CPU even where CUDA is present
+Hyperparameters arrive as command-line arguments (SageMaker passes them as --name value).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+try:  # inside the scones package
+    from . import network
+except ImportError:  # run as a script, as SageMaker does: the script's folder is on sys.path
+    import network
+
+HERE = Path(__file__).resolve().parent
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+WEIGHTS_FILE = "model.pth"
+# Files copied into <model dir>/code/: the serving handlers and everything they import.
+SERVING_CODE = ("inference.py", "network.py")
+
+
+def _str2bool(value: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(part) for part in str(value).split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Hyperparameters (the defaults are the tuned ones; see benchmarks/train.py).
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--warmup-epochs", type=float, default=2.0)
+    parser.add_argument("--widths", type=_int_list, default=network.DEFAULT_ARCHITECTURE["widths"],
+                        help="channels per ResNet stage, e.g. 32,64,128")
+    parser.add_argument("--blocks", type=_int_list, default=network.DEFAULT_ARCHITECTURE["blocks"],
+                        help="BasicBlocks per ResNet stage, e.g. 1,1,1")
+    parser.add_argument("--augment", type=_str2bool, default=True, help="random crop (pad 4) + horizontal flip")
+    parser.add_argument("--flip-tta", type=_str2bool, default=True,
+                        help="average predictions over the image and its mirror (training and serving)")
+    parser.add_argument("--threshold", type=float, default=0.93)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
+    # SageMaker's environment contract.
+    parser.add_argument("--model-dir", default=env.get("SM_MODEL_DIR", "model"))
+    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "data/train"))
+    parser.add_argument("--test", default=env.get("SM_CHANNEL_TEST", "data/test"))
+    parser.add_argument("--output-data-dir", default=env.get("SM_OUTPUT_DATA_DIR", "output"))
+    parser.add_argument("--num-gpus", type=int, default=int(env.get("SM_NUM_GPUS", "-1")),
+                        help="-1 = use CUDA when present")
+    args = parser.parse_args(argv)
+    if len(args.widths) != len(args.blocks):
+        parser.error(f"--widths {args.widths} and --blocks {args.blocks} must have the same length")
+    return args
+
+
+def load_channel(channel: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A channel folder of <class>/<image> -> (uint8 images N x 32 x 32 x 3, labels, relative paths)."""
+    root = Path(channel)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data channel {root} does not exist (expected {'/'.join(network.CLASSES)} folders of images)")
+    images, labels, names = [], [], []
+    for label, class_name in enumerate(network.CLASSES):
+        class_dir = root / class_name
+        if not class_dir.is_dir():
+            raise FileNotFoundError(f"data channel {root} has no {class_name}/ folder")
+        files = sorted(path for path in class_dir.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{class_dir} holds no .png/.jpg images")
+        for path in files:
+            images.append(network.load_image_file(path))
+            labels.append(label)
+            names.append(f"{class_name}/{path.name}")
+    return np.stack(images), np.asarray(labels, dtype=np.int64), names
+
+
+def choose_device(num_gpus: int) -> torch.device:
+    if num_gpus != 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def augment_batch(batch: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop from a reflect-padded image and random horizontal flip, per sample."""
+    n, _, height, width = batch.shape
+    padded = nn.functional.pad(batch, (padding,) * 4, mode="reflect")
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).tolist()
+    flips = torch.rand(n, generator=generator).lt(0.5).tolist()
+    out = torch.empty_like(batch)
+    for index, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
+        crop = padded[index, :, dy:dy + height, dx:dx + width]
+        out[index] = crop.flip(2) if flip else crop
+    return out
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up then cosine decay to zero."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, flip_tta: bool, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    parts = [network.predict_probabilities(model, images[start:start + batch_size], flip_tta)
+             for start in range(0, len(images), batch_size)]
+    return torch.cat(parts).float().cpu()
+
+
+def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    n_classes = len(network.CLASSES)
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    for true, guess in zip(labels, predicted):
+        confusion[true, guess] += 1
+    per_class = {}
+    for index, name in enumerate(network.CLASSES):
+        predicted_here = confusion[:, index].sum()
+        actually_here = confusion[index, :].sum()
+        per_class[name] = {
+            "precision": float(confusion[index, index] / predicted_here) if predicted_here else None,
+            "recall": float(confusion[index, index] / actually_here) if actually_here else None,
+            "support": int(actually_here),
+        }
+    covered = confidence >= threshold
+    return {
+        "test_accuracy": float((predicted == labels).mean()),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "confusion_matrix_layout": "rows = true class, columns = predicted class, in `classes` order",
+        "threshold": threshold,
+        "threshold_coverage": float(covered.mean()),
+        "threshold_precision": float((predicted[covered] == labels[covered]).mean()) if covered.any() else None,
+        "n_test": int(len(labels)),
+    }
+
+
+def baseline(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """The reference distribution that model monitoring compares live traffic against."""
+    predicted = probabilities.argmax(axis=1)
+    return {
+        "classes": list(network.CLASSES),
+        "threshold": threshold,
+        "true_class_counts": {name: int((labels == i).sum()) for i, name in enumerate(network.CLASSES)},
+        "predicted_class_counts": {name: int((predicted == i).sum()) for i, name in enumerate(network.CLASSES)},
+        "max_confidence": [round(float(value), 6) for value in probabilities.max(axis=1)],
+        "n": int(len(labels)),
+    }
+
+
+def save_model(model: nn.Module, args: argparse.Namespace, model_dir: Path) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "format": 1,
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        "architecture": {"widths": list(args.widths), "blocks": list(args.blocks)},
+        "classes": list(network.CLASSES),
+        "flip_tta": bool(args.flip_tta),
+        "image_size": network.IMAGE_SIZE,
+    }
+    torch.save(checkpoint, model_dir / WEIGHTS_FILE)
+    code_dir = model_dir / "code"
+    code_dir.mkdir(exist_ok=True)
+    for name in SERVING_CODE:
+        shutil.copyfile(HERE / name, code_dir / name)
+
+
+def train(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    torch.set_num_threads(args.num_threads or os.cpu_count() or 1)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    device = choose_device(args.num_gpus)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    train_images, train_labels, _ = load_channel(args.train)
+    test_images, test_labels, _ = load_channel(args.test)
+    print(f"data: {len(train_labels)} train images from {args.train}, {len(test_labels)} test images "
+          f"from {args.test}; device {device}, {torch.get_num_threads()} CPU threads", flush=True)
+    x_train = network.to_tensor(train_images)
+    y_train = torch.from_numpy(train_labels)
+    x_test = network.to_tensor(test_images)
+
+    model = network.build_model({"widths": args.widths, "blocks": args.blocks}).to(device)
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, momentum=args.momentum, nesterov=True,
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    steps_per_epoch = math.ceil(len(y_train) / args.batch_size)
+    total_steps = args.epochs * steps_per_epoch
+    warmup_steps = int(args.warmup_epochs * steps_per_epoch)
+
+    step = 0
+    for epoch in range(1, args.epochs + 1):
+        epoch_started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(y_train), generator=generator)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(order), args.batch_size):
+            index = order[start:start + args.batch_size]
+            if len(index) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            batch = x_train[index]
+            if args.augment:
+                batch = augment_batch(batch, generator)
+            batch, target = batch.to(device), y_train[index].to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, warmup_steps, args.lr)
+            logits = model(batch)
+            loss = loss_fn(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(index)
+            correct += (logits.argmax(1) == target).sum().item()
+        print(f"epoch {epoch}/{args.epochs} loss={loss_sum / len(order):.4f} "
+              f"train_accuracy={correct / len(order):.4f} lr={optimizer.param_groups[0]['lr']:.4f} "
+              f"seconds={time.perf_counter() - epoch_started:.1f}", flush=True)
+
+    training_seconds = time.perf_counter() - started
+    probabilities = predict(model, x_test.to(device), args.flip_tta).numpy()
+    metrics = evaluate(probabilities, test_labels, args.threshold)
+    metrics.update({
+        "classes": list(network.CLASSES),
+        "training_seconds": round(training_seconds, 2),
+        "epochs": args.epochs,
+        "n_train": int(len(y_train)),
+        "device": str(device),
+        "num_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "hyperparameters": {
+            key: getattr(args, key) for key in (
+                "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
+                "widths", "blocks", "augment", "flip_tta", "threshold", "seed")
+        },
+    })
+
+    model_dir, output_dir = Path(args.model_dir), Path(args.output_data_dir)
+    save_model(model.cpu(), args, model_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "baseline.json").write_text(json.dumps(baseline(probabilities, test_labels, args.threshold)) + "\n")
+    # One line per metric, in the key=value form SageMaker metric definitions can match.
+    print(f"test_accuracy={metrics['test_accuracy']:.4f} threshold_coverage={metrics['threshold_coverage']:.4f} "
+          f"threshold_precision={metrics['threshold_precision'] if metrics['threshold_precision'] is None else round(metrics['threshold_precision'], 4)} "
+          f"training_seconds={training_seconds:.1f}", flush=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
