@@ -1,0 +1,247 @@
+"""The local endpoint through boto3's sagemaker-runtime client and the container contract.
+
+Every error case asserts the exception class botocore raises against real SageMaker.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import signal
+import tarfile
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from harness import settings
+from harness.endpoint import EndpointServer, EndpointStartError
+from local_model.serving_stub import build_stub_model
+
+ENDPOINT = "test-endpoint"
+
+
+def runtime_client(url: str):
+    return boto3.client(
+        "sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def read_test_image(label: str = "bicycle", index: int = 0) -> bytes:
+    folder = settings.data_dir() / "test" / label
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        pytest.skip(f"no test images in {folder}")
+    return files[index].read_bytes()
+
+
+@pytest.fixture(scope="module")
+def stub_model(tmp_path_factory) -> Path:
+    return build_stub_model(tmp_path_factory.mktemp("stub-model"))
+
+
+@pytest.fixture(scope="module")
+def endpoint(stub_model):
+    with EndpointServer(stub_model, endpoint_name=ENDPOINT) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(endpoint):
+    return runtime_client(endpoint.url)
+
+
+def write_archive(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+# --- success ------------------------------------------------------------------------------------
+
+def test_real_image_gets_two_probabilities_summing_to_one(client):
+    reply = client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=read_test_image())
+    probabilities = json.loads(reply["Body"].read())
+    assert reply["ContentType"] == "application/json"
+    assert reply["InvokedProductionVariant"] == "AllTraffic"
+    assert len(probabilities) == 2
+    assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-5)
+    assert reply["ResponseMetadata"]["RequestId"]
+
+
+def test_accept_and_target_variant_that_match_are_honoured(client):
+    reply = client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Accept="application/json",
+                                   TargetVariant="AllTraffic", CustomAttributes="trace=1", Body=read_test_image())
+    assert len(json.loads(reply["Body"].read())) == 2
+
+
+def test_container_contract_ping_and_invocations(endpoint, client):
+    with urllib.request.urlopen(f"{endpoint.url}/ping") as reply:
+        assert reply.status == 200
+    request = urllib.request.Request(f"{endpoint.url}/invocations", data=read_test_image("motorcycle"),
+                                     headers={"Content-Type": "image/png"}, method="POST")
+    with urllib.request.urlopen(request) as reply:
+        container_answer = json.loads(reply.read())
+    runtime_answer = json.loads(client.invoke_endpoint(
+        EndpointName=ENDPOINT, ContentType="image/png", Body=read_test_image("motorcycle"))["Body"].read())
+    assert container_answer == runtime_answer
+
+
+def test_container_invocations_answer_with_the_handler_status(endpoint):
+    request = urllib.request.Request(f"{endpoint.url}/invocations", data=b"hello",
+                                     headers={"Content-Type": "text/plain"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request)
+    assert caught.value.code == 500
+    assert b"Unsupported content type" in caught.value.read()
+
+
+# --- errors as AWS shapes them --------------------------------------------------------------------
+
+def test_unknown_endpoint_is_a_validation_error(client):
+    with pytest.raises(client.exceptions.ValidationError) as caught:
+        client.invoke_endpoint(EndpointName="no-such-endpoint", ContentType="image/png", Body=read_test_image())
+    error = caught.value.response
+    assert error["Error"]["Code"] == "ValidationError"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "no-such-endpoint" in error["Error"]["Message"]
+
+
+def test_unknown_target_variant_is_a_validation_error(client):
+    with pytest.raises(client.exceptions.ValidationError):
+        client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", TargetVariant="Canary",
+                               Body=read_test_image())
+
+
+@pytest.mark.parametrize("content_type, body, message", [
+    ("text/plain", b"a bicycle, honest", "Unsupported content type"),
+    ("image/png", b"\x89PNG but not really", "cannot identify image"),
+])
+def test_handler_failures_are_model_errors(client, content_type, body, message):
+    with pytest.raises(client.exceptions.ModelError) as caught:
+        client.invoke_endpoint(EndpointName=ENDPOINT, ContentType=content_type, Body=body)
+    error = caught.value.response
+    assert error["Error"]["Code"] == "ModelError"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert error["OriginalStatusCode"] == 500  # a plain exception in a handler, as in the PyTorch container
+    assert message in error["OriginalMessage"]
+    assert error["LogStreamArn"].endswith(f":log-group:/aws/sagemaker/Endpoints/{ENDPOINT}")
+    assert "Received server error (500) from primary" in error["Error"]["Message"]
+
+
+def test_body_over_6_mib_is_rejected_like_aws(client):
+    with pytest.raises(ClientError) as caught:
+        client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"\0" * (6 * 1024 * 1024 + 1))
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert error["Error"]["Code"] == "413"  # AWS's front end sends no error type: botocore uses the status
+    assert "6291456" in error["Error"]["Message"]
+
+
+def test_body_of_exactly_6_mib_reaches_the_model(client):
+    with pytest.raises(client.exceptions.ModelError):  # accepted, then the stub cannot read it as PNG
+        client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"\0" * (6 * 1024 * 1024))
+
+
+# --- the container's default handlers and readiness ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def torchscript_only_model(tmp_path_factory):
+    """No code/inference.py at all: the container's default model_fn/input_fn/predict_fn/output_fn."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("torchscript-model")
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), buffer)
+    return write_archive(folder / "model.tar.gz", {"model.pt": buffer.getvalue()})
+
+
+def test_missing_handlers_fall_back_to_the_container_defaults(torchscript_only_model):
+    with EndpointServer(torchscript_only_model, endpoint_name=ENDPOINT) as server:
+        client = runtime_client(server.url)
+        json_reply = client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="application/json",
+                                            Body=json.dumps([[1.0, 2.0, 3.0]]))
+        assert json_reply["ContentType"] == "application/json"
+        assert len(json.loads(json_reply["Body"].read())[0]) == 2
+        csv_reply = client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="text/csv", Accept="text/csv",
+                                           Body="1,2,3")
+        assert len(csv_reply["Body"].read().decode().split(",")) == 2
+        with pytest.raises(client.exceptions.ModelError) as caught:
+            client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"png")
+        assert caught.value.response["OriginalStatusCode"] == 415  # the toolkit's UnsupportedFormatError
+
+
+def test_ping_is_503_until_the_model_is_loaded(tmp_path):
+    release = tmp_path / "release"
+    script = textwrap.dedent(f"""
+        import os, time
+        def model_fn(model_dir):
+            deadline = time.monotonic() + 60
+            while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return object()
+        def transform_fn(model, body, content_type, accept):
+            return b"[1.0, 0.0]", "application/json"
+    """)
+    archive = write_archive(tmp_path / "model.tar.gz", {"code/inference.py": script.encode()})
+    with EndpointServer(archive, endpoint_name=ENDPOINT).start(wait=False) as server:
+        with pytest.raises(EndpointStartError, match="HTTP 503"):
+            server.wait_ready(timeout_s=0.5)
+        with pytest.raises(runtime_client(server.url).exceptions.ServiceUnavailable):
+            runtime_client(server.url).invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"x")
+        release.touch()
+        server.wait_ready(timeout_s=30)
+        reply = runtime_client(server.url).invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"x")
+        assert json.loads(reply["Body"].read()) == [1.0, 0.0]
+
+
+def test_a_model_that_cannot_load_fails_start_with_the_reason(tmp_path):
+    archive = write_archive(tmp_path / "model.tar.gz", {"code/inference.py": b"def model_fn(d):\n    raise RuntimeError('weights corrupt')\n"})
+    with pytest.raises(EndpointStartError, match="weights corrupt"):
+        EndpointServer(archive, endpoint_name=ENDPOINT).start(timeout_s=30)
+
+
+def test_missing_archive_is_reported_with_its_path(tmp_path):
+    with pytest.raises(EndpointStartError, match="does not exist"):
+        EndpointServer(tmp_path / "nothing" / "model.tar.gz", endpoint_name=ENDPOINT).start(timeout_s=30)
+
+
+# --- as the local stack runs it -----------------------------------------------------------------
+
+def test_subprocess_endpoint_serves_and_stops_on_sigterm(stub_model, tmp_path):
+    server = EndpointServer(stub_model, endpoint_name=ENDPOINT, mode="subprocess", log_path=tmp_path / "endpoint.log")
+    with server:
+        reply = runtime_client(server.url).invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png",
+                                                           Body=read_test_image())
+        assert len(json.loads(reply["Body"].read())) == 2
+        process = server._process
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught, as a well-behaved server does.
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in (tmp_path / "endpoint.log").read_text()
+
+
+@pytest.mark.slow
+def test_trained_model_classifies_real_test_images():
+    models = pytest.importorskip("harness.models")
+    model_dir = models.ensure_model()
+    with EndpointServer(model_dir, endpoint_name=ENDPOINT) as server:
+        client = runtime_client(server.url)
+        correct = 0
+        for label_index, label in enumerate(("bicycle", "motorcycle")):
+            for index in range(10):
+                probabilities = json.loads(client.invoke_endpoint(
+                    EndpointName=ENDPOINT, ContentType="image/png", Body=read_test_image(label, index))["Body"].read())
+                assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-5)
+                correct += probabilities.index(max(probabilities)) == label_index
+        assert correct >= 14  # the trained model is ~0.9 accurate; 20 images leave room
