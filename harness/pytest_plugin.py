@@ -1,1 +1,143 @@
-"""pytest plugin (entry point `pytest11: scones`): fixtures that bring the local stack up and hand tests clients and names."""
+"""pytest plugin (entry point `pytest11: scones`): fixtures that bring the local stack up and hand tests clients and names.
+
+Installed with the `scones` package, so any project's tests can say
+
+    def test_bicycle(run_workflow):
+        result = run_workflow("test/bicycle/bike_s_000001.png")
+        assert result.status == "SUCCEEDED" and result.predicted_class == "bicycle"
+
+`scones_stack` (session) attaches to a local stack that is already up and leaves it up, or
+brings one up and takes it down at the end of the session. With SCONES_TEST_TARGET=aws (or
+`--scones-target aws`) the same fixtures point at the stack that `scones deploy --target aws`
+recorded, and nothing is started or stopped.
+
+Nothing heavy is imported until a test asks for one of these fixtures.
+"""
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import settings
+
+UPLOAD_PREFIX = "pytest-uploads"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("scones", "Scones local/AWS stack")
+    group.addoption("--scones-target", choices=("local", "aws"), default=None,
+                    help=f"Stack the scones fixtures use (default ${settings.TEST_TARGET} or local).")
+    group.addoption("--scones-keep-stack", action="store_true", default=False,
+                    help="Leave a local stack this session started running afterwards.")
+
+
+@pytest.fixture(scope="session")
+def scones_target_name(pytestconfig) -> str:
+    name = pytestconfig.getoption("scones_target") or os.environ.get(settings.TEST_TARGET) or "local"
+    if name not in ("local", "aws"):
+        raise pytest.UsageError(f"{settings.TEST_TARGET}={name!r}: expected 'local' or 'aws'")
+    return name
+
+
+@pytest.fixture(scope="session")
+def scones_stack(pytestconfig, scones_target_name):
+    """The deployed workflow as a harness.targets.Target (clients, bucket, ARNs, endpoint name).
+
+    Local: attaches to a running stack (and leaves it up), else starts one and stops it at the
+    end of the session. AWS: reads the deploy record; starts and stops nothing.
+    """
+    from harness.targets import load_target
+
+    if scones_target_name == "aws":
+        yield load_target("aws")
+        return
+
+    from harness import stack
+
+    if stack.status()["up"]:
+        yield load_target("local")
+        return
+    config = stack.StackConfig.from_environment()
+    stack.up(config, progress=lambda message: None)
+    try:
+        yield load_target("local", config.state_dir)
+    finally:
+        if not pytestconfig.getoption("scones_keep_stack"):
+            report = stack.down(config.state_dir, progress=lambda message: None)
+            if report["leftover_processes"] or report["open_ports"]:
+                pytest.fail(f"the local stack left processes {report['leftover_processes']} "
+                            f"and open ports {report['open_ports']}")
+
+
+@pytest.fixture(scope="session")
+def s3_client(scones_stack):
+    return scones_stack.client("s3")
+
+
+@pytest.fixture(scope="session")
+def stepfunctions_client(scones_stack):
+    return scones_stack.client("stepfunctions")
+
+
+@pytest.fixture(scope="session")
+def lambda_client(scones_stack):
+    return scones_stack.client("lambda")
+
+
+@pytest.fixture(scope="session")
+def sagemaker_runtime_client(scones_stack):
+    return scones_stack.client("sagemaker-runtime")
+
+
+@pytest.fixture(scope="session")
+def run_workflow(scones_stack, stepfunctions_client):
+    """run_workflow(key_or_input, timeout=120) -> ExecutionResult; the key is in the stack's bucket."""
+    from harness.executions import run_executions
+
+    def run(key_or_input, timeout: float = 120.0):
+        [result] = run_executions(scones_stack, [key_or_input], timeout=timeout, client=stepfunctions_client)
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_workflows(scones_stack, stepfunctions_client):
+    """run_workflows(keys_or_inputs, concurrency=1) -> [ExecutionResult] in input order."""
+    from harness.executions import run_executions
+
+    def run(items, concurrency: int = 1, timeout: float = 120.0):
+        return run_executions(scones_stack, list(items), concurrency=concurrency, timeout=timeout,
+                              client=stepfunctions_client)
+
+    return run
+
+
+@pytest.fixture
+def upload_image(scones_stack, s3_client):
+    """upload_image(data, suffix=".png") -> key: put bytes, a file or a PIL image under a unique key.
+
+    Every object uploaded is deleted when the test ends.
+    """
+    uploaded: list[str] = []
+
+    def upload(data, suffix: str = ".png", content_type: str | None = "image/png", name: str | None = None) -> str:
+        if isinstance(data, (str, Path)):
+            data = Path(data).read_bytes()
+        elif hasattr(data, "save"):  # a PIL image
+            buffer = io.BytesIO()
+            data.save(buffer, format="PNG")
+            data = buffer.getvalue()
+        key = f"{UPLOAD_PREFIX}/{name or 'image'}-{uuid.uuid4().hex[:12]}{suffix}"
+        extra = {"ContentType": content_type} if content_type else {}
+        s3_client.put_object(Bucket=scones_stack.bucket, Key=key, Body=data, **extra)
+        uploaded.append(key)
+        return key
+
+    yield upload
+    for key in uploaded:
+        s3_client.delete_object(Bucket=scones_stack.bucket, Key=key)

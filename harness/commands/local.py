@@ -1,0 +1,175 @@
+"""`scones up`, `scones run`, `scones status`, `scones down`: the local stack from the shell."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from deploy import local as local_target
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+@click.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), help="State directory (default $SCONES_STATE_DIR or .scones).")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Staged images (default $SCONES_DATA_DIR or ../shared/data).")
+@click.option("--model", "model_dir", type=click.Path(exists=True), help="Directory with model.tar.gz (default: the cached trained model).")
+@click.option("--localstack-port", type=int, help=f"LocalStack port (default $SCONES_LOCALSTACK_PORT or {local_target.DEFAULT_LOCALSTACK_PORT}).")
+@click.option("--endpoint-port", type=int, help=f"Endpoint server port (default $SCONES_ENDPOINT_PORT or {local_target.DEFAULT_ENDPOINT_PORT}).")
+@click.option("--prefix", default=local_target.DEFAULT_PREFIX, show_default=True, help="Name prefix of the functions and state machine.")
+@click.option("--bucket", default=local_target.DEFAULT_BUCKET, show_default=True)
+@click.option("--endpoint-name", default=local_target.DEFAULT_ENDPOINT_NAME, show_default=True)
+@click.option("--threshold", default=local_target.DEFAULT_THRESHOLD, show_default=True, type=float)
+@click.option("--no-data", is_flag=True, help="Skip uploading the staged images.")
+def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, bucket, endpoint_name, threshold, no_data):
+    """Bring the local stack up (LocalStack, endpoint server, workflow, data); attaches to what already runs."""
+    from pathlib import Path
+
+    from harness import stack
+
+    config = stack.StackConfig.from_environment(
+        state_dir, data_dir, localstack_port, endpoint_port,
+        prefix=prefix, bucket=bucket, endpoint_name=endpoint_name, threshold=threshold,
+        model_dir=Path(model_dir) if model_dir else None, upload_data=not no_data,
+    )
+    try:
+        record = stack.up(config, progress=_progress)
+    except (stack.StackError, Exception) as error:  # noqa: BLE001 - one clear line, then the exit status
+        raise click.ClickException(f"scones up failed: {error}") from error
+    _print_record(record)
+    click.echo(f"ready in {record['up_seconds']:.1f} s; `scones run test/bicycle/<file>.png` to try it, `scones down` to stop")
+
+
+def _print_record(record: dict) -> None:
+    outputs = record["outputs"]
+    rows = [
+        ("LocalStack", record["localstack"]["url"] + f"  (pid {record['localstack'].get('pid')})"),
+        ("endpoint server", record["endpoint"]["url"] + f"  (pid {record['endpoint'].get('pid')})"),
+        ("endpoint name", outputs["endpoint_name"]),
+        ("model", record["endpoint"].get("model_dir", "")),
+        ("bucket", f"s3://{outputs['bucket']}"),
+        ("data capture", outputs["capture_s3_uri"]),
+        ("state machine", outputs["state_machine_arn"]),
+    ]
+    rows += [(f"lambda {name}", arn) for name, arn in sorted(outputs["function_arns"].items())]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        click.echo(f"{label:<{width}}  {value}")
+    click.echo("use it with: AWS_ENDPOINT_URL=" + record["localstack"]["url"]
+               + " AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=" + outputs["region"])
+
+
+@click.command()
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--target", type=click.Choice(["local", "aws"]), default="local", show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False))
+@click.option("--bucket", help="Bucket of the keys (default: the target's bucket).")
+@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for each execution.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document per execution instead of a table.")
+def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
+    """Run the workflow on S3 KEYS, wait, and print key, status, class, confidence, error, duration.
+
+    Exits with status 1 when any execution did not succeed.
+    """
+    from harness.executions import run_executions
+    from harness.targets import TargetNotFound, load_target
+
+    try:
+        deployed = load_target(target, state_dir)
+    except TargetNotFound as error:
+        raise click.ClickException(str(error)) from error
+    inputs = [{"s3_bucket": bucket, "s3_key": key} if bucket else key for key in keys]
+    started = time.perf_counter()
+    with click.progressbar(length=len(inputs), label="executions", file=sys.stderr,
+                           hidden=len(inputs) < 2) as bar:
+        results = run_executions(deployed, inputs, concurrency=concurrency, timeout=timeout,
+                                 progress=lambda _result: bar.update(1))
+    elapsed = time.perf_counter() - started
+    if as_json:
+        for result in results:
+            document = result.to_dict()
+            document.pop("output", None)  # holds the base64 image
+            click.echo(json.dumps(document, default=str))
+    else:
+        click.echo(results_table(results))
+        click.echo(f"{sum(r.succeeded for r in results)}/{len(results)} succeeded in {elapsed:.2f} s")
+    if not all(r.succeeded for r in results):
+        sys.exit(1)
+
+
+ERROR_WIDTH = 110   # the full message is in `--json` and in the execution history
+
+
+def results_table(results) -> str:
+    header = ("key", "status", "class", "confidence", "error", "duration")
+    rows = [header]
+    for result in results:
+        error = ""
+        if result.error:
+            error = result.error
+            if result.failed_state:
+                error += f" in {result.failed_state}"
+            message = result.error_message
+            if message and message != result.error:
+                error += f": {message}"
+            if len(error) > ERROR_WIDTH:
+                error = error[:ERROR_WIDTH - 3] + "..."
+        rows.append((
+            result.key,
+            result.status,
+            result.predicted_class or "-",
+            f"{result.confidence:.4f}" if result.confidence is not None else "-",
+            error or "-",
+            f"{result.duration * 1000:.0f} ms" if result.duration is not None else "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) if index == len(header) - 1 else cell.ljust(width)
+                       for index, (cell, width) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--state-dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def status(state_dir, as_json):
+    """Show whether the local stack is up, its parts, ports, pids and memory."""
+    from harness import stack
+
+    report = stack.status(state_dir)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    if report["record"] is None:
+        click.echo(f"local stack: down (no record at {report['record_path']})")
+        sys.exit(3)
+    click.echo(f"local stack: {'up' if report['up'] else 'DEGRADED'} (record {report['record_path']})")
+    for name, part in report["parts"].items():
+        state = "running" if part["alive"] else "not running"
+        listening = "listening" if part["listening"] else "not listening"
+        click.echo(f"  {name:<10} {part.get('url')}  pid {part.get('pid')}  {state}, {listening}")
+    outputs = report["record"]["outputs"]
+    click.echo(f"  state machine {outputs['state_machine_arn']}")
+    click.echo(f"  bucket s3://{outputs['bucket']}, capture {outputs['capture_s3_uri']}")
+    click.echo(f"  {len(report['processes'])} processes, {report['rss_bytes'] / 2**20:.0f} MiB resident")
+    if not report["up"]:
+        click.echo("  run `scones up` to repair it, or `scones down` to clear it")
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--state-dir", type=click.Path(file_okay=False))
+def down(state_dir):
+    """Stop everything `scones up` started (endpoint server first, so capture is flushed)."""
+    from harness import stack
+
+    report = stack.down(state_dir, progress=_progress)
+    if report["leftover_processes"] or report["open_ports"]:
+        raise click.ClickException(f"left behind: processes {report['leftover_processes']}, "
+                                   f"open ports {report['open_ports']}")
+    click.echo("local stack: down")

@@ -1,0 +1,428 @@
+"""The local target as one unit: LocalStack + endpoint server + model + deployed workflow + data.
+
+`up()` starts what is not running yet and attaches to what is (so a second `up` starts nothing
+twice), deploys the Lambdas and state machine through the same code path as AWS, uploads the
+staged images, and records pids, ports, names and ARNs in <state>/local/stack.json.
+`down()` flushes capture, stops everything `up()` started, and checks that no process and no
+listening port is left behind.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from deploy import local as local_target
+from harness import settings
+from harness.targets import local_record_path, read_record, write_record
+
+Progress = Callable[[str], None]
+RECORD_VERSION = 1
+ENDPOINT_READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+
+
+class StackError(RuntimeError):
+    """The local stack could not be brought up or down; the message says which part and why."""
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path
+    data_dir: Path
+    localstack_port: int = local_target.DEFAULT_LOCALSTACK_PORT
+    endpoint_port: int = local_target.DEFAULT_ENDPOINT_PORT
+    prefix: str = local_target.DEFAULT_PREFIX
+    bucket: str = local_target.DEFAULT_BUCKET
+    endpoint_name: str = local_target.DEFAULT_ENDPOINT_NAME
+    threshold: float = local_target.DEFAULT_THRESHOLD
+    model_dir: Path | None = None           # a directory holding model.tar.gz; default: ensure_model()
+    upload_data: bool = True
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, state_dir=None, data_dir=None, localstack_port=None, endpoint_port=None,
+                         **overrides) -> "StackConfig":
+        """Explicit argument beats environment beats default."""
+        return cls(
+            state_dir=settings.state_dir(state_dir),
+            data_dir=settings.data_dir(data_dir),
+            localstack_port=int(localstack_port or os.environ.get(settings.LOCALSTACK_PORT)
+                                or local_target.DEFAULT_LOCALSTACK_PORT),
+            endpoint_port=int(endpoint_port or os.environ.get(settings.ENDPOINT_PORT)
+                              or local_target.DEFAULT_ENDPOINT_PORT),
+            **{k: v for k, v in overrides.items() if v is not None},
+        )
+
+    @property
+    def localstack_url(self) -> str:
+        return local_target.localstack_url(self.localstack_port)
+
+    @property
+    def endpoint_url(self) -> str:
+        return local_target.endpoint_url(self.endpoint_port)
+
+    @property
+    def local_dir(self) -> Path:
+        path = self.state_dir / "local"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# ----------------------------------------------------------------------------- processes
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def port_open(port: int, host: str = local_target.HOST, timeout: float = 0.2) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _parent_pids() -> dict[int, int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return parents
+
+
+def process_tree(root_pids: list[int]) -> list[int]:
+    """The given live pids and all their descendants (Lambda environments are LocalStack's children)."""
+    parents = _parent_pids()
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    tree, todo = [], [pid for pid in root_pids if pid in parents]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+    return tree
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM, wait, then SIGKILL that pid (only processes this harness started)."""
+    if not pid_alive(pid):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if not wait_until(lambda: not pid_alive(pid), timeout):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        wait_until(lambda: not pid_alive(pid), 5.0)
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status so it does not linger as a zombie of this process."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# ----------------------------------------------------------------------------- parts
+
+def _localstack(config: StackConfig):
+    from harness.localstack import LocalStack
+
+    return LocalStack(config.state_dir, config.localstack_port)
+
+
+def _localstack_healthy(config: StackConfig) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{config.localstack_url}/_localstack/health", timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _endpoint_ready(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def start_endpoint_server(config: StackConfig, model_dir: Path):
+    """Start the endpoint server as a subprocess (it outlives `scones up`); does not wait for it."""
+    from harness.endpoint import EndpointServer
+    from local_model.capture import CaptureConfig
+
+    if port_open(config.endpoint_port):
+        raise StackError(f"port {config.endpoint_port} is already in use, so the endpoint server cannot bind it; "
+                         f"stop what listens there or set {settings.ENDPOINT_PORT}")
+    model = model_dir / "model.tar.gz" if (model_dir / "model.tar.gz").exists() else model_dir
+    server = EndpointServer(
+        model, endpoint_name=config.endpoint_name, port=config.endpoint_port, mode="subprocess",
+        capture=CaptureConfig(local_target.capture_s3_uri(config.bucket), sampling_percentage=100),
+        env=local_target.endpoint_server_environment(config.localstack_url),
+        log_path=config.local_dir / "endpoint.log",
+    )
+    return server.start(wait=False)
+
+
+def resolve_model(config: StackConfig, progress: Progress) -> Path:
+    if config.model_dir is not None:
+        return Path(config.model_dir).resolve()
+    from harness.models import ensure_model
+
+    progress("model: checking the cached model (trains on first use)")
+    return Path(ensure_model(data_dir=config.data_dir, state_dir=config.state_dir, **config.hyperparameters))
+
+
+# ----------------------------------------------------------------------------- up / down / status
+
+def up(config: StackConfig, progress: Progress = print) -> dict[str, Any]:
+    """Bring the local stack up (attaching to parts already running) and return its record.
+
+    Holds a lock file, so two `up`s at once (two shells, pytest-xdist workers) start one stack.
+    """
+    import fcntl
+
+    with open(config.local_dir / "up.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _up(config, progress)
+
+
+def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
+    started_at = time.perf_counter()
+    record_path = local_record_path(config.state_dir)
+    previous = read_record(record_path) or {}
+    localstack = _localstack(config)
+
+    # The endpoint server takes seconds to import torch: start it first, then LocalStack beside it.
+    model_dir = resolve_model(config, progress)
+    endpoint_process = None
+    old_endpoint = previous.get("endpoint") or {}
+    endpoint_attached = (pid_alive(old_endpoint.get("pid")) and old_endpoint.get("port") == config.endpoint_port
+                         and old_endpoint.get("model_dir") == str(model_dir)
+                         and _endpoint_ready(config.endpoint_url))
+    if not endpoint_attached:
+        if pid_alive(old_endpoint.get("pid")):
+            progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}), its model or port changed")
+            terminate(old_endpoint["pid"])
+        endpoint_process = start_endpoint_server(config, model_dir)
+        progress(f"endpoint: starting {config.endpoint_name} on {config.endpoint_url} (pid {endpoint_process.pid})")
+    else:
+        progress(f"endpoint: attached to {config.endpoint_name} on {config.endpoint_url} (pid {old_endpoint['pid']})")
+
+    try:
+        old_localstack = previous.get("localstack") or {}
+        localstack_attached = old_localstack.get("port") == config.localstack_port and _localstack_healthy(config)
+        if localstack_attached:
+            progress(f"localstack: attached on {config.localstack_url}")
+            localstack_pid = old_localstack.get("pid")
+        else:
+            if port_open(config.localstack_port):
+                raise StackError(f"port {config.localstack_port} is in use by something that is not this stack's "
+                                 f"LocalStack; stop it or set {settings.LOCALSTACK_PORT}")
+            localstack.ensure_venv()
+            progress(f"localstack: starting on {config.localstack_url}")
+            localstack.start()
+            localstack.wait_ready()
+            localstack_pid = _localstack_pid(localstack)
+
+        session = local_target.local_session(config.localstack_url, config.endpoint_url)
+        local_target.ensure_bucket(session, config.bucket)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scones-up") as pool:
+            deploying = pool.submit(_deploy, session, config, progress)
+            uploading = pool.submit(_upload, session, config, progress) if config.upload_data else None
+            resources = deploying.result()
+            uploaded = uploading.result() if uploading else None
+
+        if endpoint_process is not None:
+            endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
+    except BaseException:
+        if endpoint_process is not None:  # do not leave a half-started stack behind
+            endpoint_process.stop(STOP_TIMEOUT_S)
+        raise
+
+    endpoint_pid = endpoint_process.pid if endpoint_process else old_endpoint.get("pid")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = {
+        "version": RECORD_VERSION,
+        "target": "local",
+        "created": previous.get("created") if localstack_attached else now,
+        "updated": now,
+        "state_dir": str(config.state_dir),
+        "data_dir": str(config.data_dir),
+        "prefix": config.prefix,
+        "threshold": config.threshold,
+        "localstack": {"pid": localstack_pid, "port": config.localstack_port, "url": config.localstack_url},
+        "endpoint": {"pid": endpoint_pid, "port": config.endpoint_port, "url": config.endpoint_url,
+                     "model_dir": str(model_dir), "log": str(config.local_dir / "endpoint.log")},
+        "outputs": {
+            "region": local_target.REGION,
+            "bucket": config.bucket,
+            "state_machine_arn": resources.state_machine_arn,
+            "function_arns": dict(resources.function_arns),
+            "endpoint_name": config.endpoint_name,
+            "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
+            "endpoint_urls": {"default": config.localstack_url, "sagemaker-runtime": config.endpoint_url},
+        },
+        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped} if uploaded else None,
+        "up_seconds": round(time.perf_counter() - started_at, 3),
+    }
+    write_record(record_path, record)
+    return record
+
+
+def _localstack_pid(localstack) -> int | None:
+    for name in ("pid",):
+        value = getattr(localstack, name, None)
+        if callable(value):
+            value = value()
+        if isinstance(value, int):
+            return value
+    process = getattr(localstack, "process", None)
+    return getattr(process, "pid", None)
+
+
+def _deploy(session, config: StackConfig, progress: Progress):
+    from deploy.workflow import deploy_workflow
+
+    return deploy_workflow(
+        session,
+        prefix=config.prefix,
+        endpoint_name=config.endpoint_name,
+        threshold=config.threshold,
+        lambda_role_arn=local_target.LAMBDA_ROLE_ARN,
+        states_role_arn=local_target.STATES_ROLE_ARN,
+        extra_lambda_env=local_target.lambda_environment(config.endpoint_url),
+        progress=progress,
+    )
+
+
+def _upload(session, config: StackConfig, progress: Progress):
+    from deploy.workflow import upload_dataset
+
+    return upload_dataset(session, config.bucket, config.data_dir, progress=progress)
+
+
+def status(state_dir=None) -> dict[str, Any]:
+    """What the record says, and what is actually alive now."""
+    path = local_record_path(state_dir)
+    record = read_record(path)
+    if record is None:
+        return {"up": False, "record": None, "record_path": str(path)}
+    localstack, endpoint = record.get("localstack") or {}, record.get("endpoint") or {}
+    ls_port, ep_port = localstack.get("port"), endpoint.get("port")
+    pids = [pid for pid in (localstack.get("pid"), endpoint.get("pid")) if pid_alive(pid)]
+    tree = process_tree(pids)
+    parts = {
+        "localstack": {**localstack, "alive": pid_alive(localstack.get("pid")),
+                       "listening": bool(ls_port) and port_open(ls_port)},
+        "endpoint": {**endpoint, "alive": pid_alive(endpoint.get("pid")),
+                     "listening": bool(ep_port) and port_open(ep_port)},
+    }
+    return {
+        "up": all(part["alive"] and part["listening"] for part in parts.values()),
+        "record": record,
+        "record_path": str(path),
+        "parts": parts,
+        "processes": tree,
+        "rss_bytes": rss_bytes(tree),
+    }
+
+
+def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEOUT_S) -> dict[str, Any]:
+    """Stop the endpoint server (it flushes capture on SIGTERM), then LocalStack, then any stragglers."""
+    path = local_record_path(state_dir)
+    record = read_record(path)
+    if record is None:
+        progress(f"nothing to stop: no local stack recorded at {path}")
+        return {"stopped": [], "leftover_processes": [], "open_ports": []}
+    localstack, endpoint = record.get("localstack") or {}, record.get("endpoint") or {}
+    roots = [pid for pid in (endpoint.get("pid"), localstack.get("pid")) if pid_alive(pid)]
+    tree = process_tree(roots)     # snapshot now: once a parent dies its children get re-parented
+    stopped = []
+
+    if pid_alive(endpoint.get("pid")):
+        progress(f"endpoint: stopping pid {endpoint['pid']} (flushes data capture first)")
+        terminate(endpoint["pid"], timeout)
+        _reap(endpoint["pid"])
+        stopped.append(endpoint["pid"])
+
+    if localstack.get("port"):
+        config = StackConfig(state_dir=settings.state_dir(state_dir), data_dir=settings.data_dir(),
+                             localstack_port=localstack["port"])
+        progress(f"localstack: stopping (port {localstack['port']})")
+        try:
+            _localstack(config).stop()
+        except ImportError:
+            pass
+        if pid_alive(localstack.get("pid")):
+            terminate(localstack["pid"], timeout)
+        stopped.append(localstack.get("pid"))
+
+    for pid in tree:  # Lambda environments or helpers that outlived their parent
+        if pid_alive(pid):
+            progress(f"stopping leftover process {pid}")
+            terminate(pid, 5.0)
+        _reap(pid)
+
+    ports = [port for port in (localstack.get("port"), endpoint.get("port")) if port]
+    wait_until(lambda: not any(port_open(port) for port in ports), timeout)
+    leftovers = [pid for pid in tree if pid_alive(pid)]
+    open_ports = [port for port in ports if port_open(port)]
+    if not leftovers and not open_ports:
+        path.unlink(missing_ok=True)
+    return {"stopped": stopped, "leftover_processes": leftovers, "open_ports": open_ports}

@@ -1,0 +1,153 @@
+"""Target records, the local session's endpoint routing, `scones run/status/down` without LocalStack."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from harness import stack
+from harness.commands.local import down, run, status
+from harness.targets import TargetNotFound, load_target, local_record_path, write_record
+from test_executions import three_state_machine
+
+LOCALSTACK = "http://127.0.0.1:4999"
+ENDPOINT = "http://127.0.0.1:8999"
+
+
+def outputs(**overrides):
+    base = {
+        "region": "us-east-1",
+        "bucket": "scones-local",
+        "state_machine_arn": "arn:aws:states:us-east-1:000000000000:stateMachine:scones-workflow",
+        "function_arns": {"classifyImage": "arn:aws:lambda:us-east-1:000000000000:function:scones-classifyImage"},
+        "endpoint_name": "scones-classifier",
+        "capture_s3_uri": "s3://scones-local/data_capture",
+        "endpoint_urls": {"default": LOCALSTACK, "sagemaker-runtime": ENDPOINT},
+    }
+    base.update(overrides)
+    return base
+
+
+def test_local_target_routes_sagemaker_runtime_to_the_endpoint_server(tmp_path):
+    write_record(local_record_path(tmp_path), {"outputs": outputs()})
+
+    target = load_target("local", tmp_path)
+
+    assert target.bucket == "scones-local" and target.endpoint_name == "scones-classifier"
+    assert target.client("s3").meta.endpoint_url == LOCALSTACK
+    assert target.client("stepfunctions").meta.endpoint_url == LOCALSTACK
+    assert target.client("sagemaker-runtime").meta.endpoint_url == ENDPOINT
+    assert target.session.get_credentials().access_key == "test"
+
+
+def test_aws_target_reads_the_deploy_record(tmp_path):
+    aws_outputs = outputs(region="eu-west-1", bucket="scones-123", endpoint_urls=None)
+    aws_outputs.pop("endpoint_urls")
+    write_record(tmp_path / "aws" / "deploy-record.json", {"outputs": aws_outputs})
+
+    target = load_target("aws", tmp_path)
+
+    assert target.region == "eu-west-1" and target.bucket == "scones-123"
+    assert "amazonaws.com" in target.client("stepfunctions").meta.endpoint_url
+
+
+def test_missing_record_says_what_to_run(tmp_path):
+    with pytest.raises(TargetNotFound, match="scones up"):
+        load_target("local", tmp_path)
+    with pytest.raises(TargetNotFound, match="scones deploy --target aws"):
+        load_target("aws", tmp_path)
+
+
+def test_incomplete_record_names_the_missing_outputs(tmp_path):
+    incomplete = outputs()
+    del incomplete["state_machine_arn"], incomplete["bucket"]
+    write_record(local_record_path(tmp_path), {"outputs": incomplete})
+    with pytest.raises(TargetNotFound, match="bucket, state_machine_arn"):
+        load_target("local", tmp_path)
+
+
+def test_record_is_replaced_whole(tmp_path):
+    path = local_record_path(tmp_path)
+    write_record(path, {"outputs": outputs()})
+    write_record(path, {"outputs": outputs(bucket="other")})
+    assert json.loads(path.read_text())["outputs"]["bucket"] == "other"
+    assert [p.name for p in path.parent.iterdir()] == ["stack.json"]
+
+
+@pytest.fixture
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    from harness.endpoint import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    import requests
+    requests.post(f"{url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5)
+    yield url
+    server.stop()
+
+
+def test_scones_run_prints_a_table_and_fails_on_a_failed_execution(tmp_path, moto_server):
+    from deploy.local import local_session
+
+    session = local_session(moto_server)
+    sfn = session.client("stepfunctions")
+    passing = sfn.create_state_machine(name="pass", roleArn="arn:aws:iam::000000000000:role/r",
+                                       definition=json.dumps(three_state_machine(0.99)))["stateMachineArn"]
+    write_record(local_record_path(tmp_path), {"outputs": outputs(
+        state_machine_arn=passing, endpoint_urls={"default": moto_server})})
+
+    result = CliRunner().invoke(run, ["test/bicycle/a.png", "test/bicycle/b.png", "--state-dir", str(tmp_path),
+                                      "-c", "2"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:5] == ["key", "status", "class", "confidence", "error"]
+    assert "test/bicycle/a.png" in lines[1] and "SUCCEEDED" in lines[1] and "0.9900" in lines[1]
+    assert "2/2 succeeded" in result.output
+
+    failing = sfn.create_state_machine(name="fail", roleArn="arn:aws:iam::000000000000:role/r",
+                                       definition=json.dumps(three_state_machine(0.5)))["stateMachineArn"]
+    write_record(local_record_path(tmp_path), {"outputs": outputs(
+        state_machine_arn=failing, endpoint_urls={"default": moto_server})})
+
+    result = CliRunner().invoke(run, ["x.png", "--state-dir", str(tmp_path), "--json"])
+
+    assert result.exit_code == 1
+    document = json.loads(result.stdout.splitlines()[0])
+    assert document["status"] == "FAILED" and document["error"] == "ThresholdConfidenceNotMet"
+
+
+def test_status_without_a_stack(tmp_path):
+    result = CliRunner().invoke(status, ["--state-dir", str(tmp_path)])
+    assert result.exit_code == 3 and "down" in result.output
+
+
+def test_down_stops_the_recorded_process_tree_and_frees_its_port(tmp_path):
+    """A stand-in endpoint: an HTTP server with a child process, as the Lambda environments are LocalStack's."""
+    from harness.endpoint import free_port
+
+    port = free_port()
+    script = ("import subprocess, sys, http.server;"
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+              f"http.server.HTTPServer(('127.0.0.1', {port}), http.server.BaseHTTPRequestHandler).serve_forever()")
+    server = subprocess.Popen([sys.executable, "-c", script])
+    assert stack.wait_until(lambda: stack.port_open(port), 20)
+    assert stack.wait_until(lambda: len(stack.process_tree([server.pid])) == 2, 20)
+    tree = stack.process_tree([server.pid])
+    write_record(local_record_path(tmp_path), {"outputs": outputs(), "endpoint": {"pid": server.pid, "port": port}})
+
+    assert stack.status(tmp_path)["parts"]["endpoint"]["alive"]
+    result = CliRunner().invoke(down, ["--state-dir", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    server.wait(5)
+    assert not any(stack.pid_alive(pid) for pid in tree)
+    assert not stack.port_open(port)
+    assert not local_record_path(tmp_path).exists()
