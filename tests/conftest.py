@@ -1,0 +1,78 @@
+"""Shared test helpers: event fixtures, fake AWS credentials, a deterministic Lambda context."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+EVENTS_DIR = Path(__file__).resolve().parent / "events"
+_EVENT_CACHE: dict[str, dict] = {}
+
+
+def load_event(name: str) -> dict:
+    """A fresh copy of tests/events/<name>.json (the ".json" may be left off)."""
+    name = name.removesuffix(".json")
+    if name not in _EVENT_CACHE:
+        path = EVENTS_DIR / f"{name}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in EVENTS_DIR.glob("*.json"))
+            raise FileNotFoundError(f"no event fixture {path} (known: {known})")
+        _EVENT_CACHE[name] = json.loads(path.read_text(encoding="utf-8"))
+    return copy.deepcopy(_EVENT_CACHE[name])
+
+
+@pytest.fixture
+def event() -> Callable[[str], dict]:
+    """The load_event helper as a fixture: `event("workflow_input")`."""
+    return load_event
+
+
+@pytest.fixture
+def fake_aws_credentials(monkeypatch) -> None:
+    """Dummy credentials and region; no endpoint overrides or profiles leak in from the shell."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+@dataclass
+class LambdaContext:
+    """What a handler sees as `context`, with an injectable clock for remaining-time logic."""
+
+    function_name: str = "scones-test"
+    memory_limit_in_mb: int = 128
+    timeout_s: float = 30.0
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time_source: Callable[[], float] = time.monotonic
+    _start: float | None = None
+
+    def __post_init__(self) -> None:
+        self._start = self.time_source()
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{self.function_name}"
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "test"
+        self.function_version = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        elapsed = self.time_source() - self._start
+        return max(0, int((self.timeout_s - elapsed) * 1000))
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+def unique_name(prefix: str = "scones-test") -> str:
+    """A name no other test (or parallel run) uses; lowercase so it is a valid bucket name."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
