@@ -1,0 +1,155 @@
+"""The report page: state outcomes from execution histories, the workflow SVG, and the page itself."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness import report
+from state_machine.render import render_definition
+
+EVENTS = Path(__file__).parent / "events"
+FUNCTIONS = ("serializeImageData", "classifyImage", "filterInferences")
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def workflow_definition() -> dict:
+    arns = {name: f"arn:aws:lambda:us-east-1:000000000000:function:scones-{name}" for name in FUNCTIONS}
+    return json.loads(render_definition(arns))
+
+
+def recorded(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def test_passing_history_marks_every_state_succeeded_with_durations():
+    history = recorded("sfn_history_succeeded.json")
+    outcomes = report.state_outcomes(workflow_definition(), history["events"])
+    assert [o.outcome for o in outcomes.values()] == ["succeeded"] * 3
+    assert all(o.duration_s and o.duration_s > 0 and o.attempts == 1 for o in outcomes.values())
+    assert report.execution_status(history["events"]) == "SUCCEEDED"
+
+
+def test_failing_history_marks_the_threshold_state_failed_with_its_error():
+    history = recorded("sfn_history_failed.json")
+    outcomes = report.state_outcomes(workflow_definition(), history["events"])
+    assert outcomes["serializeImageData"].outcome == "succeeded"
+    assert outcomes["classifyImage"].outcome == "succeeded"
+    failed = outcomes["filterInferences"]
+    assert failed.outcome == "failed" and failed.error == "ThresholdConfidenceNotMet"
+    assert "below the threshold" in json.loads(failed.cause)["errorMessage"]
+    assert report.execution_status(history["events"]) == "FAILED"
+
+
+def test_a_state_the_execution_never_reached_is_not_run():
+    events = [e for e in recorded("sfn_history_failed.json")["events"] if e["id"] <= 8]
+    events.append({"id": 99, "type": "ExecutionFailed", "timestamp": events[-1]["timestamp"],
+                   "executionFailedEventDetails": {"error": "States.Runtime", "cause": "boom"}})
+    outcomes = report.state_outcomes(workflow_definition(), events)
+    assert [outcomes[n].outcome for n in FUNCTIONS] == ["succeeded", "failed", "not_run"]
+
+
+def test_svg_is_well_formed_and_has_one_box_per_state_coloured_by_outcome():
+    definition = workflow_definition()
+    view = report.execution_view(definition, recorded("sfn_history_failed.json")["events"], "arn:x", "failing")
+    root = ElementTree.fromstring(view.svg)
+    states = {g.get("data-state"): g.get("data-outcome") for g in root.iter(f"{SVG}g") if g.get("data-state")}
+    assert states == {"serializeImageData": "succeeded", "classifyImage": "succeeded", "filterInferences": "failed"}
+    assert len(list(root.iter(f"{SVG}path"))) >= 5   # marker + start edge + 2 transitions + end edge
+    assert "ThresholdConfidenceNotMet" in view.svg and view.error == "ThresholdConfidenceNotMet"
+    assert json.loads(view.input)["s3_key"].startswith("test/motorcycle/")
+
+
+def test_layout_handles_choices_catches_and_loops():
+    definition = {"StartAt": "A", "States": {
+        "A": {"Type": "Choice", "Choices": [{"Variable": "$.x", "NumericEquals": 1, "Next": "B"}], "Default": "C"},
+        "B": {"Type": "Task", "Resource": "r", "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "D"}], "Next": "A"},
+        "C": {"Type": "Succeed"}, "D": {"Type": "Fail"}, "Orphan": {"Type": "Pass", "End": True}}}
+    assert report.layout(definition) == [["A"], ["B", "C"], ["D"], ["Orphan"]]
+    ElementTree.fromstring(report.render_svg(definition))  # well formed, loop edge included
+
+
+def test_bad_start_is_a_clear_error():
+    with pytest.raises(report.ReportError, match="StartAt 'Nope'"):
+        report.layout({"StartAt": "Nope", "States": {"A": {"Type": "Pass", "End": True}}})
+
+
+def test_build_report_inlines_everything(tmp_path, sample_reports):
+    out = report.build_report(tmp_path / "page.html", sample_reports, target=sample_target())
+    page = out.read_text()
+    assert page.count('src="data:image/png;base64,') == 2
+    assert 'id="evaluation-table"' in page and page.count("<tr class=\"status-") == 3
+    assert page.count('class="state-machine"') == 2
+    assert "latest passing execution" in page and "latest failing execution" in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")   # nothing fetched from elsewhere
+
+
+def test_nothing_to_report_is_a_clear_error(tmp_path):
+    with pytest.raises(report.ReportError, match="scones evaluate"):
+        report.build_report(tmp_path / "page.html", tmp_path / "empty")
+
+
+# --- shared with the browser test ---------------------------------------------------------
+
+def sample_target():
+    """A stand-in for harness.targets.Target whose Step Functions client serves the recorded histories."""
+    definition = json.dumps(workflow_definition())
+    histories = {recorded(n)["executionArn"]: recorded(n) for n in ("sfn_history_succeeded.json", "sfn_history_failed.json")}
+
+    class Paginator:
+        def __init__(self, operation):
+            self.operation = operation
+
+        def paginate(self, **kwargs):
+            if self.operation == "list_executions":
+                wanted = "SUCCEEDED" if kwargs["statusFilter"] == "SUCCEEDED" else "FAILED"
+                yield {"executions": [
+                    {"executionArn": arn, "startDate": h["events"][0]["timestamp"]}
+                    for arn, h in histories.items() if report.execution_status(h["events"]) == wanted]}
+            else:
+                yield {"events": histories[kwargs["executionArn"]]["events"]}
+
+    class NotFound(Exception):
+        pass
+
+    client = SimpleNamespace(
+        describe_state_machine=lambda stateMachineArn: {"definition": definition},
+        get_paginator=Paginator,
+        exceptions=SimpleNamespace(ExecutionDoesNotExist=NotFound),
+    )
+    return SimpleNamespace(name="local", state_machine_arn="arn:aws:states:us-east-1:000000000000:stateMachine:scones-workflow",
+                           client=lambda service: client)
+
+
+@pytest.fixture
+def sample_reports(tmp_path) -> Path:
+    """A reports folder as `scones evaluate` and `scones monitor` leave it."""
+    from harness import evaluate, monitor
+    from test_monitor_capture import START, answers_for, baseline_from, synthetic_test_set, write_capture
+
+    reports = tmp_path / "reports"
+    rows = [
+        {"key": "test/bicycle/bike_s_000330.png", "true_class": "bicycle", "status": "SUCCEEDED",
+         "predicted_class": "bicycle", "confidence": 0.991, "error": None, "duration_s": 0.142,
+         "failed_state": None, "cause": None, "execution_arn": "arn:1"},
+        {"key": "test/motorcycle/motorbike_s_000135.png", "true_class": "motorcycle", "status": "FAILED",
+         "predicted_class": "motorcycle", "confidence": 0.59, "error": "ThresholdConfidenceNotMet",
+         "duration_s": 0.131, "failed_state": "filterInferences", "cause": "max confidence 0.59 is below 0.93",
+         "execution_arn": "arn:2"},
+        {"key": "test/motorcycle/moped_s_000044.png", "true_class": "motorcycle", "status": "SUCCEEDED",
+         "predicted_class": "bicycle", "confidence": 0.95, "error": None, "duration_s": 0.128,
+         "failed_state": None, "cause": None, "execution_arn": "arn:3"},
+    ]
+    evaluation = evaluate.Evaluation(target="local", bucket="scones-local", state_machine_arn="arn:sm", n=3, seed=7,
+                                     concurrency=2, started_at="2026-11-26T22:15:00+00:00", rows=rows,
+                                     summary=evaluate.summarize(rows))
+    evaluate.save(evaluation, reports)
+    predicted, confidences = synthetic_test_set(seed=1)
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(baseline_from(predicted, confidences)))
+    write_capture(tmp_path / "capture", answers_for(predicted[:60], confidences[:60]), START, per_file=9)
+    monitor.monitor(tmp_path / "capture", reports / "monitor", baseline_path=baseline)
+    return reports
