@@ -143,7 +143,8 @@ def ensure_function(
         "Handler": spec.handler,
         "Runtime": getattr(spec, "runtime", DEFAULT_RUNTIME),
         "Timeout": getattr(spec, "timeout", DEFAULT_TIMEOUT_S),
-        "MemorySize": getattr(spec, "memory_size", DEFAULT_MEMORY_MB),
+        "MemorySize": getattr(spec, "memory", DEFAULT_MEMORY_MB),
+        "Description": getattr(spec, "description", ""),
         "Environment": {"Variables": environment},
     }
     try:
@@ -176,6 +177,7 @@ def ensure_function(
         "Runtime": current.get("Runtime"),
         "Timeout": current.get("Timeout"),
         "MemorySize": current.get("MemorySize"),
+        "Description": current.get("Description", ""),
         "Environment": {"Variables": (current.get("Environment") or {}).get("Variables", {})},
     }
     if current_settings != wanted:

@@ -1,0 +1,526 @@
+"""`scones deploy --target aws` and `scones destroy`: the five steps, the refusals, the record.
+
+Steps, each idempotent and recorded as soon as it is done (deploy/record.py):
+  1. bucket   S3 bucket created or reused (owner checked), staged dataset uploaded (unchanged objects skipped)
+  2. roles    SageMaker, Lambda and Step Functions roles, least privilege (deploy/iam.py)
+  3. model    SageMaker training job running local_model/train.py, or --model-data
+  4. endpoint model + endpoint config with 100% data capture + endpoint, waited to InService
+  5. workflow the three Lambdas and the state machine (deploy/workflow.py, shared with local)
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping
+
+import boto3
+from botocore.exceptions import ClientError
+
+from deploy import iam as iam_roles
+from deploy import record as records
+from deploy import sagemaker as sm
+from deploy.waiting import DeployError, Progress
+from deploy.workflow import (
+    WorkflowResources,
+    dataset_files,
+    deploy_workflow,
+    destroy_workflow,
+    function_name,
+    state_machine_name,
+    upload_dataset,
+)
+from harness import settings
+
+DEFAULT_PREFIX = "scones"
+DEFAULT_THRESHOLD = 0.93
+FUNCTION_SHORT_NAMES = ("serializeImageData", "classifyImage", "filterInferences")
+TRAINERS = ("pytorch", "builtin")
+# Credentials the local stack, moto and the AWS docs use; a deploy with them would go nowhere real.
+FAKE_SECRETS = {"test", "testing", "foobar", "foobarkey", "foobarsecret", "fake", "mock", "dummy", "localstack", "secret"}
+ACCESS_KEY_PATTERN = re.compile(r"(AKIA|ASIA)[A-Z2-7]{16}")
+STEPS = ("bucket", "roles", "model", "endpoint", "workflow")
+
+
+class Refusal(DeployError):
+    """The deploy will not start: the message says what to fix."""
+
+
+@dataclass
+class DeployOptions:
+    region: str | None = None
+    bucket: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    endpoint_name: str | None = None          # default f"{prefix}-classifier"
+    threshold: float = DEFAULT_THRESHOLD
+    model_data: str | None = None             # s3://.../model.tar.gz: skip training
+    trainer: str = "pytorch"
+    data_dir: str | os.PathLike | None = None
+    state_dir: str | os.PathLike | None = None
+    profile: str | None = None
+    hyperparameters: Mapping[str, object] = field(default_factory=dict)
+    training_instance: str = sm.TRAINING_INSTANCE
+    endpoint_instance: str = sm.ENDPOINT_INSTANCE
+    training_image: str | None = None
+    inference_image: str | None = None
+    training_timeout_s: float = sm.TRAINING_TIMEOUT_S
+    endpoint_timeout_s: float = sm.ENDPOINT_TIMEOUT_S
+
+    def resolved_endpoint_name(self) -> str:
+        return self.endpoint_name or f"{self.prefix}-classifier"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who and where: settled before anything is created."""
+
+    session: boto3.Session
+    region: str
+    account_id: str
+    partition: str
+    bucket: str
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+def looks_fake(access_key: str, secret_key: str) -> str | None:
+    """Why these credentials look like the local fakes, or None if they look like real AWS ones."""
+    if access_key.lower() in FAKE_SECRETS or (secret_key or "").lower() in FAKE_SECRETS:
+        return f"access key {access_key!r} is one of the local fakes"
+    if "EXAMPLE" in access_key.upper() or "EXAMPLEKEY" in (secret_key or "").upper():
+        return f"access key {access_key!r} is the AWS documentation example"
+    if not ACCESS_KEY_PATTERN.fullmatch(access_key):
+        return f"access key {access_key!r} is not shaped like an AWS key (AKIA/ASIA + 16 characters)"
+    return None
+
+
+def check_credentials(session: boto3.Session) -> None:
+    overrides = sorted(name for name in os.environ if name == "AWS_ENDPOINT_URL" or name.startswith("AWS_ENDPOINT_URL_"))
+    if overrides:
+        raise Refusal(f"{', '.join(overrides)} set: these send AWS calls to a local emulator; unset them to deploy to AWS")
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise Refusal(
+            "no AWS credentials found: set AWS_PROFILE (or --profile) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "or run `aws configure` / `aws sso login`"
+        )
+    frozen = credentials.get_frozen_credentials()
+    reason = looks_fake(frozen.access_key or "", frozen.secret_key or "")
+    if reason:
+        raise Refusal(f"refusing to deploy to AWS with local fake credentials: {reason}")
+
+
+def resolve_region(session: boto3.Session, explicit: str | None) -> str:
+    region = explicit or session.region_name
+    if not region:
+        raise Refusal("no AWS region: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a region in your profile")
+    return region
+
+
+def caller_account(session: boto3.Session, region: str) -> str:
+    try:
+        return session.client("sts", region_name=region).get_caller_identity()["Account"]
+    except ClientError as error:
+        raise Refusal(f"AWS rejected these credentials ({error.response['Error'].get('Message', error)})") from error
+
+
+def default_bucket(prefix: str, region: str, account_id: str) -> str:
+    return f"{prefix}-data-{region}-{account_id}".lower()
+
+
+def bucket_state(s3, bucket: str, account_id: str) -> str:
+    """'ours' (exists, this account owns it), 'absent', or a Refusal for someone else's bucket."""
+    try:
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account_id)
+        return "ours"
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = error.response.get("Error", {}).get("Code")
+        if status == 404 or code in ("404", "NoSuchBucket", "NotFound"):
+            return "absent"
+        if status == 403 or code in ("403", "AccessDenied", "Forbidden"):
+            raise Refusal(
+                f"bucket {bucket} belongs to another account (or account {account_id} may not read it); "
+                f"choose another name with --bucket"
+            ) from error
+        raise
+
+
+def settle_context(session: boto3.Session, options: DeployOptions) -> Context:
+    check_credentials(session)
+    region = resolve_region(session, options.region)
+    account_id = caller_account(session, region)
+    bucket = options.bucket or default_bucket(options.prefix, region, account_id)
+    return Context(session, region, account_id, iam_roles.partition_for(region), bucket)
+
+
+def make_session(options_or_profile: DeployOptions | str | None = None, region: str | None = None) -> boto3.Session:
+    profile = options_or_profile.profile if isinstance(options_or_profile, DeployOptions) else options_or_profile
+    if isinstance(options_or_profile, DeployOptions):
+        region = region or options_or_profile.region
+    return boto3.Session(profile_name=profile, region_name=region)
+
+
+# --- step 1: bucket -----------------------------------------------------------------------------
+
+def ensure_bucket(s3, bucket: str, region: str, account_id: str, progress: Progress | None = None) -> bool:
+    """Create the bucket unless this account already owns it. Returns whether it was created now."""
+    if bucket_state(s3, bucket, account_id) == "ours":
+        if progress:
+            progress(f"bucket {bucket}: reused")
+        return False
+    arguments = {"Bucket": bucket}
+    if region != "us-east-1":
+        arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**arguments)
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code == "BucketAlreadyOwnedByYou":
+            return False
+        if code == "BucketAlreadyExists":
+            raise Refusal(f"bucket {bucket} belongs to another account; choose another name with --bucket") from error
+        raise
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True},
+    )
+    if progress:
+        progress(f"bucket {bucket}: created")
+    return True
+
+
+# --- the plan and the deploy ---------------------------------------------------------------------
+
+def _scope(context: Context, options: DeployOptions) -> iam_roles.Scope:
+    training_image = options.training_image or sm.training_image(context.region)
+    inference_image = options.inference_image or sm.inference_image(context.region)
+    repositories = tuple(sorted({sm.image_repository(training_image), sm.image_repository(inference_image)}))
+    return iam_roles.Scope(
+        partition=context.partition,
+        region=context.region,
+        account_id=context.account_id,
+        prefix=options.prefix,
+        bucket=context.bucket,
+        endpoint_name=options.resolved_endpoint_name(),
+        function_names=tuple(function_name(options.prefix, short) for short in FUNCTION_SHORT_NAMES),
+        image_repositories=repositories,
+    )
+
+
+def _open_record(path: Path, context: Context, options: DeployOptions) -> dict:
+    existing = records.load_record(path)
+    record = records.new_record(
+        region=context.region, account_id=context.account_id, prefix=options.prefix,
+        bucket=context.bucket, endpoint_name=options.resolved_endpoint_name(),
+    )
+    if existing is None:
+        return record
+    for key, wanted in (("region", context.region), ("account_id", context.account_id), ("prefix", options.prefix)):
+        if existing.get(key) != wanted:
+            raise Refusal(
+                f"{path} records a deploy with {key} {existing.get(key)!r}, not {wanted!r}: "
+                f"run `scones destroy` for it first, or use another state directory"
+            )
+    recorded_bucket = existing["resources"]["bucket"]["name"]
+    if recorded_bucket != context.bucket:
+        raise Refusal(f"{path} records bucket {recorded_bucket}, not {context.bucket}: pass --bucket {recorded_bucket} or destroy first")
+    record["resources"].update(existing.get("resources") or {})
+    record["steps_done"] = list(existing.get("steps_done") or [])
+    if existing.get("outputs"):
+        record["outputs"].update(existing["outputs"])
+    record["outputs"]["endpoint_name"] = options.resolved_endpoint_name()
+    return record
+
+
+def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[str]:
+    """What a deploy would do, in words; creates nothing (reads STS, S3 and the record)."""
+    session = session or make_session(options)
+    context = settle_context(session, options)
+    if options.trainer not in TRAINERS:
+        raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
+    path = records.record_path(options.state_dir)
+    existing = records.load_record(path)
+    state = bucket_state(session.client("s3", region_name=context.region), context.bucket, context.account_id)
+    data = settings.data_dir(options.data_dir)
+    files = dataset_files(data)
+    names = iam_roles.role_names(options.prefix)
+    endpoint = options.resolved_endpoint_name()
+    lines = [
+        f"account {context.account_id}, region {context.region}, prefix {options.prefix}",
+        f"record {path}" + (f" (resuming; steps done: {', '.join(existing.get('steps_done') or []) or 'none'})" if existing else " (new)"),
+        f"1. bucket s3://{context.bucket}: {'reuse' if state == 'ours' else 'create'}; upload {len(files)} objects from {data} (unchanged ones skipped)",
+        f"2. IAM roles {names['sagemaker']}, {names['lambda']}, {names['states']} (inline policies scoped to this deploy)",
+    ]
+    recorded_job = ((existing or {}).get("resources") or {}).get("training_job")
+    if options.model_data:
+        lines.append(f"3. model artifact {options.model_data} (no training)")
+    elif recorded_job and recorded_job.get("status") not in sm.TRAINING_FAILED:
+        lines.append(f"3. reuse training job {recorded_job['name']} ({recorded_job.get('status')})")
+    else:
+        image = options.training_image or sm.training_image(context.region)
+        lines.append(f"3. training job ({options.trainer}) on {options.training_instance} with {image}, running local_model/{sm.ENTRY_POINT}")
+    lines += [
+        f"4. model + endpoint config (data capture 100% to s3://{context.bucket}/data_capture) + endpoint {endpoint} "
+        f"on {options.endpoint_instance} with {options.inference_image or sm.inference_image(context.region)}",
+        f"5. Lambda functions {', '.join(function_name(options.prefix, s) for s in FUNCTION_SHORT_NAMES)} "
+        f"(ENDPOINT_NAME={endpoint}, THRESHOLD={options.threshold}); state machine {state_machine_name(options.prefix)}",
+    ]
+    return lines
+
+
+def deploy(
+    options: DeployOptions,
+    *,
+    session: boto3.Session | None = None,
+    progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
+    """Run the five steps (resuming from the record) and return the final record."""
+    if options.trainer not in TRAINERS:
+        raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
+    if options.trainer == "builtin" and not options.model_data:
+        raise Refusal("--trainer builtin is not available yet: use --trainer pytorch (the default) or --model-data s3://...")
+    if options.model_data and not options.model_data.startswith("s3://"):
+        raise Refusal(f"--model-data must be an s3:// URI of a model.tar.gz, not {options.model_data!r}")
+    session = session or make_session(options)
+    context = settle_context(session, options)
+    say = progress or (lambda message: None)
+    path = records.record_path(options.state_dir)
+    record = _open_record(path, context, options)
+    record["profile"] = options.profile
+    record["threshold"] = options.threshold
+    resources = record["resources"]
+    scope = _scope(context, options)
+
+    def save(step: str | None = None) -> None:
+        if step:
+            records.mark_step(record, step)
+        records.save_record(path, record)
+
+    s3 = session.client("s3", region_name=context.region)
+    sagemaker = session.client("sagemaker", region_name=context.region)
+
+    say("step 1/5: bucket and dataset")
+    created = ensure_bucket(s3, context.bucket, context.region, context.account_id, progress)
+    resources["bucket"]["created"] = bool(resources["bucket"].get("created")) or created
+    save()
+    summary = upload_dataset(session, context.bucket, settings.data_dir(options.data_dir), progress=progress)
+    say(f"dataset: {summary.uploaded} uploaded, {summary.skipped} already there")
+    save("bucket")
+
+    say("step 2/5: IAM roles")
+    resources["roles"] = iam_roles.ensure_roles(session.client("iam", region_name=context.region), scope, progress)
+    save("roles")
+
+    say("step 3/5: model")
+    model_data = _ensure_model_data(sagemaker, s3, context, options, record, save, progress, sleep)
+    resources["model_data"] = model_data
+    save("model")
+
+    say("step 4/5: endpoint with data capture")
+    _ensure_endpoint(sagemaker, context, options, record, save, progress, sleep)
+    save("endpoint")
+
+    say("step 5/5: Lambda functions and state machine")
+    workflow = deploy_workflow(
+        session,
+        prefix=options.prefix,
+        endpoint_name=options.resolved_endpoint_name(),
+        threshold=options.threshold,
+        lambda_role_arn=resources["roles"]["lambda"]["arn"],
+        states_role_arn=resources["roles"]["states"]["arn"],
+        extra_lambda_env=None,
+        progress=progress,
+        sleep=sleep,
+    )
+    resources["functions"] = dict(workflow.function_arns)
+    resources["state_machine_arn"] = workflow.state_machine_arn
+    resources["log_groups"] = [f"/aws/lambda/{function_name(options.prefix, s)}" for s in FUNCTION_SHORT_NAMES] + [
+        f"/aws/sagemaker/Endpoints/{options.resolved_endpoint_name()}"
+    ]
+    record["outputs"].update({
+        "region": context.region,
+        "bucket": context.bucket,
+        "state_machine_arn": workflow.state_machine_arn,
+        "function_arns": dict(workflow.function_arns),
+        "endpoint_name": options.resolved_endpoint_name(),
+        "capture_s3_uri": f"s3://{context.bucket}/data_capture",
+    })
+    save("workflow")
+    say(f"deployed: state machine {workflow.state_machine_arn}; record {path}")
+    return record
+
+
+def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, record: dict, save, progress, sleep) -> str:
+    resources = record["resources"]
+    if options.model_data:
+        return options.model_data
+    job = resources.get("training_job")
+    if job and job.get("status") == "Completed" and job.get("model_data"):
+        if progress:
+            progress(f"training job {job['name']}: Completed earlier, reusing {job['model_data']}")
+        return job["model_data"]
+    if job:
+        status = sagemaker.describe_training_job(TrainingJobName=job["name"])["TrainingJobStatus"]
+        if status in sm.TRAINING_FAILED:
+            if progress:
+                progress(f"training job {job['name']} is {status}; starting a new one")
+            job = None
+    if not job:
+        submit_directory = sm.upload_source(s3, context.bucket, progress)
+        resources["source_s3_uri"] = submit_directory
+        job_name = f"{options.prefix}-pytorch-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"[:63]
+        training_plan = sm.TrainingPlan(
+            bucket=context.bucket, region=context.region, role_arn=resources["roles"]["sagemaker"]["arn"],
+            image=options.training_image or sm.training_image(context.region),
+            instance_type=options.training_instance, hyperparameters=dict(options.hyperparameters),
+        )
+        arn = sm.start_training_job(sagemaker, training_plan, job_name=job_name, submit_directory=submit_directory, progress=progress)
+        job = {"name": job_name, "arn": arn, "status": "InProgress", "model_data": None}
+        resources["training_job"] = job
+        save()  # recorded before waiting: an interrupted deploy resumes this job, never starts a second
+    described = sm.wait_training_job(sagemaker, job["name"], timeout_s=options.training_timeout_s, progress=progress, sleep=sleep)
+    job.update(status=described["TrainingJobStatus"], model_data=described["ModelArtifacts"]["S3ModelArtifacts"])
+    resources["training_job"] = job
+    save()
+    return job["model_data"]
+
+
+def _remember(items: list[dict], name: str, arn: str) -> None:
+    if not any(item["name"] == name for item in items):
+        items.append({"name": name, "arn": arn})
+
+
+def _ensure_endpoint(sagemaker, context: Context, options: DeployOptions, record: dict, save, progress, sleep) -> None:
+    resources = record["resources"]
+    model = sm.model_request(
+        prefix=options.prefix, region=context.region,
+        image=options.inference_image or sm.inference_image(context.region),
+        model_data=resources["model_data"], role_arn=resources["roles"]["sagemaker"]["arn"],
+    )
+    model_arn, _ = sm.ensure_model(sagemaker, model, progress)
+    _remember(resources["models"], model["ModelName"], model_arn)
+    save()
+    config = sm.endpoint_config_request(
+        prefix=options.prefix, model_name=model["ModelName"],
+        capture_s3_uri=record["outputs"]["capture_s3_uri"], instance_type=options.endpoint_instance,
+    )
+    config_arn, _ = sm.ensure_endpoint_config(sagemaker, config, progress)
+    _remember(resources["endpoint_configs"], config["EndpointConfigName"], config_arn)
+    save()
+    name = options.resolved_endpoint_name()
+    if sm.describe_endpoint_or_none(sagemaker, name) is None:
+        # Recorded before creation, so a deploy killed while the endpoint is Creating still destroys it.
+        resources["endpoint"] = {"name": name, "arn": None, "config": config["EndpointConfigName"]}
+        save()
+    endpoint, action = sm.ensure_endpoint(
+        sagemaker, name=name, config_name=config["EndpointConfigName"], progress=progress, sleep=sleep,
+        timeout_s=options.endpoint_timeout_s,
+    )
+    resources["endpoint"] = {"name": name, "arn": endpoint["EndpointArn"], "config": config["EndpointConfigName"]}
+    if progress:
+        progress(f"endpoint {name}: {action}, InService")
+
+
+# --- destroy ----------------------------------------------------------------------------------------
+
+def destroy(
+    *,
+    state_dir: str | os.PathLike | None = None,
+    delete_bucket: bool = False,
+    session: boto3.Session | None = None,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Delete exactly what the record lists; returns what was deleted. The bucket only with delete_bucket."""
+    path = records.record_path(state_dir)
+    record = records.load_record(path)
+    if record is None:
+        raise DeployError(f"no deploy record at {path}: nothing to destroy")
+    session = session or boto3.Session(region_name=record["region"], profile_name=record.get("profile"))
+    check_credentials(session)
+    region = record["region"]
+    account_id = caller_account(session, region)
+    if account_id != record["account_id"]:
+        raise Refusal(f"these credentials are for account {account_id}, but {path} records account {record['account_id']}")
+    say = progress or (lambda message: None)
+    deleted: list[str] = []
+    resources = record["resources"]
+
+    def note(what: str) -> None:
+        deleted.append(what)
+        say(f"deleted {what}")
+        records.save_record(path, record)
+
+    destroy_workflow(session, WorkflowResources(dict(resources.get("functions") or {}), resources.get("state_machine_arn")))
+    for arn in (resources.get("functions") or {}).values():
+        deleted.append(f"Lambda function {arn}")
+    if resources.get("state_machine_arn"):
+        deleted.append(f"state machine {resources['state_machine_arn']}")
+    resources["functions"], resources["state_machine_arn"] = {}, None
+    record["outputs"] = {}
+    records.save_record(path, record)
+
+    sagemaker = session.client("sagemaker", region_name=region)
+    endpoint = resources.get("endpoint")
+    if endpoint:
+        sm.delete_quietly(lambda: sagemaker.delete_endpoint(EndpointName=endpoint["name"]))
+        resources["endpoint"] = None
+        note(f"endpoint {endpoint['name']}")
+    while resources.get("endpoint_configs"):
+        config = resources["endpoint_configs"][0]
+        sm.delete_quietly(lambda: sagemaker.delete_endpoint_config(EndpointConfigName=config["name"]))
+        resources["endpoint_configs"].pop(0)
+        note(f"endpoint config {config['name']}")
+    while resources.get("models"):
+        model = resources["models"][0]
+        sm.delete_quietly(lambda: sagemaker.delete_model(ModelName=model["name"]))
+        resources["models"].pop(0)
+        note(f"model {model['name']}")
+
+    iam = session.client("iam", region_name=region)
+    for kind in list(resources.get("roles") or {}):
+        role = resources["roles"].pop(kind)
+        iam_roles.delete_role(iam, role["name"])
+        note(f"IAM role {role['name']}")
+
+    logs = session.client("logs", region_name=region)
+    while resources.get("log_groups"):
+        group = resources["log_groups"].pop(0)
+        try:
+            logs.delete_log_group(logGroupName=group)
+            note(f"log group {group}")
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            records.save_record(path, record)
+
+    bucket = resources["bucket"]
+    if delete_bucket:
+        if not bucket.get("created"):
+            raise Refusal(f"bucket {bucket['name']} existed before the deploy; it was left alone (delete it yourself if you mean to)")
+        _delete_bucket(session.client("s3", region_name=region), bucket["name"])
+        deleted.append(f"bucket {bucket['name']}")
+        say(f"deleted bucket {bucket['name']} and its objects")
+        path.unlink()
+    else:
+        # Keep a record of the bucket alone, so a later `scones destroy --delete-bucket` can still remove it.
+        record["steps_done"] = []
+        records.save_record(path, record)
+        say(f"kept bucket {bucket['name']} (pass --delete-bucket to remove it)")
+    return deleted
+
+
+def _delete_bucket(s3, bucket: str) -> None:
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            for start in range(0, len(objects), 1000):
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
+        s3.delete_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchBucket":
+            raise

@@ -1,0 +1,178 @@
+"""The three IAM roles of an AWS deploy, each with one inline policy scoped to this deploy's resources.
+
+- SageMaker execution role: this bucket's objects, pulling the framework images, its own logs.
+- Lambda role: read this bucket's objects, invoke this one endpoint, write these functions' logs.
+- Step Functions role: invoke these three functions (their ARNs are known before they exist).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from deploy.waiting import Progress
+
+POLICY_NAME = "scones-least-privilege"
+VERSION = "2012-10-17"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Everything the policies name: the deploy's own resources, nothing wider."""
+
+    partition: str
+    region: str
+    account_id: str
+    prefix: str
+    bucket: str
+    endpoint_name: str
+    function_names: tuple[str, ...]
+    image_repositories: tuple[str, ...]   # "<registry account>:<repository>" the SageMaker role may pull
+
+    def function_arn(self, name: str) -> str:
+        return f"arn:{self.partition}:lambda:{self.region}:{self.account_id}:function:{name}"
+
+    def endpoint_arn(self) -> str:
+        # SageMaker lower-cases endpoint names in ARNs.
+        return f"arn:{self.partition}:sagemaker:{self.region}:{self.account_id}:endpoint/{self.endpoint_name.lower()}"
+
+    def log_group_arn(self, group: str) -> str:
+        return f"arn:{self.partition}:logs:{self.region}:{self.account_id}:log-group:{group}:*"
+
+
+def partition_for(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def role_names(prefix: str) -> dict[str, str]:
+    return {kind: f"{prefix}-{kind}-role" for kind in ("sagemaker", "lambda", "states")}
+
+
+def trust_policy(service: str) -> dict:
+    return {"Version": VERSION, "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+
+
+TRUSTED_SERVICE = {"sagemaker": "sagemaker.amazonaws.com", "lambda": "lambda.amazonaws.com", "states": "states.amazonaws.com"}
+
+
+def sagemaker_policy(scope: Scope) -> dict:
+    bucket_arn = f"arn:{scope.partition}:s3:::{scope.bucket}"
+    repositories = [
+        f"arn:{scope.partition}:ecr:{scope.region}:{entry.split(':', 1)[0]}:repository/{entry.split(':', 1)[1]}"
+        for entry in scope.image_repositories
+    ]
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "BucketObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": f"{bucket_arn}/*"},
+            {"Sid": "BucketListing", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": bucket_arn},
+            # GetAuthorizationToken has no resource-level permissions in IAM.
+            {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {"Sid": "FrameworkImages", "Effect": "Allow",
+             "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+             "Resource": repositories},
+            {"Sid": "OwnLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+             "Resource": [scope.log_group_arn("/aws/sagemaker/TrainingJobs"), scope.log_group_arn("/aws/sagemaker/Endpoints/" + scope.endpoint_name)]},
+            {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+             "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}},
+        ],
+    }
+
+
+def lambda_policy(scope: Scope) -> dict:
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "ReadImages", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:{scope.partition}:s3:::{scope.bucket}/*"},
+            {"Sid": "InvokeEndpoint", "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": scope.endpoint_arn()},
+            {"Sid": "OwnLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": [scope.log_group_arn(f"/aws/lambda/{name}") for name in scope.function_names]},
+        ],
+    }
+
+
+def states_policy(scope: Scope) -> dict:
+    arns = [scope.function_arn(name) for name in scope.function_names]
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "InvokeWorkflowFunctions", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+             "Resource": arns + [f"{arn}:*" for arn in arns]},
+        ],
+    }
+
+
+POLICIES = {"sagemaker": sagemaker_policy, "lambda": lambda_policy, "states": states_policy}
+
+
+def _as_dict(document) -> dict:
+    # boto3 decodes IAM's URL-encoded JSON into a dict; other SDK paths may give a string.
+    return json.loads(document) if isinstance(document, str) else document
+
+
+def ensure_role(iam, *, name: str, trust: dict, policy: dict, tags: dict[str, str], progress: Progress | None = None) -> tuple[str, str]:
+    """Create the role or bring its trust and inline policy up to date. Returns (arn, what was done)."""
+    actions = []
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+        role = iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description="Scones deploy role (created by `scones deploy`, removed by `scones destroy`)",
+            Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
+        )["Role"]
+        actions.append("created")
+    else:
+        if _as_dict(role["AssumeRolePolicyDocument"]) != trust:
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+            actions.append("trust updated")
+    try:
+        current = _as_dict(iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+        current = None
+    if current != policy:
+        iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
+        if "created" not in actions:
+            actions.append("policy updated")
+    action = ", ".join(actions) or "unchanged"
+    if progress:
+        progress(f"IAM role {name}: {action}")
+    return role["Arn"], action
+
+
+def ensure_roles(iam, scope: Scope, progress: Progress | None = None) -> dict[str, dict[str, str]]:
+    """All three roles; returns kind -> {"name", "arn"}."""
+    tags = {"scones:prefix": scope.prefix}
+    roles = {}
+    for kind, name in role_names(scope.prefix).items():
+        arn, _ = ensure_role(iam, name=name, trust=trust_policy(TRUSTED_SERVICE[kind]), policy=POLICIES[kind](scope), tags=tags, progress=progress)
+        roles[kind] = {"name": name, "arn": arn}
+    return roles
+
+
+def delete_role(iam, name: str, progress: Progress | None = None) -> None:
+    """Delete the role with its inline and attached policies; a role already gone is skipped."""
+    try:
+        for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=name, PolicyName=policy)
+        for attached in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
+        iam.delete_role(RoleName=name)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+        return
+    if progress:
+        progress(f"deleted IAM role {name}")

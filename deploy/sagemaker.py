@@ -1,0 +1,355 @@
+"""SageMaker for the AWS target: the training job that runs local_model/train.py unchanged, the
+model, the endpoint config with data capture, and the endpoint.
+
+The PyTorch framework container is found from a maintained table (below) so the `sagemaker`
+SDK stays optional; the training job is described exactly as the SDK's PyTorch estimator
+describes it (source tarball in S3, JSON-encoded hyperparameters, sagemaker_program /
+sagemaker_submit_directory), so the container runs `python train.py --<hp> <value>` with the
+SM_* environment, just as it does locally.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from botocore.exceptions import ClientError
+
+from deploy.waiting import DeployError, Progress, poll_until
+
+# --- the maintained table -------------------------------------------------------------------
+# PyTorch Deep Learning Containers, https://github.com/aws/deep-learning-containers/blob/master/available_images.md
+# (the same data as the sagemaker SDK's image_uri_config/pytorch.json). To move to a newer
+# framework, change these three lines after checking the tag exists in available_images.md.
+PYTORCH_VERSION = "2.5.1"
+PYTHON_VERSION = "py311"
+TRAINING_REPOSITORY = "pytorch-training"
+INFERENCE_REPOSITORY = "pytorch-inference"
+DEFAULT_DLC_REGISTRY = "763104351884"
+# Regions whose DLC registry is not the default account.
+DLC_REGISTRIES = {
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-northeast-3": "364406365360",
+    "ap-south-2": "772153158452",
+    "ap-southeast-3": "907027046896",
+    "ap-southeast-4": "457447274322",
+    "ca-west-1": "204538143572",
+    "cn-north-1": "727897471807",
+    "cn-northwest-1": "727897471807",
+    "eu-central-2": "380420809688",
+    "eu-south-1": "692866216735",
+    "eu-south-2": "503227376785",
+    "il-central-1": "780543022126",
+    "me-central-1": "914824155844",
+    "me-south-1": "217643126080",
+    "us-gov-east-1": "446045086412",
+    "us-gov-west-1": "442386744353",
+}
+DLC_DEFAULT_REGIONS = {
+    "ap-northeast-1", "ap-northeast-2", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
+    "ca-central-1", "eu-central-1", "eu-north-1", "eu-west-1", "eu-west-2", "eu-west-3",
+    "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+}
+# ---------------------------------------------------------------------------------------------
+
+TRAINING_INSTANCE = "ml.m5.xlarge"
+ENDPOINT_INSTANCE = "ml.m5.large"
+VARIANT_NAME = "AllTraffic"
+SOURCE_DIR = Path(__file__).resolve().parent.parent / "local_model"
+ENTRY_POINT = "train.py"
+SERVING_PROGRAM = "inference.py"
+TRAINING_TIMEOUT_S = 2 * 3600.0
+ENDPOINT_TIMEOUT_S = 30 * 60.0
+TRAINING_DONE = {"Completed"}
+TRAINING_FAILED = {"Failed", "Stopped"}
+ENDPOINT_FAILED = {"Failed", "OutOfService"}
+
+
+def dlc_registry(region: str) -> str:
+    if region in DLC_REGISTRIES:
+        return DLC_REGISTRIES[region]
+    if region in DLC_DEFAULT_REGIONS:
+        return DEFAULT_DLC_REGISTRY
+    known = sorted(DLC_DEFAULT_REGIONS | set(DLC_REGISTRIES))
+    raise DeployError(
+        f"no PyTorch container registry known for region {region!r} in deploy/sagemaker.py; "
+        f"use one of {', '.join(known)}, or pass --training-image/--inference-image"
+    )
+
+
+def image_uri(region: str, repository: str, processor: str = "cpu") -> str:
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{dlc_registry(region)}.dkr.ecr.{region}.{domain}/{repository}:{PYTORCH_VERSION}-{processor}-{PYTHON_VERSION}"
+
+
+def training_image(region: str) -> str:
+    return image_uri(region, TRAINING_REPOSITORY)
+
+
+def inference_image(region: str) -> str:
+    return image_uri(region, INFERENCE_REPOSITORY)
+
+
+def image_repository(uri: str) -> str:
+    """'<registry account>:<repository>' of an ECR image URI (what the SageMaker role may pull)."""
+    host, _, rest = uri.partition("/")
+    return f"{host.split('.', 1)[0]}:{rest.split(':', 1)[0].split('@', 1)[0]}"
+
+
+def source_tarball(source_dir: Path = SOURCE_DIR) -> bytes:
+    """sourcedir.tar.gz: the *.py files of local_model at the archive root, as the SDK packs source_dir.
+
+    Deterministic (sorted, fixed mtimes), so an unchanged source uploads to the same key.
+    """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for path in sorted(source_dir.glob("*.py")):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            archive.addfile(info, io.BytesIO(data))
+        requirements = source_dir / "requirements.txt"
+        if requirements.exists():
+            data = requirements.read_bytes()
+            info = tarfile.TarInfo("requirements.txt")
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            archive.addfile(info, io.BytesIO(data))
+    # gzip stores a timestamp too; zero it so identical sources give identical bytes.
+    raw = bytearray(buffer.getvalue())
+    raw[4:8] = b"\0\0\0\0"
+    return bytes(raw)
+
+
+def sdk_hyperparameters(*, job_name: str, region: str, submit_directory: str, user: Mapping[str, object]) -> dict[str, str]:
+    """Hyperparameters as the SDK's Framework estimator sends them: every value JSON-encoded."""
+    values: dict[str, object] = dict(user)
+    values.update({
+        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_submit_directory": submit_directory,
+        "sagemaker_container_log_level": 20,
+        "sagemaker_job_name": job_name,
+        "sagemaker_region": region,
+    })
+    return {str(key): json.dumps(value) for key, value in values.items()}
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    bucket: str
+    region: str
+    role_arn: str
+    image: str
+    instance_type: str = TRAINING_INSTANCE
+    hyperparameters: Mapping[str, object] = None  # type: ignore[assignment]
+
+
+def training_job_request(plan: TrainingPlan, job_name: str, submit_directory: str) -> dict:
+    channel = lambda name: {  # noqa: E731
+        "ChannelName": name,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{plan.bucket}/{name}/", "S3DataDistributionType": "FullyReplicated"}},
+        "InputMode": "File",
+    }
+    return {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": {"TrainingImage": plan.image, "TrainingInputMode": "File"},
+        "RoleArn": plan.role_arn,
+        "InputDataConfig": [channel("train"), channel("test")],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{plan.bucket}/training-output"},
+        "ResourceConfig": {"InstanceType": plan.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(TRAINING_TIMEOUT_S)},
+        "HyperParameters": sdk_hyperparameters(
+            job_name=job_name, region=plan.region, submit_directory=submit_directory, user=plan.hyperparameters or {}
+        ),
+        "Tags": [{"Key": "scones:created-by", "Value": "scones deploy"}],
+    }
+
+
+def upload_source(s3, bucket: str, progress: Progress | None = None) -> str:
+    """Upload sourcedir.tar.gz under a key named by its content hash; returns its s3:// URI."""
+    data = source_tarball()
+    key = f"source/{hashlib.sha256(data).hexdigest()[:16]}/sourcedir.tar.gz"
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    if progress:
+        progress(f"training source uploaded to s3://{bucket}/{key}")
+    return f"s3://{bucket}/{key}"
+
+
+def start_training_job(sagemaker, plan: TrainingPlan, *, job_name: str, submit_directory: str, progress: Progress | None = None) -> str:
+    response = sagemaker.create_training_job(**training_job_request(plan, job_name, submit_directory))
+    if progress:
+        progress(f"started training job {job_name} on {plan.instance_type}")
+    return response["TrainingJobArn"]
+
+
+def wait_training_job(
+    sagemaker, job_name: str, *, timeout_s: float = TRAINING_TIMEOUT_S, interval_s: float = 30.0,
+    progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep,
+) -> dict:
+    """Wait until the job is Completed; Failed/Stopped raise with SageMaker's FailureReason."""
+    return poll_until(
+        lambda: sagemaker.describe_training_job(TrainingJobName=job_name),
+        what=f"training job {job_name}",
+        state_of=lambda job: job["TrainingJobStatus"] if job["TrainingJobStatus"] in TRAINING_DONE | TRAINING_FAILED
+        else f"{job['TrainingJobStatus']} ({job.get('SecondaryStatus', '?')})",
+        done=TRAINING_DONE,
+        failed=TRAINING_FAILED,
+        reason_of=lambda job: job.get("FailureReason"),
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+        progress=progress,
+        sleep=sleep,
+    )
+
+
+def short_digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def model_request(*, prefix: str, region: str, image: str, model_data: str, role_arn: str) -> dict:
+    container = {
+        "Image": image,
+        "ModelDataUrl": model_data,
+        # model.tar.gz carries code/inference.py; this is how the SDK points the container at it.
+        "Environment": {
+            "SAGEMAKER_PROGRAM": SERVING_PROGRAM,
+            "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+            "SAGEMAKER_REGION": region,
+        },
+    }
+    # Models are immutable: a different image/artifact/role is a new model with a new name.
+    name = f"{prefix}-model-{short_digest([container, role_arn])}"
+    return {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": role_arn}
+
+
+def data_capture_config(capture_s3_uri: str) -> dict:
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": capture_s3_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }
+
+
+def endpoint_config_request(*, prefix: str, model_name: str, capture_s3_uri: str, instance_type: str = ENDPOINT_INSTANCE) -> dict:
+    variants = [{
+        "VariantName": VARIANT_NAME,
+        "ModelName": model_name,
+        "InitialInstanceCount": 1,
+        "InstanceType": instance_type,
+        "InitialVariantWeight": 1.0,
+    }]
+    capture = data_capture_config(capture_s3_uri)
+    name = f"{prefix}-config-{short_digest([variants, capture])}"
+    return {"EndpointConfigName": name, "ProductionVariants": variants, "DataCaptureConfig": capture}
+
+
+def _missing(error: ClientError) -> bool:
+    # SageMaker says "Could not find ..." with ValidationException for absent resources.
+    return error.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound") and "not find" in error.response["Error"]["Message"].lower() \
+        or error.response["Error"]["Code"] == "ResourceNotFound"
+
+
+def ensure_model(sagemaker, request: dict, progress: Progress | None = None) -> tuple[str, bool]:
+    """Create the model unless one with this content-derived name exists. Returns (arn, created)."""
+    try:
+        return sagemaker.describe_model(ModelName=request["ModelName"])["ModelArn"], False
+    except ClientError as error:
+        if not _missing(error):
+            raise
+    arn = sagemaker.create_model(**request)["ModelArn"]
+    if progress:
+        progress(f"created model {request['ModelName']}")
+    return arn, True
+
+
+def ensure_endpoint_config(sagemaker, request: dict, progress: Progress | None = None) -> tuple[str, bool]:
+    try:
+        return sagemaker.describe_endpoint_config(EndpointConfigName=request["EndpointConfigName"])["EndpointConfigArn"], False
+    except ClientError as error:
+        if not _missing(error):
+            raise
+    arn = sagemaker.create_endpoint_config(**request)["EndpointConfigArn"]
+    if progress:
+        progress(f"created endpoint config {request['EndpointConfigName']} (data capture 100% to {request['DataCaptureConfig']['DestinationS3Uri']})")
+    return arn, True
+
+
+def describe_endpoint_or_none(sagemaker, name: str) -> dict | None:
+    try:
+        return sagemaker.describe_endpoint(EndpointName=name)
+    except ClientError as error:
+        if _missing(error):
+            return None
+        raise
+
+
+def wait_endpoint(
+    sagemaker, name: str, *, timeout_s: float = ENDPOINT_TIMEOUT_S, interval_s: float = 15.0,
+    progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep,
+) -> dict:
+    """Wait for InService; Failed raises with SageMaker's FailureReason."""
+    return poll_until(
+        lambda: sagemaker.describe_endpoint(EndpointName=name),
+        what=f"endpoint {name}",
+        state_of=lambda endpoint: endpoint["EndpointStatus"],
+        done={"InService"},
+        failed=ENDPOINT_FAILED,
+        reason_of=lambda endpoint: endpoint.get("FailureReason"),
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+        progress=progress,
+        sleep=sleep,
+    )
+
+
+def ensure_endpoint(
+    sagemaker, *, name: str, config_name: str, progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep, timeout_s: float = ENDPOINT_TIMEOUT_S,
+) -> tuple[dict, str]:
+    """Create the endpoint, switch it to config_name, or leave it; then wait for InService."""
+    current = describe_endpoint_or_none(sagemaker, name)
+    if current is not None and current["EndpointStatus"] == "Failed":
+        if progress:
+            progress(f"endpoint {name} is Failed ({current.get('FailureReason', 'no reason given')}); deleting it to create it again")
+        sagemaker.delete_endpoint(EndpointName=name)
+        poll_until(lambda: describe_endpoint_or_none(sagemaker, name), what=f"endpoint {name} deletion",
+                   state_of=lambda e: "Deleted" if e is None else e["EndpointStatus"], done={"Deleted"},
+                   timeout_s=timeout_s, interval_s=10.0, progress=progress, sleep=sleep)
+        current = None
+    if current is None:
+        sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config_name, Tags=[{"Key": "scones:created-by", "Value": "scones deploy"}])
+        action = "created"
+    elif current["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating", "RollingBack"):
+        action = "awaited"
+    elif current["EndpointConfigName"] != config_name:
+        sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
+        action = "updated"
+    else:
+        action = "unchanged"
+    if progress and action != "unchanged":
+        progress(f"endpoint {name}: {action}, waiting for InService (takes minutes on AWS)")
+    endpoint = wait_endpoint(sagemaker, name, progress=progress, sleep=sleep, timeout_s=timeout_s)
+    if action == "awaited" and endpoint["EndpointConfigName"] != config_name:
+        sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
+        endpoint = wait_endpoint(sagemaker, name, progress=progress, sleep=sleep, timeout_s=timeout_s)
+        action = "updated"
+    return endpoint, action
+
+
+def delete_quietly(call: Callable[[], object]) -> bool:
+    """Run a delete call; a resource already gone counts as deleted. Returns whether it existed."""
+    try:
+        call()
+        return True
+    except ClientError as error:
+        if _missing(error):
+            return False
+        raise

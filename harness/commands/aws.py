@@ -1,0 +1,101 @@
+"""`scones deploy --target aws` and `scones destroy`: one command up, one command down."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
+from deploy.sagemaker import ENDPOINT_INSTANCE, TRAINING_INSTANCE
+from deploy.waiting import DeployError
+
+
+def _progress(message: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
+def _hyperparameters(values: tuple[str, ...]) -> dict[str, object]:
+    parsed: dict[str, object] = {}
+    for item in values:
+        key, separator, raw = item.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--hyperparameter")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw
+    return parsed
+
+
+def _fail(error: Exception) -> click.ClickException:
+    prefix = "refused" if isinstance(error, Refusal) else "deploy failed"
+    return click.ClickException(f"{prefix}: {error}")
+
+
+@click.command()
+@click.option("--target", type=click.Choice(["aws"]), default="aws", show_default=True,
+              help="Where to deploy (the local stack is `scones up`).")
+@click.option("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's).")
+@click.option("--profile", help="AWS profile to use (default: the standard credential chain).")
+@click.option("--bucket", help="S3 bucket for data, model artifacts and data capture (default: <name>-data-<region>-<account>).")
+@click.option("--name", "prefix", default=DEFAULT_PREFIX, show_default=True, help="Prefix of every resource name.")
+@click.option("--endpoint-name", help="SageMaker endpoint name (default: <name>-classifier).")
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True, help="Confidence the filter step requires.")
+@click.option("--model-data", help="s3://.../model.tar.gz to serve instead of training one.")
+@click.option("--trainer", type=click.Choice(TRAINERS), default="pytorch", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Staged data directory (default: SCONES_DATA_DIR or ../shared/data).")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the deploy record lives (default: SCONES_STATE_DIR or .scones).")
+@click.option("--hyperparameter", "-H", "hyperparameters", multiple=True, metavar="KEY=VALUE", help="Passed to train.py as --KEY VALUE.")
+@click.option("--training-instance", default=TRAINING_INSTANCE, show_default=True)
+@click.option("--endpoint-instance", default=ENDPOINT_INSTANCE, show_default=True)
+@click.option("--training-image", help="Override the PyTorch training image URI from deploy/sagemaker.py's table.")
+@click.option("--inference-image", help="Override the PyTorch inference image URI from deploy/sagemaker.py's table.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
+def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, model_data, trainer, data_dir, state_dir,
+           hyperparameters, training_instance, endpoint_instance, training_image, inference_image, dry_run):
+    """Deploy the workflow to real AWS: bucket + data, roles, training job, endpoint with data capture, Lambdas, state machine.
+
+    Every step is idempotent and recorded; re-run to resume after an interruption.
+    """
+    from deploy import aws
+
+    options = DeployOptions(
+        region=region, bucket=bucket, prefix=prefix, endpoint_name=endpoint_name, threshold=threshold,
+        model_data=model_data, trainer=trainer, data_dir=data_dir, state_dir=state_dir, profile=profile,
+        hyperparameters=_hyperparameters(hyperparameters), training_instance=training_instance,
+        endpoint_instance=endpoint_instance, training_image=training_image, inference_image=inference_image,
+    )
+    try:
+        if dry_run:
+            click.echo("plan (dry run, nothing created):")
+            for line in aws.plan(options):
+                click.echo(f"  {line}")
+            return
+        record = aws.deploy(options, progress=_progress)
+    except DeployError as error:
+        raise _fail(error) from error
+    click.echo(json.dumps(record["outputs"], indent=2, sort_keys=True))
+
+
+@click.command()
+@click.option("--target", type=click.Choice(["aws"]), default="aws", show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the deploy record lives.")
+@click.option("--delete-bucket", is_flag=True, help="Also empty and delete the bucket, if the deploy created it.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def destroy(target, state_dir, delete_bucket, yes):
+    """Delete exactly the AWS resources the deploy record lists (the bucket only with --delete-bucket)."""
+    from deploy import aws, record as records
+
+    path = records.record_path(state_dir)
+    existing = records.load_record(path)
+    if existing is None:
+        raise click.ClickException(f"no deploy record at {path}: nothing to destroy")
+    if not yes:
+        click.confirm(f"Delete the {existing['prefix']} deployment in {existing['account_id']}/{existing['region']}"
+                      f"{' including its bucket' if delete_bucket else ''}?", abort=True)
+    try:
+        deleted = aws.destroy(state_dir=state_dir, delete_bucket=delete_bucket, progress=_progress)
+    except DeployError as error:
+        raise click.ClickException(f"destroy stopped: {error}") from error
+    click.echo(f"deleted {len(deleted)} resources")

@@ -1,0 +1,409 @@
+"""`scones deploy --target aws` / `scones destroy` offline against moto: full deploy, re-run, resume, destroy, refusals."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+
+import boto3
+import pytest
+from click.testing import CliRunner
+from moto import mock_aws
+
+from deploy import aws
+from deploy import record as records
+from deploy.aws import DeployOptions, Refusal
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"  # moto's default account
+
+
+def realistic_key() -> str:
+    return "AKIA" + "".join(random.choices(string.ascii_uppercase + "234567", k=16))
+
+
+def realistic_session(region: str | None = REGION) -> boto3.Session:
+    secret = "".join(random.choices(string.ascii_letters + string.digits, k=40))
+    return boto3.Session(aws_access_key_id=realistic_key(), aws_secret_access_key=secret, region_name=region)
+
+
+@pytest.fixture
+def staged(tmp_path):
+    root = tmp_path / "data"
+    for part in ("train", "test"):
+        for label in ("bicycle", "motorcycle"):
+            folder = root / part / label
+            folder.mkdir(parents=True)
+            for index in range(2):
+                (folder / f"{label}_{index}.png").write_bytes(f"{part}-{label}-{index}".encode())
+        (root / f"{part}.lst").write_text("0\t0\tbicycle_0.png\n")
+    return root
+
+
+@pytest.fixture
+def moto_aws(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(name)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def options(tmp_path, staged):
+    return DeployOptions(region=REGION, prefix="sct", data_dir=staged, state_dir=tmp_path / "state")
+
+
+@pytest.fixture
+def session(moto_aws):
+    return realistic_session()
+
+
+def run_deploy(options, session, messages=None):
+    return aws.deploy(options, session=session, progress=(messages.append if messages is not None else None), sleep=lambda _: None)
+
+
+def inventory(session) -> dict:
+    """Everything of ours that exists, by kind (names only), to compare before/after."""
+    sagemaker = session.client("sagemaker")
+    iam = session.client("iam")
+    return {
+        "functions": sorted(f["FunctionName"] for f in session.client("lambda").list_functions()["Functions"]),
+        "state_machines": sorted(m["name"] for m in session.client("stepfunctions").list_state_machines()["stateMachines"]),
+        "endpoints": sorted(e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]),
+        "endpoint_configs": sorted(c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]),
+        "models": sorted(m["ModelName"] for m in sagemaker.list_models()["Models"]),
+        "training_jobs": sorted(j["TrainingJobName"] for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]),
+        "roles": sorted(r["RoleName"] for r in iam.list_roles()["Roles"]),
+        "buckets": sorted(b["Name"] for b in session.client("s3").list_buckets()["Buckets"]),
+    }
+
+
+def statements(session, role_name: str) -> dict:
+    document = session.client("iam").get_role_policy(RoleName=role_name, PolicyName="scones-least-privilege")["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+def test_full_deploy_configures_every_resource_then_destroy_removes_them(options, session):
+    messages: list[str] = []
+    record = run_deploy(options, session, messages)
+    bucket = f"sct-data-{REGION}-{ACCOUNT}"
+    outputs = record["outputs"]
+    assert outputs["region"] == REGION and outputs["bucket"] == bucket
+    assert outputs["endpoint_name"] == "sct-classifier"
+    assert outputs["capture_s3_uri"] == f"s3://{bucket}/data_capture"
+    assert set(outputs["function_arns"]) == {"serializeImageData", "classifyImage", "filterInferences"}
+    assert record["steps_done"] == ["bucket", "roles", "model", "endpoint", "workflow"]
+    assert records.load_record(records.record_path(options.state_dir)) == record
+
+    # 1. bucket and data
+    s3 = session.client("s3")
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {"train/bicycle/bicycle_0.png", "test/motorcycle/motorcycle_1.png", "train.lst", "test.lst"} <= keys
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+
+    # 3. training job as the SDK's PyTorch estimator describes it
+    sagemaker = session.client("sagemaker")
+    job = sagemaker.describe_training_job(TrainingJobName=record["resources"]["training_job"]["name"])
+    hyper = job["HyperParameters"]
+    assert json.loads(hyper["sagemaker_program"]) == "train.py"
+    source = json.loads(hyper["sagemaker_submit_directory"])
+    assert source.startswith(f"s3://{bucket}/source/") and source.endswith("/sourcedir.tar.gz")
+    assert job["AlgorithmSpecification"]["TrainingImage"] == f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-training:2.5.1-cpu-py311"
+    assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]} == {
+        "train": f"s3://{bucket}/train/", "test": f"s3://{bucket}/test/"}
+    assert job["RoleArn"] == record["resources"]["roles"]["sagemaker"]["arn"]
+
+    # 4. model + endpoint config with data capture + endpoint
+    endpoint = sagemaker.describe_endpoint(EndpointName="sct-classifier")
+    assert endpoint["EndpointStatus"] == "InService"
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    capture = config["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 100
+    assert capture["DestinationS3Uri"] == f"s3://{bucket}/data_capture"
+    assert {o["CaptureMode"] for o in capture["CaptureOptions"]} == {"Input", "Output"}
+    variant = config["ProductionVariants"][0]
+    assert variant["VariantName"] == "AllTraffic"
+    model = sagemaker.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert "pytorch-inference" in model["PrimaryContainer"]["Image"]
+
+    # 5. Lambdas point at the endpoint; the state machine names the three ARNs
+    lambda_client = session.client("lambda")
+    classify = lambda_client.get_function_configuration(FunctionName="sct-classifyImage")
+    assert classify["Environment"]["Variables"]["ENDPOINT_NAME"] == "sct-classifier"
+    assert classify["Role"] == record["resources"]["roles"]["lambda"]["arn"]
+    assert lambda_client.get_function_configuration(FunctionName="sct-filterInferences")["Environment"]["Variables"]["THRESHOLD"] == "0.93"
+    machine = session.client("stepfunctions").describe_state_machine(stateMachineArn=outputs["state_machine_arn"])
+    assert machine["roleArn"] == record["resources"]["roles"]["states"]["arn"]
+    definition = machine["definition"]
+    for arn in outputs["function_arns"].values():
+        assert arn in definition
+
+    # 2. role policies scoped to this deploy's resources
+    states = statements(session, "sct-states-role")
+    invoked = set(states["InvokeWorkflowFunctions"]["Resource"])
+    assert set(outputs["function_arns"].values()) <= invoked
+    assert all(any(r.startswith(arn) for arn in outputs["function_arns"].values()) for r in invoked)
+    lambda_statements = statements(session, "sct-lambda-role")
+    assert lambda_statements["InvokeEndpoint"]["Resource"] == endpoint["EndpointArn"]
+    assert lambda_statements["ReadImages"]["Resource"] == f"arn:aws:s3:::{bucket}/*"
+    assert all("/aws/lambda/sct-" in r for r in lambda_statements["OwnLogs"]["Resource"])
+    sagemaker_statements = statements(session, "sct-sagemaker-role")
+    assert sagemaker_statements["BucketObjects"]["Resource"] == f"arn:aws:s3:::{bucket}/*"
+    assert "*" not in json.dumps(sagemaker_statements["FrameworkImages"]["Resource"])
+    trust = session.client("iam").get_role(RoleName="sct-lambda-role")["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"]["Service"] == "lambda.amazonaws.com"
+
+    # destroy: everything listed goes, the bucket stays without --delete-bucket
+    session.client("logs").create_log_group(logGroupName="/aws/lambda/sct-classifyImage")
+    deleted = aws.destroy(state_dir=options.state_dir, session=session)
+    assert len(deleted) >= 3 + 1 + 1 + 1 + 1 + 3
+    left = inventory(session)
+    assert left["functions"] == [] and left["state_machines"] == [] and left["endpoints"] == []
+    assert left["endpoint_configs"] == [] and left["models"] == [] and left["roles"] == []
+    assert left["buckets"] == [bucket]
+    assert session.client("logs").describe_log_groups()["logGroups"] == []
+    remaining = records.load_record(records.record_path(options.state_dir))
+    assert remaining["outputs"] == {} and remaining["resources"]["bucket"]["name"] == bucket
+
+    aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
+    assert inventory(session)["buckets"] == []
+    assert not records.record_path(options.state_dir).exists()
+
+
+def test_destroy_leaves_resources_it_did_not_create(options, session):
+    session.client("iam").create_role(RoleName="someone-elses-role", AssumeRolePolicyDocument="{}")
+    session.client("s3").create_bucket(Bucket="someone-elses-bucket", CreateBucketConfiguration={"LocationConstraint": REGION})
+    run_deploy(options, session)
+    aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
+    left = inventory(session)
+    assert left["roles"] == ["someone-elses-role"] and left["buckets"] == ["someone-elses-bucket"]
+
+
+def test_redeploy_changes_nothing_and_duplicates_nothing(options, session):
+    first = run_deploy(options, session)
+    before = inventory(session)
+    messages: list[str] = []
+    second = run_deploy(options, session, messages)
+    assert inventory(session) == before
+    assert second["outputs"] == first["outputs"]
+    assert second["resources"]["training_job"] == first["resources"]["training_job"]
+    assert len(before["training_jobs"]) == 1 and len(before["models"]) == 1 and len(before["endpoint_configs"]) == 1
+    assert "dataset: 0 uploaded, 10 already there" in messages
+    assert any("Completed earlier, reusing" in m for m in messages)
+    assert all(not m.startswith(("created", "started")) for m in messages), messages
+    assert [m for m in messages if m.startswith("IAM role")] == [f"IAM role sct-{k}-role: unchanged" for k in ("sagemaker", "lambda", "states")]
+    assert "endpoint sct-classifier: unchanged, InService" in messages
+    assert all(m.endswith("unchanged") for m in messages if m.startswith(("Lambda function", "state machine")))
+
+
+def test_interrupted_after_training_resumes_without_second_job(options, session, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("operator pressed ^C while the endpoint was being created")
+
+    monkeypatch.setattr(aws, "_ensure_endpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_deploy(options, session)
+    interrupted = records.load_record(records.record_path(options.state_dir))
+    assert interrupted["steps_done"] == ["bucket", "roles", "model"]
+    job = interrupted["resources"]["training_job"]
+    assert job["status"] == "Completed"
+
+    monkeypatch.undo()
+    for name in list(os.environ):
+        if name.startswith("AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(name)
+    record = run_deploy(options, session)
+    assert record["resources"]["training_job"]["name"] == job["name"]
+    assert inventory(session)["training_jobs"] == [job["name"]]
+    assert record["steps_done"] == ["bucket", "roles", "model", "endpoint", "workflow"]
+
+
+def test_interrupted_while_training_waits_for_the_recorded_job(options, session, monkeypatch):
+    from deploy import sagemaker as sm
+
+    real_wait = sm.wait_training_job
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sm, "wait_training_job", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_deploy(options, session)
+    job = records.load_record(records.record_path(options.state_dir))["resources"]["training_job"]
+    assert job["status"] == "InProgress"
+
+    waited = []
+    monkeypatch.setattr(sm, "wait_training_job", lambda client, name, **kw: waited.append(name) or real_wait(client, name, **kw))
+    monkeypatch.setattr(sm, "start_training_job", lambda *a, **k: pytest.fail("a second training job was started"))
+    record = run_deploy(options, session)
+    assert waited == [job["name"]]
+    assert record["resources"]["training_job"]["status"] == "Completed"
+
+
+def test_model_data_skips_training(options, session):
+    options.model_data = "s3://elsewhere/model.tar.gz"
+    record = run_deploy(options, session)
+    assert inventory(session)["training_jobs"] == []
+    model = session.client("sagemaker").describe_model(ModelName=record["resources"]["models"][0]["name"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://elsewhere/model.tar.gz"
+
+
+def test_changed_model_data_creates_new_model_and_destroy_removes_both(options, session):
+    options.model_data = "s3://elsewhere/a/model.tar.gz"
+    run_deploy(options, session)
+    options.model_data = "s3://elsewhere/b/model.tar.gz"
+    # moto does not implement UpdateEndpoint; the switch itself is covered with Stubber in test_deploy_waiters.
+    session.client("sagemaker").delete_endpoint(EndpointName="sct-classifier")
+    record = run_deploy(options, session)
+    assert len(record["resources"]["models"]) == 2 and len(record["resources"]["endpoint_configs"]) == 2
+    aws.destroy(state_dir=options.state_dir, session=session)
+    assert inventory(session)["models"] == [] and inventory(session)["endpoint_configs"] == []
+
+
+def test_dry_run_plans_and_creates_nothing(options, session):
+    lines = aws.plan(options, session=session)
+    text = "\n".join(lines)
+    assert f"account {ACCOUNT}, region {REGION}" in text
+    assert "create; upload 10 objects" in text
+    assert "training job (pytorch)" in text and "sct-classifier" in text and "sct-workflow" in text
+    assert inventory(session) == {key: [] for key in inventory(session)}
+    assert not records.record_path(options.state_dir).exists()
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+def test_refuses_without_credentials(options, moto_aws, monkeypatch):
+    session = boto3.Session(region_name=REGION)
+    monkeypatch.setattr(session, "get_credentials", lambda: None)
+    with pytest.raises(Refusal, match="no AWS credentials"):
+        aws.deploy(options, session=session)
+
+
+@pytest.mark.parametrize("access_key, secret", [
+    ("test", "test"),
+    ("testing", "testing"),
+    ("FOOBARKEY", "FOOBARSECRET"),
+    ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ("AKIAABCDEFGHIJKLMNOP", "test"),
+])
+def test_refuses_local_fake_credentials(options, moto_aws, access_key, secret):
+    session = boto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret, region_name=REGION)
+    with pytest.raises(Refusal, match="fake credentials"):
+        aws.deploy(options, session=session)
+
+
+def test_refuses_endpoint_overrides(options, session, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    with pytest.raises(Refusal, match="AWS_ENDPOINT_URL set"):
+        aws.deploy(options, session=session)
+
+
+def test_refuses_without_region(options, moto_aws, monkeypatch):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    options.region = None
+    with pytest.raises(Refusal, match="no AWS region"):
+        aws.deploy(options, session=realistic_session(region=None))
+
+
+def test_refuses_bucket_owned_by_another_account(options, session, monkeypatch):
+    from botocore.stub import Stubber
+
+    s3 = session.client("s3", region_name=REGION)
+    stubber = Stubber(s3)
+    stubber.add_client_error("head_bucket", service_error_code="403", service_message="Forbidden", http_status_code=403,
+                             expected_params={"Bucket": "taken", "ExpectedBucketOwner": ACCOUNT})
+    real_client = session.client
+    monkeypatch.setattr(session, "client", lambda name, **kw: s3 if name == "s3" else real_client(name, **kw))
+    options.bucket = "taken"
+    with stubber, pytest.raises(Refusal, match="bucket taken belongs to another account"):
+        aws.deploy(options, session=session)
+    assert not records.record_path(options.state_dir).exists()
+
+
+def test_refuses_bucket_name_taken_globally(options, session, monkeypatch):
+    from botocore.stub import Stubber
+
+    s3 = session.client("s3", region_name=REGION)
+    stubber = Stubber(s3)
+    stubber.add_client_error("head_bucket", service_error_code="404", http_status_code=404)
+    stubber.add_client_error("create_bucket", service_error_code="BucketAlreadyExists", http_status_code=409)
+    with stubber, pytest.raises(Refusal, match="belongs to another account"):
+        aws.ensure_bucket(s3, "taken", REGION, ACCOUNT)
+
+
+def test_refuses_a_record_of_another_deploy(options, session):
+    run_deploy(options, session)
+    options.prefix = "other"
+    with pytest.raises(Refusal, match="records a deploy with prefix 'sct'"):
+        run_deploy(options, session)
+
+
+def test_destroy_refuses_credentials_of_another_account(options, session, monkeypatch):
+    run_deploy(options, session)
+    path = records.record_path(options.state_dir)
+    record = records.load_record(path)
+    record["account_id"] = "999999999999"
+    records.save_record(path, record)
+    with pytest.raises(Refusal, match="records account 999999999999"):
+        aws.destroy(state_dir=options.state_dir, session=session)
+
+
+def test_destroy_keeps_a_bucket_that_existed_before(options, session):
+    session.client("s3").create_bucket(Bucket="pre-existing", CreateBucketConfiguration={"LocationConstraint": REGION})
+    options.bucket = "pre-existing"
+    run_deploy(options, session)
+    with pytest.raises(Refusal, match="existed before the deploy"):
+        aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
+    assert "pre-existing" in inventory(session)["buckets"]
+    assert inventory(session)["functions"] == []
+
+
+def test_record_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "aws" / "deploy-record.json"
+    record = records.new_record(region=REGION, account_id=ACCOUNT, prefix="x", bucket="b", endpoint_name="e")
+    records.save_record(path, record)
+
+    def broken_dump(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(records.json, "dump", broken_dump)
+    with pytest.raises(RuntimeError):
+        records.save_record(path, {**record, "prefix": "y"})
+    monkeypatch.undo()
+    assert records.load_record(path)["prefix"] == "x"
+    assert [p.name for p in path.parent.iterdir()] == ["deploy-record.json"]
+
+
+def test_cli_refuses_fake_credentials_and_dry_run_prints_plan(tmp_path, staged, moto_aws, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    result = CliRunner().invoke(main, ["deploy", "--target", "aws", "--region", REGION, "--data", str(staged)])
+    assert result.exit_code == 1
+    assert "refused" in result.output and "fake credentials" in result.output
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", realistic_key())
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x" * 40)
+    result = CliRunner().invoke(main, ["deploy", "--region", REGION, "--data", str(staged), "--name", "cli", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "plan (dry run, nothing created)" in result.output and "cli-workflow" in result.output
+
+
+def test_load_target_reads_the_aws_record(options, session):
+    from harness.targets import load_target
+
+    record = run_deploy(options, session)
+    target = load_target("aws", state_dir=options.state_dir)
+    assert target.state_machine_arn == record["outputs"]["state_machine_arn"]
+    assert target.function_arns == record["outputs"]["function_arns"]
+    assert target.endpoint_name == "sct-classifier" and target.region == REGION
+    assert target.capture_s3_uri == record["outputs"]["capture_s3_uri"]
