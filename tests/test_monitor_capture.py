@@ -172,7 +172,7 @@ def test_monitor_command_writes_plots_and_json_report(tmp_path):
     out = tmp_path / "out"
 
     result = CliRunner().invoke(main, ["monitor", "--source", str(capture_dir), "--baseline", str(baseline_path),
-                                       "--out", str(out), "--json"])
+                                       "--out", str(out), "--json", "--state-dir", str(tmp_path / "state")])
 
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -207,7 +207,8 @@ def test_monitor_command_reads_capture_from_s3(tmp_path, monkeypatch):
         s3.put_object(Bucket=bucket, Key="data_capture/other-endpoint/AllTraffic/2026/x.jsonl", Body=b"ignored")
 
         result = CliRunner().invoke(main, ["monitor", "--source", f"s3://{bucket}/data_capture/scones-classifier/",
-                                           "--out", str(tmp_path / "out"), "--json", "--no-target"])
+                                           "--out", str(tmp_path / "out"), "--json", "--no-target",
+                                           "--state-dir", str(tmp_path / "state")])
 
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

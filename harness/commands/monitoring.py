@@ -60,6 +60,15 @@ def evaluate(target_name: str, n: int, seed: int | None, concurrency: int, state
     click.echo(f"saved {json_path} and {csv_path}")
 
 
+def served_model_baseline(target) -> Path | None:
+    """baseline.json of the model the target's endpoint serves, where its record says which."""
+    if target is None:
+        return None
+    model_dir = (target.record.get("endpoint") or {}).get("model_dir") or target.record.get("model_dir")
+    path = Path(model_dir) / "baseline.json" if model_dir else None
+    return path if path and path.is_file() else None
+
+
 @click.command()
 @click.option("--source", default=None,
               help="s3://bucket/data_capture/ENDPOINT/ or a local folder (default: the target's capture prefix).")
@@ -78,22 +87,27 @@ def monitor(source, target_name, no_target, baseline, out, threshold, alpha, fai
     """Read every captured inference, plot confidence and check drift against the training baseline."""
     from harness import monitor as monitoring
 
-    session = None
-    if source is None or (source.startswith("s3://") and not no_target):
+    target = None
+    if not no_target:
         from harness.targets import TargetNotFound, load_target
         try:
             target = load_target(target_name, state)
-            session = target.session
-            if source is None:
-                source = f"{target.capture_s3_uri.rstrip('/')}/{target.endpoint_name}/"
         except TargetNotFound as error:
             if source is None:
                 raise click.ClickException(f"{error} (or pass --source)") from None
+    if source is None and target is None:
+        raise click.ClickException("--no-target needs --source")
+    if source is None:
+        source = f"{target.capture_s3_uri.rstrip('/')}/{target.endpoint_name}/"
+    session = target.session if target is not None and source.startswith("s3://") else None
     if baseline is None:
-        found = monitoring.find_default_baseline(settings.state_dir(state))
+        found = served_model_baseline(target) or monitoring.find_default_baseline(settings.state_dir(state))
         baseline = str(found) if found else None
+        if baseline:
+            click.echo(f"baseline: {baseline}", err=True)
     out_dir = Path(out) if out else reports_dir(state) / "monitor"
-    with click.progressbar(length=0, label="capture files", file=sys.stderr, show_pos=True) as bar:
+    from tqdm import tqdm
+    with tqdm(desc="capture files read", unit=" files", file=sys.stderr, leave=False) as bar:
         try:
             summary = monitoring.monitor(source, out_dir, baseline_path=baseline, threshold=threshold,
                                          alpha=monitoring.DEFAULT_ALPHA if alpha is None else alpha,
