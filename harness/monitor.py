@@ -221,6 +221,12 @@ def read_capture(source: str | os.PathLike, session=None,
     return result
 
 
+def records_since(records: list[CaptureRecord], since: datetime) -> list[CaptureRecord]:
+    since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    since = since.replace(microsecond=0)  # capture times are whole seconds
+    return [record for record in records if record.inference_time >= since]
+
+
 # --- baseline and drift ------------------------------------------------------------------
 
 def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
@@ -420,16 +426,22 @@ SUMMARY_FILE = "monitor.json"
 
 def monitor(source: str | os.PathLike, out_dir: str | os.PathLike, baseline_path: str | os.PathLike | None = None,
             threshold: float | None = None, alpha: float = DEFAULT_ALPHA, session=None,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Read the capture, check drift, write monitor.json and the two plots to `out_dir`; return the summary."""
+            progress: Callable[[str], None] | None = None, since: datetime | None = None) -> dict[str, Any]:
+    """Read the capture, check drift, write monitor.json and the two plots to `out_dir`; return the summary.
+
+    `since` keeps only records inferred at or after that time (capture times have whole seconds).
+    """
     baseline = load_baseline(baseline_path) if baseline_path else None
     classes = list(baseline["classes"]) if baseline else list(DEFAULT_CLASSES)
     if threshold is None:
         threshold = float(baseline.get("threshold", DEFAULT_THRESHOLD)) if baseline else DEFAULT_THRESHOLD
     capture = read_capture(source, session=session, progress=progress)
+    if since is not None:
+        capture.records = records_since(capture.records, since)
     drift = check_drift(capture.records, baseline, alpha=alpha)
     summary = summarize(capture, threshold, classes, drift)
     summary["baseline"] = str(baseline_path) if baseline_path else None
+    summary["since"] = since.isoformat() if since else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary["plots"] = {

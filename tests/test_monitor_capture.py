@@ -221,3 +221,14 @@ def _record(predicted: int, confidence: float) -> monitor.CaptureRecord:
     return monitor.CaptureRecord(event_id="e", inference_time=START, probabilities=probabilities,
                                  predicted_index=predicted, max_confidence=confidence,
                                  input_content_type="image/png", input_bytes=10, file="f", line=1)
+
+
+def test_since_keeps_only_later_records(tmp_path):
+    write_capture(tmp_path / "capture", answers_for([0, 1] * 10, [0.99] * 20), START, per_file=5)  # 4 hours
+    out = tmp_path / "out"
+    later = (START + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    result = CliRunner().invoke(main, ["monitor", "--source", str(tmp_path / "capture"), "--since", later,
+                                       "--out", str(out), "--json", "--no-target", "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 10 and summary["time_range"]["first"] == (START + timedelta(hours=2)).isoformat()

@@ -80,10 +80,13 @@ def served_model_baseline(target) -> Path | None:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for monitor.json and plots.")
 @click.option("--threshold", type=float, default=None, help="Confidence threshold (default: the baseline's, else 0.93).")
 @click.option("--alpha", type=float, default=None, help="p-value below which a drift test fails (default 0.01).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"]),
+              default=None, help="Only records inferred at or after this UTC time.")
 @click.option("--fail-on-drift", is_flag=True, help="Exit with status 3 when the drift check fails.")
 @click.option("--state-dir", "state", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def monitor(source, target_name, no_target, baseline, out, threshold, alpha, fail_on_drift, state, as_json) -> None:
+def monitor(source, target_name, no_target, baseline, out, threshold, alpha, since, fail_on_drift, state,
+            as_json) -> None:
     """Read every captured inference, plot confidence and check drift against the training baseline."""
     from harness import monitor as monitoring
 
@@ -111,7 +114,7 @@ def monitor(source, target_name, no_target, baseline, out, threshold, alpha, fai
         try:
             summary = monitoring.monitor(source, out_dir, baseline_path=baseline, threshold=threshold,
                                          alpha=monitoring.DEFAULT_ALPHA if alpha is None else alpha,
-                                         session=session, progress=lambda _: bar.update(1))
+                                         session=session, progress=lambda _: bar.update(1), since=since)
         except (monitoring.CaptureSourceError, FileNotFoundError, ValueError) as error:
             raise click.ClickException(str(error)) from None
     for problem in summary["problems"]:
