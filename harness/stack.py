@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -266,19 +264,20 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
 
     try:
         old_localstack = previous.get("localstack") or {}
-        localstack_attached = old_localstack.get("port") == config.localstack_port and _localstack_healthy(config)
+        running_pid = localstack.pid()   # from LocalStack's own pidfile under this state dir
+        localstack_attached = _localstack_healthy(config) and (
+            running_pid is not None or old_localstack.get("port") == config.localstack_port)
         if localstack_attached:
-            progress(f"localstack: attached on {config.localstack_url}")
-            localstack_pid = old_localstack.get("pid")
+            localstack_pid = running_pid or old_localstack.get("pid")
+            progress(f"localstack: attached on {config.localstack_url} (pid {localstack_pid})")
         else:
             if port_open(config.localstack_port):
                 raise StackError(f"port {config.localstack_port} is in use by something that is not this stack's "
                                  f"LocalStack; stop it or set {settings.LOCALSTACK_PORT}")
             localstack.ensure_venv()
             progress(f"localstack: starting on {config.localstack_url}")
-            localstack.start()
+            localstack_pid = localstack.start()
             localstack.wait_ready()
-            localstack_pid = _localstack_pid(localstack)
 
         session = local_target.local_session(config.localstack_url, config.endpoint_url)
         local_target.ensure_bucket(session, config.bucket)
@@ -323,17 +322,6 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
     }
     write_record(record_path, record)
     return record
-
-
-def _localstack_pid(localstack) -> int | None:
-    for name in ("pid",):
-        value = getattr(localstack, name, None)
-        if callable(value):
-            value = value()
-        if isinstance(value, int):
-            return value
-    process = getattr(localstack, "process", None)
-    return getattr(process, "pid", None)
 
 
 def _deploy(session, config: StackConfig, progress: Progress):
