@@ -232,3 +232,17 @@ def test_since_keeps_only_later_records(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["records"] == 10 and summary["time_range"]["first"] == (START + timedelta(hours=2)).isoformat()
+
+
+@pytest.mark.parametrize("expected, warned", [(6, False), (9, True)])
+def test_wait_for_evaluation_polls_until_its_capture_has_landed(tmp_path, expected, warned):
+    state = tmp_path / "state"
+    (state / "reports").mkdir(parents=True)
+    (state / "reports" / "evaluation-1-local.json").write_text(json.dumps(
+        {"started_at": (START + timedelta(hours=1)).isoformat(), "n": expected, "rows": [], "summary": {}}))
+    write_capture(tmp_path / "capture", answers_for([0, 1] * 6, [0.99] * 12), START, per_file=6)  # 6 an hour later
+    result = CliRunner().invoke(main, ["monitor", "--source", str(tmp_path / "capture"), "--wait-for-evaluation",
+                                       "--wait", "0.3", "--no-target", "--state-dir", str(state), "--json"])
+    assert result.exit_code == 0, result.output
+    assert ("only 6 of the 9 capture records" in result.stderr) is warned
+    assert json.loads(result.stdout)["records"] == 12

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -69,6 +70,36 @@ def served_model_baseline(target) -> Path | None:
     return path if path and path.is_file() else None
 
 
+def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: float) -> None:
+    """Poll the capture until it holds a record for every execution of the latest evaluation.
+
+    The endpoint uploads capture in batches from a background thread, about a second behind.
+    """
+    from datetime import datetime
+
+    from harness import monitor as monitoring
+    from harness.evaluate import latest_evaluation
+
+    path = latest_evaluation(reports)
+    if path is None:
+        raise click.ClickException(f"--wait-for-evaluation: no evaluation under {reports}; run `scones evaluate` first")
+    document = json.loads(path.read_text())
+    started, expected = datetime.fromisoformat(document["started_at"]), int(document["n"])
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            found = len(monitoring.records_since(monitoring.read_capture(source, session=session).records, started))
+        except monitoring.CaptureSourceError:
+            found = 0
+        if found >= expected:
+            return
+        if time.monotonic() >= deadline:
+            click.echo(f"warning: only {found} of the {expected} capture records of {path.name} arrived "
+                       f"within {wait_s:.0f} s; reporting what is there", err=True)
+            return
+        time.sleep(0.5)
+
+
 @click.command()
 @click.option("--source", default=None,
               help="s3://bucket/data_capture/ENDPOINT/ or a local folder (default: the target's capture prefix).")
@@ -76,17 +107,20 @@ def served_model_baseline(target) -> Path | None:
               help="Whose capture (and AWS session) to use when --source is S3 or absent.")
 @click.option("--no-target", is_flag=True, help="Read S3 with the default boto3 session, not a target's.")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
-              help="baseline.json from training (default: the newest under the state folder's models/).")
+              help="baseline.json from training (default: the served model's, else the newest under <state>/models/).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for monitor.json and plots.")
 @click.option("--threshold", type=float, default=None, help="Confidence threshold (default: the baseline's, else 0.93).")
 @click.option("--alpha", type=float, default=None, help="p-value below which a drift test fails (default 0.01).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"]),
               default=None, help="Only records inferred at or after this UTC time.")
+@click.option("--wait-for-evaluation", is_flag=True,
+              help="First wait (polling, up to --wait seconds) until the capture of the latest `scones evaluate` has landed.")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True)
 @click.option("--fail-on-drift", is_flag=True, help="Exit with status 3 when the drift check fails.")
 @click.option("--state-dir", "state", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def monitor(source, target_name, no_target, baseline, out, threshold, alpha, since, fail_on_drift, state,
-            as_json) -> None:
+def monitor(source, target_name, no_target, baseline, out, threshold, alpha, since, wait_for_evaluation, wait_s,
+            fail_on_drift, state, as_json) -> None:
     """Read every captured inference, plot confidence and check drift against the training baseline."""
     from harness import monitor as monitoring
 
@@ -108,6 +142,8 @@ def monitor(source, target_name, no_target, baseline, out, threshold, alpha, sin
         baseline = str(found) if found else None
         if baseline:
             click.echo(f"baseline: {baseline}", err=True)
+    if wait_for_evaluation:
+        wait_for_evaluation_capture(source, session, reports_dir(state), wait_s)
     out_dir = Path(out) if out else reports_dir(state) / "monitor"
     from tqdm import tqdm
     with tqdm(desc="capture files read", unit=" files", file=sys.stderr, leave=False) as bar:
