@@ -38,27 +38,38 @@ def poll_until(
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    heartbeat_s: float = 60.0,
 ) -> T:
     """Call describe() until state_of(result) is in done; raise on failed states or the deadline.
 
     sleep and clock are injectable so tests drive the loop without waiting.
     """
-    deadline = clock() + timeout_s
-    last_state = None
+    started = clock()
+    deadline = started + timeout_s
+    last_state, last_report = None, started
     while True:
         result = describe()
         state = state_of(result)
-        if state != last_state and progress:
-            progress(f"{what}: {state}")
+        now = clock()
+        if progress and (state != last_state or now - last_report >= heartbeat_s):
+            # A state change, or a heartbeat so a 20-minute wait never looks hung.
+            elapsed = "" if state != last_state else f" ({_minutes(now - started)} so far)"
+            progress(f"{what}: {state}{elapsed}")
+            last_report = now
         last_state = state
         if state in done:
             return result
         if state in failed:
             reason = reason_of(result) or "AWS gave no reason"
             raise WaitFailed(f"{what} is {state}: {reason}")
-        if clock() >= deadline:
+        if now >= deadline:
             raise WaitTimedOut(
                 f"{what} still {state} after {timeout_s:.0f} s; "
                 f"check it in the AWS console and re-run to resume"
             )
         sleep(interval_s)
+
+
+def _minutes(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"

@@ -171,3 +171,12 @@ def test_lambda_failed_state_shows_the_reason():
         with pytest.raises(WaitFailed, match="Lambda function sct-f is Failed: Bad zip"):
             ensure_function(lambda_client, name="sct-f", spec=Spec, zip_bytes=b"zip", role_arn="arn:aws:iam::123456789012:role/r",
                             environment={}, sleep=lambda _: None)
+
+
+def test_long_waits_report_a_heartbeat():
+    ticks = iter(range(0, 1000, 30))
+    messages = []
+    states = iter(["Creating"] * 5 + ["InService"])
+    poll_until(lambda: next(states), what="endpoint e", state_of=lambda s: s, done={"InService"},
+               progress=messages.append, sleep=lambda _: None, clock=lambda: next(ticks), heartbeat_s=60)
+    assert messages == ["endpoint e: Creating", "endpoint e: Creating (1m30s so far)", "endpoint e: Creating (2m30s so far)", "endpoint e: InService"]
