@@ -1,11 +1,14 @@
-"""Shared test helpers: event fixtures, fake AWS credentials, a deterministic Lambda context."""
+"""Shared test helpers: event fixtures, fake AWS credentials, a deterministic Lambda context,
+a small stand-in for the SageMaker runtime API."""
 from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
@@ -76,3 +79,58 @@ def lambda_context() -> LambdaContext:
 def unique_name(prefix: str = "scones-test") -> str:
     """A name no other test (or parallel run) uses; lowercase so it is a valid bucket name."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class FakeSageMakerRuntime:
+    """POST /endpoints/{name}/invocations as botocore sends it; replies are set per test."""
+
+    def __init__(self):
+        self.endpoints: dict[str, tuple[int, dict, bytes]] = {}
+        self.requests: list[dict] = []
+        runtime = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                parts = self.path.strip("/").split("/")
+                name = parts[1] if len(parts) == 3 and parts[0] == "endpoints" else None
+                runtime.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                if name not in runtime.endpoints:
+                    status, headers, payload = 400, {"x-amzn-ErrorType": "ValidationError"}, json.dumps(
+                        {"message": f"Endpoint {name} of account 000000000000 not found."}).encode()
+                else:
+                    status, headers, payload = runtime.endpoints[name]
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def start(self) -> "FakeSageMakerRuntime":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reply(self, endpoint: str, payload, status: int = 200, headers: dict | None = None):
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.endpoints[endpoint] = (status, {"x-Amzn-Invoked-Production-Variant": "AllTraffic", **(headers or {})}, raw)
+
+
+@pytest.fixture
+def fake_sagemaker_runtime(fake_aws_credentials, monkeypatch):
+    """A FakeSageMakerRuntime on 127.0.0.1 that boto3 reaches through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME."""
+    runtime = FakeSageMakerRuntime().start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
+    yield runtime
+    runtime.stop()

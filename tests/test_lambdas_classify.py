@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import base64
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import load_event
@@ -15,55 +12,12 @@ from lambdas.classify_image import lambda_handler
 from lambdas.errors import EndpointInvocationFailed, InvalidInferences, InvalidInput
 
 
-class FakeRuntime:
-    """POST /endpoints/{name}/invocations as botocore sends it; replies are set per test."""
-
-    def __init__(self):
-        self.endpoints: dict[str, tuple[int, dict, bytes]] = {}
-        self.requests: list[dict] = []
-        runtime = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                parts = self.path.strip("/").split("/")
-                name = parts[1] if len(parts) == 3 and parts[0] == "endpoints" else None
-                runtime.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                if name not in runtime.endpoints:
-                    status, headers, payload = 400, {"x-amzn-ErrorType": "ValidationError"}, json.dumps(
-                        {"message": f"Endpoint {name} of account 000000000000 not found."}).encode()
-                else:
-                    status, headers, payload = runtime.endpoints[name]
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def reply(self, endpoint: str, payload, status: int = 200, headers: dict | None = None):
-        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.endpoints[endpoint] = (status, {"x-Amzn-Invoked-Production-Variant": "AllTraffic", **(headers or {})}, raw)
-
-
 @pytest.fixture
-def runtime(fake_aws_credentials, monkeypatch):
-    fake = FakeRuntime()
-    fake.thread.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", fake.url)
+def runtime(fake_sagemaker_runtime, monkeypatch):
     monkeypatch.setenv("ENDPOINT_NAME", "scones-test-endpoint")
     clients.reset()
-    yield fake
+    yield fake_sagemaker_runtime
     clients.reset()
-    fake.server.shutdown()
-    fake.server.server_close()
 
 
 def test_stores_the_endpoint_inferences(runtime, lambda_context):
