@@ -50,6 +50,7 @@ class EndpointServer:
     inference_threads: int = 1
     torch_threads: int = 1
     env: dict[str, str] = field(default_factory=dict)   # extra environment for a subprocess
+    capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
 
     def __post_init__(self):
@@ -85,6 +86,7 @@ class EndpointServer:
         self._app = create_app(EndpointSettings(
             model=str(self.model), endpoint_name=self.endpoint_name, variant_name=self.variant_name,
             capture=self.capture, inference_threads=self.inference_threads, torch_threads=self.torch_threads,
+            capture_writer_options=self.capture_writer_options,
         ))
         config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="on")
@@ -109,6 +111,8 @@ class EndpointServer:
                         if on for arg in ("--capture-mode", mode)]
             command += [arg for value in self.capture.csv_content_types for arg in ("--csv-content-type", value)]
             command += [arg for value in self.capture.json_content_types for arg in ("--json-content-type", value)]
+            if "flush_interval_s" in self.capture_writer_options:
+                command += ["--capture-flush-seconds", str(self.capture_writer_options["flush_interval_s"])]
         if self.log_path is None:
             log_dir = harness_settings.state_dir() / "endpoint"
             log_dir.mkdir(parents=True, exist_ok=True)

@@ -174,6 +174,7 @@ class CaptureWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=self.max_buffered)
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._abandon = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = None
 
@@ -219,6 +220,7 @@ class CaptureWriter:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         finished = not self._thread.is_alive()
         if not finished:
+            self._abandon.set()  # stop retrying: the caller has given up waiting
             log.error("capture writer did not finish within %.0f s; %d records unwritten (last error: %s)",
                       timeout_s, self.pending(), self.counters.last_error)
         return finished
@@ -277,7 +279,7 @@ class CaptureWriter:
             if batch and (full or due or (stopping and item is None)):
                 self._write(batch)
                 batch, batch_bytes, batch_deadline = [], 0, None
-            if stopping and item is None and not batch:
+            if (stopping and item is None and not batch) or self._abandon.is_set():
                 return
 
     def _write(self, batch: list[CapturedInvocation]) -> None:
@@ -299,7 +301,8 @@ class CaptureWriter:
                     log.warning("capture upload of %d records to s3://%s/%s failed (%s); retrying in %.1f s",
                                 len(batch), self._bucket, key, self.counters.last_error, delay)
                 self._client = None  # a fresh client after errors: endpoints may have come back
-                time.sleep(delay)
+                if self._abandon.wait(delay):
+                    return
                 delay = min(delay * 2, self.backoff_max_s)
         with self._lock:
             self.counters.written_records += len(batch)

@@ -26,7 +26,7 @@ import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,6 +56,7 @@ class EndpointSettings:
     torch_threads: int | None = 1             # torch intra-op threads; None leaves torch's default
     region: str | None = None
     model_dir: str | None = None              # where to unpack; a temporary directory when None
+    capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning (batching, backoff)
 
 
 class EndpointApp:
@@ -69,7 +70,8 @@ class EndpointApp:
         self.ready = threading.Event()
         self.capture: CaptureWriter | None = None
         if settings.capture is not None and settings.capture.enabled:
-            self.capture = CaptureWriter(settings.capture, settings.endpoint_name, settings.variant_name)
+            self.capture = CaptureWriter(settings.capture, settings.endpoint_name, settings.variant_name,
+                                         **settings.capture_writer_options)
         self._executor = (ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
                           if settings.inference_threads > 0 else None)
         self._temp_dir: str | None = None

@@ -25,6 +25,8 @@ from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_
               help="CaptureContentTypeHeader.CsvContentTypes (repeatable).")
 @click.option("--json-content-type", "json_types", multiple=True, default=DEFAULT_JSON_CONTENT_TYPES,
               show_default=True, help="CaptureContentTypeHeader.JsonContentTypes (repeatable).")
+@click.option("--capture-flush-seconds", default=1.0, show_default=True, type=click.FloatRange(0.01),
+              help="Longest a captured record waits in memory before its file is written.")
 @click.option("--inference-threads", default=1, show_default=True, type=click.IntRange(0),
               help="Threads running the handlers; 0 runs them on the event loop.")
 @click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
@@ -32,7 +34,7 @@ from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling, capture_modes, csv_types,
-          json_types, inference_threads, torch_threads, log_level):
+          json_types, capture_flush_seconds, inference_threads, torch_threads, log_level):
     """Serve MODEL as the SageMaker endpoint ENDPOINT-NAME on http://HOST:PORT until Ctrl-C / SIGTERM.
 
     Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT. Data capture
@@ -62,6 +64,7 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
         capture=capture,
         inference_threads=inference_threads,
         torch_threads=torch_threads,
+        capture_writer_options={"flush_interval_s": capture_flush_seconds},
     )
     click.echo(f"endpoint {endpoint_name} on http://{host}:{port} (model {model}, "
                f"capture {'to ' + capture_uri + f' at {sampling:g}%' if capture else 'off'})", err=True)

@@ -1,0 +1,166 @@
+"""Data capture records and keys, checked against the Model Monitor format without any S3."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from local_model.capture import (
+    CaptureConfig,
+    CapturedInvocation,
+    CaptureWriter,
+    capture_key,
+    encode_record,
+)
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def invocation(when=datetime(2026, 11, 26, 7, 5, 9, 123456, tzinfo=timezone.utc), **overrides):
+    fields = dict(inference_time=when, event_id="0d7a5f2e-3c1b-4f5e-9a8b-1c2d3e4f5a6b",
+                  input_body=b"\x89PNG\r\n\x1a\nfake", input_content_type="image/png",
+                  output_body=b"[0.97, 0.03]", output_content_type="application/json")
+    return CapturedInvocation(**{**fields, **overrides})
+
+
+def test_record_has_the_model_monitor_shape():
+    config = CaptureConfig("s3://bucket/capture")
+    record = json.loads(encode_record(config, invocation()))
+    assert record == {
+        "captureData": {
+            "endpointInput": {"observedContentType": "image/png", "mode": "INPUT",
+                              "data": base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode(), "encoding": "BASE64"},
+            "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
+                               "data": "[0.97, 0.03]", "encoding": "JSON"},
+        },
+        "eventMetadata": {"eventId": "0d7a5f2e-3c1b-4f5e-9a8b-1c2d3e4f5a6b", "inferenceTime": "2026-11-26T07:05:09Z"},
+        "eventVersion": "0",
+    }
+
+
+def test_inference_id_is_recorded_when_the_caller_sends_one():
+    record = json.loads(encode_record(CaptureConfig("s3://b/p"), invocation(inference_id="order-42")))
+    assert record["eventMetadata"]["inferenceId"] == "order-42"
+
+
+@pytest.mark.parametrize("content_type, encoding", [
+    ("text/csv", "CSV"),
+    ("application/json", "JSON"),
+    ("application/json; charset=utf-8", "JSON"),
+    ("image/png", "BASE64"),
+    ("application/x-npy", "BASE64"),
+])
+def test_encoding_follows_the_content_type_header_lists(content_type, encoding):
+    assert CaptureConfig("s3://b/p").encoding_for(content_type) == encoding
+
+
+def test_capture_options_and_header_lists_from_the_aws_api_shape():
+    config = CaptureConfig.from_data_capture_config({
+        "EnableCapture": True, "InitialSamplingPercentage": 25, "DestinationS3Uri": "s3://b/monitoring",
+        "CaptureOptions": [{"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/jsonlines"]},
+    })
+    assert (config.sampling_percentage, config.capture_input, config.capture_output) == (25.0, False, True)
+    assert config.encoding_for("application/json") == "BASE64"  # not in this config's JSON list
+    assert config.encoding_for("application/jsonlines") == "JSON"
+    record = json.loads(encode_record(config, invocation()))
+    assert list(record["captureData"]) == ["endpointOutput"]
+    assert record["captureData"]["endpointOutput"]["encoding"] == "BASE64"
+
+
+def test_api_shape_without_header_lists_base64_encodes_everything():
+    config = CaptureConfig.from_data_capture_config({"DestinationS3Uri": "s3://b"})
+    assert config.encoding_for("text/csv") == config.encoding_for("application/json") == "BASE64"
+
+
+@pytest.mark.parametrize("bad", [dict(destination_s3_uri="bucket/prefix"), dict(sampling_percentage=101),
+                                 dict(capture_input=False, capture_output=False)])
+def test_invalid_config_is_refused_with_the_reason(bad):
+    with pytest.raises(ValueError):
+        CaptureConfig(**{"destination_s3_uri": "s3://b/p", **bad})
+
+
+def test_key_follows_the_sagemaker_layout():
+    key = capture_key("datacapture", "scones-classifier", "AllTraffic",
+                      datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc))
+    assert re.fullmatch(rf"datacapture/scones-classifier/AllTraffic/2026/01/02/03/04-05-678-{UUID}\.jsonl", key)
+    assert capture_key("", "e", "v", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)).startswith("e/v/2026/01/02/03/04-05-000-")
+
+
+class RecordingS3:
+    """Stands in for an S3 client: records put_object calls, fails the first `failures` of them."""
+
+    def __init__(self, failures: int = 0):
+        self.failures = failures
+        self.objects: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    def put_object(self, Bucket, Key, Body, **_):
+        with self.lock:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("S3 unreachable")
+            assert Key not in self.objects, f"key {Key} written twice"
+            self.objects[Key] = Body
+
+
+def writer_with(s3: RecordingS3, **options) -> CaptureWriter:
+    options = {"flush_interval_s": 0.05, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **options}
+    return CaptureWriter(CaptureConfig("s3://bucket/cap"), "ep", s3_client_factory=lambda: s3, **options).start()
+
+
+def lines(s3: RecordingS3) -> list[dict]:
+    return [json.loads(line) for body in s3.objects.values() for line in body.decode().splitlines()]
+
+
+def test_records_spanning_an_hour_go_to_each_hours_folder():
+    s3 = RecordingS3()
+    writer = writer_with(s3, flush_interval_s=10)
+    writer.submit(invocation(datetime(2026, 1, 1, 9, 59, 59, tzinfo=timezone.utc)))
+    writer.submit(invocation(datetime(2026, 1, 1, 10, 0, 0, tzinfo=timezone.utc)))
+    assert writer.close(timeout_s=10)
+    assert sorted(key.split("/")[6] for key in s3.objects) == ["09", "10"]
+
+
+def test_batches_are_capped_and_close_writes_everything():
+    s3 = RecordingS3()
+    writer = writer_with(s3, max_batch_records=7, flush_interval_s=10)
+    for _ in range(50):
+        writer.submit(invocation())
+    assert writer.close(timeout_s=10)
+    assert len(lines(s3)) == 50
+    assert len(s3.objects) == 8  # ceil(50 / 7)
+    assert writer.status()["pending"] == 0
+
+
+def test_s3_failures_are_retried_counted_and_lose_nothing():
+    s3 = RecordingS3(failures=3)
+    writer = writer_with(s3)
+    for _ in range(20):
+        writer.submit(invocation())
+    assert writer.wait_written(20, timeout_s=10)
+    status = writer.status()
+    assert status["failed_puts"] == 3 and "S3 unreachable" in status["last_error"]
+    assert writer.close(timeout_s=10)
+    assert len(lines(s3)) == 20
+
+
+def test_a_full_buffer_drops_and_counts_instead_of_blocking():
+    s3 = RecordingS3(failures=10**9)  # S3 never answers
+    writer = writer_with(s3, max_buffered=5, max_batch_records=1)
+    for _ in range(50):
+        writer.submit(invocation())  # returns at once even though nothing can be written
+    status = writer.status()
+    assert status["sampled"] == 50 and status["dropped"] >= 40
+    assert writer.close(timeout_s=0.2) is False  # reports that records were left unwritten
+
+
+def test_sampling_zero_never_captures_and_hundred_always_does():
+    never = CaptureWriter(CaptureConfig("s3://b/p", sampling_percentage=0), "ep")
+    always = CaptureWriter(CaptureConfig("s3://b/p", sampling_percentage=100), "ep")
+    assert not any(never.should_capture() for _ in range(1000))
+    assert all(always.should_capture() for _ in range(1000))
