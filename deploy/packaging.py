@@ -102,10 +102,12 @@ def build_zip(spec: FunctionSpec, source_dir: Path = LAMBDAS_DIR) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         for path in package_files(source_dir):
             info = zipfile.ZipInfo(f"{PACKAGE_NAME}/{path.name}", date_time=_FIXED_DATE_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            # Stored, not deflated: deflate output may differ between zlib builds, and the
+            # sources are small; so every machine builds the same bytes.
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = _FILE_MODE << 16
             info.create_system = 3  # unix, so external_attr is read as a mode everywhere
-            archive.writestr(info, path.read_bytes(), compresslevel=9)
+            archive.writestr(info, path.read_bytes())
     return buffer.getvalue()
 
 
