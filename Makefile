@@ -15,8 +15,28 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --progress-bar on -e '.[test]'
 	touch $@
 
+# The whole story on a fresh machine: stage the images, train, bring the local stack up,
+# evaluate random test images through the workflow, monitor the captured inferences for
+# drift, write the report page, and take the stack down again, even when a step fails.
+# DEMO_N is how many test images to evaluate (0 = all 200). SCONES_STATE_DIR and the
+# SCONES_*_PORT variables move the whole demo elsewhere.
+DEMO_STATE := $(or $(SCONES_STATE_DIR),.scones)
+DEMO_DATA := $(DEMO_STATE)/data
+DEMO_MODEL := $(DEMO_STATE)/demo-model
+DEMO_N ?= 0
+DEMO_SEED ?= 1
+SCONES := SCONES_STATE_DIR=$(abspath $(DEMO_STATE)) $(BIN)/scones
+
 demo: venv
-	$(BIN)/scones stage --from-dir $(DATA) --out $(STAGED)
+	$(SCONES) stage --from-dir $(DATA) --out $(DEMO_DATA) --link
+	@if [ -f $(DEMO_MODEL)/model.tar.gz ]; then echo "train: reusing $(DEMO_MODEL) (rm -r it to retrain)"; \
+	else $(SCONES) train --data $(DEMO_DATA) --out $(DEMO_MODEL); fi
+	@set -e; trap 'echo "--- scones down"; $(SCONES) down' EXIT; trap 'exit 130' INT TERM; \
+	echo "--- scones up"; $(SCONES) up --data $(DEMO_DATA) --model $(DEMO_MODEL); \
+	echo "--- scones evaluate"; $(SCONES) evaluate --n $(DEMO_N) --seed $(DEMO_SEED) --concurrency 4; \
+	echo "--- scones monitor"; $(SCONES) monitor --wait-for-evaluation; \
+	echo "--- scones report"; $(SCONES) report
+	@echo "Open the report: file://$(abspath $(DEMO_STATE))/reports/report.html"
 
 test: venv
 	$(BIN)/pytest
