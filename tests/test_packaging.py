@@ -61,6 +61,7 @@ def test_zip_holds_the_package_sorted_with_fixed_metadata():
     for info in archive.infolist():
         assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert (info.external_attr >> 16) & 0o777 == 0o644
+        assert info.compress_type == zipfile.ZIP_STORED
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda spec: spec.name)
