@@ -1,0 +1,9 @@
+"""Names shared by the manager (project venv) and the executor (LocalStack's venv): no imports of LocalStack."""
+
+PLUGIN_NAME = "scones-process"                       # LAMBDA_RUNTIME_EXECUTOR=<this>
+ENTRY_POINT_GROUP = "localstack.lambda.runtime_executor"
+ENTRY_POINT = f"{PLUGIN_NAME} = harness.lambda_executor.plugin:ProcessRuntimeExecutorPlugin"
+
+# Environment of the LocalStack process, read by the executor.
+PYTHONS_ENV = "SCONES_LAMBDA_PYTHONS"                # JSON {"python3.12": "/path/to/bin/python", ...}
+CLIENT_CACHE_ENV = "SCONES_SFN_CLIENT_CACHE"         # "1" (default) patches Step Functions' Lambda client reuse

@@ -1,0 +1,17 @@
+"""The plux plugin LocalStack finds under `localstack.lambda.runtime_executor` (name in names.PLUGIN_NAME)."""
+from __future__ import annotations
+
+from localstack.services.lambda_.invocation.plugins import RuntimeExecutorPlugin
+
+from harness.lambda_executor.names import PLUGIN_NAME
+
+
+class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
+    name = PLUGIN_NAME
+
+    def load(self, *args, **kwargs):
+        from harness.lambda_executor import sfn_client_cache
+        from harness.lambda_executor.executor import ProcessRuntimeExecutor
+
+        sfn_client_cache.apply()
+        return ProcessRuntimeExecutor

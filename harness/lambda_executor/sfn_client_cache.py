@@ -1,0 +1,5 @@
+"""Placeholder: the Step Functions client cache patch (applied at plugin load)."""
+
+
+def apply() -> bool:
+    return False

@@ -1,0 +1,426 @@
+"""LocalStack 4.14.0 as a local server: its own Python 3.13 venv, start, health, stop.
+
+    ls = LocalStack(state_dir, port=4566)
+    ls.ensure_venv()      # first use: venv + pinned LocalStack + our Lambda executor (progress shown)
+    ls.start()            # python -m localstack.runtime.main, bound to 127.0.0.1:<port>
+    ls.wait_ready()       # polls /_localstack/health with a deadline
+    ls.stop()             # SIGTERM, then SIGKILL of that PID and everything it started
+
+Everything lives under <state>/: the venv (localstack-venv/), one venv per Lambda Python
+(lambda-runtimes/python3.X/, boto3 only, as on AWS), and LocalStack's data, temp files, log
+and pidfile (localstack/). The pidfile lets `scones down` stop a LocalStack that another
+process started.
+
+Lambda functions run through our runtime executor (harness/lambda_executor), registered in the
+venv as a plux entry point by a tiny hand-written dist-info plus a .pth that puts this checkout
+on LocalStack's sys.path: edits to the executor or the runtime take effect at the next start,
+without reinstalling.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import settings
+from harness.lambda_executor.names import ENTRY_POINT, ENTRY_POINT_GROUP, PLUGIN_NAME, PYTHONS_ENV
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 4566
+LOCALSTACK_VERSION = "4.14.0"
+REQUIREMENTS = Path(__file__).resolve().parent / "localstack-requirements.txt"
+RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "lambda_runtime" / "requirements.txt"
+LAMBDA_PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events"
+STOP_GRACE_S = 10.0
+MARKER = ".scones-installed"
+_DIST_NAME = "scones_lambda_executor"
+_DIST_VERSION = "0.1.0"
+
+
+class LocalStackError(RuntimeError):
+    """LocalStack could not be installed, started or reached; the message says what to do."""
+
+
+# --- finding interpreters --------------------------------------------------------------------
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    match = re.search(r"versions/(\d+)\.(\d+)\.(\d+)", str(path))
+    return tuple(int(part) for part in match.groups()) if match else (0,)
+
+
+def _usable(python: Path, version: str) -> bool:
+    """Runs, is the right version, and can make venvs (Debian splits venv/ensurepip out)."""
+    try:
+        result = subprocess.run(
+            [str(python), "-c", "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == version
+
+
+def find_python(version: str, explicit: str | os.PathLike | None = None) -> Path | None:
+    """A real (non-shim) interpreter for `version` such as "3.13": explicit, PATH, then pyenv's versions."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    on_path = shutil.which(f"python{version}")
+    # pyenv's shim is a shell script that fails in subprocesses without pyenv's own environment.
+    if on_path and "shims" not in Path(on_path).parts:
+        candidates.append(Path(on_path).resolve())
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    candidates += sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), key=_version_key, reverse=True)
+    candidates += [Path(f"/usr/local/bin/python{version}"), Path(f"/usr/bin/python{version}")]
+    for candidate in candidates:
+        if candidate.exists() and _usable(candidate, version):
+            return candidate
+    return None
+
+
+def find_python313() -> Path:
+    explicit = os.environ.get(settings.PYTHON313)
+    if explicit and not _usable(Path(explicit), "3.13"):
+        raise LocalStackError(f"${settings.PYTHON313}={explicit} is not a working Python 3.13 with venv and ensurepip.")
+    python = find_python("3.13", explicit)
+    if python is None:
+        raise LocalStackError(
+            "LocalStack 4.14 needs Python 3.13 (with venv/ensurepip), and none was found: looked at "
+            f"${settings.PYTHON313}, python3.13 on PATH, ~/.pyenv/versions/3.13.*/bin/python3.13 and /usr/bin. "
+            "Install it (e.g. `pyenv install 3.13` or `apt-get install python3.13 python3.13-venv`) "
+            f"or point ${settings.PYTHON313} at one."
+        )
+    return python
+
+
+# --- installing ------------------------------------------------------------------------------
+
+def _run_pip(python: Path, args: list[str], log_path: Path, description: str, progress: bool = True) -> None:
+    """pip with a progress bar over the packages it collects; the full output goes to log_path."""
+    from tqdm import tqdm
+
+    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", *args]
+    with open(log_path, "a") as log, tqdm(desc=description, unit=" pkg", leave=True, disable=not progress) as bar:
+        log.write(f"$ {' '.join(command)}\n")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            log.write(line)
+            if line.startswith(("Collecting ", "Requirement already satisfied")):
+                bar.update(1)
+                bar.set_postfix_str(line.split()[1 if line.startswith("Collecting") else 3][:40])
+        code = process.wait()
+    if code != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
+        raise LocalStackError(f"{description} failed (pip exit status {code}); full log: {log_path}\n{tail}")
+
+
+def _make_venv(python: Path, venv_dir: Path) -> Path:
+    if venv_dir.exists():
+        shutil.rmtree(venv_dir)
+    subprocess.run([str(python), "-m", "venv", str(venv_dir)], check=True, capture_output=True)
+    return venv_dir / "bin" / "python"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _site_packages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return Path(out)
+
+
+def _register_executor(python: Path) -> None:
+    """Make LocalStack's venv see our executor: a dist-info with the entry point, and a .pth to this checkout."""
+    site = _site_packages(python)
+    dist_info = site / f"{_DIST_NAME}-{_DIST_VERSION}.dist-info"
+    dist_info.mkdir(exist_ok=True)
+    files = {
+        "METADATA": f"Metadata-Version: 2.1\nName: {_DIST_NAME.replace('_', '-')}\nVersion: {_DIST_VERSION}\n"
+                    "Summary: Scones: LocalStack Lambda runtime executor running environments as local processes\n",
+        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n",
+        "INSTALLER": "scones\n",
+    }
+    for name, text in files.items():
+        if not (dist_info / name).exists() or (dist_info / name).read_text() != text:
+            (dist_info / name).write_text(text)
+    pth = site / f"{_DIST_NAME}.pth"
+    pth_line = f"{settings.PROJECT_ROOT}\n"
+    if not pth.exists() or pth.read_text() != pth_line:
+        pth.write_text(pth_line)
+    records = [f"{dist_info.name}/{name},," for name in [*files, "RECORD"]] + [f"{pth.name},,"]
+    (dist_info / "RECORD").write_text("\n".join(records) + "\n")
+
+
+# --- the server ------------------------------------------------------------------------------
+
+@dataclass
+class _PidRecord:
+    pid: int
+    port: int
+    log: str
+
+    @classmethod
+    def read(cls, path: Path) -> "_PidRecord | None":
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children, grandchildren, ...), from /proc."""
+    children = _children_map()
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _is_localstack(pid: int) -> bool:
+    try:
+        return b"localstack.runtime.main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class LocalStack:
+    def __init__(self, state_dir: str | os.PathLike | None = None, port: int = DEFAULT_PORT, *,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.state_dir = settings.state_dir(state_dir)
+        self.port = int(port)
+        self.extra_env = dict(extra_env or {})
+        self.venv_dir = self.state_dir / "localstack-venv"
+        self.python = self.venv_dir / "bin" / "python"
+        self.runtimes_dir = self.state_dir / "lambda-runtimes"
+        self.home = self.state_dir / "localstack"
+        self.pidfile = self.home / "localstack.pid"
+        self.log_path = self.home / "localstack.log"
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    # --- venvs ---------------------------------------------------------------------------
+
+    def ensure_venv(self, progress: bool = True) -> Path:
+        """LocalStack's venv and the Lambda runtime venvs, created or repaired once; cheap when ready."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        pip_log = self.home / "pip.log"
+        wanted = _digest(REQUIREMENTS.read_text(), ENTRY_POINT, str(settings.PROJECT_ROOT), "v1")
+        marker = self.venv_dir / MARKER
+        if not (marker.exists() and marker.read_text() == wanted and self.python.exists()):
+            python313 = find_python313()
+            _print(progress, f"Creating LocalStack {LOCALSTACK_VERSION} venv with {python313} in {self.venv_dir}")
+            python = _make_venv(python313, self.venv_dir)
+            _run_pip(python, ["-r", str(REQUIREMENTS)], pip_log, f"Installing LocalStack {LOCALSTACK_VERSION}", progress)
+            _register_executor(python)
+            marker.write_text(wanted)
+        else:
+            _register_executor(self.python)  # cheap; repairs a removed .pth
+        self.ensure_lambda_runtimes(progress)
+        return self.venv_dir
+
+    def ensure_lambda_runtimes(self, progress: bool = True) -> dict[str, str]:
+        """One venv per Python found among LAMBDA_PYTHON_VERSIONS, holding what AWS's runtime holds (boto3)."""
+        wanted = _digest(RUNTIME_REQUIREMENTS.read_text(), "v1")
+        pythons: dict[str, str] = {}
+        for version in LAMBDA_PYTHON_VERSIONS:
+            venv_dir = self.runtimes_dir / f"python{version}"
+            marker = venv_dir / MARKER
+            if not (marker.exists() and marker.read_text() == wanted):
+                base = find_python(version, os.environ.get(settings.PYTHON313) if version == "3.13" else None)
+                if base is None:
+                    _print(progress, f"No Python {version} found: python{version} Lambda functions will run on "
+                                     "LocalStack's Python 3.13")
+                    continue
+                python = _make_venv(base, venv_dir)
+                _run_pip(python, ["-r", str(RUNTIME_REQUIREMENTS)], self.home / "pip.log",
+                         f"Lambda runtime python{version}", progress)
+                marker.write_text(wanted)
+            pythons[f"python{version}"] = str(venv_dir / "bin" / "python")
+        return pythons
+
+    def lambda_pythons(self) -> dict[str, str]:
+        wanted = _digest(RUNTIME_REQUIREMENTS.read_text(), "v1")
+        return {
+            f"python{version}": str(self.runtimes_dir / f"python{version}" / "bin" / "python")
+            for version in LAMBDA_PYTHON_VERSIONS
+            if (self.runtimes_dir / f"python{version}" / MARKER).exists()
+            and (self.runtimes_dir / f"python{version}" / MARKER).read_text() == wanted
+        }
+
+    # --- process -------------------------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        """LocalStack's environment: loopback only, state under the project's state dir, our executor."""
+        inherited = {
+            key: value for key, value in os.environ.items()
+            # Our callers' AWS settings and venv must not leak into LocalStack (it uses its own clients).
+            if not key.startswith(("AWS_", "PYTHON", "LOCALSTACK_", "VIRTUAL_ENV", "GATEWAY_", "SCONES_"))
+        }
+        for folder in ("filesystem", "volume", "tmp"):
+            (self.home / folder).mkdir(parents=True, exist_ok=True)
+        env = {
+            **inherited,
+            "GATEWAY_LISTEN": f"{HOST}:{self.port}",
+            "GATEWAY_SERVER": "hypercorn",      # the default (twisted) ignores the host and binds 0.0.0.0
+            "OVERRIDE_IN_DOCKER": "0",          # this machine has /.dockerenv
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "DNS_ADDRESS": "0",
+            "DISABLE_EVENTS": "1",
+            "SERVICES": SERVICES,
+            "FILESYSTEM_ROOT": str(self.home / "filesystem"),
+            "LOCALSTACK_VOLUME_DIR": str(self.home / "volume"),
+            "TMPDIR": str(self.home / "tmp"),
+            "LAMBDA_RUNTIME_EXECUTOR": PLUGIN_NAME,
+            PYTHONS_ENV: json.dumps(self.lambda_pythons()),
+        }
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> int:
+        """Start LocalStack in the background (returns its PID); a running one from our pidfile is reused."""
+        record = _PidRecord.read(self.pidfile)
+        if record and _alive(record.pid) and _is_localstack(record.pid):
+            if record.port != self.port:
+                raise LocalStackError(f"LocalStack is already running on port {record.port} (PID {record.pid}, "
+                                      f"pidfile {self.pidfile}); stop it first or use that port.")
+            return record.pid
+        if not (self.python.exists() and (self.venv_dir / MARKER).exists()):
+            raise LocalStackError(f"LocalStack's venv is missing at {self.venv_dir}: call ensure_venv() first.")
+        if port_open(self.port):
+            raise LocalStackError(f"Port {self.port} on {HOST} is already in use by another process; "
+                                  "stop it or choose another port.")
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                [str(self.python), "-m", "localstack.runtime.main"],
+                cwd=self.home, env=self.environment(), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.pidfile.write_text(json.dumps({"pid": self._process.pid, "port": self.port, "log": str(self.log_path)}))
+        return self._process.pid
+
+    def health(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/_localstack/health", timeout=2) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        """Poll the health endpoint until it answers; fail early, with the log's tail, if LocalStack dies."""
+        deadline = time.monotonic() + timeout
+        record = _PidRecord.read(self.pidfile)
+        while True:
+            health = self.health()
+            if health is not None:
+                return health
+            if record is not None and not _alive(record.pid):
+                raise LocalStackError(f"LocalStack exited while starting; see {self.log_path}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise LocalStackError(f"LocalStack did not answer {self.url}/_localstack/health within {timeout:.0f} s; "
+                                      f"see {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def is_running(self) -> bool:
+        record = _PidRecord.read(self.pidfile)
+        return bool(record and _alive(record.pid) and _is_localstack(record.pid))
+
+    def pid(self) -> int | None:
+        record = _PidRecord.read(self.pidfile)
+        return record.pid if record and _alive(record.pid) and _is_localstack(record.pid) else None
+
+    def stop(self, grace: float = STOP_GRACE_S) -> bool:
+        """SIGTERM LocalStack, SIGKILL it after `grace` s, then SIGKILL anything it left behind. True if it ran."""
+        record = _PidRecord.read(self.pidfile)
+        if record is None or not _alive(record.pid) or not _is_localstack(record.pid):
+            self.pidfile.unlink(missing_ok=True)
+            self._reap()
+            return False
+        pid = record.pid
+        started_below = descendants(pid)
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.1)
+        # It sometimes logs "bye" and never exits; and its Lambda environments must go with it.
+        leftovers = [p for p in [pid, *started_below, *descendants(pid)] if _alive(p)]
+        for leftover in leftovers:
+            _signal(leftover, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in leftovers) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        self._reap()
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def _reap(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "".join(self.log_path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _print(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
