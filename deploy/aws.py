@@ -62,7 +62,7 @@ class DeployOptions:
     state_dir: str | os.PathLike | None = None
     profile: str | None = None
     hyperparameters: Mapping[str, object] = field(default_factory=dict)
-    training_instance: str = sm.TRAINING_INSTANCE
+    training_instance: str | None = None      # default per trainer
     endpoint_instance: str = sm.ENDPOINT_INSTANCE
     training_image: str | None = None
     inference_image: str | None = None
@@ -71,6 +71,21 @@ class DeployOptions:
 
     def resolved_endpoint_name(self) -> str:
         return self.endpoint_name or f"{self.prefix}-classifier"
+
+    def resolved_training_image(self, region: str) -> str:
+        if self.training_image:
+            return self.training_image
+        return sm.builtin_image(region) if self.trainer == "builtin" else sm.training_image(region)
+
+    def resolved_inference_image(self, region: str) -> str:
+        if self.inference_image:
+            return self.inference_image
+        return sm.builtin_image(region) if self.trainer == "builtin" else sm.inference_image(region)
+
+    def resolved_training_instance(self) -> str:
+        if self.training_instance:
+            return self.training_instance
+        return sm.BUILTIN_TRAINING_INSTANCE if self.trainer == "builtin" else sm.TRAINING_INSTANCE
 
 
 @dataclass(frozen=True)
@@ -196,8 +211,8 @@ def ensure_bucket(s3, bucket: str, region: str, account_id: str, progress: Progr
 # --- the plan and the deploy ---------------------------------------------------------------------
 
 def _scope(context: Context, options: DeployOptions) -> iam_roles.Scope:
-    training_image = options.training_image or sm.training_image(context.region)
-    inference_image = options.inference_image or sm.inference_image(context.region)
+    training_image = options.resolved_training_image(context.region)
+    inference_image = options.resolved_inference_image(context.region)
     repositories = tuple(sorted({sm.image_repository(training_image), sm.image_repository(inference_image)}))
     return iam_roles.Scope(
         partition=context.partition,
@@ -261,11 +276,12 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
     elif recorded_job and recorded_job.get("status") not in sm.TRAINING_FAILED:
         lines.append(f"3. reuse training job {recorded_job['name']} ({recorded_job.get('status')})")
     else:
-        image = options.training_image or sm.training_image(context.region)
-        lines.append(f"3. training job ({options.trainer}) on {options.training_instance} with {image}, running local_model/{sm.ENTRY_POINT}")
+        image = options.resolved_training_image(context.region)
+        what = f"running local_model/{sm.ENTRY_POINT}" if options.trainer == "pytorch" else "image + .lst channels"
+        lines.append(f"3. training job ({options.trainer}) on {options.resolved_training_instance()} with {image}, {what}")
     lines += [
         f"4. model + endpoint config (data capture 100% to s3://{context.bucket}/data_capture) + endpoint {endpoint} "
-        f"on {options.endpoint_instance} with {options.inference_image or sm.inference_image(context.region)}",
+        f"on {options.endpoint_instance} with {options.resolved_inference_image(context.region)}",
         f"5. Lambda functions {', '.join(function_name(options.prefix, s) for s in FUNCTION_SHORT_NAMES)} "
         f"(ENDPOINT_NAME={endpoint}, THRESHOLD={options.threshold}); state machine {state_machine_name(options.prefix)}",
     ]
@@ -282,8 +298,6 @@ def deploy(
     """Run the five steps (resuming from the record) and return the final record."""
     if options.trainer not in TRAINERS:
         raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
-    if options.trainer == "builtin" and not options.model_data:
-        raise Refusal("--trainer builtin is not available yet: use --trainer pytorch (the default) or --model-data s3://...")
     if options.model_data and not options.model_data.startswith("s3://"):
         raise Refusal(f"--model-data must be an s3:// URI of a model.tar.gz, not {options.model_data!r}")
     session = session or make_session(options)
@@ -364,6 +378,10 @@ def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, 
         if progress:
             progress(f"training job {job['name']}: Completed earlier, reusing {job['model_data']}")
         return job["model_data"]
+    if job and job.get("trainer", "pytorch") != options.trainer:
+        if progress:
+            progress(f"training job {job['name']} used the {job.get('trainer', 'pytorch')} trainer; starting a {options.trainer} one")
+        job = None
     if job:
         status = sagemaker.describe_training_job(TrainingJobName=job["name"])["TrainingJobStatus"]
         if status in sm.TRAINING_FAILED:
@@ -371,16 +389,20 @@ def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, 
                 progress(f"training job {job['name']} is {status}; starting a new one")
             job = None
     if not job:
-        submit_directory = sm.upload_source(s3, context.bucket, progress)
-        resources["source_s3_uri"] = submit_directory
-        job_name = f"{options.prefix}-pytorch-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"[:63]
+        job_name = f"{options.prefix}-{options.trainer}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"[:63]
         training_plan = sm.TrainingPlan(
             bucket=context.bucket, region=context.region, role_arn=resources["roles"]["sagemaker"]["arn"],
-            image=options.training_image or sm.training_image(context.region),
-            instance_type=options.training_instance, hyperparameters=dict(options.hyperparameters),
+            image=options.resolved_training_image(context.region),
+            instance_type=options.resolved_training_instance(), hyperparameters=dict(options.hyperparameters),
         )
-        arn = sm.start_training_job(sagemaker, training_plan, job_name=job_name, submit_directory=submit_directory, progress=progress)
-        job = {"name": job_name, "arn": arn, "status": "InProgress", "model_data": None}
+        if options.trainer == "builtin":
+            samples = sm.upload_builtin_lists(s3, context.bucket, settings.data_dir(options.data_dir), progress)
+            arn = sm.start_builtin_training_job(sagemaker, training_plan, job_name=job_name, num_training_samples=samples, progress=progress)
+        else:
+            submit_directory = sm.upload_source(s3, context.bucket, progress)
+            resources["source_s3_uri"] = submit_directory
+            arn = sm.start_training_job(sagemaker, training_plan, job_name=job_name, submit_directory=submit_directory, progress=progress)
+        job = {"name": job_name, "arn": arn, "status": "InProgress", "model_data": None, "trainer": options.trainer}
         resources["training_job"] = job
         save()  # recorded before waiting: an interrupted deploy resumes this job, never starts a second
     described = sm.wait_training_job(sagemaker, job["name"], timeout_s=options.training_timeout_s, progress=progress, sleep=sleep)
@@ -399,8 +421,8 @@ def _ensure_endpoint(sagemaker, context: Context, options: DeployOptions, record
     resources = record["resources"]
     model = sm.model_request(
         prefix=options.prefix, region=context.region,
-        image=options.inference_image or sm.inference_image(context.region),
-        model_data=resources["model_data"], role_arn=resources["roles"]["sagemaker"]["arn"],
+        image=options.resolved_inference_image(context.region),
+        model_data=resources["model_data"], role_arn=resources["roles"]["sagemaker"]["arn"], trainer=options.trainer,
     )
     model_arn, _ = sm.ensure_model(sagemaker, model, progress)
     _remember(resources["models"], model["ModelName"], model_arn)

@@ -56,9 +56,27 @@ DLC_DEFAULT_REGIONS = {
     "ca-central-1", "eu-central-1", "eu-north-1", "eu-west-1", "eu-west-2", "eu-west-3",
     "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
 }
+# The built-in image-classification algorithm (the original project's trainer), version 1;
+# the same data as the sagemaker SDK's image_uri_config/image-classification.json.
+BUILTIN_REPOSITORY = "image-classification"
+BUILTIN_REGISTRIES = {
+    "ap-east-1": "286214385809", "ap-northeast-1": "501404015308", "ap-northeast-2": "306986355934",
+    "ap-south-1": "991648021394", "ap-southeast-1": "475088953585", "ap-southeast-2": "544295431143",
+    "ca-central-1": "469771592824", "cn-north-1": "390948362332", "cn-northwest-1": "387376663083",
+    "eu-central-1": "813361260812", "eu-north-1": "669576153137", "eu-west-1": "685385470294",
+    "eu-west-2": "644912444149", "eu-west-3": "749696950732", "me-south-1": "249704162688",
+    "sa-east-1": "855470959533", "us-east-1": "811284229777", "us-east-2": "825641698319",
+    "us-gov-west-1": "226302683700", "us-west-1": "632365934929", "us-west-2": "433757028032",
+}
 # ---------------------------------------------------------------------------------------------
 
+CLASSES = ("bicycle", "motorcycle")     # index = label, as everywhere in Scones
 TRAINING_INSTANCE = "ml.m5.xlarge"
+BUILTIN_TRAINING_INSTANCE = "ml.g4dn.xlarge"   # the built-in algorithm trains on GPU instances only
+BUILTIN_HYPERPARAMETERS = {
+    "num_layers": 18, "use_pretrained_model": 1, "image_shape": "3,32,32", "num_classes": len(CLASSES),
+    "epochs": 30, "learning_rate": 0.001, "mini_batch_size": 32, "augmentation_type": "crop_color_transform",
+}
 ENDPOINT_INSTANCE = "ml.m5.large"
 VARIANT_NAME = "AllTraffic"
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "local_model"
@@ -94,6 +112,16 @@ def training_image(region: str) -> str:
 
 def inference_image(region: str) -> str:
     return image_uri(region, INFERENCE_REPOSITORY)
+
+
+def builtin_image(region: str) -> str:
+    if region not in BUILTIN_REGISTRIES:
+        raise DeployError(
+            f"no image-classification algorithm registry known for region {region!r} in deploy/sagemaker.py; "
+            f"use one of {', '.join(sorted(BUILTIN_REGISTRIES))}, or pass --training-image/--inference-image"
+        )
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{BUILTIN_REGISTRIES[region]}.dkr.ecr.{region}.{domain}/{BUILTIN_REPOSITORY}:1"
 
 
 def image_repository(uri: str) -> str:
@@ -147,6 +175,67 @@ class TrainingPlan:
     image: str
     instance_type: str = TRAINING_INSTANCE
     hyperparameters: Mapping[str, object] = None  # type: ignore[assignment]
+
+
+def builtin_lst(data_dir: Path, part: str) -> tuple[bytes, int]:
+    """The algorithm's .lst for one channel: "index<TAB>label<TAB>class/file", paths relative to the channel.
+
+    Generated from the staged folders (the staged train.lst/test.lst name bare files), so the
+    built-in algorithm reads the very objects the PyTorch job reads. Returns (bytes, line count).
+    """
+    lines = []
+    for label, class_name in enumerate(CLASSES):
+        for path in sorted((Path(data_dir) / part / class_name).glob("*.png")):
+            lines.append(f"{len(lines)}\t{label}\t{class_name}/{path.name}")
+    if not lines:
+        raise DeployError(f"no images under {Path(data_dir) / part} for the built-in algorithm's .lst")
+    return ("\n".join(lines) + "\n").encode(), len(lines)
+
+
+def builtin_training_job_request(plan: TrainingPlan, job_name: str, num_training_samples: int) -> dict:
+    """The original project's job: image-classification algorithm with image + .lst channels."""
+    def channel(name: str, uri: str) -> dict:
+        return {
+            "ChannelName": name, "ContentType": "application/x-image", "InputMode": "File",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}},
+        }
+
+    hyperparameters = {**BUILTIN_HYPERPARAMETERS, "num_training_samples": num_training_samples, **(plan.hyperparameters or {})}
+    return {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": {"TrainingImage": plan.image, "TrainingInputMode": "File"},
+        "RoleArn": plan.role_arn,
+        "InputDataConfig": [
+            channel("train", f"s3://{plan.bucket}/train/"),
+            channel("validation", f"s3://{plan.bucket}/test/"),
+            channel("train_lst", f"s3://{plan.bucket}/builtin/train_lst/"),
+            channel("validation_lst", f"s3://{plan.bucket}/builtin/validation_lst/"),
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{plan.bucket}/training-output"},
+        "ResourceConfig": {"InstanceType": plan.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(TRAINING_TIMEOUT_S)},
+        # The algorithm takes plain strings, not the JSON-encoded values of script mode.
+        "HyperParameters": {key: str(value) for key, value in hyperparameters.items()},
+        "Tags": [{"Key": "scones:created-by", "Value": "scones deploy"}],
+    }
+
+
+def upload_builtin_lists(s3, bucket: str, data_dir: Path, progress: Progress | None = None) -> int:
+    """Upload the generated .lst files; returns the number of training samples."""
+    train, count = builtin_lst(data_dir, "train")
+    validation, _ = builtin_lst(data_dir, "test")
+    s3.put_object(Bucket=bucket, Key="builtin/train_lst/train.lst", Body=train)
+    s3.put_object(Bucket=bucket, Key="builtin/validation_lst/validation.lst", Body=validation)
+    if progress:
+        progress(f"built-in algorithm .lst files uploaded to s3://{bucket}/builtin/")
+    return count
+
+
+def start_builtin_training_job(sagemaker, plan: TrainingPlan, *, job_name: str, num_training_samples: int, progress: Progress | None = None) -> str:
+    response = sagemaker.create_training_job(**builtin_training_job_request(plan, job_name, num_training_samples))
+    if progress:
+        progress(f"started built-in image-classification training job {job_name} on {plan.instance_type}")
+    return response["TrainingJobArn"]
 
 
 def training_job_request(plan: TrainingPlan, job_name: str, submit_directory: str) -> dict:
@@ -211,18 +300,16 @@ def short_digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def model_request(*, prefix: str, region: str, image: str, model_data: str, role_arn: str) -> dict:
-    container = {
-        "Image": image,
-        "ModelDataUrl": model_data,
+def model_request(*, prefix: str, region: str, image: str, model_data: str, role_arn: str, trainer: str = "pytorch") -> dict:
+    container = {"Image": image, "ModelDataUrl": model_data}
+    if trainer == "pytorch":
         # model.tar.gz carries code/inference.py; this is how the SDK points the container at it.
-        "Environment": {
+        container["Environment"] = {
             "SAGEMAKER_PROGRAM": SERVING_PROGRAM,
             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
             "SAGEMAKER_REGION": region,
-        },
-    }
+        }
     # Models are immutable: a different image/artifact/role is a new model with a new name.
     name = f"{prefix}-model-{short_digest([container, role_arn])}"
     return {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": role_arn}

@@ -407,3 +407,32 @@ def test_load_target_reads_the_aws_record(options, session):
     assert target.function_arns == record["outputs"]["function_arns"]
     assert target.endpoint_name == "sct-classifier" and target.region == REGION
     assert target.capture_s3_uri == record["outputs"]["capture_s3_uri"]
+
+
+def test_builtin_trainer_runs_the_original_algorithm_with_lst_channels(options, session):
+    options.trainer = "builtin"
+    record = run_deploy(options, session)
+    bucket = record["outputs"]["bucket"]
+    sagemaker = session.client("sagemaker")
+    job = sagemaker.describe_training_job(TrainingJobName=record["resources"]["training_job"]["name"])
+    assert job["AlgorithmSpecification"]["TrainingImage"] == "685385470294.dkr.ecr.eu-west-1.amazonaws.com/image-classification:1"
+    assert job["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+    channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
+    assert set(channels) == {"train", "validation", "train_lst", "validation_lst"}
+    assert all(c["ContentType"] == "application/x-image" for c in channels.values())
+    hyper = job["HyperParameters"]
+    assert hyper["num_classes"] == "2" and hyper["num_training_samples"] == "4" and hyper["image_shape"] == "3,32,32"
+    lst = session.client("s3").get_object(Bucket=bucket, Key="builtin/train_lst/train.lst")["Body"].read().decode()
+    assert lst.splitlines() == ["0\t0\tbicycle/bicycle_0.png", "1\t0\tbicycle/bicycle_1.png",
+                                "2\t1\tmotorcycle/motorcycle_0.png", "3\t1\tmotorcycle/motorcycle_1.png"]
+    model = sagemaker.describe_model(ModelName=record["resources"]["models"][0]["name"])
+    assert model["PrimaryContainer"]["Image"].endswith("/image-classification:1")
+    assert "Environment" not in model["PrimaryContainer"] or not model["PrimaryContainer"]["Environment"]
+    images = statements(session, "sct-sagemaker-role")["FrameworkImages"]["Resource"]
+    assert images == ["arn:aws:ecr:eu-west-1:685385470294:repository/image-classification"]
+
+    options.trainer = "pytorch"
+    sagemaker.delete_endpoint(EndpointName="sct-classifier")  # moto lacks UpdateEndpoint (Stubber covers it)
+    again = run_deploy(options, session)
+    assert again["resources"]["training_job"]["trainer"] == "pytorch"
+    assert len(inventory(session)["training_jobs"]) == 2

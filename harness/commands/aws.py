@@ -7,7 +7,7 @@ import time
 import click
 
 from deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
-from deploy.sagemaker import ENDPOINT_INSTANCE, TRAINING_INSTANCE
+from deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE
 from deploy.waiting import DeployError
 
 
@@ -43,14 +43,15 @@ def _fail(error: Exception) -> click.ClickException:
 @click.option("--endpoint-name", help="SageMaker endpoint name (default: <name>-classifier).")
 @click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True, help="Confidence the filter step requires.")
 @click.option("--model-data", help="s3://.../model.tar.gz to serve instead of training one.")
-@click.option("--trainer", type=click.Choice(TRAINERS), default="pytorch", show_default=True)
+@click.option("--trainer", type=click.Choice(TRAINERS), default="pytorch", show_default=True,
+              help="pytorch: local_model/train.py in the PyTorch container; builtin: the original's image-classification algorithm.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Staged data directory (default: SCONES_DATA_DIR or ../shared/data).")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where the deploy record lives (default: SCONES_STATE_DIR or .scones).")
 @click.option("--hyperparameter", "-H", "hyperparameters", multiple=True, metavar="KEY=VALUE", help="Passed to train.py as --KEY VALUE.")
-@click.option("--training-instance", default=TRAINING_INSTANCE, show_default=True)
+@click.option("--training-instance", help=f"Default {TRAINING_INSTANCE} (pytorch) or {BUILTIN_TRAINING_INSTANCE} (builtin, GPU only).")
 @click.option("--endpoint-instance", default=ENDPOINT_INSTANCE, show_default=True)
-@click.option("--training-image", help="Override the PyTorch training image URI from deploy/sagemaker.py's table.")
-@click.option("--inference-image", help="Override the PyTorch inference image URI from deploy/sagemaker.py's table.")
+@click.option("--training-image", help="Override the training image URI from deploy/sagemaker.py's tables.")
+@click.option("--inference-image", help="Override the serving image URI from deploy/sagemaker.py's tables.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
 def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, model_data, trainer, data_dir, state_dir,
            hyperparameters, training_instance, endpoint_instance, training_image, inference_image, dry_run):
