@@ -230,14 +230,16 @@ def port_open(port: int, host: str = HOST) -> bool:
 
 class LocalStack:
     def __init__(self, state_dir: str | os.PathLike | None = None, port: int = DEFAULT_PORT, *,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 home: str | os.PathLike | None = None, extra_env: dict[str, str] | None = None) -> None:
+        """`home` holds this instance's data, log and pidfile (default <state>/localstack); the venvs
+        are always shared under <state>, so tests can run a second LocalStack beside `scones up`'s."""
         self.state_dir = settings.state_dir(state_dir)
         self.port = int(port)
         self.extra_env = dict(extra_env or {})
         self.venv_dir = self.state_dir / "localstack-venv"
         self.python = self.venv_dir / "bin" / "python"
         self.runtimes_dir = self.state_dir / "lambda-runtimes"
-        self.home = self.state_dir / "localstack"
+        self.home = Path(home).resolve() if home else self.state_dir / "localstack"
         self.pidfile = self.home / "localstack.pid"
         self.log_path = self.home / "localstack.log"
         self._process: subprocess.Popen | None = None
