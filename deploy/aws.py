@@ -273,7 +273,7 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
     recorded_job = ((existing or {}).get("resources") or {}).get("training_job")
     if options.model_data:
         lines.append(f"3. model artifact {options.model_data} (no training)")
-    elif recorded_job and recorded_job.get("status") not in sm.TRAINING_FAILED:
+    elif recorded_job and recorded_job.get("status") not in sm.TRAINING_FAILED and recorded_job.get("trainer", "pytorch") == options.trainer:
         lines.append(f"3. reuse training job {recorded_job['name']} ({recorded_job.get('status')})")
     else:
         image = options.resolved_training_image(context.region)
@@ -374,14 +374,14 @@ def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, 
     if options.model_data:
         return options.model_data
     job = resources.get("training_job")
-    if job and job.get("status") == "Completed" and job.get("model_data"):
-        if progress:
-            progress(f"training job {job['name']}: Completed earlier, reusing {job['model_data']}")
-        return job["model_data"]
     if job and job.get("trainer", "pytorch") != options.trainer:
         if progress:
             progress(f"training job {job['name']} used the {job.get('trainer', 'pytorch')} trainer; starting a {options.trainer} one")
         job = None
+    if job and job.get("status") == "Completed" and job.get("model_data"):
+        if progress:
+            progress(f"training job {job['name']}: Completed earlier, reusing {job['model_data']}")
+        return job["model_data"]
     if job:
         status = sagemaker.describe_training_job(TrainingJobName=job["name"])["TrainingJobStatus"]
         if status in sm.TRAINING_FAILED:
