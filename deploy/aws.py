@@ -397,11 +397,11 @@ def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, 
         )
         if options.trainer == "builtin":
             samples = sm.upload_builtin_lists(s3, context.bucket, settings.data_dir(options.data_dir), progress)
-            arn = sm.start_builtin_training_job(sagemaker, training_plan, job_name=job_name, num_training_samples=samples, progress=progress)
+            arn = sm.start_builtin_training_job(sagemaker, training_plan, job_name=job_name, num_training_samples=samples, progress=progress, sleep=sleep)
         else:
             submit_directory = sm.upload_source(s3, context.bucket, progress)
             resources["source_s3_uri"] = submit_directory
-            arn = sm.start_training_job(sagemaker, training_plan, job_name=job_name, submit_directory=submit_directory, progress=progress)
+            arn = sm.start_training_job(sagemaker, training_plan, job_name=job_name, submit_directory=submit_directory, progress=progress, sleep=sleep)
         job = {"name": job_name, "arn": arn, "status": "InProgress", "model_data": None, "trainer": options.trainer}
         resources["training_job"] = job
         save()  # recorded before waiting: an interrupted deploy resumes this job, never starts a second

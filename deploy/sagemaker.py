@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 
 from botocore.exceptions import ClientError
 
-from deploy.waiting import DeployError, Progress, poll_until
+from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 # --- the maintained table -------------------------------------------------------------------
 # PyTorch Deep Learning Containers, https://github.com/aws/deep-learning-containers/blob/master/available_images.md
@@ -231,8 +231,12 @@ def upload_builtin_lists(s3, bucket: str, data_dir: Path, progress: Progress | N
     return count
 
 
-def start_builtin_training_job(sagemaker, plan: TrainingPlan, *, job_name: str, num_training_samples: int, progress: Progress | None = None) -> str:
-    response = sagemaker.create_training_job(**builtin_training_job_request(plan, job_name, num_training_samples))
+def start_builtin_training_job(
+    sagemaker, plan: TrainingPlan, *, job_name: str, num_training_samples: int, progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    request = builtin_training_job_request(plan, job_name, num_training_samples)
+    response = retry_while_role_propagates(lambda: sagemaker.create_training_job(**request), what=f"training job {job_name}", sleep=sleep)
     if progress:
         progress(f"started built-in image-classification training job {job_name} on {plan.instance_type}")
     return response["TrainingJobArn"]
@@ -269,8 +273,12 @@ def upload_source(s3, bucket: str, progress: Progress | None = None) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def start_training_job(sagemaker, plan: TrainingPlan, *, job_name: str, submit_directory: str, progress: Progress | None = None) -> str:
-    response = sagemaker.create_training_job(**training_job_request(plan, job_name, submit_directory))
+def start_training_job(
+    sagemaker, plan: TrainingPlan, *, job_name: str, submit_directory: str, progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    request = training_job_request(plan, job_name, submit_directory)
+    response = retry_while_role_propagates(lambda: sagemaker.create_training_job(**request), what=f"training job {job_name}", sleep=sleep)
     if progress:
         progress(f"started training job {job_name} on {plan.instance_type}")
     return response["TrainingJobArn"]
@@ -351,7 +359,7 @@ def ensure_model(sagemaker, request: dict, progress: Progress | None = None) -> 
     except ClientError as error:
         if not _missing(error):
             raise
-    arn = sagemaker.create_model(**request)["ModelArn"]
+    arn = retry_while_role_propagates(lambda: sagemaker.create_model(**request), what=f"model {request['ModelName']}")["ModelArn"]
     if progress:
         progress(f"created model {request['ModelName']}")
     return arn, True

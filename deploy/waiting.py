@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
+from botocore.exceptions import ClientError
+
 Progress = Callable[[str], None]
 T = TypeVar("T")
 
@@ -73,3 +75,40 @@ def poll_until(
 def _minutes(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes}m{seconds:02d}s"
+
+
+# A new IAM role takes seconds to reach Lambda, Step Functions and SageMaker; until then they
+# refuse it with these errors. Seen on AWS; the message is the only distinguishing mark.
+ROLE_PROPAGATION_TIMEOUT_S = 90.0
+
+
+def is_role_propagation_error(error: ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    message = error.response.get("Error", {}).get("Message", "").lower()
+    return (
+        (code == "InvalidParameterValueException" and "cannot be assumed" in message)          # Lambda
+        or (code == "AccessDeniedException" and "assume" in message and "role" in message)      # Step Functions
+        or (code == "ValidationException" and "could not assume role" in message)               # SageMaker
+    )
+
+
+def retry_while_role_propagates(
+    call: Callable[[], T],
+    *,
+    what: str,
+    timeout_s: float = ROLE_PROPAGATION_TIMEOUT_S,
+    interval_s: float = 3.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    deadline = clock() + timeout_s
+    while True:
+        try:
+            return call()
+        except ClientError as error:
+            if not is_role_propagation_error(error):
+                raise
+            if clock() >= deadline:
+                message = error.response.get("Error", {}).get("Message", "")
+                raise DeployError(f"{what}: the role is still refused after {timeout_s:.0f} s: {message}") from error
+            sleep(interval_s)

@@ -20,13 +20,11 @@ from typing import Callable, Iterable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
-from deploy.waiting import DeployError, Progress, poll_until
+from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 DEFAULT_RUNTIME = "python3.12"
 DEFAULT_TIMEOUT_S = 30
 DEFAULT_MEMORY_MB = 256
-# IAM changes take a few seconds to reach Lambda; a fresh role is "cannot be assumed" until then.
-ROLE_PROPAGATION_TIMEOUT_S = 90.0
 FUNCTION_READY_TIMEOUT_S = 300.0
 DATASET_PARTS = ("train", "test")
 DATASET_LISTS = ("train.lst", "test.lst")
@@ -112,20 +110,6 @@ def _wait_function_ready(client, name: str, progress: Progress | None, sleep: Ca
     )
 
 
-def _retry_while_role_propagates(call: Callable[[], dict], sleep: Callable[[float], None]) -> dict:
-    deadline = time.monotonic() + ROLE_PROPAGATION_TIMEOUT_S
-    while True:
-        try:
-            return call()
-        except ClientError as error:
-            message = error.response.get("Error", {}).get("Message", "")
-            if _error_code(error) != "InvalidParameterValueException" or "cannot be assumed" not in message:
-                raise
-            if time.monotonic() >= deadline:
-                raise DeployError(f"Lambda still cannot assume the role after {ROLE_PROPAGATION_TIMEOUT_S:.0f} s: {message}") from error
-            sleep(3.0)
-
-
 def ensure_function(
     client,
     *,
@@ -157,9 +141,9 @@ def ensure_function(
     if current is None:
         if progress:
             progress(f"creating Lambda function {name}")
-        created = _retry_while_role_propagates(
+        created = retry_while_role_propagates(
             lambda: client.create_function(FunctionName=name, Code={"ZipFile": zip_bytes}, Publish=False, **wanted),
-            sleep,
+            what=f"creating Lambda function {name}", sleep=sleep,
         )
         _wait_function_ready(client, name, progress, sleep)
         return created["FunctionArn"], "created"
@@ -184,7 +168,8 @@ def ensure_function(
         if progress:
             progress(f"updating configuration of Lambda function {name}")
         _wait_function_ready(client, name, progress, sleep)
-        _retry_while_role_propagates(lambda: client.update_function_configuration(FunctionName=name, **wanted), sleep)
+        retry_while_role_propagates(lambda: client.update_function_configuration(FunctionName=name, **wanted),
+                                    what=f"updating Lambda function {name}", sleep=sleep)
         actions.append("configuration")
     if actions:
         _wait_function_ready(client, name, progress, sleep)
@@ -200,20 +185,29 @@ def find_state_machine_arn(client, name: str) -> str | None:
     return None
 
 
-def ensure_state_machine(client, *, name: str, definition: str, role_arn: str, progress: Progress | None = None) -> tuple[str, str]:
+def ensure_state_machine(
+    client, *, name: str, definition: str, role_arn: str, progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[str, str]:
     """Create the state machine, or update its definition/role when they differ. Returns (arn, what was done)."""
     arn = find_state_machine_arn(client, name)
     if arn is None:
         if progress:
             progress(f"creating state machine {name}")
-        created = client.create_state_machine(name=name, definition=definition, roleArn=role_arn, type="STANDARD")
+        created = retry_while_role_propagates(
+            lambda: client.create_state_machine(name=name, definition=definition, roleArn=role_arn, type="STANDARD"),
+            what=f"creating state machine {name}", sleep=sleep,
+        )
         return created["stateMachineArn"], "created"
     current = client.describe_state_machine(stateMachineArn=arn)
     if json.loads(current["definition"]) == json.loads(definition) and current["roleArn"] == role_arn:
         return arn, "unchanged"
     if progress:
         progress(f"updating state machine {name}")
-    client.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
+    retry_while_role_propagates(
+        lambda: client.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn),
+        what=f"updating state machine {name}", sleep=sleep,
+    )
     return arn, "updated"
 
 
@@ -270,6 +264,7 @@ def deploy_workflow(
         definition=definition,
         role_arn=states_role_arn,
         progress=progress,
+        sleep=sleep,
     )
     if progress:
         progress(f"state machine {state_machine_name(prefix)}: {action}")

@@ -180,3 +180,47 @@ def test_long_waits_report_a_heartbeat():
     poll_until(lambda: next(states), what="endpoint e", state_of=lambda s: s, done={"InService"},
                progress=messages.append, sleep=lambda _: None, clock=lambda: next(ticks), heartbeat_s=60)
     assert messages == ["endpoint e: Creating", "endpoint e: Creating (1m30s so far)", "endpoint e: Creating (2m30s so far)", "endpoint e: InService"]
+
+
+def test_state_machine_creation_waits_for_a_fresh_role():
+    from deploy.workflow import ensure_state_machine
+
+    sfn = client("stepfunctions")
+    sleeps = []
+    arn = "arn:aws:states:eu-west-1:123456789012:stateMachine:sct-workflow"
+    with Stubber(sfn) as stubber:
+        stubber.add_response("list_state_machines", {"stateMachines": []})
+        stubber.add_client_error("create_state_machine", service_error_code="AccessDeniedException", http_status_code=400,
+                                 service_message="Neither the global service principal states.amazonaws.com, nor the regional one is authorized to assume the provided role.")
+        stubber.add_response("create_state_machine", {"stateMachineArn": arn, "creationDate": NOW})
+        result = ensure_state_machine(sfn, name="sct-workflow", definition="{}", role_arn="arn:aws:iam::123456789012:role/r", sleep=sleeps.append)
+    assert result == (arn, "created") and len(sleeps) == 1
+
+
+def test_training_job_creation_waits_for_a_fresh_role_but_not_for_other_errors():
+    sagemaker = client("sagemaker")
+    plan = sm.TrainingPlan(bucket="b", region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/r", image="img", hyperparameters={})
+    arn = "arn:aws:sagemaker:eu-west-1:123456789012:training-job/job"
+    with Stubber(sagemaker) as stubber:
+        stubber.add_client_error("create_training_job", service_error_code="ValidationException", http_status_code=400,
+                                 service_message="Could not assume role arn:aws:iam::123456789012:role/r. Please ensure that the role exists and allows principal 'sagemaker.amazonaws.com' to assume the role.")
+        stubber.add_response("create_training_job", {"TrainingJobArn": arn})
+        assert sm.start_training_job(sagemaker, plan, job_name="job", submit_directory="s3://b/s.tar.gz", sleep=lambda _: None) == arn
+        stubber.add_client_error("create_training_job", service_error_code="ResourceLimitExceeded", http_status_code=400,
+                                 service_message="The account-level service limit 'ml.m5.xlarge for training job usage' is 0 Instances")
+        with pytest.raises(Exception, match="ml.m5.xlarge for training job usage"):
+            sm.start_training_job(sagemaker, plan, job_name="job", submit_directory="s3://b/s.tar.gz", sleep=lambda _: None)
+
+
+def test_role_propagation_gives_up_at_the_deadline():
+    from botocore.exceptions import ClientError
+
+    from deploy.waiting import DeployError, retry_while_role_propagates
+
+    ticks = iter(range(0, 1000, 50))
+
+    def refuse():
+        raise ClientError({"Error": {"Code": "InvalidParameterValueException", "Message": "The role defined for the function cannot be assumed by Lambda."}}, "CreateFunction")
+
+    with pytest.raises(DeployError, match="creating f: the role is still refused after 90 s"):
+        retry_while_role_propagates(refuse, what="creating f", sleep=lambda _: None, clock=lambda: next(ticks))
