@@ -1,5 +1,107 @@
-"""Placeholder: the Step Functions client cache patch (applied at plugin load)."""
+"""Latency patch for LocalStack 4.14.0 Step Functions: reuse one boto client per (service, region, role).
+
+Why: for every Task state, 4.14.0's `asl/utils/boto_client.py::boto_client_for` calls STS
+AssumeRole and builds a fresh botocore client (`connect_to.with_assumed_role`), ~45-60 ms on
+this class of machine, three times per Scones execution; the Lambda handlers themselves take
+a few ms. Caching the client per (service, region, role ARN) for a while removes that hop.
+The credentials are LocalStack's own (it does not enforce IAM), and a botocore client is
+safe to share between threads.
+
+Pinned: applied only to localstack-core 4.14.0, where the function and its importers were
+read; any other version is left alone (with a warning). SCONES_SFN_CLIENT_CACHE=0 turns it
+off, e.g. to measure the difference. GET /_scones/sfn-client-cache on LocalStack's port
+reports whether it is active and its hit/miss counts (the tests read it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+from harness.lambda_executor.names import CLIENT_CACHE_ENV
+
+LOG = logging.getLogger(__name__)
+
+PINNED_VERSION = "4.14.0"
+TTL_S = 15 * 60  # well inside the assumed role's default hour
+
+_lock = threading.Lock()
+_state = {"active": False, "reason": "not applied yet", "hits": 0, "misses": 0, "version": None}
+_clients: dict[tuple[str, str, str], tuple[float, object]] = {}
+
+
+def _localstack_version() -> str:
+    from importlib.metadata import version
+
+    return version("localstack-core")
 
 
 def apply() -> bool:
-    return False
+    """Install the cache once; True when it is active."""
+    with _lock:
+        if _state["active"]:
+            return True
+        _register_status_route()
+        if os.environ.get(CLIENT_CACHE_ENV, "1") == "0":
+            _state["reason"] = f"disabled by {CLIENT_CACHE_ENV}=0"
+            return False
+        version = _state["version"] = _localstack_version()
+        if version != PINNED_VERSION:
+            _state["reason"] = f"localstack-core {version} is not the pinned {PINNED_VERSION}"
+            LOG.warning("Step Functions client cache not applied: %s", _state["reason"])
+            return False
+        from localstack.services.stepfunctions.asl.utils import boto_client
+
+        original = boto_client.boto_client_for
+
+        def cached_boto_client_for(service: str, region: str, state_credentials):
+            key = (service, region, state_credentials.role_arn)
+            now = time.monotonic()
+            entry = _clients.get(key)
+            if entry is not None and now - entry[0] < TTL_S:
+                _state["hits"] += 1
+                return entry[1]
+            client = original(service=service, region=region, state_credentials=state_credentials)
+            _clients[key] = (now, client)
+            _state["misses"] += 1
+            return client
+
+        cached_boto_client_for.__wrapped__ = original
+        boto_client.boto_client_for = cached_boto_client_for
+        # The task modules did `from ...boto_client import boto_client_for`: rebind their copies too.
+        for module in list(sys.modules.values()):
+            if getattr(module, "boto_client_for", None) is original:
+                module.boto_client_for = cached_boto_client_for
+        _import_task_modules(original, cached_boto_client_for)
+        _state.update(active=True, reason="applied")
+        LOG.info("Step Functions client cache active (one client per service, region and role)")
+        return True
+
+
+def _import_task_modules(original, replacement) -> None:
+    """Import the Lambda task module now, so it binds the cached function even if loaded later."""
+    from localstack.services.stepfunctions.asl.component.state.state_execution.state_task import lambda_eval_utils
+
+    if getattr(lambda_eval_utils, "boto_client_for", None) is original:
+        lambda_eval_utils.boto_client_for = replacement
+
+
+def status() -> dict:
+    return {key: value for key, value in {**_state, "clients": len(_clients)}.items() if key != "route"}
+
+
+def _register_status_route() -> None:
+    if _state.get("route"):
+        return
+    _state["route"] = True
+    from localstack.http import Response, route
+    from localstack.services.edge import ROUTER
+
+    class _StatusRoute:
+        @route("/_scones/sfn-client-cache", methods=["GET"])
+        def get(self, request):
+            return Response.for_json(status())
+
+    ROUTER.add(_StatusRoute())

@@ -1,0 +1,111 @@
+"""Step Functions -> Lambda through the process executor, and the pinned client-cache patch being active."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+import urllib.request
+import uuid
+import zipfile
+
+import boto3
+import pytest
+
+from harness.localstack import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+ROLE = "arn:aws:iam::000000000000:role/scones-test-role"
+HANDLER = '''
+def handler(event, context):
+    event["hops"] = event.get("hops", 0) + 1
+    if event.get("fail_at") == event["hops"]:
+        raise RuntimeError("failing at hop %d" % event["hops"])
+    return event
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _definition(function_arn: str, tasks: int) -> str:
+    states = {}
+    for index in range(tasks):
+        states[f"Hop{index}"] = {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": function_arn, "Payload.$": "$"},
+            "OutputPath": "$.Payload",
+            **({"Next": f"Hop{index + 1}"} if index + 1 < tasks else {"End": True}),
+        }
+    return json.dumps({"StartAt": "Hop0", "States": states})
+
+
+@pytest.fixture(scope="module")
+def localstack(tmp_path_factory):
+    instance = LocalStack(port=_free_port(), home=tmp_path_factory.mktemp("localstack"))
+    instance.ensure_venv(progress=False)
+    instance.start()
+    try:
+        instance.wait_ready(timeout=120)
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="module")
+def workflow(localstack):
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    lambda_client = session.client("lambda", endpoint_url=localstack.url)
+    sfn = session.client("stepfunctions", endpoint_url=localstack.url)
+    name = f"scones-test-{uuid.uuid4().hex[:8]}"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hop.py", HANDLER)
+    arn = lambda_client.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="hop.handler",
+                                        Code={"ZipFile": buffer.getvalue()})["FunctionArn"]
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5})
+    machine = sfn.create_state_machine(name=name, definition=_definition(arn, 3), roleArn=ROLE)["stateMachineArn"]
+    yield sfn, machine
+    sfn.delete_state_machine(stateMachineArn=machine)
+    lambda_client.delete_function(FunctionName=name)
+
+
+def _run(sfn, machine: str, payload: dict, timeout: float = 60) -> dict:
+    execution = sfn.start_execution(stateMachineArn=machine, name=uuid.uuid4().hex, input=json.dumps(payload))
+    deadline = time.monotonic() + timeout
+    while True:
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        if described["status"] != "RUNNING":
+            return described
+        assert time.monotonic() < deadline, f"execution still RUNNING after {timeout} s"
+        time.sleep(0.05)
+
+
+def _cache_status(localstack) -> dict:
+    with urllib.request.urlopen(f"{localstack.url}/_scones/sfn-client-cache", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_lambda_tasks_run_and_reuse_one_client(localstack, workflow):
+    sfn, machine = workflow
+    for _ in range(2):
+        described = _run(sfn, machine, {"hops": 0})
+        assert described["status"] == "SUCCEEDED", described
+        assert json.loads(described["output"])["hops"] == 3
+    status = _cache_status(localstack)
+    assert status["active"] is True and status["version"] == "4.14.0", status
+    assert status["misses"] == 1 and status["hits"] >= 5, status
+
+
+def test_lambda_error_fails_the_execution_with_the_exception_class(workflow):
+    sfn, machine = workflow
+    described = _run(sfn, machine, {"hops": 0, "fail_at": 2})
+    assert described["status"] == "FAILED"
+    assert described["error"] == "RuntimeError"
+    cause = json.loads(described["cause"])
+    assert cause["errorType"] == "RuntimeError" and cause["errorMessage"] == "failing at hop 2"
