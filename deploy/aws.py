@@ -167,6 +167,9 @@ def bucket_state(s3, bucket: str, account_id: str) -> str:
 def settle_context(session: boto3.Session, options: DeployOptions) -> Context:
     check_credentials(session)
     region = resolve_region(session, options.region)
+    if session.region_name and session.region_name != region:
+        # Every client comes from the session; one region for all of them keeps the deploy in one place.
+        raise Refusal(f"region {region} was asked for, but the session is for {session.region_name}: set one region")
     account_id = caller_account(session, region)
     bucket = options.bucket or default_bucket(options.prefix, region, account_id)
     return Context(session, region, account_id, iam_roles.partition_for(region), bucket)

@@ -37,8 +37,10 @@ class Scope:
         # SageMaker lower-cases endpoint names in ARNs.
         return f"arn:{self.partition}:sagemaker:{self.region}:{self.account_id}:endpoint/{self.endpoint_name.lower()}"
 
-    def log_group_arn(self, group: str) -> str:
-        return f"arn:{self.partition}:logs:{self.region}:{self.account_id}:log-group:{group}:*"
+    def log_group_arns(self, group: str) -> list[str]:
+        # CreateLogGroup is authorised on the group's ARN, streams and events on "<group ARN>:*".
+        base = f"arn:{self.partition}:logs:{self.region}:{self.account_id}:log-group:{group}"
+        return [base, f"{base}:*"]
 
 
 def partition_for(region: str) -> str:
@@ -78,7 +80,7 @@ def sagemaker_policy(scope: Scope) -> dict:
              "Resource": repositories},
             {"Sid": "OwnLogs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-             "Resource": [scope.log_group_arn("/aws/sagemaker/TrainingJobs"), scope.log_group_arn("/aws/sagemaker/Endpoints/" + scope.endpoint_name)]},
+             "Resource": scope.log_group_arns("/aws/sagemaker/TrainingJobs") + scope.log_group_arns("/aws/sagemaker/Endpoints/" + scope.endpoint_name)},
             {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
              "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}},
         ],
@@ -93,7 +95,7 @@ def lambda_policy(scope: Scope) -> dict:
             {"Sid": "InvokeEndpoint", "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": scope.endpoint_arn()},
             {"Sid": "OwnLogs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-             "Resource": [scope.log_group_arn(f"/aws/lambda/{name}") for name in scope.function_names]},
+             "Resource": [arn for name in scope.function_names for arn in scope.log_group_arns(f"/aws/lambda/{name}")]},
         ],
     }
 

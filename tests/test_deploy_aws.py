@@ -436,3 +436,29 @@ def test_builtin_trainer_runs_the_original_algorithm_with_lst_channels(options, 
     again = run_deploy(options, session)
     assert again["resources"]["training_job"]["trainer"] == "pytorch"
     assert len(inventory(session)["training_jobs"]) == 2
+
+
+def test_cli_deploy_then_destroy(tmp_path, staged, moto_aws, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", realistic_key())
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y" * 40)
+    runner = CliRunner()
+    result = runner.invoke(main, ["deploy", "--target", "aws", "--region", REGION, "--data", str(staged), "--name", "cli",
+                                  "--hyperparameter", "epochs=5"])
+    assert result.exit_code == 0, result.output
+    outputs = json.loads(result.stdout)
+    assert outputs["endpoint_name"] == "cli-classifier" and outputs["bucket"] == f"cli-data-{REGION}-{ACCOUNT}"
+    assert "step 5/5" in result.stderr
+    session = realistic_session()
+    job = session.client("sagemaker").list_training_jobs()["TrainingJobSummaries"][0]["TrainingJobName"]
+    assert session.client("sagemaker").describe_training_job(TrainingJobName=job)["HyperParameters"]["epochs"] == "5"
+
+    result = runner.invoke(main, ["destroy", "--yes", "--delete-bucket"])
+    assert result.exit_code == 0, result.output
+    left = inventory(session)
+    assert left.pop("training_jobs") == [job]  # SageMaker keeps training jobs; there is no DeleteTrainingJob
+    assert all(not values for values in left.values()), left
+    result = runner.invoke(main, ["destroy", "--yes"])
+    assert result.exit_code == 1 and "nothing to destroy" in result.output
