@@ -330,6 +330,10 @@ def deploy(
     save("bucket")
 
     say("step 2/5: IAM roles")
+    # Names go into the record before anything is created, so an interrupted step is still destroyable.
+    for kind, name in iam_roles.role_names(options.prefix).items():
+        resources["roles"].setdefault(kind, {"name": name, "arn": None})
+    save()
     resources["roles"] = iam_roles.ensure_roles(session.client("iam", region_name=context.region), scope, progress)
     save("roles")
 
@@ -343,6 +347,14 @@ def deploy(
     save("endpoint")
 
     say("step 5/5: Lambda functions and state machine")
+    resources["functions"] = {short: scope.function_arn(function_name(options.prefix, short)) for short in FUNCTION_SHORT_NAMES}
+    resources["state_machine_arn"] = resources.get("state_machine_arn") or (
+        f"arn:{context.partition}:states:{context.region}:{context.account_id}:stateMachine:{state_machine_name(options.prefix)}"
+    )
+    resources["log_groups"] = [f"/aws/lambda/{function_name(options.prefix, s)}" for s in FUNCTION_SHORT_NAMES] + [
+        f"/aws/sagemaker/Endpoints/{options.resolved_endpoint_name()}"
+    ]
+    save()
     workflow = deploy_workflow(
         session,
         prefix=options.prefix,
@@ -356,9 +368,6 @@ def deploy(
     )
     resources["functions"] = dict(workflow.function_arns)
     resources["state_machine_arn"] = workflow.state_machine_arn
-    resources["log_groups"] = [f"/aws/lambda/{function_name(options.prefix, s)}" for s in FUNCTION_SHORT_NAMES] + [
-        f"/aws/sagemaker/Endpoints/{options.resolved_endpoint_name()}"
-    ]
     record["outputs"].update({
         "region": context.region,
         "bucket": context.bucket,
@@ -415,9 +424,12 @@ def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, 
     return job["model_data"]
 
 
-def _remember(items: list[dict], name: str, arn: str) -> None:
-    if not any(item["name"] == name for item in items):
-        items.append({"name": name, "arn": arn})
+def _remember(items: list[dict], name: str, arn: str | None) -> None:
+    for item in items:
+        if item["name"] == name:
+            item["arn"] = arn or item.get("arn")
+            return
+    items.append({"name": name, "arn": arn})
 
 
 def _ensure_endpoint(sagemaker, context: Context, options: DeployOptions, record: dict, save, progress, sleep) -> None:
@@ -427,6 +439,8 @@ def _ensure_endpoint(sagemaker, context: Context, options: DeployOptions, record
         image=options.resolved_inference_image(context.region),
         model_data=resources["model_data"], role_arn=resources["roles"]["sagemaker"]["arn"], trainer=options.trainer,
     )
+    _remember(resources["models"], model["ModelName"], None)
+    save()
     model_arn, _ = sm.ensure_model(sagemaker, model, progress)
     _remember(resources["models"], model["ModelName"], model_arn)
     save()
@@ -434,6 +448,8 @@ def _ensure_endpoint(sagemaker, context: Context, options: DeployOptions, record
         prefix=options.prefix, model_name=model["ModelName"],
         capture_s3_uri=record["outputs"]["capture_s3_uri"], instance_type=options.endpoint_instance,
     )
+    _remember(resources["endpoint_configs"], config["EndpointConfigName"], None)
+    save()
     config_arn, _ = sm.ensure_endpoint_config(sagemaker, config, progress)
     _remember(resources["endpoint_configs"], config["EndpointConfigName"], config_arn)
     save()

@@ -462,3 +462,32 @@ def test_cli_deploy_then_destroy(tmp_path, staged, moto_aws, monkeypatch):
     assert all(not values for values in left.values()), left
     result = runner.invoke(main, ["destroy", "--yes"])
     assert result.exit_code == 1 and "nothing to destroy" in result.output
+
+
+@pytest.mark.parametrize("interrupted", ["create_role", "create_function", "create_state_machine", "create_endpoint_config"])
+def test_destroy_after_an_interruption_mid_step_removes_what_was_made(options, session, monkeypatch, interrupted):
+    """Names are recorded before creation, so a deploy killed halfway through a step leaves nothing behind."""
+    import botocore.client
+
+    real_call = botocore.client.BaseClient._make_api_call
+    calls = {"n": 0}
+
+    def flaky(self, operation, params):
+        if botocore.client.xform_name(operation) == interrupted:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second of its kind: the first one exists, the rest do not
+                raise KeyboardInterrupt
+        return real_call(self, operation, params)
+
+    if interrupted in ("create_endpoint_config", "create_state_machine"):
+        calls["n"] = 1  # there is only one of these: interrupt the first
+    if interrupted == "create_endpoint_config":
+        options.model_data = "s3://elsewhere/model.tar.gz"
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_deploy(options, session)
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", real_call)
+    aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
+    left = inventory(session)
+    left.pop("training_jobs")
+    assert all(not values for values in left.values()), left
