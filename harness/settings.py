@@ -13,6 +13,7 @@ PYTHON313 = "SCONES_PYTHON313"          # interpreter for LocalStack's venv
 TEST_TARGET = "SCONES_TEST_TARGET"      # "local" (default) or "aws" for the e2e tests
 LOCALSTACK_PORT = "SCONES_LOCALSTACK_PORT"  # local stack: LocalStack gateway port (default 4566)
 ENDPOINT_PORT = "SCONES_ENDPOINT_PORT"      # local stack: endpoint server port (default 8080)
+MODEL_DIR = "SCONES_MODEL_DIR"              # local stack: serve this model folder instead of ensure_model()'s
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
