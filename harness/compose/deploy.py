@@ -1,0 +1,117 @@
+"""The compose `deploy` service: deploy the workflow and the images into the compose stack, once.
+
+The same calls `scones up` makes after its processes are up (harness/stack.py): the bucket,
+deploy.workflow.deploy_workflow with the local target's roles and Lambda environment, and
+upload_dataset; then it writes the local stack record, so that on the host
+`SCONES_STATE_DIR=<compose state dir> scones run test/bicycle/<file>.png` (or evaluate,
+monitor, report) works against the containers. The containers share the host's network, so
+the URLs in the record are the host's too.
+
+    python -m harness.compose.deploy      # settings from the environment (docker-compose.yml)
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from deploy import local as local_target
+from harness import settings
+from harness.targets import local_record_path, write_record
+
+BUCKET = "SCONES_BUCKET"
+PREFIX = "SCONES_PREFIX"
+ENDPOINT_NAME = "SCONES_ENDPOINT_NAME"
+THRESHOLD = "SCONES_THRESHOLD"
+MODEL_DIR_ON_HOST = "SCONES_COMPOSE_MODEL_DIR"   # only recorded, for people reading the record
+MANAGED_BY = "docker compose"
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, endpoint_port: int,
+                      bucket: str, prefix: str, endpoint_name: str, threshold: float,
+                      upload_data: bool = True, progress=_progress) -> dict[str, Any]:
+    """Deploy into running LocalStack + endpoint containers and write <state>/local/stack.json."""
+    from deploy.workflow import deploy_workflow, upload_dataset
+
+    started = time.perf_counter()
+    localstack_url = local_target.localstack_url(localstack_port)
+    endpoint_url = local_target.endpoint_url(endpoint_port)
+    data = settings.data_dir(data_dir)
+    session = local_target.local_session(localstack_url, endpoint_url)
+    local_target.ensure_bucket(session, bucket)
+    resources = deploy_workflow(
+        session,
+        prefix=prefix,
+        endpoint_name=endpoint_name,
+        threshold=threshold,
+        lambda_role_arn=local_target.LAMBDA_ROLE_ARN,
+        states_role_arn=local_target.STATES_ROLE_ARN,
+        extra_lambda_env=local_target.lambda_environment(endpoint_url),
+        progress=progress,
+    )
+    uploaded = upload_dataset(session, bucket, data, progress=progress) if upload_data else None
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    state = settings.state_dir(state_dir)
+    record = {
+        "version": 1,
+        "target": "local",
+        "managed_by": MANAGED_BY,     # `docker compose down` stops it, not `scones down`
+        "created": now,
+        "updated": now,
+        "state_dir": str(state),
+        "data_dir": str(data),
+        "prefix": prefix,
+        "threshold": threshold,
+        # No pids: the processes live in containers, and their pids mean nothing on the host.
+        "localstack": {"pid": None, "port": localstack_port, "url": localstack_url},
+        "endpoint": {"pid": None, "port": endpoint_port, "url": endpoint_url,
+                     "model_dir": os.environ.get(MODEL_DIR_ON_HOST, "/model")},
+        "outputs": {
+            "region": local_target.REGION,
+            "bucket": bucket,
+            "state_machine_arn": resources.state_machine_arn,
+            "function_arns": dict(resources.function_arns),
+            "endpoint_name": endpoint_name,
+            "capture_s3_uri": local_target.capture_s3_uri(bucket),
+            "endpoint_urls": {"default": localstack_url, "sagemaker-runtime": endpoint_url},
+        },
+        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped} if uploaded else None,
+        "up_seconds": round(time.perf_counter() - started, 3),
+    }
+    write_record(local_record_path(state), record)
+    return record
+
+
+@click.command()
+@click.option("--no-data", is_flag=True, help="Skip uploading the staged images.")
+def main(no_data: bool) -> None:
+    """Deploy the workflow into the compose stack (settings from the environment)."""
+    environ = os.environ
+    try:
+        record = deploy_into_stack(
+            localstack_port=int(environ.get(settings.LOCALSTACK_PORT) or local_target.DEFAULT_LOCALSTACK_PORT),
+            endpoint_port=int(environ.get(settings.ENDPOINT_PORT) or local_target.DEFAULT_ENDPOINT_PORT),
+            bucket=environ.get(BUCKET) or local_target.DEFAULT_BUCKET,
+            prefix=environ.get(PREFIX) or local_target.DEFAULT_PREFIX,
+            endpoint_name=environ.get(ENDPOINT_NAME) or local_target.DEFAULT_ENDPOINT_NAME,
+            threshold=float(environ.get(THRESHOLD) or local_target.DEFAULT_THRESHOLD),
+            upload_data=not no_data,
+        )
+    except Exception as error:  # noqa: BLE001 - one clear line and a non-zero exit for compose
+        click.echo(f"compose deploy failed: {type(error).__name__}: {error}", err=True)
+        sys.exit(1)
+    outputs = record["outputs"]
+    click.echo(f"deployed {outputs['state_machine_arn']} in {record['up_seconds']:.1f} s; "
+               f"record {local_record_path(record['state_dir'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The compose `localstack` service: LocalStack in the foreground, configured by harness/localstack.py.
+
+`scones up` starts LocalStack in the background with LocalStack.start(); a container wants it
+as its main process instead, so this takes the very same environment (loopback gateway on
+$SCONES_LOCALSTACK_PORT, hypercorn, our process Lambda executor, state under the state dir)
+and execs LocalStack with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from harness import settings
+from harness.lambda_executor.names import PYTHONS_ENV
+from harness.localstack import DEFAULT_PORT, MARKER, LocalStack
+
+# The image's Debian 13 has only Python 3.13. Functions that ask for an older python3.x run in
+# the boto3-only runtime venv of 3.13 (as close to AWS's runtime as this image gets) rather than
+# in LocalStack's own venv, which is what the executor would fall back to.
+FALLBACK_RUNTIMES = ("python3.11", "python3.12")
+
+
+def lambda_pythons(localstack: LocalStack) -> dict[str, str]:
+    pythons = localstack.lambda_pythons()
+    newest = pythons.get("python3.13")
+    if newest:
+        for runtime in FALLBACK_RUNTIMES:
+            pythons.setdefault(runtime, newest)
+    return pythons
+
+
+def main() -> None:
+    port = int(os.environ.get(settings.LOCALSTACK_PORT) or DEFAULT_PORT)
+    localstack = LocalStack(os.environ.get(settings.STATE_DIR), port)
+    if not (localstack.python.exists() and (localstack.venv_dir / MARKER).exists()):
+        sys.exit(f"LocalStack's venv is missing at {localstack.venv_dir}: the image build should have made it "
+                 "(docker/Dockerfile.localstack); rebuild the image")
+    environment = localstack.environment()
+    environment[PYTHONS_ENV] = json.dumps(lambda_pythons(localstack))
+    os.chdir(localstack.home)
+    print(f"localstack: exec {localstack.python} -m localstack.runtime.main on {localstack.url} "
+          f"(Lambda runtimes {environment[PYTHONS_ENV]})", flush=True)
+    os.execve(str(localstack.python), [str(localstack.python), "-m", "localstack.runtime.main"], environment)
+
+
+if __name__ == "__main__":
+    main()

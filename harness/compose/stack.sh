@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The compose stack in one command each way, run from anywhere in the checkout.
+#
+#   harness/compose/stack.sh up       base images and wheels if missing, build, start, deploy;
+#                                     returns when the workflow is deployed (non-zero if not)
+#   harness/compose/stack.sh down     stop and remove the containers (capture flushed first)
+#   harness/compose/stack.sh ps|logs  passed to docker compose
+#
+# Then, on the host: SCONES_STATE_DIR=${SCONES_COMPOSE_STATE_DIR:-.scones/compose} scones run <key>
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+PROJECT="${COMPOSE_PROJECT_NAME:-scones}"
+DEPLOY_TIMEOUT_S="${SCONES_COMPOSE_DEPLOY_TIMEOUT_S:-1800}"
+
+if docker compose version >/dev/null 2>&1; then
+    compose() { docker compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
+elif command -v docker-compose >/dev/null; then
+    compose() { docker-compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
+else
+    echo "stack.sh: neither 'docker compose' nor 'docker-compose' is installed (apt-get install docker-compose)" >&2
+    exit 1
+fi
+
+case "${1:-}" in
+    up)
+        docker info >/dev/null 2>&1 || { echo "stack.sh: no Docker daemon answers; harness/compose/dockerd.sh start" >&2; exit 1; }
+        mkdir -p "${SCONES_COMPOSE_STATE_DIR:-.scones/compose}" "${SCONES_COMPOSE_MODEL_DIR:-.scones/compose/model}"
+        harness/compose/build-base.sh
+        harness/compose/fetch-wheels.sh
+        echo "compose: building images"
+        nice -n 10 "$0" build
+        echo "compose: starting (train runs first when the model folder has no model.tar.gz)"
+        compose up -d
+        deploy="$(compose ps -q deploy)"
+        [ -n "$deploy" ] || { echo "stack.sh: the deploy service was not started" >&2; compose ps >&2; exit 1; }
+        status="$(timeout "$DEPLOY_TIMEOUT_S" docker wait "$deploy")" || status=timeout
+        compose logs --no-color deploy | tail -n 20
+        if [ "$status" != 0 ]; then
+            echo "stack.sh: deploy did not succeed (exit status $status); \`$0 logs\` shows every service" >&2
+            exit 1
+        fi
+        echo "compose: up. Try: SCONES_STATE_DIR=${SCONES_COMPOSE_STATE_DIR:-.scones/compose} .venv/bin/scones run test/bicycle/<file>.png"
+        ;;
+    build)
+        compose build train localstack ;;
+    down)
+        compose down --remove-orphans --timeout 20
+        rm -f "${SCONES_COMPOSE_STATE_DIR:-.scones/compose}/local/stack.json"
+        ;;
+    ps|logs|config)
+        command="$1"; shift; compose "$command" "$@" ;;
+    *)
+        echo "usage: $0 up|down|build|ps|logs|config" >&2; exit 2 ;;
+esac

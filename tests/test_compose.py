@@ -1,0 +1,307 @@
+"""The docker-compose stack: its files checked statically, its deploy step against a moto server,
+and (opt-in, SCONES_TEST_COMPOSE=1, needs dockerd and the images) the real stack end to end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from deploy import local as local_target
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SCRIPTS = sorted((ROOT / "harness" / "compose").glob("*.sh"))
+DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile.*"))
+SERVICES = {"localstack", "train", "endpoint", "deploy"}
+DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def defaults() -> dict[str, set[str]]:
+    """Every ${NAME:-default} in the compose file: NAME -> the defaults it is given."""
+    found: dict[str, set[str]] = {}
+    for name, value in DEFAULT.findall(COMPOSE_FILE.read_text()):
+        found.setdefault(name, set()).add(value)
+    return found
+
+
+def command_text(service: dict) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else command
+
+
+# --------------------------------------------------------------------------- static checks
+
+def test_compose_file_has_the_four_services_all_on_loopback():
+    services = compose()["services"]
+    assert set(services) == SERVICES
+    for name, service in services.items():
+        # Host networking and no published port: the servers bind 127.0.0.1 themselves.
+        assert service.get("network_mode") == "host", f"{name} must use the host's network"
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        assert "privileged" not in service and "cap_add" not in service, f"{name} asks for privileges"
+
+
+def test_services_run_the_projects_own_commands():
+    services = compose()["services"]
+    endpoint = services["endpoint"]["command"]
+    assert endpoint[:2] == ["scones", "serve"]
+    assert "--host=127.0.0.1" in endpoint and "--model=/model" in endpoint
+    assert any(arg.startswith("--capture=s3://") for arg in endpoint)
+    assert "scones train --data /data --out /model" in command_text(services["train"])
+    assert command_text(services["deploy"]) == "python -m harness.compose.deploy"
+    assert command_text(services["localstack"]).endswith("-m harness.compose.localstack_main")
+    for module in ("harness.compose.deploy", "harness.compose.localstack_main"):
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+
+
+def test_start_order_waits_for_health_and_training():
+    services = compose()["services"]
+    assert services["endpoint"]["depends_on"] == {"train": {"condition": "service_completed_successfully"}}
+    assert services["deploy"]["depends_on"] == {"localstack": {"condition": "service_healthy"},
+                                                "endpoint": {"condition": "service_healthy"}}
+    for name in ("localstack", "endpoint"):
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert "http://127.0.0.1:" in probe, f"{name}'s health check must probe loopback"
+
+
+def test_defaults_match_the_local_target():
+    found = defaults()
+    expected = {
+        "SCONES_LOCALSTACK_PORT": str(local_target.DEFAULT_LOCALSTACK_PORT),
+        "SCONES_ENDPOINT_PORT": str(local_target.DEFAULT_ENDPOINT_PORT),
+        "SCONES_BUCKET": local_target.DEFAULT_BUCKET,
+        "SCONES_PREFIX": local_target.DEFAULT_PREFIX,
+        "SCONES_ENDPOINT_NAME": local_target.DEFAULT_ENDPOINT_NAME,
+        "SCONES_THRESHOLD": str(local_target.DEFAULT_THRESHOLD),
+    }
+    for name, value in expected.items():
+        assert found.get(name) == {value}, f"${{{name}}} defaults to {found.get(name)}, the local target to {value}"
+    capture = next(a for a in compose()["services"]["endpoint"]["command"] if a.startswith("--capture="))
+    assert capture.endswith("/" + local_target.CAPTURE_PREFIX)
+
+
+def test_one_image_serves_train_endpoint_and_deploy_and_is_built_once():
+    services = compose()["services"]
+    assert {services[name]["image"] for name in ("train", "endpoint", "deploy")} == {"scones/app:latest"}
+    built = [name for name, service in services.items() if "build" in service]
+    assert sorted(built) == ["localstack", "train"]
+    for name in built:
+        build = services[name]["build"]
+        assert build["network"] == "none", "image builds must not need a network"
+        assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_dockerfiles_build_offline_from_our_base_and_copy_what_exists(dockerfile):
+    lines = dockerfile.read_text().splitlines()
+    froms = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert froms and all(image.startswith("scones/base:") for image in froms)
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for line in lines:
+        if line.startswith("COPY "):
+            sources = line.split()[1:-1]
+            for source in sources:
+                if source.startswith("docker/wheels/"):
+                    continue  # fetched by harness/compose/fetch-wheels.sh, never committed
+                assert (ROOT / source).exists(), f"{dockerfile.name} copies {source}, which does not exist"
+                top = source.split("/")[0]
+                assert f"!{top}" in ignored or f"!{top}/" in ignored, f".dockerignore keeps {top} out"
+    text = dockerfile.read_text()
+    assert "PIP_NO_INDEX=1" in text, "pip in the image must not look for an index"
+
+
+def test_dockerignore_keeps_the_context_small():
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert lines[[l.strip() for l in lines].index("*")] == "*", "everything is excluded unless listed"
+    kept = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert not kept & {".venv", ".scones", ".git", "tests", "test-artifacts"}
+    assert "**/*.png" in lines
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_shell_scripts_parse_and_are_executable(script):
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_tool_accepts_the_file_when_installed():
+    if shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    elif shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    else:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    result = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "SCONES_LOCALSTACK_PORT": "4999"})
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- entry points
+
+def test_localstack_entry_maps_older_python_runtimes_to_the_images_python():
+    from harness.compose.localstack_main import lambda_pythons
+
+    class FakeLocalStack:
+        def __init__(self, pythons):
+            self.pythons = pythons
+
+        def lambda_pythons(self):
+            return dict(self.pythons)
+
+    mapped = lambda_pythons(FakeLocalStack({"python3.13": "/rt/3.13/bin/python"}))
+    assert mapped == {name: "/rt/3.13/bin/python" for name in ("python3.11", "python3.12", "python3.13")}
+    own = lambda_pythons(FakeLocalStack({"python3.12": "/rt/3.12", "python3.13": "/rt/3.13"}))
+    assert own["python3.12"] == "/rt/3.12"
+    assert lambda_pythons(FakeLocalStack({})) == {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def moto_as_localstack(tmp_path, monkeypatch):
+    """A moto server standing in for LocalStack: LocalStack's account, and the roles deploy.local names."""
+    port = _free_port()
+    env = {**os.environ, "MOTO_ACCOUNT_ID": local_target.ACCOUNT_ID}
+    log = open(tmp_path / "moto.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/moto-api/", 30)
+        session = local_target.local_session(local_target.localstack_url(port))
+        iam = session.client("iam")
+        for arn in (local_target.LAMBDA_ROLE_ARN, local_target.STATES_ROLE_ARN):
+            iam.create_role(RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]}}]}))
+        yield port, session
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def staged(tmp_path):
+    data = tmp_path / "data"
+    for part in ("train", "test"):
+        for label in ("bicycle", "motorcycle"):
+            (data / part / label).mkdir(parents=True)
+            (data / part / label / f"{label}_0.png").write_bytes(f"{part}-{label}".encode())
+        (data / f"{part}.lst").write_text(f"1\t0\t{part}/bicycle/bicycle_0.png\n")
+    return data
+
+
+def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_localstack, staged, tmp_path):
+    from harness.compose.deploy import MANAGED_BY, deploy_into_stack
+    from harness.targets import load_target
+
+    port, session = moto_as_localstack
+    state = tmp_path / "state"
+    messages: list[str] = []
+    record = deploy_into_stack(state_dir=state, data_dir=staged, localstack_port=port, endpoint_port=18080,
+                               bucket="scones-compose-test", prefix="composetest", endpoint_name="scones-classifier",
+                               threshold=0.93, progress=messages.append)
+    assert record["managed_by"] == MANAGED_BY
+    assert record["localstack"]["pid"] is None and record["endpoint"]["pid"] is None
+    assert record["dataset"] == {"uploaded": 6, "skipped": 0}
+
+    target = load_target("local", state)
+    assert set(target.function_arns) == {"serializeImageData", "classifyImage", "filterInferences"}
+    assert target.function_arns["classifyImage"].endswith(":function:composetest-classifyImage")
+    assert target.state_machine_arn.endswith(":stateMachine:composetest-workflow")
+    assert target.capture_s3_uri == "s3://scones-compose-test/data_capture"
+    assert target.session.endpoint_url_for("sagemaker-runtime") == "http://127.0.0.1:18080"
+    configuration = session.client("lambda").get_function_configuration(FunctionName="composetest-classifyImage")
+    assert configuration["Environment"]["Variables"]["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:18080"
+    keys = {item["Key"] for item in session.client("s3").list_objects_v2(Bucket="scones-compose-test")["Contents"]}
+    assert "test/bicycle/bicycle_0.png" in keys and "train.lst" in keys
+
+    again = deploy_into_stack(state_dir=state, data_dir=staged, localstack_port=port, endpoint_port=18080,
+                              bucket="scones-compose-test", prefix="composetest", endpoint_name="scones-classifier",
+                              threshold=0.93, progress=messages.append)
+    assert again["outputs"] == record["outputs"] and again["dataset"] == {"uploaded": 0, "skipped": 6}
+
+
+def test_deploy_service_exits_non_zero_with_one_clear_line(tmp_path):
+    port = _free_port()  # nothing listens there
+    env = {**os.environ, "SCONES_LOCALSTACK_PORT": str(port), "SCONES_STATE_DIR": str(tmp_path),
+           "SCONES_DATA_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_MAX_ATTEMPTS": "1"}
+    result = subprocess.run([sys.executable, "-m", "harness.compose.deploy"], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("compose deploy failed: ")
+    assert not (tmp_path / "local" / "stack.json").exists()
+
+
+# --------------------------------------------------------------------------- the real stack
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SCONES_TEST_COMPOSE") != "1",
+                    reason="builds and runs the docker-compose stack: set SCONES_TEST_COMPOSE=1 (needs root and dockerd)")
+def test_compose_stack_runs_the_workflow(tmp_path):
+    """stack.sh up on spare ports, one good and one low-confidence execution from the host, stack.sh down."""
+    from harness.executions import run_executions
+    from harness.targets import load_target
+
+    ls_port, ep_port = _free_port(), _free_port()
+    model_dir = os.environ.get("SCONES_COMPOSE_MODEL_DIR") or str(tmp_path / "model")
+    env = {**os.environ, "SCONES_LOCALSTACK_PORT": str(ls_port), "SCONES_ENDPOINT_PORT": str(ep_port),
+           "SCONES_COMPOSE_STATE_DIR": str(tmp_path / "state"), "SCONES_COMPOSE_MODEL_DIR": model_dir,
+           "COMPOSE_PROJECT_NAME": f"sconestest{ls_port}"}
+    stack = str(ROOT / "harness" / "compose" / "stack.sh")
+    try:
+        subprocess.run([stack, "up"], env=env, check=True, timeout=3600)
+        target = load_target("local", tmp_path / "state")
+        keys = sorted(p.name for p in (Path(os.environ.get("SCONES_DATA_DIR") or ROOT.parent / "shared" / "data")
+                                       / "test" / "bicycle").glob("*.png"))[:2]
+        results = run_executions(target, [f"test/bicycle/{key}" for key in keys], concurrency=1)
+        assert all(result.status in ("SUCCEEDED", "FAILED") for result in results)
+        for result in results:
+            if result.status == "FAILED":
+                assert result.error == "ThresholdConfidenceNotMet", result
+            else:
+                assert result.predicted_class in ("bicycle", "motorcycle")
+        capture = target.client("s3").list_objects_v2(Bucket=target.bucket, Prefix="data_capture/")
+        deadline = time.monotonic() + 30
+        while capture.get("KeyCount", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            capture = target.client("s3").list_objects_v2(Bucket=target.bucket, Prefix="data_capture/")
+        assert capture.get("KeyCount", 0) >= 1, "the endpoint container wrote no data capture"
+    finally:
+        subprocess.run([stack, "down"], env=env, timeout=300)
