@@ -330,11 +330,13 @@ def deploy(
     save("bucket")
 
     say("step 2/5: IAM roles")
-    # Names go into the record before anything is created, so an interrupted step is still destroyable.
-    for kind, name in iam_roles.role_names(options.prefix).items():
-        resources["roles"].setdefault(kind, {"name": name, "arn": None})
-    save()
-    resources["roles"] = iam_roles.ensure_roles(session.client("iam", region_name=context.region), scope, progress)
+
+    def record_role(kind: str, name: str) -> None:
+        # Recorded just before CreateRole, so an interrupted step is still destroyable.
+        resources["roles"][kind] = {"name": name, "arn": None}
+        save()
+
+    resources["roles"] = iam_roles.ensure_roles(session.client("iam", region_name=context.region), scope, progress, on_create=record_role)
     save("roles")
 
     say("step 3/5: model")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 from botocore.exceptions import ClientError
 
-from deploy.waiting import Progress
+from deploy.waiting import DeployError, Progress
 
 POLICY_NAME = "scones-least-privilege"
 VERSION = "2012-10-17"
@@ -119,14 +120,22 @@ def _as_dict(document) -> dict:
     return json.loads(document) if isinstance(document, str) else document
 
 
-def ensure_role(iam, *, name: str, trust: dict, policy: dict, tags: dict[str, str], progress: Progress | None = None) -> tuple[str, str]:
-    """Create the role or bring its trust and inline policy up to date. Returns (arn, what was done)."""
+def ensure_role(
+    iam, *, name: str, trust: dict, policy: dict, tags: dict[str, str], progress: Progress | None = None,
+    before_create: Callable[[], None] | None = None,
+) -> tuple[str, str]:
+    """Create the role or bring its trust and inline policy up to date. Returns (arn, what was done).
+
+    before_create runs just before CreateRole (the deploy records the name there).
+    """
     actions = []
     try:
         role = iam.get_role(RoleName=name)["Role"]
     except ClientError as error:
         if error.response["Error"]["Code"] != "NoSuchEntity":
             raise
+        if before_create:
+            before_create()
         role = iam.create_role(
             RoleName=name,
             AssumeRolePolicyDocument=json.dumps(trust),
@@ -135,6 +144,11 @@ def ensure_role(iam, *, name: str, trust: dict, policy: dict, tags: dict[str, st
         )["Role"]
         actions.append("created")
     else:
+        found = {tag["Key"]: tag["Value"] for tag in role.get("Tags", [])}
+        if any(found.get(key) != value for key, value in tags.items()):
+            # Adopting it would rewrite its policy and let `scones destroy` delete it.
+            raise DeployError(f"IAM role {name} exists but was not created by this deploy (tags {found}); "
+                              f"choose another --name or remove the role")
         if _as_dict(role["AssumeRolePolicyDocument"]) != trust:
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
             actions.append("trust updated")
@@ -154,12 +168,17 @@ def ensure_role(iam, *, name: str, trust: dict, policy: dict, tags: dict[str, st
     return role["Arn"], action
 
 
-def ensure_roles(iam, scope: Scope, progress: Progress | None = None) -> dict[str, dict[str, str]]:
-    """All three roles; returns kind -> {"name", "arn"}."""
+def ensure_roles(
+    iam, scope: Scope, progress: Progress | None = None, on_create: Callable[[str, str], None] | None = None,
+) -> dict[str, dict[str, str]]:
+    """All three roles; returns kind -> {"name", "arn"}. on_create(kind, name) runs before each CreateRole."""
     tags = {"scones:prefix": scope.prefix}
     roles = {}
     for kind, name in role_names(scope.prefix).items():
-        arn, _ = ensure_role(iam, name=name, trust=trust_policy(TRUSTED_SERVICE[kind]), policy=POLICIES[kind](scope), tags=tags, progress=progress)
+        arn, _ = ensure_role(
+            iam, name=name, trust=trust_policy(TRUSTED_SERVICE[kind]), policy=POLICIES[kind](scope), tags=tags,
+            progress=progress, before_create=(lambda k=kind, n=name: on_create(k, n)) if on_create else None,
+        )
         roles[kind] = {"name": name, "arn": arn}
     return roles
 

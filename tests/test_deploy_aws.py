@@ -491,3 +491,11 @@ def test_destroy_after_an_interruption_mid_step_removes_what_was_made(options, s
     left = inventory(session)
     left.pop("training_jobs")
     assert all(not values for values in left.values()), left
+
+
+def test_refuses_to_adopt_a_role_it_did_not_create(options, session):
+    session.client("iam").create_role(RoleName="sct-lambda-role", AssumeRolePolicyDocument="{}")
+    with pytest.raises(aws.DeployError, match="IAM role sct-lambda-role exists but was not created by this deploy"):
+        run_deploy(options, session)
+    aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
+    assert "sct-lambda-role" in inventory(session)["roles"]
