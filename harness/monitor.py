@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -288,7 +289,9 @@ def check_drift(records: list[CaptureRecord], baseline: dict[str, Any] | None,
     }
     captured = np.array([record.max_confidence for record in records])
     reference = np.array(baseline["max_confidence"], dtype=float)
-    ks = stats.ks_2samp(captured, reference)
+    with warnings.catch_warnings():  # ties among saturated confidences make scipy fall back to the asymptotic p-value
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ks = stats.ks_2samp(captured, reference)
     confidence = {
         "test": "two-sample Kolmogorov-Smirnov test of max confidence, capture vs baseline",
         "statistic": float(ks.statistic),

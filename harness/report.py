@@ -290,6 +290,14 @@ def latest_executions(sfn, state_machine_arn: str) -> list[tuple[str, str]]:
     return chosen
 
 
+def missing_outcomes(views: list[ExecutionView], explicit: bool) -> list[str]:
+    """Which of the default pair (a passing and a failing execution) the target has none of yet."""
+    if explicit:
+        return []
+    statuses = {view.status for view in views}
+    return [label for status, label in (("SUCCEEDED", "passing"), ("FAILED", "failing")) if status not in statuses]
+
+
 def workflow_views(target, execution_arns: Iterable[str] = ()) -> tuple[dict[str, Any], list[ExecutionView]]:
     """The target's ASL definition and one view per chosen execution (default: latest pass and fail)."""
     from harness.executions import execution_history
@@ -348,6 +356,7 @@ def render_report(context: dict[str, Any]) -> str:
 def build_report(out_path: Path, reports_dir: Path, target=None, execution_arns: Iterable[str] = (),
                  monitor_dir: Path | None = None) -> Path:
     """Gather the latest evaluation, the monitoring output and the workflow graphs into one page."""
+    execution_arns = list(execution_arns)
     evaluation_path, evaluation = load_evaluation(reports_dir)
     monitoring, plots = load_monitoring(monitor_dir or reports_dir / "monitor")
     definition, views = (workflow_views(target, execution_arns) if target is not None else (None, []))
@@ -365,6 +374,7 @@ def build_report(out_path: Path, reports_dir: Path, target=None, execution_arns:
         "drift_caption": _drift_caption(monitoring),
         "definition_svg": render_svg(definition) if definition is not None and not views else None,
         "executions": views,
+        "missing_outcomes": missing_outcomes(views, bool(list(execution_arns))) if definition is not None else [],
         "outcome_style": OUTCOME_STYLE,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -153,3 +153,10 @@ def sample_reports(tmp_path) -> Path:
     write_capture(tmp_path / "capture", answers_for(predicted[:60], confidences[:60]), START, per_file=9)
     monitor.monitor(tmp_path / "capture", reports / "monitor", baseline_path=baseline)
     return reports
+
+
+def test_page_says_which_default_execution_is_missing():
+    failing = SimpleNamespace(status="FAILED")
+    assert report.missing_outcomes([failing], explicit=False) == ["passing"]
+    assert report.missing_outcomes([], explicit=False) == ["passing", "failing"]
+    assert report.missing_outcomes([failing], explicit=True) == []
