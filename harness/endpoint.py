@@ -52,6 +52,8 @@ class EndpointServer:
     env: dict[str, str] = field(default_factory=dict)   # extra environment for a subprocess
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
+    http: str = "auto"                                   # uvicorn HTTP parser: auto, h11, httptools
+    loop: str = "auto"                                   # uvicorn event loop: auto, asyncio, uvloop
 
     def __post_init__(self):
         if self.mode not in ("thread", "subprocess"):
@@ -88,8 +90,9 @@ class EndpointServer:
             capture=self.capture, inference_threads=self.inference_threads, torch_threads=self.torch_threads,
             capture_writer_options=self.capture_writer_options,
         ))
-        config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
+        # asyncio in a thread: uvloop's policy is process-wide, and tests share the process.
+        config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                                lifespan="on", http=self.http, loop="asyncio" if self.loop == "auto" else self.loop)
         self._server = uvicorn.Server(config)
         # Bind here, so a port clash fails now and not later in the thread.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -103,7 +106,8 @@ class EndpointServer:
         command = [sys.executable, "-m", "harness.commands.endpoint", "--model", str(self.model),
                    "--endpoint-name", self.endpoint_name, "--variant-name", self.variant_name,
                    "--host", self.host, "--port", str(self.port),
-                   "--inference-threads", str(self.inference_threads), "--torch-threads", str(self.torch_threads)]
+                   "--inference-threads", str(self.inference_threads), "--torch-threads", str(self.torch_threads),
+                   "--http", self.http, "--loop", self.loop]
         if self.capture is not None:
             command += ["--capture", self.capture.destination_s3_uri,
                         "--sampling", str(self.capture.sampling_percentage)]

@@ -10,7 +10,7 @@ through boto3's put_object, so the standard AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_U
 whether that is LocalStack, moto or real S3.
 
 The request path only appends to a bounded in-memory buffer (never blocks, never raises); a
-background thread encodes, batches and uploads, retrying with backoff while S3 is unreachable.
+background thread wakes every flush interval (or when a batch's worth is waiting), encodes, uploads, retrying with backoff while S3 is unreachable.
 close() drains everything still buffered, so a clean shutdown loses nothing.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import queue
 import random
 import threading
+from collections import deque
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -150,9 +150,6 @@ class CaptureCounters:
     last_error_at: str | None = None
 
 
-_STOP = object()
-
-
 @dataclass
 class CaptureWriter:
     """Buffers captured invocations and uploads them in batches from one background thread."""
@@ -164,14 +161,16 @@ class CaptureWriter:
     max_buffered: int = 20_000        # bound on records waiting in memory
     max_batch_records: int = 1_000
     max_batch_bytes: int = 8 * 1024 * 1024
-    flush_interval_s: float = 1.0     # a batch is written at most this long after its first record
+    flush_interval_s: float = 1.0     # a record waits at most about this long before its file is written
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
     counters: CaptureCounters = field(default_factory=CaptureCounters)
 
     def __post_init__(self):
         self._bucket, self._prefix = split_s3_uri(self.config.destination_s3_uri)
-        self._queue: queue.Queue = queue.Queue(maxsize=self.max_buffered)
+        self._buffer: deque[CapturedInvocation] = deque()
+        self._wake = threading.Event()
+        self._client_ready = threading.Event()
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._abandon = threading.Event()
@@ -187,17 +186,21 @@ class CaptureWriter:
 
     def submit(self, item: CapturedInvocation) -> None:
         """Hand one invocation over; never blocks and never raises into the reply."""
-        with self._lock:
-            self.counters.sampled += 1
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        # A deque append is atomic under the GIL: no lock, no wake-up per record on the request path.
+        if len(self._buffer) >= self.max_buffered:
             with self._lock:
+                self.counters.sampled += 1
                 self.counters.dropped += 1
                 dropped = self.counters.dropped
             if dropped == 1 or dropped % 1000 == 0:
                 log.error("capture buffer full (%d records): %d captured records dropped so far",
                           self.max_buffered, dropped)
+            return
+        with self._lock:
+            self.counters.sampled += 1
+        self._buffer.append(item)
+        if len(self._buffer) >= self.max_batch_records:
+            self._wake.set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -207,17 +210,17 @@ class CaptureWriter:
             self._thread.start()
         return self
 
+    def wait_started(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the writer has built its S3 client (importing boto3 is not free; do it before traffic)."""
+        return self._client_ready.wait(timeout_s)
+
     def close(self, timeout_s: float = 30.0) -> bool:
         """Write everything buffered, then stop. Returns False if records could not be written in time."""
         if self._thread is None:
-            return self._queue.empty()
-        deadline = time.monotonic() + timeout_s
+            return not self._buffer
         self._closing.set()
-        try:
-            self._queue.put(_STOP, timeout=timeout_s)  # may wait for room while the writer drains
-        except queue.Full:
-            pass
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._wake.set()
+        self._thread.join(timeout_s)
         finished = not self._thread.is_alive()
         if not finished:
             self._abandon.set()  # stop retrying: the caller has given up waiting
@@ -253,34 +256,37 @@ class CaptureWriter:
     # --- background thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._s3()  # build the client now, not in the middle of the first flush
+        except Exception:
+            self._client = None
+        finally:
+            self._client_ready.set()
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            closing = self._closing.is_set()
+            self._write_buffered()
+            if self._abandon.is_set() or (closing and not self._buffer):
+                return
+
+    def _write_buffered(self) -> None:
+        """Write what is buffered now, one file per batch; a batch never spans two clock hours."""
         batch: list[CapturedInvocation] = []
         batch_bytes = 0
-        batch_deadline = None
-        stopping = False
-        while True:
-            timeout = None if batch_deadline is None else max(0.0, batch_deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout) if not stopping else self._queue.get_nowait()
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                stopping = True
-            elif item is not None:
-                # One file per clock hour: a record never lands in another hour's folder.
-                if batch and _hour(item.inference_time) != _hour(batch[0].inference_time):
-                    self._write(batch)
-                    batch, batch_bytes = [], 0
-                if not batch:
-                    batch_deadline = time.monotonic() + self.flush_interval_s
-                batch.append(item)
-                batch_bytes += len(item.input_body) + len(item.output_body)
-            full = len(batch) >= self.max_batch_records or batch_bytes >= self.max_batch_bytes
-            due = batch_deadline is not None and time.monotonic() >= batch_deadline
-            if batch and (full or due or (stopping and item is None)):
+        for _ in range(len(self._buffer)):
+            item = self._buffer.popleft()
+            size = len(item.input_body) + len(item.output_body)
+            if batch and (_hour(item.inference_time) != _hour(batch[0].inference_time)
+                          or len(batch) >= self.max_batch_records or batch_bytes + size > self.max_batch_bytes):
                 self._write(batch)
-                batch, batch_bytes, batch_deadline = [], 0, None
-            if (stopping and item is None and not batch) or self._abandon.is_set():
-                return
+                if self._abandon.is_set():
+                    return
+                batch, batch_bytes = [], 0
+            batch.append(item)
+            batch_bytes += size
+        if batch:
+            self._write(batch)
 
     def _write(self, batch: list[CapturedInvocation]) -> None:
         body = ("\n".join(encode_record(self.config, item) for item in batch) + "\n").encode()
@@ -327,5 +333,7 @@ def default_s3_client():
     return session.client(
         "s3",
         region_name=session.region_name or "us-east-1",
-        config=Config(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 1}),
+        # Skip the optional CRC32 botocore adds to every put: not required by S3, and its CPU is shared with inference.
+        config=Config(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 1},
+                      request_checksum_calculation="when_required"),
     )

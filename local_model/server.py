@@ -120,6 +120,8 @@ class EndpointApp:
 
                 torch.set_num_threads(self.settings.torch_threads)
             self.model = load_model(self._model_dir())
+            if self.capture is not None:
+                self.capture.wait_started()
             log.info("model loaded from %s; endpoint %s ready", self.settings.model, self.settings.endpoint_name)
             self.ready.set()
         except Exception as error:
@@ -259,11 +261,15 @@ def create_app(settings: EndpointSettings) -> EndpointApp:
     return EndpointApp(settings)
 
 
-def serve(settings: EndpointSettings, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
-    """Run the endpoint in the foreground until SIGTERM/SIGINT; shutdown flushes data capture."""
+def serve(settings: EndpointSettings, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info",
+          http: str = "auto", loop: str = "auto") -> None:
+    """Run the endpoint in the foreground until SIGTERM/SIGINT; shutdown flushes data capture.
+
+    http/loop "auto" pick httptools and uvloop when installed (uvicorn[standard]), else h11 and asyncio.
+    """
     import uvicorn
 
     app = create_app(settings)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, http=http, loop=loop,
                             lifespan="on", timeout_graceful_shutdown=60)
     uvicorn.Server(config).run()

@@ -31,10 +31,14 @@ from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_
               help="Threads running the handlers; 0 runs them on the event loop.")
 @click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch intra-op threads per inference.")
+@click.option("--http", "http_impl", default="auto", show_default=True, type=click.Choice(["auto", "h11", "httptools"]),
+              help="uvicorn HTTP parser (auto: httptools when installed).")
+@click.option("--loop", "loop_impl", default="auto", show_default=True, type=click.Choice(["auto", "asyncio", "uvloop"]),
+              help="uvicorn event loop (auto: uvloop when installed).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling, capture_modes, csv_types,
-          json_types, capture_flush_seconds, inference_threads, torch_threads, log_level):
+          json_types, capture_flush_seconds, inference_threads, torch_threads, http_impl, loop_impl, log_level):
     """Serve MODEL as the SageMaker endpoint ENDPOINT-NAME on http://HOST:PORT until Ctrl-C / SIGTERM.
 
     Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT. Data capture
@@ -68,7 +72,7 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
     )
     click.echo(f"endpoint {endpoint_name} on http://{host}:{port} (model {model}, "
                f"capture {'to ' + capture_uri + f' at {sampling:g}%' if capture else 'off'})", err=True)
-    run_server(settings, host=host, port=port, log_level=log_level)
+    run_server(settings, host=host, port=port, log_level=log_level, http=http_impl, loop=loop_impl)
 
 
 if __name__ == "__main__":  # `python -m harness.commands.endpoint`: how harness.endpoint starts a subprocess

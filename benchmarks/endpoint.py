@@ -1,0 +1,285 @@
+"""Local endpoint benchmark: the server at N concurrent clients against direct predict in one process.
+
+    .venv/bin/python benchmarks/endpoint.py [--model DIR|model.tar.gz] [--seconds 5] [--clients 8]
+
+Measured in one run, on the same machine and model:
+  1. the limit: the model's handlers (input_fn -> predict_fn -> output_fn) called directly in
+     this process on real 32x32 test PNGs, the best of a few thread layouts;
+  2. the server (`scones serve` as a subprocess, as the local stack runs it) with N concurrent
+     keep-alive HTTP clients on POST /endpoints/<name>/invocations, for several
+     inference-thread / torch-thread layouts: throughput, its ratio to the limit, p50/p99 latency;
+  3. the chosen layout with data capture at 100% (to a moto S3 server on 127.0.0.1) against
+     capture off; and the server's RSS with the model loaded.
+Targets (issue 4): ratio >= 50%, p50 <= 5 ms, p99 <= 25 ms, capture cost <= 10%.
+The clients run on the same cores as the server; the load average is printed, since others
+may share the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import subprocess
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import settings  # noqa: E402
+from harness.endpoint import EndpointServer, free_port  # noqa: E402
+from local_model.capture import CaptureConfig  # noqa: E402
+
+ENDPOINT = "bench-endpoint"
+
+
+def load_images(count: int = 200) -> list[bytes]:
+    files = sorted((settings.data_dir() / "test").glob("*/*.png"))[:count]
+    if not files:
+        sys.exit(f"no test PNGs under {settings.data_dir() / 'test'}")
+    return [path.read_bytes() for path in files]
+
+
+def resolve_model(explicit: str | None, stub: bool) -> Path:
+    if explicit:
+        return Path(explicit)
+    if stub:
+        from local_model.serving_stub import build_stub_model
+
+        return build_stub_model(settings.state_dir() / "bench" / "stub-model")
+    from harness.models import ensure_model
+
+    return ensure_model()
+
+
+# --- the limit: direct predict ------------------------------------------------------------------
+
+def direct_predict(model_path: Path, images: list[bytes], seconds: float, workers: int, torch_threads: int) -> dict:
+    """Requests per second (and CPU ms per request) through the handlers in this process, `workers` threads."""
+    import tempfile
+
+    import torch
+
+    from local_model.serving_handlers import load_model, unpack_model
+
+    torch.set_num_threads(torch_threads)
+    source = model_path if model_path.suffix == ".gz" else model_path / "model.tar.gz"
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as model_dir:
+        model = load_model(unpack_model(source, model_dir))
+        for body in images[:20]:
+            model.invoke(body, "image/png", "application/json")
+        counts = [0] * workers
+        deadline = time.perf_counter() + seconds
+
+        def work(index: int):
+            n = 0
+            while time.perf_counter() < deadline:
+                model.invoke(images[n % len(images)], "image/png", "application/json")
+                n += 1
+            counts[index] = n
+
+        started, cpu_started = time.perf_counter(), time.process_time()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, range(workers)))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        return {"throughput": sum(counts) / elapsed, "cpu_ms": 1000 * cpu / sum(counts)}
+
+
+# --- the server under load ----------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients: int) -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    path = f"/endpoints/{ENDPOINT}/invocations"
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    start_gate = threading.Barrier(clients + 1)
+
+    def client(index: int, deadline_holder: list):
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        n = index
+        for body in images[:5]:  # warm the connection and the server
+            connection.request("POST", path, body=body, headers={"Content-Type": "image/png"})
+            connection.getresponse().read()
+        start_gate.wait()
+        while time.perf_counter() < deadline_holder[0]:
+            body = images[n % len(images)]
+            n += clients
+            began = time.perf_counter()
+            connection.request("POST", path, body=body, headers={"Content-Type": "image/png"})
+            reply = connection.getresponse()
+            reply.read()
+            latencies[index].append(time.perf_counter() - began)
+            if reply.status != 200:
+                errors[index] += 1
+        connection.close()
+
+    deadline_holder = [float("inf")]
+    threads = [threading.Thread(target=client, args=(index, deadline_holder)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    start_gate.wait()
+    started, cpu_started = time.perf_counter(), cpu_seconds(pid)
+    deadline_holder[0] = started + seconds
+    for thread in threads:
+        thread.join()
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu_started
+    samples = sorted(latency for per_client in latencies for latency in per_client)
+    return {
+        "throughput": len(samples) / elapsed,
+        "p50_ms": 1000 * samples[len(samples) // 2],
+        "p99_ms": 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+        "mean_ms": 1000 * statistics.fmean(samples),
+        "requests": len(samples),
+        "cpu_ms": 1000 * cpu / len(samples),
+        "errors": sum(errors),
+    }
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def parse_layout(layout: str) -> dict:
+    """'1x1' or '1x1/h11' -> EndpointServer options."""
+    threads, _, http = layout.partition("/")
+    inference_threads, torch_threads = (int(part) for part in threads.split("x"))
+    return {"inference_threads": inference_threads, "torch_threads": torch_threads, "http": http or "auto",
+            "loop": {"h11": "asyncio", "": "auto"}.get(http, "auto")}
+
+
+def run_server(model: Path, images, seconds, clients, layout: dict, capture=None, env=None) -> dict:
+    server = EndpointServer(model, endpoint_name=ENDPOINT, mode="subprocess", capture=capture, env=env or {}, **layout,
+                            log_path=settings.state_dir() / "bench" / "endpoint.log")
+    with server:
+        rss_loaded = rss_mib(server.pid)
+        result = load_server(server.url, server.pid, images, seconds, clients)
+        result["rss_loaded_mib"] = rss_loaded
+        result["rss_after_mib"] = rss_mib(server.pid)
+        if capture is not None:
+            result["capture"] = server.capture_status()
+    return result
+
+
+def start_s3() -> tuple[subprocess.Popen, str]:
+    """moto's S3 in its own process, so it takes no GIL from the load-generating clients."""
+    import boto3
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bench",
+                      aws_secret_access_key="bench")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            s3.create_bucket(Bucket="bench-capture")
+            return process, url
+        except Exception:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise
+            time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model dir or model.tar.gz (default: harness.models.ensure_model())")
+    parser.add_argument("--stub", action="store_true", help="use the tiny stand-in model instead of the trained one")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per configuration")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="capture off/on pairs to take the median of")
+    parser.add_argument("--layouts", default="0x1,1x1,2x1,1x2,1x1/h11",
+                        help="server layouts INFERENCE_THREADSxTORCH_THREADS[/h11|/httptools] to compare "
+                             "(0 inference threads = on the event loop; /h11 = pure-Python HTTP and asyncio)")
+    args = parser.parse_args()
+
+    (settings.state_dir() / "bench").mkdir(parents=True, exist_ok=True)
+    model = resolve_model(args.model, args.stub)
+    images = load_images()
+    load_before = os.getloadavg()
+    print(f"model {model}; {len(images)} test PNGs; {args.clients} clients; {args.seconds:g} s per run; "
+          f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+
+    # 1. Which server layout: each once.
+    survey = []
+    for layout in args.layouts.split(","):
+        result = run_server(model, images, args.seconds, args.clients, parse_layout(layout))
+        survey.append((layout, result))
+        print(f"  server {layout}: {result['throughput']:8.1f} req/s, p50 {result['p50_ms']:.2f} ms, "
+              f"p99 {result['p99_ms']:.2f} ms, {result['cpu_ms']:.2f} CPU ms/req", flush=True)
+    best_layout = max(survey, key=lambda row: row[1]["throughput"])[0]
+    best = parse_layout(best_layout)
+
+    # 2. The limit, the server and the server with capture, alternating so drifting load hits all alike.
+    s3_process, s3_url = start_s3()
+    capture_env = {"AWS_ENDPOINT_URL_S3": s3_url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+    rounds = []
+    try:
+        for _ in range(args.repeats):
+            directs = {layout: direct_predict(model, images, args.seconds, *layout) for layout in ((1, 1), (2, 1))}
+            off = run_server(model, images, args.seconds, args.clients, best)
+            on = run_server(model, images, args.seconds, args.clients, best,
+                            capture=CaptureConfig("s3://bench-capture/capture"), env=capture_env)
+            limit = max(directs.values(), key=lambda result: result["throughput"])
+            rounds.append({"directs": directs, "limit": limit, "off": off, "on": on})
+            print(f"  round: direct {limit['throughput']:8.1f} req/s, server {off['throughput']:8.1f}, "
+                  f"with capture {on['throughput']:8.1f}", flush=True)
+    finally:
+        s3_process.terminate()
+        s3_process.wait(10)
+
+    def median(values):
+        return statistics.median(values)
+
+    load_after = os.getloadavg()
+    print()
+    print(f"{'configuration':40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'errors':>7} {'RSS MiB':>8}")
+    for layout, result in survey:
+        print(f"{f'server {layout} (survey)':40} {result['throughput']:8.1f} {result['p50_ms']:8.2f} "
+              f"{result['p99_ms']:8.2f} {result['cpu_ms']:11.2f} {result['errors']:7d} {result['rss_after_mib']:8.0f}")
+    for index, round_ in enumerate(rounds, 1):
+        for (workers, threads), result in round_["directs"].items():
+            print(f"{f'round {index}: direct predict {workers}x{threads}':40} {result['throughput']:8.1f} "
+                  f"{'':8} {'':8} {result['cpu_ms']:11.2f}")
+        for name in ("off", "on"):
+            result = round_[name]
+            label = f"round {index}: server {best_layout}, capture {name if name == 'off' else '100%'}"
+            print(f"{label:40} {result['throughput']:8.1f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} "
+                  f"{result['cpu_ms']:11.2f} {result['errors']:7d} {result['rss_after_mib']:8.0f}")
+
+    ratio = median([r["off"]["throughput"] / r["limit"]["throughput"] for r in rounds])
+    cpu_ratio = median([r["limit"]["cpu_ms"] / r["off"]["cpu_ms"] for r in rounds])
+    capture_cost = median([1 - r["on"]["throughput"] / r["off"]["throughput"] for r in rounds])
+    capture_cpu = median([r["on"]["cpu_ms"] / r["off"]["cpu_ms"] - 1 for r in rounds])
+    p50 = median([r["off"]["p50_ms"] for r in rounds])
+    p99 = median([r["off"]["p99_ms"] for r in rounds])
+    last_on = rounds[-1]["on"]["capture"]
+    print()
+    print(f"medians over {len(rounds)} rounds, server layout {best_layout} (inference threads x torch threads), "
+          f"{args.clients} clients:")
+    print(f"  throughput vs direct predict: {ratio:.0%} (target >= 50%); by CPU per request: {cpu_ratio:.0%}")
+    print(f"  latency p50 {p50:.2f} ms (target <= 5), p99 {p99:.2f} ms (target <= 25)")
+    print(f"  capture 100% vs off: {capture_cost:+.1%} throughput, {capture_cpu:+.1%} CPU per request (target <= 10%); "
+          f"last run sampled {last_on['sampled']}, wrote {last_on['written_records']} before stop and the rest on "
+          f"stop, dropped {last_on['dropped']}, failed puts {last_on['failed_puts']}")
+    print(f"  server RSS with the model loaded: {rounds[-1]['off']['rss_loaded_mib']:.0f} MiB idle, "
+          f"{rounds[-1]['off']['rss_after_mib']:.0f} MiB after the run")
+    print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
+          f"{load_after[2]:.2f} (others share these {os.cpu_count()} cores; the clients run on them too)")
+
+
+if __name__ == "__main__":
+    main()
