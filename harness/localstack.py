@@ -321,6 +321,9 @@ class LocalStack:
             "LOCALSTACK_VOLUME_DIR": str(self.home / "volume"),
             "TMPDIR": str(self.home / "tmp"),
             "LAMBDA_RUNTIME_EXECUTOR": PLUGIN_NAME,
+            # Internal clients (Step Functions -> Lambda, Lambda -> Logs) call the gateway in memory
+            # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
+            "IN_MEMORY_CLIENT": "1",
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
         }
         env.update(self.extra_env)

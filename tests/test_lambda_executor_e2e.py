@@ -43,6 +43,11 @@ def handler(event, context):
         "boto3": boto3.__version__,
     }
 
+def sleeper(event, context):  # nothing slow to import: only the sleep counts against the timeout
+    print("sleeper", event.get("marker", ""))
+    time.sleep(event.get("sleep", 0))
+    return {"pid": os.getpid()}
+
 def returns_bytes(event, context):
     return b"not json"
 '''
@@ -171,13 +176,14 @@ def test_import_error_and_unserialisable_result(lambda_client, make_function):
 
 
 def test_timeout_kills_the_handler_and_the_next_invoke_starts_fresh(lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler", timeout=1)
-    first, _, _ = invoke(lambda_client, name, {})
+    name = make_function(_zip({"probe.py": PROBE}), "probe.sleeper", timeout=2)
+    first, error, _ = invoke(lambda_client, name, {})
+    assert error is None, first
     result, error, logs = invoke(lambda_client, name, {"sleep": 30, "marker": "slow"})
     assert error == "Unhandled"
     assert result["errorType"] == "Sandbox.Timedout"
-    assert result["errorMessage"].endswith("Task timed out after 1.00 seconds")
-    assert "probe-print slow" in logs and "Task timed out after 1.00 seconds" in logs
+    assert result["errorMessage"].endswith("Task timed out after 2.00 seconds")
+    assert "sleeper slow" in logs and "Task timed out after 2.00 seconds" in logs
     after, error, _ = invoke(lambda_client, name, {})
     assert error is None, after
     assert after["pid"] != first["pid"]  # the timed-out process was killed; a new one serves

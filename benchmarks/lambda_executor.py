@@ -1,0 +1,160 @@
+"""Latency of the process Lambda executor and of the Step Functions client cache, measured in one run.
+
+    .venv/bin/python benchmarks/lambda_executor.py [--runs 50] [--configs off,on,on+inmem]
+
+For each configuration a fresh LocalStack starts on a free port (venvs under the state dir,
+data in a temporary folder), gets one trivial function and two state machines (three Pass
+states; three Lambda tasks), is warmed up, and then measures sequentially:
+  - a direct warm Lambda invoke (boto3 round trip),
+  - an execution of three Pass states (the Step Functions floor),
+  - an execution of three Lambda tasks (what the Scones workflow does, minus its handlers),
+from start_execution until describe_execution stops saying RUNNING (5 ms polling included).
+"off" is LocalStack's own behaviour (a new STS AssumeRole + boto client per task) and is the
+baseline the others are compared with; "on" is our pinned client cache; "+inmem" adds
+LocalStack's IN_MEMORY_CLIENT=1. It also prints the stack's memory (LocalStack + environments).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import boto3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.lambda_executor.names import CLIENT_CACHE_ENV  # noqa: E402
+from harness.localstack import LocalStack, descendants  # noqa: E402
+
+ROLE = "arn:aws:iam::000000000000:role/scones-bench-role"
+CONFIGS = {
+    "off": {CLIENT_CACHE_ENV: "0"},
+    "on": {CLIENT_CACHE_ENV: "1"},
+    "on+inmem": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "1"},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def _machine(arn: str | None, tasks: int) -> str:
+    states = {}
+    for index in range(tasks):
+        state = ({"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                  "Parameters": {"FunctionName": arn, "Payload.$": "$"}, "OutputPath": "$.Payload"}
+                 if arn else {"Type": "Pass"})
+        state.update({"Next": f"S{index + 1}"} if index + 1 < tasks else {"End": True})
+        states[f"S{index}"] = state
+    return json.dumps({"StartAt": "S0", "States": states})
+
+
+def _execute(sfn, machine: str) -> float:
+    started = time.perf_counter()
+    arn = sfn.start_execution(stateMachineArn=machine, name=uuid.uuid4().hex, input='{"n": 1}')["executionArn"]
+    while True:
+        described = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            break
+        time.sleep(0.005)
+    elapsed = (time.perf_counter() - started) * 1000
+    if described["status"] != "SUCCEEDED":
+        raise RuntimeError(f"benchmark execution {arn} ended {described['status']}: {described.get('cause')}")
+    return elapsed
+
+
+def measure(config: str, runs: int, warmup: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="scones-bench-") as home:
+        instance = LocalStack(port=_free_port(), home=home, extra_env=CONFIGS[config])
+        instance.ensure_venv(progress=True)
+        started = time.perf_counter()
+        pid = instance.start()
+        try:
+            instance.wait_ready(timeout=120)
+            ready_s = time.perf_counter() - started
+            session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+            lambda_client = session.client("lambda", endpoint_url=instance.url)
+            sfn = session.client("stepfunctions", endpoint_url=instance.url)
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                archive.writestr("echo.py", "def handler(event, context):\n    return event\n")
+            arn = lambda_client.create_function(FunctionName="bench-echo", Runtime="python3.12", Role=ROLE,
+                                                Handler="echo.handler", Code={"ZipFile": buffer.getvalue()})["FunctionArn"]
+            lambda_client.get_waiter("function_active_v2").wait(FunctionName="bench-echo", WaiterConfig={"Delay": 0.2})
+            passes = sfn.create_state_machine(name="bench-pass", definition=_machine(None, 3), roleArn=ROLE)["stateMachineArn"]
+            tasks = sfn.create_state_machine(name="bench-lambda", definition=_machine(arn, 3), roleArn=ROLE)["stateMachineArn"]
+
+            cold = time.perf_counter()
+            lambda_client.invoke(FunctionName="bench-echo", Payload=b"{}")
+            cold_ms = (time.perf_counter() - cold) * 1000
+            for _ in range(warmup):
+                lambda_client.invoke(FunctionName="bench-echo", Payload=b"{}")
+                _execute(sfn, passes)
+                _execute(sfn, tasks)
+            invoke_ms = []
+            for _ in range(runs):
+                began = time.perf_counter()
+                lambda_client.invoke(FunctionName="bench-echo", Payload=b"{}")
+                invoke_ms.append((time.perf_counter() - began) * 1000)
+            pass_ms = [_execute(sfn, passes) for _ in range(runs)]
+            task_ms = [_execute(sfn, tasks) for _ in range(runs)]
+            memory = _rss_mb([pid, *descendants(pid)])
+        finally:
+            instance.stop()
+    return {"config": config, "ready_s": ready_s, "cold_invoke_ms": cold_ms, "invoke": invoke_ms,
+            "pass3": pass_ms, "lambda3": task_ms, "memory_mb": memory}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--configs", default="off,on,on+inmem", help=f"comma-separated among {', '.join(CONFIGS)}")
+    args = parser.parse_args()
+    results = [measure(config, args.runs, args.warmup) for config in args.configs.split(",")]
+
+    print(f"\n{args.runs} sequential runs each, milliseconds (p50 / p95); 'off' is LocalStack's own behaviour")
+    print(f"{'config':<10} {'ready s':>8} {'cold inv':>9} {'warm invoke':>14} {'3 Pass':>14} {'3 Lambda tasks':>16} {'RSS MB':>7}")
+    for result in results:
+        row = [f"{_percentile(result[key], 0.5):6.1f} / {_percentile(result[key], 0.95):5.1f}"
+               for key in ("invoke", "pass3", "lambda3")]
+        print(f"{result['config']:<10} {result['ready_s']:8.1f} {result['cold_invoke_ms']:9.0f} {row[0]:>14} "
+              f"{row[1]:>14} {row[2]:>16} {result['memory_mb']:7.0f}")
+    baseline = next((r for r in results if r["config"] == "off"), None)
+    if baseline:
+        for result in results:
+            if result is not baseline:
+                saved = statistics.median(baseline["lambda3"]) - statistics.median(result["lambda3"])
+                print(f"{result['config']}: 3 Lambda tasks p50 {saved:+.1f} ms faster than 'off' "
+                      f"({saved / 3:.1f} ms per task)")
+
+
+if __name__ == "__main__":
+    main()
