@@ -245,3 +245,13 @@ def test_trained_model_classifies_real_test_images():
                 assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-5)
                 correct += probabilities.index(max(probabilities)) == label_index
         assert correct >= 14  # the trained model is ~0.9 accurate; 20 images leave room
+
+
+def test_serve_command_refuses_a_capture_destination_that_is_not_s3(stub_model):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--model", str(stub_model), "--capture", "bucket/prefix"])
+    assert result.exit_code == 2
+    assert "is not an s3://bucket[/prefix] URI" in result.output
