@@ -138,6 +138,9 @@ def _digest(*parts: str) -> str:
 
 
 def _site_packages(python: Path) -> Path:
+    venv_site = sorted(python.parent.parent.glob("lib/python3.*/site-packages"))
+    if len(venv_site) == 1:  # a venv's own layout: no need to start the interpreter to ask
+        return venv_site[0]
     out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                          check=True, capture_output=True, text=True).stdout.strip()
     return Path(out)

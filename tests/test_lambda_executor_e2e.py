@@ -232,3 +232,15 @@ def test_project_lambda_zip_runs(lambda_client, make_function):
     result, error, _ = invoke(lambda_client, name, {"statusCode": 200, "body": {**body, "inferences": [0.6, 0.4]}})
     assert error == "Unhandled"
     assert result["errorType"] == "ThresholdConfidenceNotMet"
+
+
+def test_payload_limits_bite_as_on_aws(lambda_client, make_function):
+    code = _zip({"big.py": "def handler(event, context):\n    return 'x' * (7 * 1024 * 1024) if event.get('big') else len(event.get('pad', ''))\n"})
+    name = make_function(code, "big.handler")
+    result, error, _ = invoke(lambda_client, name, {"big": True})
+    assert error == "Unhandled"
+    assert result["errorType"] == "Function.ResponseSizeTooLarge"
+    with pytest.raises(lambda_client.exceptions.RequestTooLargeException):
+        lambda_client.invoke(FunctionName=name, Payload=json.dumps({"pad": "y" * (6 * 1024 * 1024 + 10)}))
+    result, error, _ = invoke(lambda_client, name, {"pad": "y" * 1000})
+    assert error is None and result == 1000

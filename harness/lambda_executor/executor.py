@@ -35,7 +35,7 @@ from pathlib import Path
 import requests
 
 from localstack import config
-from localstack.aws.api.lambda_ import PackageType
+from localstack.aws.api.lambda_ import PackageType, RequestTooLargeException
 from localstack.services.lambda_.invocation.executor_endpoint import (
     ExecutorEndpoint,
     InvokeSendError,
@@ -54,6 +54,7 @@ BOOTSTRAP = Path(__file__).resolve().parent.parent / "lambda_runtime" / "bootstr
 LISTEN_FD = "SCONES_LAMBDA_LISTEN_FD"
 PARENT_PID = "SCONES_LAMBDA_PARENT_PID"
 STOP_GRACE_S = 2.0
+SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 LOG_TAIL_BYTES = 64 * 1024
 
 
@@ -204,6 +205,9 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
     # --- invoking --------------------------------------------------------------------------
 
     def invoke(self, payload: dict[str, str]) -> InvocationResult:
+        if len(payload.get("payload") or "") > SYNC_REQUEST_LIMIT and len(payload["payload"].encode()) > SYNC_REQUEST_LIMIT:
+            raise RequestTooLargeException(
+                f"Request must be smaller than {SYNC_REQUEST_LIMIT} bytes for the InvokeFunction operation")
         with self._lock:
             if self.process is None or self.process.poll() is not None:
                 self._restart()

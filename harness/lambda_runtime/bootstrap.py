@@ -226,6 +226,7 @@ class Runtime:
         self.timeout_s = float(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT", "3"))
         self.memory_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         self.version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        self.max_payload = int(os.environ.get("LOCALSTACK_MAX_PAYLOAD_SIZE") or 6 * 1024 * 1024 + 100)
         self.request_filter = _install_aws_logging()
         self.handler = None
         self.init_error: _InitError | None = None
@@ -291,12 +292,17 @@ class Runtime:
             print(f"[ERROR] {type(exc).__name__}: {exc}\n{trace}".rstrip("\n"))
             return False, json.dumps(body).encode()
         try:
-            return True, json.dumps(result).encode()
+            encoded = json.dumps(result).encode()
         except (TypeError, ValueError) as exc:
             print(f"[ERROR] Runtime.MarshalError: Unable to marshal response: {exc}")
             body = {"errorMessage": f"Unable to marshal response: {exc}", "errorType": "Runtime.MarshalError",
                     "requestId": request_id, "stackTrace": []}
             return False, json.dumps(body).encode()
+        if len(encoded) > self.max_payload:  # AWS's synchronous response limit bites here too
+            body = {"errorMessage": f"Response payload size exceeded maximum allowed payload size ({self.max_payload} bytes).",
+                    "errorType": "Function.ResponseSizeTooLarge"}
+            return False, json.dumps(body).encode()
+        return True, encoded
 
 
 def _exit_when_orphaned(parent_pid: int) -> None:
