@@ -103,8 +103,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "failures_by_error": dict(Counter(r["error"] or "(none)" for r in rows if r["status"] != "SUCCEEDED")),
         "true_class_counts": dict(Counter(r["true_class"] for r in rows)),
         "predicted_class_counts": dict(Counter(r["predicted_class"] for r in predicted)),
+        "confusion": confusion(predicted),
         "duration_s": {"median": durations[len(durations) // 2], "max": durations[-1]} if durations else None,
     }
+
+
+def confusion(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """confusion[true class][predicted class] = count, over executions that produced a prediction."""
+    classes = sorted({r["true_class"] for r in rows} | {r["predicted_class"] for r in rows} - {None})
+    return {true: {pred: sum(1 for r in rows if r["true_class"] == true and r["predicted_class"] == pred)
+                   for pred in classes} for true in classes}
 
 
 def evaluate(target, n: int | None = 20, seed: int | None = None, concurrency: int = 4,

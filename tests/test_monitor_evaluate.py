@@ -71,6 +71,8 @@ def test_summary_separates_model_accuracy_from_threshold_coverage():
     assert summary["coverage"] == pytest.approx(2 / 5)
     assert summary["accepted_accuracy"] == 1.0
     assert summary["failures_by_error"] == {"ThresholdConfidenceNotMet": 2, "States.Timeout": 1}
+    assert summary["confusion"] == {"bicycle": {"bicycle": 2, "motorcycle": 0},
+                                    "motorcycle": {"bicycle": 1, "motorcycle": 1}}
     table = evaluate.format_table(rows)
     assert table.splitlines()[0].split() == list(evaluate.COLUMNS)
     assert "ThresholdConfidenceNotMet" in table and "0.9900" in table
