@@ -152,3 +152,31 @@ def test_start_stop_leaves_no_process_and_no_open_port(tmp_path):
     assert not manager.port_open(instance.port)
     assert not instance.pidfile.exists()
     assert not instance.is_running()
+
+
+@pytest.mark.e2e
+def test_lambda_environments_do_not_outlive_a_killed_localstack(tmp_path):
+    instance = LocalStack(port=_free_port(), home=tmp_path / "localstack")
+    instance.ensure_venv(progress=False)
+    pid = instance.start()
+    try:
+        instance.wait_ready(timeout=120)
+        client = boto3.client("lambda", endpoint_url=instance.url, region_name="us-east-1",
+                              aws_access_key_id="test", aws_secret_access_key="test")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("app.py", "def handler(event, context):\n    return 'ok'\n")
+        client.create_function(FunctionName="crash-test", Runtime="python3.12", Handler="app.handler",
+                               Role="arn:aws:iam::000000000000:role/r", Code={"ZipFile": buffer.getvalue()})
+        client.get_waiter("function_active_v2").wait(FunctionName="crash-test", WaiterConfig={"Delay": 0.5})
+        client.invoke(FunctionName="crash-test")
+        environments = manager.descendants(pid)
+        assert environments
+        os.kill(pid, 9)  # no shutdown hooks run: the environments must notice on their own
+        deadline = time.monotonic() + 15
+        while any(manager._alive(child) for child in environments) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(manager._alive(child) for child in environments)
+    finally:
+        instance.stop()
+    assert not manager.port_open(instance.port)
