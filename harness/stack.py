@@ -57,7 +57,8 @@ class StackConfig:
                                 or local_target.DEFAULT_LOCALSTACK_PORT),
             endpoint_port=int(endpoint_port or os.environ.get(settings.ENDPOINT_PORT)
                               or local_target.DEFAULT_ENDPOINT_PORT),
-            **{k: v for k, v in overrides.items() if v is not None},
+            **{"model_dir": Path(os.environ[settings.MODEL_DIR]) if os.environ.get(settings.MODEL_DIR) else None,
+               **{k: v for k, v in overrides.items() if v is not None}},
         )
 
     @property

@@ -1,0 +1,60 @@
+"""Shared helpers of the end-to-end tests: they run against whatever stack the scones plugin hands out.
+
+By default that is the local stack (attached to if it is up, else started for the session);
+with SCONES_TEST_TARGET=aws the same tests run against the deployed AWS stack.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from e2e_helpers import CLASSES
+from harness import settings
+
+
+@pytest.fixture(scope="session")
+def threshold(scones_stack) -> float:
+    return float(scones_stack.record.get("threshold", 0.93))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return settings.data_dir()
+
+
+@pytest.fixture(scope="session")
+def classify(scones_stack, sagemaker_runtime_client):
+    """classify(png_bytes) -> [p_bicycle, p_motorcycle], straight from the endpoint (no workflow)."""
+
+    def invoke(body: bytes) -> list[float]:
+        reply = sagemaker_runtime_client.invoke_endpoint(EndpointName=scones_stack.endpoint_name,
+                                                         ContentType="image/png", Body=body)
+        return json.loads(reply["Body"].read())
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def confident_test_image(data_dir, classify, threshold):
+    """confident_test_image(class_name) -> (S3 key, image path) of a test image the model gets right above threshold.
+
+    The model is right on most test images but not all; asking the endpoint first keeps the
+    workflow tests about the workflow, not about the model's accuracy.
+    """
+    chosen: dict[str, tuple[str, Path]] = {}
+
+    def pick(class_name: str) -> tuple[str, Path]:
+        if class_name not in chosen:
+            index = CLASSES.index(class_name)
+            for path in sorted((data_dir / "test" / class_name).glob("*.png"))[:40]:
+                inferences = classify(path.read_bytes())
+                if max(inferences) >= threshold and inferences[index] == max(inferences):
+                    chosen[class_name] = (f"test/{class_name}/{path.name}", path)
+                    break
+            else:
+                pytest.fail(f"none of the first 40 {class_name} test images is classified right above {threshold}")
+        return chosen[class_name]
+
+    return pick

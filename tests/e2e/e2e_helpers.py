@@ -1,0 +1,50 @@
+"""Helpers of the end-to-end tests (a module of its own: two conftest modules would clash by name)."""
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+
+CLASSES = ("bicycle", "motorcycle")
+
+# The workflow as the history shows it: three Lambda tasks (lambda:invoke integration).
+TASK_OK = ["TaskStateEntered", "TaskScheduled", "TaskStarted", "TaskSucceeded", "TaskStateExited"]
+TASK_FAILED = ["TaskStateEntered", "TaskScheduled", "TaskStarted", "TaskFailed"]
+SUCCEEDED_EVENTS = ["ExecutionStarted", *TASK_OK, *TASK_OK, *TASK_OK, "ExecutionSucceeded"]
+
+
+def failed_events(failing_task_index: int) -> list[str]:
+    """History of an execution whose task number `failing_task_index` (0..2) raised."""
+    return ["ExecutionStarted", *TASK_OK * failing_task_index, *TASK_FAILED, "ExecutionFailed"]
+
+
+def png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def poll(condition, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Call condition() until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def capture_records(s3, capture_s3_uri: str, endpoint_name: str) -> list[dict]:
+    """Every data-capture record (every line of every file) under the endpoint's capture prefix."""
+    bucket, _, prefix = capture_s3_uri.removeprefix("s3://").partition("/")
+    prefix = f"{prefix.rstrip('/')}/{endpoint_name}/" if prefix else f"{endpoint_name}/"
+    records = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
+            records.extend(json.loads(line) for line in body.splitlines() if line.strip())
+    return records

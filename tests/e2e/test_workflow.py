@@ -1,0 +1,138 @@
+"""The whole workflow end to end: S3 -> serializeImageData -> classifyImage (endpoint) -> filterInferences."""
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from e2e_helpers import SUCCEEDED_EVENTS, capture_records, failed_events, png_bytes, poll
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("class_name", ["bicycle", "motorcycle"])
+def test_test_image_is_routed_to_its_class(class_name, confident_test_image, run_workflow, threshold):
+    key, _ = confident_test_image(class_name)
+
+    result = run_workflow(key)
+
+    assert result.status == "SUCCEEDED", f"{result.error}: {result.error_message}"
+    assert result.predicted_class == class_name
+    assert result.confidence >= threshold
+    assert result.event_types == SUCCEEDED_EVENTS
+    assert set(result.state_durations) == {"serializeImageData", "classifyImage", "filterInferences"}
+    assert result.output["body"]["s3_key"] == key
+
+
+def test_original_test_case_shape_with_empty_image_data_is_accepted(confident_test_image, run_workflow, scones_stack):
+    key, _ = confident_test_image("bicycle")
+
+    result = run_workflow({"image_data": "", "s3_bucket": scones_stack.bucket, "s3_key": key})
+
+    assert result.status == "SUCCEEDED" and result.predicted_class == "bicycle"
+
+
+@pytest.fixture(scope="module")
+def unsure_image(data_dir, classify, threshold):
+    """An image the model is unsure of: blends of a bicycle and a motorcycle, or flat grey.
+
+    Checked through the endpoint first, so the test does not depend on one model's quirks.
+    """
+    bicycles = sorted((data_dir / "test" / "bicycle").glob("*.png"))[:6]
+    motorcycles = sorted((data_dir / "test" / "motorcycle").glob("*.png"))[:6]
+    candidates = [Image.new("RGB", (32, 32), (grey, grey, grey)) for grey in (128, 96, 160)]
+    for bicycle, motorcycle in zip(bicycles, motorcycles):
+        a, b = Image.open(bicycle).convert("RGB"), Image.open(motorcycle).convert("RGB")
+        candidates += [Image.blend(a, b, alpha) for alpha in (0.5, 0.4, 0.6)]
+    for image in candidates:
+        body = png_bytes(image)
+        inferences = classify(body)
+        if max(inferences) < threshold - 0.05:  # a margin, so the verdict is not a coin toss
+            return body, inferences
+    pytest.fail(f"no blended or grey image left the model below {threshold - 0.05:.2f}")
+
+
+def test_unsure_image_fails_loudly_in_filter_inferences(unsure_image, upload_image, run_workflow, threshold):
+    body, inferences = unsure_image
+    key = upload_image(body, name="unsure")
+
+    result = run_workflow(key)
+
+    assert result.status == "FAILED"
+    assert result.error == "ThresholdConfidenceNotMet"
+    assert result.failed_state == "filterInferences"
+    assert result.event_types == failed_events(2)
+    assert result.confidence == pytest.approx(max(inferences), abs=1e-6)
+    assert result.confidence < threshold
+    assert "threshold" in result.error_message.lower()
+
+
+def test_missing_key_fails_in_serialize_with_image_not_found(run_workflow, scones_stack):
+    result = run_workflow("test/bicycle/does-not-exist.png")
+
+    assert result.status == "FAILED"
+    assert result.error == "ImageNotFound"
+    assert result.failed_state == "serializeImageData"
+    assert f"s3://{scones_stack.bucket}/test/bicycle/does-not-exist.png" in result.error_message
+    assert result.event_types == failed_events(0)
+
+
+def test_non_image_object_fails_with_not_an_image(upload_image, run_workflow):
+    key = upload_image(b"name,vehicle\nscone,bicycle\n", suffix=".png", content_type="text/csv", name="not-an-image")
+
+    result = run_workflow(key)
+
+    assert result.status == "FAILED"
+    assert result.error == "NotAnImage"
+    assert result.failed_state == "serializeImageData"
+    assert "not an image" in result.error_message
+    assert result.event_types == failed_events(0)
+
+
+def test_oversized_image_fails_with_payload_too_large(upload_image, run_workflow):
+    noise = np.random.default_rng(7).integers(0, 256, (330, 330, 3), dtype=np.uint8)
+    body = png_bytes(Image.fromarray(noise))
+    assert len(body) > 196_608  # base64 of it cannot fit in a 256 KiB state
+    key = upload_image(body, name="oversized")
+
+    result = run_workflow(key)
+
+    assert result.status == "FAILED"
+    assert result.error == "PayloadTooLarge"
+    assert result.failed_state == "serializeImageData"
+    assert "256 KiB" in result.error_message
+    assert result.event_types == failed_events(0)
+
+
+def test_every_classify_call_leaves_exactly_one_capture_record(confident_test_image, upload_image, run_workflows,
+                                                               unsure_image, scones_stack, s3_client):
+    """Images made unique (one pixel changed), so their records can be told from every other call's."""
+    images = []
+    for index, class_name in enumerate(["bicycle", "motorcycle", "bicycle"]):
+        _, path = confident_test_image(class_name)
+        image = Image.open(path).convert("RGB")
+        image.putpixel((0, 0), (index * 7 % 256, (index * 13 + 101) % 256, 211))
+        images.append(png_bytes(image))
+    images.append(unsure_image[0])  # fails after classifyImage: its call is captured too
+    keys = [upload_image(body, name=f"capture-{n}") for n, body in enumerate(images)]
+    wanted = {base64.b64encode(body).decode() for body in images}
+
+    results = run_workflows(keys, concurrency=2)
+
+    assert [r.status for r in results] == ["SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "FAILED"]
+
+    def ours():
+        records = capture_records(s3_client, scones_stack.capture_s3_uri, scones_stack.endpoint_name)
+        return [r for r in records if r["captureData"]["endpointInput"]["data"] in wanted]
+
+    found = poll(lambda: (lambda rs: rs if len(rs) >= len(images) else None)(ours()), timeout=30,
+                 what=f"{len(images)} capture records")
+    inputs = sorted(r["captureData"]["endpointInput"]["data"] for r in found)
+    assert inputs == sorted(wanted), "each classify call must leave exactly one record"
+    for record in found:
+        assert record["captureData"]["endpointInput"]["encoding"] == "BASE64"
+        assert record["captureData"]["endpointInput"]["observedContentType"] == "image/png"
+        assert record["captureData"]["endpointOutput"]["mode"] == "OUTPUT"
+        assert record["eventVersion"] == "0"
