@@ -36,6 +36,7 @@ def _target(name: str, state: str | None):
 def evaluate(target_name: str, n: int, seed: int | None, concurrency: int, state: str | None, as_json: bool) -> None:
     """Run random test images through the workflow and report accuracy, coverage and failures."""
     from harness import evaluate as evaluation_module
+    from harness.executions import ExecutionTimeout
 
     target = _target(target_name, state)
     keys = evaluation_module.test_image_keys(target.client("s3"), target.bucket)
@@ -49,7 +50,7 @@ def evaluate(target_name: str, n: int, seed: int | None, concurrency: int, state
         try:
             result = evaluation_module.evaluate(target, n=count, seed=seed, concurrency=concurrency,
                                                 progress=progress, keys=keys)
-        except ValueError as error:
+        except (ValueError, ExecutionTimeout) as error:
             raise click.ClickException(str(error)) from None
     json_path, csv_path = evaluation_module.save(result, reports_dir(state))
     if as_json:
