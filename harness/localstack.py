@@ -18,6 +18,7 @@ without reinstalling.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -256,6 +257,15 @@ class LocalStack:
     def ensure_venv(self, progress: bool = True) -> Path:
         """LocalStack's venv and the Lambda runtime venvs, created or repaired once; cheap when ready."""
         self.home.mkdir(parents=True, exist_ok=True)
+        # Two processes (say `scones up` and a test session) must not build the same venv at once.
+        with open(self.state_dir / ".localstack-venv.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._ensure_venv_locked(progress)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _ensure_venv_locked(self, progress: bool) -> Path:
         pip_log = self.home / "pip.log"
         wanted = _digest(REQUIREMENTS.read_text(), ENTRY_POINT, str(settings.PROJECT_ROOT), "v1")
         marker = self.venv_dir / MARKER
