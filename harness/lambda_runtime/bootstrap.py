@@ -83,6 +83,21 @@ class _Tee(io.TextIOBase):
         except (OSError, ValueError):
             pass
 
+    # Handlers may hand sys.stdout to subprocesses or write bytes: those go to the process log only.
+    @property
+    def buffer(self):
+        return self.original.buffer
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.original, "encoding", "utf-8")
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
 
 class _RequestIdFilter(logging.Filter):
     request_id = ""
