@@ -48,7 +48,9 @@ class EndpointServer:
     port: int | None = None                  # a free port when None
     mode: str = "thread"                     # "thread" or "subprocess"
     inference_threads: int = 1
-    torch_threads: int = 1
+    # torch intra-op threads. None: 1 in a subprocess (the measured best, see benchmarks/endpoint.py), and
+    # untouched in thread mode, where torch.set_num_threads would change the whole host process.
+    torch_threads: int | None = None
     env: dict[str, str] = field(default_factory=dict)   # extra environment for a subprocess
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
@@ -106,7 +108,7 @@ class EndpointServer:
         command = [sys.executable, "-m", "harness.commands.endpoint", "--model", str(self.model),
                    "--endpoint-name", self.endpoint_name, "--variant-name", self.variant_name,
                    "--host", self.host, "--port", str(self.port),
-                   "--inference-threads", str(self.inference_threads), "--torch-threads", str(self.torch_threads),
+                   "--inference-threads", str(self.inference_threads), "--torch-threads", str(self.torch_threads or 1),
                    "--http", self.http, "--loop", self.loop]
         if self.capture is not None:
             command += ["--capture", self.capture.destination_s3_uri,

@@ -105,11 +105,12 @@ class EndpointApp:
         threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
     def stop(self, capture_timeout_s: float = 30.0) -> None:
+        """Finish inferences in flight, then write every captured record still buffered."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
         if self.capture is not None:
             self.capture.close(capture_timeout_s)
             log.info("capture writer stopped: %s", self.capture.status())
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
