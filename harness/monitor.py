@@ -19,6 +19,7 @@ import json
 import os
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ DEFAULT_THRESHOLD = 0.93
 DEFAULT_ALPHA = 0.01          # a p-value below this fails the test
 MIN_RECORDS_FOR_DRIFT = 20    # fewer answers than this say nothing about a distribution
 CAPTURE_SUFFIXES = (".jsonl",)
+S3_READERS = 8                # parallel GetObject calls when reading capture from S3
 CLASS_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 
 
@@ -204,13 +206,18 @@ def read_capture(source: str | os.PathLike, session=None,
             keys = sorted(_s3_keys(s3, bucket, prefix))
         except s3.exceptions.NoSuchBucket:
             raise CaptureSourceError(f"bucket {bucket!r} of {source_text} does not exist") from None
-        for key in keys:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
-            uri = f"s3://{bucket}/{key}"
-            parse_lines(body.splitlines(), uri, result)
-            result.files.append(uri)
-            if progress:
-                progress(uri)
+
+        def fetch(key: str) -> str:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
+
+        # many small files: fetch them in parallel, parse them in key order
+        with ThreadPoolExecutor(max_workers=S3_READERS, thread_name_prefix="capture-read") as pool:
+            for key, body in zip(keys, pool.map(fetch, keys)):
+                uri = f"s3://{bucket}/{key}"
+                parse_lines(body.splitlines(), uri, result)
+                result.files.append(uri)
+                if progress:
+                    progress(uri)
     else:
         for path in _local_files(Path(source_text)):
             with path.open(encoding="utf-8", errors="replace") as handle:
