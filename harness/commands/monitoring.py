@@ -188,8 +188,17 @@ def report(target_name, executions, out, state) -> None:
         target = None
         click.echo(f"note: {error}; the page will have no workflow graph", err=True)
     out_path = Path(out) if out else reports_dir(state) / "report.html"
+    from botocore.exceptions import EndpointConnectionError
+
     try:
-        path = reporting.build_report(out_path, reports_dir(state), target=target, execution_arns=list(executions))
+        try:
+            path = reporting.build_report(out_path, reports_dir(state), target=target, execution_arns=list(executions))
+        except EndpointConnectionError as error:
+            if executions:
+                raise click.ClickException(f"cannot reach the {target_name} stack to read the executions: {error}")
+            click.echo(f"note: the {target_name} stack is not reachable ({error}); the page will have no workflow graph",
+                       err=True)
+            path = reporting.build_report(out_path, reports_dir(state), target=None)
     except reporting.ReportError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"report written to {path}")
