@@ -1,0 +1,76 @@
+"""The scones pytest plugin, run in a pytester session against moto standing in for a deployed AWS stack."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.targets import write_record
+from test_executions import three_state_machine
+
+pytest_plugins = ["pytester"]
+
+INNER_TEST = '''
+import pytest
+
+def test_fixtures_reach_the_recorded_stack(scones_stack, s3_client, stepfunctions_client, upload_image,
+                                           run_workflow, run_workflows):
+    assert scones_stack.name == "aws" and scones_stack.bucket == "plugin-bucket"
+    key = upload_image(b"\\x89PNG\\r\\n\\x1a\\n fake", name="probe")
+    assert key.startswith("pytest-uploads/probe-") and key.endswith(".png")
+    assert s3_client.get_object(Bucket="plugin-bucket", Key=key)["Body"].read().startswith(b"\\x89PNG")
+
+    result = run_workflow(key)
+    assert result.status == "SUCCEEDED" and result.predicted_class == "motorcycle"
+    assert [r.key for r in run_workflows(["a.png", "b.png"], concurrency=2)] == ["a.png", "b.png"]
+
+def test_uploads_were_cleaned_up(s3_client):
+    assert "Contents" not in s3_client.list_objects_v2(Bucket="plugin-bucket", Prefix="pytest-uploads/")
+'''
+
+
+@pytest.fixture
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    from harness.endpoint import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    import requests
+    requests.post(f"{url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5)
+    yield url
+    server.stop()
+
+
+def test_plugin_points_the_fixtures_at_the_aws_record(pytester, moto_url, tmp_path, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SCONES_TEST_TARGET", "aws")
+    session = boto3.Session(region_name="eu-west-1")
+    session.client("s3").create_bucket(Bucket="plugin-bucket",
+                                       CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    machine = session.client("stepfunctions").create_state_machine(
+        name="plugin-workflow", roleArn="arn:aws:iam::123456789012:role/r",
+        definition=json.dumps(three_state_machine(0.01)))["stateMachineArn"]
+    write_record(tmp_path / "aws" / "deploy-record.json", {"outputs": {
+        "region": "eu-west-1", "bucket": "plugin-bucket", "state_machine_arn": machine, "function_arns": {},
+        "endpoint_name": "scones-classifier", "capture_s3_uri": "s3://plugin-bucket/data_capture"}})
+    pytester.makepyfile(INNER_TEST)
+
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=2)
+
+
+def test_unknown_target_is_a_usage_error(pytester, monkeypatch):
+    monkeypatch.setenv("SCONES_TEST_TARGET", "mars")
+    pytester.makepyfile("def test_x(scones_stack):\n    pass\n")
+    result = pytester.runpytest_inprocess()
+    assert "expected 'local' or 'aws'" in result.stdout.str()
