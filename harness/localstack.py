@@ -243,6 +243,7 @@ class LocalStack:
         self.venv_dir = self.state_dir / "localstack-venv"
         self.python = self.venv_dir / "bin" / "python"
         self.runtimes_dir = self.state_dir / "lambda-runtimes"
+        self.catalog_dir = self.venv_dir / "scones-service-catalog"
         self.home = Path(home).resolve() if home else self.state_dir / "localstack"
         self.pidfile = self.home / "localstack.pid"
         self.log_path = self.home / "localstack.log"
@@ -278,8 +279,45 @@ class LocalStack:
             marker.write_text(wanted)
         else:
             _register_executor(self.python)  # cheap; repairs a removed .pth
+        self.ensure_service_catalog(progress)
         self.ensure_lambda_runtimes(progress)
         return self.venv_dir
+
+    def ensure_service_catalog(self, progress: bool = True) -> Path:
+        """LocalStack's index of every AWS service spec, built once per venv and shared by every instance.
+
+        LocalStack otherwise builds it on the first AWS request of each fresh data folder, which
+        took 10-15 s here (a test's or benchmark's LocalStack, or the first `scones up`).
+        """
+        existing = sorted(self.catalog_dir.glob("service-catalog-*.dill"))
+        if existing:
+            return existing[-1]
+        _print(progress, "Building LocalStack's service catalog index (once per venv)")
+        self.catalog_dir.mkdir(parents=True, exist_ok=True)
+        script = (
+            "import os, sys\n"
+            "from localstack.aws.spec import _get_catalog_filename, build_service_index_cache\n"
+            "target = os.path.join(sys.argv[1], _get_catalog_filename())\n"
+            "build_service_index_cache(target + '.partial')\n"
+            "os.replace(target + '.partial', target)\n"
+        )
+        env = {**self.environment(), "FILESYSTEM_ROOT": str(self.catalog_dir / "filesystem")}
+        result = subprocess.run([str(self.python), "-c", script, str(self.catalog_dir)],
+                                env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LocalStackError(f"Building LocalStack's service catalog failed:\n{result.stderr[-2000:]}")
+        shutil.rmtree(self.catalog_dir / "filesystem", ignore_errors=True)
+        return sorted(self.catalog_dir.glob("service-catalog-*.dill"))[-1]
+
+    def _link_service_catalog(self) -> None:
+        # LocalStack looks for a prebuilt index in <FILESYSTEM_ROOT>/usr/lib/localstack first.
+        static_libs = self.home / "filesystem" / "usr" / "lib" / "localstack"
+        for catalog in self.catalog_dir.glob("service-catalog-*.dill"):
+            static_libs.mkdir(parents=True, exist_ok=True)
+            link = static_libs / catalog.name
+            if not link.exists():
+                link.unlink(missing_ok=True)  # a dangling link from an older venv
+                link.symlink_to(catalog)
 
     def ensure_lambda_runtimes(self, progress: bool = True) -> dict[str, str]:
         """One venv per Python found among LAMBDA_PYTHON_VERSIONS, holding what AWS's runtime holds (boto3)."""
@@ -356,6 +394,7 @@ class LocalStack:
             raise LocalStackError(f"Port {self.port} on {HOST} is already in use by another process; "
                                   "stop it or choose another port.")
         self.home.mkdir(parents=True, exist_ok=True)
+        self._link_service_catalog()
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
                 [str(self.python), "-m", "localstack.runtime.main"],

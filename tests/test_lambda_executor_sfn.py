@@ -93,6 +93,11 @@ def _cache_status(localstack) -> dict:
 
 def test_lambda_tasks_run_and_reuse_one_client(localstack, workflow):
     sfn, machine = workflow
+    # The patch lands in the background once the executor plugin loads (at the first function).
+    deadline = time.monotonic() + 60
+    while not _cache_status(localstack)["active"]:
+        assert time.monotonic() < deadline, _cache_status(localstack)
+        time.sleep(0.1)
     for _ in range(2):
         described = _run(sfn, machine, {"hops": 0})
         assert described["status"] == "SUCCEEDED", described

@@ -13,5 +13,5 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
         from harness.lambda_executor import sfn_client_cache
         from harness.lambda_executor.executor import ProcessRuntimeExecutor
 
-        sfn_client_cache.apply()
+        sfn_client_cache.apply_in_background()
         return ProcessRuntimeExecutor

@@ -88,8 +88,18 @@ def _import_task_modules(original, replacement) -> None:
         lambda_eval_utils.boto_client_for = replacement
 
 
+def apply_in_background() -> None:
+    """apply() off the caller's thread: it imports Step Functions' interpreter (seconds on a busy
+    machine), which must not delay the first Lambda call. Until it lands, tasks use the original."""
+    if _state["active"] or _state.get("started"):
+        return
+    _state["started"] = True
+    _register_status_route()
+    threading.Thread(target=apply, name="scones-sfn-client-cache", daemon=True).start()
+
+
 def status() -> dict:
-    return {key: value for key, value in {**_state, "clients": len(_clients)}.items() if key != "route"}
+    return {key: value for key, value in {**_state, "clients": len(_clients)}.items() if key not in ("route", "started")}
 
 
 def _register_status_route() -> None:
