@@ -243,6 +243,8 @@ def up(config: StackConfig, progress: Progress = print) -> dict[str, Any]:
 
 def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
     started_at = time.perf_counter()
+    report = progress
+    progress = lambda message: report(f"[{time.perf_counter() - started_at:5.1f} s] {message}")  # noqa: E731
     record_path = local_record_path(config.state_dir)
     previous = read_record(record_path) or {}
     localstack = _localstack(config)
@@ -280,6 +282,7 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             localstack_pid = localstack.start()
             localstack.wait_ready()
 
+        progress("localstack: ready")
         session = local_target.local_session(config.localstack_url, config.endpoint_url)
         local_target.ensure_bucket(session, config.bucket)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scones-up") as pool:
@@ -287,9 +290,11 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             uploading = pool.submit(_upload, session, config, progress) if config.upload_data else None
             resources = deploying.result()
             uploaded = uploading.result() if uploading else None
+        progress("workflow deployed, data uploaded")
 
         if endpoint_process is not None:
             endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
+            progress("endpoint: ready")
     except BaseException:
         if endpoint_process is not None:  # do not leave a half-started stack behind
             endpoint_process.stop(STOP_TIMEOUT_S)
@@ -337,6 +342,8 @@ def _deploy(session, config: StackConfig, progress: Progress):
         states_role_arn=local_target.STATES_ROLE_ARN,
         extra_lambda_env=local_target.lambda_environment(config.endpoint_url),
         progress=progress,
+        # LocalStack makes a function Active in about a second; poll it 10x as often as AWS needs.
+        sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
     )
 
 

@@ -38,13 +38,18 @@ def poll(condition, timeout: float, interval: float = 0.2, what: str = "conditio
         time.sleep(interval)
 
 
-def capture_records(s3, capture_s3_uri: str, endpoint_name: str) -> list[dict]:
-    """Every data-capture record (every line of every file) under the endpoint's capture prefix."""
+def capture_records(s3, capture_s3_uri: str, endpoint_name: str, since=None) -> list[dict]:
+    """Every data-capture record (every line of every file) under the endpoint's capture prefix.
+
+    `since` (an aware datetime) skips files last written before it.
+    """
     bucket, _, prefix = capture_s3_uri.removeprefix("s3://").partition("/")
     prefix = f"{prefix.rstrip('/')}/{endpoint_name}/" if prefix else f"{endpoint_name}/"
     records = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
+            if since is not None and item["LastModified"] < since:
+                continue
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
             records.extend(json.loads(line) for line in body.splitlines() if line.strip())
     return records

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -118,13 +119,14 @@ def test_every_classify_call_leaves_exactly_one_capture_record(confident_test_im
     images.append(unsure_image[0])  # fails after classifyImage: its call is captured too
     keys = [upload_image(body, name=f"capture-{n}") for n, body in enumerate(images)]
     wanted = {base64.b64encode(body).decode() for body in images}
+    since = datetime.now(timezone.utc) - timedelta(minutes=2)  # generous: S3 and this machine's clocks may differ
 
     results = run_workflows(keys, concurrency=2)
 
     assert [r.status for r in results] == ["SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "FAILED"]
 
     def ours():
-        records = capture_records(s3_client, scones_stack.capture_s3_uri, scones_stack.endpoint_name)
+        records = capture_records(s3_client, scones_stack.capture_s3_uri, scones_stack.endpoint_name, since)
         return [r for r in records if r["captureData"]["endpointInput"]["data"] in wanted]
 
     found = poll(lambda: (lambda rs: rs if len(rs) >= len(images) else None)(ours()), timeout=30,
