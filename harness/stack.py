@@ -265,6 +265,7 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
     else:
         progress(f"endpoint: attached to {config.endpoint_name} on {config.endpoint_url} (pid {old_endpoint['pid']})")
 
+    localstack_started_here = False
     try:
         old_localstack = previous.get("localstack") or {}
         running_pid = localstack.pid()   # from LocalStack's own pidfile under this state dir
@@ -280,6 +281,7 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             localstack.ensure_venv()
             progress(f"localstack: starting on {config.localstack_url}")
             localstack_pid = localstack.start()
+            localstack_started_here = True
             localstack.wait_ready()
 
         progress("localstack: ready")
@@ -296,8 +298,11 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
             progress("endpoint: ready")
     except BaseException:
-        if endpoint_process is not None:  # do not leave a half-started stack behind
+        # Do not leave a half-started stack behind: stop what this call started.
+        if endpoint_process is not None:
             endpoint_process.stop(STOP_TIMEOUT_S)
+        if localstack_started_here:
+            localstack.stop()
         raise
 
     endpoint_pid = endpoint_process.pid if endpoint_process else old_endpoint.get("pid")
@@ -384,7 +389,14 @@ def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEO
     path = local_record_path(state_dir)
     record = read_record(path)
     if record is None:
-        progress(f"nothing to stop: no local stack recorded at {path}")
+        # No record, but a LocalStack from this state dir may still run (its own pidfile says so).
+        try:
+            stopped_orphan = _localstack(StackConfig(state_dir=settings.state_dir(state_dir),
+                                                     data_dir=settings.data_dir())).stop()
+        except ImportError:
+            stopped_orphan = False
+        progress("stopped a LocalStack left without a stack record" if stopped_orphan
+                 else f"nothing to stop: no local stack recorded at {path}")
         return {"stopped": [], "leftover_processes": [], "open_ports": []}
     localstack, endpoint = record.get("localstack") or {}, record.get("endpoint") or {}
     roots = [pid for pid in (endpoint.get("pid"), localstack.get("pid")) if pid_alive(pid)]
