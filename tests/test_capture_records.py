@@ -164,3 +164,14 @@ def test_sampling_zero_never_captures_and_hundred_always_does():
     always = CaptureWriter(CaptureConfig("s3://b/p", sampling_percentage=100), "ep")
     assert not any(never.should_capture() for _ in range(1000))
     assert all(always.should_capture() for _ in range(1000))
+
+
+def test_text_payloads_survive_quotes_newlines_and_unicode():
+    text = '{"label": "v\\u00e9lo", "note": "two\\nlines \\"quoted\\""}\n'
+    config = CaptureConfig("s3://b/p", csv_content_types=("text/csv",), json_content_types=("application/json",))
+    record = json.loads(encode_record(config, invocation(
+        input_body="a,\"b\"\n1,é".encode(), input_content_type="text/csv",
+        output_body=text.encode(), output_content_type="application/json")))
+    assert record["captureData"]["endpointInput"] == {
+        "observedContentType": "text/csv", "mode": "INPUT", "data": "a,\"b\"\n1,é", "encoding": "CSV"}
+    assert record["captureData"]["endpointOutput"]["data"] == text
