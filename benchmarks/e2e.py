@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -173,6 +174,8 @@ def main() -> None:
                              "succeeded": sum(r.error == expected_error for r in concurrent),
                              "service": summary([r.duration for r in concurrent])}
     figures["memory"] = memory(state_dir)
+    figures["load_average"] = list(os.getloadavg())
+    figures["cpus"] = os.cpu_count()
 
     print_table(figures, args)
     if args.json:
@@ -203,6 +206,9 @@ def print_table(figures: dict, args) -> None:
     rows.append(("memory (RSS), whole stack", f"{total / 2**20:.0f} MiB",
                  f"LocalStack+Lambdas {m['localstack'] / 2**20:.0f} MiB in {m['localstack_processes']} processes, "
                  f"endpoint {m['endpoint'] / 2**20:.0f} MiB"))
+    load = figures["load_average"]
+    rows.append(("machine load average (1/5/15 min)", " / ".join(f"{x:.1f}" for x in load),
+                 f"{figures['cpus']} CPUs; figures scale with contention"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for index, row in enumerate(rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
