@@ -41,12 +41,14 @@ def unsure_image(data_dir, classify, threshold):
 
     Checked through the endpoint first, so the test does not depend on one model's quirks.
     """
-    bicycles = sorted((data_dir / "test" / "bicycle").glob("*.png"))[:6]
-    motorcycles = sorted((data_dir / "test" / "motorcycle").glob("*.png"))[:6]
+    bicycles = sorted((data_dir / "test" / "bicycle").glob("*.png"))[:12]
+    motorcycles = sorted((data_dir / "test" / "motorcycle").glob("*.png"))[:12]
     candidates = [Image.new("RGB", (32, 32), (grey, grey, grey)) for grey in (128, 96, 160)]
     for bicycle, motorcycle in zip(bicycles, motorcycles):
         a, b = Image.open(bicycle).convert("RGB"), Image.open(motorcycle).convert("RGB")
-        candidates += [Image.blend(a, b, alpha) for alpha in (0.5, 0.4, 0.6)]
+        candidates += [Image.blend(a, b, alpha) for alpha in (0.5, 0.4, 0.6, 0.3, 0.7)]
+    noise = np.random.default_rng(11)
+    candidates += [Image.fromarray(noise.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(5)]
     for image in candidates:
         body = png_bytes(image)
         inferences = classify(body)
