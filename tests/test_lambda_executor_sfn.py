@@ -105,6 +105,9 @@ def test_lambda_tasks_run_and_reuse_one_client(localstack, workflow):
     status = _cache_status(localstack)
     assert status["active"] is True and status["version"] == "4.14.0", status
     assert status["misses"] == 1 and status["hits"] >= 5, status
+    with urllib.request.urlopen(f"{localstack.url}/_scones/executor", timeout=5) as response:
+        executor = json.loads(response.read())
+    assert executor["invokes"] >= 6 and executor["recent_invoke_ms"]["p50"] > 0, executor
 
 
 def test_lambda_error_fails_the_execution_with_the_exception_class(workflow):

@@ -27,7 +27,8 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import CancelledError, Future, InvalidStateError
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,21 @@ PARENT_PID = "SCONES_LAMBDA_PARENT_PID"
 STOP_GRACE_S = 2.0
 SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 LOG_TAIL_BYTES = 64 * 1024
+
+
+# Time spent inside invoke() (POST /invoke -> handler -> logs/response callbacks), for
+# attributing latency: GET /_scones/executor on LocalStack's port reports it.
+INVOKE_MS: deque[float] = deque(maxlen=2000)
+_counts = {"invokes": 0, "timeouts": 0, "resets": 0, "environments_started": 0}
+
+
+def stats() -> dict:
+    ordered = sorted(INVOKE_MS)
+
+    def percentile(fraction: float) -> float | None:
+        return round(ordered[min(len(ordered) - 1, int(fraction * (len(ordered) - 1) + 0.5))], 2) if ordered else None
+
+    return {**_counts, "recent_invoke_ms": {"n": len(ordered), "p50": percentile(0.5), "p95": percentile(0.95)}}
 
 
 def python_for_runtime(runtime: str | None) -> str:
@@ -98,6 +114,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
     def start(self, env_vars: dict[str, str]) -> None:
         self.executor_endpoint.start()
         self.env_vars = {key: str(value) for key, value in env_vars.items()}
+        _counts["environments_started"] += 1
         self._spawn()
         self.executor_endpoint.wait_for_startup()
 
@@ -191,6 +208,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
 
     def _restart(self) -> None:
         """A fresh process in the same environment (after a timeout or a crash), like AWS's sandbox reset."""
+        _counts["resets"] += 1
         self.executor_endpoint.startup_future = Future()
         self._http.close()
         self._http = requests.Session()
@@ -220,15 +238,18 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             timeout_s = float(self.function_version.config.timeout)
             deadline = time.monotonic() + timeout_s
             url = f"http://{HOST}:{endpoint.container_port}/invoke"
+            started = time.perf_counter()
+            _counts["invokes"] += 1
             response = self._http.post(url, json=payload, timeout=10)
             if not response.ok:
                 raise InvokeSendError(f"Execution environment {self.id} refused the invoke: HTTP {response.status_code}")
             try:
-                return future.result(timeout=max(0.0, deadline - time.monotonic()))
+                result = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
+                _counts["timeouts"] += 1
                 return self._time_out(future, timeout_s)
-            except CancelledError:
-                raise
+            INVOKE_MS.append((time.perf_counter() - started) * 1000)
+            return result
 
     def _time_out(self, future: Future, timeout_s: float) -> InvocationResult:
         request_id = self._request_id

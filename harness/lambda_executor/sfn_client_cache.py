@@ -10,7 +10,8 @@ safe to share between threads.
 Pinned: applied only to localstack-core 4.14.0, where the function and its importers were
 read; any other version is left alone (with a warning). SCONES_SFN_CLIENT_CACHE=0 turns it
 off, e.g. to measure the difference. GET /_scones/sfn-client-cache on LocalStack's port
-reports whether it is active and its hit/miss counts (the tests read it).
+reports whether it is active and its hit/miss counts (the tests read it); GET /_scones/executor
+adds the executor's own counts and the time its invokes take.
 """
 from __future__ import annotations
 
@@ -113,5 +114,11 @@ def _register_status_route() -> None:
         @route("/_scones/sfn-client-cache", methods=["GET"])
         def get(self, request):
             return Response.for_json(status())
+
+        @route("/_scones/executor", methods=["GET"])
+        def executor(self, request):
+            from harness.lambda_executor import executor
+
+            return Response.for_json({**executor.stats(), "sfn_client_cache": status()})
 
     ROUTER.add(_StatusRoute())
