@@ -372,6 +372,9 @@ class LocalStack:
             "LOCALSTACK_VOLUME_DIR": str(self.home / "volume"),
             "TMPDIR": str(self.home / "tmp"),
             "LAMBDA_RUNTIME_EXECUTOR": PLUGIN_NAME,
+            # An environment is a process that imports boto3: on a loaded 2-core CI machine many
+            # cold starts at once can take longer than LocalStack's default 20 s.
+            "LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT": "60",
             # Internal clients (Step Functions -> Lambda, Lambda -> Logs) call the gateway in memory
             # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
             "IN_MEMORY_CLIENT": "1",

@@ -108,6 +108,8 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         self._lock = threading.Lock()
         self._stopped = False
         self._killing = False  # set while we kill the process on purpose: its exit is no crash
+        self._request_id = ""  # the invoke in flight, for the watcher's and the timeout's reports
+        self._log_offset = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -126,7 +128,9 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         except Exception as exc:  # already unregistered, or never started
             LOG.debug("Error while stopping executor endpoint of %s: %s", self.id, exc)
         self._http.close()
-        shutil.rmtree(self.work_dir / "tmp", ignore_errors=True)
+        # Its /tmp and its log go with it (errors already quoted the log's tail), so that
+        # thousands of short-lived environments leave nothing behind.
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _spawn(self) -> None:
         code_dir = self._code_dir()
@@ -184,9 +188,9 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             return
         future = endpoint.invocation_future
         if future is not None and not future.done():
-            request_id = getattr(self, "_request_id", "")
+            request_id = self._request_id
             body = {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {request_id} Error: {message}"}
-            logs = self._log_since(getattr(self, "_log_offset", 0)) + f"END RequestId: {request_id}\n"
+            logs = self._log_since(self._log_offset) + f"END RequestId: {request_id}\n"
             try:
                 future.set_result(InvocationResult(request_id, json.dumps(body).encode(), is_error=True, logs=logs))
             except InvalidStateError:
