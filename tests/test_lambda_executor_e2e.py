@@ -48,6 +48,12 @@ def sleeper(event, context):  # nothing slow to import: only the sleep counts ag
     time.sleep(event.get("sleep", 0))
     return {"pid": os.getpid()}
 
+def crash(event, context):
+    if event.get("crash"):
+        print("about to exit")
+        os._exit(3)
+    return {"pid": os.getpid()}
+
 def returns_bytes(event, context):
     return b"not json"
 '''
@@ -187,6 +193,18 @@ def test_timeout_kills_the_handler_and_the_next_invoke_starts_fresh(lambda_clien
     after, error, _ = invoke(lambda_client, name, {})
     assert error is None, after
     assert after["pid"] != first["pid"]  # the timed-out process was killed; a new one serves
+
+
+def test_a_process_that_dies_fails_the_invoke_at_once_and_is_replaced(lambda_client, make_function):
+    name = make_function(_zip({"probe.py": PROBE}), "probe.crash", timeout=60)
+    first, _, _ = invoke(lambda_client, name, {})
+    result, error, logs = invoke(lambda_client, name, {"crash": True})
+    assert error == "Unhandled"
+    assert result["errorType"] == "Runtime.ExitError"
+    assert "exit status 3" in result["errorMessage"]
+    assert "about to exit" in logs
+    after, error, _ = invoke(lambda_client, name, {})
+    assert error is None and after["pid"] != first["pid"]
 
 
 def test_warm_environment_is_reused(lambda_client, make_function):
