@@ -408,8 +408,9 @@ class LocalStack:
         return self._process.pid
 
     def health(self) -> dict | None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
         try:
-            with urllib.request.urlopen(f"{self.url}/_localstack/health", timeout=2) as response:
+            with opener.open(f"{self.url}/_localstack/health", timeout=2) as response:
                 return json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None
