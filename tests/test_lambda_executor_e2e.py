@@ -207,6 +207,15 @@ def test_a_process_that_dies_fails_the_invoke_at_once_and_is_replaced(lambda_cli
     assert error is None and after["pid"] != first["pid"]
 
 
+def test_a_process_that_dies_while_starting_fails_the_invoke(lambda_client, make_function):
+    code = _zip({"dies.py": "import os\nprint('init then exit')\nos._exit(7)\n\ndef handler(event, context):\n    return 1\n"})
+    name = make_function(code, "dies.handler")
+    result, error, _ = invoke(lambda_client, name, {})
+    assert error == "Unhandled"
+    assert result["errorType"] == "Runtime.ExitError"
+    assert "exit status 7" in result["errorMessage"] and "init then exit" in result["errorMessage"]
+
+
 def test_warm_environment_is_reused(lambda_client, make_function):
     name = make_function(_zip({"probe.py": PROBE}), "probe.handler")
     pids = {invoke(lambda_client, name, {})[0]["pid"] for _ in range(3)}
