@@ -154,6 +154,10 @@ def model_key(data_dir: Path, hyperparameters: dict) -> str:
     return digest.hexdigest()[:20]
 
 
+def _report_waiting(lock_path: Path) -> None:
+    print(f"waiting for another process to finish training (lock {lock_path})", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +165,7 @@ def _file_lock(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another process training the model (lock {path})", file=sys.stderr, flush=True)
+            _report_waiting(path)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -205,3 +209,61 @@ def ensure_model(data_dir: str | os.PathLike | None = None, state_dir: str | os.
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+# Tiny models for fast tests: seconds to train, same artifacts and handlers as the real one.
+TINY_HYPERPARAMETERS = {"epochs": 1, "widths": [8, 16], "blocks": [1, 1], "batch_size": 8}
+
+
+def write_synthetic_dataset(root: str | os.PathLike, per_split: dict[str, int] | None = None) -> Path:
+    """Staged-layout data of random 32x32 RGBA PNGs (like the real files): reddish bicycles, bluish motorcycles."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for split, count in (per_split or {"train": 8, "test": 4}).items():
+        for label, class_name in enumerate(CLASSES):
+            folder = root / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)
+                pixels[..., 3] = 255
+                pixels[..., 0 if label == 0 else 2] |= 0x80
+                Image.fromarray(pixels).save(folder / f"{class_name}_{index:03d}.png")
+    return root
+
+
+def ensure_tiny_model(state_dir: str | os.PathLike | None = None) -> Path:
+    """A cached model folder like ensure_model's, trained in seconds on synthetic data (its predictions mean nothing)."""
+    data = settings.state_dir(state_dir) / "models" / "synthetic-data"
+    with _file_lock(data.with_suffix(".lock")):
+        if not (data / "test" / CLASSES[-1]).is_dir():
+            staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=data.parent))
+            write_synthetic_dataset(staging)
+            os.rename(staging, data)
+    return ensure_model(data, state_dir, **TINY_HYPERPARAMETERS)
+
+
+def load_serving_handlers(model_dir: str | os.PathLike):
+    """Import <model_dir>/code/inference.py as the SageMaker PyTorch container does (code/ on sys.path).
+
+    Returns the module; call module.model_fn(str(model_dir)) for the model. The plain `import network`
+    inside it binds to this model's code/network.py, not to a previously loaded one.
+    """
+    import importlib.util
+
+    code_dir = Path(model_dir) / "code"
+    if not (code_dir / "inference.py").is_file():
+        raise FileNotFoundError(f"{code_dir / 'inference.py'} does not exist: is {model_dir} an unpacked model.tar.gz?")
+    saved = {name: sys.modules.pop(name) for name in ("inference", "network") if name in sys.modules}
+    sys.path.insert(0, str(code_dir))
+    try:
+        spec = importlib.util.spec_from_file_location("inference", code_dir / "inference.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(code_dir))
+        sys.modules.pop("network", None)
+        sys.modules.update(saved)

@@ -69,9 +69,34 @@ class CifarResNet(ResNet):
                 nn.init.zeros_(module.bn2.weight)
 
 
+class SmallCNN(nn.Sequential):
+    """A plain small CNN (the kind the original project's from-scratch runs used): the benchmark's baseline."""
+
+    def __init__(self, widths: list[int], num_classes: int = len(CLASSES)):
+        layers: list[nn.Module] = []
+        channels = 3
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
+                       nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            channels = width
+        layers += [nn.Flatten(), nn.Dropout(0.5),
+                   nn.Linear(channels * (IMAGE_SIZE // 2 ** len(widths)) ** 2, 128), nn.ReLU(inplace=True),
+                   nn.Linear(128, num_classes)]
+        super().__init__(*layers)
+
+
+ARCHITECTURES = ("resnet", "small-cnn")
+
+
 def build_model(architecture: dict | None = None) -> nn.Module:
-    architecture = architecture or DEFAULT_ARCHITECTURE
-    return CifarResNet(list(architecture["widths"]), list(architecture["blocks"]))
+    """architecture: {"name": "resnet" (default) or "small-cnn", "widths": [...], "blocks": [...]}."""
+    architecture = {**DEFAULT_ARCHITECTURE, **(architecture or {})}
+    name = architecture.get("name", "resnet")
+    if name == "resnet":
+        return CifarResNet(list(architecture["widths"]), list(architecture["blocks"]))
+    if name == "small-cnn":
+        return SmallCNN(list(architecture["widths"]))
+    raise ValueError(f"unknown architecture {name!r}: expected one of {', '.join(ARCHITECTURES)}")
 
 
 class InvalidImageError(ValueError):
@@ -126,7 +151,8 @@ def load_image_file(path) -> np.ndarray:
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W)."""
     pixels = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy
-    tensor = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+    # contiguous(): a channels-last input crashes torch 2.14's CPU conv backward on odd batch sizes.
+    tensor = pixels.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     return (tensor - mean) / std

@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--warmup-epochs", type=float, default=2.0)
+    parser.add_argument("--arch", choices=network.ARCHITECTURES, default="resnet",
+                        help="resnet: torchvision ResNet adapted to 32x32; small-cnn: the plain baseline")
     parser.add_argument("--widths", type=_int_list, default=network.DEFAULT_ARCHITECTURE["widths"],
                         help="channels per ResNet stage, e.g. 32,64,128")
     parser.add_argument("--blocks", type=_int_list, default=network.DEFAULT_ARCHITECTURE["blocks"],
@@ -188,12 +190,16 @@ def baseline(probabilities: np.ndarray, labels: np.ndarray, threshold: float) ->
     }
 
 
+def architecture(args: argparse.Namespace) -> dict:
+    return {"name": args.arch, "widths": list(args.widths), "blocks": list(args.blocks)}
+
+
 def save_model(model: nn.Module, args: argparse.Namespace, model_dir: Path) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = {
         "format": 1,
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-        "architecture": {"widths": list(args.widths), "blocks": list(args.blocks)},
+        "architecture": architecture(args),
         "classes": list(network.CLASSES),
         "flip_tta": bool(args.flip_tta),
         "image_size": network.IMAGE_SIZE,
@@ -223,7 +229,7 @@ def train(args: argparse.Namespace) -> dict:
     y_train = torch.from_numpy(train_labels)
     x_test = network.to_tensor(test_images)
 
-    model = network.build_model({"widths": args.widths, "blocks": args.blocks}).to(device)
+    model = network.build_model(architecture(args)).to(device)
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         (no_decay if parameter.ndim <= 1 else decay).append(parameter)
@@ -277,7 +283,7 @@ def train(args: argparse.Namespace) -> dict:
         "torch_version": torch.__version__,
         "hyperparameters": {
             key: getattr(args, key) for key in (
-                "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
+                "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
                 "widths", "blocks", "augment", "flip_tta", "threshold", "seed")
         },
     })

@@ -1,0 +1,199 @@
+"""train.py under SageMaker's script-mode contract, `scones train`, and the ensure_model cache."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from harness import models, settings
+from harness.cli import main as scones
+
+TINY = models.TINY_HYPERPARAMETERS
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return models.write_synthetic_dataset(tmp_path / "data")
+
+
+def test_train_script_runs_under_the_sagemaker_env_contract(dataset, tmp_path):
+    model_dir, output_dir = tmp_path / "opt_ml_model", tmp_path / "opt_ml_output_data"
+    env = {**os.environ, "SM_CHANNEL_TRAIN": str(dataset / "train"), "SM_CHANNEL_TEST": str(dataset / "test"),
+           "SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DATA_DIR": str(output_dir), "SM_NUM_GPUS": "0"}
+    # SageMaker runs the entry point as a plain script from its source dir, hyperparameters as --name value.
+    completed = subprocess.run(
+        [sys.executable, "train.py", *models.hyperparameter_args(TINY)],
+        cwd=models.MODEL_CODE_DIR, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "epoch 1/1" in completed.stdout
+    assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")) == [
+        "code", "code/inference.py", "code/network.py", "model.pth"]
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    for key in ("test_accuracy", "per_class", "confusion_matrix", "threshold_coverage", "threshold_precision",
+                "training_seconds", "epochs"):
+        assert key in metrics
+    assert set(metrics["per_class"]) == {"bicycle", "motorcycle"}
+    assert set(metrics["per_class"]["bicycle"]) >= {"precision", "recall"}
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 8
+    assert metrics["threshold"] == 0.93 and metrics["epochs"] == 1
+
+    baseline = json.loads((output_dir / "baseline.json").read_text())
+    assert baseline["classes"] == ["bicycle", "motorcycle"] and baseline["threshold"] == 0.93
+    assert baseline["n"] == 8 == len(baseline["max_confidence"])
+    assert baseline["true_class_counts"] == {"bicycle": 4, "motorcycle": 4}
+    assert sum(baseline["predicted_class_counts"].values()) == 8
+    assert all(0.5 <= value <= 1.0 for value in baseline["max_confidence"])
+
+    inference = models.load_serving_handlers(model_dir)
+    model = inference.model_fn(str(model_dir))
+    body = (dataset / "test" / "bicycle" / "bicycle_000.png").read_bytes()
+    probabilities = json.loads(inference.output_fn(inference.predict_fn(inference.input_fn(body, "image/png"), model),
+                                                   "application/json"))
+    # The handlers see an image exactly as training's evaluation did.
+    assert probabilities[0] + probabilities[1] == pytest.approx(1.0)
+    assert max(probabilities) == pytest.approx(baseline["max_confidence"][0], abs=1e-4)
+
+
+def test_train_script_rejects_a_channel_without_class_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    env = {**os.environ, "SM_CHANNEL_TRAIN": str(tmp_path / "train"), "SM_CHANNEL_TEST": str(tmp_path / "train"),
+           "SM_MODEL_DIR": str(tmp_path / "m"), "SM_OUTPUT_DATA_DIR": str(tmp_path / "o")}
+    completed = subprocess.run([sys.executable, str(models.TRAIN_SCRIPT), "--epochs", "1"], env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0
+    assert "has no bicycle/ folder" in completed.stderr
+
+
+def test_scones_train_writes_a_sagemaker_model_tarball(dataset, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(scones, ["train", "--data", str(dataset), "--out", str(out), "--epochs", "1",
+                                         "--widths", "8,16", "--blocks", "1,1", "-H", "batch_size=8"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy:" in result.output and "model.tar.gz" in result.output
+    assert {"model.tar.gz", "metrics.json", "baseline.json", "train.log"} <= {p.name for p in out.iterdir()}
+    with tarfile.open(out / "model.tar.gz") as archive:
+        assert sorted(archive.getnames()) == ["code", "code/inference.py", "code/network.py", "model.pth"]
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    inference = models.load_serving_handlers(tmp_path / "unpacked")
+    model = inference.model_fn(str(tmp_path / "unpacked"))
+    assert json.loads(inference.output_fn(inference.predict_fn(
+        inference.input_fn((dataset / "test" / "motorcycle" / "motorcycle_001.png").read_bytes(), "image/png"),
+        model), None)).__len__() == 2
+
+
+def test_scones_train_reports_missing_data_clearly(tmp_path):
+    result = CliRunner().invoke(scones, ["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "lacks train/bicycle/" in result.output
+
+
+def test_training_is_deterministic_for_a_seed(dataset, tmp_path):
+    first = models.train_model(dataset, tmp_path / "a", {**TINY, "seed": 3}, echo=False)
+    second = models.train_model(dataset, tmp_path / "b", {**TINY, "seed": 3}, echo=False)
+    assert (first / "model.tar.gz").read_bytes() == (second / "model.tar.gz").read_bytes()
+    assert (first / "baseline.json").read_text() == (second / "baseline.json").read_text()
+
+
+def test_hyperparameters_are_passed_the_sagemaker_way():
+    assert models.hyperparameter_args({"batch_size": 8, "widths": [8, 16], "flip_tta": False, "lr": None}) == [
+        "--batch-size", "8", "--flip-tta", "false", "--widths", "8,16"]
+
+
+def fake_trainer(calls: list, before_writing=lambda: None):
+    """Stands in for train_model in cache tests: writes the three artifacts without training."""
+    def train(data_dir, out_dir, hyperparameters, **_):
+        calls.append(dict(hyperparameters))
+        before_writing()
+        out_dir = Path(out_dir)
+        for name in models.ARTIFACTS:
+            (out_dir / name).write_text(json.dumps({"trained_with": hyperparameters}))
+        return out_dir
+    return train
+
+
+def poll(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_ensure_model_trains_once_while_a_second_caller_waits(dataset, tmp_path, monkeypatch):
+    calls: list = []
+    second_caller_waiting = threading.Event()
+    real_report = models._report_waiting
+    monkeypatch.setattr(models, "_report_waiting", lambda path: (real_report(path), second_caller_waiting.set()))
+    # The first caller holds the lock until the second one is blocked on it.
+    monkeypatch.setattr(models, "train_model", fake_trainer(
+        calls, lambda: poll(second_caller_waiting.is_set, what="the second caller to wait on the lock")))
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(models.ensure_model(dataset, tmp_path / "state", **TINY)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 2 and results[0] == results[1]
+    assert len(calls) == 1
+    folder = results[0]
+    assert folder.parent == tmp_path / "state" / "models"
+    assert all((folder / name).is_file() for name in models.ARTIFACTS)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging folders left behind"
+
+
+def test_ensure_model_cache_key_follows_data_and_hyperparameters(dataset, tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(models, "train_model", fake_trainer(calls))
+    folder = models.ensure_model(dataset, tmp_path / "state", **TINY)
+    assert models.ensure_model(dataset, tmp_path / "state", **TINY) == folder
+    assert len(calls) == 1
+    other = models.ensure_model(dataset, tmp_path / "state", **{**TINY, "seed": 1})
+    assert other != folder and len(calls) == 2
+    (dataset / "train" / "bicycle" / "bicycle_000.png").unlink()
+    assert models.ensure_model(dataset, tmp_path / "state", **TINY) not in (folder, other)
+    assert len(calls) == 3
+
+
+def test_ensure_model_leaves_nothing_behind_when_training_fails(dataset, tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise models.TrainingError("boom")
+
+    monkeypatch.setattr(models, "train_model", failing)
+    with pytest.raises(models.TrainingError, match="boom"):
+        models.ensure_model(dataset, tmp_path / "state", **TINY)
+    assert [p.suffix for p in (tmp_path / "state" / "models").iterdir()] == [".lock"]
+
+
+def test_ensure_tiny_model_gives_a_servable_model(tmp_path):
+    folder = models.ensure_tiny_model(tmp_path / "state")
+    assert models.ensure_tiny_model(tmp_path / "state") == folder
+    with tarfile.open(folder / "model.tar.gz") as archive:
+        assert "code/inference.py" in archive.getnames()
+
+
+def test_ensure_model_names_the_missing_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lacks train/bicycle/"):
+        models.ensure_model(tmp_path / "empty", tmp_path / "state")
+
+
+@pytest.mark.slow
+def test_default_model_on_the_real_data_reaches_the_floor():
+    data = settings.data_dir()
+    if not (data / "train" / "bicycle").is_dir():
+        pytest.skip(f"real data not staged at {data}")
+    folder = models.ensure_model(data)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["n_test"] == 200
+    assert metrics["test_accuracy"] >= 0.93, metrics
