@@ -43,9 +43,35 @@ def load_images(count: int = 200) -> list[bytes]:
     return [path.read_bytes() for path in files]
 
 
-def resolve_model(explicit: str | None, stub: bool) -> Path:
+def build_untrained_model(out_dir: Path) -> Path:
+    """The product's network and handlers (local_model/inference.py + network.py) with untrained
+    weights: the same compute per request as the trained model, without waiting for training."""
+    import io
+    import tarfile
+
+    import torch
+
+    from local_model import network
+
+    root = Path(__file__).resolve().parent.parent / "local_model"
+    weights = io.BytesIO()
+    torch.save({"architecture": network.DEFAULT_ARCHITECTURE, "state_dict": network.build_model().state_dict(),
+                "classes": list(network.CLASSES)}, weights)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out_dir / "model.tar.gz", "w:gz") as archive:
+        info = tarfile.TarInfo("model.pth")
+        info.size = len(weights.getvalue())
+        archive.addfile(info, io.BytesIO(weights.getvalue()))
+        for name in ("inference.py", "network.py"):
+            archive.add(root / name, arcname=f"code/{name}")
+    return out_dir / "model.tar.gz"
+
+
+def resolve_model(explicit: str | None, stub: bool, untrained: bool = False) -> Path:
     if explicit:
         return Path(explicit)
+    if untrained:
+        return build_untrained_model(settings.state_dir() / "bench" / "untrained-model")
     if stub:
         from local_model.serving_stub import build_stub_model
 
@@ -197,6 +223,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model dir or model.tar.gz (default: harness.models.ensure_model())")
     parser.add_argument("--stub", action="store_true", help="use the tiny stand-in model instead of the trained one")
+    parser.add_argument("--untrained", action="store_true",
+                        help="the product's network and handlers with untrained weights (no training wait)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per configuration")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="capture off/on pairs to take the median of")
@@ -206,7 +234,7 @@ def main() -> None:
     args = parser.parse_args()
 
     (settings.state_dir() / "bench").mkdir(parents=True, exist_ok=True)
-    model = resolve_model(args.model, args.stub)
+    model = resolve_model(args.model, args.stub, args.untrained)
     images = load_images()
     load_before = os.getloadavg()
     print(f"model {model}; {len(images)} test PNGs; {args.clients} clients; {args.seconds:g} s per run; "
