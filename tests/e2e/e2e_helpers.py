@@ -20,9 +20,16 @@ def failed_events(failing_task_index: int) -> list[str]:
     return ["ExecutionStarted", *TASK_OK * failing_task_index, *TASK_FAILED, "ExecutionFailed"]
 
 
-def png_bytes(image) -> bytes:
+def png_bytes(image, tag: str | None = None) -> bytes:
+    """PNG bytes of a PIL image; a tag (a PNG text chunk) makes the bytes unique without changing a pixel."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if tag is not None:
+        info = PngInfo()
+        info.add_text("scones-test", tag)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

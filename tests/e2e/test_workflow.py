@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import io
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -111,14 +113,14 @@ def test_oversized_image_fails_with_payload_too_large(upload_image, run_workflow
 
 def test_every_classify_call_leaves_exactly_one_capture_record(confident_test_image, upload_image, run_workflows,
                                                                unsure_image, scones_stack, s3_client):
-    """Images made unique (one pixel changed), so their records can be told from every other call's."""
+    """Each image's bytes are made unique (a PNG text chunk; pixels unchanged), so its records can be told
+    from those of every other call, earlier tests' included."""
+    run_id = uuid.uuid4().hex
     images = []
     for index, class_name in enumerate(["bicycle", "motorcycle", "bicycle"]):
         _, path = confident_test_image(class_name)
-        image = Image.open(path).convert("RGB")
-        image.putpixel((0, 0), (index * 7 % 256, (index * 13 + 101) % 256, 211))
-        images.append(png_bytes(image))
-    images.append(unsure_image[0])  # fails after classifyImage: its call is captured too
+        images.append(png_bytes(Image.open(path), tag=f"{run_id}-{index}"))
+    images.append(png_bytes(Image.open(io.BytesIO(unsure_image[0])), tag=f"{run_id}-unsure"))  # fails after classifyImage: captured too
     keys = [upload_image(body, name=f"capture-{n}") for n, body in enumerate(images)]
     wanted = {base64.b64encode(body).decode() for body in images}
     since = datetime.now(timezone.utc) - timedelta(minutes=2)  # generous: S3 and this machine's clocks may differ
