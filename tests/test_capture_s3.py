@@ -204,3 +204,14 @@ def test_s3_down_then_up_records_arrive(stub_model, images, monkeypatch):
         assert sum(len(records) for records in captured(bucket).values()) == 50
     finally:
         moto.stop()
+
+
+def test_inference_id_reaches_the_record_and_failed_invocations_are_not_captured(stub_model, bucket, images):
+    config = CaptureConfig(f"s3://{bucket}/capture")
+    with EndpointServer(stub_model, endpoint_name=ENDPOINT, capture=config) as endpoint:
+        runtime = boto3.client("sagemaker-runtime", endpoint_url=endpoint.url)
+        runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", InferenceId="order-42", Body=images[0])
+        with pytest.raises(runtime.exceptions.ModelError):
+            runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"not a png")
+    records = [record for file_records in captured(bucket).values() for record in file_records]
+    assert [record["eventMetadata"].get("inferenceId") for record in records] == ["order-42"]
