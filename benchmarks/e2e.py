@@ -124,7 +124,8 @@ def main() -> None:
         from harness.models import ensure_model
 
         LocalStack(state_dir).ensure_venv()
-        ensure_model(data_dir=data_dir, state_dir=state_dir)
+        if not os.environ.get(settings.MODEL_DIR):  # else `scones up` serves that model
+            ensure_model(data_dir=data_dir, state_dir=state_dir)
         scones("down")
         figures["up_cold_s"] = scones("up")
         figures["up_attach_s"] = scones("up")
