@@ -282,6 +282,7 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             progress(f"localstack: starting on {config.localstack_url}")
             localstack_pid = localstack.start()
             localstack_started_here = True
+            _preload_deploy_code()  # while LocalStack boots in its own process
             localstack.wait_ready()
 
         progress("localstack: ready")
@@ -333,6 +334,13 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
     }
     write_record(record_path, record)
     return record
+
+
+def _preload_deploy_code() -> None:
+    import importlib
+
+    for module in ("deploy.packaging", "deploy.workflow", "state_machine.render", "tqdm"):
+        importlib.import_module(module)
 
 
 def _deploy(session, config: StackConfig, progress: Progress):
