@@ -151,3 +151,15 @@ def test_down_stops_the_recorded_process_tree_and_frees_its_port(tmp_path):
     assert not any(stack.pid_alive(pid) for pid in tree)
     assert not stack.port_open(port)
     assert not local_record_path(tmp_path).exists()
+
+
+def test_run_accepts_keys_bucket_keys_and_s3_uris():
+    import click
+
+    from harness.commands.local import workflow_input
+
+    assert workflow_input("test/a.png", None) == "test/a.png"
+    assert workflow_input("test/a.png", "other") == {"s3_bucket": "other", "s3_key": "test/a.png"}
+    assert workflow_input("s3://b/test/a.png", None) == {"s3_bucket": "b", "s3_key": "test/a.png"}
+    with pytest.raises(click.BadParameter, match="not an s3://bucket/key URI"):
+        workflow_input("s3://only-bucket", None)

@@ -72,7 +72,8 @@ def _print_record(record: dict) -> None:
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for each execution.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document per execution instead of a table.")
 def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
-    """Run the workflow on S3 KEYS, wait, and print key, status, class, confidence, error, duration.
+    """Run the workflow on S3 KEYS (keys in the target's bucket, or s3://bucket/key), wait, and print
+    key, status, class, confidence, error, duration.
 
     Exits with status 1 when any execution did not succeed.
     """
@@ -83,7 +84,7 @@ def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
         deployed = load_target(target, state_dir)
     except TargetNotFound as error:
         raise click.ClickException(str(error)) from error
-    inputs = [{"s3_bucket": bucket, "s3_key": key} if bucket else key for key in keys]
+    inputs = [workflow_input(key, bucket) for key in keys]
     started = time.perf_counter()
     with click.progressbar(length=len(inputs), label="executions", file=sys.stderr,
                            hidden=len(inputs) < 2) as bar:
@@ -103,6 +104,16 @@ def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
 
 
 ERROR_WIDTH = 110   # the full message is in `--json` and in the execution history
+
+
+def workflow_input(key: str, bucket: str | None):
+    """A key in the target's bucket, a key in --bucket, or a full s3://bucket/key URI."""
+    if key.startswith("s3://"):
+        uri_bucket, _, uri_key = key[len("s3://"):].partition("/")
+        if not uri_bucket or not uri_key:
+            raise click.BadParameter(f"{key!r} is not an s3://bucket/key URI", param_hint="KEYS")
+        return {"s3_bucket": uri_bucket, "s3_key": uri_key}
+    return {"s3_bucket": bucket, "s3_key": key} if bucket else key
 
 
 def results_table(results) -> str:
