@@ -255,10 +255,13 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
     old_endpoint = previous.get("endpoint") or {}
     endpoint_attached = (pid_alive(old_endpoint.get("pid")) and old_endpoint.get("port") == config.endpoint_port
                          and old_endpoint.get("model_dir") == str(model_dir)
+                         and old_endpoint.get("name") == config.endpoint_name
+                         and old_endpoint.get("capture_s3_uri") == local_target.capture_s3_uri(config.bucket)
                          and _endpoint_ready(config.endpoint_url))
     if not endpoint_attached:
         if pid_alive(old_endpoint.get("pid")):
-            progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}), its model or port changed")
+            progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}): its model, name, port or "
+                     "capture destination changed")
             terminate(old_endpoint["pid"])
         endpoint_process = start_endpoint_server(config, model_dir)
         progress(f"endpoint: starting {config.endpoint_name} on {config.endpoint_url} (pid {endpoint_process.pid})")
@@ -319,6 +322,7 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
         "threshold": config.threshold,
         "localstack": {"pid": localstack_pid, "port": config.localstack_port, "url": config.localstack_url},
         "endpoint": {"pid": endpoint_pid, "port": config.endpoint_port, "url": config.endpoint_url,
+                     "name": config.endpoint_name, "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
                      "model_dir": str(model_dir), "log": str(config.local_dir / "endpoint.log")},
         "outputs": {
             "region": local_target.REGION,
