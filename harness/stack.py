@@ -26,6 +26,7 @@ Progress = Callable[[str], None]
 RECORD_VERSION = 1
 ENDPOINT_READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
+ENDPOINT_STOP_TIMEOUT_S = 60.0   # its shutdown drains requests and writes pending capture records
 
 
 class StackError(RuntimeError):
@@ -417,7 +418,7 @@ def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEO
 
     if pid_alive(endpoint.get("pid")):
         progress(f"endpoint: stopping pid {endpoint['pid']} (flushes data capture first)")
-        terminate(endpoint["pid"], timeout)
+        terminate(endpoint["pid"], max(timeout, ENDPOINT_STOP_TIMEOUT_S))
         _reap(endpoint["pid"])
         stopped.append(endpoint["pid"])
 
