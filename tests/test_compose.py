@@ -235,8 +235,9 @@ def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_lo
     messages: list[str] = []
     record = deploy_into_stack(state_dir=state, data_dir=staged, localstack_port=port, endpoint_port=18080,
                                bucket="scones-compose-test", prefix="composetest", endpoint_name="scones-classifier",
-                               threshold=0.93, progress=messages.append)
+                               threshold=0.93, host_model_dir="/host/model", progress=messages.append)
     assert record["managed_by"] == MANAGED_BY
+    assert record["endpoint"]["model_dir"] == "/host/model" and record["data_dir"] == str(staged)
     assert record["localstack"]["pid"] is None and record["endpoint"]["pid"] is None
     assert record["dataset"] == {"uploaded": 6, "skipped": 0}
 

@@ -27,7 +27,10 @@ BUCKET = "SCONES_BUCKET"
 PREFIX = "SCONES_PREFIX"
 ENDPOINT_NAME = "SCONES_ENDPOINT_NAME"
 THRESHOLD = "SCONES_THRESHOLD"
-MODEL_DIR_ON_HOST = "SCONES_COMPOSE_MODEL_DIR"   # only recorded, for people reading the record
+# The host's paths of the mounted folders, recorded so that host tools (scones monitor reads the
+# model's baseline.json) find them; inside the container they are /model and /data.
+MODEL_DIR_ON_HOST = "SCONES_COMPOSE_MODEL_DIR"
+DATA_DIR_ON_HOST = "SCONES_COMPOSE_DATA_DIR"
 MANAGED_BY = "docker compose"
 
 
@@ -37,8 +40,13 @@ def _progress(message: str) -> None:
 
 def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, endpoint_port: int,
                       bucket: str, prefix: str, endpoint_name: str, threshold: float,
-                      upload_data: bool = True, progress=_progress) -> dict[str, Any]:
-    """Deploy into running LocalStack + endpoint containers and write <state>/local/stack.json."""
+                      upload_data: bool = True, host_data_dir: str | None = None,
+                      host_model_dir: str | None = None, progress=_progress) -> dict[str, Any]:
+    """Deploy into running LocalStack + endpoint containers and write <state>/local/stack.json.
+
+    host_data_dir / host_model_dir: the host's paths of the folders mounted at data_dir and
+    /model, written into the record in place of the container's paths.
+    """
     from deploy.workflow import deploy_workflow, upload_dataset
 
     started = time.perf_counter()
@@ -67,13 +75,13 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
         "created": now,
         "updated": now,
         "state_dir": str(state),
-        "data_dir": str(data),
+        "data_dir": host_data_dir or str(data),
         "prefix": prefix,
         "threshold": threshold,
         # No pids: the processes live in containers, and their pids mean nothing on the host.
         "localstack": {"pid": None, "port": localstack_port, "url": localstack_url},
         "endpoint": {"pid": None, "port": endpoint_port, "url": endpoint_url,
-                     "model_dir": os.environ.get(MODEL_DIR_ON_HOST, "/model")},
+                     "model_dir": host_model_dir or "/model"},
         "outputs": {
             "region": local_target.REGION,
             "bucket": bucket,
@@ -104,6 +112,8 @@ def main(no_data: bool) -> None:
             endpoint_name=environ.get(ENDPOINT_NAME) or local_target.DEFAULT_ENDPOINT_NAME,
             threshold=float(environ.get(THRESHOLD) or local_target.DEFAULT_THRESHOLD),
             upload_data=not no_data,
+            host_data_dir=environ.get(DATA_DIR_ON_HOST),
+            host_model_dir=environ.get(MODEL_DIR_ON_HOST),
         )
     except Exception as error:  # noqa: BLE001 - one clear line and a non-zero exit for compose
         click.echo(f"compose deploy failed: {type(error).__name__}: {error}", err=True)

@@ -7,12 +7,17 @@
 #   harness/compose/stack.sh ps|logs  passed to docker compose
 #
 # Then, on the host: SCONES_STATE_DIR=${SCONES_COMPOSE_STATE_DIR:-.scones/compose} scones run <key>
+# (and scones evaluate / monitor / report): the deploy service writes the stack record there.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 PROJECT="${COMPOSE_PROJECT_NAME:-scones}"
 DEPLOY_TIMEOUT_S="${SCONES_COMPOSE_DEPLOY_TIMEOUT_S:-1800}"
+# Absolute, so that the stack record (which names the model folder) reads the same from anywhere.
+export SCONES_COMPOSE_STATE_DIR="$(realpath -m "${SCONES_COMPOSE_STATE_DIR:-.scones/compose}")"
+export SCONES_COMPOSE_MODEL_DIR="$(realpath -m "${SCONES_COMPOSE_MODEL_DIR:-$SCONES_COMPOSE_STATE_DIR/model}")"
+export SCONES_DATA_DIR="$(realpath -m "${SCONES_DATA_DIR:-../shared/data}")"
 
 if docker compose version >/dev/null 2>&1; then
     compose() { docker compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
@@ -26,7 +31,7 @@ fi
 case "${1:-}" in
     up)
         docker info >/dev/null 2>&1 || { echo "stack.sh: no Docker daemon answers; harness/compose/dockerd.sh start" >&2; exit 1; }
-        mkdir -p "${SCONES_COMPOSE_STATE_DIR:-.scones/compose}" "${SCONES_COMPOSE_MODEL_DIR:-.scones/compose/model}"
+        mkdir -p "$SCONES_COMPOSE_STATE_DIR" "$SCONES_COMPOSE_MODEL_DIR"
         harness/compose/build-base.sh
         harness/compose/fetch-wheels.sh
         echo "compose: building images"
@@ -41,13 +46,13 @@ case "${1:-}" in
             echo "stack.sh: deploy did not succeed (exit status $status); \`$0 logs\` shows every service" >&2
             exit 1
         fi
-        echo "compose: up. Try: SCONES_STATE_DIR=${SCONES_COMPOSE_STATE_DIR:-.scones/compose} .venv/bin/scones run test/bicycle/<file>.png"
+        echo "compose: up. Try: SCONES_STATE_DIR=$SCONES_COMPOSE_STATE_DIR .venv/bin/scones run test/bicycle/<file>.png"
         ;;
     build)
         compose build train localstack ;;
     down)
         compose down --remove-orphans --timeout 20
-        rm -f "${SCONES_COMPOSE_STATE_DIR:-.scones/compose}/local/stack.json"
+        rm -f "$SCONES_COMPOSE_STATE_DIR/local/stack.json"
         ;;
     ps|logs|config)
         command="$1"; shift; compose "$command" "$@" ;;
