@@ -41,7 +41,7 @@ case "${1:-}" in
         deploy="$(compose ps -q deploy)"
         [ -n "$deploy" ] || { echo "stack.sh: the deploy service was not started" >&2; compose ps >&2; exit 1; }
         status="$(timeout "$DEPLOY_TIMEOUT_S" docker wait "$deploy")" || status=timeout
-        compose logs --no-color deploy | tail -n 20
+        compose logs --no-color deploy | tr '\r' '\n' | grep -v -e '^ *$' -e '%|' | tail -n 12
         if [ "$status" != 0 ]; then
             echo "stack.sh: deploy did not succeed (exit status $status); \`$0 logs\` shows every service" >&2
             exit 1
