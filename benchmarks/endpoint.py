@@ -294,6 +294,7 @@ def main() -> None:
     capture_cpu = median([r["on"]["cpu_ms"] / r["off"]["cpu_ms"] - 1 for r in rounds])
     p50 = median([r["off"]["p50_ms"] for r in rounds])
     p99 = median([r["off"]["p99_ms"] for r in rounds])
+    p50_cpu = median([r["off"]["cpu_ms"] for r in rounds])
     last_on = rounds[-1]["on"]["capture"]
     print()
     print(f"medians over {len(rounds)} rounds, server layout {best_layout} (inference threads x torch threads), "
@@ -303,6 +304,11 @@ def main() -> None:
     print(f"  capture 100% vs off: {capture_cost:+.1%} throughput, {capture_cpu:+.1%} CPU per request (target <= 10%); "
           f"last run sampled {last_on['sampled']}, wrote {last_on['written_records']} before stop and the rest on "
           f"stop, dropped {last_on['dropped']}, failed puts {last_on['failed_puts']}")
+    writer_us = median([1e6 * r["on"]["capture"]["writer_cpu_s"] / max(1, r["on"]["capture"]["written_records"])
+                        for r in rounds])
+    print(f"  capture writer thread: {writer_us:.0f} us CPU per record (encode + upload) = "
+          f"{writer_us / 1000 / p50_cpu:.1%} of the server's CPU per request; the rest of the difference is the S3 "
+          f"server (moto) and the extra bytes sharing the same cores")
     print(f"  server RSS with the model loaded: {rounds[-1]['off']['rss_loaded_mib']:.0f} MiB idle, "
           f"{rounds[-1]['off']['rss_after_mib']:.0f} MiB after the run")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "

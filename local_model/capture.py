@@ -156,7 +156,7 @@ class CaptureCounters:
     failed_puts: int = 0      # put_object attempts that failed (each retried)
     last_error: str | None = None
     last_error_at: str | None = None
-    writer_cpu_s: float = 0.0  # CPU the background writer has used (encoding + uploads): capture's cost
+    writer_cpu_s: float = 0.0  # CPU the background writer has used encoding and uploading: capture's running cost
 
 
 @dataclass
@@ -271,12 +271,13 @@ class CaptureWriter:
             self._client = None
         finally:
             self._client_ready.set()
+        cpu_before = time.thread_time()  # building the client is a one-off, not capture's running cost
         while True:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             closing = self._closing.is_set()
             self._write_buffered()
-            self.counters.writer_cpu_s = round(time.thread_time(), 3)
+            self.counters.writer_cpu_s = round(time.thread_time() - cpu_before, 4)
             if self._abandon.is_set() or (closing and not self._buffer):
                 return
 
