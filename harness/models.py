@@ -111,6 +111,7 @@ def train_model(
             "SM_MODEL_DIR": str(scratch / "model"),
             "SM_OUTPUT_DATA_DIR": str(scratch / "output"),
             "SM_NUM_GPUS": os.environ.get("SM_NUM_GPUS", "0"),  # deterministic CPU training unless asked
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),  # see train.py
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
         }

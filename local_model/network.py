@@ -160,8 +160,8 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def predict_probabilities(model: nn.Module, batch: torch.Tensor, flip_tta: bool = True) -> torch.Tensor:
     """Class probabilities (N, 2); with flip_tta, averaged over the image and its mirror."""
-    logits = model(batch)
-    probabilities = torch.softmax(logits, dim=1)
-    if flip_tta:
-        probabilities = (probabilities + torch.softmax(model(torch.flip(batch, dims=[3])), dim=1)) / 2
-    return probabilities
+    if not flip_tta:
+        return torch.softmax(model(batch), dim=1)
+    # One forward pass over image and mirror together: half the per-call overhead for single images.
+    probabilities = torch.softmax(model(torch.cat([batch, torch.flip(batch, dims=[3])])), dim=1)
+    return (probabilities[: len(batch)] + probabilities[len(batch):]) / 2
