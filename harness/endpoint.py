@@ -47,7 +47,7 @@ class EndpointServer:
     host: str = "127.0.0.1"
     port: int | None = None                  # a free port when None
     mode: str = "thread"                     # "thread" or "subprocess"
-    inference_threads: int = 1
+    inference_threads: int = 2                # handler threads; see benchmarks/endpoint.py
     # torch intra-op threads. None: 1 in a subprocess (the measured best, see benchmarks/endpoint.py), and
     # untouched in thread mode, where torch.set_num_threads would change the whole host process.
     torch_threads: int | None = None

@@ -27,7 +27,7 @@ from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_
               show_default=True, help="CaptureContentTypeHeader.JsonContentTypes (repeatable).")
 @click.option("--capture-flush-seconds", default=1.0, show_default=True, type=click.FloatRange(0.01),
               help="Longest a captured record waits in memory before its file is written.")
-@click.option("--inference-threads", default=1, show_default=True, type=click.IntRange(0),
+@click.option("--inference-threads", default=2, show_default=True, type=click.IntRange(0),
               help="Threads running the handlers; 0 runs them on the event loop.")
 @click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch intra-op threads per inference.")
