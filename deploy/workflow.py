@@ -185,12 +185,18 @@ def find_state_machine_arn(client, name: str) -> str | None:
     return None
 
 
+_LOOK_IT_UP = object()
+
+
 def ensure_state_machine(
     client, *, name: str, definition: str, role_arn: str, progress: Progress | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = time.sleep, existing_arn: str | None | object = _LOOK_IT_UP,
 ) -> tuple[str, str]:
-    """Create the state machine, or update its definition/role when they differ. Returns (arn, what was done)."""
-    arn = find_state_machine_arn(client, name)
+    """Create the state machine, or update its definition/role when they differ. Returns (arn, what was done).
+
+    existing_arn: the machine's ARN (None: there is none) when the caller already looked it up.
+    """
+    arn = find_state_machine_arn(client, name) if existing_arn is _LOOK_IT_UP else existing_arn
     if arn is None:
         if progress:
             progress(f"creating state machine {name}")
@@ -239,9 +245,9 @@ def deploy_workflow(
     if render_definition is None:
         from state_machine.render import render_definition
 
-    lambda_client = session.client("lambda")
-    function_arns: dict[str, str] = {}
-    for spec in functions:
+    specs = list(functions)
+
+    def deploy_function(spec, lambda_client) -> str:
         name = function_name(prefix, spec.name)
         arn, action = ensure_function(
             lambda_client,
@@ -255,16 +261,29 @@ def deploy_workflow(
         )
         if progress:
             progress(f"Lambda function {name}: {action}")
-        function_arns[spec.name] = arn
+        return arn
+
+    # The functions do not depend on each other: create them side by side, each waited for in its
+    # own thread. Clients are made here, one per thread, because a boto3 Session is not thread-safe
+    # (a client is).
+    # The state machine's lookup needs no ARN, so it runs beside them too.
+    clients = [session.client("lambda") for _ in specs]
+    sfn = session.client("stepfunctions")
+    with ThreadPoolExecutor(max_workers=len(specs) + 1, thread_name_prefix="deploy-workflow") as pool:
+        looking_up = pool.submit(find_state_machine_arn, sfn, state_machine_name(prefix))
+        futures = [pool.submit(deploy_function, spec, client) for spec, client in zip(specs, clients)]
+        function_arns = {spec.name: future.result() for spec, future in zip(specs, futures)}
+        existing_machine_arn = looking_up.result()
 
     definition = render_definition(function_arns)
     machine_arn, action = ensure_state_machine(
-        session.client("stepfunctions"),
+        sfn,
         name=state_machine_name(prefix),
         definition=definition,
         role_arn=states_role_arn,
         progress=progress,
         sleep=sleep,
+        existing_arn=existing_machine_arn,
     )
     if progress:
         progress(f"state machine {state_machine_name(prefix)}: {action}")
@@ -293,13 +312,23 @@ def destroy_workflow(session: boto3.Session, resources: WorkflowResources, progr
                 raise
 
 
-def dataset_files(data_dir: str | Path) -> list[tuple[Path, str]]:
-    """(local path, S3 key) for every staged image under train/ and test/, plus train.lst/test.lst."""
+def _checked_parts(parts: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(parts)
+    unknown = [part for part in chosen if part not in DATASET_PARTS]
+    if unknown or not chosen:
+        raise ValueError(f"dataset parts must be some of {DATASET_PARTS}, not {chosen}")
+    return chosen
+
+
+def dataset_files(data_dir: str | Path, parts: Iterable[str] = DATASET_PARTS) -> list[tuple[Path, str]]:
+    """(local path, S3 key) for every staged image under the chosen parts (train/, test/), plus train.lst/test.lst."""
+    parts = _checked_parts(parts)
     root = Path(data_dir)
-    if not all((root / part).is_dir() for part in DATASET_PARTS):
-        raise DeployError(f"{root} is not a staged data directory: it needs train/ and test/ folders (run `scones stage`)")
+    if not all((root / part).is_dir() for part in parts):
+        needed = " and ".join(f"{part}/" for part in parts)
+        raise DeployError(f"{root} is not a staged data directory: it needs {needed} folders (run `scones stage`)")
     files = []
-    for part in DATASET_PARTS:
+    for part in parts:
         for path in sorted((root / part).rglob("*")):
             if path.is_file():
                 files.append((path, path.relative_to(root).as_posix()))
@@ -324,15 +353,19 @@ def upload_dataset(
     data_dir: str | Path,
     progress: Progress | None = None,
     max_workers: int = 8,
+    parts: Iterable[str] = DATASET_PARTS,
 ) -> UploadSummary:
-    """Upload train/, test/ and the .lst files to the bucket, skipping objects whose MD5 already matches.
+    """Upload the chosen parts (default train/ and test/) and the .lst files to the bucket,
+    skipping objects whose MD5 already matches.
 
     Objects go up with single-part PutObject, so their ETag is their MD5 and the next run can
-    compare without downloading anything.
+    compare without downloading anything. AWS training reads train/ from the bucket, so AWS
+    uploads both parts; the local stack trains from disk and only needs test/ (`parts=("test",)`).
     """
-    files = dataset_files(data_dir)
+    parts = _checked_parts(parts)
+    files = dataset_files(data_dir, parts)
     s3 = session.client("s3")
-    existing = _existing_etags(s3, bucket, [f"{part}/" for part in DATASET_PARTS] + list(DATASET_LISTS))
+    existing = _existing_etags(s3, bucket, [f"{part}/" for part in parts] + list(DATASET_LISTS))
     to_upload = []
     for path, key in files:
         data = path.read_bytes()

@@ -2,7 +2,8 @@
 
 `up()` starts what is not running yet and attaches to what is (so a second `up` starts nothing
 twice), deploys the Lambdas and state machine through the same code path as AWS, uploads the
-staged images, and records pids, ports, names and ARNs in <state>/local/stack.json.
+staged test images and .lst files (train/ too with upload_train), and records pids, ports,
+names and ARNs in <state>/local/stack.json.
 `down()` flushes capture, stops everything `up()` started, and checks that no process and no
 listening port is left behind.
 """
@@ -45,6 +46,9 @@ class StackConfig:
     threshold: float = local_target.DEFAULT_THRESHOLD
     model_dir: Path | None = None           # a directory holding model.tar.gz; default: ensure_model()
     upload_data: bool = True
+    # Local training and evaluation read the images from disk; the workflow only ever sees test/
+    # keys. Uploading train/ too (1000 more objects) doubled `scones up`.
+    upload_train: bool = False
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -291,12 +295,13 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
 
         progress("localstack: ready")
         session = local_target.local_session(config.localstack_url, config.endpoint_url)
-        local_target.ensure_bucket(session, config.bucket)
+        # LocalStack loads each service on its first request (a second or two each here): the
+        # bucket is made in the upload's thread so that S3 and Lambda load side by side.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scones-up") as pool:
             deploying = pool.submit(_deploy, session, config, progress)
-            uploading = pool.submit(_upload, session, config, progress) if config.upload_data else None
+            uploading = pool.submit(_bucket_and_upload, session, config, progress)
             resources = deploying.result()
-            uploaded = uploading.result() if uploading else None
+            uploaded = uploading.result()
         progress("workflow deployed, data uploaded")
 
         if endpoint_process is not None:
@@ -334,7 +339,8 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
             "endpoint_urls": {"default": config.localstack_url, "sagemaker-runtime": config.endpoint_url},
         },
-        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped} if uploaded else None,
+        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
+                    "parts": list(dataset_parts(config))} if uploaded else None,
         "up_seconds": round(time.perf_counter() - started_at, 3),
     }
     write_record(record_path, record)
@@ -365,10 +371,19 @@ def _deploy(session, config: StackConfig, progress: Progress):
     )
 
 
-def _upload(session, config: StackConfig, progress: Progress):
+def dataset_parts(config: StackConfig) -> tuple[str, ...]:
+    """What `up` uploads besides train.lst/test.lst: test/ only, unless asked for train/ too."""
+    return ("train", "test") if config.upload_train else ("test",)
+
+
+def _bucket_and_upload(session, config: StackConfig, progress: Progress):
+    """The bucket (always: data capture writes there), then the dataset unless upload_data is off."""
     from deploy.workflow import upload_dataset
 
-    return upload_dataset(session, config.bucket, config.data_dir, progress=progress)
+    local_target.ensure_bucket(session, config.bucket)
+    if not config.upload_data:
+        return None
+    return upload_dataset(session, config.bucket, config.data_dir, progress=progress, parts=dataset_parts(config))
 
 
 def status(state_dir=None) -> dict[str, Any]:

@@ -104,6 +104,22 @@ def test_deploy_creates_functions_and_state_machine(aws):
     assert any("created" in message for message in messages)
 
 
+def test_functions_are_deployed_side_by_side(aws):
+    import threading
+
+    session, roles = aws
+    threads: dict[str, str] = {}
+
+    def recording_zip(spec):
+        threads[spec.name] = threading.current_thread().name
+        return fake_zip(spec)
+
+    resources = deploy(session, roles, build_zip=recording_zip)
+    assert set(resources.function_arns) == {spec.name for spec in FAKE_FUNCTIONS}
+    assert list(resources.function_arns) == [spec.name for spec in FAKE_FUNCTIONS]  # order kept
+    assert len(set(threads.values())) == 3 and threading.current_thread().name not in threads.values()
+
+
 def test_redeploy_changes_nothing_and_duplicates_nothing(aws):
     session, roles = aws
     first = deploy(session, roles)
@@ -179,6 +195,26 @@ def test_upload_dataset_skips_unchanged_objects(aws, staged):
     assert (second.uploaded, second.skipped) == (1, 13)
     assert s3.get_object(Bucket="t-data", Key="train/bicycle/bicycle_1.png")["Body"].read() == b"changed"
     assert messages and "13 of 14" in messages[0]
+
+
+def test_upload_dataset_can_leave_train_out(aws, staged):
+    session, _ = aws
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket="t-data")
+    summary = upload_dataset(session, "t-data", staged, parts=("test",))
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket="t-data")["Contents"]}
+    assert (summary.uploaded, summary.skipped) == (8, 0)
+    assert keys == {f"test/{label}/{label}_{i}.png" for label in ("bicycle", "motorcycle") for i in range(3)} | {
+        "train.lst", "test.lst"}
+    # The whole dataset afterwards uploads only what is missing: train/.
+    everything = upload_dataset(session, "t-data", staged)
+    assert (everything.uploaded, everything.skipped) == (6, 8)
+
+
+def test_upload_dataset_refuses_unknown_parts(aws, staged):
+    session, _ = aws
+    with pytest.raises(ValueError, match="dataset parts must be some of"):
+        upload_dataset(session, "t-data", staged, parts=("validation",))
 
 
 def test_upload_dataset_names_a_folder_that_is_not_staged(aws, tmp_path):

@@ -153,6 +153,27 @@ def test_down_stops_the_recorded_process_tree_and_frees_its_port(tmp_path):
     assert not local_record_path(tmp_path).exists()
 
 
+@pytest.mark.parametrize("flags, parts", [([], ("test",)), (["--upload-train"], ("train", "test"))])
+def test_up_uploads_test_images_only_unless_asked_for_train(tmp_path, monkeypatch, flags, parts):
+    from deploy import workflow
+    from harness.commands.local import up
+
+    calls = []
+    monkeypatch.setattr(workflow, "upload_dataset", lambda *args, **kwargs: calls.append(kwargs) or
+                        workflow.UploadSummary(uploaded=1, skipped=0))
+
+    monkeypatch.setattr(stack.local_target, "ensure_bucket", lambda session, bucket: None)
+
+    def fake_up(config, progress):
+        stack._bucket_and_upload(None, config, progress)
+        raise stack.StackError("stopped after the upload")
+
+    monkeypatch.setattr(stack, "up", fake_up)
+    result = CliRunner().invoke(up, ["--state-dir", str(tmp_path), "--model", str(tmp_path), *flags])
+    assert "stopped after the upload" in result.output
+    assert [call["parts"] for call in calls] == [parts]
+
+
 def test_run_accepts_keys_bucket_keys_and_s3_uris():
     import click
 

@@ -25,8 +25,11 @@ def _progress(message: str) -> None:
 @click.option("--endpoint-name", default=local_target.DEFAULT_ENDPOINT_NAME, show_default=True)
 @click.option("--threshold", default=local_target.DEFAULT_THRESHOLD, show_default=True, type=float)
 @click.option("--no-data", is_flag=True, help="Skip uploading the staged images.")
-def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, bucket, endpoint_name, threshold, no_data):
-    """Bring the local stack up (LocalStack, endpoint server, workflow, data); attaches to what already runs."""
+@click.option("--upload-train", is_flag=True,
+              help="Also upload train/ to the bucket (default: test/ and the .lst files only; local training reads from disk).")
+def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, bucket, endpoint_name, threshold, no_data,
+       upload_train):
+    """Bring the local stack up (LocalStack, endpoint server, workflow, test data); attaches to what already runs."""
     from pathlib import Path
 
     from harness import stack
@@ -34,7 +37,7 @@ def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, b
     config = stack.StackConfig.from_environment(
         state_dir, data_dir, localstack_port, endpoint_port,
         prefix=prefix, bucket=bucket, endpoint_name=endpoint_name, threshold=threshold,
-        model_dir=Path(model_dir) if model_dir else None, upload_data=not no_data,
+        model_dir=Path(model_dir) if model_dir else None, upload_data=not no_data, upload_train=upload_train,
     )
     try:
         record = stack.up(config, progress=_progress)
