@@ -386,12 +386,55 @@ def _bucket_and_upload(session, config: StackConfig, progress: Progress):
     return upload_dataset(session, config.bucket, config.data_dir, progress=progress, parts=dataset_parts(config))
 
 
+COMPOSE_MANAGER = "docker compose"      # the record's "managed_by" when harness/compose/deploy.py wrote it
+COMPOSE_DOWN = "harness/compose/stack.sh down"
+
+
+def managed_by_compose(record: dict | None) -> bool:
+    return bool(record) and record.get("managed_by") == COMPOSE_MANAGER
+
+
+def _answers(part: str, url: str | None) -> bool:
+    """LocalStack's health check or the endpoint's /ping replies 200."""
+    import urllib.request
+
+    if not url:
+        return False
+    path = "/_localstack/health" if part == "localstack" else "/ping"
+    try:
+        with urllib.request.urlopen(f"{url}{path}", timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _compose_status(record: dict, path: Path) -> dict[str, Any]:
+    """A compose stack's processes live in containers: no pids to check, only what answers on its ports."""
+    parts = {}
+    for name in ("localstack", "endpoint"):
+        part = record.get(name) or {}
+        port = part.get("port")
+        parts[name] = {**part, "alive": None, "listening": bool(port) and port_open(port),
+                       "answers": _answers(name, part.get("url"))}
+    return {
+        "up": all(part["answers"] for part in parts.values()),
+        "managed_by": COMPOSE_MANAGER,
+        "record": record,
+        "record_path": str(path),
+        "parts": parts,
+        "processes": [],
+        "rss_bytes": None,
+    }
+
+
 def status(state_dir=None) -> dict[str, Any]:
     """What the record says, and what is actually alive now."""
     path = local_record_path(state_dir)
     record = read_record(path)
     if record is None:
         return {"up": False, "record": None, "record_path": str(path)}
+    if managed_by_compose(record):
+        return _compose_status(record, path)
     localstack, endpoint = record.get("localstack") or {}, record.get("endpoint") or {}
     ls_port, ep_port = localstack.get("port"), endpoint.get("port")
     pids = [pid for pid in (localstack.get("pid"), endpoint.get("pid")) if pid_alive(pid)]
@@ -426,6 +469,10 @@ def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEO
         progress("stopped a LocalStack left without a stack record" if stopped_orphan
                  else f"nothing to stop: no local stack recorded at {path}")
         return {"stopped": [], "leftover_processes": [], "open_ports": []}
+    if managed_by_compose(record):
+        # Its processes live in containers; their pids mean nothing here, and stopping them is compose's job.
+        raise StackError(f"the local stack recorded at {path} is managed by docker compose, so `scones down` "
+                         f"does not stop it: run `{COMPOSE_DOWN}` (it stops the containers and flushes capture)")
     localstack, endpoint = record.get("localstack") or {}, record.get("endpoint") or {}
     roots = [pid for pid in (endpoint.get("pid"), localstack.get("pid")) if pid_alive(pid)]
     tree = process_tree(roots)     # snapshot now: once a parent dies its children get re-parented

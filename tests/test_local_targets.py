@@ -174,6 +174,68 @@ def test_up_uploads_test_images_only_unless_asked_for_train(tmp_path, monkeypatc
     assert [call["parts"] for call in calls] == [parts]
 
 
+@pytest.fixture
+def answering_server():
+    """An HTTP server on 127.0.0.1 that answers 200 to every GET, standing in for a container's port."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def compose_record(localstack_port: int, endpoint_port: int) -> dict:
+    """What harness/compose/deploy.py writes: ports and URLs, no pids."""
+    return {"managed_by": "docker compose", "outputs": outputs(),
+            "localstack": {"pid": None, "port": localstack_port, "url": f"http://127.0.0.1:{localstack_port}"},
+            "endpoint": {"pid": None, "port": endpoint_port, "url": f"http://127.0.0.1:{endpoint_port}"}}
+
+
+def test_status_of_a_compose_stack_reports_what_answers(tmp_path, answering_server):
+    from harness.endpoint import free_port
+
+    write_record(local_record_path(tmp_path), compose_record(answering_server, answering_server))
+    result = CliRunner().invoke(status, ["--state-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "managed by docker compose" in result.output and "harness/compose/stack.sh down" in result.output
+    assert result.output.count(" answers, listening") == 2
+    assert stack.status(tmp_path)["up"]   # so the pytest plugin attaches to it
+
+    silent = free_port()
+    write_record(local_record_path(tmp_path), compose_record(silent, answering_server))
+    result = CliRunner().invoke(status, ["--state-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "DEGRADED, managed by docker compose" in result.output
+    assert "does not answer, not listening" in result.output
+
+
+def test_down_refuses_a_compose_stack_and_names_the_command(tmp_path, answering_server):
+    write_record(local_record_path(tmp_path), compose_record(answering_server, answering_server))
+    result = CliRunner().invoke(down, ["--state-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "managed by docker compose" in result.output and "harness/compose/stack.sh down" in result.output
+    assert local_record_path(tmp_path).exists() and stack.port_open(answering_server)
+
+
+def test_compose_deploy_writes_the_manager_the_stack_recognises():
+    from harness.compose.deploy import MANAGED_BY
+
+    assert stack.managed_by_compose({"managed_by": MANAGED_BY})
+
+
 def test_run_accepts_keys_bucket_keys_and_s3_uris():
     import click
 

@@ -162,6 +162,9 @@ def status(state_dir, as_json):
     if report["record"] is None:
         click.echo(f"local stack: down (no record at {report['record_path']})")
         sys.exit(3)
+    if report.get("managed_by"):
+        _print_compose_status(report)
+        return
     click.echo(f"local stack: {'up' if report['up'] else 'DEGRADED'} (record {report['record_path']})")
     for name, part in report["parts"].items():
         state = "running" if part["alive"] else "not running"
@@ -176,13 +179,35 @@ def status(state_dir, as_json):
         sys.exit(1)
 
 
+def _print_compose_status(report: dict) -> None:
+    """No pids to show: the processes live in containers. Say who manages it and what answers."""
+    from harness import stack
+
+    click.echo(f"local stack: {'up' if report['up'] else 'DEGRADED'}, managed by {report['managed_by']} "
+               f"(record {report['record_path']})")
+    for name, part in report["parts"].items():
+        answers = "answers" if part["answers"] else "does not answer"
+        listening = "listening" if part["listening"] else "not listening"
+        click.echo(f"  {name:<10} {part.get('url')}  {answers}, {listening}")
+    outputs = report["record"]["outputs"]
+    click.echo(f"  state machine {outputs['state_machine_arn']}")
+    click.echo(f"  bucket s3://{outputs['bucket']}, capture {outputs['capture_s3_uri']}")
+    click.echo(f"  `{stack.COMPOSE_DOWN}` stops it (not `scones down`)")
+    if not report["up"]:
+        click.echo("  `harness/compose/stack.sh ps` and `logs` show what is wrong")
+        sys.exit(1)
+
+
 @click.command()
 @click.option("--state-dir", type=click.Path(file_okay=False))
 def down(state_dir):
     """Stop everything `scones up` started (endpoint server first, so capture is flushed)."""
     from harness import stack
 
-    report = stack.down(state_dir, progress=_progress)
+    try:
+        report = stack.down(state_dir, progress=_progress)
+    except stack.StackError as error:
+        raise click.ClickException(str(error)) from error
     if report["leftover_processes"] or report["open_ports"]:
         raise click.ClickException(f"left behind: processes {report['leftover_processes']}, "
                                    f"open ports {report['open_ports']}")
