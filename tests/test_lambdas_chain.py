@@ -7,7 +7,7 @@ import json
 
 import boto3
 import pytest
-from conftest import unique_name
+from support import unique_name
 from moto.server import ThreadedMotoServer
 from PIL import Image
 

@@ -5,7 +5,7 @@ import base64
 import socket
 
 import pytest
-from conftest import load_event
+from support import load_event
 
 from lambdas import clients
 from lambdas.classify_image import lambda_handler

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import load_event
+from support import load_event
 
 from lambdas.errors import InvalidConfiguration, InvalidInferences, InvalidInput, ThresholdConfidenceNotMet
 from lambdas.filter_inferences import lambda_handler

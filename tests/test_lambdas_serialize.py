@@ -8,7 +8,7 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from conftest import load_event, unique_name
+from support import load_event, unique_name
 from moto import mock_aws
 from PIL import Image
 
