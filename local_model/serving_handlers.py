@@ -144,6 +144,50 @@ class LoadedModel:
 _import_lock = threading.Lock()
 
 
+class UnsafeArchiveError(tarfile.TarError):
+    """A tar member would land outside the destination, or is a device: refused, as the "data" filter does."""
+
+
+def _inside(path: str | os.PathLike, root: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(root)
+
+
+def _checked_member(member: tarfile.TarInfo, root: Path) -> tarfile.TarInfo:
+    """What tarfile.data_filter refuses on Python 3.11.4+ and 3.12+, checked by hand for 3.11.0-3.11.3."""
+    name = member.name
+    if os.path.isabs(name) or name.startswith(("/", "\\")):
+        raise UnsafeArchiveError(f"member {name!r} has an absolute path")
+    if ".." in Path(name).parts:
+        raise UnsafeArchiveError(f"member {name!r} has a '..' in its path")
+    if not _inside(root / name, root):
+        raise UnsafeArchiveError(f"member {name!r} would be written outside {root}")
+    if member.isdev():
+        raise UnsafeArchiveError(f"member {name!r} is a device or FIFO")
+    if member.issym():
+        target = member.linkname
+        if os.path.isabs(target) or not _inside(root / os.path.dirname(name) / target, root):
+            raise UnsafeArchiveError(f"symlink {name!r} points outside {root}: {target!r}")
+    if member.islnk():
+        target = member.linkname
+        if os.path.isabs(target) or not _inside(root / target, root):
+            raise UnsafeArchiveError(f"hard link {name!r} points outside {root}: {target!r}")
+    if member.isfile() or member.isdir():
+        member.mode &= 0o755   # as the data filter: no setuid/setgid/sticky, no group/other write
+    return member
+
+
+def extract_tar(tar: tarfile.TarFile, destination: str | os.PathLike) -> None:
+    """tar.extractall(destination) refusing paths that escape it: with the "data" filter where this
+    Python has one (3.11.4+, 3.12+), else with the same checks made here (3.11.0-3.11.3 lack `filter=`).
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(destination, filter="data")
+        return
+    root = Path(os.path.realpath(destination))
+    members = [_checked_member(member, root) for member in tar.getmembers()]
+    tar.extractall(destination, members=members)
+
+
 def unpack_model(archive: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
     """Unpack model.tar.gz into model_dir (like /opt/ml/model) and return it."""
     archive, model_dir = Path(archive), Path(model_dir)
@@ -152,7 +196,7 @@ def unpack_model(archive: str | os.PathLike, model_dir: str | os.PathLike) -> Pa
     model_dir.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(model_dir, filter="data")
+            extract_tar(tar, model_dir)
     except tarfile.TarError as error:
         raise ValueError(f"model archive {archive} is not a readable tar.gz: {error}") from error
     return model_dir

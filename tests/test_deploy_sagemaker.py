@@ -14,6 +14,7 @@ from PIL import Image
 
 from deploy import sagemaker as sm
 from deploy.waiting import DeployError
+from local_model.serving_handlers import extract_tar
 
 
 def test_image_uris_come_from_the_table():
@@ -62,7 +63,7 @@ def test_train_py_runs_unchanged_from_the_source_tarball_in_script_mode(tmp_path
     code = tmp_path / "code"
     code.mkdir()
     with tarfile.open(fileobj=io.BytesIO(sm.source_tarball())) as archive:
-        archive.extractall(code, filter="data")
+        extract_tar(archive, code)
     rng = np.random.default_rng(0)
     for channel in ("train", "test"):
         for label in ("bicycle", "motorcycle"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from harness import models
+from local_model.serving_handlers import extract_tar
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def served(tmp_path_factory):
     data = models.write_synthetic_dataset(root / "data")
     out = models.train_model(data, root / "out", models.TINY_HYPERPARAMETERS, echo=False)
     with tarfile.open(out / "model.tar.gz") as archive:
-        archive.extractall(root / "model", filter="data")
+        extract_tar(archive, root / "model")
     inference = models.load_serving_handlers(root / "model")
     return inference, inference.model_fn(str(root / "model"))
 
@@ -135,3 +137,83 @@ def test_the_packaged_handlers_are_the_package_handlers():
     from local_model import inference
 
     assert inference.network.CLASSES == ("bicycle", "motorcycle")
+
+
+# ---- unpacking model.tar.gz safely on every Python 3.11 (3.11.0-3.11.3 lack extractall's filter=)
+
+def tar_bytes(*members: tuple[str, str, str]) -> bytes:
+    """A tar of (kind, name, file content or link target) members; kind is "file", "dir", "symlink" or "hardlink"."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for kind, name, value in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                data = value.encode()
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}[kind]
+            info.mode = 0o755 if kind == "dir" else 0o644
+            info.linkname = value
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+@pytest.fixture(params=["data filter", "checked by hand"])
+def extraction(request, monkeypatch):
+    """Both ways extract_tar works: with tarfile's data filter, and as on a Python without one."""
+    if request.param == "checked by hand":
+        # As on Python 3.11.0-3.11.3: no data_filter, and extractall takes no filter= argument.
+        extractall = tarfile.TarFile.extractall
+
+        def extractall_without_filter(self, path=".", members=None, *, numeric_owner=False, **unexpected):
+            if unexpected:
+                raise TypeError(f"extractall() got an unexpected keyword argument {next(iter(unexpected))!r}")
+            return extractall(self, path, members, numeric_owner=numeric_owner)
+
+        monkeypatch.delattr(tarfile, "data_filter")
+        monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_without_filter)
+    return request.param
+
+
+def test_extract_tar_unpacks_a_model_archive(extraction, tmp_path):
+    archive = tar_bytes(("dir", "code", ""), ("file", "code/inference.py", "x = 1\n"),
+                        ("symlink", "code/alias.py", "inference.py"), ("file", "model.pth", "weights"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        extract_tar(tar, tmp_path / "model")
+    assert (tmp_path / "model" / "code" / "alias.py").read_text() == "x = 1\n"
+    assert (tmp_path / "model" / "model.pth").read_text() == "weights"
+
+
+@pytest.mark.parametrize("member", [
+    ("file", "{absolute}", "x"),
+    ("file", "../escape", "x"),
+    ("file", "code/../../escape", "x"),
+    ("symlink", "link", "../escape"),
+    ("symlink", "link", "/etc/passwd"),
+    ("hardlink", "link", "../escape"),
+], ids=["absolute", "dotdot", "nested-dotdot", "symlink-outside", "symlink-absolute", "hardlink-outside"])
+def test_extract_tar_refuses_members_that_escape(extraction, tmp_path, member):
+    kind, name, value = member
+    name = name.format(absolute=str(tmp_path / "escape"))
+    destination = tmp_path / "model"
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes(("file", "model.pth", "w"), (kind, name, value)))) as tar:
+        try:
+            extract_tar(tar, destination)
+            refused = False
+        except tarfile.TarError:
+            refused = True
+    # The data filter may instead strip the leading "/" and write the member inside the destination.
+    assert refused or (extraction == "data filter" and name.startswith("/"))
+    assert not (tmp_path / "escape").exists()
+    assert not os.path.lexists(destination / "link")
+
+
+def test_unpack_model_names_an_unsafe_archive(extraction, tmp_path):
+    from local_model.serving_handlers import unpack_model
+
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(tar_bytes(("file", "../escape", "x")))
+    with pytest.raises(ValueError, match="model.tar.gz"):
+        unpack_model(archive, tmp_path / "model")
+    assert not (tmp_path / "escape").exists()

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from harness import models, settings
 from harness.cli import main as scones
+from local_model.serving_handlers import extract_tar
 
 TINY = models.TINY_HYPERPARAMETERS
 
@@ -84,7 +85,7 @@ def test_scones_train_writes_a_sagemaker_model_tarball(dataset, tmp_path):
     assert {"model.tar.gz", "metrics.json", "baseline.json", "train.log"} <= {p.name for p in out.iterdir()}
     with tarfile.open(out / "model.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["code", "code/inference.py", "code/network.py", "model.pth"]
-        archive.extractall(tmp_path / "unpacked", filter="data")
+        extract_tar(archive, tmp_path / "unpacked")
     inference = models.load_serving_handlers(tmp_path / "unpacked")
     model = inference.model_fn(str(tmp_path / "unpacked"))
     assert json.loads(inference.output_fn(inference.predict_fn(
