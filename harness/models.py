@@ -194,6 +194,8 @@ def ensure_model(data_dir: str | os.PathLike | None = None, state_dir: str | os.
     with _file_lock(models / f"{key}.lock"):
         if _complete(final):  # another process finished it while we waited
             return final
+        for leftover in models.glob(f".{key}-*"):  # from a run that was killed; we hold the lock now
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=models))
         try:
             started = time.perf_counter()
