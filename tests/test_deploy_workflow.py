@@ -108,16 +108,16 @@ def test_functions_are_deployed_side_by_side(aws):
     import threading
 
     session, roles = aws
-    threads: dict[str, str] = {}
+    # Each function's deploy waits here until all three have started: one after the other, the
+    # first would wait alone and break the barrier.
+    all_started = threading.Barrier(len(FAKE_FUNCTIONS), timeout=20)
 
-    def recording_zip(spec):
-        threads[spec.name] = threading.current_thread().name
+    def zip_once_all_started(spec):
+        all_started.wait()
         return fake_zip(spec)
 
-    resources = deploy(session, roles, build_zip=recording_zip)
-    assert set(resources.function_arns) == {spec.name for spec in FAKE_FUNCTIONS}
+    resources = deploy(session, roles, build_zip=zip_once_all_started)
     assert list(resources.function_arns) == [spec.name for spec in FAKE_FUNCTIONS]  # order kept
-    assert len(set(threads.values())) == 3 and threading.current_thread().name not in threads.values()
 
 
 def test_redeploy_changes_nothing_and_duplicates_nothing(aws):
