@@ -7,7 +7,6 @@ nothing the second time.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import mimetypes
@@ -20,6 +19,7 @@ from typing import Callable, Iterable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
+from deploy.packaging import code_sha256
 from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 DEFAULT_RUNTIME = "python3.12"
@@ -59,25 +59,6 @@ def function_name(prefix: str, short_name: str) -> str:
 
 def state_machine_name(prefix: str) -> str:
     return f"{prefix}-workflow"
-
-
-def lambda_environment(spec, *, endpoint_name: str, threshold: float, extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The function's environment: the keys its spec declares, plus the target's extras."""
-    known = {"ENDPOINT_NAME": endpoint_name, "THRESHOLD": str(threshold)}
-    declared = spec.environment
-    environment: dict[str, str] = {}
-    for key in declared:
-        if key in known:
-            environment[key] = known[key]
-        elif isinstance(declared, Mapping) and declared[key] is not None:
-            environment[key] = str(declared[key])
-    environment.update({k: str(v) for k, v in (extra or {}).items()})
-    return environment
-
-
-def code_sha256(zip_bytes: bytes) -> str:
-    """The CodeSha256 that Lambda reports for a zip: base64 of its SHA-256 digest."""
-    return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
 
 
 def _error_code(error: ClientError) -> str:
@@ -235,7 +216,8 @@ def deploy_workflow(
     """Create or update the three Lambdas and the state machine that chains them.
 
     functions/build_zip/render_definition default to deploy.packaging and state_machine.render
-    (the very artifacts every target runs); tests may pass their own.
+    (the very artifacts every target runs); tests may pass their own (packaging.FunctionSpec
+    instances: their environment_values() give each function's own variables).
     """
     if functions is None or build_zip is None:
         from deploy import packaging
@@ -255,7 +237,8 @@ def deploy_workflow(
             spec=spec,
             zip_bytes=build_zip(spec),
             role_arn=lambda_role_arn,
-            environment=lambda_environment(spec, endpoint_name=endpoint_name, threshold=threshold, extra=extra_lambda_env),
+            environment={**spec.environment_values(endpoint_name=endpoint_name, threshold=threshold),
+                         **{key: str(value) for key, value in (extra_lambda_env or {}).items()}},
             progress=progress,
             sleep=sleep,
         )

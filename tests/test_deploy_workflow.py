@@ -4,15 +4,14 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from deploy.packaging import FunctionSpec, code_sha256
 from deploy.workflow import (
     WorkflowResources,
-    code_sha256,
     deploy_workflow,
     destroy_workflow,
     upload_dataset,
@@ -22,17 +21,10 @@ REGION = "us-east-1"
 TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
-@dataclass(frozen=True)
-class FakeSpec:
-    name: str
-    handler: str
-    environment: tuple[str, ...]
-
-
 FAKE_FUNCTIONS = [
-    FakeSpec("serializeImageData", "serialize_image_data.lambda_handler", ()),
-    FakeSpec("classifyImage", "classify_image.lambda_handler", ("ENDPOINT_NAME",)),
-    FakeSpec("filterInferences", "filter_inferences.lambda_handler", ("THRESHOLD",)),
+    FunctionSpec("serializeImageData", "serialize_image_data", (), timeout=30, memory=256, description="t"),
+    FunctionSpec("classifyImage", "classify_image", ("ENDPOINT_NAME",), timeout=30, memory=256, description="t"),
+    FunctionSpec("filterInferences", "filter_inferences", ("THRESHOLD",), timeout=30, memory=256, description="t"),
 ]
 
 
