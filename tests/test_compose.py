@@ -14,7 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
