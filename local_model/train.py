@@ -41,6 +41,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 WEIGHTS_FILE = "model.pth"
 # Files copied into <model dir>/code/: the serving handlers and everything they import.
 SERVING_CODE = ("inference.py", "network.py")
+AUGMENT_POLICIES = ("none", "trivialaugment", "autoaugment")
 
 
 def _str2bool(value: str) -> bool:
@@ -79,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--blocks", type=_int_list, default=network.DEFAULT_ARCHITECTURE["blocks"],
                         help="BasicBlocks per ResNet stage, e.g. 1,1,1")
     parser.add_argument("--augment", type=_str2bool, default=True, help="random crop (pad 4) + horizontal flip")
+    parser.add_argument("--policy", choices=AUGMENT_POLICIES, default="none",
+                        help="extra per-image augmentation before crop+flip: torchvision TrivialAugmentWide or "
+                             "AutoAugment with the CIFAR10 policy")
+    parser.add_argument("--erasing", type=float, default=0.0, help="RandomErasing probability per image (cutout)")
+    parser.add_argument("--ema-decay", type=float, default=0.0,
+                        help="per-step decay of an exponential moving average of the weights (and BN buffers); "
+                             "the average is what gets saved and scored; 0 = off")
     parser.add_argument("--flip-tta", type=_str2bool, default=True,
                         help="average predictions over the image and its mirror (training and serving)")
     parser.add_argument("--threshold", type=float, default=0.93)
@@ -134,6 +142,28 @@ def augment_batch(batch: torch.Tensor, generator: torch.Generator, padding: int 
         crop = padded[index, :, dy:dy + height, dx:dx + width]
         out[index] = crop.flip(2) if flip else crop
     return out
+
+
+def build_policy(name: str, erasing: float):
+    """A per-image torchvision transform on uint8 (3, H, W) tensors, or None."""
+    from torchvision.transforms import v2
+
+    steps = []
+    if name == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide())
+    elif name == "autoaugment":
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+    if erasing > 0:
+        # Erase to the mean colour (0 after normalisation would be ideal; 128 grey is close on uint8).
+        steps.append(v2.RandomErasing(p=erasing, value=128))
+    return v2.Compose(steps) if steps else None
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> normalised float, as network.to_tensor does for NHWC arrays."""
+    mean = torch.tensor(network.MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(network.STD).view(1, 3, 1, 1)
+    return (pixels.float().div_(255.0) - mean) / std
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
@@ -230,6 +260,9 @@ def train(args: argparse.Namespace) -> dict:
     print(f"data: {len(train_labels)} train images from {args.train}, {len(test_labels)} test images "
           f"from {args.test}; device {device}, {torch.get_num_threads()} CPU threads", flush=True)
     x_train = network.to_tensor(train_images)
+    # uint8 NCHW copy for the per-image policies, which work on integer pixels.
+    pixels_train = torch.from_numpy(np.array(train_images, dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
+    policy = build_policy(args.policy, args.erasing) if args.augment else None
     y_train = torch.from_numpy(train_labels)
     x_test = network.to_tensor(test_images)
 
@@ -241,6 +274,11 @@ def train(args: argparse.Namespace) -> dict:
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr, momentum=args.momentum, nesterov=True,
     )
+    ema = None
+    if args.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     steps_per_epoch = math.ceil(len(y_train) / args.batch_size)
     total_steps = args.epochs * steps_per_epoch
@@ -256,7 +294,10 @@ def train(args: argparse.Namespace) -> dict:
             index = order[start:start + args.batch_size]
             if len(index) < 2:  # BatchNorm cannot train on a single sample
                 continue
-            batch = x_train[index]
+            if policy is not None:
+                batch = normalise(torch.stack([policy(image) for image in pixels_train[index]])).contiguous()
+            else:
+                batch = x_train[index]
             if args.augment:
                 batch = augment_batch(batch, generator)
             batch, target = batch.to(device), y_train[index].to(device)
@@ -267,6 +308,8 @@ def train(args: argparse.Namespace) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             loss_sum += loss.item() * len(index)
             correct += (logits.argmax(1) == target).sum().item()
@@ -275,8 +318,16 @@ def train(args: argparse.Namespace) -> dict:
               f"seconds={time.perf_counter() - epoch_started:.1f}", flush=True)
 
     training_seconds = time.perf_counter() - started
+    unaveraged = None
+    if ema is not None:
+        unaveraged = evaluate(predict(model, x_test.to(device), args.flip_tta).numpy(), test_labels, args.threshold)
+        model = ema.module
     probabilities = predict(model, x_test.to(device), args.flip_tta).numpy()
     metrics = evaluate(probabilities, test_labels, args.threshold)
+    if unaveraged is not None:
+        # The raw final weights' scores, to show what the weight average adds.
+        metrics["unaveraged"] = {key: unaveraged[key] for key in
+                                 ("test_accuracy", "threshold_coverage", "threshold_precision")}
     metrics.update({
         "classes": list(network.CLASSES),
         "training_seconds": round(training_seconds, 2),
@@ -288,7 +339,7 @@ def train(args: argparse.Namespace) -> dict:
         "hyperparameters": {
             key: getattr(args, key) for key in (
                 "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
-                "widths", "blocks", "augment", "flip_tta", "threshold", "seed")
+                "widths", "blocks", "augment", "policy", "erasing", "ema_decay", "flip_tta", "threshold", "seed")
         },
     })
 
