@@ -6,6 +6,8 @@ from typing import Callable
 
 import pytest
 
+from harness.endpoint import free_port
+from harness.localstack import LocalStack
 from support import FakeSageMakerRuntime, LambdaContext, load_event
 
 
@@ -39,3 +41,31 @@ def fake_sagemaker_runtime(fake_aws_credentials, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
     yield runtime
     runtime.stop()
+
+
+@pytest.fixture
+def moto_server():
+    """A moto server on 127.0.0.1 that executes Step Functions definitions; yields its URL."""
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    requests.post(f"{url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5)
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def localstack(tmp_path_factory):
+    """A LocalStack of the module's own, on a free port, stopped after the module."""
+    instance = LocalStack(port=free_port(), home=tmp_path_factory.mktemp("localstack"))
+    instance.ensure_venv(progress=False)
+    instance.start()
+    try:
+        instance.wait_ready(timeout=120)
+        yield instance
+    finally:
+        instance.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import time
 import uuid
 import zipfile
@@ -13,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from harness.localstack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -67,12 +65,6 @@ def _zip(files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _poll(condition, timeout: float, interval: float = 0.2, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -82,18 +74,6 @@ def _poll(condition, timeout: float, interval: float = 0.2, message: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout} s")
         time.sleep(interval)
-
-
-@pytest.fixture(scope="module")
-def localstack(tmp_path_factory):
-    instance = LocalStack(port=_free_port(), home=tmp_path_factory.mktemp("localstack"))
-    instance.ensure_venv(progress=False)
-    instance.start()
-    try:
-        instance.wait_ready(timeout=120)
-        yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="module")

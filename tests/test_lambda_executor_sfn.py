@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import time
 import urllib.request
 import uuid
@@ -12,7 +11,6 @@ import zipfile
 import boto3
 import pytest
 
-from harness.localstack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -26,12 +24,6 @@ def handler(event, context):
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _definition(function_arn: str, tasks: int) -> str:
     states = {}
     for index in range(tasks):
@@ -43,18 +35,6 @@ def _definition(function_arn: str, tasks: int) -> str:
             **({"Next": f"Hop{index + 1}"} if index + 1 < tasks else {"End": True}),
         }
     return json.dumps({"StartAt": "Hop0", "States": states})
-
-
-@pytest.fixture(scope="module")
-def localstack(tmp_path_factory):
-    instance = LocalStack(port=_free_port(), home=tmp_path_factory.mktemp("localstack"))
-    instance.ensure_venv(progress=False)
-    instance.start()
-    try:
-        instance.wait_ready(timeout=120)
-        yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from harness.targets import write_record
 from test_executions import three_state_machine
@@ -11,7 +10,6 @@ from test_executions import three_state_machine
 pytest_plugins = ["pytester"]
 
 INNER_TEST = '''
-import pytest
 
 def test_fixtures_reach_the_recorded_stack(scones_stack, s3_client, stepfunctions_client, upload_image,
                                            run_workflow, run_workflows):
@@ -29,26 +27,10 @@ def test_uploads_were_cleaned_up(s3_client):
 '''
 
 
-@pytest.fixture
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    from harness.endpoint import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    import requests
-    requests.post(f"{url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5)
-    yield url
-    server.stop()
-
-
-def test_plugin_points_the_fixtures_at_the_aws_record(pytester, moto_url, tmp_path, monkeypatch):
+def test_plugin_points_the_fixtures_at_the_aws_record(pytester, moto_server, tmp_path, monkeypatch):
     import boto3
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path))

@@ -77,22 +77,6 @@ def test_record_is_replaced_whole(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["stack.json"]
 
 
-@pytest.fixture
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    from harness.endpoint import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    import requests
-    requests.post(f"{url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5)
-    yield url
-    server.stop()
-
-
 def test_scones_run_prints_a_table_and_fails_on_a_failed_execution(tmp_path, moto_server):
     from deploy.local import local_session
 

@@ -17,13 +17,8 @@ import pytest
 
 from harness import localstack as manager
 from harness.lambda_executor import names
+from harness.endpoint import free_port
 from harness.localstack import LocalStack, LocalStackError
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_find_python313_names_what_to_install(monkeypatch, tmp_path):
@@ -122,7 +117,7 @@ def test_start_refuses_a_port_in_use(tmp_path):
 
 @pytest.mark.e2e
 def test_start_stop_leaves_no_process_and_no_open_port(tmp_path):
-    instance = LocalStack(port=_free_port(), home=tmp_path / "localstack")
+    instance = LocalStack(port=free_port(), home=tmp_path / "localstack")
     instance.ensure_venv(progress=False)
     pid = instance.start()
     try:
@@ -156,7 +151,7 @@ def test_start_stop_leaves_no_process_and_no_open_port(tmp_path):
 
 @pytest.mark.e2e
 def test_lambda_environments_do_not_outlive_a_killed_localstack(tmp_path):
-    instance = LocalStack(port=_free_port(), home=tmp_path / "localstack")
+    instance = LocalStack(port=free_port(), home=tmp_path / "localstack")
     instance.ensure_venv(progress=False)
     pid = instance.start()
     try:
