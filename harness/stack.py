@@ -185,26 +185,6 @@ def _localstack(config: StackConfig):
     return LocalStack(config.state_dir, config.localstack_port)
 
 
-def _localstack_healthy(config: StackConfig) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{config.localstack_url}/_localstack/health", timeout=1) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
-def _endpoint_ready(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=1) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
 def start_endpoint_server(config: StackConfig, model_dir: Path):
     """Start the endpoint server as a subprocess (it outlives `scones up`); does not wait for it."""
     from harness.endpoint import EndpointServer
@@ -262,7 +242,7 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
                          and old_endpoint.get("model_dir") == str(model_dir)
                          and old_endpoint.get("name") == config.endpoint_name
                          and old_endpoint.get("capture_s3_uri") == local_target.capture_s3_uri(config.bucket)
-                         and _endpoint_ready(config.endpoint_url))
+                         and _answers("endpoint", config.endpoint_url))
     if not endpoint_attached:
         if pid_alive(old_endpoint.get("pid")):
             progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}): its model, name, port or "
@@ -277,7 +257,7 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
     try:
         old_localstack = previous.get("localstack") or {}
         running_pid = localstack.pid()   # from LocalStack's own pidfile under this state dir
-        localstack_attached = _localstack_healthy(config) and (
+        localstack_attached = _answers("localstack", config.localstack_url) and (
             running_pid is not None or old_localstack.get("port") == config.localstack_port)
         if localstack_attached:
             localstack_pid = running_pid or old_localstack.get("pid")

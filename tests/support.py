@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 EVENTS_DIR = Path(__file__).resolve().parent / "events"
 _EVENT_CACHE: dict[str, dict] = {}
 
@@ -103,3 +105,15 @@ class FakeSageMakerRuntime:
     def reply(self, endpoint: str, payload, status: int = 200, headers: dict | None = None):
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.endpoints[endpoint] = (status, {"x-Amzn-Invoked-Production-Variant": "AllTraffic", **(headers or {})}, raw)
+
+
+def poll(condition, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Call condition() until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)

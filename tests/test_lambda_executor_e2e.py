@@ -4,13 +4,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
+from support import poll
 
 
 pytestmark = pytest.mark.e2e
@@ -63,17 +63,6 @@ def _zip(files: dict[str, str]) -> bytes:
         for name, text in files.items():
             archive.writestr(name, text)
     return buffer.getvalue()
-
-
-def _poll(condition, timeout: float, interval: float = 0.2, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not met within {timeout} s")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +212,7 @@ def test_logs_reach_cloudwatch_logs(session, localstack, lambda_client, make_fun
             return False
         return [event["message"] for event in events if marker in event["message"]]
 
-    messages = _poll(found, timeout=30, message=f"log lines with {marker} in /aws/lambda/{name}")
+    messages = poll(found, timeout=30, what=f"log lines with {marker} in /aws/lambda/{name}")
     assert any(message.startswith("probe-print") for message in messages)
 
 

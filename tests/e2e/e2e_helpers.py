@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
-
-import pytest
 
 CLASSES = ("bicycle", "motorcycle")
 
@@ -31,18 +28,6 @@ def png_bytes(image, tag: str | None = None) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
-
-
-def poll(condition, timeout: float, interval: float = 0.2, what: str = "condition"):
-    """Call condition() until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def capture_records(s3, capture_s3_uri: str, endpoint_name: str, since=None) -> list[dict]:

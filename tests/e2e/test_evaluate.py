@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import poll
+from support import poll
 from harness import evaluate, monitor
 
 pytestmark = pytest.mark.e2e

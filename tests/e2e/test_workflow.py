@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e2e_helpers import SUCCEEDED_EVENTS, capture_records, failed_events, png_bytes, poll
+from e2e_helpers import SUCCEEDED_EVENTS, capture_records, failed_events, png_bytes
+from support import poll
 
 pytestmark = pytest.mark.e2e
 
