@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import re
 import subprocess
 import statistics
 import sys
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, for direct predict (the server sets its own)
 
 from harness import settings  # noqa: E402
 from harness.endpoint import EndpointServer, free_port  # noqa: E402
@@ -83,8 +85,10 @@ def resolve_model(explicit: str | None, stub: bool, untrained: bool = False) -> 
 
 # --- the limit: direct predict ------------------------------------------------------------------
 
-def direct_predict(model_path: Path, images: list[bytes], seconds: float, workers: int, torch_threads: int) -> dict:
-    """Requests per second (and CPU ms per request) through the handlers in this process, `workers` threads."""
+def direct_predict(model_path: Path, images: list[bytes], seconds: float, workers: int, torch_threads: int,
+                   batch: int = 1) -> dict:
+    """Requests per second (and CPU ms per request) through the handlers in this process: `workers` threads,
+    each serving `batch` requests per call of LoadedModel.invoke_batch (one predict_fn call), as a server would."""
     import tempfile
 
     import torch
@@ -93,19 +97,21 @@ def direct_predict(model_path: Path, images: list[bytes], seconds: float, worker
 
     torch.set_num_threads(torch_threads)
     source = model_path if model_path.suffix == ".gz" else model_path / "model.tar.gz"
+    requests = [(body, "image/png", "application/json") for body in images]
     with tempfile.TemporaryDirectory(prefix="bench-model-") as model_dir:
         model = load_model(unpack_model(source, model_dir))
-        for body in images[:20]:
-            model.invoke(body, "image/png", "application/json")
+        for start in range(0, 20 * batch, batch):
+            model.invoke_batch(requests[start % len(requests):][:batch])
         counts = [0] * workers
         deadline = time.perf_counter() + seconds
 
         def work(index: int):
             n = 0
             while time.perf_counter() < deadline:
-                model.invoke(images[n % len(images)], "image/png", "application/json")
+                start = (n * batch) % len(requests)
+                model.invoke_batch((requests[start:] + requests)[:batch])
                 n += 1
-            counts[index] = n
+            counts[index] = n * batch
 
         started, cpu_started = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(workers) as pool:
@@ -152,11 +158,12 @@ def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients
     for thread in threads:
         thread.start()
     start_gate.wait()
-    started, cpu_started = time.perf_counter(), cpu_seconds(pid)
+    started, cpu_started, client_cpu_started = time.perf_counter(), cpu_seconds(pid), time.process_time()
     deadline_holder[0] = started + seconds
     for thread in threads:
         thread.join()
     elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu_started
+    client_cpu = time.process_time() - client_cpu_started
     samples = sorted(latency for per_client in latencies for latency in per_client)
     return {
         "throughput": len(samples) / elapsed,
@@ -165,6 +172,8 @@ def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients
         "mean_ms": 1000 * statistics.fmean(samples),
         "requests": len(samples),
         "cpu_ms": 1000 * cpu / len(samples),
+        "client_cpu_ms": 1000 * client_cpu / len(samples),
+        "little_ms": 1000 * clients * elapsed / len(samples),  # Little's law: clients / throughput
         "errors": sum(errors),
     }
 
@@ -177,11 +186,22 @@ def rss_mib(pid: int) -> float:
 
 
 def parse_layout(layout: str) -> dict:
-    """'1x1' or '1x1/h11' -> EndpointServer options."""
-    threads, _, http = layout.partition("/")
-    inference_threads, torch_threads = (int(part) for part in threads.split("x"))
-    return {"inference_threads": inference_threads, "torch_threads": torch_threads, "http": http or "auto",
-            "loop": {"h11": "asyncio", "": "auto"}.get(http, "auto")}
+    """'2x1b1', '1x2b8d2' or '1x1b8/h11' -> EndpointServer options.
+
+    INFERENCE_THREADS x TORCH_THREADS, then b<max batch size> and d<max batch delay ms> (both
+    optional: the server's defaults), then /h11 for pure-Python HTTP and asyncio.
+    """
+    match = re.fullmatch(r"(\d+)x(\d+)(?:b(\d+))?(?:d([\d.]+))?(?:/(h11|httptools))?", layout)
+    if not match:
+        raise SystemExit(f"layout {layout!r} is not INFERENCExTORCH[bBATCH][dDELAY_MS][/h11|/httptools]")
+    inference_threads, torch_threads, batch, delay, http = match.groups()
+    options = {"inference_threads": int(inference_threads), "torch_threads": int(torch_threads),
+               "http": http or "auto", "loop": "asyncio" if http == "h11" else "auto"}
+    if batch is not None:
+        options["max_batch_size"] = int(batch)
+    if delay is not None:
+        options["max_batch_delay_ms"] = float(delay)
+    return options
 
 
 def run_server(model: Path, images, seconds, clients, layout: dict, capture=None, env=None) -> dict:
@@ -189,7 +209,10 @@ def run_server(model: Path, images, seconds, clients, layout: dict, capture=None
                             log_path=settings.state_dir() / "bench" / "endpoint.log")
     with server:
         rss_loaded = rss_mib(server.pid)
+        batches_before = server.inference_status().get("batches", 0)
         result = load_server(server.url, server.pid, images, seconds, clients)
+        batches = server.inference_status().get("batches", 0) - batches_before
+        result["mean_batch"] = result["requests"] / batches if batches else float("nan")
         result["rss_loaded_mib"] = rss_loaded
         result["rss_after_mib"] = rss_mib(server.pid)
         if capture is not None:
@@ -219,6 +242,17 @@ def start_s3() -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
 
 
+def row(label: str, result: dict) -> str:
+    return (f"{label:44} {result['throughput']:8.1f} {result['p50_ms']:7.2f} {result['p99_ms']:7.2f} "
+            f"{result['mean_ms']:7.2f} {result['little_ms']:7.2f} {result['mean_batch']:6.1f} {result['cpu_ms']:7.2f} "
+            f"{result['client_cpu_ms']:7.2f} {result['errors']:6d} {result['rss_after_mib']:6.0f}")
+
+
+HEADER = (f"{'configuration':44} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>7} {'N/X ms':>7} {'batch':>6} "
+          f"{'srv CPU':>7} {'cli CPU':>7} {'errors':>6} {'RSS MiB':>6}")
+DIRECT_LAYOUTS = ((1, 1, 1), (2, 1, 1), (1, 1, 8), (1, 2, 8))   # workers, torch threads, requests per predict_fn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model dir or model.tar.gz (default: harness.models.ensure_model())")
@@ -227,10 +261,14 @@ def main() -> None:
                         help="the product's network and handlers with untrained weights (no training wait)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per configuration")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="capture off/on pairs to take the median of")
-    parser.add_argument("--layouts", default="0x1,1x1,2x1,1x2,1x1/h11",
-                        help="server layouts INFERENCE_THREADSxTORCH_THREADS[/h11|/httptools] to compare "
-                             "(0 inference threads = on the event loop; /h11 = pure-Python HTTP and asyncio)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (limit, before, after, capture) to take the median of")
+    parser.add_argument("--baseline", default="2x1b1",
+                        help="the layout to compare against: 2x1b1 is the server before dynamic batching")
+    parser.add_argument("--layouts", default="2x1b1,1x1b8,1x2b8,2x1b8,2x1b16",
+                        help="server layouts INFERENCE_THREADSxTORCH_THREADS[bMAX_BATCH][dMAX_DELAY_MS][/h11|/httptools] "
+                             "to compare (0 inference threads = on the event loop; no b/d = the server's defaults)")
+    parser.add_argument("--no-stub-floor", action="store_true",
+                        help="skip the HTTP-stack floor (the same layouts serving the tiny stub model)")
     args = parser.parse_args()
 
     (settings.state_dir() / "bench").mkdir(parents=True, exist_ok=True)
@@ -239,76 +277,103 @@ def main() -> None:
     load_before = os.getloadavg()
     print(f"model {model}; {len(images)} test PNGs; {args.clients} clients; {args.seconds:g} s per run; "
           f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    print("columns: N/X = clients / throughput (Little's law: the mean latency a closed loop of N clients gets at "
+          "that throughput); batch = mean requests per predict_fn call; srv/cli CPU = CPU ms per request of the "
+          "server process and of the client threads (in this process, on the same cores)", flush=True)
 
     # 1. Which server layout: each once.
     survey = []
     for layout in args.layouts.split(","):
         result = run_server(model, images, args.seconds, args.clients, parse_layout(layout))
         survey.append((layout, result))
-        print(f"  server {layout}: {result['throughput']:8.1f} req/s, p50 {result['p50_ms']:.2f} ms, "
-              f"p99 {result['p99_ms']:.2f} ms, {result['cpu_ms']:.2f} CPU ms/req", flush=True)
-    best_layout = max(survey, key=lambda row: row[1]["throughput"])[0]
-    best = parse_layout(best_layout)
+        print(row(f"server {layout} (survey)", result), flush=True)
+    best_layout = max(survey, key=lambda item: item[1]["throughput"])[0]
+    best, baseline = parse_layout(best_layout), parse_layout(args.baseline)
 
-    # 2. The limit, the server and the server with capture, alternating so drifting load hits all alike.
+    # 2. The HTTP stack's own floor: the same layouts serving a model that costs almost nothing.
+    stub_rows = []
+    if not args.stub and not args.no_stub_floor:
+        from local_model.serving_stub import build_stub_model
+
+        stub_model = build_stub_model(settings.state_dir() / "bench" / "stub-model")
+        for layout in dict.fromkeys((args.baseline, best_layout)):
+            result = run_server(stub_model, images, args.seconds, args.clients, parse_layout(layout))
+            stub_rows.append((layout, result))
+            print(row(f"stub model, server {layout}", result), flush=True)
+
+    # 3. The limit, before, after and after with capture, alternating so drifting load hits all alike.
     s3_process, s3_url = start_s3()
     capture_env = {"AWS_ENDPOINT_URL_S3": s3_url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                    "AWS_DEFAULT_REGION": "us-east-1"}
     rounds = []
     try:
         for _ in range(args.repeats):
-            directs = {layout: direct_predict(model, images, args.seconds, *layout) for layout in ((1, 1), (2, 1))}
+            directs = {layout: direct_predict(model, images, args.seconds, *layout) for layout in DIRECT_LAYOUTS}
+            before = run_server(model, images, args.seconds, args.clients, baseline)
             off = run_server(model, images, args.seconds, args.clients, best)
             on = run_server(model, images, args.seconds, args.clients, best,
                             capture=CaptureConfig("s3://bench-capture/capture"), env=capture_env)
-            limit = max(directs.values(), key=lambda result: result["throughput"])
-            rounds.append({"directs": directs, "limit": limit, "off": off, "on": on})
-            print(f"  round: direct {limit['throughput']:8.1f} req/s, server {off['throughput']:8.1f}, "
-                  f"with capture {on['throughput']:8.1f}", flush=True)
+            unbatched = max((r for (_, _, batch), r in directs.items() if batch == 1), key=lambda r: r["throughput"])
+            limit = max(directs.values(), key=lambda r: r["throughput"])
+            rounds.append({"directs": directs, "unbatched": unbatched, "limit": limit,
+                           "before": before, "off": off, "on": on})
+            print(f"  round: direct {unbatched['throughput']:7.1f} req/s unbatched, {limit['throughput']:7.1f} best; "
+                  f"server {args.baseline} {before['throughput']:7.1f} (p50 {before['p50_ms']:.1f} ms), "
+                  f"{best_layout} {off['throughput']:7.1f} (p50 {off['p50_ms']:.1f} ms), "
+                  f"with capture {on['throughput']:7.1f}", flush=True)
     finally:
         s3_process.terminate()
         s3_process.wait(10)
 
-    def median(values):
-        return statistics.median(values)
-
+    median = statistics.median
     load_after = os.getloadavg()
     print()
-    print(f"{'configuration':40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'errors':>7} {'RSS MiB':>8}")
+    print(HEADER)
     for layout, result in survey:
-        print(f"{f'server {layout} (survey)':40} {result['throughput']:8.1f} {result['p50_ms']:8.2f} "
-              f"{result['p99_ms']:8.2f} {result['cpu_ms']:11.2f} {result['errors']:7d} {result['rss_after_mib']:8.0f}")
+        print(row(f"server {layout} (survey)", result))
+    for layout, result in stub_rows:
+        print(row(f"stub model, server {layout}", result))
     for index, round_ in enumerate(rounds, 1):
-        for (workers, threads), result in round_["directs"].items():
-            print(f"{f'round {index}: direct predict {workers}x{threads}':40} {result['throughput']:8.1f} "
-                  f"{'':8} {'':8} {result['cpu_ms']:11.2f}")
-        for name in ("off", "on"):
-            result = round_[name]
-            label = f"round {index}: server {best_layout}, capture {name if name == 'off' else '100%'}"
-            print(f"{label:40} {result['throughput']:8.1f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} "
-                  f"{result['cpu_ms']:11.2f} {result['errors']:7d} {result['rss_after_mib']:8.0f}")
+        for (workers, threads, batch), result in round_["directs"].items():
+            print(f"{f'round {index}: direct {workers}x{threads}, {batch} per predict':44} {result['throughput']:8.1f} "
+                  f"{'':7} {'':7} {'':7} {1000 * args.clients / result['throughput']:7.2f} {batch:6d} "
+                  f"{result['cpu_ms']:7.2f}")
+        print(row(f"round {index}: server {args.baseline} (before)", round_["before"]))
+        print(row(f"round {index}: server {best_layout}, capture off", round_["off"]))
+        print(row(f"round {index}: server {best_layout}, capture 100%", round_["on"]))
 
-    ratio = median([r["off"]["throughput"] / r["limit"]["throughput"] for r in rounds])
-    cpu_ratio = median([r["limit"]["cpu_ms"] / r["off"]["cpu_ms"] for r in rounds])
+    ratio = median([r["off"]["throughput"] / r["unbatched"]["throughput"] for r in rounds])
+    ratio_batched = median([r["off"]["throughput"] / r["limit"]["throughput"] for r in rounds])
     capture_cost = median([1 - r["on"]["throughput"] / r["off"]["throughput"] for r in rounds])
     capture_cpu = median([r["on"]["cpu_ms"] / r["off"]["cpu_ms"] - 1 for r in rounds])
-    p50 = median([r["off"]["p50_ms"] for r in rounds])
-    p99 = median([r["off"]["p99_ms"] for r in rounds])
-    p50_cpu = median([r["off"]["cpu_ms"] for r in rounds])
+    after = {key: median([r["off"][key] for r in rounds]) for key in ("p50_ms", "p99_ms", "little_ms", "cpu_ms",
+                                                                       "client_cpu_ms", "throughput")}
+    before = {key: median([r["before"][key] for r in rounds]) for key in ("p50_ms", "p99_ms", "little_ms", "throughput")}
+    floor = median([1000 * args.clients / r["limit"]["throughput"] for r in rounds])
     last_on = rounds[-1]["on"]["capture"]
     print()
-    print(f"medians over {len(rounds)} rounds, server layout {best_layout} (inference threads x torch threads), "
-          f"{args.clients} clients:")
-    print(f"  throughput vs direct predict: {ratio:.0%} (target >= 50%); by CPU per request: {cpu_ratio:.0%}")
-    print(f"  latency p50 {p50:.2f} ms (target <= 5), p99 {p99:.2f} ms (target <= 25)")
+    print(f"medians over {len(rounds)} rounds, {args.clients} clients; server layouts INFERENCE_THREADSxTORCH_THREADS"
+          f"bMAX_BATCH; before = {args.baseline}, after = {best_layout} (the survey's fastest):")
+    print(f"  latency before: p50 {before['p50_ms']:.2f} ms, p99 {before['p99_ms']:.2f} ms at {before['throughput']:.0f} "
+          f"req/s (N/X {before['little_ms']:.2f} ms)")
+    print(f"  latency after:  p50 {after['p50_ms']:.2f} ms, p99 {after['p99_ms']:.2f} ms at {after['throughput']:.0f} "
+          f"req/s (N/X {after['little_ms']:.2f} ms); targets p50 <= 5, p99 <= 25")
+    print(f"  floors: model compute alone, {args.clients} requests in flight at the best direct throughput "
+          f"= {floor:.2f} ms (no HTTP, no clients)" + "".join(
+              f"; HTTP stack with the stub model, {layout}: p50 {result['p50_ms']:.2f} ms (N/X {result['little_ms']:.2f})"
+              for layout, result in stub_rows))
+    print(f"  CPU per request after: server {after['cpu_ms']:.2f} ms + clients {after['client_cpu_ms']:.2f} ms, on "
+          f"{os.cpu_count()} cores shared by both")
+    print(f"  throughput vs direct predict: {ratio:.0%} of the best unbatched direct layout (target >= 50%), "
+          f"{ratio_batched:.0%} of the best direct layout including batched predict")
     print(f"  capture 100% vs off: {capture_cost:+.1%} throughput, {capture_cpu:+.1%} CPU per request (target <= 10%); "
           f"last run sampled {last_on['sampled']}, wrote {last_on['written_records']} before stop and the rest on "
           f"stop, dropped {last_on['dropped']}, failed puts {last_on['failed_puts']}")
     writer_us = median([1e6 * r["on"]["capture"]["writer_cpu_s"] / max(1, r["on"]["capture"]["written_records"])
                         for r in rounds])
     print(f"  capture writer thread: {writer_us:.0f} us CPU per record (encode + upload) = "
-          f"{writer_us / 1000 / p50_cpu:.1%} of the server's CPU per request; the rest of the difference is the S3 "
-          f"server (moto) and the extra bytes sharing the same cores")
+          f"{writer_us / 1000 / after['cpu_ms']:.1%} of the server's CPU per request; the rest of the difference is the "
+          f"S3 server (moto) and the extra bytes sharing the same cores")
     print(f"  server RSS with the model loaded: {rounds[-1]['off']['rss_loaded_mib']:.0f} MiB idle, "
           f"{rounds[-1]['off']['rss_after_mib']:.0f} MiB after the run")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "

@@ -51,6 +51,10 @@ class EndpointServer:
     # torch intra-op threads. None: 1 in a subprocess (the measured best, see benchmarks/endpoint.py), and
     # untouched in thread mode, where torch.set_num_threads would change the whole host process.
     torch_threads: int | None = None
+    # Dynamic batching (local_model/server.py); None: $SAGEMAKER_TS_BATCH_SIZE / $SAGEMAKER_TS_MAX_BATCH_DELAY
+    # in the server's environment, else the server's defaults.
+    max_batch_size: int | None = None
+    max_batch_delay_ms: float | None = None
     env: dict[str, str] = field(default_factory=dict)   # extra environment for a subprocess
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
@@ -90,6 +94,7 @@ class EndpointServer:
         self._app = create_app(EndpointSettings(
             model=str(self.model), endpoint_name=self.endpoint_name, variant_name=self.variant_name,
             capture=self.capture, inference_threads=self.inference_threads, torch_threads=self.torch_threads,
+            max_batch_size=self.max_batch_size, max_batch_delay_ms=self.max_batch_delay_ms,
             capture_writer_options=self.capture_writer_options,
         ))
         # asyncio in a thread: uvloop's policy is process-wide, and tests share the process.
@@ -110,6 +115,10 @@ class EndpointServer:
                    "--host", self.host, "--port", str(self.port),
                    "--inference-threads", str(self.inference_threads), "--torch-threads", str(self.torch_threads or 1),
                    "--http", self.http, "--loop", self.loop]
+        if self.max_batch_size is not None:
+            command += ["--max-batch-size", str(self.max_batch_size)]
+        if self.max_batch_delay_ms is not None:
+            command += ["--max-batch-delay-ms", str(self.max_batch_delay_ms)]
         if self.capture is not None:
             command += ["--capture", self.capture.destination_s3_uri,
                         "--sampling", str(self.capture.sampling_percentage)]
@@ -180,6 +189,11 @@ class EndpointServer:
 
     def capture_status(self) -> dict:
         with urllib.request.urlopen(f"{self.url}/capture/status", timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def inference_status(self) -> dict:
+        """Requests, batches and the largest batch served so far (see local_model/server.py)."""
+        with urllib.request.urlopen(f"{self.url}/inference/status", timeout=5) as reply:
             return json.loads(reply.read())
 
     def _log_tail(self, lines: int = 30) -> str:

@@ -9,26 +9,35 @@
   unknown endpoint or variant -> 400 ValidationError; handler failure -> 424 ModelError with
   OriginalStatusCode/OriginalMessage/LogStreamArn; body over 6 MiB -> 413 as the AWS front end
   answers it.
-- GET /capture/status: the data-capture counters (ours, not AWS's).
+- GET /capture/status: the data-capture counters; GET /inference/status: requests, batches and
+  the largest batch the inference workers served (ours, not AWS's).
 
-Starlette on uvicorn; the handlers run either on the event loop (inference_threads=0) or in a
-small thread pool (torch releases the GIL inside its kernels). See benchmarks/endpoint.py.
+Starlette on uvicorn; the handlers run either on the event loop (inference_threads=0) or in
+inference worker threads (torch releases the GIL inside its kernels) fed by one queue. Each worker
+batches dynamically, as TorchServe does in the SageMaker PyTorch container (SAGEMAKER_TS_BATCH_SIZE,
+SAGEMAKER_TS_MAX_BATCH_DELAY): it takes every request waiting, up to max_batch_size, waits at most
+max_batch_delay_ms for more (0: only what is already queued), and serves them with one predict_fn
+call (LoadedModel.invoke_batch). Unlike the container's toolkit, which loops over a batch's
+requests, the rows really share one forward pass; each request still gets its own answer or error,
+and data capture records each request's own input and output. See benchmarks/endpoint.py.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import queue
 import shutil
 import tempfile
 import threading
+import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -44,6 +53,10 @@ MAX_BODY_BYTES = 6 * 1024 * 1024        # InvokeEndpoint's BodyBlob max (6291456
 DEFAULT_VARIANT = "AllTraffic"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 LOCAL_ACCOUNT = "000000000000"           # the account id LocalStack and moto report
+BATCH_SIZE_ENV = "SAGEMAKER_TS_BATCH_SIZE"             # the SageMaker PyTorch container's TorchServe settings
+MAX_BATCH_DELAY_ENV = "SAGEMAKER_TS_MAX_BATCH_DELAY"   # milliseconds
+DEFAULT_MAX_BATCH_SIZE = 8               # see benchmarks/endpoint.py
+DEFAULT_MAX_BATCH_DELAY_MS = 0.0
 
 
 @dataclass
@@ -54,9 +67,119 @@ class EndpointSettings:
     capture: CaptureConfig | None = None
     inference_threads: int = 2                # 0: run handlers on the event loop; 2 measured best on 2 cores
     torch_threads: int | None = 1             # torch intra-op threads; None leaves torch's default
+    max_batch_size: int | None = None         # requests per predict_fn call; None: $SAGEMAKER_TS_BATCH_SIZE or default
+    max_batch_delay_ms: float | None = None   # longest a worker waits to fill a batch; None: $SAGEMAKER_TS_MAX_BATCH_DELAY or 0
     region: str | None = None
     model_dir: str | None = None              # where to unpack; a temporary directory when None
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning (batching, backoff)
+
+    def __post_init__(self):
+        if self.max_batch_size is None:
+            self.max_batch_size = int(os.environ.get(BATCH_SIZE_ENV) or DEFAULT_MAX_BATCH_SIZE)
+        if self.max_batch_delay_ms is None:
+            self.max_batch_delay_ms = float(os.environ.get(MAX_BATCH_DELAY_ENV) or DEFAULT_MAX_BATCH_DELAY_MS)
+        if self.max_batch_size < 1 or self.max_batch_delay_ms < 0:
+            raise ValueError(f"max_batch_size must be >= 1 and max_batch_delay_ms >= 0, not {self.max_batch_size} "
+                             f"and {self.max_batch_delay_ms}")
+
+
+_STOP = object()
+
+
+@dataclass
+class _Pending:
+    body: bytes
+    content_type: str
+    accept: str | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+class InferenceWorkers:
+    """Worker threads serving queued requests in dynamic batches (see the module docstring)."""
+
+    def __init__(self, threads: int, max_batch_size: int, max_batch_delay_s: float,
+                 run_batch: Callable[[list[tuple[bytes, str, str | None]]], list]):
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self._run_batch = run_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._counts_lock = threading.Lock()
+        self._counts = {"requests": 0, "batches": 0, "largest_batch": 0}
+        self._threads = [threading.Thread(target=self._work, name=f"inference-{index}", daemon=True)
+                         for index in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    async def invoke(self, body: bytes, content_type: str, accept: str | None):
+        """(body, content type), or the exception the handlers raised for this request."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Pending(body, content_type, accept, loop, future))
+        return await future
+
+    def status(self) -> dict:
+        with self._counts_lock:
+            counts = dict(self._counts)
+        return {**counts, "threads": len(self._threads), "max_batch_size": self.max_batch_size,
+                "max_batch_delay_ms": self.max_batch_delay_s * 1000}
+
+    def stop(self) -> None:
+        """Serve everything queued, then end the workers."""
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = self._take_batch(first)
+            with self._counts_lock:
+                self._counts["requests"] += len(batch)
+                self._counts["batches"] += 1
+                self._counts["largest_batch"] = max(self._counts["largest_batch"], len(batch))
+            try:
+                results = self._run_batch([(item.body, item.content_type, item.accept) for item in batch])
+            except Exception as error:  # the batching itself failed: every request in it gets the error
+                results = [error] * len(batch)
+            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+            for item, result in zip(batch, results):
+                by_loop.setdefault(item.loop, []).append((item.future, result))
+            for loop, answers in by_loop.items():  # one wake-up of the event loop per batch, not per request
+                loop.call_soon_threadsafe(_deliver, answers)
+
+    def _take_batch(self, first: _Pending) -> list[_Pending]:
+        batch = [first]
+        deadline = None
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if self.max_batch_delay_s <= 0:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self.max_batch_delay_s
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                self._queue.put(_STOP)  # served after this batch; this worker or another ends on it
+                break
+            batch.append(item)
+        return batch
+
+
+def _deliver(answers: list[tuple[asyncio.Future, object]]) -> None:
+    for future, result in answers:
+        if not future.done():  # done: the client went away and the request was cancelled
+            future.set_result(result)
 
 
 class EndpointApp:
@@ -72,8 +195,9 @@ class EndpointApp:
         if settings.capture is not None and settings.capture.enabled:
             self.capture = CaptureWriter(settings.capture, settings.endpoint_name, settings.variant_name,
                                          **settings.capture_writer_options)
-        self._executor = (ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
-                          if settings.inference_threads > 0 else None)
+        self._workers = (InferenceWorkers(settings.inference_threads, settings.max_batch_size,
+                                          settings.max_batch_delay_ms / 1000, self._run_batch)
+                         if settings.inference_threads > 0 else None)
         self._temp_dir: str | None = None
         self.starlette = Starlette(
             routes=[
@@ -81,6 +205,7 @@ class EndpointApp:
                 Route("/invocations", self.container_invocations, methods=["POST"]),
                 Route("/endpoints/{endpoint_name}/invocations", self.runtime_invocations, methods=["POST"]),
                 Route("/capture/status", self.capture_status, methods=["GET"]),
+                Route("/inference/status", self.inference_status, methods=["GET"]),
             ],
             lifespan=self._lifespan,
         )
@@ -106,8 +231,9 @@ class EndpointApp:
 
     def stop(self, capture_timeout_s: float = 30.0) -> None:
         """Finish inferences in flight, then write every captured record still buffered."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self._workers is not None:
+            self._workers.stop()
+            log.info("inference workers stopped: %s", self._workers.status())
         if self.capture is not None:
             self.capture.close(capture_timeout_s)
             log.info("capture writer stopped: %s", self.capture.status())
@@ -147,6 +273,11 @@ class EndpointApp:
             return Response(b"\n", status_code=200, media_type="application/json")
         body = {"status": "loading"} if self.load_error is None else {"status": "failed", "error": self.load_error}
         return JSONResponse(body, status_code=503)
+
+    async def inference_status(self, request: Request) -> Response:
+        if self._workers is None:
+            return JSONResponse({"threads": 0})
+        return JSONResponse(self._workers.status())
 
     async def capture_status(self, request: Request) -> Response:
         if self.capture is None:
@@ -196,15 +327,14 @@ class EndpointApp:
         content_type = request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
         accept = request.headers.get("accept")
         inference_time = datetime.now(timezone.utc)
-        try:
-            if self._executor is None:
-                result = self.model.invoke(body, content_type, accept)
-            else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, self.model.invoke, body, content_type, accept)
-        except Exception as error:
-            log.warning("handler failed for a %s request: %s\n%s", content_type, error, traceback.format_exc())
-            return error
+        if self._workers is None:
+            result = self.model.invoke_batch([(body, content_type, accept)])[0]
+        else:
+            result = await self._workers.invoke(body, content_type, accept)
+        if isinstance(result, BaseException):
+            log.warning("handler failed for a %s request: %s\n%s", content_type, result,
+                        "".join(traceback.format_exception(result)))
+            return result
         if self.capture is not None and self.capture.should_capture():
             self.capture.submit(CapturedInvocation(
                 inference_time=inference_time,
@@ -216,6 +346,9 @@ class EndpointApp:
                 inference_id=request.headers.get("x-amzn-sagemaker-inference-id"),
             ))
         return result
+
+    def _run_batch(self, requests: list[tuple[bytes, str, str | None]]) -> list:
+        return self.model.invoke_batch(requests)
 
     def _model_error(self, error: BaseException) -> Response:
         status = status_of(error)

@@ -5,6 +5,12 @@ imports `inference` and calls model_fn(model_dir) once; then per request
 input_fn(body, content_type) -> predict_fn(data, model) -> output_fn(prediction, accept), or
 transform_fn(model, body, content_type, accept) when the script defines one. A handler the script
 leaves out falls back to the container's default, as in sagemaker-pytorch-inference-toolkit.
+
+LoadedModel.invoke_batch serves several waiting requests with one predict_fn call (the server's
+dynamic batching): input_fn per request, the tensors concatenated along the first dimension,
+predict_fn once, the rows split back, output_fn per request. It batches only what is safe:
+tensors of the same dtype, device and trailing shape, and a prediction with one row per input
+row; anything else runs one request at a time.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 DEFAULT_ACCEPT = "application/json"   # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT in the container
 ANY_ACCEPT = "*/*"
@@ -126,19 +132,91 @@ class LoadedModel:
 
     def invoke(self, body: bytes, content_type: str, accept: str | None) -> tuple[bytes, str]:
         """One request through the handlers; returns (response body, response content type)."""
-        if not accept or accept.strip() == ANY_ACCEPT:
-            accept = DEFAULT_ACCEPT
+        accept = _effective_accept(accept)
         if self.transform_fn is not None:
-            result = self.transform_fn(self.model, body, content_type, accept)
-        else:
-            data = self.input_fn(body, content_type)
-            prediction = self.predict_fn(data, self.model)
-            result = self.output_fn(prediction, accept)
-        # Like the toolkit: a handler may return the body alone or (body, content type).
-        response, response_type = result if isinstance(result, tuple) else (result, accept)
-        if isinstance(response, str):
-            response = response.encode()
-        return bytes(response), response_type
+            return _response(self.transform_fn(self.model, body, content_type, accept), accept)
+        data = self.input_fn(body, content_type)
+        return _response(self.output_fn(self.predict_fn(data, self.model), accept), accept)
+
+    def invoke_batch(self, requests: Sequence[tuple[bytes, str, str | None]]) -> list[tuple[bytes, str] | Exception]:
+        """(body, content type, accept) requests -> one (body, content type) or exception per request, in order.
+
+        A request whose input_fn or output_fn fails gets its own exception; the others are
+        unaffected. If the shared predict_fn call fails, every request in that call gets its error.
+        """
+        if len(requests) == 1 or self.transform_fn is not None:
+            return [self._invoke_alone(*request) for request in requests]
+        results: list = [None] * len(requests)
+        accepts = [_effective_accept(accept) for _, _, accept in requests]
+        groups: dict[tuple, list[tuple[int, Any]]] = {}
+        for index, (body, content_type, _) in enumerate(requests):
+            try:
+                data = self.input_fn(body, content_type)
+            except Exception as error:
+                results[index] = error
+                continue
+            groups.setdefault(_batch_key(data, index), []).append((index, data))
+        for group in groups.values():
+            if len(group) == 1:
+                index, data = group[0]
+                results[index] = self._predict_alone(data, accepts[index])
+            else:
+                self._predict_together(group, accepts, results)
+        return results
+
+    def _invoke_alone(self, body: bytes, content_type: str, accept: str | None) -> tuple[bytes, str] | Exception:
+        try:
+            return self.invoke(body, content_type, accept)
+        except Exception as error:
+            return error
+
+    def _predict_alone(self, data, accept: str) -> tuple[bytes, str] | Exception:
+        try:
+            return _response(self.output_fn(self.predict_fn(data, self.model), accept), accept)
+        except Exception as error:
+            return error
+
+    def _predict_together(self, group: list[tuple[int, Any]], accepts: list[str], results: list) -> None:
+        import torch
+
+        rows = [len(data) for _, data in group]
+        try:
+            prediction = self.predict_fn(torch.cat([data for _, data in group]), self.model)
+        except Exception as error:
+            for index, _ in group:
+                results[index] = error
+            return
+        if not (isinstance(prediction, torch.Tensor) and prediction.ndim >= 1 and len(prediction) == sum(rows)):
+            # Not one output row per input row: rows cannot be told apart, so predict each request alone.
+            for index, data in group:
+                results[index] = self._predict_alone(data, accepts[index])
+            return
+        for (index, _), part in zip(group, torch.split(prediction, rows)):
+            try:
+                results[index] = _response(self.output_fn(part, accepts[index]), accepts[index])
+            except Exception as error:
+                results[index] = error
+
+
+def _effective_accept(accept: str | None) -> str:
+    return DEFAULT_ACCEPT if not accept or accept.strip() == ANY_ACCEPT else accept
+
+
+def _response(result, accept: str) -> tuple[bytes, str]:
+    # Like the toolkit: a handler may return the body alone or (body, content type).
+    response, response_type = result if isinstance(result, tuple) else (result, accept)
+    if isinstance(response, str):
+        response = response.encode()
+    return bytes(response), response_type
+
+
+def _batch_key(data, index: int) -> tuple:
+    """Inputs with equal keys can be concatenated along dim 0; a key with the index never matches another."""
+    torch = sys.modules.get("torch")  # no torch imported: nothing here is a tensor
+    if (torch is not None and isinstance(data, torch.Tensor) and data.layout == torch.strided
+            and data.ndim >= 1 and len(data) > 0):
+        return ("tensor", data.dtype, data.device, tuple(data.shape[1:]))
+    return ("alone", index)
 
 
 _import_lock = threading.Lock()

@@ -101,16 +101,19 @@ def poll(condition, timeout_s: float = 30.0, interval_s: float = 0.05) -> bool:
     return True
 
 
-def invoke_all(url: str, bodies: list[bytes], clients: int = 8) -> list[tuple[bytes, bytes]]:
-    """Invoke concurrently from `clients` threads, each with its own boto3 client; (input, output) pairs."""
-    def worker(share: list[bytes]):
+def invoke_all(url: str, bodies: list[bytes], clients: int = 8) -> dict[str, tuple[bytes, bytes]]:
+    """Invoke concurrently from `clients` threads, each with its own boto3 client and each request with its
+    own InferenceId; {inference id: (input, output)}."""
+    def worker(share: list[tuple[str, bytes]]):
         runtime = boto3.client("sagemaker-runtime", endpoint_url=url, config=Config(retries={"total_max_attempts": 1}))
-        return [(body, runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png",
-                                               Body=body)["Body"].read()) for body in share]
+        return [(inference_id, (body, runtime.invoke_endpoint(
+                    EndpointName=ENDPOINT, ContentType="image/png", InferenceId=inference_id, Body=body)["Body"].read()))
+                for inference_id, body in share]
 
+    requests = [(f"request-{index}", body) for index, body in enumerate(bodies)]
     with ThreadPoolExecutor(clients) as pool:
-        shares = pool.map(worker, [bodies[index::clients] for index in range(clients)])
-        return [pair for share in shares for pair in share]
+        shares = pool.map(worker, [requests[index::clients] for index in range(clients)])
+        return dict(pair for share in shares for pair in share)
 
 
 def test_500_concurrent_invocations_make_exactly_500_right_records(stub_model, bucket, images, moto_url, tmp_path):
@@ -120,10 +123,9 @@ def test_500_concurrent_invocations_make_exactly_500_right_records(stub_model, b
     # A subprocess, as the local stack runs it: the server does not share the clients' GIL.
     endpoint = EndpointServer(stub_model, endpoint_name=ENDPOINT, capture=CaptureConfig(destination), mode="subprocess",
                               env={"AWS_ENDPOINT_URL_S3": moto_url}, log_path=tmp_path / "endpoint.log")
-    with endpoint:
-        pairs = invoke_all(endpoint.url, bodies)
+    with endpoint:  # with the default dynamic batching, so requests share forward passes
+        replies = invoke_all(endpoint.url, bodies)
     finished = datetime.now(timezone.utc)
-    expected_output = dict(pairs)  # the stub is deterministic: one output per distinct input
 
     files = captured(bucket)
     records = [record for file_records in files.values() for record in file_records]
@@ -148,8 +150,12 @@ def test_500_concurrent_invocations_make_exactly_500_right_records(stub_model, b
                 ("INPUT", "BASE64", "image/png")
             assert (endpoint_output["mode"], endpoint_output["encoding"], endpoint_output["observedContentType"]) == \
                 ("OUTPUT", "JSON", "application/json")
-            sent = base64.b64decode(endpoint_input["data"])
-            assert endpoint_output["data"].encode() == expected_output[sent]
+            # Exactly this request's input and this request's reply (a batched reply may differ from the same
+            # image's reply alone in the last float digits, so the pairing goes by InferenceId, not by input).
+            sent, answered = replies[record["eventMetadata"]["inferenceId"]]
+            assert base64.b64decode(endpoint_input["data"]) == sent
+            assert endpoint_output["data"].encode() == answered
+    assert sorted(record["eventMetadata"]["inferenceId"] for record in records) == sorted(replies)
 
 
 def test_sampling_zero_writes_nothing(stub_model, bucket, images):
@@ -190,8 +196,8 @@ def test_s3_down_then_up_records_arrive(stub_model, images, monkeypatch):
                               capture_writer_options={"flush_interval_s": 0.1, "backoff_max_s": 0.3})
     moto = None
     with endpoint:
-        pairs = invoke_all(endpoint.url, images[:50], clients=4)
-        assert len(pairs) == 50  # replies do not wait for, or fail with, S3
+        replies = invoke_all(endpoint.url, images[:50], clients=4)
+        assert len(replies) == 50  # replies do not wait for, or fail with, S3
         poll(lambda: endpoint.capture_status()["failed_puts"] >= 2)
         status = endpoint.capture_status()
         assert status["failed_puts"] >= 2 and status["written_records"] == 0 and status["last_error"]

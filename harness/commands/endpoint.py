@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
+# Before torch is imported: idle OpenMP threads sleep instead of spinning on cores the event loop and the
+# other workers need (with 2 torch threads and active spinning, the server slowed 30-fold on 2 cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
+from local_model.server import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZE
 
 
 @click.command()
@@ -31,6 +37,13 @@ from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_
               help="Threads running the handlers; 0 runs them on the event loop.")
 @click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch intra-op threads per inference.")
+@click.option("--max-batch-size", default=None, type=click.IntRange(1), envvar="SAGEMAKER_TS_BATCH_SIZE",
+              show_envvar=True, help="Most requests one inference worker serves with one predict_fn call "
+                                     f"(dynamic batching, as TorchServe's batchSize)  [default: {DEFAULT_MAX_BATCH_SIZE}]")
+@click.option("--max-batch-delay-ms", default=None, type=click.FloatRange(0), envvar="SAGEMAKER_TS_MAX_BATCH_DELAY",
+              show_envvar=True, help="Longest a worker waits for more requests to fill a batch; 0 batches only what "
+                                     "is already waiting (TorchServe's maxBatchDelay)  "
+                                     f"[default: {DEFAULT_MAX_BATCH_DELAY_MS:g}]")
 @click.option("--http", "http_impl", default="auto", show_default=True, type=click.Choice(["auto", "h11", "httptools"]),
               help="uvicorn HTTP parser (auto: httptools when installed).")
 @click.option("--loop", "loop_impl", default="auto", show_default=True, type=click.Choice(["auto", "asyncio", "uvloop"]),
@@ -38,7 +51,8 @@ from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling, capture_modes, csv_types,
-          json_types, capture_flush_seconds, inference_threads, torch_threads, http_impl, loop_impl, log_level):
+          json_types, capture_flush_seconds, inference_threads, torch_threads, max_batch_size, max_batch_delay_ms,
+          http_impl, loop_impl, log_level):
     """Serve MODEL as the SageMaker endpoint ENDPOINT-NAME on http://HOST:PORT until Ctrl-C / SIGTERM.
 
     Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT. Data capture
@@ -68,10 +82,13 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
         capture=capture,
         inference_threads=inference_threads,
         torch_threads=torch_threads,
+        max_batch_size=max_batch_size,
+        max_batch_delay_ms=max_batch_delay_ms,
         capture_writer_options={"flush_interval_s": capture_flush_seconds},
     )
     click.echo(f"endpoint {endpoint_name} on http://{host}:{port} (model {model}, "
-               f"capture {'to ' + capture_uri + f' at {sampling:g}%' if capture else 'off'})", err=True)
+               f"capture {'to ' + capture_uri + f' at {sampling:g}%' if capture else 'off'}, "
+               f"batches of up to {settings.max_batch_size} waiting at most {settings.max_batch_delay_ms:g} ms)", err=True)
     run_server(settings, host=host, port=port, log_level=log_level, http=http_impl, loop=loop_impl)
 
 
