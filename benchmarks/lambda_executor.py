@@ -1,6 +1,6 @@
-"""Latency of the process Lambda executor and of the Step Functions client cache, measured in one run.
+"""Latency of the process Lambda executor and of our Step Functions patches, measured in one run.
 
-    .venv/bin/python benchmarks/lambda_executor.py [--runs 50] [--configs off,cache,default]
+    .venv/bin/python benchmarks/lambda_executor.py [--runs 50] [--configs off,cache,memory,default]
 
 For each configuration a fresh LocalStack starts on a free port (venvs under the state dir,
 data in a temporary folder), gets one trivial function and two state machines (three Pass
@@ -8,17 +8,23 @@ states; three Lambda tasks), is warmed up, and then measures sequentially:
   - a direct warm Lambda invoke (boto3 round trip),
   - an execution of three Pass states (the Step Functions floor),
   - an execution of three Lambda tasks (what the Scones workflow does, minus its handlers),
-from start_execution until describe_execution stops saying RUNNING (5 ms polling included).
+from start_execution until describe_execution stops saying RUNNING (5 ms polling included),
+and as the service reports it (startDate -> stopDate).
 "off" is LocalStack's own behaviour (a new STS AssumeRole + boto client per task, internal
-calls over the socket) and is the baseline the others are compared with; "cache" adds our
-pinned client cache; "default" (what harness/localstack.py starts) also sets LocalStack's
-IN_MEMORY_CLIENT=1. It also prints the stack's memory (LocalStack + environments).
+calls over the socket, the definition parsed at every execution) and is the baseline the
+others are compared with; "cache" adds our pinned client cache (sfn_client_cache.py);
+"memory" also sets LocalStack's IN_MEMORY_CLIENT=1; "default" (what harness/localstack.py
+starts) also parses each definition once (sfn_definition_cache.py). It also prints the
+stack's memory (LocalStack + environments) and the machine's load average.
+The executor's socket pair with its processes (instead of HTTP callbacks through LocalStack's
+gateway) is in every configuration; "executor share" shows what an invoke costs inside it.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import socket
 import statistics
 import sys
@@ -33,14 +39,15 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.lambda_executor.names import CLIENT_CACHE_ENV  # noqa: E402
+from harness.lambda_executor.names import CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV  # noqa: E402
 from harness.localstack import LocalStack, descendants  # noqa: E402
 
 ROLE = "arn:aws:iam::000000000000:role/scones-bench-role"
 CONFIGS = {
-    "off": {CLIENT_CACHE_ENV: "0", "IN_MEMORY_CLIENT": "0"},       # LocalStack's own behaviour
-    "cache": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "0"},
-    "default": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "1"},   # what harness/localstack.py starts
+    "off": {CLIENT_CACHE_ENV: "0", "IN_MEMORY_CLIENT": "0", DEFINITION_CACHE_ENV: "0"},  # LocalStack's own
+    "cache": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "0", DEFINITION_CACHE_ENV: "0"},
+    "memory": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "1", DEFINITION_CACHE_ENV: "0"},
+    "default": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "1", DEFINITION_CACHE_ENV: "1"},  # harness/localstack.py
 }
 
 
@@ -78,7 +85,7 @@ def _machine(arn: str | None, tasks: int) -> str:
     return json.dumps({"StartAt": "S0", "States": states})
 
 
-def _execute(sfn, machine: str) -> float:
+def _execute(sfn, machine: str, service: list[float] | None = None) -> float:
     started = time.perf_counter()
     arn = sfn.start_execution(stateMachineArn=machine, name=uuid.uuid4().hex, input='{"n": 1}')["executionArn"]
     while True:
@@ -89,6 +96,8 @@ def _execute(sfn, machine: str) -> float:
     elapsed = (time.perf_counter() - started) * 1000
     if described["status"] != "SUCCEEDED":
         raise RuntimeError(f"benchmark execution {arn} ended {described['status']}: {described.get('cause')}")
+    if service is not None:
+        service.append((described["stopDate"] - described["startDate"]).total_seconds() * 1000)
     return elapsed
 
 
@@ -126,14 +135,16 @@ def measure(config: str, runs: int, warmup: int) -> dict:
                 lambda_client.invoke(FunctionName="bench-echo", Payload=b"{}")
                 invoke_ms.append((time.perf_counter() - began) * 1000)
             pass_ms = [_execute(sfn, passes) for _ in range(runs)]
-            task_ms = [_execute(sfn, tasks) for _ in range(runs)]
+            task_service_ms: list[float] = []
+            task_ms = [_execute(sfn, tasks, task_service_ms) for _ in range(runs)]
             memory = _rss_mb([pid, *descendants(pid)])
             with urllib.request.urlopen(f"{instance.url}/_scones/executor", timeout=5) as reply:
                 executor_stats = json.loads(reply.read())
         finally:
             instance.stop()
     return {"config": config, "ready_s": ready_s, "cold_invoke_ms": cold_ms, "invoke": invoke_ms,
-            "pass3": pass_ms, "lambda3": task_ms, "memory_mb": memory,
+            "pass3": pass_ms, "lambda3": task_ms, "lambda3_service": task_service_ms, "memory_mb": memory,
+            "load": os.getloadavg()[0],
             "executor_p50_ms": executor_stats["recent_invoke_ms"]["p50"]}
 
 
@@ -141,18 +152,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--configs", default="off,cache,default", help=f"comma-separated among {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="off,cache,memory,default",
+                        help=f"comma-separated among {', '.join(CONFIGS)}")
     args = parser.parse_args()
     results = [measure(config, args.runs, args.warmup) for config in args.configs.split(",")]
 
     print(f"\n{args.runs} sequential runs each, milliseconds (p50 / p95); 'off' is LocalStack's own behaviour")
-    print(f"{'config':<10} {'ready s':>8} {'cold inv':>9} {'warm invoke':>14} {'3 Pass':>14} {'3 Lambda tasks':>16} {'RSS MB':>7}")
+    print(f"{'config':<10} {'ready s':>8} {'cold inv':>9} {'warm invoke':>14} {'3 Pass':>14} {'3 Lambda tasks':>16} "
+          f"{'(service)':>16} {'RSS MB':>7} {'load':>5}")
     for result in results:
         row = [f"{_percentile(result[key], 0.5):6.1f} / {_percentile(result[key], 0.95):5.1f}"
-               for key in ("invoke", "pass3", "lambda3")]
+               for key in ("invoke", "pass3", "lambda3", "lambda3_service")]
         print(f"{result['config']:<10} {result['ready_s']:8.1f} {result['cold_invoke_ms']:9.0f} {row[0]:>14} "
-              f"{row[1]:>14} {row[2]:>16} {result['memory_mb']:7.0f}")
-    print("executor share (POST /invoke -> handler -> logs/response callbacks), p50 ms: "
+              f"{row[1]:>14} {row[2]:>16} {row[3]:>16} {result['memory_mb']:7.0f} {result['load']:5.1f}")
+    print("executor share (invoke frame sent -> handler -> result frame read), p50 ms: "
           + ", ".join(f"{r['config']} {r['executor_p50_ms']}" for r in results))
     baseline = next((r for r in results if r["config"] == "off"), None)
     if baseline:

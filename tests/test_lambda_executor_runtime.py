@@ -1,23 +1,21 @@
-"""The execution-environment process (harness/lambda_runtime/bootstrap.py) against a stand-in for LocalStack.
+"""The execution-environment process (harness/lambda_runtime/bootstrap.py), driven as the executor drives it.
 
-No LocalStack needed: a small HTTP server records the callbacks the process makes, so the
-protocol (ready, logs, response/error) and the handler side (context, AWS error shapes,
+No LocalStack needed: the test holds the other end of the process's socket pair, so the
+protocol (ready, invoke, result with logs) and the handler side (context, AWS error shapes,
 init errors) are checked in a second.
 """
 from __future__ import annotations
 
 import json
 import os
-import queue
 import socket
 import subprocess
 import sys
-import threading
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from harness.lambda_runtime.bootstrap import CHANNEL_FD, PARENT_PID, read_frame, send_frame
 
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "harness" / "lambda_runtime" / "bootstrap.py"
 
@@ -42,117 +40,88 @@ def fail(event, context):
 '''
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.calls.put((self.path, body))
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+class _Environment:
+    def __init__(self, channel: socket.socket):
+        self.channel = channel
+        self.reader = channel.makefile("rb")
 
-    def log_message(self, *args):
-        pass
+    def next_frame(self) -> tuple[dict, bytes]:
+        frame = read_frame(self.reader)
+        assert frame is not None, "the environment closed its channel"
+        return frame
 
-
-@pytest.fixture
-def fake_localstack():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.calls = queue.Queue()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def _next_call(server, timeout: float = 30):
-    path, body = server.calls.get(timeout=timeout)
-    return path, body
+    def invoke(self, request_id: str, payload: dict) -> tuple[dict, bytes]:
+        send_frame(self.channel, {"invoke-id": request_id,
+                                  "invoked-function-arn": "arn:aws:lambda:us-east-1:000000000000:function:fn",
+                                  "payload": json.dumps(payload), "trace-id": "Root=1-abc"})
+        return self.next_frame()
 
 
 @pytest.fixture
-def environment(tmp_path, fake_localstack):
+def environment(tmp_path):
     """Starts bootstrap.py as the executor does; returns a function that starts one for a handler."""
     processes = []
 
-    def start(handler: str):
+    def start(handler: str) -> _Environment:
         (tmp_path / "code").mkdir(exist_ok=True)
         (tmp_path / "code" / "handlers.py").write_text(HANDLERS)
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(4)
-        port = listener.getsockname()[1]
+        channel, child_end = socket.socketpair()
+        channel.settimeout(30)
         env = {
             "PATH": os.environ["PATH"],
-            "LOCALSTACK_RUNTIME_ENDPOINT": f"http://127.0.0.1:{fake_localstack.server_address[1]}/_localstack_lambda/env1",
-            "LOCALSTACK_RUNTIME_ID": "env1",
             "_HANDLER": handler,
             "LAMBDA_TASK_ROOT": str(tmp_path / "code"),
             "AWS_LAMBDA_FUNCTION_NAME": "fn",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
             "AWS_LAMBDA_FUNCTION_TIMEOUT": "5",
             "MY_VAR": "configured",
-            "SCONES_LAMBDA_LISTEN_FD": str(listener.fileno()),
-            "SCONES_LAMBDA_PARENT_PID": str(os.getpid()),
+            CHANNEL_FD: str(child_end.fileno()),
+            PARENT_PID: str(os.getpid()),
         }
         process = subprocess.Popen([sys.executable, "-P", str(BOOTSTRAP)], cwd=tmp_path / "code", env=env,
-                                   pass_fds=(listener.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        listener.close()
-        processes.append(process)
-        path, _ = _next_call(fake_localstack)
-        assert path == "/_localstack_lambda/env1/status/env1/ready"
-        return port
+                                   pass_fds=(child_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        child_end.close()
+        processes.append((process, channel))
+        environment = _Environment(channel)
+        assert environment.next_frame() == ({"ready": True}, b"")
+        return environment
 
     yield start
-    for process in processes:
+    for process, channel in processes:
         process.kill()
         process.wait()
+        channel.close()
 
 
-def _invoke(port: int, request_id: str, payload: dict) -> int:
-    body = json.dumps({"invoke-id": request_id, "invoked-function-arn": "arn:aws:lambda:us-east-1:000000000000:function:fn",
-                       "payload": json.dumps(payload), "trace-id": "Root=1-abc"}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invoke", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status
-
-
-def test_invoke_posts_logs_then_response(environment, fake_localstack):
-    port = environment("handlers.echo")
-    assert _invoke(port, "req-1", {"a": 1}) == 202
-    logs_path, logs_body = _next_call(fake_localstack)
-    result_path, result_body = _next_call(fake_localstack)
-    assert logs_path == "/_localstack_lambda/env1/invocations/req-1/logs"
-    assert result_path == "/_localstack_lambda/env1/invocations/req-1/response"
-    result = json.loads(result_body)
+def test_invoke_returns_result_with_its_logs(environment):
+    env = environment("handlers.echo")
+    header, body = env.invoke("req-1", {"a": 1})
+    assert (header["request_id"], header["ok"]) == ("req-1", True)
+    result = json.loads(body)
     assert result["event"] == {"a": 1}
     assert (result["name"], result["memory"], result["var"]) == ("fn", "512", "configured")
     assert result["request_id"] == "req-1" and result["trace"] == "Root=1-abc"
     assert 0 < result["remaining"] <= 5000
-    logs = json.loads(logs_body)["logs"]
+    logs = header["logs"]
     assert logs.startswith("START RequestId: req-1 Version: $LATEST")
     assert "event {'a': 1}" in logs
     assert "[INFO]\t" in logs and "\treq-1\tlogged" in logs
     assert "END RequestId: req-1" in logs and "REPORT RequestId: req-1" in logs and "Init Duration" in logs
 
     # Warm: the second invoke of the same process reports no init.
-    _invoke(port, "req-2", {})
-    logs = json.loads(_next_call(fake_localstack)[1])["logs"]
-    _next_call(fake_localstack)
-    assert "Init Duration" not in logs
+    header, _ = env.invoke("req-2", {})
+    assert header["ok"] and "Init Duration" not in header["logs"]
 
 
-def test_exception_becomes_aws_error_shape(environment, fake_localstack):
-    port = environment("handlers.fail")
-    _invoke(port, "req-3", {})
-    logs = json.loads(_next_call(fake_localstack)[1])["logs"]
-    path, body = _next_call(fake_localstack)
-    assert path.endswith("/invocations/req-3/error")
+def test_exception_becomes_aws_error_shape(environment):
+    header, body = environment("handlers.fail").invoke("req-3", {})
+    assert header["ok"] is False
     error = json.loads(body)
     assert error["errorType"] == "ThresholdConfidenceNotMet"
     assert error["errorMessage"] == "max confidence 0.6 is below 0.93"
     assert error["requestId"] == "req-3"
     assert len(error["stackTrace"]) == 1 and "handlers.py" in error["stackTrace"][0]
-    assert "[ERROR] ThresholdConfidenceNotMet: max confidence 0.6 is below 0.93" in logs
+    assert "[ERROR] ThresholdConfidenceNotMet: max confidence 0.6 is below 0.93" in header["logs"]
 
 
 @pytest.mark.parametrize("handler, error_type", [
@@ -160,10 +129,13 @@ def test_exception_becomes_aws_error_shape(environment, fake_localstack):
     ("handlers.no_such_function", "Runtime.HandlerNotFound"),
     ("nodots", "Runtime.MalformedHandlerName"),
 ])
-def test_init_errors_are_reported_per_invoke(environment, fake_localstack, handler, error_type):
-    port = environment(handler)
-    _invoke(port, "req-4", {})
-    _next_call(fake_localstack)
-    path, body = _next_call(fake_localstack)
-    assert path.endswith("/invocations/req-4/error")
+def test_init_errors_are_reported_per_invoke(environment, handler, error_type):
+    header, body = environment(handler).invoke("req-4", {})
+    assert header["ok"] is False
     assert json.loads(body)["errorType"] == error_type
+
+
+def test_environment_exits_when_the_executor_closes_its_end(environment):
+    env = environment("handlers.echo")
+    env.channel.shutdown(socket.SHUT_WR)
+    assert env.reader.read() == b""  # the process closed its end: it has exited

@@ -3,9 +3,11 @@
 LocalStack 4.14 creates one executor per execution environment and drives it:
 prepare_version (function created/updated) -> start(env) -> invoke(payload)* -> stop().
 The process (harness/lambda_runtime/bootstrap.py) gets the same environment variables a
-container would, listens on a socket we bind for it (no port race), and answers through
-LocalStack's usual callback routes (ExecutorEndpoint), so LocalStack's own bookkeeping
-(logs to CloudWatch, warm reuse, one environment per concurrent invoke) works unchanged.
+container would and talks to us over a socket pair we own (its protocol is described there).
+What it sends back resolves LocalStack's ExecutorEndpoint futures (startup, invocation, logs)
+exactly as LocalStack's HTTP callback routes would, so LocalStack's own bookkeeping (logs to
+CloudWatch, warm reuse, one environment per concurrent invoke) works unchanged, without two
+requests through LocalStack's gateway per invoke.
 
 What this class adds on top of the protocol:
 - the function's timeout: at the deadline the process group is killed and the invoke fails
@@ -33,8 +35,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from pathlib import Path
 
-import requests
-
 from localstack import config
 from localstack.aws.api.lambda_ import PackageType, RequestTooLargeException
 from localstack.services.lambda_.invocation.executor_endpoint import (
@@ -46,20 +46,18 @@ from localstack.services.lambda_.invocation.lambda_models import FunctionVersion
 from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntimeException, RuntimeExecutor
 
 from harness.lambda_executor.names import PYTHONS_ENV
+from harness.lambda_runtime.bootstrap import CHANNEL_FD, PARENT_PID, read_frame, send_frame
 
 LOG = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "lambda_runtime" / "bootstrap.py"
-# Must match harness/lambda_runtime/bootstrap.py (which cannot import us).
-LISTEN_FD = "SCONES_LAMBDA_LISTEN_FD"
-PARENT_PID = "SCONES_LAMBDA_PARENT_PID"
 STOP_GRACE_S = 2.0
 SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 LOG_TAIL_BYTES = 64 * 1024
 
 
-# Time spent inside invoke() (POST /invoke -> handler -> logs/response callbacks), for
+# Time spent inside invoke() (invoke frame sent -> handler -> result frame read), for
 # attributing latency: GET /_scones/executor on LocalStack's port reports it.
 INVOKE_MS: deque[float] = deque(maxlen=2000)
 _counts = {"invokes": 0, "timeouts": 0, "resets": 0, "environments_started": 0}
@@ -101,10 +99,9 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         self.executor_endpoint = ExecutorEndpoint(self.id, container_address=HOST, container_port=None)
         self.env_vars: dict[str, str] = {}
         self.process: subprocess.Popen | None = None
+        self._channel: socket.socket | None = None  # our end of the socket pair with the process
         self.work_dir = Path(tempfile.gettempdir()) / "scones-lambda" / f"{function_version.id.function_name}-{id}"
         self.log_path = self.work_dir / "environment.log"
-        self._http = requests.Session()
-        self._http.trust_env = False  # loopback only: never through a proxy
         self._lock = threading.Lock()
         self._stopped = False
         self._killing = False  # set while we kill the process on purpose: its exit is no crash
@@ -127,7 +124,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             self.executor_endpoint.shutdown()
         except Exception as exc:  # already unregistered, or never started
             LOG.debug("Error while stopping executor endpoint of %s: %s", self.id, exc)
-        self._http.close()
+        self._close_channel()
         # Its /tmp and its log go with it (errors already quoted the log's tail), so that
         # thousands of short-lived environments leave nothing behind.
         shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -136,10 +133,9 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         code_dir = self._code_dir()
         self._killing = False
         (self.work_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind((HOST, 0))
-        listener.listen(16)
-        self.executor_endpoint.container_port = listener.getsockname()[1]
+        self._close_channel()
+        channel, child_end = socket.socketpair()
+        self._channel = channel
         env = dict(self.env_vars)
         env.update({
             "LAMBDA_TASK_ROOT": str(code_dir),
@@ -149,7 +145,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             "TMPDIR": str(self.work_dir / "tmp"),
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
-            LISTEN_FD: str(listener.fileno()),
+            CHANNEL_FD: str(child_end.fileno()),
             PARENT_PID: str(os.getpid()),
         })
         interpreter = python_for_runtime(self.function_version.config.runtime)
@@ -159,13 +155,44 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             self.process = subprocess.Popen(
                 [interpreter, "-P", str(BOOTSTRAP)],
                 cwd=code_dir, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),), process_group=0,
+                pass_fds=(child_end.fileno(),), process_group=0,
             )
-        listener.close()
+        child_end.close()
         LOG.debug("Started execution environment %s of %s as PID %s (%s)",
                   self.id, self.function_version.qualified_arn, self.process.pid, interpreter)
         threading.Thread(target=self._watch, args=(self.process,), daemon=True,
                          name=f"scones-lambda-watch-{self.id}").start()
+        threading.Thread(target=self._read_frames, args=(self.process, channel), daemon=True,
+                         name=f"scones-lambda-read-{self.id}").start()
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _read_frames(self, process: subprocess.Popen, channel: socket.socket) -> None:
+        """What the process sends: "ready" resolves the startup future, a result the invocation future."""
+        try:
+            reader = channel.makefile("rb")
+            while (frame := read_frame(reader)) is not None:
+                header, body = frame
+                endpoint = self.executor_endpoint
+                if header.get("ready"):
+                    future = endpoint.startup_future
+                    if future is not None and not future.done():
+                        future.set_result(True)
+                    continue
+                future = endpoint.invocation_future
+                if process is not self.process or future is None or header["request_id"] != self._request_id:
+                    continue  # an answer to an invoke that already timed out
+                endpoint.logs = header["logs"]
+                try:
+                    future.set_result(InvocationResult(header["request_id"], body, is_error=not header["ok"],
+                                                       logs=header["logs"]))
+                except InvalidStateError:  # the deadline passed at the same moment: the timeout stands
+                    pass
+        except (OSError, ValueError):  # we closed the channel (stop, reset): the process is going away
+            pass
 
     def _code_dir(self) -> Path:
         if self.function_version.config.package_type != PackageType.Zip or not self.function_version.config.code:
@@ -214,9 +241,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         """A fresh process in the same environment (after a timeout or a crash), like AWS's sandbox reset."""
         _counts["resets"] += 1
         self.executor_endpoint.startup_future = Future()
-        self._http.close()
-        self._http = requests.Session()
-        self._http.trust_env = False
         self._spawn()
         try:
             self.executor_endpoint.startup_future.result(timeout=config.LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT)
@@ -241,12 +265,12 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             self._log_offset = self._log_size()
             timeout_s = float(self.function_version.config.timeout)
             deadline = time.monotonic() + timeout_s
-            url = f"http://{HOST}:{endpoint.container_port}/invoke"
             started = time.perf_counter()
             _counts["invokes"] += 1
-            response = self._http.post(url, json=payload, timeout=10)
-            if not response.ok:
-                raise InvokeSendError(f"Execution environment {self.id} refused the invoke: HTTP {response.status_code}")
+            try:
+                send_frame(self._channel, payload)
+            except OSError as exc:
+                raise InvokeSendError(f"Execution environment {self.id} did not take the invoke: {exc}") from exc
             try:
                 result = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:

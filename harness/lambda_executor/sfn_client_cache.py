@@ -11,7 +11,8 @@ Pinned: applied only to localstack-core 4.14.0, where the function and its impor
 read; any other version is left alone (with a warning). SCONES_SFN_CLIENT_CACHE=0 turns it
 off, e.g. to measure the difference. GET /_scones/sfn-client-cache on LocalStack's port
 reports whether it is active and its hit/miss counts (the tests read it); GET /_scones/executor
-adds the executor's own counts and the time its invokes take.
+adds the executor's own counts, the time its invokes take and the definition cache's status
+(sfn_definition_cache.py, applied in the same background thread).
 """
 from __future__ import annotations
 
@@ -90,13 +91,21 @@ def _import_task_modules(original, replacement) -> None:
 
 
 def apply_in_background() -> None:
-    """apply() off the caller's thread: it imports Step Functions' interpreter (seconds on a busy
-    machine), which must not delay the first Lambda call. Until it lands, tasks use the original."""
+    """apply() and the definition cache's off the caller's thread: they import Step Functions'
+    interpreter (seconds on a busy machine), which must not delay the first Lambda call. Until
+    they land, executions use the originals."""
     if _state["active"] or _state.get("started"):
         return
     _state["started"] = True
     _register_status_route()
-    threading.Thread(target=apply, name="scones-sfn-client-cache", daemon=True).start()
+
+    def apply_both() -> None:
+        from harness.lambda_executor import sfn_definition_cache
+
+        apply()
+        sfn_definition_cache.apply()
+
+    threading.Thread(target=apply_both, name="scones-sfn-patches", daemon=True).start()
 
 
 def status() -> dict:
@@ -117,8 +126,9 @@ def _register_status_route() -> None:
 
         @route("/_scones/executor", methods=["GET"])
         def executor(self, request):
-            from harness.lambda_executor import executor
+            from harness.lambda_executor import executor, sfn_definition_cache
 
-            return Response.for_json({**executor.stats(), "sfn_client_cache": status()})
+            return Response.for_json({**executor.stats(), "sfn_client_cache": status(),
+                                      "sfn_definition_cache": sfn_definition_cache.status()})
 
     ROUTER.add(_StatusRoute())

@@ -4,11 +4,16 @@ Started by the scones process executor (harness/lambda_executor) inside LocalSta
 function's own interpreter (a small per-version venv holding boto3, like AWS's runtimes).
 Standard library only: the function's interpreter has nothing of ours installed.
 
-It speaks LocalStack's executor protocol, the one LocalStack's Go init speaks in Docker:
-  in:  POST /invoke {"invoke-id", "invoked-function-arn", "payload", "trace-id"} -> 202
-  out: POST {LOCALSTACK_RUNTIME_ENDPOINT}/status/{LOCALSTACK_RUNTIME_ID}/ready once listening,
-       POST {endpoint}/invocations/{id}/logs {"logs": ...}, then .../response (raw JSON result)
-       or .../error ({"errorMessage", "errorType", "requestId", "stackTrace"} as AWS sends it).
+It talks to the executor over a socket pair the executor made for it (fd in $SCONES_LAMBDA_CHANNEL_FD),
+in frames (see send_frame): the executor imports the frame functions from this file.
+  out: {"ready": true} once the handler module is loaded (or failed to load: that is reported per invoke);
+  in:  {"invoke-id", "invoked-function-arn", "payload", "trace-id"}, the invoke as LocalStack sends it;
+  out: {"request_id", "ok", "logs"} + the raw result (JSON of the return value) or the error
+       ({"errorMessage", "errorType", "requestId", "stackTrace"} as AWS sends it).
+The executor resolves LocalStack's invocation future with that, as LocalStack's own /logs and
+/response routes would. Why not those HTTP routes, as LocalStack's Go init does in Docker: each
+callback is a full request through LocalStack's gateway (~3-4 ms of its CPU), two per invoke, plus
+an HTTP POST to start it; the socket pair costs well under a millisecond (benchmarks/lambda_executor.py).
 The timeout is not enforced here: the executor kills this process at the deadline (as AWS
 resets the sandbox) and reports "Task timed out", so a handler stuck in C code cannot escape.
 """
@@ -19,23 +24,37 @@ import io
 import json
 import logging
 import os
-import queue
 import resource
 import socket
+import struct
 import sys
 import threading
 import time
 import traceback
-import http.client
-import urllib.parse
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# Set by the executor (not AWS names): the inherited listening socket and the parent to watch.
-LISTEN_FD = "SCONES_LAMBDA_LISTEN_FD"
+# Set by the executor (not AWS names): our end of the socket pair and the parent to watch.
+CHANNEL_FD = "SCONES_LAMBDA_CHANNEL_FD"
 PARENT_PID = "SCONES_LAMBDA_PARENT_PID"
 
-_invocations: "queue.Queue[dict]" = queue.Queue()
+_FRAME_HEAD = struct.Struct(">II")  # length of the JSON header, length of the raw body
+
+
+def send_frame(channel: socket.socket, header: dict, body: bytes = b"") -> None:
+    encoded = json.dumps(header).encode()
+    channel.sendall(_FRAME_HEAD.pack(len(encoded), len(body)) + encoded + body)
+
+
+def read_frame(reader) -> "tuple[dict, bytes] | None":
+    """The next (header, body) from a buffered reader of the channel; None at its end."""
+    head = reader.read(_FRAME_HEAD.size)
+    if len(head) < _FRAME_HEAD.size:
+        return None
+    header_size, body_size = _FRAME_HEAD.unpack(head)
+    header, body = reader.read(header_size), reader.read(body_size)
+    if len(header) < header_size or len(body) < body_size:
+        return None
+    return json.loads(header), body
 
 
 def _timestamp() -> str:
@@ -185,57 +204,8 @@ def _load_handler(handler_string: str, task_root: str):
                          f"Handler '{function_name}' missing on module '{module_name}'") from None
 
 
-class _Callbacks:
-    """POSTs to LocalStack over one kept-alive connection (no proxies: it is loopback)."""
-
-    def __init__(self, endpoint: str):
-        parsed = urllib.parse.urlsplit(endpoint)
-        self.host, self.port, self.prefix = parsed.hostname, parsed.port or 80, parsed.path.rstrip("/")
-        self.connection: http.client.HTTPConnection | None = None
-
-    def post(self, path: str, body: bytes) -> None:
-        for attempt in (1, 2):  # a kept-alive connection the server closed fails once: reconnect
-            if self.connection is None:
-                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
-            try:
-                self.connection.request("POST", self.prefix + path, body=body,
-                                        headers={"Content-Type": "application/json"})
-                response = self.connection.getresponse()
-                response.read()
-                if response.status >= 300:
-                    print(f"LocalStack answered {response.status} to {path}", file=sys.__stderr__)
-                return
-            except (OSError, http.client.HTTPException):
-                self.connection.close()
-                self.connection = None
-                if attempt == 2:
-                    raise
-
-
-class _InvokeHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        if self.path.rstrip("/") != "/invoke":
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        _invocations.put(json.loads(raw))
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format, *args) -> None:  # keep the access log out of the function's logs
-        pass
-
-
 class Runtime:
     def __init__(self) -> None:
-        self.callbacks = _Callbacks(os.environ["LOCALSTACK_RUNTIME_ENDPOINT"])
-        self.runtime_id = os.environ["LOCALSTACK_RUNTIME_ID"]
         self.handler_string = os.environ.get("_HANDLER", "")
         self.task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
         self.timeout_s = float(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT", "3"))
@@ -259,7 +229,8 @@ class Runtime:
             self.init_error.__traceback__ = exc.__traceback__
         self.init_duration_ms = (time.perf_counter() - started) * 1000
 
-    def invoke(self, invocation: dict) -> None:
+    def invoke(self, invocation: dict) -> tuple[bool, bytes, str]:
+        """Run one invocation: (ok, the result or error body, its logs)."""
         request_id = invocation["invoke-id"]
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout_s
@@ -290,10 +261,7 @@ class Runtime:
                   f"Max Memory Used: {max_rss_mb} MB\t{init_line}")
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             self.init_duration_ms = None
-        logs = tee_out.buffer_.getvalue() + tee_err.buffer_.getvalue()
-        base = f"/invocations/{request_id}"
-        self.callbacks.post(f"{base}/logs", json.dumps({"logs": logs}).encode())
-        self.callbacks.post(f"{base}/response" if ok else f"{base}/error", result_bytes)
+        return ok, result_bytes, tee_out.buffer_.getvalue() + tee_err.buffer_.getvalue()
 
     def _call_handler(self, invocation: dict, request_id: str, deadline: float) -> tuple[bool, bytes]:
         context = LambdaContext(request_id, invocation.get("invoked-function-arn", ""), deadline)
@@ -333,16 +301,14 @@ def main() -> None:
     parent_pid = int(os.environ.get(PARENT_PID) or os.getppid())
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
 
-    listener = socket.socket(fileno=int(os.environ[LISTEN_FD]))
-    server = ThreadingHTTPServer(listener.getsockname()[:2], _InvokeHandler, bind_and_activate=False)
-    server.socket.close()
-    server.socket = listener
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
+    channel = socket.socket(fileno=int(os.environ[CHANNEL_FD]))
+    reader = channel.makefile("rb")
     runtime.initialise()
-    runtime.callbacks.post(f"/status/{runtime.runtime_id}/ready", b"{}")
-    while True:
-        runtime.invoke(_invocations.get())
+    send_frame(channel, {"ready": True})
+    while (frame := read_frame(reader)) is not None:  # the executor closed its end: nothing more to do
+        invocation, _ = frame
+        ok, result, logs = runtime.invoke(invocation)
+        send_frame(channel, {"request_id": invocation["invoke-id"], "ok": ok, "logs": logs}, result)
 
 
 if __name__ == "__main__":
