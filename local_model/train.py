@@ -42,6 +42,7 @@ WEIGHTS_FILE = "model.pth"
 # Files copied into <model dir>/code/: the serving handlers and everything they import.
 SERVING_CODE = ("inference.py", "network.py")
 AUGMENT_POLICIES = ("none", "trivialaugment", "autoaugment")
+MIX_METHODS = ("none", "mixup", "cutmix")
 
 
 def _str2bool(value: str) -> bool:
@@ -84,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra per-image augmentation before crop+flip: torchvision TrivialAugmentWide or "
                              "AutoAugment with the CIFAR10 policy")
     parser.add_argument("--erasing", type=float, default=0.0, help="RandomErasing probability per image (cutout)")
+    parser.add_argument("--mix", choices=MIX_METHODS, default="none",
+                        help="batch mixing: torchvision MixUp or CutMix (soft labels)")
+    parser.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
+    parser.add_argument("--mix-prob", type=float, default=0.5, help="share of batches that get mixed")
     parser.add_argument("--ema-decay", type=float, default=0.0,
                         help="per-step decay of an exponential moving average of the weights (and BN buffers); "
                              "the average is what gets saved and scored; 0 = off")
@@ -157,6 +162,16 @@ def build_policy(name: str, erasing: float):
         # Erase to the mean colour (0 after normalisation would be ideal; 128 grey is close on uint8).
         steps.append(v2.RandomErasing(p=erasing, value=128))
     return v2.Compose(steps) if steps else None
+
+
+def build_mixer(name: str, alpha: float):
+    """A torchvision batch transform (images, labels) -> (mixed images, soft labels), or None."""
+    if name == "none":
+        return None
+    from torchvision.transforms import v2
+
+    mixer = v2.MixUp if name == "mixup" else v2.CutMix
+    return mixer(alpha=alpha, num_classes=len(network.CLASSES))
 
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
@@ -263,6 +278,7 @@ def train(args: argparse.Namespace) -> dict:
     # uint8 NCHW copy for the per-image policies, which work on integer pixels.
     pixels_train = torch.from_numpy(np.array(train_images, dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
     policy = build_policy(args.policy, args.erasing) if args.augment else None
+    mixer = build_mixer(args.mix, args.mix_alpha)
     y_train = torch.from_numpy(train_labels)
     x_test = network.to_tensor(test_images)
 
@@ -301,10 +317,13 @@ def train(args: argparse.Namespace) -> dict:
             if args.augment:
                 batch = augment_batch(batch, generator)
             batch, target = batch.to(device), y_train[index].to(device)
+            soft_target = target
+            if mixer is not None and torch.rand(1, generator=generator).item() < args.mix_prob:
+                batch, soft_target = mixer(batch, target)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, warmup_steps, args.lr)
             logits = model(batch)
-            loss = loss_fn(logits, target)
+            loss = loss_fn(logits, soft_target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -339,7 +358,7 @@ def train(args: argparse.Namespace) -> dict:
         "hyperparameters": {
             key: getattr(args, key) for key in (
                 "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
-                "widths", "blocks", "augment", "policy", "erasing", "ema_decay", "flip_tta", "threshold", "seed")
+                "widths", "blocks", "augment", "policy", "erasing", "mix", "mix_alpha", "mix_prob", "ema_decay", "flip_tta", "threshold", "seed")
         },
     })
 

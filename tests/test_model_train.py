@@ -231,3 +231,25 @@ def test_train_script_with_augment_policies_and_weight_average_is_deterministic(
     assert first_metrics["test_accuracy"] == second_metrics["test_accuracy"]
     assert first_weights.keys() == second_weights.keys()
     assert all(torch.equal(first_weights[key], second_weights[key]) for key in first_weights)
+
+
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_train_script_with_batch_mixing_is_deterministic_and_changes_training(dataset, tmp_path, mix):
+    import torch
+
+    from local_model import train
+
+    def run(name: str, *extra: str) -> tuple[dict, dict]:
+        args = train.parse_args([*models.hyperparameter_args({**TINY, "epochs": 2}), "--num-threads", "1", *extra,
+                                 "--train", str(dataset / "train"), "--test", str(dataset / "test"),
+                                 "--model-dir", str(tmp_path / name / "model"),
+                                 "--output-data-dir", str(tmp_path / name / "output")])
+        metrics = train.train(args)
+        return metrics, torch.load(tmp_path / name / "model" / train.WEIGHTS_FILE)["state_dict"]
+
+    mixed_metrics, mixed = run("first", "--mix", mix, "--mix-prob", "1")
+    _, mixed_again = run("second", "--mix", mix, "--mix-prob", "1")
+    _, unmixed = run("unmixed")
+    assert mixed_metrics["hyperparameters"]["mix"] == mix
+    assert all(torch.equal(mixed[key], mixed_again[key]) for key in mixed)
+    assert not all(torch.equal(mixed[key], unmixed[key]) for key in mixed)
