@@ -1,4 +1,4 @@
-"""Step Functions -> Lambda through the process executor, and the pinned client-cache patch being active."""
+"""Step Functions -> Lambda through the process executor, and the pinned client and definition caches being active."""
 from __future__ import annotations
 
 import io
@@ -7,6 +7,7 @@ import time
 import urllib.request
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -71,12 +72,17 @@ def _cache_status(localstack) -> dict:
         return json.loads(response.read())
 
 
+def _executor_status(localstack) -> dict:
+    with urllib.request.urlopen(f"{localstack.url}/_scones/executor", timeout=5) as response:
+        return json.loads(response.read())
+
+
 def test_lambda_tasks_run_and_reuse_one_client(localstack, workflow):
     sfn, machine = workflow
-    # The patch lands in the background once the executor plugin loads (at the first function).
+    # The patches land in the background once the executor plugin loads (at the first function).
     deadline = time.monotonic() + 60
-    while not _cache_status(localstack)["active"]:
-        assert time.monotonic() < deadline, _cache_status(localstack)
+    while not _executor_status(localstack)["sfn_definition_cache"]["active"]:
+        assert time.monotonic() < deadline, _executor_status(localstack)
         time.sleep(0.1)
     for _ in range(2):
         described = _run(sfn, machine, {"hops": 0})
@@ -85,9 +91,18 @@ def test_lambda_tasks_run_and_reuse_one_client(localstack, workflow):
     status = _cache_status(localstack)
     assert status["active"] is True and status["version"] == "4.14.0", status
     assert status["misses"] == 1 and status["hits"] >= 5, status
-    with urllib.request.urlopen(f"{localstack.url}/_scones/executor", timeout=5) as response:
-        executor = json.loads(response.read())
+    executor = _executor_status(localstack)
     assert executor["invokes"] >= 6 and executor["recent_invoke_ms"]["p50"] > 0, executor
+    definitions = executor["sfn_definition_cache"]
+    assert definitions["active"] is True and definitions["hits"] >= 1, definitions
+
+
+def test_concurrent_executions_of_one_cached_definition(workflow):
+    sfn, machine = workflow
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        described = list(pool.map(lambda hops: _run(sfn, machine, {"hops": hops * 10}), range(4)))
+    assert [d["status"] for d in described] == ["SUCCEEDED"] * 4, described
+    assert sorted(json.loads(d["output"])["hops"] for d in described) == [3, 13, 23, 33]
 
 
 def test_lambda_error_fails_the_execution_with_the_exception_class(workflow):
