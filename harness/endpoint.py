@@ -99,6 +99,7 @@ class EndpointServer:
         ))
         # asyncio in a thread: uvloop's policy is process-wide, and tests share the process.
         config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                                proxy_headers=False,
                                 lifespan="on", http=self.http, loop="asyncio" if self.loop == "auto" else self.loop)
         self._server = uvicorn.Server(config)
         # Bind here, so a port clash fails now and not later in the thread.

@@ -178,7 +178,7 @@ def test_a_worker_takes_every_waiting_request_up_to_the_batch_size():
         gate.wait(30)  # the first batch holds the worker while the others queue up
         return [(body * 2, content_type) for body, content_type, _ in requests]
 
-    workers = InferenceWorkers(threads=1, max_batch_size=4, max_batch_delay_s=0, run_batch=run_batch)
+    workers = InferenceWorkers(threads=1, max_batch_size=4, max_batch_delay_s=0, run_batch=run_batch).start()
 
     async def scenario():
         first = asyncio.ensure_future(workers.invoke(b"0", "t", None))
@@ -206,7 +206,7 @@ def test_with_a_batch_delay_a_worker_waits_for_more_requests_until_the_batch_is_
         return [(body, content_type) for body, content_type, _ in requests]
 
     # A delay far longer than the test: the batch is served because it is full, not because the delay ran out.
-    workers = InferenceWorkers(threads=1, max_batch_size=3, max_batch_delay_s=600, run_batch=run_batch)
+    workers = InferenceWorkers(threads=1, max_batch_size=3, max_batch_delay_s=600, run_batch=run_batch).start()
 
     async def scenario():
         first = asyncio.ensure_future(workers.invoke(b"a", "t", None))
@@ -227,7 +227,7 @@ def test_a_failure_of_the_batch_call_itself_reaches_every_request_of_the_batch()
     def run_batch(requests):
         raise RuntimeError("broken batch")
 
-    workers = InferenceWorkers(threads=2, max_batch_size=8, max_batch_delay_s=0, run_batch=run_batch)
+    workers = InferenceWorkers(threads=2, max_batch_size=8, max_batch_delay_s=0, run_batch=run_batch).start()
 
     async def scenario():
         return await asyncio.gather(*(workers.invoke(b"x", "t", None) for _ in range(5)))
