@@ -167,6 +167,10 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
 
     def _close_channel(self) -> None:
         if self._channel is not None:
+            try:  # wakes the reader thread now: close() alone waits for its makefile() to go
+                self._channel.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._channel.close()
             self._channel = None
 

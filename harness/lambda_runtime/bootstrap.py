@@ -302,6 +302,7 @@ def main() -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
 
     channel = socket.socket(fileno=int(os.environ[CHANNEL_FD]))
+    channel.set_inheritable(False)  # what the handler starts must not hold the executor's channel open
     reader = channel.makefile("rb")
     runtime.initialise()
     send_frame(channel, {"ready": True})
