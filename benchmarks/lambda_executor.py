@@ -1,6 +1,7 @@
 """Latency of the process Lambda executor and of our Step Functions patches, measured in one run.
 
     .venv/bin/python benchmarks/lambda_executor.py [--runs 50] [--configs off,cache,memory,default]
+        [--baseline-checkout DIR]
 
 For each configuration a fresh LocalStack starts on a free port (venvs under the state dir,
 data in a temporary folder), gets one trivial function and two state machines (three Pass
@@ -18,6 +19,11 @@ starts) also parses each definition once (sfn_definition_cache.py). It also prin
 stack's memory (LocalStack + environments) and the machine's load average.
 The executor's socket pair with its processes (instead of HTTP callbacks through LocalStack's
 gateway) is in every configuration; "executor share" shows what an invoke costs inside it.
+To compare with an older executor in the same run, export that commit's harness/ and name it:
+    git archive 2e212d5 harness | tar -x -C /tmp/scones-before
+    .venv/bin/python benchmarks/lambda_executor.py --baseline-checkout /tmp/scones-before
+adds the configuration "checkout": LocalStack with that folder first on its PYTHONPATH (so its
+harness/ is the executor LocalStack loads) and its own defaults (IN_MEMORY_CLIENT=1; patches on).
 """
 from __future__ import annotations
 
@@ -154,8 +160,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--configs", default="off,cache,memory,default",
                         help=f"comma-separated among {', '.join(CONFIGS)}")
+    parser.add_argument("--baseline-checkout", type=Path,
+                        help="a folder holding an older harness/ (git archive COMMIT harness): measured first as 'checkout'")
     args = parser.parse_args()
-    results = [measure(config, args.runs, args.warmup) for config in args.configs.split(",")]
+    configs = args.configs.split(",")
+    if args.baseline_checkout:
+        if not (args.baseline_checkout / "harness" / "lambda_executor" / "executor.py").exists():
+            raise SystemExit(f"{args.baseline_checkout} holds no harness/lambda_executor/executor.py")
+        CONFIGS["checkout"] = {"PYTHONPATH": str(args.baseline_checkout.resolve()), "IN_MEMORY_CLIENT": "1"}
+        configs.insert(0, "checkout")
+    results = [measure(config, args.runs, args.warmup) for config in configs]
 
     print(f"\n{args.runs} sequential runs each, milliseconds (p50 / p95); 'off' is LocalStack's own behaviour")
     print(f"{'config':<10} {'ready s':>8} {'cold inv':>9} {'warm invoke':>14} {'3 Pass':>14} {'3 Lambda tasks':>16} "
