@@ -1,18 +1,24 @@
 """Local endpoint benchmark: the server at N concurrent clients against direct predict in one process.
 
     .venv/bin/python benchmarks/endpoint.py [--model DIR|model.tar.gz] [--seconds 5] [--clients 8]
+        [--baseline 2x1b1] [--after 2x1] [--layouts 2x1b1,2x1b4,...]
 
 Measured in one run, on the same machine and model:
-  1. the limit: the model's handlers (input_fn -> predict_fn -> output_fn) called directly in
-     this process on real 32x32 test PNGs, the best of a few thread layouts;
-  2. the server (`scones serve` as a subprocess, as the local stack runs it) with N concurrent
-     keep-alive HTTP clients on POST /endpoints/<name>/invocations, for several
-     inference-thread / torch-thread layouts: throughput, its ratio to the limit, p50/p99 latency;
-  3. the chosen layout with data capture at 100% (to a moto S3 server on 127.0.0.1) against
-     capture off; and the server's RSS with the model loaded.
+  1. a survey of server layouts (`scones serve` as a subprocess, as the local stack runs it) with N
+     concurrent keep-alive HTTP clients on POST /endpoints/<name>/invocations: inference threads x
+     torch threads x dynamic batching (max batch size, max batch delay);
+  2. the HTTP stack's own floor: the baseline and the chosen layouts serving the tiny stub model
+     (local_model/serving_stub.py), so model compute and server overhead can be told apart;
+  3. rounds alternating, so drifting load hits all alike: the limit (the model's handlers called
+     directly in this process on real 32x32 test PNGs, one request per predict_fn call and
+     batched), the server before (the baseline layout: no batching) and after (the default
+     layout), and after with data capture at 100% (to a moto S3 server on 127.0.0.1).
+Every server row shows p50/p99/mean latency beside N/X = clients / throughput: in a closed loop
+(each client sends its next request when the last is answered) Little's law makes the mean latency
+exactly N/X, so latency falls only as throughput rises, i.e. as CPU per request (server + clients,
+on the same cores) falls. The model-compute floor is N / the best direct throughput.
 Targets (issue 4): ratio >= 50%, p50 <= 5 ms, p99 <= 25 ms, capture cost <= 10%.
-The clients run on the same cores as the server; the load average is printed, since others
-may share the machine.
+The load average is printed, since others may share the machine.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, for d
 from harness import settings  # noqa: E402
 from harness.endpoint import EndpointServer, free_port  # noqa: E402
 from local_model.capture import CaptureConfig  # noqa: E402
+from local_model.server import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZE  # noqa: E402
 
 ENDPOINT = "bench-endpoint"
 
@@ -250,7 +257,7 @@ def row(label: str, result: dict) -> str:
 
 HEADER = (f"{'configuration':44} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>7} {'N/X ms':>7} {'batch':>6} "
           f"{'srv CPU':>7} {'cli CPU':>7} {'errors':>6} {'RSS MiB':>6}")
-DIRECT_LAYOUTS = ((1, 1, 1), (2, 1, 1), (1, 1, 8), (1, 2, 8))   # workers, torch threads, requests per predict_fn
+DIRECT_LAYOUTS = ((1, 1, 1), (2, 1, 1), (2, 1, 4), (1, 2, 8))   # workers, torch threads, requests per predict_fn
 
 
 def main() -> None:
@@ -264,7 +271,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds (limit, before, after, capture) to take the median of")
     parser.add_argument("--baseline", default="2x1b1",
                         help="the layout to compare against: 2x1b1 is the server before dynamic batching")
-    parser.add_argument("--layouts", default="2x1b1,1x1b8,1x2b8,2x1b8,2x1b16",
+    parser.add_argument("--after", default="2x1",
+                        help="the layout measured against the baseline in every round: 2x1 is what harness/endpoint.py "
+                             "starts (2 inference threads x 1 torch thread, the server's default batching)")
+    parser.add_argument("--layouts", default="2x1b1,2x1b2,2x1b4,2x1b8,1x2b8,1x2b8d2,2x2b4",
                         help="server layouts INFERENCE_THREADSxTORCH_THREADS[bMAX_BATCH][dMAX_DELAY_MS][/h11|/httptools] "
                              "to compare (0 inference threads = on the event loop; no b/d = the server's defaults)")
     parser.add_argument("--no-stub-floor", action="store_true",
@@ -287,7 +297,8 @@ def main() -> None:
         result = run_server(model, images, args.seconds, args.clients, parse_layout(layout))
         survey.append((layout, result))
         print(row(f"server {layout} (survey)", result), flush=True)
-    best_layout = max(survey, key=lambda item: item[1]["throughput"])[0]
+    fastest = max(survey, key=lambda item: item[1]["throughput"])[0]
+    best_layout = args.after
     best, baseline = parse_layout(best_layout), parse_layout(args.baseline)
 
     # 2. The HTTP stack's own floor: the same layouts serving a model that costs almost nothing.
@@ -353,7 +364,9 @@ def main() -> None:
     last_on = rounds[-1]["on"]["capture"]
     print()
     print(f"medians over {len(rounds)} rounds, {args.clients} clients; server layouts INFERENCE_THREADSxTORCH_THREADS"
-          f"bMAX_BATCH; before = {args.baseline}, after = {best_layout} (the survey's fastest):")
+          f"[bMAX_BATCH][dDELAY_MS] (none: the server's defaults, batches <= {DEFAULT_MAX_BATCH_SIZE}, delay "
+          f"{DEFAULT_MAX_BATCH_DELAY_MS:g}); before = {args.baseline}, after = {best_layout}; the survey's fastest "
+          f"(one run each, so noisy) was {fastest}:")
     print(f"  latency before: p50 {before['p50_ms']:.2f} ms, p99 {before['p99_ms']:.2f} ms at {before['throughput']:.0f} "
           f"req/s (N/X {before['little_ms']:.2f} ms)")
     print(f"  latency after:  p50 {after['p50_ms']:.2f} ms, p99 {after['p99_ms']:.2f} ms at {after['throughput']:.0f} "
@@ -362,8 +375,14 @@ def main() -> None:
           f"= {floor:.2f} ms (no HTTP, no clients)" + "".join(
               f"; HTTP stack with the stub model, {layout}: p50 {result['p50_ms']:.2f} ms (N/X {result['little_ms']:.2f})"
               for layout, result in stub_rows))
+    cores = os.cpu_count()
+    model_cpu = median([min(result["cpu_ms"] for result in r["directs"].values()) for r in rounds])
     print(f"  CPU per request after: server {after['cpu_ms']:.2f} ms + clients {after['client_cpu_ms']:.2f} ms, on "
-          f"{os.cpu_count()} cores shared by both")
+          f"{cores} cores shared by both; so even with no other load the mean latency cannot go below "
+          f"{args.clients} x {after['cpu_ms'] + after['client_cpu_ms']:.2f} / {cores} = "
+          f"{args.clients * (after['cpu_ms'] + after['client_cpu_ms']) / cores:.2f} ms, and with a free HTTP stack and "
+          f"free clients not below the model's own {args.clients} x {model_cpu:.2f} / {cores} = "
+          f"{args.clients * model_cpu / cores:.2f} ms (least CPU per request of the direct layouts)")
     print(f"  throughput vs direct predict: {ratio:.0%} of the best unbatched direct layout (target >= 50%), "
           f"{ratio_batched:.0%} of the best direct layout including batched predict")
     print(f"  capture 100% vs off: {capture_cost:+.1%} throughput, {capture_cpu:+.1%} CPU per request (target <= 10%); "
