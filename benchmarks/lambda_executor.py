@@ -1,6 +1,6 @@
 """Latency of the process Lambda executor and of our Step Functions patches, measured in one run.
 
-    .venv/bin/python benchmarks/lambda_executor.py [--runs 50] [--configs off,cache,memory,default]
+    .venv/bin/python benchmarks/lambda_executor.py [--runs 50] [--configs off,cache,memory,parse,default]
         [--baseline-checkout DIR]
 
 For each configuration a fresh LocalStack starts on a free port (venvs under the state dir,
@@ -14,8 +14,9 @@ and as the service reports it (startDate -> stopDate).
 "off" is LocalStack's own behaviour (a new STS AssumeRole + boto client per task, internal
 calls over the socket, the definition parsed at every execution) and is the baseline the
 others are compared with; "cache" adds our pinned client cache (sfn_client_cache.py);
-"memory" also sets LocalStack's IN_MEMORY_CLIENT=1; "default" (what harness/localstack.py
-starts) also parses each definition once (sfn_definition_cache.py). It also prints the
+"memory" also sets LocalStack's IN_MEMORY_CLIENT=1; "parse" also parses each definition
+once (sfn_definition_cache.py); "default" (what harness/localstack.py starts) also starts no
+threads on the invoke path (lambda_threads.py). It also prints the
 stack's memory (LocalStack + environments) and the machine's load average.
 The executor's socket pair with its processes (instead of HTTP callbacks through LocalStack's
 gateway) is in every configuration; "executor share" shows what an invoke costs inside it.
@@ -45,16 +46,14 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.lambda_executor.names import CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV  # noqa: E402
+from harness.lambda_executor.names import CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV  # noqa: E402
 from harness.localstack import LocalStack, descendants  # noqa: E402
 
 ROLE = "arn:aws:iam::000000000000:role/scones-bench-role"
-CONFIGS = {
-    "off": {CLIENT_CACHE_ENV: "0", "IN_MEMORY_CLIENT": "0", DEFINITION_CACHE_ENV: "0"},  # LocalStack's own
-    "cache": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "0", DEFINITION_CACHE_ENV: "0"},
-    "memory": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "1", DEFINITION_CACHE_ENV: "0"},
-    "default": {CLIENT_CACHE_ENV: "1", "IN_MEMORY_CLIENT": "1", DEFINITION_CACHE_ENV: "1"},  # harness/localstack.py
-}
+_PATCHES = (CLIENT_CACHE_ENV, "IN_MEMORY_CLIENT", DEFINITION_CACHE_ENV, THREADS_PATCH_ENV)
+# Each configuration adds one step to the one before; "default" is what harness/localstack.py starts.
+CONFIGS = {name: {key: "1" if index < steps else "0" for index, key in enumerate(_PATCHES)}
+           for steps, name in enumerate(("off", "cache", "memory", "parse", "default"))}
 
 
 def _free_port() -> int:
@@ -158,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--configs", default="off,cache,memory,default",
+    parser.add_argument("--configs", default="off,cache,memory,parse,default",
                         help=f"comma-separated among {', '.join(CONFIGS)}")
     parser.add_argument("--baseline-checkout", type=Path,
                         help="a folder holding an older harness/ (git archive COMMIT harness): measured first as 'checkout'")

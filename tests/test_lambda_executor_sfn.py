@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
+from support import poll
 
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +96,10 @@ def test_lambda_tasks_run_and_reuse_one_client(localstack, workflow):
     assert executor["invokes"] >= 6 and executor["recent_invoke_ms"]["p50"] > 0, executor
     definitions = executor["sfn_definition_cache"]
     assert definitions["active"] is True and definitions["hits"] >= 1, definitions
+    threads = executor["lambda_threads"]  # keep-alive timers on one thread, metrics recorded by one worker
+    assert threads["active"] is True and threads["timers_started"] >= 6, threads
+    poll(lambda: _executor_status(localstack)["lambda_threads"]["metrics_recorded"] >= 6, timeout=30,
+         what="the Lambda invocation metrics to be recorded")
 
 
 def test_concurrent_executions_of_one_cached_definition(workflow):

@@ -10,8 +10,9 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
     name = PLUGIN_NAME
 
     def load(self, *args, **kwargs):
-        from harness.lambda_executor import sfn_client_cache
+        from harness.lambda_executor import lambda_threads, sfn_client_cache
         from harness.lambda_executor.executor import ProcessRuntimeExecutor
 
+        lambda_threads.apply()  # before the first invoke; its modules are loaded by now, so it is quick
         sfn_client_cache.apply_in_background()
         return ProcessRuntimeExecutor

@@ -11,8 +11,8 @@ Pinned: applied only to localstack-core 4.14.0, where the function and its impor
 read; any other version is left alone (with a warning). SCONES_SFN_CLIENT_CACHE=0 turns it
 off, e.g. to measure the difference. GET /_scones/sfn-client-cache on LocalStack's port
 reports whether it is active and its hit/miss counts (the tests read it); GET /_scones/executor
-adds the executor's own counts, the time its invokes take and the definition cache's status
-(sfn_definition_cache.py, applied in the same background thread).
+adds the executor's own counts, the time its invokes take, the definition cache's status
+(sfn_definition_cache.py, applied in the same background thread) and lambda_threads.py's.
 """
 from __future__ import annotations
 
@@ -126,9 +126,10 @@ def _register_status_route() -> None:
 
         @route("/_scones/executor", methods=["GET"])
         def executor(self, request):
-            from harness.lambda_executor import executor, sfn_definition_cache
+            from harness.lambda_executor import executor, lambda_threads, sfn_definition_cache
 
             return Response.for_json({**executor.stats(), "sfn_client_cache": status(),
-                                      "sfn_definition_cache": sfn_definition_cache.status()})
+                                      "sfn_definition_cache": sfn_definition_cache.status(),
+                                      "lambda_threads": lambda_threads.status()})
 
     ROUTER.add(_StatusRoute())
