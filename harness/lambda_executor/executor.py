@@ -55,6 +55,7 @@ BOOTSTRAP = Path(__file__).resolve().parent.parent / "lambda_runtime" / "bootstr
 STOP_GRACE_S = 2.0
 SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 LOG_TAIL_BYTES = 64 * 1024
+INVOCATION_LOG_BYTES = 1024 * 1024  # the most of one invocation's own log quoted after a timeout or crash
 
 
 # Time spent inside invoke() (invoke frame sent -> handler -> result frame read), for
@@ -106,7 +107,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         self._stopped = False
         self._killing = False  # set while we kill the process on purpose: its exit is no crash
         self._request_id = ""  # the invoke in flight, for the watcher's and the timeout's reports
-        self._log_offset = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         if future is not None and not future.done():
             request_id = self._request_id
             body = {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {request_id} Error: {message}"}
-            logs = self._log_since(self._log_offset) + f"END RequestId: {request_id}\n"
+            logs = self._invocation_log(request_id) + f"END RequestId: {request_id}\n"
             try:
                 future.set_result(InvocationResult(request_id, json.dumps(body).encode(), is_error=True, logs=logs))
             except InvalidStateError:
@@ -266,7 +266,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             endpoint.invocation_future = future
             endpoint.logs = None
             self._request_id = payload["invoke-id"]
-            self._log_offset = self._log_size()
             timeout_s = float(self.function_version.config.timeout)
             deadline = time.monotonic() + timeout_s
             started = time.perf_counter()
@@ -288,7 +287,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         # Stop the handler first, so nothing it prints after the deadline sneaks into the logs.
         self._kill(graceful=False)
         logs = (
-            self._log_since(self._log_offset)
+            self._invocation_log(request_id)
             + f"{_now_iso()} {request_id} Task timed out after {timeout_s:.2f} seconds\n"
             + f"END RequestId: {request_id}\n"
             + f"REPORT RequestId: {request_id}\tDuration: {timeout_s * 1000:.2f} ms\t"
@@ -322,6 +321,14 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
 
     def _log_tail(self, size: int) -> str:
         return self._log_since(max(0, self._log_size() - size))
+
+    def _invocation_log(self, request_id: str) -> str:
+        """What the process logged since the bootstrap's START line of this invocation (for a timeout or a
+        crash, whose logs the process cannot send). Found afterwards rather than noting the log's size at
+        each invoke: that stat() on the invoke path gave up the GIL to whatever else ran."""
+        tail = self._log_tail(INVOCATION_LOG_BYTES)
+        start = tail.rfind(f"START RequestId: {request_id} ")
+        return tail[start:] if start >= 0 else tail
 
     def get_logs(self) -> str:
         return self._log_tail(LOG_TAIL_BYTES)
