@@ -180,14 +180,17 @@ def main() -> None:
               f"{row[1]:>14} {row[2]:>16} {row[3]:>16} {result['memory_mb']:7.0f} {result['load']:5.1f}")
     print("executor share (invoke frame sent -> handler -> result frame read), p50 ms: "
           + ", ".join(f"{r['config']} {r['executor_p50_ms']}" for r in results))
-    baseline = next((r for r in results if r["config"] == "off"), None)
-    if baseline:
-        for result in results:
-            if result is not baseline:
-                saved = statistics.median(baseline["lambda3"]) - statistics.median(result["lambda3"])
-                print(f"{result['config']}: 3 Lambda tasks p50 {saved:+.1f} ms faster than 'off' "
-                      f"({saved / 3:.1f} ms per task)")
-
+    by_name = {r["config"]: r for r in results}
+    # Each step against the one before it; the older checkout against today's default.
+    pairs = [(before, after) for before, after in zip(("off", "cache", "memory", "parse"),
+                                                      ("cache", "memory", "parse", "default"))]
+    pairs.append(("checkout", "default"))
+    for before, after in pairs:
+        if before in by_name and after in by_name:
+            for key, label in (("lambda3", "client"), ("lambda3_service", "service")):
+                saved = statistics.median(by_name[before][key]) - statistics.median(by_name[after][key])
+                print(f"'{after}' vs '{before}': 3 Lambda tasks p50 ({label}) {saved:+.1f} ms faster "
+                      f"({saved / 3:+.1f} ms per task)")
 
 if __name__ == "__main__":
     main()
