@@ -281,3 +281,17 @@ def test_concurrent_good_and_bad_requests_through_the_endpoint_each_get_their_ow
             assert answer == pytest.approx(expected[index % 8], abs=1e-5), index
         else:
             assert answer == 500, index
+
+
+@pytest.mark.parametrize("options, env, expected", [
+    ({"max_batch_size": 3, "max_batch_delay_ms": 1.5}, {}, (3, 1.5)),                     # scones serve's flags
+    ({}, {"SAGEMAKER_TS_BATCH_SIZE": "5", "SAGEMAKER_TS_MAX_BATCH_DELAY": "2"}, (5, 2)),  # the container's variables
+])
+def test_a_subprocess_endpoint_takes_its_batching_from_flags_or_the_environment(stub_archive, tmp_path, options, env,
+                                                                                 expected):
+    server = EndpointServer(stub_archive, endpoint_name=ENDPOINT, mode="subprocess", env=env,
+                            log_path=tmp_path / "endpoint.log", **options)
+    with server:
+        status = server.inference_status()
+    assert (status["max_batch_size"], status["max_batch_delay_ms"]) == expected
+    assert f"batches of up to {expected[0]} waiting at most {expected[1]:g} ms" in (tmp_path / "endpoint.log").read_text()
