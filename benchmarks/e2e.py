@@ -17,6 +17,11 @@ Polling: executions are waited for with harness.executions (first poll after --p
 a request LocalStack serves on the same interpreter (one GIL, 2 cores here) as the execution it
 describes, so fast polling slows what it measures a little: the workflow is also timed polled
 as `scones run` polls (first poll after 10 ms) to show that observer cost in the same run.
+Before/after: last, the stack is brought up again with our pinned LocalStack patches off
+(harness/lambda_executor: sfn_client_cache, sfn_definition_cache, lambda_threads; see
+harness.localstack.PATCH_SWITCHES) and the workflow timed the same way (--no-patches-off skips
+it). The executor's socket pair is not switchable: `benchmarks/lambda_executor.py
+--baseline-checkout DIR` compares it with an older executor in one run.
 Targets (issue 5): up <= 10 s, warm p50 <= 100 ms. Figures are printed, never asserted.
 """
 from __future__ import annotations
@@ -36,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import settings, stack  # noqa: E402
 from harness.executions import percentile, run_executions  # noqa: E402
+from harness.localstack import PATCH_SWITCHES  # noqa: E402
 from harness.targets import load_target  # noqa: E402
 
 CLI_POLL_S = inspect.signature(run_executions).parameters["poll_interval"].default  # as `scones run` polls
@@ -123,6 +129,8 @@ def main() -> None:
     parser.add_argument("--keep-up", action="store_true", help="leave the stack running afterwards")
     parser.add_argument("--poll-interval", type=float, default=FAST_POLL_S,
                         help=f"first describe_execution poll interval in seconds (default {FAST_POLL_S})")
+    parser.add_argument("--no-patches-off", action="store_true",
+                        help="skip the last part: the workflow again with our LocalStack patches off")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     state_dir = settings.state_dir()
@@ -195,6 +203,20 @@ def main() -> None:
     figures["load_average"] = list(os.getloadavg())
     figures["cpus"] = os.cpu_count()
 
+    if not args.skip_up and not args.no_patches_off:
+        # Before/after in the same run: the stack again with our pinned LocalStack patches off.
+        scones("down")
+        scones("up", env={**os.environ, **{switch: "0" for switch in PATCH_SWITCHES}})
+        off_target = load_target("local", state_dir)
+        off_sfn = off_target.client("stepfunctions")
+        run_executions(off_target, [key] * 5, client=off_sfn, poll_interval=poll)
+        off = run_executions(off_target, [key] * args.executions, client=off_sfn, poll_interval=poll)
+        figures["workflow_patches_off"] = {"service": summary([r.duration for r in off]),
+                                           "client": summary([r.wall_duration for r in off])}
+        scones("down")
+        if args.keep_up:
+            scones("up")
+
     print_table(figures, args)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
@@ -209,7 +231,10 @@ def print_table(figures: dict, args) -> None:
         rows.append(("scones up, already up (attach)", f"{figures['up_attach_s']:.2f} s", "starts nothing"))
     poll = figures["workflow"]["poll_interval_s"]
     for label, name in (("baseline: 3 Pass states", "pass_machine"), ("workflow (3 Lambda tasks)", "workflow"),
-                        (f"workflow, polled from {CLI_POLL_S * 1000:.0f} ms as scones run", "workflow_cli_poll")):
+                        (f"workflow, polled from {CLI_POLL_S * 1000:.0f} ms as scones run", "workflow_cli_poll"),
+                        ("workflow, our LocalStack patches off", "workflow_patches_off")):
+        if name not in figures:
+            continue
         for view in ("service", "client"):
             s = figures[name][view]
             note = f"p50 <= 100 ms (polls from {poll * 1000:.0f} ms)" if name == "workflow" and view == "service" else f"n={s['n']}"

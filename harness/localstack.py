@@ -35,7 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import settings
-from harness.lambda_executor.names import ENTRY_POINT, ENTRY_POINT_GROUP, PLUGIN_NAME, PYTHONS_ENV
+from harness.lambda_executor.names import (
+    CLIENT_CACHE_ENV,
+    DEFINITION_CACHE_ENV,
+    ENTRY_POINT,
+    ENTRY_POINT_GROUP,
+    PLUGIN_NAME,
+    PYTHONS_ENV,
+    THREADS_PATCH_ENV,
+)
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
@@ -44,6 +52,9 @@ REQUIREMENTS = Path(__file__).resolve().parent / "localstack-requirements.txt"
 RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "lambda_runtime" / "requirements.txt"
 LAMBDA_PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events"
+# Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
+# so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
+PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"
@@ -379,6 +390,7 @@ class LocalStack:
             # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
             "IN_MEMORY_CLIENT": "1",
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
+            **{key: os.environ[key] for key in PATCH_SWITCHES if key in os.environ},
         }
         env.update(self.extra_env)
         return env
