@@ -50,7 +50,9 @@ def model_fn(model_dir: str) -> torch.nn.Module:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = network.build_model(checkpoint["architecture"])
     model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
+    # NHWC: oneDNN's CPU convolutions run ~20% faster per image in it at batches of 4+ (the
+    # endpoint batches concurrent requests); no difference for a single image.
+    model = model.to(memory_format=torch.channels_last).eval()
     # predict_fn reads these; they are the settings the model was evaluated with in training.
     model.scones_flip_tta = bool(checkpoint.get("flip_tta", True))
     model.scones_classes = list(checkpoint.get("classes", network.CLASSES))
@@ -113,7 +115,8 @@ def input_fn(request_body, request_content_type: str | None):
 def predict_fn(input_data: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
     """Probabilities (N, 2) in class order [bicycle, motorcycle]."""
     with torch.inference_mode():
-        return network.predict_probabilities(model, input_data, getattr(model, "scones_flip_tta", True))
+        batch = input_data.contiguous(memory_format=torch.channels_last)
+        return network.predict_probabilities(model, batch, getattr(model, "scones_flip_tta", True))
 
 
 def output_fn(prediction: torch.Tensor, accept: str | None) -> str:
