@@ -14,6 +14,7 @@ probabilities go to --out/results.jsonl.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -64,6 +65,13 @@ def scores(p_motorcycle: np.ndarray, labels: np.ndarray) -> dict:
             "precision": float((predicted[covered] == labels[covered]).mean()) if covered.any() else float("nan")}
 
 
+@functools.cache
+def scored_images(channel: Path) -> tuple:
+    """A channel's images as the model's input tensor and their labels, decoded once per sweep."""
+    images, labels, _ = train.load_channel(channel)
+    return network.to_tensor(images), labels
+
+
 def run_one(name: str, arguments: str, seed: int, split: str, channels: dict, scratch: Path) -> dict:
     train_dir, score_dir = channels[split]
     work = Path(tempfile.mkdtemp(dir=scratch))
@@ -75,8 +83,8 @@ def run_one(name: str, arguments: str, seed: int, split: str, channels: dict, sc
     if finished.returncode:
         raise RuntimeError(f"{name} seed {seed} on {split} failed:\n{finished.stderr[-2000:]}")
     model = inference.model_fn(str(work / "model"))
-    images, labels, _ = train.load_channel(score_dir)
-    p_motorcycle = train.predict(model, network.to_tensor(images), model.scones_flip_tta).numpy()[:, 1]
+    images, labels = scored_images(score_dir)
+    p_motorcycle = train.predict(model, images, model.scones_flip_tta).numpy()[:, 1]
     device = json.loads((work / "output" / "metrics.json").read_text())["device"]
     shutil.rmtree(work, ignore_errors=True)
     return {"name": name, "seed": seed, "split": split, "seconds": round(time.perf_counter() - started, 1),

@@ -40,6 +40,7 @@ from harness.lambda_executor.names import (
     DEFINITION_CACHE_ENV,
     ENTRY_POINT,
     ENTRY_POINT_GROUP,
+    LOCALSTACK_VERSION,
     PLUGIN_NAME,
     PYTHONS_ENV,
     THREADS_PATCH_ENV,
@@ -47,7 +48,6 @@ from harness.lambda_executor.names import (
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
-LOCALSTACK_VERSION = "4.14.0"
 REQUIREMENTS = Path(__file__).resolve().parent / "localstack-requirements.txt"
 RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "lambda_runtime" / "requirements.txt"
 LAMBDA_PYTHON_VERSIONS = ("3.11", "3.12", "3.13")

@@ -170,13 +170,16 @@ def status(state_dir, as_json):
         state = "running" if part["alive"] else "not running"
         listening = "listening" if part["listening"] else "not listening"
         click.echo(f"  {name:<10} {part.get('url')}  pid {part.get('pid')}  {state}, {listening}")
-    outputs = report["record"]["outputs"]
-    click.echo(f"  state machine {outputs['state_machine_arn']}")
-    click.echo(f"  bucket s3://{outputs['bucket']}, capture {outputs['capture_s3_uri']}")
+    _echo_workflow(report["record"]["outputs"])
     click.echo(f"  {len(report['processes'])} processes, {report['rss_bytes'] / 2**20:.0f} MiB resident")
     if not report["up"]:
         click.echo("  run `scones up` to repair it, or `scones down` to clear it")
         sys.exit(1)
+
+
+def _echo_workflow(outputs: dict) -> None:
+    click.echo(f"  state machine {outputs['state_machine_arn']}")
+    click.echo(f"  bucket s3://{outputs['bucket']}, capture {outputs['capture_s3_uri']}")
 
 
 def _print_compose_status(report: dict) -> None:
@@ -189,9 +192,7 @@ def _print_compose_status(report: dict) -> None:
         answers = "answers" if part["answers"] else "does not answer"
         listening = "listening" if part["listening"] else "not listening"
         click.echo(f"  {name:<10} {part.get('url')}  {answers}, {listening}")
-    outputs = report["record"]["outputs"]
-    click.echo(f"  state machine {outputs['state_machine_arn']}")
-    click.echo(f"  bucket s3://{outputs['bucket']}, capture {outputs['capture_s3_uri']}")
+    _echo_workflow(report["record"]["outputs"])
     click.echo(f"  `{stack.COMPOSE_DOWN}` stops it (not `scones down`)")
     if not report["up"]:
         click.echo("  `harness/compose/stack.sh ps` and `logs` show what is wrong")

@@ -20,16 +20,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import queue
 import threading
 import time
 
+from harness.lambda_executor import pinned
 from harness.lambda_executor.names import THREADS_PATCH_ENV
 
 LOG = logging.getLogger(__name__)
 
-PINNED_VERSION = "4.14.0"
 METRIC_THREAD_PREFIX = "record-cloudwatch-metric"  # the names 4.14.0 gives its metric threads
 
 _lock = threading.Lock()
@@ -109,15 +108,9 @@ def apply() -> bool:
     with _lock:
         if _state["active"]:
             return True
-        if os.environ.get(THREADS_PATCH_ENV, "1") == "0":
-            _state["reason"] = f"disabled by {THREADS_PATCH_ENV}=0"
-            return False
-        from importlib.metadata import version
-
-        found = version("localstack-core")
-        if found != PINNED_VERSION:
-            _state["reason"] = f"localstack-core {found} is not the pinned {PINNED_VERSION}"
-            LOG.warning("Lambda thread patch not applied: %s", _state["reason"])
+        reason = pinned.refusal(THREADS_PATCH_ENV, "Lambda thread patch")
+        if reason:
+            _state["reason"] = reason
             return False
         from localstack.services.lambda_.invocation import execution_environment, version_manager
 

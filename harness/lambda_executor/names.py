@@ -1,5 +1,6 @@
 """Names shared by the manager (project venv) and the executor (LocalStack's venv): no imports of LocalStack."""
 
+LOCALSTACK_VERSION = "4.14.0"                        # the localstack-core we install and our patches were read in
 PLUGIN_NAME = "scones-process"                       # LAMBDA_RUNTIME_EXECUTOR=<this>
 ENTRY_POINT_GROUP = "localstack.lambda.runtime_executor"
 ENTRY_POINT = f"{PLUGIN_NAME} = harness.lambda_executor.plugin:ProcessRuntimeExecutorPlugin"

@@ -17,27 +17,20 @@ adds the executor's own counts, the time its invokes take, the definition cache'
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
 
+from harness.lambda_executor import pinned
 from harness.lambda_executor.names import CLIENT_CACHE_ENV
 
 LOG = logging.getLogger(__name__)
 
-PINNED_VERSION = "4.14.0"
 TTL_S = 15 * 60  # well inside the assumed role's default hour
 
 _lock = threading.Lock()
-_state = {"active": False, "reason": "not applied yet", "hits": 0, "misses": 0, "version": None}
+_state = {"active": False, "reason": "not applied yet", "hits": 0, "misses": 0}
 _clients: dict[tuple[str, str, str], tuple[float, object]] = {}
-
-
-def _localstack_version() -> str:
-    from importlib.metadata import version
-
-    return version("localstack-core")
 
 
 def apply() -> bool:
@@ -46,13 +39,9 @@ def apply() -> bool:
         if _state["active"]:
             return True
         _register_status_route()
-        if os.environ.get(CLIENT_CACHE_ENV, "1") == "0":
-            _state["reason"] = f"disabled by {CLIENT_CACHE_ENV}=0"
-            return False
-        version = _state["version"] = _localstack_version()
-        if version != PINNED_VERSION:
-            _state["reason"] = f"localstack-core {version} is not the pinned {PINNED_VERSION}"
-            LOG.warning("Step Functions client cache not applied: %s", _state["reason"])
+        reason = pinned.refusal(CLIENT_CACHE_ENV, "Step Functions client cache")
+        if reason:
+            _state["reason"] = reason
             return False
         from localstack.services.stepfunctions.asl.utils import boto_client
 
@@ -109,7 +98,8 @@ def apply_in_background() -> None:
 
 
 def status() -> dict:
-    return {key: value for key, value in {**_state, "clients": len(_clients)}.items() if key not in ("route", "started")}
+    return {key: value for key, value in {**_state, "clients": len(_clients), "version": pinned.localstack_version()}.items()
+            if key not in ("route", "started")}
 
 
 def _register_status_route() -> None:

@@ -15,15 +15,14 @@ e.g. to measure the difference. Its status (hits, misses) is in GET /_scones/exe
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 
+from harness.lambda_executor import pinned
 from harness.lambda_executor.names import DEFINITION_CACHE_ENV
 
 LOG = logging.getLogger(__name__)
 
-PINNED_VERSION = "4.14.0"
 MAX_DEFINITIONS = 64  # a few state machines and their revisions; least recently used goes first
 
 _lock = threading.Lock()
@@ -36,15 +35,9 @@ def apply() -> bool:
     with _lock:
         if _state["active"]:
             return True
-        if os.environ.get(DEFINITION_CACHE_ENV, "1") == "0":
-            _state["reason"] = f"disabled by {DEFINITION_CACHE_ENV}=0"
-            return False
-        from importlib.metadata import version
-
-        found = version("localstack-core")
-        if found != PINNED_VERSION:
-            _state["reason"] = f"localstack-core {found} is not the pinned {PINNED_VERSION}"
-            LOG.warning("Step Functions definition cache not applied: %s", _state["reason"])
+        reason = pinned.refusal(DEFINITION_CACHE_ENV, "Step Functions definition cache")
+        if reason:
+            _state["reason"] = reason
             return False
         from localstack.services.stepfunctions.backend.execution_worker import ExecutionWorker
 
