@@ -28,7 +28,7 @@ class ImageReadFailed(WorkflowError):
 
 
 class NotAnImage(WorkflowError):
-    """The object's bytes are not a PNG, JPEG, GIF, BMP or WebP image."""
+    """The object's bytes are not a PNG, JPEG, GIF, BMP, WebP or TIFF image (the formats the model reads)."""
 
 
 class PayloadTooLarge(WorkflowError):
@@ -37,6 +37,11 @@ class PayloadTooLarge(WorkflowError):
 
 class EndpointInvocationFailed(WorkflowError):
     """InvokeEndpoint failed: unknown endpoint, model error, timeout or unreachable endpoint."""
+
+
+class EndpointUnavailable(EndpointInvocationFailed):
+    """The endpoint stayed unreachable, throttled or failing with 5xx through every retry: transient, so the
+    state machine retries the task (a 4xx, such as a ModelError for a bad image, is EndpointInvocationFailed)."""
 
 
 class InvalidInferences(WorkflowError):

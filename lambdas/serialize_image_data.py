@@ -11,7 +11,7 @@ from lambdas import clients
 from lambdas.config import CLASSES, STATE_PAYLOAD_LIMIT_BYTES
 from lambdas.errors import ImageNotFound, ImageReadFailed, NotAnImage, PayloadTooLarge
 from lambdas.events import ImageLocation, ImageState
-from lambdas.images import describe_start, image_format
+from lambdas.images import describe_formats, describe_start, image_format
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
@@ -57,7 +57,7 @@ def read_image(location: ImageLocation) -> bytes:
     if image_format(image) is None:
         raise NotAnImage(
             f"{location.uri} is not an image: its {len(image)} bytes start with {describe_start(image)}, "
-            "which is no PNG, JPEG, GIF, BMP or WebP signature"
+            f"which is no {describe_formats()} signature"
         )
     return image
 

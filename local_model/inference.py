@@ -4,8 +4,9 @@ Packed as code/inference.py in model.tar.gz beside code/network.py. The SageMake
 container (and our local endpoint server, which loads it the same way) puts code/ on sys.path
 and calls model_fn(model_dir), then input_fn -> predict_fn -> output_fn for each request.
 
-Requests: image/png, image/jpeg, application/x-image (any format Pillow reads, any size and
-mode) or application/x-npy (a numpy array of one image HxW, HxWxC or CxHxW, or a batch NxHxWxC).
+Requests: image/png, image/jpeg, application/x-image (a PNG, JPEG, GIF, BMP, WebP or TIFF of up to
+MAX_IMAGE_PIXELS, in any mode, 16-bit and float included) or application/x-npy (a numpy array of one
+image HxW, HxWxC or CxHxW, or a batch NxHxWxC).
 Response: application/json, [p_bicycle, p_motorcycle] (a list of such pairs for a batch).
 Bad input raises InvalidInputError, a ValueError, which servers map to a model error.
 """
@@ -14,9 +15,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 try:  # inside the scones package
     from . import network
@@ -28,6 +31,16 @@ IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "image/jpg", "application/x-im
 NPY_CONTENT_TYPE = "application/x-npy"
 SUPPORTED_CONTENT_TYPES = IMAGE_CONTENT_TYPES + (NPY_CONTENT_TYPE,)
 JSON_CONTENT_TYPE = "application/json"
+# The formats this model reads, by Pillow's names. serializeImageData accepts the same ones (lambdas/images.py
+# keeps its own copy, as neither package may import the other; tests/test_lambdas_serialize.py pins them equal).
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# The model sees 32x32 pixels, so a pixel budget costs no accuracy. 50 MP holds a 48 MP phone photo (about
+# 150 MB decoded); what declares more is refused from its header, before a pixel is decoded: a 17 KB PNG can
+# declare 12000x12000 pixels, which cost the endpoint +825 MiB and 1.7 s to decode.
+MAX_IMAGE_PIXELS = 50_000_000
+# Pillow's own guard, which also checks GIF frames and TIFF tiles as they load: over the budget it warns,
+# over twice the budget it raises; decode_image refuses both.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
 class InvalidInputError(network.InvalidImageError):
@@ -36,6 +49,66 @@ class InvalidInputError(network.InvalidImageError):
 
 class UnsupportedContentTypeError(InvalidInputError):
     """The request's Content-Type or Accept is not one this model handles."""
+
+
+class ImageTooLargeError(InvalidInputError):
+    """The image declares more pixels than MAX_IMAGE_PIXELS."""
+
+
+def _too_large(pixels: str) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image of {pixels} pixels refused before decoding: over this model's limit of {MAX_IMAGE_PIXELS:,} "
+        f"pixels; the model sees {network.IMAGE_SIZE}x{network.IMAGE_SIZE}, so downscale the image first"
+    )
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> uint8 (32, 32, 3), refusing an image over the pixel budget before decoding it."""
+    if not data:
+        raise InvalidInputError("empty request body: expected encoded image bytes")
+    try:
+        # Image.open reads only the header; the pixels are decoded by load().
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _too_large(f"{width}x{height} = {width * height:,}")
+            image.load()
+            return network.image_to_array(to_8bit(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow's message holds the pixel count ("Image size (144000000 pixels) exceeds limit of ...").
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(f"{int(found.group(1)):,}" if found else "more") from error
+    except InvalidInputError:
+        raise
+    except (OSError, SyntaxError, ValueError) as error:
+        # UnidentifiedImageError's own message names only the BytesIO object.
+        why = "it is none of these formats" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise InvalidInputError(
+            f"could not decode the request body ({len(data)} bytes, starts with {data[:8]!r}) as a "
+            f"{', '.join(IMAGE_FORMATS)} image: {why}"
+        ) from error
+
+
+def _unit_floats_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] or [0, 255] -> uint8 (NaN -> 0, the rest clipped)."""
+    finite = values[np.isfinite(values)]
+    scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
+    return np.clip(np.rint(np.nan_to_num(values * scale)), 0, 255).astype(np.uint8)
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float images -> 8-bit "L"; any other mode unchanged.
+
+    Pillow's convert() clips these modes at 255 (a 16-bit grayscale PNG comes out white), so
+    scale them ourselves: 16-bit values by 255/65535, floats as application/x-npy floats are.
+    Mode "I" is what some Pillow versions and TIFF writers give 16-bit grayscale, so it is read
+    as 16-bit too.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return Image.fromarray(np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8))
+    if image.mode == "F":
+        return Image.fromarray(_unit_floats_to_uint8(np.asarray(image, dtype=np.float32)))
+    return image
 
 
 def _media_type(content_type: str | None) -> str:
@@ -61,8 +134,6 @@ def model_fn(model_dir: str) -> torch.nn.Module:
 
 def _array_to_images(array: np.ndarray) -> np.ndarray:
     """A numpy image or batch in any common layout -> uint8 (N, 32, 32, 3)."""
-    from PIL import Image
-
     if array.dtype == object or array.size == 0:
         raise InvalidInputError(f"application/x-npy body holds an unusable array (dtype {array.dtype}, shape {array.shape})")
     if array.ndim == 4:
@@ -77,11 +148,11 @@ def _array_to_images(array: np.ndarray) -> np.ndarray:
             f"{{1,3,4}}xHxW or a batch NxHxWxC"
         )
     if np.issubdtype(array.dtype, np.floating):
-        finite = array[np.isfinite(array)]
-        scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0  # floats in [0, 1] or [0, 255]
-        array = np.nan_to_num(array * scale)
+        array = _unit_floats_to_uint8(array)
     elif array.dtype == bool:
         array = array * 255
+    elif array.dtype == np.uint16:  # 16-bit, as a 16-bit image file is read
+        array = np.rint(array / 257.0)
     array = np.clip(array, 0, 255).astype(np.uint8)
     image = Image.fromarray(array)  # uint8 HxW / HxWx3 / HxWx4 -> L / RGB / RGBA
     return network.image_to_array(image)[np.newaxis]
@@ -95,10 +166,7 @@ def input_fn(request_body, request_content_type: str | None):
     if isinstance(request_body, (bytearray, memoryview)):
         request_body = bytes(request_body)
     if media_type in IMAGE_CONTENT_TYPES:
-        try:
-            images = network.decode_image(request_body)[np.newaxis]
-        except network.InvalidImageError as error:
-            raise InvalidInputError(str(error)) from error
+        images = decode_image(request_body)[np.newaxis]
     elif media_type == NPY_CONTENT_TYPE:
         try:
             array = np.load(io.BytesIO(request_body), allow_pickle=False)

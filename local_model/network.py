@@ -8,8 +8,6 @@ stem, no max-pool, and configurable narrow widths so it trains in minutes on two
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -125,21 +123,6 @@ def image_to_array(image: Image.Image) -> np.ndarray:
     """Any PIL image -> uint8 array (IMAGE_SIZE, IMAGE_SIZE, 3), the form training sees."""
     image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
     return np.asarray(_fit_to_square(_to_rgb(image)), dtype=np.uint8)
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, anything Pillow reads) -> uint8 (32, 32, 3)."""
-    if not data:
-        raise InvalidImageError("empty request body: expected encoded image bytes")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image_to_array(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise InvalidImageError(
-            f"could not decode the request body ({len(data)} bytes, starts with {data[:8]!r}) "
-            f"as an image: {error}"
-        ) from error
 
 
 def load_image_file(path) -> np.ndarray:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lambdas import clients, config
 from lambdas.errors import ImageNotFound, ImageReadFailed, InvalidInput, NotAnImage, PayloadTooLarge
-from lambdas.images import image_format
+from lambdas.images import FORMATS, image_format
 from lambdas.serialize_image_data import lambda_handler
 
 
@@ -122,7 +122,7 @@ def test_other_s3_errors_name_the_object_and_the_code(fake_aws_credentials, lamb
         (b"", "is empty"),
         (b"hello, this is a text file", r"is not an image: its 26 bytes start with b'hello, this is a'"),
         (b"\x89PNG\r\n\x1a\n", "is not an image"),  # a PNG signature with no IHDR behind it
-        (b"%PDF-1.7\n" + b"0" * 100, "no PNG, JPEG, GIF, BMP or WebP signature"),
+        (b"%PDF-1.7\n" + b"0" * 100, "no PNG, JPEG, GIF, BMP, WebP or TIFF signature"),
     ],
 )
 def test_refuses_an_object_that_is_not_an_image(s3, lambda_context, content, message):
@@ -141,6 +141,9 @@ def test_refuses_an_object_that_is_not_an_image(s3, lambda_context, content, mes
         (b"GIF87a\x01\x00\x01\x00", "gif"),
         (b"BM" + b"\x00" * 30, "bmp"),
         (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "webp"),
+        (b"II*\x00\x08\x00\x00\x00", "tiff"),
+        (b"MM\x00*\x00\x00\x00\x08", "tiff"),
+        (b"II+\x00\x08\x00\x00\x00", "tiff"),   # BigTIFF
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x00\x00\x00\x00\x01", None),  # zero width
         (b"RIFF\x24\x00\x00\x00WAVEfmt ", None),
         (b"BM", None),
@@ -155,6 +158,41 @@ def test_accepts_other_image_formats(s3, lambda_context):
     Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
     event = put(s3, "test/motorcycle/photo.jpg", buffer.getvalue())
     assert lambda_handler(event, lambda_context)["body"]["image_data"]
+
+
+def test_accepts_a_tiff_the_model_reads(s3, lambda_context):
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="TIFF")
+    event = put(s3, "test/motorcycle/scan.tiff", buffer.getvalue())
+    body = lambda_handler(event, lambda_context)["body"]
+    assert base64.b64decode(body["image_data"]) == buffer.getvalue()
+
+
+# Formats Pillow writes that the model does not read: serializeImageData must refuse them too.
+OTHER_FORMATS = ("PPM", "ICO", "TGA", "PCX", "SGI", "DDS", "QOI")
+
+
+def encoded(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (20, 140, 60)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_the_serializer_accepts_exactly_the_formats_the_model_reads():
+    """lambdas/ and local_model/ are packaged apart (a Lambda zip, code/ of model.tar.gz), so each keeps its
+    list; this pins the two lists equal, and each format accepted or refused alike by both."""
+    from local_model import inference
+
+    assert FORMATS == inference.IMAGE_FORMATS
+    for fmt in FORMATS:
+        data = encoded(fmt)
+        assert image_format(data) == fmt.lower(), fmt
+        assert inference.decode_image(data).shape == (32, 32, 3), fmt
+    for fmt in OTHER_FORMATS:
+        data = encoded(fmt)
+        assert image_format(data) is None, fmt
+        with pytest.raises(inference.InvalidInputError, match="none of these formats"):
+            inference.decode_image(data)
 
 
 def _state_size(bucket: str, key: str, image_size: int) -> int:

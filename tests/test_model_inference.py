@@ -4,7 +4,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
+import subprocess
+import sys
 import tarfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +20,18 @@ from local_model.serving_handlers import extract_tar
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(inference module, loaded model) from a freshly trained tiny model.tar.gz."""
-    root = tmp_path_factory.mktemp("served")
+def tiny_model(tmp_path_factory) -> Path:
+    """A folder holding a freshly trained tiny model.tar.gz."""
+    root = tmp_path_factory.mktemp("tiny")
     data = models.write_synthetic_dataset(root / "data")
-    out = models.train_model(data, root / "out", models.TINY_HYPERPARAMETERS, echo=False)
-    with tarfile.open(out / "model.tar.gz") as archive:
+    return models.train_model(data, root / "out", models.TINY_HYPERPARAMETERS, echo=False)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model, tmp_path_factory):
+    """(inference module, loaded model) from the tiny model.tar.gz, loaded as the container loads it."""
+    root = tmp_path_factory.mktemp("served")
+    with tarfile.open(tiny_model / "model.tar.gz") as archive:
         extract_tar(archive, root / "model")
     inference = models.load_serving_handlers(root / "model")
     return inference, inference.model_fn(str(root / "model"))
@@ -124,6 +135,169 @@ def test_unsupported_content_type_has_its_own_error_class(served):
     prediction = inference.predict_fn(inference.input_fn(encode(photo((32, 32)), "PNG"), "image/png"), model)
     with pytest.raises(inference.UnsupportedContentTypeError, match="unsupported accept type 'text/csv'"):
         inference.output_fn(prediction, "text/csv")
+
+
+# ---- hostile and unusual images
+
+def png_bomb(width: int = 12000, height: int = 12000) -> bytes:
+    """A 1-bit grayscale PNG of width x height zeros: about 17.5 KB that decodes to 144 MB (432 MB as RGB).
+
+    Written chunk by chunk with zlib, so building it costs no more memory than the file."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    stream = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+
+
+BOMB_PROBE = """
+import json, sys, time
+from pathlib import Path
+from local_model import inference
+
+def status(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+inference.decode_image(open(sys.argv[2], "rb").read())   # warm: every decoder path imported once
+try:
+    Path("/proc/self/clear_refs").write_text("5")        # reset the peak RSS (Linux >= 4.0)
+except OSError:
+    pass
+before = status("VmRSS")
+bomb = open(sys.argv[1], "rb").read()
+started = time.perf_counter()
+try:
+    inference.decode_image(bomb)
+    error = None
+except ValueError as caught:
+    error = f"{type(caught).__name__}: {caught}"
+print(json.dumps({"error": error, "seconds": time.perf_counter() - started,
+                  "peak_growth_bytes": status("VmHWM") - before}))
+"""
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_with_bounded_memory(tmp_path):
+    """The 17.5 KB PNG of 12000x12000 pixels from issue 12 cost the endpoint +825 MiB: it must be refused
+    before a pixel is decoded. Measured in a fresh process (peak RSS, /proc/self/status VmHWM)."""
+    bomb, small = tmp_path / "bomb.png", tmp_path / "small.png"
+    bomb.write_bytes(png_bomb())
+    small.write_bytes(encode(photo((64, 48)), "PNG"))
+    assert bomb.stat().st_size < 20_000
+    probe = subprocess.run([sys.executable, "-c", BOMB_PROBE, str(bomb), str(small)], capture_output=True,
+                           text=True, timeout=120, cwd=models.settings.PROJECT_ROOT)
+    assert probe.returncode == 0, probe.stderr
+    result = json.loads(probe.stdout)
+    assert result["error"] and result["error"].startswith("ImageTooLargeError")
+    assert "144,000,000 pixels" in result["error"] and "limit of 50,000,000 pixels" in result["error"]
+    # Decoding it would take 144 MB at one byte per pixel; refusing it takes a few pages.
+    assert result["peak_growth_bytes"] < 16 * 2**20, result
+    print(f"bomb refused in {result['seconds'] * 1000:.1f} ms, peak RSS +{result['peak_growth_bytes'] / 2**20:.1f} MiB")
+
+
+def test_an_image_between_the_budget_and_pillows_hard_limit_names_its_size(served):
+    inference, _ = served
+    with pytest.raises(inference.ImageTooLargeError, match=r"8000x8000 = 64,000,000 pixels .* limit of 50,000,000"):
+        inference.input_fn(png_bomb(8000, 8000), "image/png")
+
+
+def test_the_endpoint_reports_a_bomb_as_a_model_error_naming_size_and_limit(tiny_model):
+    import boto3
+    from botocore.config import Config
+
+    from harness.endpoint import EndpointServer
+
+    with EndpointServer(tiny_model / "model.tar.gz", endpoint_name="bomb-test") as server:
+        client = boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing",
+                              config=Config(retries={"total_max_attempts": 1}))
+        with pytest.raises(client.exceptions.ModelError) as caught:
+            client.invoke_endpoint(EndpointName="bomb-test", ContentType="image/png", Body=png_bomb())
+        ok = client.invoke_endpoint(EndpointName="bomb-test", ContentType="image/png", Body=encode(photo((32, 32)), "PNG"))
+    assert "144,000,000 pixels" in caught.value.response["OriginalMessage"]
+    assert "limit of 50,000,000 pixels" in caught.value.response["OriginalMessage"]
+    assert_probabilities(json.loads(ok["Body"].read()))
+
+
+GRADIENT = (np.arange(32 * 32).reshape(32, 32) * 7 % 256).astype(np.uint8)   # every 8-bit value, scattered
+
+
+def sixteen_bit(gray: np.ndarray) -> np.ndarray:
+    return gray.astype(np.uint16) * 257   # 0..255 -> 0..65535, as an image editor widens 8-bit to 16-bit
+
+
+def test_a_16_bit_grayscale_png_is_classified_as_its_8_bit_version(served):
+    """Issue 12: a 16-bit grayscale PNG was decoded as pure white (Pillow's convert() clips I;16 at 255)."""
+    inference, _ = served
+    gray = np.asarray(photo((32, 32), "L"))
+    eight, sixteen = Image.fromarray(gray), Image.fromarray(sixteen_bit(gray))
+    assert sixteen.mode == "I;16"
+    png8, png16 = encode(eight, "PNG"), encode(sixteen, "PNG")
+    assert Image.open(io.BytesIO(png16)).mode == "I;16"
+    np.testing.assert_array_equal(inference.decode_image(png16), inference.decode_image(png8))
+    assert invoke(served, png16) == invoke(served, png8)
+
+
+def _palette_with_transparency() -> tuple[Image.Image, np.ndarray]:
+    image = Image.fromarray(GRADIENT, mode="L").convert("P")
+    image.putpalette([value for level in range(256) for value in (level, level, level)])
+    image.info["transparency"] = 0
+    expected = np.where(GRADIENT == 0, 255, GRADIENT).astype(np.uint8)   # transparent -> white, as training composites
+    return image, expected
+
+
+def _mode_case(mode: str) -> tuple[Image.Image, Image.Image]:
+    """(an image in `mode`, the 8-bit image it must decode as)."""
+    gray = Image.fromarray(GRADIENT)
+    if mode == "I;16":
+        return Image.fromarray(sixteen_bit(GRADIENT)), gray
+    if mode == "I;16B":
+        return Image.frombytes("I;16B", (32, 32), sixteen_bit(GRADIENT).astype(">u2").tobytes()), gray
+    if mode == "I":
+        return Image.fromarray(sixteen_bit(GRADIENT).astype(np.int32)), gray
+    if mode == "F":
+        return Image.fromarray(GRADIENT.astype(np.float32) / 255), gray
+    if mode == "LA":
+        alpha = np.where(np.arange(32)[None, :] < 16, 255, 0).astype(np.uint8).repeat(32, 0)
+        return (Image.merge("LA", (gray, Image.fromarray(alpha))),
+                Image.fromarray(np.where(alpha == 255, GRADIENT, 255).astype(np.uint8)))
+    if mode == "P":
+        image, expected = _palette_with_transparency()
+        return image, Image.fromarray(expected)
+    if mode == "CMYK":
+        rgb = photo((32, 32))
+        return rgb.convert("CMYK"), rgb
+    if mode == "1":
+        return Image.fromarray(GRADIENT > 127), Image.fromarray(np.where(GRADIENT > 127, 255, 0).astype(np.uint8))
+    raise AssertionError(mode)
+
+
+@pytest.mark.parametrize("mode, fmt", [
+    ("I;16", "PNG"), ("I;16", "TIFF"), ("I;16B", "TIFF"), ("I", "TIFF"), ("F", "TIFF"),
+    ("LA", "PNG"), ("P", "PNG"), ("CMYK", "TIFF"), ("CMYK", "JPEG"), ("1", "PNG"), ("1", "TIFF"),
+])
+def test_every_mode_decodes_to_its_8_bit_rgb_pixels(served, mode, fmt):
+    inference, _ = served
+    image, expected = _mode_case(mode)
+    assert image.mode == mode
+    data = encode(image, fmt, **({"transparency": 0} if mode == "P" else {}))
+    assert Image.open(io.BytesIO(data)).mode == (mode if fmt != "PNG" or mode != "I;16B" else "I;16")
+    decoded = inference.decode_image(data)
+    wanted = inference.network.image_to_array(expected)
+    if fmt == "JPEG":  # lossy: close, not equal
+        assert np.abs(decoded.astype(int) - wanted.astype(int)).mean() < 12
+    else:
+        np.testing.assert_array_equal(decoded, wanted)
+
+
+def test_16_bit_npy_arrays_are_read_as_16_bit_images_are(served):
+    inference, _ = served
+    np.testing.assert_array_equal(inference.input_fn(npy(sixteen_bit(GRADIENT)), "application/x-npy"),
+                                  inference.input_fn(npy(GRADIENT), "application/x-npy"))
 
 
 def test_model_fn_names_a_folder_that_is_not_a_model(served, tmp_path):
