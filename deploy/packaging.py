@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,8 @@ FUNCTIONS: list[FunctionSpec] = [
         name="classifyImage",
         module="lambdas.classify_image",
         environment=(lambda_config.ENDPOINT_NAME,),
-        # InvokeEndpoint may take up to 60 s on AWS.
-        timeout=75,
+        # Room for the endpoint's retries (lambdas/config.py): one full 60 s invocation and the failed attempts.
+        timeout=math.ceil(lambda_config.ENDPOINT_TIME_BUDGET_S) + 10,
         memory=256,
         description="Scones: classify the image with the SageMaker endpoint",
     ),

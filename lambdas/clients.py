@@ -10,11 +10,12 @@ import functools
 import boto3
 from botocore.config import Config
 
-# InvokeEndpoint may take up to 60 s on AWS; wait a little longer than that for the reply.
+from lambdas import config
+
 _SAGEMAKER_RUNTIME_CONFIG = Config(
-    connect_timeout=5,
-    read_timeout=70,
-    retries={"mode": "standard", "max_attempts": 2},
+    connect_timeout=config.ENDPOINT_CONNECT_TIMEOUT_S,
+    read_timeout=config.ENDPOINT_READ_TIMEOUT_S,
+    retries={"mode": config.ENDPOINT_RETRY_MODE, "total_max_attempts": config.ENDPOINT_MAX_ATTEMPTS},
 )
 _S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 

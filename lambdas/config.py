@@ -22,6 +22,20 @@ CLASSES = ("bicycle", "motorcycle")
 # The model is invoked with PNG bytes, as in the original project.
 IMAGE_CONTENT_TYPE = "image/png"
 
+# InvokeEndpoint from classifyImage: botocore's "standard" retry mode retries connection errors, read
+# timeouts, throttling and HTTP 500/502/503/504 (botocore/retries/standard.py) with jittered exponential
+# backoff; a 4xx (ModelError 424 for an image the model refuses, ValidationError 400) fails at once.
+# What outlasts these attempts, the state machine retries as EndpointUnavailable (state_machine/).
+ENDPOINT_RETRY_MODE = "standard"
+ENDPOINT_MAX_ATTEMPTS = 5              # in all, the first one included (botocore's total_max_attempts)
+ENDPOINT_CONNECT_TIMEOUT_S = 2       # a listening endpoint accepts within milliseconds
+ENDPOINT_READ_TIMEOUT_S = 70         # InvokeEndpoint may take up to 60 s on AWS
+# The longest classifyImage waits on the endpoint: one full invocation, every other attempt failing on
+# connect, and the longest backoffs standard mode can draw between them (throttling: 1, 2, 4, 8 s; others
+# far less). The function's timeout (deploy/packaging.py) is set above it.
+ENDPOINT_TIME_BUDGET_S = (ENDPOINT_READ_TIMEOUT_S + (ENDPOINT_MAX_ATTEMPTS - 1) * ENDPOINT_CONNECT_TIMEOUT_S
+                          + sum(min(2 ** attempt, 20) for attempt in range(ENDPOINT_MAX_ATTEMPTS - 1)))
+
 # Step Functions caps every state's input/output at 256 KiB of UTF-8 JSON; the base64
 # image travels inside the state, so serializeImageData must refuse anything bigger.
 STATE_PAYLOAD_LIMIT_BYTES = 262_144

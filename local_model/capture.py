@@ -9,9 +9,24 @@ and lines are written in batches to
 through boto3's put_object, so the standard AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL settings decide
 whether that is LocalStack, moto or real S3.
 
-The request path only appends to a bounded in-memory buffer (never blocks, never raises); a
-background thread wakes every flush interval (or when a batch's worth is waiting), encodes, uploads, retrying with backoff while S3 is unreachable.
-close() drains everything still buffered, so a clean shutdown loses nothing.
+Every record goes through a spool on local disk first (CaptureWriter), so that no crash loses
+what the endpoint answered:
+
+    <spool>/pending/<bucket>/<key>    records of files S3 has not confirmed yet (the open one too)
+    <spool>/uploaded/<bucket>/<key>   files S3 confirmed: an archive of what the bucket should hold,
+                                      from which restore_uploaded() re-seeds an S3 that lost its data
+
+Durability policy:
+- the request path appends the record to the open spool file with one write() before the endpoint
+  replies; from then on it counts as captured ("spooled") and survives a crash or kill -9 of the
+  endpoint (the kernel holds the bytes);
+- a sync thread fdatasyncs the open file every `sync_interval_s` (50 ms), so a machine crash or
+  power loss loses at most the last 50 ms of records ("synced" counts those that are past it);
+- after `flush_interval_s`, or at max_batch_records / max_batch_bytes, or when the clock hour changes,
+  the file is sealed (synced, closed) and uploaded under the key its name already holds, retried
+  with backoff while S3 fails; only after S3 answered does it move from pending/ to uploaded/;
+- a writer that starts uploads what an earlier process left in pending/ (cutting a torn last line
+  that only a power loss can leave), so a restarted endpoint sends what its predecessor spooled.
 """
 from __future__ import annotations
 
@@ -19,14 +34,18 @@ import base64
 import functools
 import json
 import logging
+import os
+import queue
 import random
+import shutil
+import tempfile
 import threading
-from collections import deque
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 log = logging.getLogger("scones.capture")
 
@@ -149,41 +168,72 @@ def capture_key(prefix: str, endpoint_name: str, variant_name: str, first_time: 
 
 @dataclass
 class CaptureCounters:
-    sampled: int = 0          # invocations chosen by sampling and handed to the buffer
-    dropped: int = 0          # sampled but lost because the buffer was full
-    written_records: int = 0
+    sampled: int = 0          # invocations chosen by sampling
+    spooled_records: int = 0  # written to the spool before the reply: captured, survives a crash of the endpoint
+    synced_records: int = 0   # fdatasync'ed too: survives a crash of the machine
+    dropped: int = 0          # sampled but not spooled: the spool write failed (disk full, permissions)
+    recovered_records: int = 0  # left in pending/ by an earlier process, uploaded by this one
+    recovered_files: int = 0
+    written_records: int = 0  # confirmed by S3 (recovered ones included)
     written_files: int = 0
     failed_puts: int = 0      # put_object attempts that failed (each retried)
     last_error: str | None = None
     last_error_at: str | None = None
-    writer_cpu_s: float = 0.0  # CPU the background writer has used encoding and uploading: capture's running cost
+    writer_cpu_s: float = 0.0  # CPU the sync and upload threads have used: capture's running cost off the request path
+
+
+@dataclass
+class _SpoolFile:
+    """One capture file in pending/: the records of one future S3 object."""
+
+    bucket: str
+    key: str
+    path: Path
+    hour: tuple = ()
+    fd: int | None = None      # open while records are appended to it
+    opened_at: float = 0.0     # time.monotonic()
+    records: int = 0
+    size: int = 0
+    synced_records: int = 0
+
+
+PENDING = "pending"
+UPLOADED = "uploaded"
+_STOP = object()
 
 
 @dataclass
 class CaptureWriter:
-    """Buffers captured invocations and uploads them in batches from one background thread."""
+    """Spools captured invocations on disk and uploads them in batches (see the module docstring)."""
 
     config: CaptureConfig
     endpoint_name: str
     variant_name: str = "AllTraffic"
     s3_client_factory: Callable[[], Any] | None = None
-    max_buffered: int = 20_000        # bound on records waiting in memory
+    spool_dir: str | os.PathLike | None = None   # None: a temporary folder, removed by a close() that sent everything
+    keep_uploaded: bool = True        # keep S3-confirmed files in uploaded/, the archive an empty S3 is re-seeded from
     max_batch_records: int = 1_000
     max_batch_bytes: int = 8 * 1024 * 1024
-    flush_interval_s: float = 1.0     # a record waits at most about this long before its file is written
+    flush_interval_s: float = 1.0     # a record waits at most about this long before its file is uploaded
+    sync_interval_s: float = 0.05     # a spooled record is fdatasync'ed at most about this long after its write
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
     counters: CaptureCounters = field(default_factory=CaptureCounters)
 
     def __post_init__(self):
         self._bucket, self._prefix = split_s3_uri(self.config.destination_s3_uri)
-        self._buffer: deque[CapturedInvocation] = deque()
+        self._temporary_spool = self.spool_dir is None
+        self.spool_dir = Path(tempfile.mkdtemp(prefix="scones-capture-spool-") if self.spool_dir is None
+                              else self.spool_dir)
+        self._lock = threading.Lock()          # the open file and the counters
+        self._open: _SpoolFile | None = None
+        self._sealed: list[_SpoolFile] = []   # full files the sync thread closes and hands to the uploader
+        self._uploads: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._client_ready = threading.Event()
-        self._lock = threading.Lock()
         self._closing = threading.Event()
         self._abandon = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._client = None
 
     # --- request path ------------------------------------------------------------------------
@@ -194,62 +244,109 @@ class CaptureWriter:
         return self.config.sampling_percentage >= 100 or random.random() * 100 < self.config.sampling_percentage
 
     def submit(self, item: CapturedInvocation) -> None:
-        """Hand one invocation over; never blocks and never raises into the reply."""
-        # A deque append is atomic under the GIL: no lock, no wake-up per record on the request path.
-        if len(self._buffer) >= self.max_buffered:
-            with self._lock:
-                self.counters.sampled += 1
-                self.counters.dropped += 1
-                dropped = self.counters.dropped
-            if dropped == 1 or dropped % 1000 == 0:
-                log.error("capture buffer full (%d records): %d captured records dropped so far",
-                          self.max_buffered, dropped)
-            return
+        """Append one record to the spool (one write(), no fsync); never raises into the reply."""
+        line = (encode_record(self.config, item) + "\n").encode()
+        hour = _hour(item.inference_time)
         with self._lock:
             self.counters.sampled += 1
-        self._buffer.append(item)
-        if len(self._buffer) >= self.max_batch_records:
+            try:
+                spool_file = self._file_for(item.inference_time, hour, len(line))
+                _write_all(spool_file.fd, line)
+            except OSError as error:
+                self.counters.dropped += 1
+                dropped = self.counters.dropped
+                self._note_error(error)
+            else:
+                spool_file.records += 1
+                spool_file.size += len(line)
+                self.counters.spooled_records += 1
+                return
+        if dropped == 1 or dropped % 1000 == 0:
+            log.error("capture spool %s cannot be written (%s): %d captured records dropped so far",
+                      self.spool_dir, self.counters.last_error, dropped)
+
+    def _file_for(self, moment: datetime, hour: tuple, size: int) -> _SpoolFile:
+        """The open spool file, or a new one when it is full or holds another clock hour (lock held)."""
+        current = self._open
+        if current is not None and (current.hour != hour or current.records >= self.max_batch_records
+                                    or current.size + size > self.max_batch_bytes):
+            self._sealed.append(current)
             self._wake.set()
+            current = self._open = None
+        if current is None:
+            key = capture_key(self._prefix, self.endpoint_name, self.variant_name, moment)
+            path = self.spool_dir / PENDING / self._bucket / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            current = self._open = _SpoolFile(self._bucket, key, path, hour, fd, time.monotonic())
+        return current
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "CaptureWriter":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
-            self._thread.start()
+        """Queue what an earlier process left in pending/, then start the sync and upload threads."""
+        if not self._threads:
+            with self._lock:
+                mine = {spool_file.path for spool_file in [self._open, *self._sealed] if spool_file is not None}
+            # Only files for this writer's destination: one for a bucket that is gone would block the queue.
+            own_prefix = "/".join(part for part in (self._prefix, self.endpoint_name, self.variant_name) if part) + "/"
+            for leftover in pending_files(self.spool_dir, skip=mine):
+                if leftover.bucket != self._bucket or not leftover.key.startswith(own_prefix):
+                    log.warning("capture spool file %s is for s3://%s/%s, not this endpoint's destination; left there",
+                                leftover.path, leftover.bucket, leftover.key)
+                    continue
+                self._uploads.put(leftover)
+                self.counters.recovered_files += 1
+                self.counters.recovered_records += leftover.records
+            if self.counters.recovered_files:
+                log.info("capture spool %s: %d records in %d files left by an earlier process; uploading them",
+                         self.spool_dir, self.counters.recovered_records, self.counters.recovered_files)
+            self._threads = [threading.Thread(target=self._sync_loop, name="capture-sync", daemon=True),
+                             threading.Thread(target=self._upload_loop, name="capture-upload", daemon=True)]
+            for thread in self._threads:
+                thread.start()
         return self
 
     def wait_started(self, timeout_s: float = 60.0) -> bool:
-        """Wait until the writer has built its S3 client (importing boto3 is not free; do it before traffic)."""
+        """Wait until the uploader has built its S3 client (importing boto3 is not free; do it before traffic)."""
         return self._client_ready.wait(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> bool:
-        """Write everything buffered, then stop. Returns False if records could not be written in time."""
-        if self._thread is None:
-            return not self._buffer
+        """Seal, sync and upload everything spooled, then stop. False if S3 did not take it all in time:
+        what is left stays in pending/ for the next writer on this spool."""
+        if not self._threads:
+            return self.pending() == 0
         self._closing.set()
         self._wake.set()
-        self._thread.join(timeout_s)
-        finished = not self._thread.is_alive()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not any(thread.is_alive() for thread in self._threads)
         if not finished:
             self._abandon.set()  # stop retrying: the caller has given up waiting
-            log.error("capture writer did not finish within %.0f s; %d records unwritten (last error: %s)",
-                      timeout_s, self.pending(), self.counters.last_error)
+            log.error("capture writer did not finish within %.0f s; %d records left in %s (last error: %s)",
+                      timeout_s, self.pending(), self.spool_dir / PENDING, self.counters.last_error)
+        elif self._temporary_spool:  # nothing would read its archive again
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
         return finished
 
     def pending(self) -> int:
+        """Records spooled (or recovered) that S3 has not confirmed yet."""
         with self._lock:
-            return self.counters.sampled - self.counters.dropped - self.counters.written_records
+            counters = self.counters
+            return counters.spooled_records + counters.recovered_records - counters.written_records
 
     def status(self) -> dict:
         with self._lock:
             counters = dict(vars(self.counters))
-        counters["pending"] = counters["sampled"] - counters["dropped"] - counters["written_records"]
+        counters["pending"] = counters["spooled_records"] + counters["recovered_records"] - counters["written_records"]
         counters.update(
             enabled=self.config.enabled,
             destination=self.config.destination_s3_uri,
             sampling_percentage=self.config.sampling_percentage,
-            running=bool(self._thread and self._thread.is_alive()),
+            spool_dir=str(self.spool_dir),
+            sync_interval_s=self.sync_interval_s,
+            running=any(thread.is_alive() for thread in self._threads),
         )
         return counters
 
@@ -262,73 +359,208 @@ class CaptureWriter:
             time.sleep(0.02)
         return self.counters.written_records >= count
 
-    # --- background thread -------------------------------------------------------------------
+    # --- sync thread: fdatasync the open file, seal full or old files --------------------------
 
-    def _run(self) -> None:
+    def _sync_loop(self) -> None:
+        cpu_before = time.thread_time()
+        while True:
+            self._wake.wait(self.sync_interval_s)
+            self._wake.clear()
+            closing = self._closing.is_set()
+            with self._lock:
+                current = self._open
+                if current is not None and (closing or time.monotonic() - current.opened_at >= self.flush_interval_s):
+                    self._sealed.append(current)
+                    current = self._open = None
+                sealed, self._sealed = self._sealed, []
+                records = current.records if current is not None else 0
+            for spool_file in sealed:
+                self._sync(spool_file, spool_file.records)
+                os.close(spool_file.fd)
+                spool_file.fd = None
+                self._uploads.put(spool_file)
+            if current is not None and records > current.synced_records:
+                self._sync(current, records)
+            self._add_cpu(time.thread_time() - cpu_before)
+            cpu_before = time.thread_time()
+            if closing or self._abandon.is_set():
+                self._uploads.put(_STOP)
+                return
+
+    def _sync(self, spool_file: _SpoolFile, records: int) -> None:
         try:
-            self._s3()  # build the client now, not in the middle of the first flush
+            os.fdatasync(spool_file.fd)
+            if spool_file.synced_records == 0:
+                _fsync_dir(spool_file.path.parent)  # the new file's name, not only its bytes
+        except OSError as error:
+            with self._lock:
+                self._note_error(error)
+            return
+        with self._lock:
+            self.counters.synced_records += records - spool_file.synced_records
+        spool_file.synced_records = records
+
+    # --- upload thread -------------------------------------------------------------------------
+
+    def _upload_loop(self) -> None:
+        try:
+            self._s3()  # build the client now, not in the middle of the first upload
         except Exception:
             self._client = None
         finally:
             self._client_ready.set()
-        cpu_before = time.thread_time()  # building the client is a one-off, not capture's running cost
+        cpu_before = time.thread_time()
         while True:
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
-            closing = self._closing.is_set()
-            self._write_buffered()
-            self.counters.writer_cpu_s = round(time.thread_time() - cpu_before, 4)
-            if self._abandon.is_set() or (closing and not self._buffer):
+            item = self._uploads.get()
+            if item is _STOP or self._abandon.is_set():
                 return
+            self._upload(item)
+            self._add_cpu(time.thread_time() - cpu_before)
+            cpu_before = time.thread_time()
 
-    def _write_buffered(self) -> None:
-        """Write what is buffered now, one file per batch; a batch never spans two clock hours."""
-        batch: list[CapturedInvocation] = []
-        batch_bytes = 0
-        for _ in range(len(self._buffer)):
-            item = self._buffer.popleft()
-            size = len(item.input_body) + len(item.output_body)
-            if batch and (_hour(item.inference_time) != _hour(batch[0].inference_time)
-                          or len(batch) >= self.max_batch_records or batch_bytes + size > self.max_batch_bytes):
-                self._write(batch)
-                if self._abandon.is_set():
-                    return
-                batch, batch_bytes = [], 0
-            batch.append(item)
-            batch_bytes += size
-        if batch:
-            self._write(batch)
-
-    def _write(self, batch: list[CapturedInvocation]) -> None:
-        body = ("\n".join(encode_record(self.config, item) for item in batch) + "\n").encode()
-        # The key is fixed before the first attempt: a retry re-sends the same object, never a new one.
-        key = capture_key(self._prefix, self.endpoint_name, self.variant_name, batch[0].inference_time)
+    def _upload(self, spool_file: _SpoolFile) -> None:
+        try:
+            body = spool_file.path.read_bytes()
+        except OSError as error:  # someone removed or broke the spool under us: say so, keep going
+            with self._lock:
+                self._note_error(error)
+            log.error("capture spool file %s cannot be read (%s); its %d records are not uploaded",
+                      spool_file.path, error, spool_file.records)
+            return
         delay = self.backoff_initial_s
         while True:
             try:
-                self._s3().put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="application/jsonl")
+                self._s3().put_object(Bucket=spool_file.bucket, Key=spool_file.key, Body=body,
+                                      ContentType="application/jsonl")
                 break
             except Exception as error:  # any failure: S3 down, bucket missing, credentials
                 with self._lock:
                     self.counters.failed_puts += 1
-                    self.counters.last_error = f"{type(error).__name__}: {error}"
-                    self.counters.last_error_at = datetime.now(timezone.utc).isoformat()
+                    self._note_error(error)
                     failures = self.counters.failed_puts
                 if failures == 1 or failures % 10 == 0:
                     log.warning("capture upload of %d records to s3://%s/%s failed (%s); retrying in %.1f s",
-                                len(batch), self._bucket, key, self.counters.last_error, delay)
+                                spool_file.records, spool_file.bucket, spool_file.key, self.counters.last_error, delay)
                 self._client = None  # a fresh client after errors: endpoints may have come back
                 if self._abandon.wait(delay):
                     return
                 delay = min(delay * 2, self.backoff_max_s)
+        if self.keep_uploaded:
+            archived = self.spool_dir / UPLOADED / spool_file.bucket / spool_file.key
+            archived.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(spool_file.path, archived)
+        else:
+            spool_file.path.unlink(missing_ok=True)
         with self._lock:
-            self.counters.written_records += len(batch)
+            self.counters.written_records += spool_file.records
             self.counters.written_files += 1
 
     def _s3(self):
         if self._client is None:
             self._client = (self.s3_client_factory or default_s3_client)()
         return self._client
+
+    def _note_error(self, error: BaseException) -> None:
+        """Remember the last failure for status() (lock held)."""
+        self.counters.last_error = f"{type(error).__name__}: {error}"
+        self.counters.last_error_at = datetime.now(timezone.utc).isoformat()
+
+    def _add_cpu(self, seconds: float) -> None:
+        with self._lock:
+            self.counters.writer_cpu_s = round(self.counters.writer_cpu_s + seconds, 4)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the spool on disk: what a restarted endpoint uploads, and what `scones up` re-seeds S3 from ---
+
+def _spooled(root: Path) -> Iterator[_SpoolFile]:
+    """Capture files under root/<bucket>/<key...>.jsonl, oldest key first."""
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*.jsonl")):
+        bucket, _, key = path.relative_to(root).as_posix().partition("/")
+        if key:
+            yield _SpoolFile(bucket, key, path)
+
+
+def pending_files(spool_dir: str | os.PathLike, skip: set[Path] = frozenset()) -> list[_SpoolFile]:
+    """Files in pending/ (a process that died left them unsent), each cut after its last whole line."""
+    found = []
+    for spool_file in _spooled(Path(spool_dir) / PENDING):
+        if spool_file.path in skip:
+            continue
+        data = spool_file.path.read_bytes()
+        whole = data[:data.rfind(b"\n") + 1]
+        if len(whole) != len(data):  # a torn last line: only a machine crash leaves one
+            log.warning("capture spool file %s ends in a partial record (%d bytes); dropping it",
+                        spool_file.path, len(data) - len(whole))
+            with open(spool_file.path, "r+b") as handle:
+                handle.truncate(len(whole))
+                os.fsync(handle.fileno())
+        if not whole:
+            spool_file.path.unlink()
+            continue
+        spool_file.records, spool_file.size = whole.count(b"\n"), len(whole)
+        found.append(spool_file)
+    return found
+
+
+@dataclass
+class RestoreReport:
+    records: int = 0     # records in the files put back
+    files: int = 0       # files put back into S3 from uploaded/
+    present: int = 0     # files S3 still held
+    pending_records: int = 0   # in pending/: not restored here, the endpoint's writer uploads them
+    pending_files: int = 0
+    seconds: float = 0.0
+
+
+def restore_uploaded(spool_dir: str | os.PathLike, s3, buckets: Iterable[str] | None = None,
+                     max_workers: int = 8) -> RestoreReport:
+    """Put every archived capture file that S3 lacks back under its key (LocalStack keeps no data across restarts).
+
+    `buckets` limits the restore to those buckets; S3 is listed once per bucket and capture prefix.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    report = RestoreReport()
+    wanted = set(buckets) if buckets is not None else None
+    archived = [spool_file for spool_file in _spooled(Path(spool_dir) / UPLOADED)
+                if wanted is None or spool_file.bucket in wanted]
+    existing: set[tuple[str, str]] = set()
+    for bucket, prefix in {(f.bucket, f.key.rsplit("/", 5)[0] + "/") for f in archived}:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            existing.update((bucket, item["Key"]) for item in page.get("Contents", []))
+    missing = [f for f in archived if (f.bucket, f.key) not in existing]
+
+    def put(spool_file: _SpoolFile) -> int:
+        body = spool_file.path.read_bytes()
+        s3.put_object(Bucket=spool_file.bucket, Key=spool_file.key, Body=body, ContentType="application/jsonl")
+        return body.count(b"\n")
+
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capture-restore") as pool:
+        report.records = sum(pool.map(put, missing))
+    report.files, report.present = len(missing), len(archived) - len(missing)
+    for spool_file in _spooled(Path(spool_dir) / PENDING):
+        if wanted is None or spool_file.bucket in wanted:
+            report.pending_files += 1
+            report.pending_records += spool_file.path.read_bytes().count(b"\n")
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
 
 
 def _hour(moment: datetime) -> tuple:

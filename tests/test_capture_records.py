@@ -5,7 +5,9 @@ import base64
 import json
 import re
 import threading
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -108,9 +110,11 @@ class RecordingS3:
             self.objects[Key] = Body
 
 
-def writer_with(s3: RecordingS3, **options) -> CaptureWriter:
+def writer_with(s3: RecordingS3, spool_dir=None, start=True, **options) -> CaptureWriter:
     options = {"flush_interval_s": 0.05, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **options}
-    return CaptureWriter(CaptureConfig("s3://bucket/cap"), "ep", s3_client_factory=lambda: s3, **options).start()
+    writer = CaptureWriter(CaptureConfig("s3://bucket/cap"), "ep", s3_client_factory=lambda: s3, spool_dir=spool_dir,
+                           **options)
+    return writer.start() if start else writer
 
 
 def lines(s3: RecordingS3) -> list[dict]:
@@ -149,14 +153,88 @@ def test_s3_failures_are_retried_counted_and_lose_nothing():
     assert len(lines(s3)) == 20
 
 
-def test_a_full_buffer_drops_and_counts_instead_of_blocking():
-    s3 = RecordingS3(failures=10**9)  # S3 never answers
-    writer = writer_with(s3, max_buffered=5, max_batch_records=1)
-    for _ in range(50):
-        writer.submit(invocation())  # returns at once even though nothing can be written
+def test_a_spool_that_cannot_be_written_drops_and_counts_instead_of_raising(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the spool folder should be")
+    writer = writer_with(RecordingS3(), spool_dir=blocker / "spool")
+    for _ in range(5):
+        writer.submit(invocation())  # returns normally: the reply never fails because of capture
     status = writer.status()
-    assert status["sampled"] == 50 and status["dropped"] >= 40
-    assert writer.close(timeout_s=0.2) is False  # reports that records were left unwritten
+    assert status["sampled"] == 5 and status["dropped"] == 5 and status["spooled_records"] == 0
+    assert "NotADirectoryError" in status["last_error"]
+    assert writer.close(timeout_s=10)
+
+
+def spool_lines(folder: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def test_a_record_is_in_the_spool_file_when_submit_returns(tmp_path):
+    """What counts as captured is on disk (in the kernel's hands) before the endpoint replies: no thread runs here."""
+    writer = writer_with(RecordingS3(), spool_dir=tmp_path, start=False)
+    writer.submit(invocation(event_id="11111111-2222-4333-8444-555555555555"))
+    [path] = (tmp_path / "pending" / "bucket").rglob("*.jsonl")
+    assert path.relative_to(tmp_path / "pending" / "bucket").as_posix().startswith("cap/ep/AllTraffic/2026/11/26/07/05-09-123-")
+    assert [record["eventMetadata"]["eventId"] for record in spool_lines(tmp_path)] == [
+        "11111111-2222-4333-8444-555555555555"]
+    assert writer.status()["spooled_records"] == 1
+    writer.start()
+    assert writer.close(timeout_s=10)
+
+
+def test_files_move_to_uploaded_only_after_s3_confirmed_them(tmp_path):
+    s3 = RecordingS3(failures=10**9)  # S3 never answers
+    writer = writer_with(s3, spool_dir=tmp_path, max_batch_records=4)
+    for _ in range(10):
+        writer.submit(invocation())
+    assert poll_until(lambda: writer.status()["failed_puts"] >= 2)
+    assert writer.close(timeout_s=0.3) is False  # says that records were left unsent
+    assert len(spool_lines(tmp_path / "pending")) == 10 and not (tmp_path / "uploaded").exists()
+    assert writer.status()["synced_records"] == 10  # sealed files are fdatasync'ed before any upload
+
+    s3.failures = 0
+    again = writer_with(s3, spool_dir=tmp_path)
+    assert again.close(timeout_s=10)
+    assert len(lines(s3)) == 10
+    assert spool_lines(tmp_path / "pending") == [] and len(spool_lines(tmp_path / "uploaded")) == 10
+    status = again.status()
+    assert (status["recovered_records"], status["recovered_files"], status["written_records"]) == (10, 3, 10)
+    # the archive holds exactly the objects, under the same keys
+    assert {path.relative_to(tmp_path / "uploaded" / "bucket").as_posix()
+            for path in (tmp_path / "uploaded").rglob("*.jsonl")} == set(s3.objects)
+
+
+def test_a_writer_that_died_without_close_leaves_its_records_to_the_next(tmp_path):
+    """A kill -9 of the endpoint: the process never reaches close(); the next process on the spool sends it all."""
+    s3 = RecordingS3()
+    dead = writer_with(s3, spool_dir=tmp_path, start=False)  # its threads never ran, as if killed at once
+    for _ in range(7):
+        dead.submit(invocation())
+    successor = writer_with(s3, spool_dir=tmp_path)
+    assert successor.close(timeout_s=10)
+    assert len(lines(s3)) == 7 and successor.status()["recovered_records"] == 7
+
+
+def test_a_torn_last_line_is_cut_and_the_whole_records_are_sent(tmp_path):
+    s3 = RecordingS3()
+    writer = writer_with(s3, spool_dir=tmp_path, start=False)
+    for _ in range(3):
+        writer.submit(invocation())
+    [path] = (tmp_path / "pending").rglob("*.jsonl")
+    with path.open("ab") as handle:
+        handle.write(b'{"captureData": {"endpointIn')  # what a power loss in the middle of a write() can leave
+    successor = writer_with(s3, spool_dir=tmp_path)
+    assert successor.close(timeout_s=10)
+    assert len(lines(s3)) == 3
+
+
+def poll_until(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
 
 
 def test_sampling_zero_never_captures_and_hundred_always_does():
