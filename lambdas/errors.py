@@ -44,11 +44,6 @@ class EndpointUnavailable(EndpointInvocationFailed):
     state machine retries the task (a 4xx, such as a ModelError for a bad image, is EndpointInvocationFailed)."""
 
 
-class EndpointUnavailable(EndpointInvocationFailed):
-    """The endpoint stayed unreachable, throttled or failing with 5xx through every retry: transient, so the
-    state machine retries the task (a 4xx, such as a ModelError for a bad image, is EndpointInvocationFailed)."""
-
-
 class InvalidInferences(WorkflowError):
     """The inferences are not a list of one probability per class."""
 
