@@ -40,9 +40,40 @@ def capture_s3_uri(bucket: str = DEFAULT_BUCKET) -> str:
     return f"s3://{bucket}/{CAPTURE_PREFIX}"
 
 
-def lambda_environment(sagemaker_runtime_url: str) -> dict[str, str]:
-    """Extra Lambda environment: the functions reach the endpoint server through the standard SDK setting."""
-    return {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker_runtime_url}
+class EndpointRegistrationError(RuntimeError):
+    """LocalStack did not take an endpoint's registration; the message says why and what to do."""
+
+
+def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: str, timeout: float = 10.0) -> None:
+    """Tell LocalStack which endpoint server serves `endpoint_name`.
+
+    LocalStack then answers sagemaker-runtime InvokeEndpoint for that name by forwarding it there
+    (harness/lambda_executor/sagemaker_runtime.py), so a Lambda's default client, which goes to the
+    AWS_ENDPOINT_URL every function gets, reaches the endpoint as it does on AWS: the functions
+    need no endpoint setting of their own. LocalStack keeps this until it stops, like its other
+    resources; an endpoint server restarted on the same URL needs no new registration.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    from harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
+
+    url = f"{localstack}{SAGEMAKER_ENDPOINTS_PATH}/{endpoint_name}"
+    request = urllib.request.Request(url, data=json.dumps({"url": endpoint_server_url}).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+    try:
+        with opener.open(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")[:300]
+        hint = (" (this LocalStack predates that route: restart it, e.g. `scones down` then `scones up`)"
+                if error.code == 404 else "")
+        raise EndpointRegistrationError(f"LocalStack at {localstack} refused to register endpoint {endpoint_name} -> "
+                           f"{endpoint_server_url}: HTTP {error.code} {detail}{hint}") from error
+    except OSError as error:
+        raise EndpointRegistrationError(f"could not register endpoint {endpoint_name} with LocalStack at {localstack}: {error}") from error
 
 
 def endpoint_server_environment(localstack: str) -> dict[str, str]:

@@ -40,9 +40,11 @@ from harness.lambda_executor.names import (
     DEFINITION_CACHE_ENV,
     ENTRY_POINT,
     ENTRY_POINT_GROUP,
+    HOOK_GROUP,
     LOCALSTACK_VERSION,
     PLUGIN_NAME,
     PYTHONS_ENV,
+    SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
 )
 
@@ -159,14 +161,15 @@ def _site_packages(python: Path) -> Path:
 
 
 def _register_executor(python: Path) -> None:
-    """Make LocalStack's venv see our executor: a dist-info with the entry point, and a .pth to this checkout."""
+    """Make LocalStack's venv see our executor and our gateway hook (harness/lambda_executor/sagemaker_runtime.py):
+    a dist-info with their entry points, and a .pth to this checkout."""
     site = _site_packages(python)
     dist_info = site / f"{_DIST_NAME}-{_DIST_VERSION}.dist-info"
     dist_info.mkdir(exist_ok=True)
     files = {
         "METADATA": f"Metadata-Version: 2.1\nName: {_DIST_NAME.replace('_', '-')}\nVersion: {_DIST_VERSION}\n"
                     "Summary: Scones: LocalStack Lambda runtime executor running environments as local processes\n",
-        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n",
+        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n",
         "INSTALLER": "scones\n",
     }
     for name, text in files.items():

@@ -274,6 +274,10 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             localstack.wait_ready()
 
         progress("localstack: ready")
+        try:
+            local_target.register_endpoint(config.localstack_url, config.endpoint_name, config.endpoint_url)
+        except local_target.EndpointRegistrationError as error:
+            raise StackError(str(error)) from error
         session = local_target.local_session(config.localstack_url, config.endpoint_url)
         # LocalStack loads each service on its first request (a second or two each here): the
         # bucket is made in the upload's thread so that S3 and Lambda load side by side.
@@ -344,7 +348,6 @@ def _deploy(session, config: StackConfig, progress: Progress):
         threshold=config.threshold,
         lambda_role_arn=local_target.LAMBDA_ROLE_ARN,
         states_role_arn=local_target.STATES_ROLE_ARN,
-        extra_lambda_env=local_target.lambda_environment(config.endpoint_url),
         progress=progress,
         # LocalStack makes a function Active in about a second; poll it 10x as often as AWS needs.
         sleep=lambda seconds: time.sleep(min(seconds, 0.1)),

@@ -225,11 +225,15 @@ def staged(tmp_path):
     return data
 
 
-def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_localstack, staged, tmp_path):
+def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_localstack, staged, tmp_path,
+                                                                     monkeypatch):
     from harness.compose.deploy import MANAGED_BY, deploy_into_stack
     from harness.targets import load_target
 
     port, session = moto_as_localstack
+    # moto has no route to register endpoints at (LocalStack's is tested in test_sagemaker_runtime_gateway.py).
+    registered = []
+    monkeypatch.setattr(local_target, "register_endpoint", lambda *arguments: registered.append(arguments))
     state = tmp_path / "state"
     messages: list[str] = []
     record = deploy_into_stack(state_dir=state, data_dir=staged, localstack_port=port, endpoint_port=18080,
@@ -246,8 +250,9 @@ def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_lo
     assert target.state_machine_arn.endswith(":stateMachine:composetest-workflow")
     assert target.capture_s3_uri == "s3://scones-compose-test/data_capture"
     assert target.session.endpoint_url_for("sagemaker-runtime") == "http://127.0.0.1:18080"
+    assert registered == [(local_target.localstack_url(port), "scones-classifier", "http://127.0.0.1:18080")]
     configuration = session.client("lambda").get_function_configuration(FunctionName="composetest-classifyImage")
-    assert configuration["Environment"]["Variables"]["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:18080"
+    assert configuration["Environment"]["Variables"] == {"ENDPOINT_NAME": "scones-classifier"}
     keys = {item["Key"] for item in session.client("s3").list_objects_v2(Bucket="scones-compose-test")["Contents"]}
     assert "test/bicycle/bicycle_0.png" in keys and "train.lst" in keys
 

@@ -1,7 +1,8 @@
 """The compose `deploy` service: deploy the workflow and the images into the compose stack, once.
 
 The same calls `scones up` makes after its processes are up (harness/stack.py): the bucket,
-deploy.workflow.deploy_workflow with the local target's roles and Lambda environment, and
+the endpoint's registration with LocalStack (so the Lambdas' sagemaker-runtime calls reach the
+endpoint container), deploy.workflow.deploy_workflow with the local target's roles, and
 upload_dataset; then it writes the local stack record, so that on the host
 `SCONES_STATE_DIR=<compose state dir> scones run test/bicycle/<file>.png` (or evaluate,
 monitor, report) works against the containers. The containers share the host's network, so
@@ -55,6 +56,7 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
     data = settings.data_dir(data_dir)
     session = local_target.local_session(localstack_url, endpoint_url)
     local_target.ensure_bucket(session, bucket)
+    local_target.register_endpoint(localstack_url, endpoint_name, endpoint_url)
     resources = deploy_workflow(
         session,
         prefix=prefix,
@@ -62,7 +64,6 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
         threshold=threshold,
         lambda_role_arn=local_target.LAMBDA_ROLE_ARN,
         states_role_arn=local_target.STATES_ROLE_ARN,
-        extra_lambda_env=local_target.lambda_environment(endpoint_url),
         progress=progress,
     )
     uploaded = upload_dataset(session, bucket, data, progress=progress) if upload_data else None

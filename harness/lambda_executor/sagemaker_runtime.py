@@ -1,0 +1,156 @@
+"""SageMaker runtime on LocalStack's gateway: InvokeEndpoint reaches the endpoint server serving that name.
+
+LocalStack 4.14 community has no SageMaker, so a function's `boto3.client("sagemaker-runtime")`,
+which goes to the AWS_ENDPOINT_URL every environment gets, used to fail with "not included in
+your current license plan or not yet emulated". With this, LocalStack answers it as AWS would:
+
+- `PUT /_scones/sagemaker-endpoints/<name>` with `{"url": "http://127.0.0.1:8080"}` says which
+  endpoint server serves an endpoint name (`scones up` and the compose deploy send it, see
+  deploy/local.py); `GET /_scones/sagemaker-endpoints` lists them. The registry lives as long
+  as LocalStack, like every other resource of LocalStack's free edition; an endpoint server
+  restarted on its URL needs nothing new.
+- InvokeEndpoint for a registered name is forwarded to that server's own runtime route
+  (`POST /endpoints/<name>/invocations`, local_model/server.py), with the request's body,
+  Content-Type, Accept and X-Amzn-* headers, and its reply (status, body, Content-Type and
+  X-Amzn-* headers such as x-Amzn-Invoked-Production-Variant or a ModelError's
+  x-amzn-ErrorType) comes back unchanged.
+- Any sagemaker-runtime call for a name nobody registered gets 400 ValidationError "Endpoint
+  <name> of account <account> not found.", worded as AWS words it. InvokeEndpointAsync and
+  InvokeEndpointWithResponseStream are not emulated: a registered name gets a clear 501.
+
+How: LocalStack runs `install_sagemaker_runtime` at start as a `localstack.hooks.on_infra_start` hook (the entry
+point is in names.py, registered by harness/localstack.py). It adds the registry's routes to
+LocalStack's edge router and the forwarder to its custom service request handlers, the two
+places LocalStack itself uses for such additions (its Lambda's `/_aws/lambda` routes, S3's CORS
+handler). The forwarder runs after the request is parsed as sagemaker-runtime and before
+LocalStack would load a service for it. Both are additions, not replacements of LocalStack code.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from rolo import Request, route
+
+from localstack.aws.api import CommonServiceException, RequestContext
+from localstack.aws.chain import HandlerChain
+from localstack.http import Response
+from localstack.runtime import hooks
+
+from harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
+
+LOG = logging.getLogger(__name__)
+
+SERVICE = "sagemaker-runtime"
+FORWARDED_OPERATION = "InvokeEndpoint"
+# InvokeEndpoint's own limit is 60 s for the model's answer (botocore's default read timeout too);
+# past this the endpoint server is stuck, and the caller gets ServiceUnavailable instead of a hang.
+FORWARD_TIMEOUT_S = (5.0, 75.0)
+# SageMaker's EndpointName pattern (botocore/data/sagemaker/.../service-2.json, EndpointName).
+ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+FORWARDED_REQUEST_HEADERS = ("content-type", "accept")
+
+
+def _passes(header: str, fixed: tuple[str, ...]) -> bool:
+    lowered = header.lower()
+    return lowered in fixed or lowered.startswith("x-amzn-")
+
+
+class EndpointRegistry:
+    """Endpoint name -> base URL of the endpoint server that serves it, set over LocalStack's gateway."""
+
+    def __init__(self) -> None:
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def url_for(self, name: str) -> str | None:
+        return self._urls.get(name)
+
+    @route(SAGEMAKER_ENDPOINTS_PATH, methods=["GET"])
+    def list_endpoints(self, request: Request) -> dict:
+        with self._lock:
+            return {"endpoints": dict(self._urls)}
+
+    @route(f"{SAGEMAKER_ENDPOINTS_PATH}/<name>", methods=["PUT"])
+    def register(self, request: Request, name: str) -> Response | dict:
+        if not ENDPOINT_NAME.match(name):
+            return _bad_request(f"endpoint name {name!r} is not a SageMaker endpoint name "
+                                "(letters, digits and hyphens, at most 63, starting with a letter or digit)")
+        document = request.get_json(silent=True)
+        url = document.get("url") if isinstance(document, dict) else None
+        if not isinstance(url, str):
+            return _bad_request('the body must be JSON {"url": "http://HOST:PORT"} naming the endpoint server')
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            return _bad_request(f"url {url!r} is not an endpoint server's base URL such as http://127.0.0.1:8080")
+        with self._lock:
+            self._urls[name] = url.rstrip("/")
+        LOG.info("sagemaker-runtime endpoint %s is served by %s", name, url)
+        return {"name": name, "url": self._urls[name]}
+
+
+def _bad_request(message: str) -> Response:
+    return Response.for_json({"message": message}, status=400)
+
+
+class InvokeEndpointForwarder:
+    """A request handler: sagemaker-runtime calls go to the registered endpoint server, or fail as on AWS."""
+
+    def __init__(self, registry: EndpointRegistry) -> None:
+        self.registry = registry
+        self.session = requests.Session()
+        self.session.trust_env = False      # loopback: never through a proxy from the environment
+        # Many concurrent executions call one endpoint server: keep a connection for each.
+        self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
+
+    def __call__(self, chain: HandlerChain, context: RequestContext, response: Response) -> None:
+        if context.service is None or context.service.service_name != SERVICE or context.operation is None:
+            return
+        name = context.service_request["EndpointName"]
+        url = self.registry.url_for(name)
+        if url is None:
+            raise CommonServiceException("ValidationError", f"Endpoint {name} of account {context.account_id} not found.",
+                                         status_code=400, sender_fault=True)
+        if context.operation.name != FORWARDED_OPERATION:
+            raise NotImplementedError(f"sagemaker-runtime {context.operation.name} is not emulated locally: "
+                                      f"the endpoint server of {name} ({url}) answers {FORWARDED_OPERATION} only")
+        reply = self._forward(context, name, url)
+        response.status_code = reply.status_code
+        response.data = reply.content
+        response.headers.pop("Content-Type", None)   # werkzeug's default; the endpoint's own (if any) follows
+        for key, value in reply.headers.items():
+            if _passes(key, ("content-type",)):
+                response.headers[key] = value
+        chain.stop()
+
+    def _forward(self, context: RequestContext, name: str, url: str) -> requests.Response:
+        request = context.request
+        headers = {key: value for key, value in request.headers.items() if _passes(key, FORWARDED_REQUEST_HEADERS)}
+        try:
+            reply = self.session.post(f"{url}/endpoints/{quote(name, safe='')}/invocations",
+                                      data=request.get_data(), headers=headers, timeout=FORWARD_TIMEOUT_S)
+        except requests.RequestException as error:
+            raise CommonServiceException(
+                "ServiceUnavailable",
+                f"Endpoint {name} is served by {url} (as registered at {SAGEMAKER_ENDPOINTS_PATH}), "
+                f"but that endpoint server did not answer: {type(error).__name__}: {error}",
+                status_code=503,
+            ) from error
+        return reply
+
+
+REGISTRY = EndpointRegistry()
+
+
+@hooks.on_infra_start()
+def install_sagemaker_runtime() -> None:
+    """Add the registry's routes and the forwarder to LocalStack's gateway (once, at LocalStack's start)."""
+    from localstack.aws.handlers import serve_custom_service_request_handlers
+    from localstack.services.edge import ROUTER
+
+    ROUTER.add(REGISTRY)
+    serve_custom_service_request_handlers.append(InvokeEndpointForwarder(REGISTRY))
