@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -58,6 +60,9 @@ class EndpointServer:
     env: dict[str, str] = field(default_factory=dict)   # extra environment for a subprocess
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
+    # Where capture records are spooled before upload and archived after (local_model/capture.py);
+    # None: a temporary folder of this server's own.
+    capture_spool: str | os.PathLike | None = None
     http: str = "auto"                                   # uvicorn HTTP parser: auto, h11, httptools
     loop: str = "auto"                                   # uvicorn event loop: auto, asyncio, uvloop
 
@@ -68,6 +73,7 @@ class EndpointServer:
         self._app = None
         self._thread: threading.Thread | None = None
         self._process: subprocess.Popen | None = None
+        self._temporary_spool: str | None = None
 
     @property
     def url(self) -> str:
@@ -95,7 +101,7 @@ class EndpointServer:
             model=str(self.model), endpoint_name=self.endpoint_name, variant_name=self.variant_name,
             capture=self.capture, inference_threads=self.inference_threads, torch_threads=self.torch_threads,
             max_batch_size=self.max_batch_size, max_batch_delay_ms=self.max_batch_delay_ms,
-            capture_writer_options=self.capture_writer_options,
+            capture_writer_options={**self.capture_writer_options, "spool_dir": self.capture_spool},
         ))
         # asyncio in a thread: uvloop's policy is process-wide, and tests share the process.
         config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning", access_log=False,
@@ -127,6 +133,9 @@ class EndpointServer:
                         if on for arg in ("--capture-mode", mode)]
             command += [arg for value in self.capture.csv_content_types for arg in ("--csv-content-type", value)]
             command += [arg for value in self.capture.json_content_types for arg in ("--json-content-type", value)]
+            if self.capture_spool is None:
+                self._temporary_spool = self.capture_spool = tempfile.mkdtemp(prefix="scones-capture-spool-")
+            command += ["--capture-spool", str(self.capture_spool)]
             if "flush_interval_s" in self.capture_writer_options:
                 command += ["--capture-flush-seconds", str(self.capture_writer_options["flush_interval_s"])]
         if self.log_path is None:
@@ -183,6 +192,9 @@ class EndpointServer:
                     self._process.kill()
                     self._process.wait(10)
             self._process = None
+        if self._temporary_spool and not any(Path(self._temporary_spool, "pending").rglob("*.jsonl")):
+            shutil.rmtree(self._temporary_spool, ignore_errors=True)
+            self._temporary_spool = self.capture_spool = None
 
     @property
     def pid(self) -> int | None:

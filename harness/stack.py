@@ -28,6 +28,7 @@ RECORD_VERSION = 1
 ENDPOINT_READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 ENDPOINT_STOP_TIMEOUT_S = 60.0   # its shutdown drains requests and writes pending capture records
+CAPTURE_UPLOAD_TIMEOUT_S = 60.0
 
 
 class StackError(RuntimeError):
@@ -73,6 +74,11 @@ class StackConfig:
     @property
     def endpoint_url(self) -> str:
         return local_target.endpoint_url(self.endpoint_port)
+
+    @property
+    def capture_spool_dir(self) -> Path:
+        """The endpoint's capture spool and archive (local_model/capture.py): what re-seeds S3 at `up`."""
+        return self.state_dir / "capture-spool" / self.endpoint_name
 
     @property
     def local_dir(self) -> Path:
@@ -198,7 +204,7 @@ def start_endpoint_server(config: StackConfig, model_dir: Path):
         model, endpoint_name=config.endpoint_name, port=config.endpoint_port, mode="subprocess",
         capture=CaptureConfig(local_target.capture_s3_uri(config.bucket), sampling_percentage=100),
         env=local_target.endpoint_server_environment(config.localstack_url),
-        log_path=config.local_dir / "endpoint.log",
+        log_path=config.local_dir / "endpoint.log", capture_spool=config.capture_spool_dir,
     )
     return server.start(wait=False)
 
@@ -285,12 +291,13 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
             deploying = pool.submit(_deploy, session, config, progress)
             uploading = pool.submit(_bucket_and_upload, session, config, progress)
             resources = deploying.result()
-            uploaded = uploading.result()
+            uploaded, restored = uploading.result()
         progress("workflow deployed, data uploaded")
 
         if endpoint_process is not None:
             endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
             progress("endpoint: ready")
+        _wait_capture_uploaded(config.endpoint_url, progress)
     except BaseException:
         # Do not leave a half-started stack behind: stop what this call started.
         if endpoint_process is not None:
@@ -325,10 +332,51 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
         },
         "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
                     "parts": list(dataset_parts(config))} if uploaded else None,
+        "capture_restored": vars(restored),
         "up_seconds": round(time.perf_counter() - started_at, 3),
     }
     write_record(record_path, record)
     return record
+
+
+def _capture_status(endpoint_url: str) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{endpoint_url}/capture/status", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def _wait_capture_uploaded(endpoint_url: str, progress: Progress) -> None:
+    """Wait until S3 holds what the endpoint had spooled when `up` got here: the records a new endpoint found
+    left by its predecessor, or those an attached one could not send while LocalStack was down. So
+    `scones monitor` right after `up` counts every record captured before a crash."""
+    try:
+        status = _capture_status(endpoint_url)
+    except (OSError, ValueError) as error:
+        progress(f"capture: WARNING: cannot read the endpoint's capture status ({error})")
+        return
+    waiting = status.get("pending", 0)
+    if not waiting:
+        return
+    goal = status["written_records"] + waiting
+    progress(f"capture: waiting for the endpoint to upload {waiting} spooled records")
+    latest = status
+
+    def uploaded() -> bool:
+        nonlocal latest
+        try:
+            latest = _capture_status(endpoint_url)
+        except (OSError, ValueError):
+            return False
+        return latest["written_records"] >= goal
+
+    if not wait_until(uploaded, CAPTURE_UPLOAD_TIMEOUT_S, 0.1):
+        progress(f"capture: WARNING: the endpoint has not uploaded its {waiting} spooled records after "
+                 f"{CAPTURE_UPLOAD_TIMEOUT_S:.0f} s; they stay in {status.get('spool_dir')} and it keeps trying "
+                 f"(last error: {latest.get('last_error')})")
+        return
+    progress(f"capture: the endpoint uploaded the {waiting} spooled records")
 
 
 def _preload_deploy_code() -> None:
@@ -360,13 +408,29 @@ def dataset_parts(config: StackConfig) -> tuple[str, ...]:
 
 
 def _bucket_and_upload(session, config: StackConfig, progress: Progress):
-    """The bucket (always: data capture writes there), then the dataset unless upload_data is off."""
+    """The bucket (always: data capture writes there), the capture files S3 lost put back from the spool's
+    archive (LocalStack's free edition keeps no data across restarts), then the dataset unless upload_data is off."""
     from deploy.workflow import upload_dataset
 
     local_target.ensure_bucket(session, config.bucket)
+    restored = restore_capture(session, config, progress)
     if not config.upload_data:
-        return None
-    return upload_dataset(session, config.bucket, config.data_dir, progress=progress, parts=dataset_parts(config))
+        return None, restored
+    return (upload_dataset(session, config.bucket, config.data_dir, progress=progress, parts=dataset_parts(config)),
+            restored)
+
+
+def restore_capture(session, config: StackConfig, progress: Progress):
+    from local_model.capture import restore_uploaded
+
+    report = restore_uploaded(config.capture_spool_dir, session.client("s3"), buckets=[config.bucket])
+    if report.files:
+        progress(f"capture: restored {report.records} records in {report.files} files to s3://{config.bucket} "
+                 f"from {config.capture_spool_dir} in {report.seconds:.2f} s ({report.present} files were still there)")
+    if report.pending_files:
+        progress(f"capture: {report.pending_records} records in {report.pending_files} files not yet in S3 wait in "
+                 f"the spool; the endpoint uploads them")
+    return report
 
 
 COMPOSE_MANAGER = "docker compose"      # the record's "managed_by" when harness/compose/deploy.py wrote it

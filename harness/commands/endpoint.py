@@ -33,6 +33,10 @@ from local_model.server import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZ
               show_default=True, help="CaptureContentTypeHeader.JsonContentTypes (repeatable).")
 @click.option("--capture-flush-seconds", default=1.0, show_default=True, type=click.FloatRange(0.01),
               help="Longest a captured record waits in memory before its file is written.")
+@click.option("--capture-spool", "capture_spool", default=None, type=click.Path(file_okay=False),
+              envvar="SCONES_CAPTURE_SPOOL", show_envvar=True,
+              help="Folder where every captured record is written before the reply and kept after upload "
+                   "[default: <state dir>/capture-spool/<endpoint-name>].")
 @click.option("--inference-threads", default=2, show_default=True, type=click.IntRange(0),
               help="Threads running the handlers; 0 runs them on the event loop.")
 @click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
@@ -51,13 +55,14 @@ from local_model.server import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZ
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling, capture_modes, csv_types,
-          json_types, capture_flush_seconds, inference_threads, torch_threads, max_batch_size, max_batch_delay_ms,
+          json_types, capture_flush_seconds, capture_spool, inference_threads, torch_threads, max_batch_size, max_batch_delay_ms,
           http_impl, loop_impl, log_level):
     """Serve MODEL as the SageMaker endpoint ENDPOINT-NAME on http://HOST:PORT until Ctrl-C / SIGTERM.
 
     Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT. Data capture
     goes to S3 wherever AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL say; shutdown flushes it.
     """
+    from harness import settings as harness_settings
     from local_model.capture import CaptureConfig
     from local_model.server import EndpointSettings, serve as run_server
 
@@ -84,7 +89,8 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
         torch_threads=torch_threads,
         max_batch_size=max_batch_size,
         max_batch_delay_ms=max_batch_delay_ms,
-        capture_writer_options={"flush_interval_s": capture_flush_seconds},
+        capture_writer_options={"flush_interval_s": capture_flush_seconds,
+                                "spool_dir": capture_spool or harness_settings.state_dir() / "capture-spool" / endpoint_name},
     )
     click.echo(f"endpoint {endpoint_name} on http://{host}:{port} (model {model}, "
                f"capture {'to ' + capture_uri + f' at {sampling:g}%' if capture else 'off'}, "

@@ -44,7 +44,18 @@ def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, b
     except (stack.StackError, Exception) as error:  # noqa: BLE001 - one clear line, then the exit status
         raise click.ClickException(f"scones up failed: {error}") from error
     _print_record(record)
+    _print_restored(record)
     click.echo(f"ready in {record['up_seconds']:.1f} s; `scones run test/bicycle/<file>.png` to try it, `scones down` to stop")
+
+
+def _print_restored(record: dict) -> None:
+    """What `up` put back after LocalStack lost its data (a crash, or `down` + `up`): LocalStack keeps none."""
+    restored = record.get("capture_restored") or {}
+    dataset = record.get("dataset") or {}
+    if restored.get("files"):
+        click.echo(f"restored: {restored.get('records', 0)} capture records in {restored.get('files', 0)} files "
+                   f"from the spool ({restored.get('seconds', 0):.2f} s), {dataset.get('uploaded', 0)} staged "
+                   f"objects uploaded ({dataset.get('skipped', 0)} already there)")
 
 
 def _print_record(record: dict) -> None:
