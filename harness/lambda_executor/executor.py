@@ -1,237 +1,247 @@
-"""ProcessRuntimeExecutor: LocalStack's RuntimeExecutor with a local process where Docker had a container.
+"""ProcessRuntimeExecutor: LocalStack's RuntimeExecutor with a sandboxed local process where Docker had a container.
 
 LocalStack 4.14 creates one executor per execution environment and drives it:
 prepare_version (function created/updated) -> start(env) -> invoke(payload)* -> stop().
-The process (harness/lambda_runtime/bootstrap.py) gets the same environment variables a
-container would and talks to us over a socket pair we own (its protocol is described there).
-What it sends back resolves LocalStack's ExecutorEndpoint futures (startup, invocation, logs)
-exactly as LocalStack's HTTP callback routes would, so LocalStack's own bookkeeping (logs to
-CloudWatch, warm reuse, one environment per concurrent invoke) works unchanged, without two
-requests through LocalStack's gateway per invoke.
+Each environment is AWS's own Python runtime interface client (`python -m awslambdaric <handler>`,
+what AWS's Python base images run) on the function's own runtime interpreter, inside a sandbox laid
+out as AWS's (sandbox.py: private /tmp, read-only /var/task, layers at /opt, memory cgroup). It talks
+to a Lambda Runtime API served for it alone (runtime_api.py), so handler loading, marshalling,
+error shapes and log lines are AWS's code, not ours.
 
-What this class adds on top of the protocol:
-- the function's timeout: at the deadline the process group is killed and the invoke fails
-  with AWS's "Task timed out after N.NN seconds"; the next invoke starts a fresh process in
-  the same environment (AWS resets the sandbox the same way);
-- a process that dies mid-invoke or during start fails that invoke/start at once, with its
-  exit status, instead of leaving LocalStack waiting for 905 seconds.
+What this class adds, as the Lambda service does on AWS:
+- the init phase: 10 s at most (then, and after an init error or a crash during init, the next
+  invoke runs init again within the function's timeout: AWS's "suppressed init");
+- the function's timeout: at the deadline the sandbox is killed and the invoke fails with
+  "Task timed out after N.NN seconds"; the next invoke starts a fresh process;
+- a sandbox killed by the OOM killer fails with Runtime.OutOfMemory, any other exit with
+  Runtime.ExitError, at once, instead of leaving LocalStack waiting;
+- START / END / REPORT lines around each invocation's own output, for CloudWatch Logs.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
+from hashlib import sha256
 from pathlib import Path
 
-from localstack import config
 from localstack.aws.api.lambda_ import PackageType, RequestTooLargeException
-from localstack.services.lambda_.invocation.executor_endpoint import (
-    ExecutorEndpoint,
-    InvokeSendError,
-    StatusErrorException,
-)
 from localstack.services.lambda_.invocation.lambda_models import FunctionVersion, InvocationResult
 from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntimeException, RuntimeExecutor
 
-from harness.lambda_executor.names import PYTHONS_ENV
-from harness.lambda_runtime.bootstrap import CHANNEL_FD, PARENT_PID, read_frame, send_frame
+from harness.lambda_executor import sandbox
+from harness.lambda_executor.runtime_api import Invocation, RuntimeApiListener, RuntimeApiServer
+from harness.lambda_executor.runtimes import PYTHON_RUNTIMES, MissingInterpreter, interpreter_for
 
 LOG = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-BOOTSTRAP = Path(__file__).resolve().parent.parent / "lambda_runtime" / "bootstrap.py"
+INIT_TIMEOUT_S = 10.0  # AWS: "The Init phase is limited to 10 seconds"
 STOP_GRACE_S = 2.0
 SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
+RESPONSE_LIMIT = 6 * 1024 * 1024
 LOG_TAIL_BYTES = 64 * 1024
-INVOCATION_LOG_BYTES = 1024 * 1024  # the most of one invocation's own log quoted after a timeout or crash
+WORK_ROOT = Path(tempfile.gettempdir()) / "scones-lambda"
 
-
-# Time spent inside invoke() (invoke frame sent -> handler -> result frame read), for
-# attributing latency: GET /_scones/executor on LocalStack's port reports it.
+# Time spent inside invoke() (invocation handed out -> result back), for attributing latency:
+# GET /_scones/executor on LocalStack's port reports it.
 INVOKE_MS: deque[float] = deque(maxlen=2000)
-_counts = {"invokes": 0, "timeouts": 0, "resets": 0, "environments_started": 0}
+COLD_START_MS: deque[float] = deque(maxlen=500)
+_counts = {"invokes": 0, "timeouts": 0, "resets": 0, "environments_started": 0, "out_of_memory": 0}
+
+# Every sandbox is started from this one long-lived thread: bubblewrap's --die-with-parent (and
+# setpriv's --pdeathsig) fire when the *thread* that started the process ends, and LocalStack's
+# own threads come and go.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scones-lambda-spawn")
+
+
+def _percentile(values, fraction: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(fraction * (len(ordered) - 1) + 0.5))], 2) if ordered else None
 
 
 def stats() -> dict:
-    ordered = sorted(INVOKE_MS)
-
-    def percentile(fraction: float) -> float | None:
-        return round(ordered[min(len(ordered) - 1, int(fraction * (len(ordered) - 1) + 0.5))], 2) if ordered else None
-
-    return {**_counts, "recent_invoke_ms": {"n": len(ordered), "p50": percentile(0.5), "p95": percentile(0.95)}}
-
-
-def python_for_runtime(runtime: str | None) -> str:
-    """The interpreter for a Lambda runtime such as "python3.12": the manager's map, else ours."""
-    if not runtime or not runtime.startswith("python3"):
-        raise LambdaRuntimeException(
-            f"Runtime {runtime!r} is not supported by the scones process executor: only python3.x zip functions run here."
-        )
-    pythons = json.loads(os.environ.get(PYTHONS_ENV) or "{}")
-    interpreter = pythons.get(runtime)
-    if interpreter and os.access(interpreter, os.X_OK):
-        return interpreter
-    LOG.warning(
-        "No %s interpreter configured in $%s; running %s functions with LocalStack's own Python %d.%d",
-        runtime, PYTHONS_ENV, runtime, *sys.version_info[:2],
-    )
-    return sys.executable
+    return {**_counts,
+            "recent_invoke_ms": {"n": len(INVOKE_MS), "p50": _percentile(INVOKE_MS, 0.5),
+                                 "p95": _percentile(INVOKE_MS, 0.95)},
+            "cold_start_ms": {"n": len(COLD_START_MS), "p50": _percentile(COLD_START_MS, 0.5),
+                              "p95": _percentile(COLD_START_MS, 0.95)},
+            "sandbox": sandbox.capabilities().describe()}
 
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class ProcessRuntimeExecutor(RuntimeExecutor):
+def _error(request_id: str, error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {message}"}).encode()
+
+
+class _Incarnation:
+    """One process of the environment, from spawn to exit: how its init ended and its invoke in flight."""
+
+    def __init__(self, process: subprocess.Popen, started: float):
+        self.process = process
+        self.started = started
+        self.settled = threading.Event()      # init ended: ready, init error, exit or (set by us) timeout
+        self.ready = False
+        self.init_error: tuple[bytes, str | None] | None = None
+        self.init_ms: float | None = None
+        self.report_init = False
+        self.request_id = ""
+        self.result: Future | None = None
+
+
+class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
     def __init__(self, id: str, function_version: FunctionVersion) -> None:
         super().__init__(id=id, function_version=function_version)
-        self.executor_endpoint = ExecutorEndpoint(self.id, container_address=HOST, container_port=None)
         self.env_vars: dict[str, str] = {}
-        self.process: subprocess.Popen | None = None
-        self._channel: socket.socket | None = None  # our end of the socket pair with the process
-        self.work_dir = Path(tempfile.gettempdir()) / "scones-lambda" / f"{function_version.id.function_name}-{id}"
+        self.work_dir = WORK_ROOT / f"{function_version.id.function_name}-{id}"
         self.log_path = self.work_dir / "environment.log"
+        self._log_reader = None
+        self._api: RuntimeApiServer | None = None
+        self._cgroup: sandbox.MemoryCgroup | None = None
+        self._current: _Incarnation | None = None
         self._lock = threading.Lock()
         self._stopped = False
-        self._killing = False  # set while we kill the process on purpose: its exit is no crash
-        self._request_id = ""  # the invoke in flight, for the watcher's and the timeout's reports
+        self._pending_init_log = ""   # what init printed, for the first invocation's logs
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self, env_vars: dict[str, str]) -> None:
-        self.executor_endpoint.start()
         self.env_vars = {key: str(value) for key, value in env_vars.items()}
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "tmp").mkdir(exist_ok=True)
+        self.log_path.touch()
+        self._log_reader = open(self.log_path, "rb")
+        self._api = RuntimeApiServer(self, host=HOST).start()
+        caps = sandbox.capabilities()
+        if caps.memory_cgroup is not None:
+            try:
+                self._cgroup = sandbox.MemoryCgroup.create(
+                    caps.memory_cgroup, f"{self.function_version.id.function_name}-{self.id}",
+                    int(self.function_version.config.memory_size) * sandbox.MiB)
+            except OSError as exc:
+                LOG.warning("No memory cgroup for %s (%s): its memory size is not enforced", self.id, exc)
         _counts["environments_started"] += 1
-        self._spawn()
-        self.executor_endpoint.wait_for_startup()
+        incarnation = self._spawn()
+        if not incarnation.settled.wait(INIT_TIMEOUT_S):
+            # AWS ends an init phase after 10 s and runs init again inside the first invoke.
+            self._kill(incarnation, graceful=False)
+            self._pending_init_log = (self._read_new_logs()
+                                      + f"INIT_REPORT Init Duration: {INIT_TIMEOUT_S * 1000:.2f} ms\tPhase: init\tStatus: timeout\n")
+            return
+        if incarnation.ready:
+            incarnation.report_init = True
+            COLD_START_MS.append(incarnation.init_ms or 0.0)
+        # An init error or an exit during init: reported by the invoke that retries init, as on AWS.
 
     def stop(self) -> None:
         self._stopped = True
-        self._kill(graceful=True)
-        try:
-            self.executor_endpoint.shutdown()
-        except Exception as exc:  # already unregistered, or never started
-            LOG.debug("Error while stopping executor endpoint of %s: %s", self.id, exc)
-        self._close_channel()
-        # Its /tmp and its log go with it (errors already quoted the log's tail), so that
-        # thousands of short-lived environments leave nothing behind.
+        if self._current is not None:
+            self._kill(self._current, graceful=True)
+        if self._api is not None:
+            self._api.close()
+        if self._log_reader is not None:
+            self._log_reader.close()
+        if self._cgroup is not None:
+            self._cgroup.remove()
+        # Its /tmp and its log go with it (errors already quoted the log), so that thousands of
+        # short-lived environments leave nothing behind.
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def _spawn(self) -> None:
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        config = self.function_version.config
+        runtime = config.runtime
+        try:
+            interpreter = Path(interpreter_for(runtime))
+        except MissingInterpreter as exc:
+            raise LambdaRuntimeException(str(exc)) from None
         code_dir = self._code_dir()
-        self._killing = False
-        (self.work_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        self._close_channel()
-        channel, child_end = socket.socketpair()
-        self._channel = channel
+        layers_dir = _layers_dir(self.function_version)
+        caps = sandbox.capabilities()
+        version = PYTHON_RUNTIMES[runtime]
+        isolated = caps.isolated
+        task_root = sandbox.TASK_ROOT if isolated else str(code_dir)
+        opt = sandbox.LAYERS_ROOT if isolated else str(layers_dir or self.work_dir / "no-layers")
         env = dict(self.env_vars)
         env.update({
-            "LAMBDA_TASK_ROOT": str(code_dir),
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "AWS_LAMBDA_RUNTIME_API": self._api.address,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
+            "LAMBDA_TASK_ROOT": task_root,
+            "LAMBDA_RUNTIME_DIR": "/var/runtime",
+            "PATH": f"{interpreter.parent}:/usr/local/bin:/usr/bin:/bin:{opt}/bin",
+            "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{task_root}:{task_root}/lib:{opt}/lib",
+            "PYTHONPATH": sandbox.python_search_path(version).replace(sandbox.LAYERS_ROOT, opt),
             "LANG": "C.UTF-8",
-            "HOME": str(self.work_dir / "tmp"),
-            "TMPDIR": str(self.work_dir / "tmp"),
-            "PYTHONUNBUFFERED": "1",
+            "HOME": "/tmp" if isolated else str(self.work_dir / "tmp"),
             "PYTHONDONTWRITEBYTECODE": "1",
-            CHANNEL_FD: str(child_end.fileno()),
-            PARENT_PID: str(os.getpid()),
         })
-        interpreter = python_for_runtime(self.function_version.config.runtime)
-        with open(self.log_path, "ab") as log_file:
-            # -P: the bootstrap's folder must not shadow the function's modules; own process group
-            # so a timeout kills whatever the handler started too.
-            self.process = subprocess.Popen(
-                [interpreter, "-P", str(BOOTSTRAP)],
-                cwd=code_dir, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                pass_fds=(child_end.fileno(),), process_group=0,
-            )
-        child_end.close()
-        LOG.debug("Started execution environment %s of %s as PID %s (%s)",
-                  self.id, self.function_version.qualified_arn, self.process.pid, interpreter)
-        threading.Thread(target=self._watch, args=(self.process,), daemon=True,
+        if not isolated:
+            env["TMPDIR"] = str(self.work_dir / "tmp")
+        handler = env.get("_HANDLER", "")
+        runtime_command = [str(interpreter), "-m", "awslambdaric", handler]
+        if not isolated:
+            runtime_command = ["setpriv", "--pdeathsig", "KILL", "--", *runtime_command]
+        venv = interpreter.parent.parent
+        argv = sandbox.command(
+            runtime_command, code_dir=code_dir, tmp_dir=self.work_dir / "tmp", layers_dir=layers_dir,
+            ephemeral_bytes=int(config.ephemeral_storage.size) * sandbox.MiB, cgroup=self._cgroup,
+            keep_visible=[venv, *_base_prefixes(venv)])
+        return argv, env, code_dir
+
+    def _spawn(self) -> _Incarnation:
+        argv, env, code_dir = self._command()
+        if self._cgroup is not None:
+            self._cgroup.reset_peak()
+        started = time.perf_counter()
+
+        def popen() -> subprocess.Popen:
+            with open(self.log_path, "ab") as log_file:
+                # Own process group: a timeout kills whatever the handler started too.
+                return subprocess.Popen(argv, cwd=code_dir, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                        stderr=subprocess.STDOUT, process_group=0)
+
+        process = _SPAWNER.submit(popen).result()
+        incarnation = _Incarnation(process, started)
+        self._current = incarnation
+        LOG.debug("Started execution environment %s of %s as PID %s", self.id,
+                  self.function_version.qualified_arn, process.pid)
+        threading.Thread(target=self._watch, args=(incarnation,), daemon=True,
                          name=f"scones-lambda-watch-{self.id}").start()
-        threading.Thread(target=self._read_frames, args=(self.process, channel), daemon=True,
-                         name=f"scones-lambda-read-{self.id}").start()
-
-    def _close_channel(self) -> None:
-        if self._channel is not None:
-            try:  # wakes the reader thread now: close() alone waits for its makefile() to go
-                self._channel.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._channel.close()
-            self._channel = None
-
-    def _read_frames(self, process: subprocess.Popen, channel: socket.socket) -> None:
-        """What the process sends: "ready" resolves the startup future, a result the invocation future."""
-        try:
-            reader = channel.makefile("rb")
-            while (frame := read_frame(reader)) is not None:
-                header, body = frame
-                endpoint = self.executor_endpoint
-                if header.get("ready"):
-                    future = endpoint.startup_future
-                    if future is not None and not future.done():
-                        future.set_result(True)
-                    continue
-                future = endpoint.invocation_future
-                if process is not self.process or future is None or header["request_id"] != self._request_id:
-                    continue  # an answer to an invoke that already timed out
-                endpoint.logs = header["logs"]
-                try:
-                    future.set_result(InvocationResult(header["request_id"], body, is_error=not header["ok"],
-                                                       logs=header["logs"]))
-                except InvalidStateError:  # the deadline passed at the same moment: the timeout stands
-                    pass
-        except (OSError, ValueError):  # we closed the channel (stop, reset): the process is going away
-            pass
+        return incarnation
 
     def _code_dir(self) -> Path:
         if self.function_version.config.package_type != PackageType.Zip or not self.function_version.config.code:
             raise LambdaRuntimeException("Only zip-packaged functions run in the scones process executor.")
         return Path(self.function_version.config.code.get_unzipped_code_location())
 
-    def _watch(self, process: subprocess.Popen) -> None:
-        """Fail the pending start or invoke as soon as the process exits on its own."""
-        code = process.wait()
-        if self._stopped or self._killing or process is not self.process:
-            return
-        endpoint = self.executor_endpoint
-        message = f"Runtime exited with error: exit status {code}" if code >= 0 else f"Runtime exited with error: signal: {signal.Signals(-code).name.lower()}"
-        if endpoint.startup_future is not None and not endpoint.startup_future.done():
-            body = json.dumps({"errorType": "Runtime.ExitError", "errorMessage": f"{message}\n{self._log_tail(4096)}"})
-            try:
-                endpoint.startup_future.set_exception(StatusErrorException(message, payload=body.encode()))
-            except InvalidStateError:
-                pass
-            return
-        future = endpoint.invocation_future
+    def _watch(self, incarnation: _Incarnation) -> None:
+        """Settle a pending init or invoke as soon as the process exits on its own."""
+        code = incarnation.process.wait()
+        incarnation.settled.set()
+        future = incarnation.result
         if future is not None and not future.done():
-            request_id = self._request_id
-            body = {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {request_id} Error: {message}"}
-            logs = self._invocation_log(request_id) + f"END RequestId: {request_id}\n"
             try:
-                future.set_result(InvocationResult(request_id, json.dumps(body).encode(), is_error=True, logs=logs))
+                future.set_result(("exit", code))
             except InvalidStateError:
                 pass
 
-    def _kill(self, graceful: bool) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
+    def _kill(self, incarnation: _Incarnation, graceful: bool) -> None:
+        process = incarnation.process
+        if process.poll() is not None:
             return
-        self._killing = True
         try:
             os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
             process.wait(timeout=STOP_GRACE_S if graceful else 5)
@@ -241,97 +251,170 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         except ProcessLookupError:
             pass
 
-    def _restart(self) -> None:
-        """A fresh process in the same environment (after a timeout or a crash), like AWS's sandbox reset."""
-        _counts["resets"] += 1
-        self.executor_endpoint.startup_future = Future()
-        self._spawn()
+    # --- what the runtime says (Runtime API threads) ----------------------------------------
+
+    def on_next(self) -> None:
+        incarnation = self._current
+        if incarnation is not None and not incarnation.ready:
+            incarnation.init_ms = (time.perf_counter() - incarnation.started) * 1000
+            incarnation.ready = True
+            incarnation.settled.set()
+
+    def on_init_error(self, body: bytes, error_type: str | None) -> None:
+        incarnation = self._current
+        if incarnation is not None:
+            incarnation.init_error = (body, error_type)
+            incarnation.settled.set()
+
+    def on_response(self, request_id: str, body: bytes) -> None:
+        self._settle(request_id, ("response", body))
+
+    def on_error(self, request_id: str, body: bytes, error_type: str | None) -> None:
+        self._settle(request_id, ("error", body))
+
+    def _settle(self, request_id: str, outcome: tuple) -> None:
+        incarnation = self._current
+        if incarnation is None or incarnation.request_id != request_id or incarnation.result is None:
+            return  # an answer to an invoke that already timed out
         try:
-            self.executor_endpoint.startup_future.result(timeout=config.LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT)
-        except FutureTimeout:
-            self._kill(graceful=False)
-            raise LambdaRuntimeException(f"Execution environment {self.id} did not become ready again after a reset")
+            incarnation.result.set_result(outcome)
+        except InvalidStateError:  # the deadline passed at the same moment: the timeout stands
+            pass
 
     # --- invoking --------------------------------------------------------------------------
 
     def invoke(self, payload: dict[str, str]) -> InvocationResult:
-        if len(payload.get("payload") or "") > SYNC_REQUEST_LIMIT and len(payload["payload"].encode()) > SYNC_REQUEST_LIMIT:
+        event = payload.get("payload") or ""
+        if len(event) > SYNC_REQUEST_LIMIT and len(event.encode()) > SYNC_REQUEST_LIMIT:
             raise RequestTooLargeException(
                 f"Request must be smaller than {SYNC_REQUEST_LIMIT} bytes for the InvokeFunction operation")
         with self._lock:
-            if self.process is None or self.process.poll() is not None:
-                self._restart()
-            endpoint = self.executor_endpoint
-            future: Future[InvocationResult] = Future()
-            endpoint.invocation_future = future
-            endpoint.logs = None
-            self._request_id = payload["invoke-id"]
+            request_id = payload["invoke-id"]
             timeout_s = float(self.function_version.config.timeout)
-            deadline = time.monotonic() + timeout_s
             started = time.perf_counter()
+            deadline = time.monotonic() + timeout_s
             _counts["invokes"] += 1
+            logs = self._pending_init_log
+            self._pending_init_log = ""
+            incarnation = self._current
+            if incarnation is None or not incarnation.ready or incarnation.process.poll() is not None:
+                # AWS's suppressed init: init runs again inside this invoke, under its timeout.
+                if incarnation is not None:
+                    self._kill(incarnation, graceful=False)
+                    logs += self._read_new_logs()
+                _counts["resets"] += 1
+                incarnation = self._spawn()
+                incarnation.settled.wait(max(0.0, deadline - time.monotonic()))
+                if not incarnation.ready:
+                    return self._failed_init(incarnation, request_id, timeout_s, started, logs)
+            init_line = ""
+            if incarnation.report_init:  # the first invoke after a cold start reports its init phase
+                init_line = f"Init Duration: {incarnation.init_ms:.2f} ms\t"
+                incarnation.report_init = False
+            logs += self._read_new_logs() + f"START RequestId: {request_id} Version: {self._version()}\n"
+            future: Future = Future()
+            incarnation.request_id, incarnation.result = request_id, future
+            self._api.deliver(Invocation(
+                request_id=request_id, payload=event.encode(),
+                invoked_function_arn=payload.get("invoked-function-arn", ""),
+                deadline_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
+                trace_id=payload.get("trace-id") or ""))
             try:
-                send_frame(self._channel, payload)
-            except OSError as exc:
-                raise InvokeSendError(f"Execution environment {self.id} did not take the invoke: {exc}") from exc
-            try:
-                result = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                kind, value = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 _counts["timeouts"] += 1
-                return self._time_out(future, timeout_s)
-            INVOKE_MS.append((time.perf_counter() - started) * 1000)
-            return result
+                return self._time_out(incarnation, request_id, timeout_s, logs)
+            finally:
+                incarnation.result = None
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            INVOKE_MS.append(elapsed_ms)
+            logs += self._read_new_logs()
+            if kind == "exit":
+                return self._exited(incarnation, request_id, value, logs, elapsed_ms)
+            if kind == "response" and len(value) > RESPONSE_LIMIT:
+                value = json.dumps({
+                    "errorMessage": f"Response payload size exceeded maximum allowed payload size ({RESPONSE_LIMIT} bytes).",
+                    "errorType": "Function.ResponseSizeTooLarge"}).encode()
+                kind = "error"
+            logs += self._end_lines(request_id, elapsed_ms, init_line)
+            return InvocationResult(request_id, value, is_error=kind == "error", logs=logs)
 
-    def _time_out(self, future: Future, timeout_s: float) -> InvocationResult:
-        request_id = self._request_id
+    def _version(self) -> str:
+        return self.env_vars.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+
+    def _failed_init(self, incarnation: _Incarnation, request_id: str, timeout_s: float, started: float,
+                     logs: str) -> InvocationResult:
+        if incarnation.init_error is not None:
+            body, error_type = incarnation.init_error
+            try:  # the runtime exits after reporting: wait for the rest of what it printed
+                incarnation.process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self._kill(incarnation, graceful=False)
+            logs += self._read_new_logs()
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            logs += (f"INIT_REPORT Init Duration: {elapsed_ms:.2f} ms\tPhase: invoke\tStatus: error\t"
+                     f"Error Type: {error_type or 'Runtime.Unknown'}\n")
+            logs += f"START RequestId: {request_id} Version: {self._version()}\n" + self._end_lines(
+                request_id, elapsed_ms, "", status=f"Status: error\tError Type: {error_type or 'Runtime.Unknown'}\t")
+            return InvocationResult(request_id, body, is_error=True, logs=logs)
+        if incarnation.process.poll() is not None:
+            logs += f"START RequestId: {request_id} Version: {self._version()}\n"
+            return self._exited(incarnation, request_id, incarnation.process.returncode,
+                                logs + self._read_new_logs(), (time.perf_counter() - started) * 1000)
+        _counts["timeouts"] += 1
+        logs += f"START RequestId: {request_id} Version: {self._version()}\n"
+        return self._time_out(incarnation, request_id, timeout_s, logs)
+
+    def _exited(self, incarnation: _Incarnation, request_id: str, code: int, logs: str,
+                elapsed_ms: float) -> InvocationResult:
+        if code > 128 and sandbox.capabilities().isolated:
+            code = 128 - code  # bubblewrap exits with 128 + the signal that ended the sandboxed runtime
+        message = f"Runtime exited with error: exit status {code}" if code >= 0 \
+            else f"Runtime exited with error: signal: {signal.strsignal(-code).lower()}"  # as AWS's Go init: "killed"
+        error_type = "Runtime.ExitError"
+        if code == -signal.SIGKILL and self._cgroup is not None and self._cgroup.oom_kills() > 0:
+            error_type = "Runtime.OutOfMemory"
+            _counts["out_of_memory"] += 1
+        logs += f"{_now_iso()} {request_id} Error: {message}\n{error_type}\n"
+        logs += self._end_lines(request_id, elapsed_ms, "", status=f"Status: error\tError Type: {error_type}\t")
+        return InvocationResult(request_id, _error(request_id, error_type, message), is_error=True, logs=logs)
+
+    def _time_out(self, incarnation: _Incarnation, request_id: str, timeout_s: float, logs: str) -> InvocationResult:
         # Stop the handler first, so nothing it prints after the deadline sneaks into the logs.
-        self._kill(graceful=False)
-        logs = (
-            self._invocation_log(request_id)
-            + f"{_now_iso()} {request_id} Task timed out after {timeout_s:.2f} seconds\n"
-            + f"END RequestId: {request_id}\n"
-            + f"REPORT RequestId: {request_id}\tDuration: {timeout_s * 1000:.2f} ms\t"
-              f"Billed Duration: {int(timeout_s * 1000)} ms\t"
-              f"Memory Size: {self.function_version.config.memory_size} MB\tStatus: timeout\n"
-        )
-        body = {"errorType": "Sandbox.Timedout",
-                "errorMessage": f"RequestId: {request_id} Error: Task timed out after {timeout_s:.2f} seconds"}
-        result = InvocationResult(request_id, json.dumps(body).encode(), is_error=True, logs=logs)
-        try:
-            future.set_result(result)
-        except InvalidStateError:  # the answer came in right at the deadline: keep it
-            return future.result()
-        return result
+        self._kill(incarnation, graceful=False)
+        logs += (self._read_new_logs()
+                 + f"{_now_iso()} {request_id} Task timed out after {timeout_s:.2f} seconds\n"
+                 + self._end_lines(request_id, timeout_s * 1000, "", status="Status: timeout\t"))
+        return InvocationResult(request_id, _error(request_id, "Sandbox.Timedout",
+                                                   f"Task timed out after {timeout_s:.2f} seconds"),
+                                is_error=True, logs=logs)
+
+    def _end_lines(self, request_id: str, elapsed_ms: float, init_line: str, status: str = "") -> str:
+        memory_mb = int(self.function_version.config.memory_size)
+        peak = self._cgroup.peak_bytes() if self._cgroup is not None else None
+        used = f"Max Memory Used: {min(memory_mb, math.ceil(peak / sandbox.MiB))} MB\t" if peak else ""
+        init_ms = float(init_line.split()[2]) if init_line else 0.0
+        # Billed duration includes the init phase (AWS, since 2025-08-01, for on-demand functions).
+        return (f"END RequestId: {request_id}\n"
+                f"REPORT RequestId: {request_id}\tDuration: {elapsed_ms:.2f} ms\t"
+                f"Billed Duration: {math.ceil(elapsed_ms + init_ms)} ms\tMemory Size: {memory_mb} MB\t"
+                f"{used}{init_line}{status}\n")
 
     # --- logs ------------------------------------------------------------------------------
 
-    def _log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
+    def _read_new_logs(self) -> str:
+        """What the process wrote since the last read: everything it printed before it answered."""
+        if self._log_reader is None:
+            return ""
+        return self._log_reader.read().decode("utf-8", errors="replace")
 
-    def _log_since(self, offset: int) -> str:
+    def get_logs(self) -> str:
         try:
             with open(self.log_path, "rb") as log_file:
-                log_file.seek(offset)
+                log_file.seek(max(0, self.log_path.stat().st_size - LOG_TAIL_BYTES))
                 return log_file.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
-
-    def _log_tail(self, size: int) -> str:
-        return self._log_since(max(0, self._log_size() - size))
-
-    def _invocation_log(self, request_id: str) -> str:
-        """What the process logged since the bootstrap's START line of this invocation (for a timeout or a
-        crash, whose logs the process cannot send). Found afterwards rather than noting the log's size at
-        each invoke: that stat() on the invoke path gave up the GIL to whatever else ran."""
-        tail = self._log_tail(INVOCATION_LOG_BYTES)
-        start = tail.rfind(f"START RequestId: {request_id} ")
-        return tail[start:] if start >= 0 else tail
-
-    def get_logs(self) -> str:
-        return self._log_tail(LOG_TAIL_BYTES)
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -342,17 +425,21 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
         return HOST
 
     def get_runtime_endpoint(self) -> str:
-        return f"http://{HOST}:{config.GATEWAY_LISTEN[0].port}{self.executor_endpoint.get_endpoint_prefix()}"
+        return f"http://{self._api.address}" if self._api is not None else ""
 
     # --- versions --------------------------------------------------------------------------
 
     @classmethod
     def prepare_version(cls, function_version: FunctionVersion) -> None:
-        python_for_runtime(function_version.config.runtime)  # fail creation early for other runtimes
         if function_version.config.package_type != PackageType.Zip:
             raise LambdaRuntimeException("Container-image functions need Docker; the scones process executor runs zip functions.")
+        try:
+            interpreter_for(function_version.config.runtime)  # a missing interpreter fails the function now
+        except MissingInterpreter as exc:
+            raise LambdaRuntimeException(str(exc)) from None
         if function_version.config.code:
             function_version.config.code.prepare_for_execution()
+        _layers_dir(function_version)
 
     @classmethod
     def cleanup_version(cls, function_version: FunctionVersion) -> None:
@@ -360,4 +447,29 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
 
     @classmethod
     def validate_environment(cls) -> bool:
-        return BOOTSTRAP.exists()
+        return True
+
+
+def _layers_dir(function_version: FunctionVersion) -> Path | None:
+    """The function's layers merged in order (built once per set of layer versions), or None."""
+    layers = function_version.config.layers or []
+    if not layers:
+        return None
+    key = sha256("\n".join(layer.layer_version_arn for layer in layers).encode()).hexdigest()[:16]
+    folders = []
+    for layer in layers:
+        layer.code.prepare_for_execution()
+        folders.append(Path(layer.code.get_unzipped_code_location()))
+    return sandbox.merge_layers(folders, WORK_ROOT / "layers" / key)
+
+
+def _base_prefixes(venv: Path) -> list[Path]:
+    """The base interpreter's installation a venv runs on (pyvenv.cfg's `home` is its bin folder)."""
+    try:
+        for line in (venv / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                return [Path(value.strip()).parent]
+    except OSError:
+        pass
+    return []

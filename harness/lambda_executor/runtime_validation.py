@@ -1,0 +1,34 @@
+"""CreateFunction refuses the runtimes AWS no longer accepts (runtimes.BLOCKED_RUNTIMES), with AWS's error.
+
+LocalStack 4.14.0 accepts python3.8 for new functions (its deprecation list stops at python3.7);
+AWS answers InvalidParameterValueException. Pinned like our other patches: applied only to
+localstack-core 4.14.0, where `LambdaProvider._validate_runtime` was read.
+"""
+from __future__ import annotations
+
+from harness.lambda_executor import pinned
+from harness.lambda_executor.runtimes import BLOCKED_RUNTIMES, blocked_message
+
+SWITCH = "SCONES_LAMBDA_RUNTIME_VALIDATION"
+
+
+def apply() -> str | None:
+    """Install the check; None when active, else why not."""
+    reason = pinned.refusal(SWITCH, "Lambda runtime validation")
+    if reason:
+        return reason
+    from localstack.aws.api.lambda_ import InvalidParameterValueException
+    from localstack.services.lambda_.provider import LambdaProvider
+
+    original = LambdaProvider._validate_runtime
+    if getattr(original, "scones_patched", False):
+        return None
+
+    def validate_runtime(self, package_type, runtime):
+        if runtime in BLOCKED_RUNTIMES:
+            raise InvalidParameterValueException(blocked_message(runtime), Type="User")
+        return original(self, package_type, runtime)
+
+    validate_runtime.scones_patched = True
+    LambdaProvider._validate_runtime = validate_runtime
+    return None
