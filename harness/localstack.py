@@ -47,12 +47,13 @@ from harness.lambda_executor.names import (
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
 )
+from harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
 REQUIREMENTS = Path(__file__).resolve().parent / "localstack-requirements.txt"
 RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "lambda_runtime" / "requirements.txt"
-LAMBDA_PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtime AWS accepts today
 SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
@@ -87,7 +88,7 @@ def _usable(python: Path, version: str) -> bool:
 
 
 def find_python(version: str, explicit: str | os.PathLike | None = None) -> Path | None:
-    """A real (non-shim) interpreter for `version` such as "3.13": explicit, PATH, then pyenv's versions."""
+    """A real (non-shim) interpreter for `version` such as "3.13": explicit, PATH, pyenv's versions, uv's."""
     candidates: list[Path] = []
     if explicit:
         candidates.append(Path(explicit))
@@ -97,6 +98,8 @@ def find_python(version: str, explicit: str | os.PathLike | None = None) -> Path
         candidates.append(Path(on_path).resolve())
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     candidates += sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), key=_version_key, reverse=True)
+    uv_root = Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or Path.home() / ".local" / "share" / "uv" / "python")
+    candidates += sorted(uv_root.glob(f"cpython-{version}.*/bin/python{version}"), reverse=True)
     candidates += [Path(f"/usr/local/bin/python{version}"), Path(f"/usr/bin/python{version}")]
     for candidate in candidates:
         if candidate.exists() and _usable(candidate, version):
@@ -294,7 +297,7 @@ class LocalStack:
         else:
             _register_executor(self.python)  # cheap; repairs a removed .pth
         self.ensure_service_catalog(progress)
-        self.ensure_lambda_runtimes(progress)
+        self._ensure_lambda_runtimes(progress)
         return self.venv_dir
 
     def ensure_service_catalog(self, progress: bool = True) -> Path:
@@ -333,8 +336,9 @@ class LocalStack:
                 link.unlink(missing_ok=True)  # a dangling link from an older venv
                 link.symlink_to(catalog)
 
-    def ensure_lambda_runtimes(self, progress: bool = True) -> dict[str, str]:
-        """One venv per Python found among LAMBDA_PYTHON_VERSIONS, holding what AWS's runtime holds (boto3)."""
+    def _ensure_lambda_runtimes(self, progress: bool = True) -> dict[str, str]:
+        """One venv per Python found among LAMBDA_PYTHON_VERSIONS, holding what AWS's runtime holds
+        (awslambdaric and boto3). Called under ensure_venv's lock."""
         wanted = _digest(RUNTIME_REQUIREMENTS.read_text(), "v1")
         pythons: dict[str, str] = {}
         for version in LAMBDA_PYTHON_VERSIONS:
@@ -343,8 +347,8 @@ class LocalStack:
             if not (marker.exists() and marker.read_text() == wanted):
                 base = find_python(version, os.environ.get(settings.PYTHON313) if version == "3.13" else None)
                 if base is None:
-                    _print(progress, f"No Python {version} found: python{version} Lambda functions will run on "
-                                     "LocalStack's Python 3.13")
+                    _print(progress, f"No Python {version} found (PATH, pyenv, uv): python{version} Lambda "
+                                     "functions will fail to create, naming the missing interpreter")
                     continue
                 python = _make_venv(base, venv_dir)
                 _run_pip(python, ["-r", str(RUNTIME_REQUIREMENTS)], self.home / "pip.log",
