@@ -18,8 +18,9 @@ others are compared with; "cache" adds our pinned client cache (sfn_client_cache
 once (sfn_definition_cache.py); "default" (what harness/localstack.py starts) also starts no
 threads on the invoke path (lambda_threads.py). It also prints the
 stack's memory (LocalStack + environments) and the machine's load average.
-The executor's socket pair with its processes (instead of HTTP callbacks through LocalStack's
-gateway) is in every configuration; "executor share" shows what an invoke costs inside it.
+Every configuration runs today's executor (awslambdaric in a sandbox, a Runtime API per
+environment); "executor share" shows what an invoke costs inside it, and "cold invoke" the first
+invoke of each of --cold-starts new functions (an environment started for it).
 To compare with an older executor in the same run, export that commit's harness/ and name it:
     git archive 2e212d5 harness | tar -x -C /tmp/scones-before
     .venv/bin/python benchmarks/lambda_executor.py --baseline-checkout /tmp/scones-before
@@ -106,7 +107,7 @@ def _execute(sfn, machine: str, service: list[float] | None = None) -> float:
     return elapsed
 
 
-def measure(config: str, runs: int, warmup: int) -> dict:
+def measure(config: str, runs: int, warmup: int, cold_starts: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="scones-bench-") as home:
         instance = LocalStack(port=_free_port(), home=home, extra_env=CONFIGS[config])
         instance.ensure_venv(progress=True)
@@ -127,9 +128,16 @@ def measure(config: str, runs: int, warmup: int) -> dict:
             passes = sfn.create_state_machine(name="bench-pass", definition=_machine(None, 3), roleArn=ROLE)["stateMachineArn"]
             tasks = sfn.create_state_machine(name="bench-lambda", definition=_machine(arn, 3), roleArn=ROLE)["stateMachineArn"]
 
-            cold = time.perf_counter()
+            cold_ms = []
+            for index in range(cold_starts):  # a new function each: its first invoke starts an environment
+                name = f"bench-cold-{index}"
+                lambda_client.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE,
+                                              Handler="echo.handler", Code={"ZipFile": buffer.getvalue()})
+                lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+                cold = time.perf_counter()
+                lambda_client.invoke(FunctionName=name, Payload=b"{}")
+                cold_ms.append((time.perf_counter() - cold) * 1000)
             lambda_client.invoke(FunctionName="bench-echo", Payload=b"{}")
-            cold_ms = (time.perf_counter() - cold) * 1000
             for _ in range(warmup):
                 lambda_client.invoke(FunctionName="bench-echo", Payload=b"{}")
                 _execute(sfn, passes)
@@ -147,16 +155,18 @@ def measure(config: str, runs: int, warmup: int) -> dict:
                 executor_stats = json.loads(reply.read())
         finally:
             instance.stop()
-    return {"config": config, "ready_s": ready_s, "cold_invoke_ms": cold_ms, "invoke": invoke_ms,
+    return {"config": config, "ready_s": ready_s, "cold": cold_ms, "invoke": invoke_ms,
             "pass3": pass_ms, "lambda3": task_ms, "lambda3_service": task_service_ms, "memory_mb": memory,
             "load": os.getloadavg()[0],
-            "executor_p50_ms": executor_stats["recent_invoke_ms"]["p50"]}
+            "executor_p50_ms": executor_stats["recent_invoke_ms"]["p50"],
+            "init_p50_ms": (executor_stats.get("cold_start_ms") or {}).get("p50")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--cold-starts", type=int, default=10, help="new functions, each invoked once (default 10)")
     parser.add_argument("--configs", default="off,cache,memory,parse,default",
                         help=f"comma-separated among {', '.join(CONFIGS)}")
     parser.add_argument("--baseline-checkout", type=Path,
@@ -168,18 +178,20 @@ def main() -> None:
             raise SystemExit(f"{args.baseline_checkout} holds no harness/lambda_executor/executor.py")
         CONFIGS["checkout"] = {"PYTHONPATH": str(args.baseline_checkout.resolve()), "IN_MEMORY_CLIENT": "1"}
         configs.insert(0, "checkout")
-    results = [measure(config, args.runs, args.warmup) for config in configs]
+    results = [measure(config, args.runs, args.warmup, args.cold_starts) for config in configs]
 
     print(f"\n{args.runs} sequential runs each, milliseconds (p50 / p95); 'off' is LocalStack's own behaviour")
-    print(f"{'config':<10} {'ready s':>8} {'cold inv':>9} {'warm invoke':>14} {'3 Pass':>14} {'3 Lambda tasks':>16} "
+    print(f"{'config':<10} {'ready s':>8} {'cold invoke':>14} {'warm invoke':>14} {'3 Pass':>14} {'3 Lambda tasks':>16} "
           f"{'(service)':>16} {'RSS MB':>7} {'load':>5}")
     for result in results:
         row = [f"{_percentile(result[key], 0.5):6.1f} / {_percentile(result[key], 0.95):5.1f}"
-               for key in ("invoke", "pass3", "lambda3", "lambda3_service")]
-        print(f"{result['config']:<10} {result['ready_s']:8.1f} {result['cold_invoke_ms']:9.0f} {row[0]:>14} "
-              f"{row[1]:>14} {row[2]:>16} {row[3]:>16} {result['memory_mb']:7.0f} {result['load']:5.1f}")
-    print("executor share (invoke frame sent -> handler -> result frame read), p50 ms: "
+               for key in ("cold", "invoke", "pass3", "lambda3", "lambda3_service")]
+        print(f"{result['config']:<10} {result['ready_s']:8.1f} {row[0]:>14} {row[1]:>14} "
+              f"{row[2]:>14} {row[3]:>16} {row[4]:>16} {result['memory_mb']:7.0f} {result['load']:5.1f}")
+    print("executor share (invocation handed to the runtime -> its result back), p50 ms: "
           + ", ".join(f"{r['config']} {r['executor_p50_ms']}" for r in results))
+    print("environment init (process spawned -> runtime asks for its first invocation), p50 ms: "
+          + ", ".join(f"{r['config']} {r['init_p50_ms']}" for r in results))
     by_name = {r["config"]: r for r in results}
     # Each step against the one before it; the older checkout against today's default.
     pairs = [(before, after) for before, after in zip(("off", "cache", "memory", "parse"),

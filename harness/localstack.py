@@ -47,6 +47,7 @@ from harness.lambda_executor.names import (
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
 )
+from harness.lambda_executor import sandbox
 from harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 
 HOST = "127.0.0.1"
@@ -397,7 +398,7 @@ class LocalStack:
             # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
             "IN_MEMORY_CLIENT": "1",
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
-            **{key: os.environ[key] for key in PATCH_SWITCHES if key in os.environ},
+            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH) if key in os.environ},
         }
         env.update(self.extra_env)
         return env

@@ -192,8 +192,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             env["TMPDIR"] = str(self.work_dir / "tmp")
         handler = env.get("_HANDLER", "")
         runtime_command = [str(interpreter), "-m", "awslambdaric", handler]
-        if not isolated:
-            runtime_command = ["setpriv", "--pdeathsig", "KILL", "--", *runtime_command]
         venv = interpreter.parent.parent
         argv = sandbox.command(
             runtime_command, code_dir=code_dir, tmp_dir=self.work_dir / "tmp", layers_dir=layers_dir,

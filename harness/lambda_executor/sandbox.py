@@ -24,6 +24,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+SWITCH = "SCONES_LAMBDA_SANDBOX"   # "0": run environments as plain processes (e.g. to compare)
 TASK_ROOT = "/var/task"
 LAYERS_ROOT = "/opt"
 MiB = 1024 * 1024
@@ -53,7 +54,10 @@ class Capabilities:
 def capabilities() -> Capabilities:
     reasons = []
     bwrap = shutil.which("bwrap")
-    if bwrap is None:
+    if os.environ.get(SWITCH) == "0":
+        reasons.append(f"the sandbox is turned off ({SWITCH}=0)")
+        bwrap = None
+    elif bwrap is None:
         reasons.append("bubblewrap is not installed (Debian: apt-get install bubblewrap)")
     else:
         probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent", "true"],
@@ -201,8 +205,11 @@ def command(runtime_command: list[str], *, code_dir: Path, tmp_dir: Path, layers
     if cgroup is not None:
         # Join the cgroup before anything else runs, so every process of the sandbox is in it.
         argv += ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup.procs_file)]
-    argv += ["prlimit", f"--fsize={ephemeral_bytes}", "--"]
+    if shutil.which("prlimit"):
+        argv += ["prlimit", f"--fsize={ephemeral_bytes}", "--"]
     if caps.bwrap is None:
+        if shutil.which("setpriv"):  # the runtime must not outlive LocalStack (bubblewrap sees to that itself)
+            argv += ["setpriv", "--pdeathsig", "KILL", "--"]
         return argv + runtime_command
     argv += [caps.bwrap, "--die-with-parent", "--unshare-pid", "--ro-bind", "/", "/",
              "--dev", "/dev", "--proc", "/proc", "--bind", str(tmp_dir), "/tmp",
