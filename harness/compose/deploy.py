@@ -12,9 +12,11 @@ the URLs in the record are the host's too.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import urllib.request
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,6 +59,7 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
     session = local_target.local_session(localstack_url, endpoint_url)
     local_target.ensure_bucket(session, bucket)
     local_target.register_endpoint(localstack_url, endpoint_name, endpoint_url)
+    _report_lambda_sandbox(localstack_url, progress)
     resources = deploy_workflow(
         session,
         prefix=prefix,
@@ -97,6 +100,22 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
     }
     write_record(local_record_path(state), record)
     return record
+
+
+def _report_lambda_sandbox(localstack_url: str, progress) -> None:
+    """Say what the Lambda sandbox can enforce inside the LocalStack container (usually less than on
+    the host: Docker's default seccomp profile refuses the namespaces bubblewrap needs, and the
+    container's cgroup file system is read-only)."""
+    try:
+        with urllib.request.urlopen(f"{localstack_url}/_scones/executor", timeout=5) as reply:
+            described = json.loads(reply.read()).get("sandbox")
+    except (OSError, ValueError):
+        described = None
+    if described:
+        progress(f"lambda: {described}")
+        if "NO sandbox" in described or "NOT enforced" in described:
+            progress("WARNING: inside the LocalStack container, Lambda environments are less isolated than on "
+                     "AWS and than with `scones up` on the host (see the line above)")
 
 
 @click.command()
