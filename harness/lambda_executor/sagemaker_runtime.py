@@ -32,8 +32,7 @@ import re
 import threading
 from urllib.parse import quote, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from rolo import Request, route
 
 from localstack.aws.api import CommonServiceException, RequestContext
@@ -49,8 +48,8 @@ SERVICE = "sagemaker-runtime"
 FORWARDED_OPERATION = "InvokeEndpoint"
 # InvokeEndpoint's own limit is 60 s for the model's answer (botocore's default read timeout too);
 # past this the endpoint server is stuck, and the caller gets ServiceUnavailable instead of a hang.
-FORWARD_TIMEOUT_S = (5.0, 75.0)
-# SageMaker's EndpointName pattern (botocore/data/sagemaker/.../service-2.json, EndpointName).
+FORWARD_TIMEOUT = urllib3.Timeout(connect=5.0, read=75.0)
+# The EndpointName shape of botocore/data/sagemaker/*/service-2.json: at most 63, letters, digits, inner hyphens.
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept")
 
@@ -102,10 +101,9 @@ class InvokeEndpointForwarder:
 
     def __init__(self, registry: EndpointRegistry) -> None:
         self.registry = registry
-        self.session = requests.Session()
-        self.session.trust_env = False      # loopback: never through a proxy from the environment
-        # Many concurrent executions call one endpoint server: keep a connection for each.
-        self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
+        # Many concurrent executions call one endpoint server: keep a connection for each. No retries:
+        # the caller's botocore retries as it would against AWS. (urllib3 reads no proxy settings.)
+        self.http = urllib3.PoolManager(num_pools=8, maxsize=64, retries=False, timeout=FORWARD_TIMEOUT)
 
     def __call__(self, chain: HandlerChain, context: RequestContext, response: Response) -> None:
         if context.service is None or context.service.service_name != SERVICE or context.operation is None:
@@ -119,21 +117,21 @@ class InvokeEndpointForwarder:
             raise NotImplementedError(f"sagemaker-runtime {context.operation.name} is not emulated locally: "
                                       f"the endpoint server of {name} ({url}) answers {FORWARDED_OPERATION} only")
         reply = self._forward(context, name, url)
-        response.status_code = reply.status_code
-        response.data = reply.content
+        response.status_code = reply.status
+        response.data = reply.data
         response.headers.pop("Content-Type", None)   # werkzeug's default; the endpoint's own (if any) follows
         for key, value in reply.headers.items():
             if _passes(key, ("content-type",)):
                 response.headers[key] = value
         chain.stop()
 
-    def _forward(self, context: RequestContext, name: str, url: str) -> requests.Response:
+    def _forward(self, context: RequestContext, name: str, url: str) -> urllib3.BaseHTTPResponse:
         request = context.request
         headers = {key: value for key, value in request.headers.items() if _passes(key, FORWARDED_REQUEST_HEADERS)}
         try:
-            reply = self.session.post(f"{url}/endpoints/{quote(name, safe='')}/invocations",
-                                      data=request.get_data(), headers=headers, timeout=FORWARD_TIMEOUT_S)
-        except requests.RequestException as error:
+            reply = self.http.request("POST", f"{url}/endpoints/{quote(name, safe='')}/invocations",
+                                      body=request.get_data(), headers=headers)
+        except urllib3.exceptions.HTTPError as error:
             raise CommonServiceException(
                 "ServiceUnavailable",
                 f"Endpoint {name} is served by {url} (as registered at {SAGEMAKER_ENDPOINTS_PATH}), "
