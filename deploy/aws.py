@@ -9,6 +9,7 @@ Steps, each idempotent and recorded as soon as it is done (deploy/record.py):
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionError as BotocoreConnectionError, HTTPClientError
 
 from deploy import iam as iam_roles
 from deploy import record as records
@@ -43,6 +46,14 @@ TRAINERS = ("pytorch", "builtin")
 FAKE_SECRETS = {"test", "testing", "foobar", "foobarkey", "foobarsecret", "fake", "mock", "dummy", "localstack", "secret"}
 ACCESS_KEY_PATTERN = re.compile(r"(AKIA|ASIA)[A-Z2-7]{16}")
 STEPS = ("bucket", "roles", "model", "endpoint", "workflow")
+# Every service a deploy or destroy calls; each one's endpoint is checked before the first call.
+SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs")
+LOCAL_HOSTNAMES = ("localhost", "host.docker.internal")
+# botocore's errors for an endpoint it could not reach or that did not answer (DNS, refused, proxy, TLS, timeouts).
+UNREACHABLE_ERRORS = (BotocoreConnectionError, HTTPClientError)
+# A plan is a preview: offline it should say so within seconds, not after the default retries and timeouts.
+PLAN_PROBE_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 2})
+UNKNOWN_ACCOUNT = "<account>"
 
 
 class Refusal(DeployError):
@@ -94,7 +105,7 @@ class Context:
 
     session: boto3.Session
     region: str
-    account_id: str
+    account_id: str            # UNKNOWN_ACCOUNT in a plan made while AWS could not be reached
     partition: str
     bucket: str
 
@@ -112,10 +123,39 @@ def looks_fake(access_key: str, secret_key: str) -> str | None:
     return None
 
 
+def is_local_endpoint(url: str) -> bool:
+    """An endpoint on this machine or a private network (an emulator such as LocalStack), not AWS."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if host in LOCAL_HOSTNAMES or host.endswith(".localhost") or "localstack" in host:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
+
+
+def check_endpoints(session: boto3.Session, region: str) -> None:
+    """Refuse when any client of this session would reach a local endpoint instead of AWS.
+
+    botocore itself resolves the endpoint each client will use (AWS_ENDPOINT_URL and
+    AWS_ENDPOINT_URL_<SERVICE>, the profile's endpoint_url and its `services` section, and
+    AWS_IGNORE_CONFIGURED_ENDPOINT_URLS), so the guard judges what the deploy would really call.
+    """
+    local = {service: url for service in SERVICES
+             if is_local_endpoint(url := session.client(service, region_name=region).meta.endpoint_url)}
+    if local:
+        where = ", ".join(f"{service} -> {url}" for service, url in local.items())
+        profile = session.profile_name or "default"
+        raise Refusal(
+            f"this session's AWS calls would go to a local endpoint ({where}), not to AWS: it comes from "
+            f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> or from endpoint_url in profile {profile!r} (or its "
+            f"services section) of the AWS config file; unset it, or set AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true, "
+            f"to deploy to AWS"
+        )
+
+
 def check_credentials(session: boto3.Session) -> None:
-    overrides = sorted(name for name in os.environ if name == "AWS_ENDPOINT_URL" or name.startswith("AWS_ENDPOINT_URL_"))
-    if overrides:
-        raise Refusal(f"{', '.join(overrides)} set: these send AWS calls to a local emulator; unset them to deploy to AWS")
     credentials = session.get_credentials()
     if credentials is None:
         raise Refusal(
@@ -135,9 +175,9 @@ def resolve_region(session: boto3.Session, explicit: str | None) -> str:
     return region
 
 
-def caller_account(session: boto3.Session, region: str) -> str:
+def caller_account(session: boto3.Session, region: str, config: Config | None = None) -> str:
     try:
-        return session.client("sts", region_name=region).get_caller_identity()["Account"]
+        return session.client("sts", region_name=region, config=config).get_caller_identity()["Account"]
     except ClientError as error:
         raise Refusal(f"AWS rejected these credentials ({error.response['Error'].get('Message', error)})") from error
 
@@ -164,13 +204,14 @@ def bucket_state(s3, bucket: str, account_id: str) -> str:
         raise
 
 
-def settle_context(session: boto3.Session, options: DeployOptions) -> Context:
+def settle_context(session: boto3.Session, options: DeployOptions, account: Callable[[str], str] | None = None) -> Context:
     check_credentials(session)
     region = resolve_region(session, options.region)
     if session.region_name and session.region_name != region:
         # Every client comes from the session; one region for all of them keeps the deploy in one place.
         raise Refusal(f"region {region} was asked for, but the session is for {session.region_name}: set one region")
-    account_id = caller_account(session, region)
+    check_endpoints(session, region)
+    account_id = (account or (lambda region_name: caller_account(session, region_name)))(region)
     bucket = options.bucket or default_bucket(options.prefix, region, account_id)
     return Context(session, region, account_id, iam_roles.partition_for(region), bucket)
 
@@ -255,22 +296,42 @@ def _open_record(path: Path, context: Context, options: DeployOptions) -> dict:
 
 
 def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[str]:
-    """What a deploy would do, in words; creates nothing (reads STS, S3 and the record)."""
+    """What a deploy would do, in words; creates nothing (reads STS, S3 and the record).
+
+    Offline (AWS unreachable) the plan is still made, from the options and the record alone,
+    with the account shown as unknown and the bucket not checked.
+    """
     session = session or make_session(options)
-    context = settle_context(session, options)
+    unreachable: list[str] = []
+
+    def account_or_unknown(region: str) -> str:
+        try:
+            return caller_account(session, region, PLAN_PROBE_CONFIG)
+        except UNREACHABLE_ERRORS as error:
+            unreachable.append(str(error))
+            return UNKNOWN_ACCOUNT
+
+    context = settle_context(session, options, account=account_or_unknown)
     if options.trainer not in TRAINERS:
         raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
     path = records.record_path(options.state_dir)
     existing = records.load_record(path)
-    state = bucket_state(session.client("s3", region_name=context.region), context.bucket, context.account_id)
+    if unreachable:
+        bucket_action = "create or reuse (not checked: AWS unreachable)"
+    else:
+        state = bucket_state(session.client("s3", region_name=context.region, config=PLAN_PROBE_CONFIG),
+                             context.bucket, context.account_id)
+        bucket_action = "reuse" if state == "ours" else "create"
     data = settings.data_dir(options.data_dir)
     files = dataset_files(data)
     names = iam_roles.role_names(options.prefix)
     endpoint = options.resolved_endpoint_name()
+    account = (f"account unknown (AWS unreachable: {unreachable[0]}; the plan below is not checked against AWS)"
+               if unreachable else f"account {context.account_id}")
     lines = [
-        f"account {context.account_id}, region {context.region}, prefix {options.prefix}",
+        f"{account}, region {context.region}, prefix {options.prefix}",
         f"record {path}" + (f" (resuming; steps done: {', '.join(existing.get('steps_done') or []) or 'none'})" if existing else " (new)"),
-        f"1. bucket s3://{context.bucket}: {'reuse' if state == 'ours' else 'create'}; upload {len(files)} objects from {data} (unchanged ones skipped)",
+        f"1. bucket s3://{context.bucket}: {bucket_action}; upload {len(files)} objects from {data} (unchanged ones skipped)",
         f"2. IAM roles {names['sagemaker']}, {names['lambda']}, {names['states']} (inline policies scoped to this deploy)",
     ]
     recorded_job = ((existing or {}).get("resources") or {}).get("training_job")
@@ -486,6 +547,7 @@ def destroy(
     session = session or boto3.Session(region_name=record["region"], profile_name=record.get("profile"))
     check_credentials(session)
     region = record["region"]
+    check_endpoints(session, region)
     account_id = caller_account(session, region)
     if account_id != record["account_id"]:
         raise Refusal(f"these credentials are for account {account_id}, but {path} records account {record['account_id']}")

@@ -6,6 +6,9 @@ SageMaker-compatible endpoint server on this machine.
 """
 from __future__ import annotations
 
+import os
+from typing import Mapping
+
 import boto3
 from botocore.exceptions import ClientError
 
@@ -76,14 +79,22 @@ def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: 
         raise EndpointRegistrationError(f"could not register endpoint {endpoint_name} with LocalStack at {localstack}: {error}") from error
 
 
-def endpoint_server_environment(localstack: str) -> dict[str, str]:
-    """Environment for the endpoint server, so its capture writer puts records in LocalStack's S3."""
-    return {
+def endpoint_server_environment(localstack: str, inherited: Mapping[str, str] = os.environ) -> dict[str, str | None]:
+    """Environment for the endpoint server, so its capture writer puts records in LocalStack's S3.
+
+    Only local credentials: every other AWS_* setting of the caller (a session token, a profile, endpoints)
+    is unset (None), and no AWS config or credentials file is read, so nothing real can leak into a
+    process that talks to local services.
+    """
+    local = {
         "AWS_ENDPOINT_URL_S3": localstack,
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
         "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
+    return {**{name: None for name in inherited if name.startswith("AWS_")}, **local}
 
 
 class EndpointSession(boto3.Session):

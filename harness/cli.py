@@ -2,10 +2,15 @@
 
 Subcommands are imported only when invoked, so `scones status` never pays for importing torch.
 Each entry maps a command name to "module:attribute" of a click command.
+
+The group is the CLI's one error boundary: an error no command handled itself becomes one line
+that names what failed and what to do, with exit status 1; `scones --debug CMD` (or
+SCONES_DEBUG=1) lets the traceback through instead.
 """
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -23,6 +28,50 @@ COMMANDS = {
     "monitor": "harness.commands.monitoring:monitor",
     "report": "harness.commands.monitoring:report",
 }
+DEBUG_ENV = "SCONES_DEBUG"
+LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `scones up` starts or repairs it"
+AWS_HINT = "check the network and the region; `scones deploy --target aws --dry-run` plans without reaching AWS"
+
+
+def describe(error: Exception) -> str:
+    """One line for an error no command handled: what failed, and what to do about it."""
+    from harness.stack import StackError
+    from harness.targets import TargetNotFound
+
+    if isinstance(error, (TargetNotFound, StackError)):
+        return str(error)
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        boto = None
+    if boto is not None and isinstance(error, boto.BotoCoreError | boto.ClientError):
+        return _describe_aws(error, boto)
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.strerror or error}: {error.filename}"
+    return f"unexpected {type(error).__name__}: {error} (`scones --debug ...` shows the traceback)"
+
+
+def _describe_aws(error, boto) -> str:
+    from deploy.aws import UNREACHABLE_ERRORS, is_local_endpoint
+
+    if isinstance(error, boto.ProxyConnectionError):
+        return (f"AWS cannot be reached: the proxy {error.kwargs.get('proxy_url')} refused the connection "
+                f"(ProxyConnectionError): check HTTPS_PROXY / HTTP_PROXY / NO_PROXY; {AWS_HINT}")
+    if isinstance(error, UNREACHABLE_ERRORS):
+        url = error.kwargs.get("endpoint_url") or ""
+        what = f"could not reach {url} ({type(error).__name__})" if url else f"{type(error).__name__}: {error}"
+        if url and is_local_endpoint(url):
+            return f"{what}: {LOCAL_HINT}"
+        return f"AWS cannot be reached: {what}: {AWS_HINT}"
+    if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return (f"{error}: set AWS_PROFILE (or --profile) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "or run `aws configure` / `aws sso login`")
+    if isinstance(error, boto.NoRegionError):
+        return f"{error}: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION"
+    if isinstance(error, boto.ClientError):
+        details = error.response.get("Error", {})
+        return f"{error.operation_name} failed: {details.get('Code', 'error')}: {details.get('Message', error)}"
+    return f"{type(error).__name__}: {error}"
 
 
 class LazyGroup(click.Group):
@@ -36,7 +85,18 @@ class LazyGroup(click.Group):
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            raise click.ClickException(f"scones {ctx.invoked_subcommand} failed: {describe(error)}") from error
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("--debug", is_flag=True, help=f"Show the traceback of an unexpected error (or set {DEBUG_ENV}=1).")
+def main(debug: bool) -> None:
     """Scones: develop, test and ship the bicycle/motorcycle SageMaker workflow locally, then on AWS."""

@@ -57,7 +57,7 @@ class EndpointServer:
     # in the server's environment, else the server's defaults.
     max_batch_size: int | None = None
     max_batch_delay_ms: float | None = None
-    env: dict[str, str] = field(default_factory=dict)   # extra environment for a subprocess
+    env: dict[str, str | None] = field(default_factory=dict)   # extra environment for a subprocess; None unsets
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
     # Where capture records are spooled before upload and archived after (local_model/capture.py);
@@ -144,7 +144,8 @@ class EndpointServer:
             self.log_path = log_dir / f"{self.endpoint_name}-{self.port}.log"
         log_file = open(self.log_path, "ab")
         self._process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            command, stdout=log_file, stderr=subprocess.STDOUT,
+            env={name: value for name, value in {**os.environ, **self.env}.items() if value is not None},
             cwd=str(harness_settings.PROJECT_ROOT),
         )
         log_file.close()

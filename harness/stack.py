@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,48 @@ CAPTURE_UPLOAD_TIMEOUT_S = 60.0
 
 class StackError(RuntimeError):
     """The local stack could not be brought up or down; the message says which part and why."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class StopSignal(BaseException):
+    """SIGTERM or SIGHUP reached `up`. A BaseException, like KeyboardInterrupt, so that nothing on the
+    way out swallows it. `stack_left_up`: it came after the stack was complete and recorded."""
+
+    def __init__(self, signum: int, stack_left_up: bool = False):
+        self.signum, self.stack_left_up = signum, stack_left_up
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class _StopSignals:
+    """While armed, SIGTERM and SIGHUP raise StopSignal in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so `up` stops what it started; disarmed (the stack is complete), they wait.
+
+    Signals the caller ignores (nohup's SIGHUP) stay ignored; outside the main thread Python
+    cannot install handlers, and nothing changes.
+    """
+
+    def __init__(self):
+        self.armed, self.pending, self._previous = True, None, {}
+
+    def _handle(self, signum, frame):
+        if not self.armed:
+            self.pending = self.pending or signum
+            return
+        self.armed = False          # a second signal must not cut the cleanup short
+        raise StopSignal(signum)
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 @dataclass
@@ -227,12 +270,15 @@ def up(config: StackConfig, progress: Progress = print) -> dict[str, Any]:
     """
     import fcntl
 
-    with open(config.local_dir / "up.lock", "w") as lock:
+    with open(config.local_dir / "up.lock", "w") as lock, _StopSignals() as signals:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _up(config, progress)
+        record = _up(config, progress, signals)
+    if signals.pending:
+        raise StopSignal(signals.pending, stack_left_up=True)
+    return record
 
 
-def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
+def _up(config: StackConfig, progress: Progress, signals: _StopSignals | None = None) -> dict[str, Any]:
     started_at = time.perf_counter()
     report = progress
     progress = lambda message: report(f"[{time.perf_counter() - started_at:5.1f} s] {message}")  # noqa: E731
@@ -243,24 +289,24 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
     # The endpoint server takes seconds to import torch: start it first, then LocalStack beside it.
     model_dir = resolve_model(config, progress)
     endpoint_process = None
+    localstack_started_here = False
     old_endpoint = previous.get("endpoint") or {}
     endpoint_attached = (pid_alive(old_endpoint.get("pid")) and old_endpoint.get("port") == config.endpoint_port
                          and old_endpoint.get("model_dir") == str(model_dir)
                          and old_endpoint.get("name") == config.endpoint_name
                          and old_endpoint.get("capture_s3_uri") == local_target.capture_s3_uri(config.bucket)
                          and _answers("endpoint", config.endpoint_url))
-    if not endpoint_attached:
-        if pid_alive(old_endpoint.get("pid")):
-            progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}): its model, name, port or "
-                     "capture destination changed")
-            terminate(old_endpoint["pid"])
-        endpoint_process = start_endpoint_server(config, model_dir)
-        progress(f"endpoint: starting {config.endpoint_name} on {config.endpoint_url} (pid {endpoint_process.pid})")
-    else:
-        progress(f"endpoint: attached to {config.endpoint_name} on {config.endpoint_url} (pid {old_endpoint['pid']})")
-
-    localstack_started_here = False
     try:
+        if not endpoint_attached:
+            if pid_alive(old_endpoint.get("pid")):
+                progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}): its model, name, port or "
+                         "capture destination changed")
+                terminate(old_endpoint["pid"])
+            endpoint_process = start_endpoint_server(config, model_dir)
+            progress(f"endpoint: starting {config.endpoint_name} on {config.endpoint_url} (pid {endpoint_process.pid})")
+        else:
+            progress(f"endpoint: attached to {config.endpoint_name} on {config.endpoint_url} (pid {old_endpoint['pid']})")
+
         old_localstack = previous.get("localstack") or {}
         running_pid = localstack.pid()   # from LocalStack's own pidfile under this state dir
         localstack_attached = _answers("localstack", config.localstack_url) and (
@@ -305,6 +351,8 @@ def _up(config: StackConfig, progress: Progress) -> dict[str, Any]:
         if localstack_started_here:
             localstack.stop()
         raise
+    if signals is not None:
+        signals.armed = False   # complete: a signal now waits until the record is written
 
     endpoint_pid = endpoint_process.pid if endpoint_process else old_endpoint.get("pid")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -441,28 +489,50 @@ def managed_by_compose(record: dict | None) -> bool:
     return bool(record) and record.get("managed_by") == COMPOSE_MANAGER
 
 
-def _answers(part: str, url: str | None) -> bool:
-    """LocalStack's health check or the endpoint's /ping replies 200."""
+HEALTH_PATHS = {"localstack": "/_localstack/health", "endpoint": "/ping"}
+HEALTH_TIMEOUT_S = 2.0   # a live process that cannot answer in this long (stopped, hung) is unhealthy
+
+
+def health_problem(part: str, url: str | None, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
+    """None when LocalStack's health route or the endpoint's /ping replies 200 within `timeout`, else why not."""
+    import urllib.error
     import urllib.request
 
     if not url:
-        return False
-    path = "/_localstack/health" if part == "localstack" else "/ping"
+        return "no URL recorded"
+    probe = f"{url}{HEALTH_PATHS[part]}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
     try:
-        with urllib.request.urlopen(f"{url}{path}", timeout=1) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
+        with opener.open(probe, timeout=timeout) as reply:
+            return None if reply.status == 200 else f"{probe} answered HTTP {reply.status}"
+    except urllib.error.HTTPError as error:
+        return f"{probe} answered HTTP {error.code}"
+    except OSError as error:
+        reason = getattr(error, "reason", error)   # URLError wraps the socket's error
+        if isinstance(reason, TimeoutError):
+            return f"{probe} did not answer within {timeout:g} s (a stopped or hung process?)"
+        return f"{probe} failed: {reason}"
+
+
+def _answers(part: str, url: str | None, timeout: float = 1.0) -> bool:
+    return health_problem(part, url, timeout) is None
+
+
+def _health(parts: dict[str, dict]) -> dict[str, str | None]:
+    """Each part's health_problem, probed side by side so that status takes one deadline, not two."""
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="scones-health") as pool:
+        futures = {name: pool.submit(health_problem, name, part.get("url")) for name, part in parts.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _compose_status(record: dict, path: Path) -> dict[str, Any]:
     """A compose stack's processes live in containers: no pids to check, only what answers on its ports."""
-    parts = {}
-    for name in ("localstack", "endpoint"):
-        part = record.get(name) or {}
+    parts = {name: record.get(name) or {} for name in HEALTH_PATHS}
+    problems = _health(parts)
+    for name, part in parts.items():
         port = part.get("port")
         parts[name] = {**part, "alive": None, "listening": bool(port) and port_open(port),
-                       "answers": _answers(name, part.get("url"))}
+                       "answers": problems[name] is None, "problem": problems[name]}
     return {
         "up": all(part["answers"] for part in parts.values()),
         "managed_by": COMPOSE_MANAGER,
@@ -475,7 +545,7 @@ def _compose_status(record: dict, path: Path) -> dict[str, Any]:
 
 
 def status(state_dir=None) -> dict[str, Any]:
-    """What the record says, and what is actually alive now."""
+    """What the record says, what is alive now, and whether each part answers its health check in time."""
     path = local_record_path(state_dir)
     record = read_record(path)
     if record is None:
@@ -492,8 +562,13 @@ def status(state_dir=None) -> dict[str, Any]:
         "endpoint": {**endpoint, "alive": pid_alive(endpoint.get("pid")),
                      "listening": bool(ep_port) and port_open(ep_port)},
     }
+    # A process that lives and listens may still not answer (stopped with SIGSTOP, hung): probe each one.
+    problems = _health(parts)
+    for name, part in parts.items():
+        part["healthy"] = part["alive"] and part["listening"] and problems[name] is None
+        part["problem"] = problems[name] if part["alive"] else "process not running"
     return {
-        "up": all(part["alive"] and part["listening"] for part in parts.values()),
+        "up": all(part["healthy"] for part in parts.values()),
         "record": record,
         "record_path": str(path),
         "parts": parts,

@@ -299,8 +299,89 @@ def test_refuses_local_fake_credentials(options, moto_aws, access_key, secret):
 
 def test_refuses_endpoint_overrides(options, session, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    with pytest.raises(Refusal, match="AWS_ENDPOINT_URL set"):
+    with pytest.raises(Refusal, match=r"local endpoint \(sts -> http://127.0.0.1:4566.*AWS_ENDPOINT_URL"):
         aws.deploy(options, session=session)
+
+
+def test_refuses_a_service_endpoint_override_to_localstack(options, session, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", "https://localhost.localstack.cloud:4566")
+    with pytest.raises(Refusal, match=r"sagemaker -> https://localhost.localstack.cloud:4566") as refused:
+        aws.deploy(options, session=session)
+    assert "sts ->" not in str(refused.value)   # only the service that really goes there
+
+
+def aws_config(tmp_path, monkeypatch, text: str) -> None:
+    """An AWS config file (and no credentials file) for botocore to read, as `aws configure` writes it."""
+    path = tmp_path / "aws-config"
+    path.write_text(text)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(path))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    # moto's fake AWS_ACCESS_KEY_ID stays set: a profile named explicitly takes its keys from the file.
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def profile_with_real_looking_key(name: str, extra: str = "") -> str:
+    return (f"[profile {name}]\nregion = {REGION}\naws_access_key_id = {realistic_key()}\n"
+            f"aws_secret_access_key = {'s' * 40}\n{extra}")
+
+
+def test_refuses_a_profile_whose_endpoint_url_is_local(options, tmp_path, moto_aws, monkeypatch):
+    """Issue 12: a profile with `endpoint_url = http://127.0.0.1:4566` and an AKIA-shaped fake key planned a
+    deploy for account 000000000000. botocore sends every client of that profile there (the "configured
+    endpoints" of the AWS SDKs: https://docs.aws.amazon.com/sdkref/latest/guide/feature-ss-endpoints.html)."""
+    from harness.cli import main
+
+    aws_config(tmp_path, monkeypatch, profile_with_real_looking_key("emulator", "endpoint_url = http://127.0.0.1:4566\n"))
+    options.profile = "emulator"
+    with pytest.raises(Refusal, match=r"sts -> http://127.0.0.1:4566.*profile 'emulator'"):
+        aws.plan(options)
+    with pytest.raises(Refusal, match="local endpoint"):
+        aws.deploy(options)
+    assert records.load_record(records.record_path(options.state_dir)) is None
+
+    result = CliRunner().invoke(main, ["deploy", "--target", "aws", "--profile", "emulator", "--dry-run",
+                                       "--data", str(options.data_dir), "--state-dir", str(options.state_dir)])
+    assert result.exit_code == 1 and "refused: this session's AWS calls would go to a local endpoint" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_refuses_a_local_endpoint_in_the_profiles_services_section(options, tmp_path, moto_aws, monkeypatch):
+    aws_config(tmp_path, monkeypatch, profile_with_real_looking_key("team", "services = emulated\n")
+               + "[services emulated]\ns3 =\n  endpoint_url = http://localhost:4566\n")
+    options.profile = "team"
+    with pytest.raises(Refusal, match=r"\(s3 -> http://localhost:4566\)"):
+        aws.plan(options)
+
+
+def test_configured_endpoints_that_botocore_is_told_to_ignore_are_not_refused(options, tmp_path, moto_aws, monkeypatch):
+    """AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true makes botocore ignore them: the guard judges what botocore does."""
+    aws_config(tmp_path, monkeypatch, profile_with_real_looking_key("emulator", "endpoint_url = http://127.0.0.1:4566\n"))
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    options.profile = "emulator"
+    assert aws.plan(options)[0].startswith(f"account {ACCOUNT}, region {REGION}")
+
+
+@pytest.mark.parametrize("url, local", [
+    ("http://127.0.0.1:4566", True), ("http://localhost:4566", True), ("https://localhost.localstack.cloud:4566", True),
+    ("http://[::1]:4566", True), ("http://0.0.0.0:4566", True), ("http://10.0.0.7:4566", True),
+    ("http://host.docker.internal:4566", True), ("http://s3.localhost:4566", True), ("http://localstack:4566", True),
+    ("https://sts.eu-west-1.amazonaws.com", False), ("https://s3.cn-north-1.amazonaws.com.cn", False),
+    ("https://vpce-0a1b-xyz.sts.eu-west-1.vpce.amazonaws.com", False), ("https://sagemaker.us-east-1.api.aws", False),
+])
+def test_is_local_endpoint(url, local):
+    assert aws.is_local_endpoint(url) is local
+
+
+def test_dry_run_with_aws_unreachable_plans_with_the_account_unknown(options, monkeypatch):
+    """No moto here: botocore really fails to resolve the host (.invalid never resolves, RFC 2606)."""
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://aws.invalid")
+    lines = aws.plan(options, session=realistic_session())
+    assert lines[0].startswith("account unknown (AWS unreachable: Could not connect to the endpoint URL")
+    assert f"s3://sct-data-{REGION}-<account>: create or reuse (not checked: AWS unreachable)" in lines[2]
+    assert lines[-1].startswith("5. Lambda functions sct-serializeImageData")
 
 
 def test_refuses_without_region(options, moto_aws, monkeypatch):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -147,6 +149,7 @@ def test_up_uploads_test_images_only_unless_asked_for_train(tmp_path, monkeypatc
                         workflow.UploadSummary(uploaded=1, skipped=0))
 
     monkeypatch.setattr(stack.local_target, "ensure_bucket", lambda session, bucket: None)
+    monkeypatch.setattr(stack, "restore_capture", lambda session, config, progress: None, raising=False)
 
     def fake_up(config, progress):
         stack._bucket_and_upload(None, config, progress)
@@ -203,7 +206,8 @@ def test_status_of_a_compose_stack_reports_what_answers(tmp_path, answering_serv
     result = CliRunner().invoke(status, ["--state-dir", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "DEGRADED, managed by docker compose" in result.output
-    assert "does not answer, not listening" in result.output
+    assert re.search(rf"localstack .* does not answer: http://127.0.0.1:{silent}/_localstack/health failed: "
+                     r".*refused.*, not listening", result.output), result.output
 
 
 def test_down_refuses_a_compose_stack_and_names_the_command(tmp_path, answering_server):
@@ -230,3 +234,70 @@ def test_run_accepts_keys_bucket_keys_and_s3_uris():
     assert workflow_input("s3://b/test/a.png", None) == {"s3_bucket": "b", "s3_key": "test/a.png"}
     with pytest.raises(click.BadParameter, match="not an s3://bucket/key URI"):
         workflow_input("s3://only-bucket", None)
+
+
+def test_status_reports_an_endpoint_stopped_with_sigstop_as_unhealthy(tmp_path, answering_server):
+    """Issue 12: `status` said "up" while the endpoint was stopped with SIGSTOP, because the process lived and
+    its port accepted connections (the kernel queues them). The real endpoint server, frozen, must be named."""
+    import signal
+
+    from harness.endpoint import EndpointServer, free_port
+    from local_model.serving_stub import build_stub_model
+
+    endpoint = EndpointServer(build_stub_model(tmp_path / "model"), port=free_port(), mode="subprocess",
+                              log_path=tmp_path / "endpoint.log").start()
+    try:
+        write_record(local_record_path(tmp_path), {
+            "outputs": outputs(),
+            # LocalStack's stand-in: this process, and a server that answers every GET with 200.
+            "localstack": {"pid": os.getpid(), "port": answering_server, "url": f"http://127.0.0.1:{answering_server}"},
+            "endpoint": {"pid": endpoint.pid, "port": endpoint.port, "url": endpoint.url},
+        })
+        assert stack.status(tmp_path)["up"]
+
+        os.kill(endpoint.pid, signal.SIGSTOP)
+        try:
+            report = stack.status(tmp_path)
+            result = CliRunner().invoke(status, ["--state-dir", str(tmp_path)])
+        finally:
+            os.kill(endpoint.pid, signal.SIGCONT)
+        frozen = report["parts"]["endpoint"]
+        assert not report["up"]
+        assert frozen["alive"] and frozen["listening"] and not frozen["healthy"]
+        assert f"{endpoint.url}/ping did not answer within {stack.HEALTH_TIMEOUT_S:g} s" in frozen["problem"]
+        assert report["parts"]["localstack"]["healthy"]
+        assert result.exit_code == 1, result.output
+        assert re.search(r"endpoint .* running, listening, UNHEALTHY: .*/ping did not answer", result.output)
+        assert "unhealthy: endpoint;" in result.output
+
+        assert stack.wait_until(lambda: stack.status(tmp_path)["up"], 10)   # answers again once continued
+    finally:
+        endpoint.stop()
+
+
+def test_the_endpoint_server_gets_only_local_credentials(tmp_path, monkeypatch):
+    """Issue 12: the endpoint server inherited the caller's AWS_SESSION_TOKEN beside its local test
+    credentials. Read the environment the real subprocess got, from /proc."""
+    from pathlib import Path
+
+    from harness.endpoint import free_port
+    from local_model.serving_stub import build_stub_model
+
+    caller = {"AWS_SESSION_TOKEN": "FwoGZXIvYXdzEXAMPLETOKEN", "AWS_PROFILE": "production",
+              "AWS_ACCESS_KEY_ID": "AKIAABCDEFGHIJKLMNOP", "AWS_SECRET_ACCESS_KEY": "real-looking-secret",
+              "AWS_ENDPOINT_URL": "https://example.com", "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/admin"}
+    for name, value in caller.items():
+        monkeypatch.setenv(name, value)
+    model_dir = build_stub_model(tmp_path / "model").parent
+    config = stack.StackConfig(state_dir=tmp_path / "state", data_dir=tmp_path, localstack_port=free_port(),
+                               endpoint_port=free_port())
+    server = stack.start_endpoint_server(config, Path(model_dir))
+    try:
+        raw = Path(f"/proc/{server.pid}/environ").read_bytes()
+    finally:
+        server.stop(10)
+    environment = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    aws = {name: value for name, value in environment.items() if name.startswith("AWS_")}
+    assert aws == {"AWS_ENDPOINT_URL_S3": config.localstack_url, "AWS_ACCESS_KEY_ID": "test",
+                   "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}

@@ -41,8 +41,15 @@ def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, b
     )
     try:
         record = stack.up(config, progress=_progress)
-    except (stack.StackError, Exception) as error:  # noqa: BLE001 - one clear line, then the exit status
+    except stack.StackError as error:
         raise click.ClickException(f"scones up failed: {error}") from error
+    except stack.StopSignal as stopped:
+        if stopped.stack_left_up:
+            click.echo(f"scones up: {stopped} after the stack was up; it is recorded and left running "
+                       "(`scones down` stops it)", err=True)
+        else:
+            click.echo(f"scones up: {stopped}; stopped what it had started", err=True)
+        sys.exit(128 + stopped.signum)   # the shell's status for death by that signal
     _print_record(record)
     _print_restored(record)
     click.echo(f"ready in {record['up_seconds']:.1f} s; `scones run test/bicycle/<file>.png` to try it, `scones down` to stop")
@@ -180,11 +187,13 @@ def status(state_dir, as_json):
     for name, part in report["parts"].items():
         state = "running" if part["alive"] else "not running"
         listening = "listening" if part["listening"] else "not listening"
-        click.echo(f"  {name:<10} {part.get('url')}  pid {part.get('pid')}  {state}, {listening}")
+        health = "healthy" if part["healthy"] else f"UNHEALTHY: {part['problem']}"
+        click.echo(f"  {name:<10} {part.get('url')}  pid {part.get('pid')}  {state}, {listening}, {health}")
     _echo_workflow(report["record"]["outputs"])
     click.echo(f"  {len(report['processes'])} processes, {report['rss_bytes'] / 2**20:.0f} MiB resident")
     if not report["up"]:
-        click.echo("  run `scones up` to repair it, or `scones down` to clear it")
+        unhealthy = ", ".join(name for name, part in report["parts"].items() if not part["healthy"])
+        click.echo(f"  unhealthy: {unhealthy}; run `scones up` to repair it, or `scones down` to clear it")
         sys.exit(1)
 
 
@@ -200,7 +209,7 @@ def _print_compose_status(report: dict) -> None:
     click.echo(f"local stack: {'up' if report['up'] else 'DEGRADED'}, managed by {report['managed_by']} "
                f"(record {report['record_path']})")
     for name, part in report["parts"].items():
-        answers = "answers" if part["answers"] else "does not answer"
+        answers = "answers" if part["answers"] else f"does not answer: {part['problem']}"
         listening = "listening" if part["listening"] else "not listening"
         click.echo(f"  {name:<10} {part.get('url')}  {answers}, {listening}")
     _echo_workflow(report["record"]["outputs"])
