@@ -23,9 +23,10 @@ from botocore.exceptions import ClientError
 from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 # --- the maintained table -------------------------------------------------------------------
-# PyTorch Deep Learning Containers, https://github.com/aws/deep-learning-containers/blob/master/available_images.md
-# (the same data as the sagemaker SDK's image_uri_config/pytorch.json). To move to a newer
-# framework, change these three lines after checking the tag exists in available_images.md.
+# PyTorch Deep Learning Containers: the registries of the sagemaker SDK's
+# image_uri_config/pytorch.json for 2.5.1 (training and inference list the same 38 regions;
+# tests/parity/test_training_sdk.py compares this table with the installed SDK, region by
+# region). To move to a newer framework, change these lines and run that test.
 PYTORCH_VERSION = "2.5.1"
 PYTHON_VERSION = "py311"
 TRAINING_REPOSITORY = "pytorch-training"
@@ -35,10 +36,14 @@ DEFAULT_DLC_REGISTRY = "763104351884"
 DLC_REGISTRIES = {
     "af-south-1": "626614931356",
     "ap-east-1": "871362719292",
+    "ap-east-2": "975050140332",
     "ap-northeast-3": "364406365360",
     "ap-south-2": "772153158452",
     "ap-southeast-3": "907027046896",
     "ap-southeast-4": "457447274322",
+    "ap-southeast-5": "550225433462",
+    "ap-southeast-6": "633930458069",
+    "ap-southeast-7": "590183813437",
     "ca-west-1": "204538143572",
     "cn-north-1": "727897471807",
     "cn-northwest-1": "727897471807",
@@ -48,6 +53,7 @@ DLC_REGISTRIES = {
     "il-central-1": "780543022126",
     "me-central-1": "914824155844",
     "me-south-1": "217643126080",
+    "mx-central-1": "637423239942",
     "us-gov-east-1": "446045086412",
     "us-gov-west-1": "442386744353",
 }
@@ -154,13 +160,31 @@ def source_tarball(source_dir: Path = SOURCE_DIR) -> bytes:
     return bytes(raw)
 
 
+# The script-mode keys the SDK's Framework estimator adds (sagemaker.model's SCRIPT_PARAM_NAME,
+# DIR_PARAM_NAME, CONTAINER_LOG_LEVEL_PARAM_NAME, JOB_NAME_PARAM_NAME, SAGEMAKER_REGION_PARAM_NAME;
+# Framework._script_mode_hyperparam_update) and its default container_log_level (logging.INFO).
+CONTAINER_LOG_LEVEL = 20
+
+
+def hyperparameter_value(raw: str) -> object:
+    """A KEY=VALUE command-line value as an SDK user would have written it: JSON when it parses
+    (64, 0.05, false, [32, 64, 128]), else the string itself (resnet, 32,64,128)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
 def sdk_hyperparameters(*, job_name: str, region: str, submit_directory: str, user: Mapping[str, object]) -> dict[str, str]:
-    """Hyperparameters as the SDK's Framework estimator sends them: every value JSON-encoded."""
+    """HyperParameters as the SDK's PyTorch estimator sends them (sagemaker 2.x,
+    EstimatorBase._json_encode_hyperparameters): every key as written, every value json.dumps'd,
+    strings included ('"resnet"'), plus the script-mode keys. The training toolkit json.loads
+    each value back (environment.read_hyperparameters) before it builds the command line."""
     values: dict[str, object] = dict(user)
     values.update({
-        "sagemaker_program": ENTRY_POINT,
         "sagemaker_submit_directory": submit_directory,
-        "sagemaker_container_log_level": 20,
+        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
         "sagemaker_job_name": job_name,
         "sagemaker_region": region,
     })

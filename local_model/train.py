@@ -10,7 +10,10 @@ Inputs (SageMaker's contract, with defaults for running by hand):
                                        i.e. exactly the model.tar.gz layout SageMaker serves
     SM_OUTPUT_DATA_DIR                 receives metrics.json and baseline.json
     SM_NUM_GPUS                        0 forces the CPU even where CUDA is present
-Hyperparameters arrive as command-line arguments (SageMaker passes them as --name value).
+Hyperparameters arrive as command-line arguments, as SageMaker's training toolkit passes them:
+every key as the user wrote it (`--batch_size 64` and `--batch-size 64` both work) and every value
+as str() of the JSON the SDK sent (`--channels_last False`, `--widths "[32, 64, 128]"`; the
+comma form `--widths 32,64,128` works too). An unknown key fails with exit status 2, naming it.
 """
 from __future__ import annotations
 
@@ -57,15 +60,30 @@ def _str2bool(value: str) -> bool:
 
 
 def _int_list(value: str) -> list[int]:
+    """'[32, 64, 128]' (a JSON list, as SageMaker passes one), '32,64,128' or '32' -> [32, 64, 128]."""
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
     try:
-        return [int(part) for part in str(value).split(",") if part.strip()]
+        return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a list of integers like [32, 64, 128] or 32,64,128, got {value!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def add_argument(self, *names, **kwargs):
+        """Each --dashed-name also answers to --underscored_name: SageMaker passes keys exactly as written."""
+        spellings = list(names)
+        for name in names:
+            if name.startswith("--") and "-" in name[2:]:
+                spellings.append("--" + name[2:].replace("-", "_"))
+        return super().add_argument(*spellings, **kwargs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # allow_abbrev=False: a misspelt key must fail, not silently set the option it is a prefix of.
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     # Hyperparameters (the defaults are the tuned ones; see benchmarks/train.py).
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -77,9 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=network.ARCHITECTURES, default="resnet",
                         help="resnet: torchvision ResNet adapted to 32x32; small-cnn: the plain baseline")
     parser.add_argument("--widths", type=_int_list, default=network.DEFAULT_ARCHITECTURE["widths"],
-                        help="channels per ResNet stage, e.g. 32,64,128")
+                        help="channels per ResNet stage, e.g. [32, 64, 128] or 32,64,128")
     parser.add_argument("--blocks", type=_int_list, default=network.DEFAULT_ARCHITECTURE["blocks"],
-                        help="BasicBlocks per ResNet stage, e.g. 1,1,1")
+                        help="BasicBlocks per ResNet stage, e.g. [1, 1, 1] or 1,1,1")
     parser.add_argument("--augment", type=_str2bool, default=True, help="random crop (pad 4) + horizontal flip")
     parser.add_argument("--policy", choices=AUGMENT_POLICIES, default="none",
                         help="extra per-image augmentation before crop+flip: torchvision TrivialAugmentWide or "

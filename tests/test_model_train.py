@@ -30,9 +30,9 @@ def test_train_script_runs_under_the_sagemaker_env_contract(dataset, tmp_path):
     model_dir, output_dir = tmp_path / "opt_ml_model", tmp_path / "opt_ml_output_data"
     env = {**os.environ, "SM_CHANNEL_TRAIN": str(dataset / "train"), "SM_CHANNEL_TEST": str(dataset / "test"),
            "SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DATA_DIR": str(output_dir), "SM_NUM_GPUS": "0"}
-    # SageMaker runs the entry point as a plain script from its source dir, hyperparameters as --name value.
+    # The toolkit runs the entry point as a plain script from its source dir, hyperparameters as --name value.
     completed = subprocess.run(
-        [sys.executable, "train.py", *models.hyperparameter_args(TINY)],
+        [sys.executable, "train.py", *models.toolkit_cmd_args(TINY)],
         cwd=models.MODEL_CODE_DIR, env=env, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -106,9 +106,54 @@ def test_training_is_deterministic_for_a_seed(dataset, tmp_path):
     assert (first / "baseline.json").read_text() == (second / "baseline.json").read_text()
 
 
-def test_hyperparameters_are_passed_the_sagemaker_way():
-    assert models.hyperparameter_args({"batch_size": 8, "widths": [8, 16], "flip_tta": False, "lr": None}) == [
-        "--batch-size", "8", "--flip-tta", "false", "--widths", "8,16"]
+def test_hyperparameters_are_passed_the_sagemaker_way(tmp_path):
+    """What the PyTorch training container runs for these hyperparameters: the SDK json.dumps every
+    value (sagemaker 2.x EstimatorBase._json_encode_hyperparameters), the toolkit json.loads it back
+    (sagemaker_training/environment.py read_hyperparameters), drops the sagemaker_* keys and passes
+    the rest sorted, keys verbatim, values str()'d (mapping.to_cmd_args), after `python --`
+    (process.ProcessRunner._create_command). tests/parity runs the real toolkit on the same job."""
+    data = models.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
+    base = models.write_training_job(tmp_path / "job", data, {
+        "batch_size": 8, "widths": [8, 16], "flip_tta": False, "label-smoothing": 0.05, "arch": "resnet", "lr": None,
+    }, name="job")
+    command, environment = models.toolkit_invocation(base, {"TRAINING_JOB_NAME": "job"})
+    assert command == [sys.executable, "--", "train.py", "--arch", "resnet", "--batch_size", "8", "--flip_tta", "False",
+                       "--label-smoothing", "0.05", "--lr", "", "--widths", "[8, 16]"]
+    assert json.loads(environment["SM_USER_ARGS"]) == command[3:]
+    assert environment["SM_HP_LABEL-SMOOTHING"] == "0.05" and environment["SM_HP_WIDTHS"] == "[8,16]"
+    assert json.loads(environment["SM_HPS"]) == {"arch": "resnet", "batch_size": 8, "flip_tta": False,
+                                                 "label-smoothing": 0.05, "lr": None, "widths": [8, 16]}
+    assert environment["SM_CHANNELS"] == '["test","train"]'
+    assert environment["SM_CHANNEL_TRAIN"] == str(base / "input" / "data" / "train")
+    assert environment["SM_MODEL_DIR"] == str(base / "model")
+    assert environment["SM_OUTPUT_DATA_DIR"] == str(base / "output" / "data")
+    assert environment["SM_CURRENT_HOST"] == "algo-1" and environment["SM_HOSTS"] == '["algo-1"]'
+    assert environment["SM_NUM_CPUS"] == str(os.cpu_count())
+    assert environment["SM_MODULE_DIR"] == str(tmp_path / "job" / "sourcedir.tar.gz")
+
+
+def test_train_script_accepts_the_forms_sagemaker_passes():
+    """train.py as the toolkit calls it: underscored or dashed keys, str() of JSON booleans and lists."""
+    from local_model import train
+
+    args = train.parse_args(["--label_smoothing", "0.05", "--batch_size", "64", "--channels_last", "False",
+                             "--widths", "[32, 64, 128]", "--blocks", "1,1,1", "--flip-tta", "True"])
+    assert (args.label_smoothing, args.batch_size, args.channels_last, args.widths, args.blocks, args.flip_tta) == (
+        0.05, 64, False, [32, 64, 128], [1, 1, 1], True)
+    assert train.parse_args(["--label-smoothing", "0.1", "--channels-last", "false"]).label_smoothing == 0.1
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--label_smothing", "0.05"], "unrecognized arguments: --label_smothing 0.05"),
+    (["--epoch", "3"], "unrecognized arguments: --epoch 3"),  # no prefix matching: a misspelt key fails
+    (["--widths", "[32, x]"], "argument --widths: expected a list of integers"),
+    (["--channels_last", "maybe"], "argument --channels-last/--channels_last: expected a boolean"),
+])
+def test_train_script_refuses_unknown_keys_and_bad_values_naming_them(argv, named):
+    completed = subprocess.run([sys.executable, str(models.TRAIN_SCRIPT), *argv], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 2
+    assert named in completed.stderr
 
 
 def fake_trainer(calls: list, before_writing=lambda: None):
@@ -216,7 +261,7 @@ def test_train_script_with_augment_policies_and_weight_average_is_deterministic(
     from local_model import train
 
     def run(name: str) -> tuple[dict, dict]:
-        args = train.parse_args([*models.hyperparameter_args({**TINY, "epochs": 2}), "--policy", policy,
+        args = train.parse_args([*models.toolkit_cmd_args({**TINY, "epochs": 2}), "--policy", policy,
                                  "--erasing", "0.5", "--ema-decay", "0.9", "--num-threads", "1",
                                  "--train", str(dataset / "train"), "--test", str(dataset / "test"),
                                  "--model-dir", str(tmp_path / name / "model"),
@@ -241,7 +286,7 @@ def test_train_script_with_batch_mixing_is_deterministic_and_changes_training(da
     from local_model import train
 
     def run(name: str, *extra: str) -> tuple[dict, dict]:
-        args = train.parse_args([*models.hyperparameter_args({**TINY, "epochs": 2}), "--num-threads", "1", *extra,
+        args = train.parse_args([*models.toolkit_cmd_args({**TINY, "epochs": 2}), "--num-threads", "1", *extra,
                                  "--train", str(dataset / "train"), "--test", str(dataset / "test"),
                                  "--model-dir", str(tmp_path / name / "model"),
                                  "--output-data-dir", str(tmp_path / name / "output")])

@@ -7,7 +7,7 @@ import time
 import click
 
 from deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
-from deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE
+from deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE, hyperparameter_value
 from deploy.waiting import DeployError
 
 
@@ -21,10 +21,7 @@ def _hyperparameters(values: tuple[str, ...]) -> dict[str, object]:
         key, separator, raw = item.partition("=")
         if not separator or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--hyperparameter")
-        try:
-            parsed[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            parsed[key] = raw
+        parsed[key] = hyperparameter_value(raw)
     return parsed
 
 

@@ -9,13 +9,15 @@ import click
 from harness import settings
 
 
-def _parse_hyperparameter(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
+def _parse_hyperparameter(ctx, param, values: tuple[str, ...]) -> dict[str, object]:
+    from deploy.sagemaker import hyperparameter_value
+
     parsed = {}
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", ctx=ctx, param=param)
-        parsed[name.strip().replace("-", "_")] = value
+        parsed[name.strip()] = hyperparameter_value(value)  # the key verbatim, as SageMaker keeps it
     return parsed
 
 
@@ -31,9 +33,15 @@ def _parse_hyperparameter(ctx, param, values: tuple[str, ...]) -> dict[str, str]
 @click.option("--widths", default=None, help="channels per ResNet stage, e.g. 32,64,128")
 @click.option("--blocks", default=None, help="BasicBlocks per stage, e.g. 1,1,1")
 @click.option("--hyperparameter", "-H", "extra", multiple=True, callback=_parse_hyperparameter,
-              help="any other train.py hyperparameter as NAME=VALUE (repeatable), e.g. -H label_smoothing=0.05")
+              help="any other train.py hyperparameter as NAME=VALUE (repeatable), e.g. -H label_smoothing=0.05; "
+                   "VALUE is JSON when it parses (64, false, [32, 64, 128]), else a string, and reaches train.py "
+                   "as a SageMaker training job passes it")
 def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra) -> None:
-    """Train with local_model/train.py under SageMaker's env contract and pack model.tar.gz."""
+    """Train with local_model/train.py as a SageMaker training job runs it, and pack model.tar.gz.
+
+    Runs AWS's sagemaker-training toolkit when $SCONES_TRAINING_TOOLKIT_PYTHON names a Python that has
+    it (or this one has it), else our port of it: the same command line and SM_* environment.
+    """
     from harness.models import TrainingError, train_model
 
     hyperparameters = {name: value for name, value in {
