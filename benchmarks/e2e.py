@@ -20,7 +20,7 @@ as `scones run` polls (first poll after 10 ms) to show that observer cost in the
 Before/after: last, the stack is brought up again with our pinned LocalStack patches off
 (harness/lambda_executor: sfn_client_cache, sfn_definition_cache, lambda_threads; see
 harness.localstack.PATCH_SWITCHES) and the workflow timed the same way (--no-patches-off skips
-it). The executor's socket pair is not switchable: `benchmarks/lambda_executor.py
+it). The executor itself is not switchable: `benchmarks/lambda_executor.py
 --baseline-checkout DIR` compares it with an older executor in one run.
 Targets (issue 5): up <= 10 s, warm p50 <= 100 ms. Figures are printed, never asserted.
 """
