@@ -1,0 +1,132 @@
+"""SIGTERM or SIGHUP during a real `scones up` stops what that `up` started: no process, no port, no record.
+
+Issue 12: SIGTERM during `scones up` left the endpoint server and LocalStack running with no stack
+record; `scones down` then stopped only LocalStack and the next `up` failed on the endpoint's port.
+Each test runs `scones up` as a user does, in its own state directory and on free ports, and
+signals it at a moment read from its own progress lines or LocalStack's pidfile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from support import poll
+
+from harness import settings, stack
+from harness.endpoint import free_port
+from harness.localstack import LocalStack
+from harness.targets import local_record_path
+from local_model.serving_stub import build_stub_model
+
+pytestmark = pytest.mark.e2e
+SCONES = Path(sys.executable).with_name("scones")
+
+
+@pytest.fixture(scope="module")
+def shared_venvs():
+    """LocalStack's venv and the Lambda runtimes of the default state dir (built once, as `scones up` does)."""
+    default = LocalStack()
+    default.ensure_venv(progress=False)
+    return default.venv_dir, default.runtimes_dir
+
+
+class Up:
+    """`scones up` in a subprocess, its stderr collected line by line as it comes."""
+
+    def __init__(self, state_dir: Path, model_dir: Path):
+        self.state_dir = state_dir
+        self.localstack_port, self.endpoint_port = free_port(), free_port()
+        env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        env.update({settings.STATE_DIR: str(state_dir), settings.LOCALSTACK_PORT: str(self.localstack_port),
+                    settings.ENDPOINT_PORT: str(self.endpoint_port)})
+        self.process = subprocess.Popen([str(SCONES), "up", "--model", str(model_dir), "--no-data"], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.processes: list[int] = []   # what this `up` had started when it was signalled
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def localstack_pid(self) -> int | None:
+        try:
+            pid = json.loads((self.state_dir / "localstack" / "localstack.pid").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return pid if stack.pid_alive(pid) else None
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code
+
+
+@pytest.fixture
+def start_up(tmp_path, shared_venvs):
+    venv, runtimes = shared_venvs
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "localstack-venv").symlink_to(venv, target_is_directory=True)
+    (state_dir / "lambda-runtimes").symlink_to(runtimes, target_is_directory=True)
+    model_dir = build_stub_model(tmp_path / "model").parent
+    started: list[Up] = []
+
+    def start() -> Up:
+        up = Up(state_dir, model_dir)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:   # a failed test must not leave its stack behind either
+        if up.process.poll() is None:
+            up.process.kill()
+            up.process.wait(10)
+        stack.down(state_dir, progress=lambda message: None)
+        LocalStack(state_dir, up.localstack_port).stop()
+        for pid in up.processes:
+            stack.terminate(pid, 10)
+
+
+def assert_nothing_left(up: Up, code: int, signum: int, processes: list[int]) -> None:
+    stderr = "\n".join(up.lines)
+    assert code == 128 + signum, stderr
+    assert f"stopped by {signal.Signals(signum).name}; stopped what it had started" in stderr
+    assert "Traceback" not in stderr
+    left = [pid for pid in processes if stack.pid_alive(pid)]
+    assert not left, f"processes left running: {left}\n{stderr}"
+    assert not stack.port_open(up.localstack_port) and not stack.port_open(up.endpoint_port), stderr
+    assert not local_record_path(up.state_dir).exists()
+    assert not (up.state_dir / "localstack" / "localstack.pid").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_while_localstack_starts_stops_it_and_the_endpoint(start_up, signum):
+    up = start_up()
+    localstack_pid = poll(up.localstack_pid, 120, 0.05, "LocalStack's pidfile from `scones up`")
+    assert up.said("endpoint: starting")      # the endpoint server is started first, so both now run
+    processes = up.processes = stack.process_tree([up.process.pid])
+    assert localstack_pid in processes and len(processes) >= 3   # up, the endpoint server, LocalStack
+    up.process.send_signal(signum)
+    assert_nothing_left(up, up.finish(), signum, processes)
+
+
+def test_sigterm_while_the_endpoint_starts_stops_it(start_up):
+    up = start_up()
+    poll(lambda: up.said("endpoint: starting"), 120, 0.02, "`scones up` to start the endpoint server")
+    processes = up.processes = stack.process_tree([up.process.pid])
+    assert len(processes) >= 2, up.lines  # up and the endpoint server
+    up.process.send_signal(signal.SIGTERM)
+    assert_nothing_left(up, up.finish(), signal.SIGTERM, processes)
+    assert not up.said("localstack: ready")
+
