@@ -86,11 +86,11 @@ def toolkit_python(toolkit_venv) -> str:
 
 @pytest.fixture
 def run_in_toolkit_venv(toolkit_python):
-    """Run Python source in the toolkit venv; returns its stdout (the SDK's v2 banner silenced)."""
+    """Run Python source in the toolkit venv; returns the last line it prints (the SDK logs to stdout too)."""
     def run(source: str, *args: str) -> str:
         env = {**os.environ, "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "PYTHONWARNINGS": "ignore"}
         completed = subprocess.run([toolkit_python, "-c", source, *args], capture_output=True, text=True,
                                    env=env, timeout=300)
-        assert completed.returncode == 0, completed.stderr[-3000:]
-        return completed.stdout
+        assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+        return completed.stdout.splitlines()[-1]
     return run
