@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 PREFIX = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
@@ -52,8 +52,9 @@ class RuntimeApiServer(ThreadingHTTPServer):
         self.listener = listener
         self.invocations: queue.SimpleQueue = queue.SimpleQueue()
         super().__init__((host, 0), _Handler)
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
-                                        daemon=True, name=f"scones-runtime-api-{self.server_address[1]}")
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                        name=f"scones-runtime-api-{self.server_address[1]}")
 
     @property
     def address(self) -> str:
@@ -75,9 +76,23 @@ class RuntimeApiServer(ThreadingHTTPServer):
             except queue.Empty:
                 return
 
+    def _accept_loop(self) -> None:
+        # Blocks in accept() instead of serve_forever's select() every 0.5 s: no wake-ups on
+        # LocalStack's interpreter while the environment idles, and close() takes effect at once.
+        while not self._closed:
+            try:
+                request, client_address = self.get_request()
+            except OSError:
+                return
+            self.process_request(request, client_address)  # a thread per connection (ThreadingMixIn)
+
     def close(self) -> None:
+        self._closed = True
         self.invocations.put(_STOP)  # wakes a waiting `next`
-        self.shutdown()
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
         self.server_close()
 
 
@@ -138,5 +153,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-
-ListenerCallback = Callable[..., None]
