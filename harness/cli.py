@@ -33,13 +33,13 @@ LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `
 AWS_HINT = "check the network and the region; `scones deploy --target aws --dry-run` plans without reaching AWS"
 
 
+OUR_PACKAGES = ("harness", "deploy", "local_model", "lambdas", "state_machine")
+
+
 def describe(error: Exception) -> str:
     """One line for an error no command handled: what failed, and what to do about it."""
-    from harness.stack import StackError
-    from harness.targets import TargetNotFound
-
-    if isinstance(error, (TargetNotFound, StackError)):
-        return str(error)
+    if type(error).__module__.split(".")[0] in OUR_PACKAGES:
+        return str(error)   # our own errors (StackError, TargetNotFound, LocalStackError...) say it already
     try:
         from botocore import exceptions as boto
     except ImportError:  # pragma: no cover - boto3 is a dependency
