@@ -18,7 +18,7 @@ from lambdas import config as lambda_config
 
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
 PACKAGE_NAME = "lambdas"
-RUNTIME = "python3.12"
+RUNTIME = "python3.13"   # AWS-supported to 2029; also the only Python in the compose LocalStack image
 # Zip's epoch; a fixed timestamp keeps the bytes independent of checkout times.
 _FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 _FILE_MODE = 0o100644  # regular file, rw-r--r--

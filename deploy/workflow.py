@@ -19,10 +19,10 @@ from typing import Callable, Iterable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
+from deploy.packaging import RUNTIME as DEFAULT_RUNTIME
 from deploy.packaging import code_sha256
 from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
-DEFAULT_RUNTIME = "python3.12"
 DEFAULT_TIMEOUT_S = 30
 DEFAULT_MEMORY_MB = 256
 FUNCTION_READY_TIMEOUT_S = 300.0

@@ -156,23 +156,6 @@ def test_compose_tool_accepts_the_file_when_installed():
 
 # --------------------------------------------------------------------------- entry points
 
-def test_localstack_entry_maps_older_python_runtimes_to_the_images_python():
-    from harness.compose.localstack_main import lambda_pythons
-
-    class FakeLocalStack:
-        def __init__(self, pythons):
-            self.pythons = pythons
-
-        def lambda_pythons(self):
-            return dict(self.pythons)
-
-    mapped = lambda_pythons(FakeLocalStack({"python3.13": "/rt/3.13/bin/python"}))
-    assert mapped == {name: "/rt/3.13/bin/python" for name in ("python3.11", "python3.12", "python3.13")}
-    own = lambda_pythons(FakeLocalStack({"python3.12": "/rt/3.12", "python3.13": "/rt/3.13"}))
-    assert own["python3.12"] == "/rt/3.12"
-    assert lambda_pythons(FakeLocalStack({})) == {}
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

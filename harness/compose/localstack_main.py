@@ -7,27 +7,12 @@ and execs LocalStack with it.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from harness import settings
 from harness.lambda_executor.names import PYTHONS_ENV
 from harness.localstack import DEFAULT_PORT, MARKER, LocalStack
-
-# The image's Debian 13 has only Python 3.13. Functions that ask for an older python3.x run in
-# the boto3-only runtime venv of 3.13 (as close to AWS's runtime as this image gets) rather than
-# in LocalStack's own venv, which is what the executor would fall back to.
-FALLBACK_RUNTIMES = ("python3.11", "python3.12")
-
-
-def lambda_pythons(localstack: LocalStack) -> dict[str, str]:
-    pythons = localstack.lambda_pythons()
-    newest = pythons.get("python3.13")
-    if newest:
-        for runtime in FALLBACK_RUNTIMES:
-            pythons.setdefault(runtime, newest)
-    return pythons
 
 
 def main() -> None:
@@ -36,8 +21,9 @@ def main() -> None:
     if not (localstack.python.exists() and (localstack.venv_dir / MARKER).exists()):
         sys.exit(f"LocalStack's venv is missing at {localstack.venv_dir}: the image build should have made it "
                  "(docker/Dockerfile.localstack); rebuild the image")
+    # The image's Debian 13 has only Python 3.13: functions on other python3.x runtimes fail to
+    # create there, naming the missing interpreter (never run on another version).
     environment = localstack.environment()
-    environment[PYTHONS_ENV] = json.dumps(lambda_pythons(localstack))
     os.chdir(localstack.home)
     print(f"localstack: exec {localstack.python} -m localstack.runtime.main on {localstack.url} "
           f"(Lambda runtimes {environment[PYTHONS_ENV]})", flush=True)
