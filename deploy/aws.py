@@ -498,7 +498,7 @@ def _remember(items: list[dict], name: str, arn: str | None) -> None:
 def _ensure_endpoint(sagemaker, context: Context, options: DeployOptions, record: dict, save, progress, sleep) -> None:
     resources = record["resources"]
     model = sm.model_request(
-        prefix=options.prefix, region=context.region,
+        prefix=options.prefix,
         image=options.resolved_inference_image(context.region),
         model_data=resources["model_data"], role_arn=resources["roles"]["sagemaker"]["arn"], trainer=options.trainer,
     )

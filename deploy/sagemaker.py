@@ -332,16 +332,13 @@ def short_digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def model_request(*, prefix: str, region: str, image: str, model_data: str, role_arn: str, trainer: str = "pytorch") -> dict:
+def model_request(*, prefix: str, image: str, model_data: str, role_arn: str, trainer: str = "pytorch") -> dict:
     container = {"Image": image, "ModelDataUrl": model_data}
     if trainer == "pytorch":
-        # model.tar.gz carries code/inference.py; this is how the SDK points the container at it.
-        container["Environment"] = {
-            "SAGEMAKER_PROGRAM": SERVING_PROGRAM,
-            "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-            "SAGEMAKER_REGION": region,
-        }
+        # model.tar.gz carries code/inference.py. Only what the inference toolkit reads (sagemaker_inference/
+        # parameters.py): the SDK's SAGEMAKER_SUBMIT_DIRECTORY, _CONTAINER_LOG_LEVEL and _REGION are read by
+        # nothing in sagemaker-pytorch-inference 2.0.25 (tests/parity/test_serving_parity.py checks).
+        container["Environment"] = {"SAGEMAKER_PROGRAM": SERVING_PROGRAM}
     # Models are immutable: a different image/artifact/role is a new model with a new name.
     name = f"{prefix}-model-{short_digest([container, role_arn])}"
     return {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": role_arn}

@@ -49,14 +49,13 @@ class EndpointServer:
     host: str = "127.0.0.1"
     port: int | None = None                  # a free port when None
     mode: str = "thread"                     # "thread" or "subprocess"
-    inference_threads: int = 2                # handler threads; see benchmarks/endpoint.py
+    inference_threads: int | None = None      # handler threads; None: the container's variables, else 2 (server.py)
     # torch intra-op threads. None: 1 in a subprocess (the measured best, see benchmarks/endpoint.py), and
     # untouched in thread mode, where torch.set_num_threads would change the whole host process.
     torch_threads: int | None = None
-    # Dynamic batching (local_model/server.py); None: $SAGEMAKER_TS_BATCH_SIZE / $SAGEMAKER_TS_MAX_BATCH_DELAY
-    # in the server's environment, else the server's defaults.
-    max_batch_size: int | None = None
-    max_batch_delay_ms: float | None = None
+    # scones' opt-in dynamic batching (local_model/server.py); 1: one request per predict_fn call, as the container.
+    max_batch_size: int = 1
+    max_batch_delay_ms: float = 0.0
     env: dict[str, str | None] = field(default_factory=dict)   # extra environment for a subprocess; None unsets
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
@@ -120,12 +119,10 @@ class EndpointServer:
         command = [sys.executable, "-m", "harness.commands.endpoint", "--model", str(self.model),
                    "--endpoint-name", self.endpoint_name, "--variant-name", self.variant_name,
                    "--host", self.host, "--port", str(self.port),
-                   "--inference-threads", str(self.inference_threads), "--torch-threads", str(self.torch_threads or 1),
-                   "--http", self.http, "--loop", self.loop]
-        if self.max_batch_size is not None:
-            command += ["--max-batch-size", str(self.max_batch_size)]
-        if self.max_batch_delay_ms is not None:
-            command += ["--max-batch-delay-ms", str(self.max_batch_delay_ms)]
+                   "--torch-threads", str(self.torch_threads or 1), "--http", self.http, "--loop", self.loop,
+                   "--max-batch-size", str(self.max_batch_size), "--max-batch-delay-ms", str(self.max_batch_delay_ms)]
+        if self.inference_threads is not None:
+            command += ["--inference-threads", str(self.inference_threads)]
         if self.capture is not None:
             command += ["--capture", self.capture.destination_s3_uri,
                         "--sampling", str(self.capture.sampling_percentage)]

@@ -1,25 +1,33 @@
 """A local SageMaker endpoint: the serving container contract and the runtime API in one server.
 
-- Container contract (what SageMaker calls inside the instance): GET /ping answers 200 once the
-  model is loaded and 503 before; POST /invocations runs the handlers and answers with the
-  handler's own status on failure.
+- Container contract (what SageMaker calls inside the instance), as the SageMaker PyTorch
+  inference toolkit answers it under TorchServe: GET /ping answers 200 {"status": "Healthy"} once
+  the model is loaded (503 before: ours); POST /invocations runs the handlers as the toolkit's
+  Transformer does (local_model/serving_handlers.py) and answers a failure with its status
+  (500 unless the handler raised a toolkit error with its own), the body "<message>\n<traceback>"
+  and no Content-Type.
 - Runtime API (what boto3's sagemaker-runtime client sends, e.g. with
   AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME pointing here): POST /endpoints/{EndpointName}/invocations,
   with AWS's headers and AWS's error shapes (see botocore/data/sagemaker-runtime service-2.json):
   unknown endpoint or variant -> 400 ValidationError; handler failure -> 424 ModelError with
-  OriginalStatusCode/OriginalMessage/LogStreamArn; body over 6 MiB -> 413 as the AWS front end
-  answers it.
+  OriginalStatusCode/OriginalMessage (the container's status and body)/LogStreamArn; body over
+  6 MiB -> 413 as the AWS front end answers it.
 - GET /capture/status: the data-capture counters; GET /inference/status: requests, batches and
   the largest batch the inference workers served (ours, not AWS's).
 
 Starlette on uvicorn; the handlers run either on the event loop (inference_threads=0) or in
-inference worker threads (torch releases the GIL inside its kernels) fed by one queue. Each worker
-batches dynamically, as TorchServe does in the SageMaker PyTorch container (SAGEMAKER_TS_BATCH_SIZE,
-SAGEMAKER_TS_MAX_BATCH_DELAY): it takes every request waiting, up to max_batch_size, waits at most
-max_batch_delay_ms for more (0: only what is already queued), and serves them with one predict_fn
-call (LoadedModel.invoke_batch). Unlike the container's toolkit, which loops over a batch's
-requests, the rows really share one forward pass; each request still gets its own answer or error,
-and data capture records each request's own input and output. See benchmarks/endpoint.py.
+inference worker threads (torch releases the GIL inside its kernels) fed by one queue, one request
+per predict_fn call as in the container. The worker count has the container's meaning
+(container_workers): SAGEMAKER_MODEL_SERVER_WORKERS is TorchServe's default_workers_per_model, and
+once any SAGEMAKER_TS_* variable is set the toolkit pins the model to SAGEMAKER_TS_MIN_WORKERS
+(default 1). SAGEMAKER_TS_BATCH_SIZE changes nothing a handler sees: TorchServe would hand the
+handler service several requests at once, and the toolkit still calls predict_fn once per request.
+
+Opt-in and ours, not the container's (max_batch_size > 1, `scones serve --max-batch-size`): each
+worker takes every request waiting, up to max_batch_size, waits at most max_batch_delay_ms for
+more (0: only what is already queued), and serves them with one predict_fn call
+(LoadedModel.invoke_batch); each request still gets its own answer or error, and data capture
+records each request's own input and output. See benchmarks/endpoint.py.
 """
 from __future__ import annotations
 
@@ -47,19 +55,34 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from local_model.capture import CaptureConfig, CapturedInvocation, CaptureWriter
-from local_model.serving_handlers import LoadedModel, load_model, message_of, status_of, unpack_model
+from local_model.serving_handlers import LoadedModel, error_body, load_model, status_of, unpack_model
 
 log = logging.getLogger("scones.endpoint")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024        # InvokeEndpoint's BodyBlob max (6291456)
 DEFAULT_VARIANT = "AllTraffic"
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 LOCAL_ACCOUNT = "000000000000"           # the account id LocalStack and moto report
-BATCH_SIZE_ENV = "SAGEMAKER_TS_BATCH_SIZE"             # the SageMaker PyTorch container's TorchServe settings
-MAX_BATCH_DELAY_ENV = "SAGEMAKER_TS_MAX_BATCH_DELAY"   # milliseconds
-DEFAULT_MAX_BATCH_SIZE = 4               # 2 workers x 1 torch thread, batches <= 4: the best p50/p99 at 8 clients
-                                         # on 2 cores in benchmarks/endpoint.py (larger batches gain no CPU per request)
-DEFAULT_MAX_BATCH_DELAY_MS = 0.0
+HEALTHY_PING = b'{\n  "status": "Healthy"\n}\n'   # TorchServe's /ping body, byte for byte
+WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"   # TorchServe's default_workers_per_model
+TS_MIN_WORKERS_ENV = "SAGEMAKER_TS_MIN_WORKERS"
+TS_ENV = ("SAGEMAKER_TS_BATCH_SIZE", "SAGEMAKER_TS_MAX_BATCH_DELAY", TS_MIN_WORKERS_ENV, "SAGEMAKER_TS_MAX_WORKERS",
+          "SAGEMAKER_TS_RESPONSE_TIMEOUT")       # sagemaker_pytorch_serving_container.ts_environment
+DEFAULT_INFERENCE_THREADS = 2            # the measured best on 2 cores (benchmarks/endpoint.py); TorchServe's own
+                                         # default is one worker per CPU, 2 here as well
+
+
+def container_workers(environ=os.environ) -> tuple[int, str] | None:
+    """How many workers the container would run, and which variable says so; None when nothing does.
+
+    sagemaker_pytorch_serving_container.torchserve: with any SAGEMAKER_TS_* variable set the model gets
+    minWorkers SAGEMAKER_TS_MIN_WORKERS (default 1), which TorchServe starts; else
+    SAGEMAKER_MODEL_SERVER_WORKERS becomes default_workers_per_model.
+    """
+    if any(name in environ for name in TS_ENV):
+        return int(environ.get(TS_MIN_WORKERS_ENV, 1)), TS_MIN_WORKERS_ENV
+    if environ.get(WORKERS_ENV):
+        return int(environ[WORKERS_ENV]), WORKERS_ENV
+    return None
 
 
 @dataclass
@@ -68,19 +91,20 @@ class EndpointSettings:
     endpoint_name: str = "scones-classifier"
     variant_name: str = DEFAULT_VARIANT
     capture: CaptureConfig | None = None
-    inference_threads: int = 2                # 0: run handlers on the event loop; 2 measured best on 2 cores
+    inference_threads: int | None = None      # 0: run handlers on the event loop; None: container_workers() or 2
     torch_threads: int | None = 1             # torch intra-op threads; None leaves torch's default
-    max_batch_size: int | None = None         # requests per predict_fn call; None: $SAGEMAKER_TS_BATCH_SIZE or default
-    max_batch_delay_ms: float | None = None   # longest a worker waits to fill a batch; None: $SAGEMAKER_TS_MAX_BATCH_DELAY or 0
+    max_batch_size: int = 1                   # ours, opt-in: requests per predict_fn call (1: the container's way)
+    max_batch_delay_ms: float = 0.0           # ours: longest a worker waits to fill a batch
     region: str | None = None
     model_dir: str | None = None              # where to unpack; a temporary directory when None
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning (batching, backoff)
 
     def __post_init__(self):
-        if self.max_batch_size is None:
-            self.max_batch_size = int(os.environ.get(BATCH_SIZE_ENV) or DEFAULT_MAX_BATCH_SIZE)
-        if self.max_batch_delay_ms is None:
-            self.max_batch_delay_ms = float(os.environ.get(MAX_BATCH_DELAY_ENV) or DEFAULT_MAX_BATCH_DELAY_MS)
+        if self.inference_threads is None:
+            workers = container_workers()
+            self.inference_threads = workers[0] if workers else DEFAULT_INFERENCE_THREADS
+        if self.inference_threads < 0:
+            raise ValueError(f"inference_threads must be >= 0, not {self.inference_threads}")
         if self.max_batch_size < 1 or self.max_batch_delay_ms < 0:
             raise ValueError(f"max_batch_size must be >= 1 and max_batch_delay_ms >= 0, not {self.max_batch_size} "
                              f"and {self.max_batch_delay_ms}")
@@ -285,7 +309,7 @@ class EndpointApp:
 
     async def ping(self, request: Request) -> Response:
         if self.ready.is_set():
-            return Response(b"\n", status_code=200, media_type="application/json")
+            return Response(HEALTHY_PING, status_code=200, media_type="application/json")
         body = {"status": "loading"} if self.load_error is None else {"status": "failed", "error": self.load_error}
         return JSONResponse(body, status_code=503)
 
@@ -307,9 +331,9 @@ class EndpointApp:
             return Response(b"request body too large", status_code=413)
         outcome = await self._invoke(request, body)
         if isinstance(outcome, BaseException):
-            return Response(message_of(outcome).encode(), status_code=status_of(outcome), media_type="text/plain")
+            return Response(error_body(outcome), status_code=status_of(outcome))  # no Content-Type, as TorchServe
         response_body, response_type = outcome
-        return Response(response_body, media_type=response_type)
+        return Response(response_body, headers=_content_type(response_type))
 
     async def runtime_invocations(self, request: Request) -> Response:
         name = request.path_params["endpoint_name"]
@@ -332,14 +356,15 @@ class EndpointApp:
         if isinstance(outcome, BaseException):
             return self._model_error(outcome)
         response_body, response_type = outcome
-        headers = {"x-Amzn-Invoked-Production-Variant": self.settings.variant_name, **self._request_id_header()}
-        return Response(response_body, media_type=response_type, headers=headers)
+        headers = {"x-Amzn-Invoked-Production-Variant": self.settings.variant_name, **self._request_id_header(),
+                   **_content_type(response_type)}
+        return Response(response_body, headers=headers)
 
     # --- invocation --------------------------------------------------------------------------
 
     async def _invoke(self, request: Request, body: bytes):
         """Run the handlers; returns (body, content type) or the exception the handlers raised."""
-        content_type = request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
+        content_type = request.headers.get("content-type")  # None when absent: the toolkit passes None on
         accept = request.headers.get("accept")
         inference_time = datetime.now(timezone.utc)
         if self._workers is None:
@@ -367,7 +392,7 @@ class EndpointApp:
 
     def _model_error(self, error: BaseException) -> Response:
         status = status_of(error)
-        original = message_of(error)
+        original = error_body(error).decode("utf-8", errors="replace")
         side = "client" if status < 500 else "server"
         name = self.settings.endpoint_name
         log_group = f"/aws/sagemaker/Endpoints/{name}"
@@ -388,6 +413,11 @@ class EndpointApp:
     @staticmethod
     def _request_id_header() -> dict:
         return {"x-amzn-RequestId": _random_uuid()}
+
+
+def _content_type(value: str | None) -> dict:
+    """The handler's content type as it is: Starlette's media_type would add "; charset=utf-8" to text/*."""
+    return {"content-type": value} if value else {}
 
 
 def _random_uuid() -> str:

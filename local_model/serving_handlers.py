@@ -1,13 +1,33 @@
-"""Load a model.tar.gz and run its handlers the way the SageMaker PyTorch serving container does.
+"""Load a model.tar.gz and run its handlers exactly as the SageMaker PyTorch inference toolkit does.
 
-The container unpacks the artifact into a model directory, puts <model_dir>/code on sys.path,
-imports `inference` and calls model_fn(model_dir) once; then per request
-input_fn(body, content_type) -> predict_fn(data, model) -> output_fn(prediction, accept), or
-transform_fn(model, body, content_type, accept) when the script defines one. A handler the script
-leaves out falls back to the container's default, as in sagemaker-pytorch-inference-toolkit.
+What the container runs (sagemaker-pytorch-inference 2.0.25 under TorchServe 0.12, the versions
+the pytorch 2.5.1 py311 images pin) is sagemaker_inference.transformer.Transformer with
+sagemaker_pytorch_serving_container.default_pytorch_inference_handler's defaults. Per request:
 
-LoadedModel.invoke_batch serves several waiting requests with one predict_fn call (the server's
-dynamic batching): input_fn per request, the tensors concatenated along the first dimension,
+- the Content-Type header as sent, or None when there is none (utils.retrieve_content_type_header);
+- Accept as sent; missing or exactly "*/*" becomes $SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT
+  (default application/json);
+- a body whose Content-Type is exactly application/json or text/csv is decoded as UTF-8 before
+  input_fn (a PNG sent as application/json fails there); every other body reaches input_fn as
+  the bytearray TorchServe hands over;
+- transform_fn(model, body, content_type, accept), or input_fn -> predict_fn -> output_fn, one
+  call each: TorchServe's batchSize is 1 unless SAGEMAKER_TS_BATCH_SIZE is set, and even then
+  the toolkit loops over the requests of a batch;
+- a handler may take one argument more than the toolkit passes: the context (here a
+  HandlerContext with the fields the toolkit's handlers read);
+- the result is (body, content type) or a body alone, answered as the Accept type;
+- any exception: status 500 and body "<str(error)>\\n<traceback>"; an exception that is a
+  sagemaker_inference.errors.BaseInferenceToolkitError keeps its status_code and message
+  (Transformer.handle_error). No Content-Type on errors.
+
+The user module is $SAGEMAKER_PROGRAM (default inference.py) in <model_dir>/code, which is on
+sys.path as PYTHONPATH is in the container; without it every handler is the container's
+default. pre_model_fn(model_dir) and model_warmup_fn(model_dir, model) run around model_fn
+when the module defines them. The proof that this equals the toolkit is
+tests/parity/test_serving_parity.py, which runs the real one.
+
+LoadedModel.invoke_batch is scones serve's own opt-in dynamic batching (--max-batch-size), not
+the container's: input_fn per request, the tensors concatenated along the first dimension,
 predict_fn once, the rows split back, output_fn per request. It batches only what is safe:
 tensors of the same dtype, device and trailing shape, and a prediction with one row per input
 row; anything else runs one request at a time.
@@ -15,111 +35,186 @@ row; anything else runs one request at a time.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import io
 import json
 import os
 import sys
 import tarfile
+import textwrap
 import threading
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-DEFAULT_ACCEPT = "application/json"   # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT in the container
+JSON = "application/json"
+CSV = "text/csv"
+NPY = "application/x-npy"
+NPZ = "application/x-npz"
 ANY_ACCEPT = "*/*"
-DEFAULT_MODEL_FILENAME = "model.pt"   # what the container's default model_fn loads (TorchScript)
+UTF8_TYPES = (JSON, CSV)                  # sagemaker_inference.content_types.UTF8_TYPES
+PROGRAM_ENV = "SAGEMAKER_PROGRAM"         # the user module; the toolkit strips a trailing .py
+DEFAULT_PROGRAM = "inference.py"
+DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+DEFAULT_MODEL_FILENAME = "model.pt"       # what the container's default model_fn loads (TorchScript)
+TOOLKIT_ERROR = ("sagemaker_inference.errors", "BaseInferenceToolkitError")
 
 
-class InferenceError(Exception):
-    """An error raised while serving, carrying the HTTP status the container would answer with.
+class UnsupportedFormatError(Exception):
+    """sagemaker_inference.errors.UnsupportedFormatError: a plain Exception, so the container answers 500."""
 
-    Mirrors sagemaker_inference.errors.GenericInferenceToolkitError: any exception a handler
-    raises that has an int `status_code` keeps it; every other exception becomes a 500.
-    """
+    def __init__(self, content_type):
+        super().__init__(textwrap.dedent(
+            """Content type %s is not supported by this framework.
 
-    def __init__(self, status_code: int, message: str):
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
+            Please implement input_fn to to deserialize the request data or an output_fn to
+            serialize the response. For more information, see the SageMaker Python SDK README."""
+            % content_type))
 
 
-class UnsupportedFormatError(InferenceError):
-    def __init__(self, content_type: str):
-        super().__init__(415, f"Content type {content_type} is not supported by this framework.")
+class ModelLoadError(Exception):
+    """sagemaker_pytorch_serving_container.default_pytorch_inference_handler.ModelLoadError."""
+
+
+class UnsupportedOutputError(Exception):
+    """TorchServe could not serialise what the handlers returned: it answers 503."""
+
+    status_code = 503
+
+
+def _is_toolkit_error(error: BaseException) -> bool:
+    return any((cls.__module__, cls.__name__) == TOOLKIT_ERROR for cls in type(error).__mro__)
 
 
 def status_of(error: BaseException) -> int:
-    status = getattr(error, "status_code", None)
-    return status if isinstance(status, int) and 400 <= status <= 599 else 500
+    """The status the container answers with for an exception a handler raised."""
+    if _is_toolkit_error(error) or isinstance(error, UnsupportedOutputError):
+        return int(error.status_code)
+    return 500
 
 
 def message_of(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text if text else type(error).__name__
+    """Transformer.handle_error's message: a toolkit error's own, else str(error) or "Invalid Request"."""
+    if _is_toolkit_error(error):
+        return str(error.message)
+    if isinstance(error, UnsupportedOutputError):
+        return "Unsupported model output data type."
+    return str(error) or "Invalid Request"
 
 
-# --- the container's default handlers ------------------------------------------------------------
+def error_body(error: BaseException) -> bytes:
+    """The container's error body: the message, a newline, then the traceback."""
+    if isinstance(error, UnsupportedOutputError):
+        return message_of(error).encode()
+    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return f"{message_of(error)}\n{trace}".encode()
+
+
+@dataclass
+class HandlerContext:
+    """What a handler taking a `context` argument gets: the fields of TorchServe's Context the toolkit reads."""
+
+    model_dir: str
+    model_name: str = "model"
+    system_properties: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.system_properties = {"model_dir": self.model_dir, "gpu_id": None, "batch_size": 1,
+                                  **self.system_properties}
+
+
+def _call(handler: Callable, context: HandlerContext | None, *args):
+    """Transformer._run_handler_function: pass the context when the handler takes one argument more."""
+    count = len(inspect.signature(handler).parameters)
+    if count == len(args):
+        return handler(*args)
+    if count == len(args) + 1:
+        return handler(*args, context)
+    raise TypeError(f"{handler.__name__} takes {count} arguments but {len(args)} were given.")
+
+
+# --- the container's default handlers (DefaultPytorchInferenceHandler, on CPU) ------------------
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def default_model_fn(model_dir: str):
     import torch
 
     path = os.path.join(model_dir, DEFAULT_MODEL_FILENAME)
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"inference.py defines no model_fn and the default one needs {DEFAULT_MODEL_FILENAME} "
-            f"(TorchScript) in {model_dir}, which is missing"
-        )
-    return torch.jit.load(path, map_location="cpu")
+        candidates = [name for name in os.listdir(model_dir)
+                      if os.path.isfile(os.path.join(model_dir, name)) and os.path.splitext(name)[1] in (".pt", ".pth")]
+        if len(candidates) != 1:
+            raise ValueError(f"Exactly one .pth or .pt file is required for PyTorch models: {candidates}")
+        path = os.path.join(model_dir, candidates[0])
+    try:
+        model = torch.jit.load(path, map_location=_device())
+    except RuntimeError as error:
+        raise ModelLoadError(f"Failed to load {path}. Please ensure model is saved using torchscript.") from error
+    return model.to(_device())
 
 
-def default_input_fn(input_data: bytes, content_type: str):
+def default_input_fn(input_data, content_type):
     import numpy as np
     import torch
 
-    media_type = _media_type(content_type)
-    if media_type == "application/json":
-        return torch.FloatTensor(np.array(json.loads(input_data)))
-    if media_type == "text/csv":
-        text = input_data.decode() if isinstance(input_data, bytes) else input_data
-        return torch.FloatTensor(np.genfromtxt(io.StringIO(text), delimiter=",", ndmin=1))
-    if media_type == "application/x-npy":
-        return torch.from_numpy(np.load(io.BytesIO(input_data), allow_pickle=False))
-    raise UnsupportedFormatError(content_type)
+    if content_type == JSON:
+        array = np.array(json.loads(input_data))
+    elif content_type == CSV:
+        array = np.genfromtxt(io.StringIO(input_data), delimiter=",")
+    elif content_type == NPY:
+        # The toolkit loads with allow_pickle=True; an object array (code from the request) is refused here.
+        array = np.load(io.BytesIO(input_data), allow_pickle=False)
+    elif content_type == NPZ:
+        import scipy.sparse
+
+        array = scipy.sparse.load_npz(io.BytesIO(input_data))
+    else:
+        raise UnsupportedFormatError(content_type)
+    tensor = torch.FloatTensor(array) if content_type in UTF8_TYPES else torch.from_numpy(array)
+    return tensor.to(_device())
 
 
 def default_predict_fn(data, model):
     import torch
 
-    model.eval()
     with torch.no_grad():
-        return model(data)
+        model = model.to(_device())
+        model.eval()
+        return model(data.to(_device()))
 
 
 def default_output_fn(prediction, accept: str):
     import numpy as np
     import torch
 
-    if isinstance(prediction, torch.Tensor):
+    if type(prediction) is torch.Tensor:
         prediction = prediction.detach().cpu().numpy().tolist()
-    for content_type in (part.strip() for part in accept.split(",")):
-        media_type = _media_type(content_type)
-        if media_type == "application/json":
-            return json.dumps(prediction), media_type
-        if media_type == "text/csv":
-            rows = np.atleast_2d(np.asarray(prediction))
-            return "\n".join(",".join(str(value) for value in row) for row in rows), media_type
-        if media_type == "application/x-npy":
+    for content_type in accept.replace(" ", "").split(","):
+        if content_type == JSON:
+            return json.dumps(prediction, default=lambda value: value.tolist() if hasattr(value, "tolist")
+                              else json.JSONEncoder().default(value))
+        if content_type == CSV:
+            stream = io.StringIO()
+            np.savetxt(stream, prediction, delimiter=",", fmt="%s")
+            return stream.getvalue().encode("utf-8")
+        if content_type == NPY:
             buffer = io.BytesIO()
-            np.save(buffer, np.asarray(prediction))
-            return buffer.getvalue(), media_type
+            np.save(buffer, prediction)
+            return buffer.getvalue()
     raise UnsupportedFormatError(accept)
 
 
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";")[0].strip().lower()
+# --- serving -------------------------------------------------------------------------------------
 
+def default_accept() -> str:
+    return os.environ.get(DEFAULT_ACCEPT_ENV, JSON)
 
-# --- loading -------------------------------------------------------------------------------------
 
 @dataclass
 class LoadedModel:
@@ -128,18 +223,28 @@ class LoadedModel:
     input_fn: Callable
     predict_fn: Callable
     output_fn: Callable
-    transform_fn: Callable | None
+    transform_fn: Callable | None             # the module's own; None: input_fn -> predict_fn -> output_fn
+    context: HandlerContext | None = None
+    default_accept: str = JSON
 
-    def invoke(self, body: bytes, content_type: str, accept: str | None) -> tuple[bytes, str]:
-        """One request through the handlers; returns (response body, response content type)."""
-        accept = _effective_accept(accept)
+    def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
+        """One request as Transformer.transform serves it; returns (response body, response content type)."""
+        data, content_type, accept = self._request(body, content_type, accept)
         if self.transform_fn is not None:
-            return _response(self.transform_fn(self.model, body, content_type, accept), accept)
-        data = self.input_fn(body, content_type)
-        return _response(self.output_fn(self.predict_fn(data, self.model), accept), accept)
+            return _response(_call(self.transform_fn, self.context, self.model, data, content_type, accept), accept)
+        prediction = _call(self.predict_fn, self.context, _call(self.input_fn, self.context, data, content_type),
+                           self.model)
+        return _response(_call(self.output_fn, self.context, prediction, accept), accept)
 
-    def invoke_batch(self, requests: Sequence[tuple[bytes, str, str | None]]) -> list[tuple[bytes, str] | Exception]:
-        """(body, content type, accept) requests -> one (body, content type) or exception per request, in order.
+    def _request(self, body: bytes, content_type: str | None, accept: str | None):
+        if not accept or accept == ANY_ACCEPT:
+            accept = self.default_accept
+        # TorchServe hands the body over as a bytearray; the toolkit decodes only these two types.
+        data = bytes(body).decode("utf-8") if content_type in UTF8_TYPES else bytearray(body)
+        return data, content_type, accept
+
+    def invoke_batch(self, requests: Sequence[tuple[bytes, str | None, str | None]]) -> list[tuple[bytes, str] | Exception]:
+        """scones serve's opt-in batching: one (body, content type) or exception per request, in order.
 
         A request whose input_fn or output_fn fails gets its own exception; the others are
         unaffected. If the shared predict_fn call fails, every request in that call gets its error.
@@ -147,11 +252,12 @@ class LoadedModel:
         if len(requests) == 1 or self.transform_fn is not None:
             return [self._invoke_alone(*request) for request in requests]
         results: list = [None] * len(requests)
-        accepts = [_effective_accept(accept) for _, _, accept in requests]
+        accepts: list = [None] * len(requests)
         groups: dict[tuple, list[tuple[int, Any]]] = {}
-        for index, (body, content_type, _) in enumerate(requests):
+        for index, request in enumerate(requests):
             try:
-                data = self.input_fn(body, content_type)
+                data, content_type, accepts[index] = self._request(*request)
+                data = _call(self.input_fn, self.context, data, content_type)
             except Exception as error:
                 results[index] = error
                 continue
@@ -164,7 +270,7 @@ class LoadedModel:
                 self._predict_together(group, accepts, results)
         return results
 
-    def _invoke_alone(self, body: bytes, content_type: str, accept: str | None) -> tuple[bytes, str] | Exception:
+    def _invoke_alone(self, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str] | Exception:
         try:
             return self.invoke(body, content_type, accept)
         except Exception as error:
@@ -172,7 +278,8 @@ class LoadedModel:
 
     def _predict_alone(self, data, accept: str) -> tuple[bytes, str] | Exception:
         try:
-            return _response(self.output_fn(self.predict_fn(data, self.model), accept), accept)
+            prediction = _call(self.predict_fn, self.context, data, self.model)
+            return _response(_call(self.output_fn, self.context, prediction, accept), accept)
         except Exception as error:
             return error
 
@@ -181,7 +288,7 @@ class LoadedModel:
 
         rows = [len(data) for _, data in group]
         try:
-            prediction = self.predict_fn(torch.cat([data for _, data in group]), self.model)
+            prediction = _call(self.predict_fn, self.context, torch.cat([data for _, data in group]), self.model)
         except Exception as error:
             for index, _ in group:
                 results[index] = error
@@ -193,21 +300,28 @@ class LoadedModel:
             return
         for (index, _), part in zip(group, torch.split(prediction, rows)):
             try:
-                results[index] = _response(self.output_fn(part, accepts[index]), accepts[index])
+                results[index] = _response(_call(self.output_fn, self.context, part, accepts[index]), accepts[index])
             except Exception as error:
                 results[index] = error
 
 
-def _effective_accept(accept: str | None) -> str:
-    return DEFAULT_ACCEPT if not accept or accept.strip() == ANY_ACCEPT else accept
-
-
 def _response(result, accept: str) -> tuple[bytes, str]:
-    # Like the toolkit: a handler may return the body alone or (body, content type).
+    """The toolkit takes (body, content type) or a body alone (then the Accept type); TorchServe writes
+    bytes as they are, str as UTF-8, a tensor with torch.save and anything else as indented JSON."""
     response, response_type = result if isinstance(result, tuple) else (result, accept)
+    if isinstance(response, (bytes, bytearray)):
+        return bytes(response), response_type
     if isinstance(response, str):
-        response = response.encode()
-    return bytes(response), response_type
+        return response.encode("utf-8"), response_type
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(response, torch.Tensor):
+        buffer = io.BytesIO()
+        torch.save(response, buffer)
+        return buffer.getvalue(), response_type
+    try:
+        return json.dumps(response, indent=2).encode("utf-8"), response_type
+    except TypeError as error:
+        raise UnsupportedOutputError(f"cannot serialise a {type(response).__name__}") from error
 
 
 def _batch_key(data, index: int) -> tuple:
@@ -280,33 +394,51 @@ def unpack_model(archive: str | os.PathLike, model_dir: str | os.PathLike) -> Pa
     return model_dir
 
 
+def program_module() -> str:
+    """The user module's name from $SAGEMAKER_PROGRAM, as sagemaker_inference.environment parses it."""
+    program = os.environ.get(PROGRAM_ENV, DEFAULT_PROGRAM)
+    return program[:-3] if program.endswith(".py") else program
+
+
 def load_model(model_dir: str | os.PathLike) -> LoadedModel:
-    """Import <model_dir>/code/inference.py and call its model_fn, with container defaults."""
+    """Import <model_dir>/code/$SAGEMAKER_PROGRAM and call its model_fn, with the container's defaults
+    (Transformer.validate_and_initialize)."""
     model_dir = Path(model_dir).resolve()
     code_dir = model_dir / "code"
-    script = code_dir / "inference.py"
+    name = program_module()
+    script = next((path for path in (code_dir / f"{name}.py", code_dir / name / "__init__.py") if path.is_file()), None)
     module = None
-    if script.is_file():
+    if script is not None:
         with _import_lock:
             # Helpers beside inference.py (e.g. code/network.py) import by bare name, as in the container.
             if str(code_dir) not in sys.path:
                 sys.path.insert(0, str(code_dir))
             # A unique module name so two models in one process do not share a cached module.
-            name = f"inference_{abs(hash(str(model_dir)))}"
-            spec = importlib.util.spec_from_file_location(name, script)
+            unique = f"{name}_{abs(hash(str(model_dir)))}"
+            spec = importlib.util.spec_from_file_location(unique, script)
             module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
+            sys.modules[unique] = module
             spec.loader.exec_module(module)
 
-    def handler(name: str, default: Callable | None) -> Callable | None:
-        return getattr(module, name, None) or default
+    def handler(attribute: str) -> Callable | None:
+        return getattr(module, attribute, None)
 
-    model_fn = handler("model_fn", default_model_fn)
+    if handler("transform_fn") and (handler("input_fn") or handler("predict_fn") or handler("output_fn")):
+        raise ValueError("Cannot use transform_fn implementation in conjunction with "
+                         "input_fn, predict_fn, and/or output_fn implementation")
+    context = HandlerContext(model_dir=str(model_dir))
+    if handler("pre_model_fn"):
+        _call(handler("pre_model_fn"), context, str(model_dir))
+    model = _call(handler("model_fn") or default_model_fn, context, str(model_dir))
+    if handler("model_warmup_fn"):
+        _call(handler("model_warmup_fn"), context, str(model_dir), model)
     return LoadedModel(
         model_dir=model_dir,
-        model=model_fn(str(model_dir)),
-        input_fn=handler("input_fn", default_input_fn),
-        predict_fn=handler("predict_fn", default_predict_fn),
-        output_fn=handler("output_fn", default_output_fn),
-        transform_fn=handler("transform_fn", None),
+        model=model,
+        input_fn=handler("input_fn") or default_input_fn,
+        predict_fn=handler("predict_fn") or default_predict_fn,
+        output_fn=handler("output_fn") or default_output_fn,
+        transform_fn=handler("transform_fn"),
+        context=context,
+        default_accept=default_accept(),
     )

@@ -106,6 +106,51 @@ def test_container_invocations_answer_with_the_handler_status(endpoint):
     assert b"Unsupported content type" in caught.value.read()
 
 
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """POST with exactly these headers (urllib adds a form Content-Type to a body without one)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    connection = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=30)
+    try:
+        connection.request("POST", "/invocations", body=body, headers=headers)
+        reply = connection.getresponse()
+        return reply.status, {name.lower(): value for name, value in reply.getheaders()}, reply.read()
+    finally:
+        connection.close()
+
+
+def test_handlers_get_what_the_toolkit_passes_them(tmp_path):
+    """sagemaker_inference/transformer.py (sagemaker-pytorch-inference 2.0.25): the Content-Type as sent or None
+    (utils.retrieve_content_type_header), a JSON/CSV body decoded as UTF-8, any other body as TorchServe's
+    bytearray, Accept missing or */* -> application/json, a body alone answered as the Accept type; a failure is
+    500 with "<message>\\n<traceback>" and no Content-Type. tests/parity compares with the real toolkit."""
+    script = textwrap.dedent("""
+        import json
+        def model_fn(model_dir):
+            return None
+        def transform_fn(model, body, content_type, accept):
+            return json.dumps([type(body).__name__, content_type, accept])
+    """)
+    archive = write_archive(tmp_path / "model.tar.gz", {"code/inference.py": script.encode()})
+    with EndpointServer(archive, endpoint_name=ENDPOINT) as server:
+        seen = {}
+        for name, body, headers in [("none", b"\x89PNG", {}), ("json", b"[1]", {"Content-Type": "application/json"}),
+                                    ("png", b"\x89PNG", {"Content-Type": "image/png", "Accept": "*/*"})]:
+            status, reply_headers, reply = _post(server.url, body, headers)
+            assert (status, reply_headers["content-type"]) == (200, "application/json"), reply
+            seen[name] = json.loads(reply)
+        failed = _post(server.url, b"\x89PNG", {"Content-Type": "text/csv"})
+        with urllib.request.urlopen(f"{server.url}/ping") as ping:
+            assert ping.read() == b'{\n  "status": "Healthy"\n}\n'
+    assert seen == {"none": ["bytearray", None, "application/json"],
+                    "json": ["str", "application/json", "application/json"],
+                    "png": ["bytearray", "image/png", "application/json"]}
+    status, headers, body = failed
+    assert status == 500 and "content-type" not in headers
+    assert body.startswith(b"'utf-8' codec can't decode byte 0x89 in position 0") and b"\nTraceback" in body
+
+
 # --- errors as AWS shapes them --------------------------------------------------------------------
 
 def test_unknown_endpoint_is_a_validation_error(client):
@@ -168,6 +213,11 @@ def torchscript_only_model(tmp_path_factory):
 
 
 def test_missing_handlers_fall_back_to_the_container_defaults(torchscript_only_model):
+    """DefaultPytorchInferenceHandler (sagemaker-pytorch-inference 2.0.25): TorchScript model.pt, JSON/CSV
+    decoded to a FloatTensor, the answer encoded for Accept (np.savetxt for CSV: one value per line for a
+    1-D prediction), and an unsupported type raises sagemaker_inference.errors.UnsupportedFormatError, a
+    plain Exception, which Transformer.transform answers with 500. tests/parity runs the real toolkit on
+    the same archive."""
     with EndpointServer(torchscript_only_model, endpoint_name=ENDPOINT) as server:
         client = runtime_client(server.url)
         json_reply = client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="application/json",
@@ -176,10 +226,12 @@ def test_missing_handlers_fall_back_to_the_container_defaults(torchscript_only_m
         assert len(json.loads(json_reply["Body"].read())[0]) == 2
         csv_reply = client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="text/csv", Accept="text/csv",
                                            Body="1,2,3")
-        assert len(csv_reply["Body"].read().decode().split(",")) == 2
+        assert csv_reply["ContentType"] == "text/csv"
+        assert len(csv_reply["Body"].read().decode().splitlines()) == 2
         with pytest.raises(client.exceptions.ModelError) as caught:
             client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"png")
-        assert caught.value.response["OriginalStatusCode"] == 415  # the toolkit's UnsupportedFormatError
+        assert caught.value.response["OriginalStatusCode"] == 500
+        assert "Content type image/png is not supported by this framework" in caught.value.response["OriginalMessage"]
 
 
 def test_ping_is_503_until_the_model_is_loaded(tmp_path):

@@ -1,7 +1,12 @@
-"""Dynamic batching: several waiting requests served by one predict_fn call, each with its own answer.
+"""scones serve's opt-in dynamic batching (--max-batch-size > 1; ours, not the container's): several
+waiting requests served by one predict_fn call, each with its own answer.
 
 LoadedModel.invoke_batch (the handlers' side) and InferenceWorkers (the queue the server's
 worker threads take batches from), then the whole endpoint under concurrent boto3 clients.
+By default the endpoint serves one request per predict_fn call, as the SageMaker PyTorch
+container does (sagemaker_inference/transformer.py, Transformer.transform loops over the
+requests TorchServe hands it, even with SAGEMAKER_TS_BATCH_SIZE set); tests/parity proves that
+against the real toolkit.
 """
 from __future__ import annotations
 
@@ -107,9 +112,9 @@ def test_bad_requests_in_a_batch_get_their_own_errors_and_the_others_their_answe
 def test_rows_are_split_back_to_their_requests_with_one_predict_call():
     recording = RecordingModel()
     model = recording.loaded()
-    requests = [(json.dumps([[1, 2], [3, 4]]), "application/x-rows", None),   # two rows
-                (json.dumps([[10, 20]]), "application/x-rows", None),
-                (json.dumps([[5, 5], [6, 6], [7, 7]]), "application/x-rows", None)]
+    requests = [(json.dumps([[1, 2], [3, 4]]).encode(), "application/x-rows", None),   # two rows
+                (json.dumps([[10, 20]]).encode(), "application/x-rows", None),
+                (json.dumps([[5, 5], [6, 6], [7, 7]]).encode(), "application/x-rows", None)]
     results = model.invoke_batch(requests)
     assert recording.calls == [6]
     assert [json.loads(body) for body, _ in results] == [[3.0, 7.0], [30.0], [10.0, 12.0, 14.0]]
@@ -117,8 +122,8 @@ def test_rows_are_split_back_to_their_requests_with_one_predict_call():
 
 def test_an_output_fn_failure_fails_only_its_own_request():
     recording = RecordingModel()
-    results = recording.loaded().invoke_batch([(json.dumps([[1]]), "application/x-rows", "text/bad"),
-                                               (json.dumps([[2]]), "application/x-rows", None)])
+    results = recording.loaded().invoke_batch([(json.dumps([[1]]).encode(), "application/x-rows", "text/bad"),
+                                               (json.dumps([[2]]).encode(), "application/x-rows", None)])
     assert recording.calls == [2]
     assert isinstance(results[0], ValueError) and json.loads(results[1][0]) == [2.0]
 
@@ -128,9 +133,9 @@ def test_a_predict_fn_failure_fails_every_request_of_that_call():
         raise RuntimeError("out of memory")
 
     recording = RecordingModel(predict=explode)
-    results = recording.loaded().invoke_batch([(json.dumps([[1]]), "application/x-rows", None),
+    results = recording.loaded().invoke_batch([(json.dumps([[1]]).encode(), "application/x-rows", None),
                                                (b"bad", "text/plain", None),
-                                               (json.dumps([[2]]), "application/x-rows", None)])
+                                               (json.dumps([[2]]).encode(), "application/x-rows", None)])
     assert recording.calls == [2]
     assert isinstance(results[0], RuntimeError) and isinstance(results[2], RuntimeError)
     assert isinstance(results[1], ValueError) and "text/plain" in str(results[1])
@@ -138,17 +143,17 @@ def test_a_predict_fn_failure_fails_every_request_of_that_call():
 
 def test_inputs_of_different_trailing_shapes_are_predicted_in_matching_groups():
     recording = RecordingModel()
-    results = recording.loaded().invoke_batch([(json.dumps([[1, 1]]), "application/x-rows", None),
-                                               (json.dumps([[1, 1, 1]]), "application/x-rows", None),
-                                               (json.dumps([[2, 2]]), "application/x-rows", None)])
+    results = recording.loaded().invoke_batch([(json.dumps([[1, 1]]).encode(), "application/x-rows", None),
+                                               (json.dumps([[1, 1, 1]]).encode(), "application/x-rows", None),
+                                               (json.dumps([[2, 2]]).encode(), "application/x-rows", None)])
     assert sorted(recording.calls) == [1, 2]   # the two 2-wide rows together, the 3-wide one alone
     assert [json.loads(body) for body, _ in results] == [[2.0], [3.0], [4.0]]
 
 
 def test_a_prediction_without_one_row_per_input_row_falls_back_to_one_request_at_a_time():
     recording = RecordingModel(predict=lambda data: data.sum().reshape(1, 1))  # one row, whatever the batch
-    results = recording.loaded().invoke_batch([(json.dumps([[1, 2]]), "application/x-rows", None),
-                                               (json.dumps([[3, 4]]), "application/x-rows", None)])
+    results = recording.loaded().invoke_batch([(json.dumps([[1, 2]]).encode(), "application/x-rows", None),
+                                               (json.dumps([[3, 4]]).encode(), "application/x-rows", None)])
     assert recording.calls == [2, 1, 1]
     assert [json.loads(body) for body, _ in results] == [[3.0], [7.0]]
 
@@ -239,13 +244,26 @@ def test_a_failure_of_the_batch_call_itself_reaches_every_request_of_the_batch()
     assert all(isinstance(answer, RuntimeError) for answer in answers)
 
 
-def test_batching_settings_come_from_the_sagemaker_torchserve_variables(monkeypatch):
+def test_the_sagemaker_torchserve_variables_keep_one_request_per_predict_fn_call(monkeypatch):
+    """sagemaker_pytorch_serving_container/torchserve.py writes SAGEMAKER_TS_* into TorchServe's model config
+    (batchSize, maxBatchDelay, minWorkers 1 unless SAGEMAKER_TS_MIN_WORKERS); the handlers still see one request
+    per call, so our batching stays off. Workers: SAGEMAKER_TS_MIN_WORKERS once any SAGEMAKER_TS_* is set, else
+    SAGEMAKER_MODEL_SERVER_WORKERS (TorchServe's default_workers_per_model)."""
+    for name in ("SAGEMAKER_TS_BATCH_SIZE", "SAGEMAKER_TS_MAX_BATCH_DELAY", "SAGEMAKER_TS_MIN_WORKERS",
+                 "SAGEMAKER_TS_MAX_WORKERS", "SAGEMAKER_TS_RESPONSE_TIMEOUT", "SAGEMAKER_MODEL_SERVER_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    assert EndpointSettings(model="unused").inference_threads == 2
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "3")
+    assert EndpointSettings(model="unused").inference_threads == 3
     monkeypatch.setenv("SAGEMAKER_TS_BATCH_SIZE", "16")
-    monkeypatch.setenv("SAGEMAKER_TS_MAX_BATCH_DELAY", "2.5")
+    monkeypatch.setenv("SAGEMAKER_TS_MAX_BATCH_DELAY", "25")
     from_environment = EndpointSettings(model="unused")
-    assert (from_environment.max_batch_size, from_environment.max_batch_delay_ms) == (16, 2.5)
-    explicit = EndpointSettings(model="unused", max_batch_size=1, max_batch_delay_ms=0)
-    assert (explicit.max_batch_size, explicit.max_batch_delay_ms) == (1, 0)
+    assert (from_environment.max_batch_size, from_environment.max_batch_delay_ms) == (1, 0)
+    assert from_environment.inference_threads == 1
+    monkeypatch.setenv("SAGEMAKER_TS_MIN_WORKERS", "4")
+    assert EndpointSettings(model="unused").inference_threads == 4
+    explicit = EndpointSettings(model="unused", max_batch_size=8, max_batch_delay_ms=2.5, inference_threads=2)
+    assert (explicit.max_batch_size, explicit.max_batch_delay_ms, explicit.inference_threads) == (8, 2.5, 2)
     with pytest.raises(ValueError):
         EndpointSettings(model="unused", max_batch_size=0)
 
@@ -283,15 +301,37 @@ def test_concurrent_good_and_bad_requests_through_the_endpoint_each_get_their_ow
             assert answer == 500, index
 
 
+def test_by_default_concurrent_requests_get_one_predict_fn_call_each(stub_archive, stub):
+    images = read_test_images(4)
+    expected = [probabilities(stub.invoke(image, "image/png", None)) for image in images]
+
+    def ask(index):
+        runtime = boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1",
+                               aws_access_key_id="testing", aws_secret_access_key="testing")
+        reply = runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=images[index % 4])
+        return json.loads(reply["Body"].read())
+
+    with EndpointServer(stub_archive, endpoint_name=ENDPOINT, inference_threads=1) as server:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, range(48)))
+        status = server.inference_status()
+    assert (status["requests"], status["batches"], status["largest_batch"]) == (48, 48, 1)
+    for index, answer in enumerate(answers):
+        assert answer == pytest.approx(expected[index % 4], abs=1e-6)
+
+
 @pytest.mark.parametrize("options, env, expected", [
-    ({"max_batch_size": 3, "max_batch_delay_ms": 1.5}, {}, (3, 1.5)),                     # scones serve's flags
-    ({}, {"SAGEMAKER_TS_BATCH_SIZE": "5", "SAGEMAKER_TS_MAX_BATCH_DELAY": "2"}, (5, 2)),  # the container's variables
+    ({"max_batch_size": 3, "max_batch_delay_ms": 1.5}, {}, (3, 1.5, 2)),            # scones serve's opt-in flags
+    ({}, {"SAGEMAKER_TS_BATCH_SIZE": "5", "SAGEMAKER_TS_MAX_BATCH_DELAY": "2"}, (1, 0, 1)),  # the container's: no batching
 ])
-def test_a_subprocess_endpoint_takes_its_batching_from_flags_or_the_environment(stub_archive, tmp_path, options, env,
-                                                                                 expected):
+def test_a_subprocess_endpoint_batches_only_when_asked_by_its_flags(stub_archive, tmp_path, options, env, expected):
     server = EndpointServer(stub_archive, endpoint_name=ENDPOINT, mode="subprocess", env=env,
                             log_path=tmp_path / "endpoint.log", **options)
     with server:
         status = server.inference_status()
-    assert (status["max_batch_size"], status["max_batch_delay_ms"]) == expected
-    assert f"batches of up to {expected[0]} waiting at most {expected[1]:g} ms" in (tmp_path / "endpoint.log").read_text()
+    assert (status["max_batch_size"], status["max_batch_delay_ms"], status["threads"]) == expected
+    log = (tmp_path / "endpoint.log").read_text()
+    if expected[0] > 1:
+        assert f"batches of up to {expected[0]} waiting at most {expected[1]:g} ms (scones' opt-in)" in log
+    else:
+        assert "1 inference threads, one request per predict_fn call, as the container" in log

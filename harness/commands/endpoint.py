@@ -11,7 +11,7 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
-from local_model.server import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZE
+from local_model.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 
 
 @click.command()
@@ -37,17 +37,19 @@ from local_model.server import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZ
               envvar="SCONES_CAPTURE_SPOOL", show_envvar=True,
               help="Folder where every captured record is written before the reply and kept after upload "
                    "[default: <state dir>/capture-spool/<endpoint-name>].")
-@click.option("--inference-threads", default=2, show_default=True, type=click.IntRange(0),
-              help="Threads running the handlers; 0 runs them on the event loop.")
+@click.option("--inference-threads", default=None, type=click.IntRange(0),
+              help="Threads running the handlers, one request each (the container's TorchServe workers); 0 runs "
+                   f"them on the event loop.  [default: ${WORKERS_ENV}, or SAGEMAKER_TS_MIN_WORKERS (1) once a "
+                   f"SAGEMAKER_TS_* variable is set, as in the container; else {DEFAULT_INFERENCE_THREADS}]")
 @click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch intra-op threads per inference.")
-@click.option("--max-batch-size", default=None, type=click.IntRange(1), envvar="SAGEMAKER_TS_BATCH_SIZE",
-              show_envvar=True, help="Most requests one inference worker serves with one predict_fn call "
-                                     f"(dynamic batching, as TorchServe's batchSize)  [default: {DEFAULT_MAX_BATCH_SIZE}]")
-@click.option("--max-batch-delay-ms", default=None, type=click.FloatRange(0), envvar="SAGEMAKER_TS_MAX_BATCH_DELAY",
-              show_envvar=True, help="Longest a worker waits for more requests to fill a batch; 0 batches only what "
-                                     "is already waiting (TorchServe's maxBatchDelay)  "
-                                     f"[default: {DEFAULT_MAX_BATCH_DELAY_MS:g}]")
+@click.option("--max-batch-size", default=1, show_default=True, type=click.IntRange(1),
+              help="Opt-in, scones' own dynamic batching, not the container's: up to this many waiting requests "
+                   "share one predict_fn call (the SageMaker PyTorch container calls predict_fn once per request, "
+                   "even with SAGEMAKER_TS_BATCH_SIZE set). Your predict_fn must then take a batch.")
+@click.option("--max-batch-delay-ms", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="With --max-batch-size: longest a worker waits for more requests to fill a batch; 0 batches only "
+                   "what is already waiting.")
 @click.option("--http", "http_impl", default="auto", show_default=True, type=click.Choice(["auto", "h11", "httptools"]),
               help="uvicorn HTTP parser (auto: httptools when installed).")
 @click.option("--loop", "loop_impl", default="auto", show_default=True, type=click.Choice(["auto", "asyncio", "uvloop"]),
@@ -92,9 +94,11 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
         capture_writer_options={"flush_interval_s": capture_flush_seconds,
                                 "spool_dir": capture_spool or harness_settings.state_dir() / "capture-spool" / endpoint_name},
     )
+    batching = (f"batches of up to {settings.max_batch_size} waiting at most {settings.max_batch_delay_ms:g} ms "
+                f"(scones' opt-in)" if settings.max_batch_size > 1 else "one request per predict_fn call, as the container")
     click.echo(f"endpoint {endpoint_name} on http://{host}:{port} (model {model}, "
                f"capture {'to ' + capture_uri + f' at {sampling:g}%' if capture else 'off'}, "
-               f"batches of up to {settings.max_batch_size} waiting at most {settings.max_batch_delay_ms:g} ms)", err=True)
+               f"{settings.inference_threads} inference threads, {batching})", err=True)
     run_server(settings, host=host, port=port, log_level=log_level, http=http_impl, loop=loop_impl)
 
 
