@@ -333,11 +333,16 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals | None = 
         session = local_target.local_session(config.localstack_url, config.endpoint_url)
         # LocalStack loads each service on its first request (a second or two each here): the
         # bucket is made in the upload's thread so that S3 and Lambda load side by side.
+        stopping = threading.Event()
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scones-up") as pool:
-            deploying = pool.submit(_deploy, session, config, progress)
-            uploading = pool.submit(_bucket_and_upload, session, config, progress)
-            resources = deploying.result()
-            uploaded, restored = uploading.result()
+            try:
+                deploying = pool.submit(_deploy, session, config, progress, stopping)
+                uploading = pool.submit(_bucket_and_upload, session, config, progress)
+                resources = deploying.result()
+                uploaded, restored = uploading.result()
+            except BaseException:
+                stopping.set()   # the deploy's next poll gives up, so leaving the pool waits for no waiter
+                raise
         progress("workflow deployed, data uploaded")
 
         if endpoint_process is not None:
@@ -434,8 +439,13 @@ def _preload_deploy_code() -> None:
         importlib.import_module(module)
 
 
-def _deploy(session, config: StackConfig, progress: Progress):
+def _deploy(session, config: StackConfig, progress: Progress, stopping: threading.Event):
     from deploy.workflow import deploy_workflow
+
+    def pause(seconds: float) -> None:
+        # LocalStack makes a function Active in about a second; poll it 10x as often as AWS needs.
+        if stopping.wait(min(seconds, 0.1)):
+            raise StackError("deploy abandoned: `scones up` is stopping")
 
     return deploy_workflow(
         session,
@@ -445,8 +455,7 @@ def _deploy(session, config: StackConfig, progress: Progress):
         lambda_role_arn=local_target.LAMBDA_ROLE_ARN,
         states_role_arn=local_target.STATES_ROLE_ARN,
         progress=progress,
-        # LocalStack makes a function Active in about a second; poll it 10x as often as AWS needs.
-        sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
+        sleep=pause,
     )
 
 

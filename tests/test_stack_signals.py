@@ -130,3 +130,12 @@ def test_sigterm_while_the_endpoint_starts_stops_it(start_up):
     assert_nothing_left(up, up.finish(), signal.SIGTERM, processes)
     assert not up.said("localstack: ready")
 
+
+
+def test_sigterm_while_the_workflow_deploys_stops_both(start_up):
+    """Signalled while the deploy threads talk to LocalStack: they finish their call, then both parts stop."""
+    up = start_up()
+    poll(lambda: up.said("creating Lambda function"), 120, 0.02, "`scones up` to deploy the Lambdas")
+    processes = up.processes = stack.process_tree([up.process.pid])
+    up.process.send_signal(signal.SIGTERM)
+    assert_nothing_left(up, up.finish(), signal.SIGTERM, processes)
