@@ -43,3 +43,11 @@ test: venv
 
 clean:
 	rm -rf $(VENV) .scones
+
+# The parity suite (tests/parity: AWS's SageMaker toolkits run our artifacts) under the PyTorch
+# 2.5.1 images' torch 2.5.1 / torchvision 0.20.1 instead of the project's torch. Not part of
+# `make test`: PyPI's torch 2.5.1 is the CUDA build, 2.9 GB of wheels with its nvidia-* deps
+# (about 6 GB installed) in a second cached toolkit venv under the state dir.
+.PHONY: parity-torch25
+parity-torch25: venv
+	SCONES_PARITY_REQUIREMENTS=tests/parity/torch25-requirements.txt $(BIN)/pytest -m parity tests/parity
