@@ -296,6 +296,30 @@ def test_every_mode_decodes_to_its_8_bit_rgb_pixels(served, mode, fmt):
         np.testing.assert_array_equal(decoded, wanted)
 
 
+def raw_png(pixels: np.ndarray, color_type: int, bit_depth: int) -> bytes:
+    """A PNG written byte by byte (Pillow cannot write 16-bit RGB, LA or RGBA): rows of big-endian samples."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    height, width = pixels.shape[:2]
+    samples = pixels.astype(">u2" if bit_depth == 16 else np.uint8)
+    rows = b"".join(b"\x00" + samples[row].tobytes() for row in range(height))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("color_type, channels", [(0, 1), (2, 3), (4, 2), (6, 4)])   # gray, RGB, gray+alpha, RGBA
+def test_16_bit_pngs_of_every_color_type_decode_as_their_8_bit_twins(served, color_type, channels):
+    inference, _ = served
+    rng = np.random.default_rng(color_type)
+    pixels = rng.integers(0, 256, (32, 32, channels), dtype=np.uint16)
+    if channels in (2, 4):
+        pixels[..., -1] = np.where(np.arange(32)[None, :] < 20, 255, 90)   # opaque and half-transparent columns
+    pixels = pixels[..., 0] if channels == 1 else pixels
+    np.testing.assert_array_equal(inference.decode_image(raw_png(pixels * 257, color_type, 16)),
+                                  inference.decode_image(raw_png(pixels, color_type, 8)))
+
+
 def test_16_bit_npy_arrays_are_read_as_16_bit_images_are(served):
     inference, _ = served
     np.testing.assert_array_equal(inference.input_fn(npy(sixteen_bit(GRADIENT)), "application/x-npy"),
