@@ -9,6 +9,7 @@ listening port is left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -65,6 +66,18 @@ class _StopSignals:
             return
         self.armed = False          # a second signal must not cut the cleanup short
         raise StopSignal(signum)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Hold a signal while a process is being started, until its handle is kept: then raise it."""
+        was_armed, self.armed = self.armed, False
+        try:
+            yield
+        finally:
+            self.armed = was_armed
+        if was_armed and self.pending:
+            signum, self.pending, self.armed = self.pending, None, False
+            raise StopSignal(signum)
 
     def __enter__(self) -> "_StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -278,7 +291,7 @@ def up(config: StackConfig, progress: Progress = print) -> dict[str, Any]:
     return record
 
 
-def _up(config: StackConfig, progress: Progress, signals: _StopSignals | None = None) -> dict[str, Any]:
+def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[str, Any]:
     started_at = time.perf_counter()
     report = progress
     progress = lambda message: report(f"[{time.perf_counter() - started_at:5.1f} s] {message}")  # noqa: E731
@@ -302,7 +315,8 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals | None = 
                 progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}): its model, name, port or "
                          "capture destination changed")
                 terminate(old_endpoint["pid"])
-            endpoint_process = start_endpoint_server(config, model_dir)
+            with signals.deferred():   # a signal now would orphan the process before we hold it
+                endpoint_process = start_endpoint_server(config, model_dir)
             progress(f"endpoint: starting {config.endpoint_name} on {config.endpoint_url} (pid {endpoint_process.pid})")
         else:
             progress(f"endpoint: attached to {config.endpoint_name} on {config.endpoint_url} (pid {old_endpoint['pid']})")
@@ -320,8 +334,9 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals | None = 
                                  f"LocalStack; stop it or set {settings.LOCALSTACK_PORT}")
             localstack.ensure_venv()
             progress(f"localstack: starting on {config.localstack_url}")
-            localstack_pid = localstack.start()
-            localstack_started_here = True
+            with signals.deferred():
+                localstack_pid = localstack.start()
+                localstack_started_here = True
             _preload_deploy_code()  # while LocalStack boots in its own process
             localstack.wait_ready()
 
@@ -356,8 +371,7 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals | None = 
         if localstack_started_here:
             localstack.stop()
         raise
-    if signals is not None:
-        signals.armed = False   # complete: a signal now waits until the record is written
+    signals.armed = False   # complete: a signal now waits until the record is written
 
     endpoint_pid = endpoint_process.pid if endpoint_process else old_endpoint.get("pid")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

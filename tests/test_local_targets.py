@@ -301,3 +301,44 @@ def test_the_endpoint_server_gets_only_local_credentials(tmp_path, monkeypatch):
     assert aws == {"AWS_ENDPOINT_URL_S3": config.localstack_url, "AWS_ACCESS_KEY_ID": "test",
                    "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
                    "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+
+def test_a_signal_while_a_process_starts_is_held_until_its_handle_is_kept():
+    """`up` must know what it started before a SIGTERM can unwind it; else the new process is orphaned."""
+    import signal
+
+    kept = []
+    with stack._StopSignals() as signals:
+        with pytest.raises(stack.StopSignal) as stopped:
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)   # arrives while the process is being started
+                kept.append("handle")
+        assert kept == ["handle"] and stopped.value.signum == signal.SIGTERM and not stopped.value.stack_left_up
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the caller's handler is back
+
+
+def test_a_signal_after_the_stack_is_complete_leaves_it_up_and_says_so(tmp_path, monkeypatch):
+    import signal
+
+    def complete_then_signalled(config, progress, signals):
+        signals.armed = False
+        os.kill(os.getpid(), signal.SIGHUP)
+        return {"written": "record"}
+
+    monkeypatch.setattr(stack, "_up", complete_then_signalled)
+    with pytest.raises(stack.StopSignal) as stopped:
+        stack.up(stack.StackConfig(state_dir=tmp_path, data_dir=tmp_path))
+    assert stopped.value.signum == signal.SIGHUP and stopped.value.stack_left_up
+
+
+def test_a_sighup_ignored_by_the_caller_stays_ignored(tmp_path):
+    """`nohup scones up` asks to survive a hang-up: `up` must not turn SIGHUP into a stop."""
+    import signal
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stack._StopSignals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
