@@ -36,13 +36,16 @@ def _parse_hyperparameter(ctx, param, values: tuple[str, ...]) -> dict[str, obje
               help="any other train.py hyperparameter as NAME=VALUE (repeatable), e.g. -H label_smoothing=0.05; "
                    "VALUE is JSON when it parses (64, false, [32, 64, 128]), else a string, and reaches train.py "
                    "as a SageMaker training job passes it")
-def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra) -> None:
+@click.option("--toolkit-python", envvar="SCONES_TRAINING_TOOLKIT_PYTHON", default=None, metavar="PYTHON",
+              help="a Python with AWS's sagemaker-training + sagemaker-pytorch-training to run the job "
+                   "[$SCONES_TRAINING_TOOLKIT_PYTHON; default: this Python if it has them, else our port of the toolkit]")
+def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra, toolkit_python) -> None:
     """Train with local_model/train.py as a SageMaker training job runs it, and pack model.tar.gz.
 
-    Runs AWS's sagemaker-training toolkit when $SCONES_TRAINING_TOOLKIT_PYTHON names a Python that has
-    it (or this one has it), else our port of it: the same command line and SM_* environment.
+    Runs AWS's sagemaker-training toolkit when --toolkit-python names a Python that has it (or this
+    one has it), else our port of it: the same command line and SM_* environment (tests/parity).
     """
-    from harness.models import TrainingError, train_model
+    from harness.models import AUTO, TrainingError, train_model
 
     hyperparameters = {name: value for name, value in {
         "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "widths": widths, "blocks": blocks,
@@ -50,7 +53,7 @@ def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra
     hyperparameters.update(extra)
     data = settings.data_dir(data_dir)
     try:
-        train_model(data, out_dir, hyperparameters)
+        train_model(data, out_dir, hyperparameters, toolkit=toolkit_python or AUTO)
     except (FileNotFoundError, TrainingError) as error:
         raise click.ClickException(str(error)) from error
     metrics = json.loads((out_dir / "metrics.json").read_text())

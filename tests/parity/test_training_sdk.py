@@ -82,9 +82,7 @@ def test_the_deploy_creates_the_training_job_the_sdk_creates(moto_aws, run_in_to
     """sagemaker.pytorch.PyTorch(...).fit() with the same hyperparameters: the HyperParameters map
     (json.dumps of every value, the five script-mode keys) and the training image equal
     deploy/sagemaker.py's request; the source tarball holds the same source files as ours."""
-    from harness.commands.model import _parse_hyperparameter
-
-    user = _parse_hyperparameter(None, None, tuple(f"{form}" for form in FORMS))
+    user = {key: sm.hyperparameter_value(value) for key, _, value in (form.partition("=") for form in FORMS)}
     job = json.loads(run_in_toolkit_venv(ESTIMATOR, REGION, BUCKET, ROLE, JOB, str(sm.SOURCE_DIR), json.dumps(user)))
     submit_directory = json.loads(job["HyperParameters"]["sagemaker_submit_directory"])
 
