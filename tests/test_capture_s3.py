@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,7 @@ from botocore.config import Config
 
 from harness import settings
 from harness.endpoint import EndpointServer, free_port
-from local_model.capture import CaptureConfig
+from local_model.capture import CaptureConfig, CapturedInvocation, CaptureWriter, restore_uploaded
 from local_model.serving_stub import build_stub_model
 
 ENDPOINT = "capture-endpoint"
@@ -221,3 +223,59 @@ def test_inference_id_reaches_the_record_and_failed_invocations_are_not_captured
             runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"not a png")
     records = [record for file_records in captured(bucket).values() for record in file_records]
     assert [record["eventMetadata"].get("inferenceId") for record in records] == ["order-42"]
+
+
+def test_kill_9_of_the_endpoint_loses_no_acknowledged_record(stub_model, bucket, images, moto_url, tmp_path):
+    """Every reply the client got is in the spool on disk; the next server on that spool uploads them."""
+    config = CaptureConfig(f"s3://{bucket}/capture")
+    spool = tmp_path / "spool"
+    # Uploads wait a minute: at the kill every record is only in the spool.
+    first = EndpointServer(stub_model, endpoint_name=ENDPOINT, capture=config, mode="subprocess", capture_spool=spool,
+                           env={"AWS_ENDPOINT_URL_S3": moto_url}, log_path=tmp_path / "first.log",
+                           capture_writer_options={"flush_interval_s": 60})
+    first.start()
+    try:
+        replies = invoke_all(first.url, [images[index % len(images)] for index in range(120)], clients=8)
+        os.kill(first.pid, signal.SIGKILL)
+        first._process.wait(10)
+    finally:
+        first.stop()
+    assert captured(bucket) == {}
+
+    second = EndpointServer(stub_model, endpoint_name=ENDPOINT, capture=config, mode="subprocess", capture_spool=spool,
+                            env={"AWS_ENDPOINT_URL_S3": moto_url}, log_path=tmp_path / "second.log")
+    with second:
+        assert poll(lambda: second.capture_status()["written_records"] >= 120)
+        status = second.capture_status()
+        assert status["recovered_records"] == 120 and status["pending"] == 0
+    records = [record for file_records in captured(bucket).values() for record in file_records]
+    assert sorted(record["eventMetadata"]["inferenceId"] for record in records) == sorted(replies)
+    # and the archive holds exactly what S3 got, for `scones up` to put back
+    assert {path.relative_to(spool / "uploaded" / bucket).as_posix()
+            for path in (spool / "uploaded").rglob("*.jsonl")} == set(captured(bucket))
+
+
+def test_restore_puts_back_exactly_the_archived_files_s3_lacks(bucket, tmp_path):
+    s3 = boto3.client("s3")
+    writer = CaptureWriter(CaptureConfig(f"s3://{bucket}/capture"), ENDPOINT, spool_dir=tmp_path, max_batch_records=3,
+                           flush_interval_s=0.05)
+    writer.start()
+    for index in range(10):
+        writer.submit(CapturedInvocation(datetime.now(timezone.utc), str(uuid.uuid4()), b"png", "image/png",
+                                         b"[0.9, 0.1]", "application/json"))
+    assert writer.close(timeout_s=30)
+    keys = sorted(captured(bucket))
+    assert len(keys) == 4   # ceil(10 / 3)
+    s3.delete_object(Bucket=bucket, Key=keys[0])   # as if S3 had lost them: LocalStack restarted empty
+    s3.delete_object(Bucket=bucket, Key=keys[1])
+    (tmp_path / "pending" / bucket / "capture").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "pending" / bucket / "capture" / "x.jsonl").write_text('{"unsent": 1}\n{"unsent": 2}\n')
+
+    report = restore_uploaded(tmp_path, s3, buckets=[bucket])
+
+    assert (report.files, report.present) == (2, 2)
+    assert report.records == sum(len(records) for key, records in captured(bucket).items() if key in keys[:2])
+    assert (report.pending_files, report.pending_records) == (1, 2)   # the endpoint sends those, not restore
+    assert sorted(captured(bucket)) == keys
+    assert sum(len(records) for records in captured(bucket).values()) == 10
+    assert restore_uploaded(tmp_path, s3, buckets=["another-bucket"]).files == 0
