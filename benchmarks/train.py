@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/train.py [--data DIR] [--out DIR] [--skip-baseline]
 
-Trains (through `harness.models.train_model`, i.e. train.py under the SageMaker env contract):
+Trains (through `harness.models.train_model`, i.e. train.py as a SageMaker training job runs it;
+--toolkit-python PYTHON runs the job with AWS's sagemaker-training toolkit instead of our port):
   1. baseline: a plain small CNN, no augmentation, no test-time augmentation;
   2. the default model: exactly what `scones train` / ensure_model() train.
 Prints for each: test accuracy, coverage and precision at the 0.93 threshold, training time, and
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # latency on this shared machine was ~96 ms p50 against ~1.5 ms with 1 thread.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from deploy import sagemaker as sm  # noqa: E402
 from harness import models, settings  # noqa: E402
 from local_model.serving_handlers import extract_tar  # noqa: E402
 
@@ -69,10 +71,10 @@ def handler_latency(out_dir: Path, data_dir: Path, threads: int) -> dict:
             "p90_ms": 1000 * seconds[int(0.9 * (len(seconds) - 1))], "n": len(seconds)}
 
 
-def run(name: str, data_dir: Path, out_dir: Path, hyperparameters: dict) -> dict:
+def run(name: str, data_dir: Path, out_dir: Path, hyperparameters: dict, toolkit: str | None) -> dict:
     print(f"\n== {name}: {hyperparameters or 'train.py defaults'} ({load_average()})", flush=True)
     started = time.perf_counter()
-    models.train_model(data_dir, out_dir, hyperparameters, echo=False)
+    models.train_model(data_dir, out_dir, hyperparameters, echo=False, toolkit=toolkit)
     wall = time.perf_counter() - started
     metrics = json.loads((out_dir / "metrics.json").read_text())
     latency = [handler_latency(out_dir, data_dir, threads) for threads in (1, os.cpu_count() or 1)]
@@ -107,17 +109,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep artifacts here [default: a temp dir]")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("-H", "--hyperparameter", action="append", default=[],
-                        help="override a default-model hyperparameter, NAME=VALUE (to try a candidate)")
+                        help="override a default-model hyperparameter, NAME=VALUE as `scones train -H` takes it")
+    parser.add_argument("--toolkit-python", default=None, metavar="PYTHON",
+                        help="run the jobs with AWS's training toolkit in this Python [default: our port]")
     args = parser.parse_args()
     data_dir = settings.data_dir(args.data)
-    candidate = dict(item.split("=", 1) for item in args.hyperparameter)
+    candidate = {key: sm.hyperparameter_value(value) for key, _, value in (item.partition("=") for item in args.hyperparameter)}
     print(f"data {data_dir}; {load_average()}; pid {os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="scones-bench-") as scratch:
         root = args.out or Path(scratch)
         results = []
         if not args.skip_baseline:
-            results.append(run("baseline small CNN", data_dir, root / "baseline", BASELINE))
-        results.append(run("default model", data_dir, root / "default", candidate))
+            results.append(run("baseline small CNN", data_dir, root / "baseline", BASELINE, args.toolkit_python))
+        results.append(run("default model", data_dir, root / "default", candidate, args.toolkit_python))
     print(f"\n== summary ({load_average()})")
     for result in results:
         print(f"{result['name']}: accuracy {result['test_accuracy']:.3f}, coverage@0.93 {result['threshold_coverage']:.3f}, "

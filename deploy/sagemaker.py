@@ -4,8 +4,10 @@ model, the endpoint config with data capture, and the endpoint.
 The PyTorch framework container is found from a maintained table (below) so the `sagemaker`
 SDK stays optional; the training job is described exactly as the SDK's PyTorch estimator
 describes it (source tarball in S3, JSON-encoded hyperparameters, sagemaker_program /
-sagemaker_submit_directory), so the container runs `python train.py --<hp> <value>` with the
-SM_* environment, just as it does locally.
+sagemaker_submit_directory; tests/parity/test_training_sdk.py compares with the SDK itself), so the
+container's training toolkit runs `python -- train.py --<key> <value>` with the SM_* environment,
+just as `scones train` does locally (harness/models.py lays out the same job from the same
+source_tarball() and sdk_hyperparameters()).
 """
 from __future__ import annotations
 
