@@ -52,6 +52,7 @@ STOP_GRACE_S = 2.0
 SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 RESPONSE_LIMIT = 6 * 1024 * 1024
 LOG_TAIL_BYTES = 64 * 1024
+LOG_ROTATE_BYTES = 32 * 1024 * 1024
 WORK_ROOT = Path(tempfile.gettempdir()) / "scones-lambda"
 
 # Time spent inside invoke() (invocation handed out -> result back), for attributing latency:
@@ -404,7 +405,13 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         """What the process wrote since the last read: everything it printed before it answered."""
         if self._log_reader is None:
             return ""
-        return self._log_reader.read().decode("utf-8", errors="replace")
+        text = self._log_reader.read().decode("utf-8", errors="replace")
+        if self._log_reader.tell() > LOG_ROTATE_BYTES:
+            # Read already, and the sandbox's file size limit (RLIMIT_FSIZE) applies to this log too:
+            # start it again (the runtime appends, so its next line lands at the new end).
+            os.truncate(self.log_path, 0)
+            self._log_reader.seek(0)
+        return text
 
     def get_logs(self) -> str:
         try:
