@@ -197,6 +197,10 @@ class _SpoolFile:
     synced_records: int = 0
 
 
+class SpoolInUse(RuntimeError):
+    """Another live capture writer holds this spool."""
+
+
 PENDING = "pending"
 UPLOADED = "uploaded"
 _STOP = object()
@@ -234,6 +238,7 @@ class CaptureWriter:
         self._closing = threading.Event()
         self._abandon = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._spool_lock = None              # the open writer.lock while this writer owns the spool
         self._client = None
 
     # --- request path ------------------------------------------------------------------------
@@ -284,8 +289,12 @@ class CaptureWriter:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "CaptureWriter":
-        """Queue what an earlier process left in pending/, then start the sync and upload threads."""
+        """Queue what an earlier process left in pending/, then start the sync and upload threads.
+
+        One writer per spool: a second one would send the first one's open file. The lock is a flock,
+        so the kernel releases it when its holder dies, even by kill -9."""
         if not self._threads:
+            self._lock_spool()
             with self._lock:
                 mine = {spool_file.path for spool_file in [self._open, *self._sealed] if spool_file is not None}
             # Only files for this writer's destination: one for a bucket that is gone would block the queue.
@@ -307,6 +316,18 @@ class CaptureWriter:
                 thread.start()
         return self
 
+    def _lock_spool(self) -> None:
+        import fcntl
+
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._spool_lock = open(self.spool_dir / "writer.lock", "a")
+        try:
+            fcntl.flock(self._spool_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._spool_lock.close()
+            raise SpoolInUse(f"capture spool {self.spool_dir} is in use by another endpoint process; stop it, "
+                             "or give this one a spool of its own (scones serve --capture-spool)") from None
+
     def wait_started(self, timeout_s: float = 60.0) -> bool:
         """Wait until the uploader has built its S3 client (importing boto3 is not free; do it before traffic)."""
         return self._client_ready.wait(timeout_s)
@@ -323,11 +344,15 @@ class CaptureWriter:
             thread.join(max(0.0, deadline - time.monotonic()))
         finished = not any(thread.is_alive() for thread in self._threads)
         if not finished:
-            self._abandon.set()  # stop retrying: the caller has given up waiting
+            self._abandon.set()  # stop retrying: the caller has given up waiting; what is left stays in pending/
             log.error("capture writer did not finish within %.0f s; %d records left in %s (last error: %s)",
                       timeout_s, self.pending(), self.spool_dir / PENDING, self.counters.last_error)
-        elif self._temporary_spool:  # nothing would read its archive again
-            shutil.rmtree(self.spool_dir, ignore_errors=True)
+            for thread in self._threads:
+                thread.join(1.0)   # an upload in flight may still be running; it ends at its next wait
+        if not any(thread.is_alive() for thread in self._threads):
+            self._spool_lock.close()   # the next writer on this spool may take over
+            if finished and self._temporary_spool:  # nothing would read its archive again
+                shutil.rmtree(self.spool_dir, ignore_errors=True)
         return finished
 
     def pending(self) -> int:

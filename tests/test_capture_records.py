@@ -153,16 +153,17 @@ def test_s3_failures_are_retried_counted_and_lose_nothing():
     assert len(lines(s3)) == 20
 
 
-def test_a_spool_that_cannot_be_written_drops_and_counts_instead_of_raising(tmp_path):
+def test_a_spool_that_cannot_be_written_fails_the_start_and_later_drops_and_counts(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the spool folder should be")
-    writer = writer_with(RecordingS3(), spool_dir=blocker / "spool")
+    with pytest.raises(NotADirectoryError, match="not-a-folder"):
+        writer_with(RecordingS3(), spool_dir=blocker / "spool")  # the endpoint does not start with a broken spool
+    writer = writer_with(RecordingS3(), spool_dir=blocker / "spool", start=False)  # as if it broke after the start
     for _ in range(5):
         writer.submit(invocation())  # returns normally: the reply never fails because of capture
     status = writer.status()
     assert status["sampled"] == 5 and status["dropped"] == 5 and status["spooled_records"] == 0
     assert "NotADirectoryError" in status["last_error"]
-    assert writer.close(timeout_s=10)
 
 
 def spool_lines(folder: Path) -> list[dict]:
@@ -253,3 +254,14 @@ def test_text_payloads_survive_quotes_newlines_and_unicode():
     assert record["captureData"]["endpointInput"] == {
         "observedContentType": "text/csv", "mode": "INPUT", "data": "a,\"b\"\n1,é", "encoding": "CSV"}
     assert record["captureData"]["endpointOutput"]["data"] == text
+
+
+def test_two_live_writers_cannot_share_a_spool_but_a_dead_ones_is_free(tmp_path):
+    from local_model.capture import SpoolInUse
+
+    first = writer_with(RecordingS3(), spool_dir=tmp_path)
+    with pytest.raises(SpoolInUse, match=rf"capture spool {tmp_path} is in use by another endpoint process"):
+        writer_with(RecordingS3(), spool_dir=tmp_path)
+    assert first.close(timeout_s=10)
+    second = writer_with(RecordingS3(), spool_dir=tmp_path)
+    assert second.close(timeout_s=10)
