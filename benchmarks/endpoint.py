@@ -1,24 +1,29 @@
-"""Local endpoint benchmark: the server at N concurrent clients against direct predict in one process.
+"""Local endpoint benchmark: `scones serve` as the container serves (one request per predict_fn call), with
+our opt-in batching, and AWS's own inference toolkit under TorchServe, in one run, against direct predict.
 
     .venv/bin/python benchmarks/endpoint.py [--model DIR|model.tar.gz] [--seconds 5] [--clients 8]
-        [--baseline 2x1b1] [--after 2x1] [--layouts 2x1b1,2x1b4,...]
+        [--default 2x1] [--batching 2x1b4] [--layouts 2x1,2x1b4,...] [--toolkit-python PATH]
 
-Measured in one run, on the same machine and model:
-  1. a survey of server layouts (`scones serve` as a subprocess, as the local stack runs it) with N
-     concurrent keep-alive HTTP clients on POST /endpoints/<name>/invocations: inference threads x
-     torch threads x dynamic batching (max batch size, max batch delay);
-  2. the HTTP stack's own floor: the baseline and the chosen layouts serving the tiny stub model
+Measured in one run, on the same machine, model and client load (N concurrent keep-alive HTTP clients
+posting real 32x32 test PNGs to POST /invocations, the container contract every server here speaks):
+  1. a survey of `scones serve` layouts (a subprocess, as the local stack runs it): inference
+     threads x torch threads, and our opt-in dynamic batching (max batch size, max batch delay);
+  2. the HTTP stack's own floor: the default and batching layouts serving the tiny stub model
      (local_model/serving_stub.py), so model compute and server overhead can be told apart;
   3. rounds alternating, so drifting load hits all alike: the limit (the model's handlers called
-     directly in this process on real 32x32 test PNGs, one request per predict_fn call and
-     batched), the server before (the baseline layout: no batching) and after (the default
-     layout), and after with data capture at 100% (to a moto S3 server on 127.0.0.1).
-Every server row shows p50/p99/mean latency beside N/X = clients / throughput: in a closed loop
-(each client sends its next request when the last is answered) Little's law makes the mean latency
-exactly N/X, so latency falls only as throughput rises, i.e. as CPU per request (server + clients,
-on the same cores) falls. The model-compute floor is N / the best direct throughput.
-Targets (issue 4): ratio >= 50%, p50 <= 5 ms, p99 <= 25 ms, capture cost <= 10%.
-The load average is printed, since others may share the machine.
+     directly in this process, one request per predict_fn call and batched); scones serve as the
+     container serves (the default: no batching); scones serve with our opt-in batching; the real
+     SageMaker PyTorch inference toolkit (sagemaker-pytorch-inference 2.0.25 under TorchServe
+     0.12.0, harness/toolkit_endpoint.py) as the image runs it (one worker per CPU, torch's default
+     threads) and with one torch thread per worker (OMP_NUM_THREADS=1, as our workers); and the
+     default with data capture at 100% (to a moto S3 server on 127.0.0.1).
+The toolkit runs from the venv tests/parity/conftest.py builds (<state dir>/parity/toolkit-venv-*;
+run the parity suite once, or pass --toolkit-python). Every server row shows p50/p99/mean latency
+beside N/X = clients / throughput: in a closed loop Little's law makes the mean latency exactly
+N/X, so latency falls only as throughput rises, i.e. as CPU per request (server + clients, on the
+same cores) falls. The model-compute floor is N / the best direct throughput. srv CPU of the toolkit
+is its whole process group (Java frontend + Python workers). The load average is printed, since
+others may share the machine.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, for d
 from harness import settings  # noqa: E402
 from harness.endpoint import EndpointServer, free_port  # noqa: E402
 from local_model.capture import CaptureConfig  # noqa: E402
-from local_model.server import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZE  # noqa: E402
+from harness.toolkit_endpoint import ToolkitEndpoint  # noqa: E402
 
 ENDPOINT = "bench-endpoint"
 
@@ -129,14 +134,22 @@ def direct_predict(model_path: Path, images: list[bytes], seconds: float, worker
 
 # --- the server under load ----------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+def cpu_seconds(pid: int, group: bool = False) -> float:
+    """utime + stime of the process, or of every live process of its process group."""
+    total = 0
+    for stat in ([Path(f"/proc/{pid}/stat")] if not group else Path("/proc").glob("[0-9]*/stat")):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if not group or int(fields[2]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients: int) -> dict:
+def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients: int, group: bool = False) -> dict:
     host, port = url.removeprefix("http://").split(":")
-    path = f"/endpoints/{ENDPOINT}/invocations"
+    path = "/invocations"
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     start_gate = threading.Barrier(clients + 1)
@@ -165,11 +178,11 @@ def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients
     for thread in threads:
         thread.start()
     start_gate.wait()
-    started, cpu_started, client_cpu_started = time.perf_counter(), cpu_seconds(pid), time.process_time()
+    started, cpu_started, client_cpu_started = time.perf_counter(), cpu_seconds(pid, group), time.process_time()
     deadline_holder[0] = started + seconds
     for thread in threads:
         thread.join()
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu_started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid, group) - cpu_started
     client_cpu = time.process_time() - client_cpu_started
     samples = sorted(latency for per_client in latencies for latency in per_client)
     return {
@@ -185,18 +198,26 @@ def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients
     }
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def rss_mib(pid: int, group: bool = False) -> float:
+    """Resident memory of the process, or of every live process of its process group."""
+    total = 0
+    for status in ([Path(f"/proc/{pid}/status")] if not group else Path("/proc").glob("[0-9]*/status")):
+        try:
+            text = status.read_text()
+            if group and int(Path(status.parent, "stat").read_text().rsplit(")", 1)[1].split()[2]) != pid:
+                continue
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("VmRSS:")), 0)
+    return total / 1024
 
 
 def parse_layout(layout: str) -> dict:
-    """'2x1b1', '1x2b8d2' or '1x1b8/h11' -> EndpointServer options.
+    """'2x1', '2x1b4', '1x2b8d2' or '1x1b8/h11' -> EndpointServer options.
 
-    INFERENCE_THREADS x TORCH_THREADS, then b<max batch size> and d<max batch delay ms> (both
-    optional: the server's defaults), then /h11 for pure-Python HTTP and asyncio.
+    INFERENCE_THREADS x TORCH_THREADS, then b<max batch size> and d<max batch delay ms> (our opt-in
+    batching; none: one request per predict_fn call, as the container), then /h11 for pure-Python
+    HTTP and asyncio.
     """
     match = re.fullmatch(r"(\d+)x(\d+)(?:b(\d+))?(?:d([\d.]+))?(?:/(h11|httptools))?", layout)
     if not match:
@@ -216,15 +237,42 @@ def run_server(model: Path, images, seconds, clients, layout: dict, capture=None
                             log_path=settings.state_dir() / "bench" / "endpoint.log")
     with server:
         rss_loaded = rss_mib(server.pid)
-        batches_before = server.inference_status().get("batches", 0)
+        before = server.inference_status()
         result = load_server(server.url, server.pid, images, seconds, clients)
-        batches = server.inference_status().get("batches", 0) - batches_before
-        result["mean_batch"] = result["requests"] / batches if batches else float("nan")
+        after = server.inference_status()
+        batches = after.get("batches", 0) - before.get("batches", 0)  # warm-up requests included on both sides
+        result["mean_batch"] = (after.get("requests", 0) - before.get("requests", 0)) / batches if batches else float("nan")
         result["rss_loaded_mib"] = rss_loaded
         result["rss_after_mib"] = rss_mib(server.pid)
         if capture is not None:
             result["capture"] = server.capture_status()
     return result
+
+
+def run_toolkit(python: Path, model: Path, images, seconds, clients, env: dict) -> dict:
+    """The real toolkit under TorchServe (its own work folder each time), measured as the servers are."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-toolkit-", dir=settings.state_dir() / "bench") as work:
+        with ToolkitEndpoint(python=python, model=model, work_dir=work, env=env) as toolkit:
+            group = toolkit._process.pid
+            rss_loaded = rss_mib(group, group=True)
+            result = load_server(toolkit.url, group, images, seconds, clients, group=True)
+            result["mean_batch"] = 1.0  # the toolkit calls predict_fn once per request
+            result["rss_loaded_mib"] = rss_loaded
+            result["rss_after_mib"] = rss_mib(group, group=True)
+            result["workers"] = len(toolkit.workers())
+    return result
+
+
+def find_toolkit_python(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    built = sorted((settings.state_dir() / "parity").glob("toolkit-venv-*/.complete"), key=lambda path: path.stat().st_mtime)
+    if not built:
+        sys.exit(f"no toolkit venv under {settings.state_dir() / 'parity'}: run `pytest tests/parity/test_serving_parity.py` "
+                 f"once (it builds one) or pass --toolkit-python")
+    return built[-1].parent / "bin" / "python"
 
 
 def start_s3() -> tuple[subprocess.Popen, str]:
@@ -260,6 +308,9 @@ HEADER = (f"{'configuration':44} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'mean
 DIRECT_LAYOUTS = ((1, 1, 1), (2, 1, 1), (2, 1, 4), (1, 2, 8))   # workers, torch threads, requests per predict_fn
 
 
+TOOLKIT_CONFIGS = (("as the image runs it", {}), ("OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model dir or model.tar.gz (default: harness.models.ensure_model())")
@@ -268,38 +319,40 @@ def main() -> None:
                         help="the product's network and handlers with untrained weights (no training wait)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per configuration")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (limit, before, after, capture) to take the median of")
-    parser.add_argument("--baseline", default="2x1b1",
-                        help="the layout to compare against: 2x1b1 is the server before dynamic batching")
-    parser.add_argument("--after", default="2x1",
-                        help="the layout measured against the baseline in every round: 2x1 is what harness/endpoint.py "
-                             "starts (2 inference threads x 1 torch thread, the server's default batching)")
-    parser.add_argument("--layouts", default="2x1b1,2x1b2,2x1b4,2x1b8,1x2b8,1x2b8d2,2x2b4",
+    parser.add_argument("--repeats", type=int, default=3, help="rounds to take the median of")
+    parser.add_argument("--default", dest="default_layout", default="2x1",
+                        help="scones serve as the container serves: 2x1 is what harness/endpoint.py starts "
+                             "(2 inference threads x 1 torch thread, one request per predict_fn call)")
+    parser.add_argument("--batching", default="2x1b4", help="scones serve with our opt-in batching (--max-batch-size)")
+    parser.add_argument("--layouts", default="2x1,1x2,2x1b2,2x1b4,2x1b8,1x2b8d2",
                         help="server layouts INFERENCE_THREADSxTORCH_THREADS[bMAX_BATCH][dMAX_DELAY_MS][/h11|/httptools] "
-                             "to compare (0 inference threads = on the event loop; no b/d = the server's defaults)")
+                             "to survey (0 inference threads = on the event loop; no b/d = no batching); '' for none")
+    parser.add_argument("--toolkit-python", help="python of a venv with sagemaker-pytorch-inference and torchserve "
+                                                 "(default: the one tests/parity built under the state dir)")
     parser.add_argument("--no-stub-floor", action="store_true",
                         help="skip the HTTP-stack floor (the same layouts serving the tiny stub model)")
     args = parser.parse_args()
 
     (settings.state_dir() / "bench").mkdir(parents=True, exist_ok=True)
+    toolkit_python = find_toolkit_python(args.toolkit_python)
     model = resolve_model(args.model, args.stub, args.untrained)
     images = load_images()
     load_before = os.getloadavg()
-    print(f"model {model}; {len(images)} test PNGs; {args.clients} clients; {args.seconds:g} s per run; "
-          f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    print(f"model {model}; {len(images)} test PNGs; {args.clients} clients on POST /invocations; {args.seconds:g} s per "
+          f"run; {os.cpu_count()} CPUs; toolkit {toolkit_python}; load average before {load_before[0]:.2f} "
+          f"{load_before[1]:.2f} {load_before[2]:.2f}")
     print("columns: N/X = clients / throughput (Little's law: the mean latency a closed loop of N clients gets at "
           "that throughput); batch = mean requests per predict_fn call; srv/cli CPU = CPU ms per request of the "
-          "server process and of the client threads (in this process, on the same cores)", flush=True)
+          "server (the toolkit: its whole process group) and of the client threads (in this process, on the same "
+          "cores)", flush=True)
 
     # 1. Which server layout: each once.
     survey = []
-    for layout in args.layouts.split(","):
+    for layout in filter(None, args.layouts.split(",")):
         result = run_server(model, images, args.seconds, args.clients, parse_layout(layout))
         survey.append((layout, result))
         print(row(f"server {layout} (survey)", result), flush=True)
-    fastest = max(survey, key=lambda item: item[1]["throughput"])[0]
-    best_layout = args.after
-    best, baseline = parse_layout(best_layout), parse_layout(args.baseline)
+    default, batching = parse_layout(args.default_layout), parse_layout(args.batching)
 
     # 2. The HTTP stack's own floor: the same layouts serving a model that costs almost nothing.
     stub_rows = []
@@ -307,12 +360,12 @@ def main() -> None:
         from local_model.serving_stub import build_stub_model
 
         stub_model = build_stub_model(settings.state_dir() / "bench" / "stub-model")
-        for layout in dict.fromkeys((args.baseline, best_layout)):
+        for layout in dict.fromkeys((args.default_layout, args.batching)):
             result = run_server(stub_model, images, args.seconds, args.clients, parse_layout(layout))
             stub_rows.append((layout, result))
             print(row(f"stub model, server {layout}", result), flush=True)
 
-    # 3. The limit, before, after and after with capture, alternating so drifting load hits all alike.
+    # 3. The limit, scones serve (default, opt-in batching, capture) and the toolkit, alternating.
     s3_process, s3_url = start_s3()
     capture_env = {"AWS_ENDPOINT_URL_S3": s3_url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                    "AWS_DEFAULT_REGION": "us-east-1"}
@@ -320,24 +373,29 @@ def main() -> None:
     try:
         for _ in range(args.repeats):
             directs = {layout: direct_predict(model, images, args.seconds, *layout) for layout in DIRECT_LAYOUTS}
-            before = run_server(model, images, args.seconds, args.clients, baseline)
-            off = run_server(model, images, args.seconds, args.clients, best)
-            on = run_server(model, images, args.seconds, args.clients, best,
-                            capture=CaptureConfig("s3://bench-capture/capture"), env=capture_env)
+            measured = {
+                "default": run_server(model, images, args.seconds, args.clients, default),
+                "batching": run_server(model, images, args.seconds, args.clients, batching),
+                **{f"toolkit {name}": run_toolkit(toolkit_python, model, images, args.seconds, args.clients, env)
+                   for name, env in TOOLKIT_CONFIGS},
+                "capture": run_server(model, images, args.seconds, args.clients, default,
+                                      capture=CaptureConfig("s3://bench-capture/capture"), env=capture_env),
+            }
             unbatched = max((r for (_, _, batch), r in directs.items() if batch == 1), key=lambda r: r["throughput"])
             limit = max(directs.values(), key=lambda r: r["throughput"])
-            rounds.append({"directs": directs, "unbatched": unbatched, "limit": limit,
-                           "before": before, "off": off, "on": on})
-            print(f"  round: direct {unbatched['throughput']:7.1f} req/s unbatched, {limit['throughput']:7.1f} best; "
-                  f"server {args.baseline} {before['throughput']:7.1f} (p50 {before['p50_ms']:.1f} ms), "
-                  f"{best_layout} {off['throughput']:7.1f} (p50 {off['p50_ms']:.1f} ms), "
-                  f"with capture {on['throughput']:7.1f}", flush=True)
+            rounds.append({"directs": directs, "unbatched": unbatched, "limit": limit, **measured})
+            print("  round: " + "; ".join(f"{name} {result['throughput']:.1f} req/s p50 {result['p50_ms']:.1f} ms"
+                                           for name, result in measured.items()), flush=True)
     finally:
         s3_process.terminate()
         s3_process.wait(10)
 
     median = statistics.median
     load_after = os.getloadavg()
+    labels = {"default": f"scones serve {args.default_layout} (as the container)",
+              "batching": f"scones serve {args.batching} (opt-in batching)",
+              **{f"toolkit {name}": f"toolkit+TorchServe, {name}" for name, _ in TOOLKIT_CONFIGS},
+              "capture": f"scones serve {args.default_layout}, capture 100%"}
     print()
     print(HEADER)
     for layout, result in survey:
@@ -349,52 +407,34 @@ def main() -> None:
             print(f"{f'round {index}: direct {workers}x{threads}, {batch} per predict':44} {result['throughput']:8.1f} "
                   f"{'':7} {'':7} {'':7} {1000 * args.clients / result['throughput']:7.2f} {batch:6d} "
                   f"{result['cpu_ms']:7.2f}")
-        print(row(f"round {index}: server {args.baseline} (before)", round_["before"]))
-        print(row(f"round {index}: server {best_layout}, capture off", round_["off"]))
-        print(row(f"round {index}: server {best_layout}, capture 100%", round_["on"]))
+        for key, label in labels.items():
+            print(row(f"round {index}: {label}"[:44], round_[key]))
 
-    ratio = median([r["off"]["throughput"] / r["unbatched"]["throughput"] for r in rounds])
-    ratio_batched = median([r["off"]["throughput"] / r["limit"]["throughput"] for r in rounds])
-    capture_cost = median([1 - r["on"]["throughput"] / r["off"]["throughput"] for r in rounds])
-    capture_cpu = median([r["on"]["cpu_ms"] / r["off"]["cpu_ms"] - 1 for r in rounds])
-    after = {key: median([r["off"][key] for r in rounds]) for key in ("p50_ms", "p99_ms", "little_ms", "cpu_ms",
-                                                                       "client_cpu_ms", "throughput")}
-    before = {key: median([r["before"][key] for r in rounds]) for key in ("p50_ms", "p99_ms", "little_ms", "throughput")}
-    floor = median([1000 * args.clients / r["limit"]["throughput"] for r in rounds])
-    last_on = rounds[-1]["on"]["capture"]
     print()
-    print(f"medians over {len(rounds)} rounds, {args.clients} clients; server layouts INFERENCE_THREADSxTORCH_THREADS"
-          f"[bMAX_BATCH][dDELAY_MS] (none: the server's defaults, batches <= {DEFAULT_MAX_BATCH_SIZE}, delay "
-          f"{DEFAULT_MAX_BATCH_DELAY_MS:g}); before = {args.baseline}, after = {best_layout}; the survey's fastest "
-          f"(one run each, so noisy) was {fastest}:")
-    print(f"  latency before: p50 {before['p50_ms']:.2f} ms, p99 {before['p99_ms']:.2f} ms at {before['throughput']:.0f} "
-          f"req/s (N/X {before['little_ms']:.2f} ms)")
-    print(f"  latency after:  p50 {after['p50_ms']:.2f} ms, p99 {after['p99_ms']:.2f} ms at {after['throughput']:.0f} "
-          f"req/s (N/X {after['little_ms']:.2f} ms); targets p50 <= 5, p99 <= 25")
+    print(f"medians over {len(rounds)} rounds, {args.clients} clients, POST /invocations, same model and images:")
+    for key, label in labels.items():
+        figures = {name: median([r[key][name] for r in rounds])
+                   for name in ("throughput", "p50_ms", "p99_ms", "little_ms", "cpu_ms", "rss_after_mib")}
+        print(f"  {label:48} {figures['throughput']:7.1f} req/s  p50 {figures['p50_ms']:6.2f} ms  p99 "
+              f"{figures['p99_ms']:6.2f} ms  N/X {figures['little_ms']:6.2f} ms  server CPU {figures['cpu_ms']:5.2f} "
+              f"ms/req  RSS {figures['rss_after_mib']:5.0f} MiB")
+    workers = rounds[-1][f"toolkit {TOOLKIT_CONFIGS[0][0]}"]["workers"]
+    print(f"  (the toolkit ran {workers} TorchServe workers: one per CPU, as in the image)")
+    floor = median([1000 * args.clients / r["limit"]["throughput"] for r in rounds])
+    ratio = median([r["default"]["throughput"] / r["unbatched"]["throughput"] for r in rounds])
+    versus = {name: median([r[key]["throughput"] / r[f"toolkit {TOOLKIT_CONFIGS[0][0]}"]["throughput"] for r in rounds])
+              for key, name in (("default", "default"), ("batching", "opt-in batching"))}
+    print(f"  vs the toolkit as the image runs it: default {versus['default']:.2f}x, opt-in batching "
+          f"{versus['opt-in batching']:.2f}x its throughput; default = {ratio:.0%} of the best unbatched direct layout")
     print(f"  floors: model compute alone, {args.clients} requests in flight at the best direct throughput "
           f"= {floor:.2f} ms (no HTTP, no clients)" + "".join(
               f"; HTTP stack with the stub model, {layout}: p50 {result['p50_ms']:.2f} ms (N/X {result['little_ms']:.2f})"
               for layout, result in stub_rows))
-    cores = os.cpu_count()
-    model_cpu = median([min(result["cpu_ms"] for result in r["directs"].values()) for r in rounds])
-    print(f"  CPU per request after: server {after['cpu_ms']:.2f} ms + clients {after['client_cpu_ms']:.2f} ms, on "
-          f"{cores} cores shared by both; so even with no other load the mean latency cannot go below "
-          f"{args.clients} x {after['cpu_ms'] + after['client_cpu_ms']:.2f} / {cores} = "
-          f"{args.clients * (after['cpu_ms'] + after['client_cpu_ms']) / cores:.2f} ms, and with a free HTTP stack and "
-          f"free clients not below the model's own {args.clients} x {model_cpu:.2f} / {cores} = "
-          f"{args.clients * model_cpu / cores:.2f} ms (least CPU per request of the direct layouts)")
-    print(f"  throughput vs direct predict: {ratio:.0%} of the best unbatched direct layout (target >= 50%), "
-          f"{ratio_batched:.0%} of the best direct layout including batched predict")
-    print(f"  capture 100% vs off: {capture_cost:+.1%} throughput, {capture_cpu:+.1%} CPU per request (target <= 10%); "
-          f"last run sampled {last_on['sampled']}, wrote {last_on['written_records']} before stop and the rest on "
-          f"stop, dropped {last_on['dropped']}, failed puts {last_on['failed_puts']}")
-    writer_us = median([1e6 * r["on"]["capture"]["writer_cpu_s"] / max(1, r["on"]["capture"]["written_records"])
-                        for r in rounds])
-    print(f"  capture writer thread: {writer_us:.0f} us CPU per record (encode + upload) = "
-          f"{writer_us / 1000 / after['cpu_ms']:.1%} of the server's CPU per request; the rest of the difference is the "
-          f"S3 server (moto) and the extra bytes sharing the same cores")
-    print(f"  server RSS with the model loaded: {rounds[-1]['off']['rss_loaded_mib']:.0f} MiB idle, "
-          f"{rounds[-1]['off']['rss_after_mib']:.0f} MiB after the run")
+    capture_cost = median([1 - r["capture"]["throughput"] / r["default"]["throughput"] for r in rounds])
+    capture_cpu = median([r["capture"]["cpu_ms"] / r["default"]["cpu_ms"] - 1 for r in rounds])
+    last = rounds[-1]["capture"]["capture"]
+    print(f"  capture 100% vs off (default layout): costs {capture_cost:.1%} throughput, {capture_cpu:+.1%} CPU per request; "
+          f"last run sampled {last['sampled']}, dropped {last['dropped']}, failed puts {last['failed_puts']}")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
           f"{load_after[2]:.2f} (others share these {os.cpu_count()} cores; the clients run on them too)")
 

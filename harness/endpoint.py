@@ -56,6 +56,7 @@ class EndpointServer:
     # scones' opt-in dynamic batching (local_model/server.py); 1: one request per predict_fn call, as the container.
     max_batch_size: int = 1
     max_batch_delay_ms: float = 0.0
+    invoke_timeout_s: float | None = None    # thread mode: the runtime API's wait for the handlers (None: AWS's 60 s)
     env: dict[str, str | None] = field(default_factory=dict)   # extra environment for a subprocess; None unsets
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
@@ -100,6 +101,7 @@ class EndpointServer:
             model=str(self.model), endpoint_name=self.endpoint_name, variant_name=self.variant_name,
             capture=self.capture, inference_threads=self.inference_threads, torch_threads=self.torch_threads,
             max_batch_size=self.max_batch_size, max_batch_delay_ms=self.max_batch_delay_ms,
+            **({"invoke_timeout_s": self.invoke_timeout_s} if self.invoke_timeout_s is not None else {}),
             capture_writer_options={**self.capture_writer_options, "spool_dir": self.capture_spool},
         ))
         # asyncio in a thread: uvloop's policy is process-wide, and tests share the process.

@@ -60,6 +60,7 @@ from local_model.serving_handlers import LoadedModel, error_body, load_model, st
 log = logging.getLogger("scones.endpoint")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024        # InvokeEndpoint's BodyBlob max (6291456)
+INVOKE_TIMEOUT_S = 60.0                  # how long InvokeEndpoint waits for the container's answer
 DEFAULT_VARIANT = "AllTraffic"
 LOCAL_ACCOUNT = "000000000000"           # the account id LocalStack and moto report
 HEALTHY_PING = b'{\n  "status": "Healthy"\n}\n'   # TorchServe's /ping body, byte for byte
@@ -98,6 +99,7 @@ class EndpointSettings:
     region: str | None = None
     model_dir: str | None = None              # where to unpack; a temporary directory when None
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning (batching, backoff)
+    invoke_timeout_s: float = INVOKE_TIMEOUT_S  # the runtime API's limit on the container's answer
 
     def __post_init__(self):
         if self.inference_threads is None:
@@ -352,7 +354,10 @@ class EndpointApp:
             # The AWS front end answers before SageMaker sees it: no error type, so botocore's code is "413".
             return JSONResponse({"message": f"HTTP content length exceeded {MAX_BODY_BYTES} bytes."},
                                 status_code=413, headers=self._request_id_header())
-        outcome = await self._invoke(request, body)
+        try:
+            outcome = await asyncio.wait_for(self._invoke(request, body), self.settings.invoke_timeout_s)
+        except asyncio.TimeoutError:  # the handler keeps running in its thread; its answer is dropped
+            return self._timed_out()
         if isinstance(outcome, BaseException):
             return self._model_error(outcome)
         response_body, response_type = outcome
@@ -405,6 +410,17 @@ class EndpointApp:
             "OriginalMessage": original,
             "LogStreamArn": f"arn:aws:logs:{self.region}:{LOCAL_ACCOUNT}:log-group:{log_group}",
         })
+
+    def _timed_out(self) -> Response:
+        # What SageMaker answers when the container takes longer than InvokeEndpoint waits: a ModelError
+        # "from primary" with status 0 and no OriginalStatusCode (the container never answered).
+        name = self.settings.endpoint_name
+        return self._aws_error(424, "ModelError", (
+            f'Received server error (0) from primary with message "Your invocation timed out while waiting for a '
+            f'response from container primary. Review the latency metrics for each container in Amazon CloudWatch, '
+            f'resolve the issue, and try again.". See https://{self.region}.console.aws.amazon.com/cloudwatch/home?'
+            f'region={self.region}#logEventViewer:group=/aws/sagemaker/Endpoints/{name} in account {LOCAL_ACCOUNT} '
+            f'for more information.'))
 
     def _aws_error(self, status: int, code: str, message: str, extra: dict | None = None) -> Response:
         headers = {"x-amzn-ErrorType": code, **self._request_id_header()}

@@ -184,6 +184,36 @@ def test_handler_failures_are_model_errors(client, content_type, body, message):
     assert "Received server error (500) from primary" in error["Error"]["Message"]
 
 
+def test_an_answer_slower_than_invoke_endpoint_waits_is_a_model_error_with_status_0(tmp_path):
+    """InvokeEndpoint waits 60 s for the container (API_runtime_InvokeEndpoint); then SageMaker answers
+    424 ModelError 'Received server error (0) from primary with message "Your invocation timed out while
+    waiting for a response from container primary. ..."' (as users report it, e.g.
+    aws/amazon-sagemaker-examples#1407). The limit is shortened here; its default is AWS's."""
+    release = tmp_path / "release"
+    script = textwrap.dedent(f"""
+        import os, time
+        def model_fn(model_dir):
+            return None
+        def transform_fn(model, body, content_type, accept):
+            deadline = time.monotonic() + 30
+            while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return b"[1.0, 0.0]", "application/json"
+    """)
+    archive = write_archive(tmp_path / "model.tar.gz", {"code/inference.py": script.encode()})
+    with EndpointServer(archive, endpoint_name=ENDPOINT, invoke_timeout_s=0.3) as server:
+        client = runtime_client(server.url)
+        with pytest.raises(client.exceptions.ModelError) as caught:
+            client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"x")
+        release.touch()
+        assert "OriginalStatusCode" not in caught.value.response
+        assert caught.value.response["Error"]["Message"].startswith(
+            'Received server error (0) from primary with message "Your invocation timed out while waiting for a '
+            'response from container primary.')
+        reply = client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"x")
+        assert json.loads(reply["Body"].read()) == [1.0, 0.0]
+
+
 def test_body_over_6_mib_is_rejected_like_aws(client):
     with pytest.raises(ClientError) as caught:
         client.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/png", Body=b"\0" * (6 * 1024 * 1024 + 1))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import re
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
@@ -153,14 +152,18 @@ def pair(request, toolkit_python, tmp_path_factory):
     if request.param == "tiny":
         model = models.ensure_tiny_model()
     else:
-        model = os.environ.get(settings.MODEL_DIR) or models.ensure_model()
+        model = settings.model_dir() or models.ensure_model()
     yield from serve_both(toolkit_python, Path(model), tmp_path_factory.mktemp(f"serve-{request.param}"),
                           deployed_environment())
 
 
 @pytest.mark.parametrize("content_type", ["image/png", "application/x-image"])
-def test_probabilities_equal_the_toolkits_on_the_test_images(pair, content_type):
-    """Same bytes: both run the same handlers on the same torch, one image per predict_fn call."""
+def test_probabilities_equal_the_toolkits_on_the_test_images(pair, content_type, same_torch):
+    """Same bytes when the toolkit runs the project's torch: the same handlers on the same torch, one image per
+    predict_fn call. Under another torch (`make parity-torch25`: the image's 2.5.1) the kernels differ, so float32
+    sums run in another order: a few 1e-6 relative on the logits, less on the probabilities (softmax's slope is at
+    most 1/4); 1e-4 absolute allows that and still catches any difference in decoding, preprocessing or weights,
+    which moves probabilities by 1e-2 or more."""
     answers = set()
     for image in read_test_images():
         body = image.read_bytes()
@@ -168,7 +171,10 @@ def test_probabilities_equal_the_toolkits_on_the_test_images(pair, content_type)
             "/invocations", body, {"Content-Type": content_type})
         assert (status, headers.get("content-type")) == (200, "application/json"), toolkit_body[:300]
         assert (our_status, our_headers.get("content-type")) == (200, "application/json"), our_body[:300]
-        assert our_body == toolkit_body, image.name
+        if same_torch:
+            assert our_body == toolkit_body, image.name
+        else:
+            assert json.loads(our_body) == pytest.approx(json.loads(toolkit_body), abs=1e-4), image.name
         answers.add(our_body)
     assert len(answers) > 1  # distinct answers: a mix-up between images would show
 
@@ -226,7 +232,7 @@ def predict_fn(input_data, model):
 
 
 def output_fn(prediction, accept):
-    return json.dumps([float(probability) for probability in prediction])
+    return json.dumps([float(probability) for probability in prediction]), "application/json; handler=single"
 '''
 
 
@@ -242,7 +248,7 @@ def single_input_pair(toolkit_python, tmp_path_factory):
     yield from serve_both(toolkit_python, archive.parent, out, env)
 
 
-def test_a_predict_fn_for_one_input_works_under_concurrent_load_as_under_the_toolkit(single_input_pair):
+def test_a_predict_fn_for_one_input_works_under_concurrent_load_as_under_the_toolkit(single_input_pair, same_torch):
     images = [path.read_bytes() for path in read_test_images()]
 
     def ask(url: str, index: int) -> tuple[int, bytes]:
@@ -257,14 +263,19 @@ def test_a_predict_fn_for_one_input_works_under_concurrent_load_as_under_the_too
                    for _, body in answers)
         if server is single_input_pair.toolkit:
             expected = answers
-    assert answers == expected
+    if same_torch:
+        assert answers == expected
+    else:  # the tolerance of test_probabilities_equal_the_toolkits_on_the_test_images
+        assert [json.loads(body) for _, body in answers] == [
+            pytest.approx(json.loads(body), abs=1e-4) for _, body in expected]
 
 
 def test_the_module_named_by_sagemaker_program_is_the_one_served(single_input_pair):
-    """SAGEMAKER_PROGRAM=single.py: sagemaker_inference.environment strips .py and imports code/single.py."""
+    """SAGEMAKER_PROGRAM=single.py: sagemaker_inference.environment strips .py and imports code/single.py,
+    whose output_fn names itself in the Content-Type (code/inference.py, still in the archive, would not)."""
     body = read_test_images()[0].read_bytes()
-    (_, _, toolkit_body), (_, _, our_body) = single_input_pair.both("/invocations", body, {"Content-Type": "image/png"})
-    assert our_body == toolkit_body and isinstance(json.loads(our_body)[0], float)
+    (_, toolkit_headers, _), (_, our_headers, _) = single_input_pair.both("/invocations", body, {"Content-Type": "image/png"})
+    assert toolkit_headers["content-type"] == our_headers["content-type"] == "application/json; handler=single"
 
 
 # --- no code/ at all: the container's default handlers ----------------------------------------------
