@@ -290,7 +290,8 @@ def restore(args) -> None:
     for name in ("localstack-venv", "lambda-runtimes"):
         if (shared / name).exists():
             (state / name).symlink_to(shared / name)
-    env = {**os.environ, settings.STATE_DIR: str(state), settings.LOCALSTACK_PORT: str(free_port()),
+    env = {**os.environ, settings.STATE_DIR: str(state), settings.DATA_DIR: str(settings.data_dir()),
+           settings.LOCALSTACK_PORT: str(free_port()),
            settings.ENDPOINT_PORT: str(free_port())}
     spool = state / "capture-spool" / local_target.DEFAULT_ENDPOINT_NAME
     write_archive(spool, local_target.DEFAULT_BUCKET, local_target.CAPTURE_PREFIX, local_target.DEFAULT_ENDPOINT_NAME,

@@ -37,7 +37,7 @@ class OwnStack:
     def __init__(self, state_dir: Path, model_dir: str):
         self.state_dir = state_dir
         self.model_dir = model_dir
-        self.env = {**os.environ, settings.STATE_DIR: str(state_dir),
+        self.env = {**os.environ, settings.STATE_DIR: str(state_dir), settings.DATA_DIR: str(settings.data_dir()),
                     settings.LOCALSTACK_PORT: str(free_port()), settings.ENDPOINT_PORT: str(free_port())}
         self.monitor_runs = 0
 
@@ -208,7 +208,7 @@ def test_down_then_up_keeps_every_capture_record(own_stack):
 
 
 def sample_keys(own: OwnStack, count: int) -> list[tuple[str, str]]:
-    data = settings.data_dir(own.env.get(settings.DATA_DIR))
+    data = Path(own.env[settings.DATA_DIR])
     files = sorted((data / "test").glob("*/*.png"))
     step = max(1, len(files) // count)
     return [(path.parent.name, path.name) for path in files[::step][:count]]
