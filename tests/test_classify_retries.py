@@ -13,7 +13,12 @@ Against a real HTTP server on 127.0.0.1 that answers a scripted sequence, reache
   (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html): Retry on
   Lambda.ClientExecutionTimeoutException, Lambda.ServiceException, Lambda.AWSLambdaException,
   Lambda.SdkClientException with IntervalSeconds 2, MaxAttempts 6, BackoffRate 2; the same page names
-  Lambda.TooManyRequestsException for Lambda's invocation limit.
+  Lambda.TooManyRequestsException for Lambda's invocation limit;
+- a function's own exception reaches Step Functions as its errorType, the Python class name, which a
+  Retrier's ErrorEquals matches ("Handling errors in Step Functions workflows",
+  https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html, and its tutorial
+  "Handling error conditions", tutorial-handling-error-conditions.html): so EndpointUnavailable is
+  retried and EndpointInvocationFailed is not, on AWS as in LocalStack.
 """
 from __future__ import annotations
 
