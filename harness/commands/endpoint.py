@@ -32,7 +32,7 @@ from local_model.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 @click.option("--json-content-type", "json_types", multiple=True, default=DEFAULT_JSON_CONTENT_TYPES,
               show_default=True, help="CaptureContentTypeHeader.JsonContentTypes (repeatable).")
 @click.option("--capture-flush-seconds", default=1.0, show_default=True, type=click.FloatRange(0.01),
-              help="Longest a captured record waits in memory before its file is written.")
+              help="Longest a captured record waits in the spool before its file is uploaded to S3.")
 @click.option("--capture-spool", "capture_spool", default=None, type=click.Path(file_okay=False),
               envvar="SCONES_CAPTURE_SPOOL", show_envvar=True,
               help="Folder where every captured record is written before the reply and kept after upload "
