@@ -215,7 +215,6 @@ class CaptureWriter:
     variant_name: str = "AllTraffic"
     s3_client_factory: Callable[[], Any] | None = None
     spool_dir: str | os.PathLike | None = None   # None: a temporary folder, removed by a close() that sent everything
-    keep_uploaded: bool = True        # keep S3-confirmed files in uploaded/, the archive an empty S3 is re-seeded from
     max_batch_records: int = 1_000
     max_batch_bytes: int = 8 * 1024 * 1024
     flush_interval_s: float = 1.0     # a record waits at most about this long before its file is uploaded
@@ -470,12 +469,10 @@ class CaptureWriter:
                 if self._abandon.wait(delay):
                     return
                 delay = min(delay * 2, self.backoff_max_s)
-        if self.keep_uploaded:
-            archived = self.spool_dir / UPLOADED / spool_file.bucket / spool_file.key
-            archived.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(spool_file.path, archived)
-        else:
-            spool_file.path.unlink(missing_ok=True)
+        # Kept, not deleted: uploaded/ is the archive an S3 that lost its data is re-seeded from.
+        archived = self.spool_dir / UPLOADED / spool_file.bucket / spool_file.key
+        archived.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(spool_file.path, archived)
         with self._lock:
             self.counters.written_records += spool_file.records
             self.counters.written_files += 1
