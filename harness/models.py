@@ -79,7 +79,7 @@ def _check_data_dir(data_dir: Path) -> None:
             if not folder.is_dir():
                 raise FileNotFoundError(
                     f"data directory {data_dir} lacks {split}/{class_name}/: expected staged images in "
-                    f"{{train,test}}/{{bicycle,motorcycle}}/*.png (see `scones stage`, or set ${settings.DATA_DIR})"
+                    f"{{train,test}}/{{bicycle,motorcycle}}/*.png: {settings.DATA_DIR_HINT}"
                 )
 
 

@@ -15,8 +15,12 @@ Nothing heavy is imported until a test asks for one of these fixtures.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +29,74 @@ import pytest
 from harness import settings
 
 UPLOAD_PREFIX = "pytest-uploads"
+PROGRESS_PREFIX = "scones: "
+REDRAW_INTERVAL_S = 5.0    # a progress bar (pip, uploads) shows its state at most this often, and its last one
+
+
+class _TerminalLines(io.TextIOBase):
+    """A sys.stderr for the stack's first-use work (LocalStack's venv, the Lambda runtimes, training,
+    uploads): every complete line goes to `write_line`; a progress bar's redraws (lines ended by a
+    carriage return) at most every REDRAW_INTERVAL_S, and its final state when it ends its line."""
+
+    def __init__(self, write_line):
+        super().__init__()
+        # A bar that finishes within the interval shows only its final line (if it leaves one).
+        self._write_line, self._pending, self._last_redraw = write_line, "", time.monotonic()
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def _emit(self, line: str) -> None:
+        if line.strip():
+            self._write_line(line.rstrip())
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                self._emit(line.rsplit("\r", 1)[-1])      # a bar's last redraw is its final state
+            if "\r" in self._pending:
+                *redraws, self._pending = self._pending.split("\r")
+                redraws = [line for line in redraws if line.strip()]
+                if redraws and time.monotonic() - self._last_redraw >= REDRAW_INTERVAL_S:
+                    self._last_redraw = time.monotonic()
+                    self._emit(redraws[-1])
+        return len(text)
+
+
+@contextlib.contextmanager
+def _progress_to_terminal(config):
+    """Yield progress(message): a line on pytest's terminal now, with or without `-s`.
+
+    While it is open, what the stack's parts write to stderr reaches the terminal line by line
+    too; otherwise pytest would hold it until the session ends and a first run (LocalStack venv,
+    Lambda runtimes, training: minutes) would look like a hang.
+    """
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:    # e.g. an xdist worker: its controller shows what the worker prints
+        def progress(message: str) -> None:
+            print(f"{PROGRESS_PREFIX}{message}", file=sys.stderr, flush=True)
+        yield progress
+        return
+    lock = threading.Lock()     # up() reports from its deploy and upload threads at once
+
+    def progress(message: str) -> None:
+        with lock:
+            # After a test's "." the reporter may be mid-line without knowing it (ensure_newline does not).
+            if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                reporter.write("\n")
+            reporter.write_line(f"{PROGRESS_PREFIX}{message}")
+            reporter.flush()
+
+    suspended = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+    with suspended, contextlib.redirect_stderr(_TerminalLines(progress)):
+        yield progress
 
 
 def pytest_addoption(parser):
@@ -58,16 +130,23 @@ def scones_stack(pytestconfig, scones_target_name):
 
     from harness import stack
 
-    if stack.status()["up"]:
+    running = stack.status()
+    if running["up"]:
+        with _progress_to_terminal(pytestconfig) as progress:
+            progress(f"using the local stack that is up (record {running['record_path']}); it stays up")
         yield load_target("local")
         return
     config = stack.StackConfig.from_environment()
-    stack.up(config, progress=lambda message: None)
+    with _progress_to_terminal(pytestconfig) as progress:
+        progress(f"bringing up a local stack in {config.state_dir} (LocalStack on port {config.localstack_port}, "
+                 f"endpoint on {config.endpoint_port}); the first run builds venvs and trains a model: minutes")
+        stack.up(config, progress=progress)
     try:
         yield load_target("local", config.state_dir)
     finally:
         if not pytestconfig.getoption("scones_keep_stack"):
-            report = stack.down(config.state_dir, progress=lambda message: None)
+            with _progress_to_terminal(pytestconfig) as progress:
+                report = stack.down(config.state_dir, progress=progress)
             if report["leftover_processes"] or report["open_ports"]:
                 pytest.fail(f"the local stack left processes {report['leftover_processes']} "
                             f"and open ports {report['open_ports']}")

@@ -1,11 +1,22 @@
-"""Every environment variable the harness reads, in one place.
+"""Every setting the harness reads, and where it comes from, in one place.
 
-Precedence everywhere: an explicit argument beats the environment, which beats the default.
+Precedence everywhere: an explicit argument beats the environment, which beats the project's
+config file, which beats the default.
+
+The project is the nearest folder, from the working directory upwards, that holds a
+`scones.toml` (its keys at top level) or a `pyproject.toml` with a `[tool.scones]` table; with
+neither, the working directory. Relative paths in the config file are relative to the file's
+folder, those in the environment to the working directory. Defaults live in the project folder
+(never in the scones installation): state in `<project>/.scones`, staged images in
+`<state>/data` (where `scones stage` puts them).
 """
 from __future__ import annotations
 
 import os
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 STATE_DIR = "SCONES_STATE_DIR"          # where venvs, LocalStack state, models and reports live
 DATA_DIR = "SCONES_DATA_DIR"            # staged images in {train,test}/{bicycle,motorcycle}/
@@ -15,15 +26,122 @@ LOCALSTACK_PORT = "SCONES_LOCALSTACK_PORT"  # local stack: LocalStack gateway po
 ENDPOINT_PORT = "SCONES_ENDPOINT_PORT"      # local stack: endpoint server port (default 8080)
 MODEL_DIR = "SCONES_MODEL_DIR"              # local stack: serve this model folder instead of ensure_model()'s
 
+CONFIG_FILE = "scones.toml"
+PYPROJECT = "pyproject.toml"
+DEFAULT_STATE_FOLDER = ".scones"
+# Config file key -> (environment variable, kind). Paths are the project's locations; ports move a stack.
+KEYS = {
+    "state_dir": (STATE_DIR, "path"),
+    "data_dir": (DATA_DIR, "path"),
+    "model_dir": (MODEL_DIR, "path"),
+    "localstack_port": (LOCALSTACK_PORT, "port"),
+    "endpoint_port": (ENDPOINT_PORT, "port"),
+}
+DATA_DIR_HINT = (f"point scones at your images with data_dir in the [tool.scones] table of your {PYPROJECT} "
+                 f"(or in {CONFIG_FILE}), or ${DATA_DIR}, or stage them into <state dir>/data with `scones stage`")
+
+# The scones source tree (the package's own code: lambdas, the model code). Not where state goes.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class SettingsError(ValueError):
+    """A config file or setting is malformed; the message names the file or variable and the key."""
+
+
+@dataclass(frozen=True)
+class Project:
+    """The user's project: its folder, and the config file found there (None: no file, defaults only)."""
+    root: Path
+    config_path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        if self.config_path is None:
+            return "defaults"
+        return f"{self.config_path}" + (" [tool.scones]" if self.config_path.name == PYPROJECT else "")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path} is not valid TOML: {error}") from error
+
+
+def _checked(table: Any, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{where} in {path} must be a table of settings, not {type(table).__name__}")
+    unknown = sorted(set(table) - set(KEYS))
+    if unknown:
+        raise SettingsError(f"{where} in {path}: unknown key {', '.join(map(repr, unknown))}; "
+                            f"known keys: {', '.join(KEYS)}")
+    for key, value in table.items():
+        kind = KEYS[key][1]
+        if kind == "path" and not isinstance(value, str):
+            raise SettingsError(f"{key} in {where} of {path} must be a path string, not {value!r}")
+        if kind == "port" and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536):
+            raise SettingsError(f"{key} in {where} of {path} must be a port number (1-65535), not {value!r}")
+    return table
+
+
+def project(start: str | os.PathLike | None = None) -> Project:
+    """The project around `start` (default: the working directory) and its scones config."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        config = folder / CONFIG_FILE
+        if config.is_file():
+            return Project(folder, config, _checked(_read_toml(config), config, "the file"))
+        pyproject = folder / PYPROJECT
+        if pyproject.is_file():
+            table = _read_toml(pyproject).get("tool", {}).get("scones")
+            if table is not None:
+                return Project(folder, pyproject, _checked(table, pyproject, "[tool.scones]"))
+    return Project(here)
+
+
+def lookup(key: str, explicit: Any = None) -> tuple[Any, str]:
+    """(value, where it came from) for a config key; value None when nothing sets it (the caller's default)."""
+    variable, kind = KEYS[key]
+    if explicit not in (None, ""):
+        return (Path(explicit) if kind == "path" else int(explicit)), "argument"
+    raw = os.environ.get(variable)
+    if raw:
+        if kind == "path":
+            return Path(raw), f"${variable}"
+        try:
+            return int(raw), f"${variable}"
+        except ValueError:
+            raise SettingsError(f"${variable}={raw!r} is not a port number") from None
+    found = project()
+    if key in found.values:
+        value = found.values[key]
+        return ((found.root / value) if kind == "path" else value), found.source
+    return None, "default"
+
+
 def state_dir(explicit: str | os.PathLike | None = None) -> Path:
-    path = Path(explicit or os.environ.get(STATE_DIR) or PROJECT_ROOT / ".scones")
+    path, _ = lookup("state_dir", explicit)
+    path = Path(path or project().root / DEFAULT_STATE_FOLDER)
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Staged data: explicit, else $SCONES_DATA_DIR, else ../shared/data beside the checkout."""
-    return Path(explicit or os.environ.get(DATA_DIR) or PROJECT_ROOT.parent / "shared" / "data").resolve()
+    """Staged images; by default those `scones stage` put into the state dir (see DATA_DIR_HINT)."""
+    path, _ = lookup("data_dir", explicit)
+    return Path(path or state_dir() / "data").resolve()
+
+
+def model_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """A model folder (holding model.tar.gz) to serve, or None: train or reuse ensure_model()'s."""
+    path, _ = lookup("model_dir", explicit)
+    return Path(path).resolve() if path else None
+
+
+def localstack_port(explicit: int | None, default: int) -> int:
+    return lookup("localstack_port", explicit)[0] or default
+
+
+def endpoint_port(explicit: int | None, default: int) -> int:
+    return lookup("endpoint_port", explicit)[0] or default

@@ -111,16 +111,13 @@ class StackConfig:
     @classmethod
     def from_environment(cls, state_dir=None, data_dir=None, localstack_port=None, endpoint_port=None,
                          **overrides) -> "StackConfig":
-        """Explicit argument beats environment beats default."""
+        """Each setting as harness/settings.py resolves it (argument, environment, project config, default)."""
         return cls(
             state_dir=settings.state_dir(state_dir),
             data_dir=settings.data_dir(data_dir),
-            localstack_port=int(localstack_port or os.environ.get(settings.LOCALSTACK_PORT)
-                                or local_target.DEFAULT_LOCALSTACK_PORT),
-            endpoint_port=int(endpoint_port or os.environ.get(settings.ENDPOINT_PORT)
-                              or local_target.DEFAULT_ENDPOINT_PORT),
-            **{"model_dir": Path(os.environ[settings.MODEL_DIR]) if os.environ.get(settings.MODEL_DIR) else None,
-               **{k: v for k, v in overrides.items() if v is not None}},
+            localstack_port=settings.localstack_port(localstack_port, local_target.DEFAULT_LOCALSTACK_PORT),
+            endpoint_port=settings.endpoint_port(endpoint_port, local_target.DEFAULT_ENDPOINT_PORT),
+            **{"model_dir": settings.model_dir(), **{k: v for k, v in overrides.items() if v is not None}},
         )
 
     @property

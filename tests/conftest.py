@@ -10,6 +10,9 @@ from harness.endpoint import free_port
 from harness.localstack import LocalStack
 from support import FakeSageMakerRuntime, LambdaContext, load_event
 
+# An example user project, run from a copy outside the clone by tests/test_user_project.py.
+collect_ignore = ["user_project"]
+
 
 @pytest.fixture
 def event() -> Callable[[str], dict]:

@@ -56,3 +56,54 @@ def test_unknown_target_is_a_usage_error(pytester, monkeypatch):
     pytester.makepyfile("def test_x(scones_stack):\n    pass\n")
     result = pytester.runpytest_inprocess()
     assert "expected 'local' or 'aws'" in result.stdout.str()
+
+
+FAKE_STACK_CONFTEST = '''
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from harness import stack, targets
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fake_stack(tmp_path_factory):
+    saved = stack.status, stack.up, stack.down, targets.load_target
+
+    def up(config, progress):
+        progress("localstack: starting")
+        for count in range(1, 4):       # a progress bar as tqdm draws one: redraws, then its last line
+            sys.stderr.write(f"\\rInstalling LocalStack: {count} pkg")
+        sys.stderr.write("\\n")
+        print("training model abc on /data (first use)", file=sys.stderr)
+        progress("localstack: ready")
+
+    stack.status = lambda state_dir=None: {"up": False}
+    stack.up = up
+    stack.down = lambda state_dir, progress: progress("localstack: stopping") or {"leftover_processes": [], "open_ports": []}
+    targets.load_target = lambda name, state_dir=None: SimpleNamespace(name=name)
+    yield
+    stack.status, stack.up, stack.down, targets.load_target = saved
+'''
+
+
+def test_stack_progress_reaches_the_terminal_without_dash_s(pytester, monkeypatch, tmp_path):
+    """A first run takes minutes (LocalStack's venv, training): each step and each line the parts write to
+    stderr shows at once through pytest's terminal reporter, not held by its capture until the end."""
+    monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("SCONES_TEST_TARGET", raising=False)
+    pytester.makeconftest(FAKE_STACK_CONFTEST)
+    pytester.makepyfile("def test_uses_the_stack(scones_stack):\n    assert scones_stack.name == 'local'\n")
+
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=1)
+    lines = [line for line in result.stdout.lines if line.startswith("scones: ")]
+    assert lines[0].startswith(f"scones: bringing up a local stack in {tmp_path / 'state'}")
+    assert lines[1:] == ["scones: localstack: starting", "scones: Installing LocalStack: 3 pkg",
+                         "scones: training model abc on /data (first use)", "scones: localstack: ready",
+                         "scones: localstack: stopping"]
+    # Shown while the session runs: before the test's result line, not in a captured-output section.
+    assert result.stdout.str().index("localstack: ready") < result.stdout.str().index("1 passed")
+    assert "Captured stderr" not in result.stdout.str()

@@ -23,7 +23,7 @@ def _parse_hyperparameter(ctx, param, values: tuple[str, ...]) -> dict[str, obje
 
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"staged data with {{train,test}}/{{bicycle,motorcycle}}/ [default: ${settings.DATA_DIR} or ../shared/data]")
+              help=f"staged data with {{train,test}}/{{bicycle,motorcycle}}/ [default: ${settings.DATA_DIR}, data_dir in [tool.scones] or <state dir>/data]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="receives model.tar.gz, metrics.json, baseline.json and train.log")
 @click.option("--epochs", type=int, default=None, help="training epochs [train.py's default]")
