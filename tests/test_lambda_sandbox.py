@@ -116,3 +116,18 @@ def test_without_bubblewrap_the_environment_is_a_plain_process_and_says_why(monk
         assert "bwrap" not in " ".join(argv) and argv[-4:] == ["python3", "-m", "awslambdaric", "app.handler"]
     finally:
         sandbox.capabilities.cache_clear()
+
+
+def test_host_folders_the_runtime_needs_stay_visible_under_the_sandboxes_own_tmp(layout, tmp_path):
+    """A state dir under /tmp (the runtime venvs live there) must not vanish behind the private /tmp."""
+    code, tmp_a, _ = layout
+    runtime_dir = tmp_path / "state" / "lambda-runtimes"
+    runtime_dir.mkdir(parents=True)
+    (runtime_dir / "marker.txt").write_text("the runtime")
+    assert str(runtime_dir).startswith("/tmp/")
+    argv = sandbox.command([sys.executable, "-c", f"print(open({str(runtime_dir / 'marker.txt')!r}).read())"],
+                           code_dir=code, tmp_dir=tmp_a, layers_dir=None, ephemeral_bytes=512 * sandbox.MiB,
+                           cgroup=None, keep_visible=[runtime_dir, Path(sys.prefix), Path(sys.base_prefix)])
+    result = _run(argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "the runtime"

@@ -198,7 +198,7 @@ def command(runtime_command: list[str], *, code_dir: Path, tmp_dir: Path, layers
     """The argv that starts `runtime_command` inside a sandbox (or as a plain process without bubblewrap).
 
     keep_visible: host folders the runtime needs (its interpreter, its venv) that would otherwise be
-    hidden under the sandbox's own /var or /opt.
+    hidden under the sandbox's own /tmp, /var or /opt (a state dir under /tmp, say).
     """
     caps = capabilities()
     argv: list[str] = []
@@ -215,8 +215,8 @@ def command(runtime_command: list[str], *, code_dir: Path, tmp_dir: Path, layers
              "--dev", "/dev", "--proc", "/proc", "--bind", str(tmp_dir), "/tmp",
              "--tmpfs", "/var", "--ro-bind", str(code_dir), TASK_ROOT]
     argv += ["--ro-bind", str(layers_dir), LAYERS_ROOT] if layers_dir else ["--tmpfs", LAYERS_ROOT]
-    for path in keep_visible:
-        if _under(path, "/var") or _under(path, LAYERS_ROOT):
+    for path in keep_visible:  # after the sandbox's own /tmp, /var and /opt, which would hide them
+        if any(_under(path, root) for root in ("/tmp", "/var", LAYERS_ROOT)):
             argv += ["--ro-bind", str(path), str(path)]
     return argv + ["--chdir", TASK_ROOT, "--", *runtime_command]
 
