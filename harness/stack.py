@@ -335,6 +335,7 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
                 localstack_pid = localstack.start()
                 localstack_started_here = True
             _preload_deploy_code()  # while LocalStack boots in its own process
+            _report_lambda_sandbox(progress)
             localstack.wait_ready()
 
         progress("localstack: ready")
@@ -443,6 +444,15 @@ def _wait_capture_uploaded(endpoint_url: str, progress: Progress) -> None:
     progress(f"capture: the endpoint uploaded the {waiting} spooled records")
 
 
+def _report_lambda_sandbox(progress: Progress) -> None:
+    from harness.lambda_executor import sandbox
+
+    caps = sandbox.capabilities()
+    progress(f"lambda: {caps.describe()}")
+    if caps.reason:
+        progress(f"WARNING: Lambda environments are less isolated than on AWS: {caps.reason}")
+
+
 def _preload_deploy_code() -> None:
     import importlib
 
@@ -534,7 +544,7 @@ def health_problem(part: str, url: str | None, timeout: float = HEALTH_TIMEOUT_S
         return f"{probe} failed: {reason}"
 
 
-def _answers(part: str, url: str | None, timeout: float = 1.0) -> bool:
+def _answers(part: str, url: str | None, timeout: float = HEALTH_TIMEOUT_S) -> bool:
     return health_problem(part, url, timeout) is None
 
 
