@@ -34,8 +34,8 @@ class ExecutionResult:
     predicted_class: str | None = None
     confidence: float | None = None
     inferences: list[float] | None = None
-    error: str | None = None
-    cause: str | None = None
+    error: str | None = None               # the error name, e.g. "ThresholdConfidenceNotMet"
+    cause: str | None = None               # as Step Functions reports it; for a Lambda error, a JSON document
     duration: float | None = None          # seconds, startDate -> stopDate as the service reports them
     wall_duration: float | None = None     # seconds, start_execution call -> terminal status seen here
     failed_state: str | None = None
@@ -49,20 +49,28 @@ class ExecutionResult:
         return self.status == "SUCCEEDED"
 
     @property
-    def error_message(self) -> str | None:
-        """The Lambda's errorMessage when the cause is a Lambda error document, else the cause itself."""
-        if self.cause is None:
-            return None
+    def cause_details(self) -> dict[str, Any] | None:
+        """The cause parsed, when it is a Lambda's error document ({"errorType", "errorMessage", "stackTrace",
+        "requestId"}, as the Lambda integration passes it on); None for a plain-text cause or none."""
         try:
-            document = json.loads(self.cause)
-        except (TypeError, ValueError):
-            return self.cause
-        if isinstance(document, dict) and "errorMessage" in document:
-            return str(document["errorMessage"])
-        return self.cause
+            document = json.loads(self.cause) if self.cause else None
+        except ValueError:
+            return None
+        return document if isinstance(document, dict) and "errorMessage" in document else None
+
+    @property
+    def error_message(self) -> str | None:
+        """What a test wants to read: the Lambda's errorMessage, else the plain-text cause itself."""
+        details = self.cause_details
+        return str(details["errorMessage"]) if details else self.cause
+
+    @property
+    def stack_trace(self) -> list[str]:
+        """The raising Lambda's stack trace lines (empty when the cause carries none)."""
+        return list((self.cause_details or {}).get("stackTrace") or [])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "error_message": self.error_message, "cause_details": self.cause_details}
 
 
 def execution_name(key: str) -> str:

@@ -82,6 +82,7 @@ def test_failed_execution_names_the_failed_state_error_and_cause(moto_target):
     assert result.status == "FAILED"
     assert result.error == "ThresholdConfidenceNotMet"
     assert result.cause == "max(inferences) below THRESHOLD"
+    assert result.error_message == result.cause and result.cause_details is None and result.stack_trace == []
     assert result.failed_state == "thresholdFailed"
     assert result.predicted_class == "bicycle" and result.confidence == pytest.approx(0.6)
     assert result.event_types[-2:] == ["FailStateEntered", "ExecutionFailed"]
@@ -102,7 +103,12 @@ def test_concurrent_executions_keep_input_order_and_unique_names(moto_target):
 
 
 def test_lambda_task_failure_history_is_parsed():
-    """A FAILED history recorded from the local stack: filterInferences raised ThresholdConfidenceNotMet."""
+    """A FAILED history recorded from the local stack: filterInferences raised ThresholdConfidenceNotMet.
+
+    The cause is a string (Step Functions API reference, TaskFailedEventDetails: "cause", String, at most
+    32768 characters); for a Lambda task it holds the function's error response as the Lambda runtime
+    reports it ({"errorMessage", "errorType", "requestId", "stackTrace"}).
+    """
     recorded = json.loads((EVENTS / "execution_threshold_failed.json").read_text(), object_hook=_dates)
 
     result = parse_execution("test/bicycle/x.png", recorded["input"], recorded["description"], recorded["events"])
@@ -110,10 +116,34 @@ def test_lambda_task_failure_history_is_parsed():
     assert result.status == "FAILED"
     assert result.error == "ThresholdConfidenceNotMet"
     assert result.failed_state == "filterInferences"
-    assert "below" in result.error_message or "threshold" in result.error_message.lower()
+    assert result.error_message.startswith("max confidence 0.7286 (bicycle) is below the threshold 0.93 for ")
+    assert result.cause_details["errorType"] == "ThresholdConfidenceNotMet"
+    assert "raise ThresholdConfidenceNotMet" in result.stack_trace[0]
+    assert result.to_dict()["error_message"] == result.error_message
     assert result.inferences is not None and result.confidence < 0.93
     assert set(result.state_durations) == {"serializeImageData", "classifyImage", "filterInferences"}
     assert "TaskFailed" in result.event_types and result.event_types[-1] == "ExecutionFailed"
+
+
+@pytest.mark.parametrize("width", [100, 120, 160, 400])
+def test_run_table_wraps_the_error_at_word_boundaries_and_keeps_every_number_whole(width):
+    """`scones run`'s table: the error column wraps to the width instead of cutting "threshold 0...."."""
+    from harness.commands.local import results_table
+
+    recorded = json.loads((EVENTS / "execution_threshold_failed.json").read_text(), object_hook=_dates)
+    result = parse_execution("test/bicycle/x.png", recorded["input"], recorded["description"], recorded["events"])
+
+    table = results_table([result], width=width)
+
+    lines = table.splitlines()
+    assert all(len(line) <= max(width, 200) for line in lines)   # 200: the other columns + the 40-char minimum
+    error_start, error_end = lines[0].index("error"), lines[0].index("duration") - 2
+    words = " ".join(line[error_start:error_end] for line in lines[1:]).split()
+    message = f"ThresholdConfidenceNotMet in filterInferences: {result.error_message}".split()
+    shown = words[:-1] if words[-1] == "..." else words
+    assert shown == message[:len(shown)], "whole words of the message, in order, none cut"
+    assert "0.93" in shown and "0.7286" in shown
+    assert lines[1].rstrip().endswith("ms")                        # duration stays on the row's first line
 
 
 def _dates(document):
@@ -149,3 +179,16 @@ def test_percentile_nearest_rank():
     assert percentile(values, 0.5) == 50
     assert percentile(values, 0.95) == 95
     assert percentile([7.0], 0.95) == 7.0
+
+
+def test_up_suggests_a_key_it_uploaded(tmp_path):
+    from harness.commands.local import example_key
+
+    for name in ("motorcycle_s_000001.png", "bicycle_s_000040.png", "bicycle_s_000030.png"):
+        folder = tmp_path / "test" / name.split("_")[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"png")
+    record = {"data_dir": str(tmp_path), "dataset": {"uploaded": 3, "skipped": 0, "parts": ["test"]}}
+
+    assert example_key(record) == "test/bicycle/bicycle_s_000030.png"
+    assert example_key({**record, "dataset": None}) is None      # `up --no-data` uploaded nothing

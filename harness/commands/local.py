@@ -15,8 +15,8 @@ def _progress(message: str) -> None:
 
 
 @click.command()
-@click.option("--state-dir", type=click.Path(file_okay=False), help="State directory (default $SCONES_STATE_DIR or .scones).")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Staged images (default $SCONES_DATA_DIR or ../shared/data).")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="State directory (default $SCONES_STATE_DIR, state_dir in [tool.scones], or .scones).")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Staged images (default $SCONES_DATA_DIR, data_dir in [tool.scones], or <state dir>/data).")
 @click.option("--model", "model_dir", type=click.Path(exists=True), help="Directory with model.tar.gz (default: the cached trained model).")
 @click.option("--localstack-port", type=int, help=f"LocalStack port (default $SCONES_LOCALSTACK_PORT or {local_target.DEFAULT_LOCALSTACK_PORT}).")
 @click.option("--endpoint-port", type=int, help=f"Endpoint server port (default $SCONES_ENDPOINT_PORT or {local_target.DEFAULT_ENDPOINT_PORT}).")
@@ -52,7 +52,22 @@ def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, b
         sys.exit(128 + stopped.signum)   # the shell's status for death by that signal
     _print_record(record)
     _print_restored(record)
-    click.echo(f"ready in {record['up_seconds']:.1f} s; `scones run test/bicycle/<file>.png` to try it, `scones down` to stop")
+    key = example_key(record)
+    attempt = f"`scones run {key}`" if key else f"`scones run <key in s3://{record['outputs']['bucket']}>`"
+    click.echo(f"ready in {record['up_seconds']:.1f} s; try it with {attempt}, stop it with `scones down`")
+
+
+def example_key(record: dict) -> str | None:
+    """A key `up` uploaded (the first staged test image), for the line that says how to try the stack."""
+    if not (record.get("dataset") or {}).get("parts") or not record.get("data_dir"):
+        return None
+    from pathlib import Path
+
+    for class_name in ("bicycle", "motorcycle"):
+        images = sorted((Path(record["data_dir"]) / "test" / class_name).glob("*.png"))
+        if images:
+            return f"test/{class_name}/{images[0].name}"
+    return None
 
 
 def _print_restored(record: dict) -> None:
@@ -124,7 +139,8 @@ def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
         sys.exit(1)
 
 
-ERROR_WIDTH = 110   # the full message is in `--json` and in the execution history
+ERROR_LINES = 4        # longer errors are elided; the full message is in `--json` and in the execution history
+MIN_ERROR_WIDTH = 40
 
 
 def workflow_input(key: str, bucket: str | None):
@@ -137,32 +153,45 @@ def workflow_input(key: str, bucket: str | None):
     return {"s3_bucket": bucket, "s3_key": key} if bucket else key
 
 
-def results_table(results) -> str:
+def _error_text(result) -> str:
+    if not result.error:
+        return "-"
+    text = result.error + (f" in {result.failed_state}" if result.failed_state else "")
+    message = result.error_message
+    return text + (f": {message}" if message and message != result.error else "")
+
+
+def results_table(results, width: int | None = None) -> str:
+    """One row per execution; the error column wraps at word boundaries (never inside a number or a key)
+    to fit `width` (default: the terminal's), and is elided after ERROR_LINES lines."""
+    import shutil
+    import textwrap
+
     header = ("key", "status", "class", "confidence", "error", "duration")
-    rows = [header]
+    rows = [[(cell,) for cell in header]]
     for result in results:
-        error = ""
-        if result.error:
-            error = result.error
-            if result.failed_state:
-                error += f" in {result.failed_state}"
-            message = result.error_message
-            if message and message != result.error:
-                error += f": {message}"
-            if len(error) > ERROR_WIDTH:
-                error = error[:ERROR_WIDTH - 3] + "..."
-        rows.append((
-            result.key,
-            result.status,
-            result.predicted_class or "-",
-            f"{result.confidence:.4f}" if result.confidence is not None else "-",
-            error or "-",
-            f"{result.duration * 1000:.0f} ms" if result.duration is not None else "-",
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) if index == len(header) - 1 else cell.ljust(width)
-                       for index, (cell, width) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
+        rows.append([
+            (result.key,),
+            (result.status,),
+            (result.predicted_class or "-",),
+            (f"{result.confidence:.4f}" if result.confidence is not None else "-",),
+            _error_text(result),
+            (f"{result.duration * 1000:.0f} ms" if result.duration is not None else "-",),
+        ])
+    error_column = header.index("error")
+    widths = [0 if i == error_column else max(len(row[i][0]) for row in rows) for i in range(len(header))]
+    others = sum(w for i, w in enumerate(widths) if i != error_column) + 2 * (len(header) - 1)
+    room = max(MIN_ERROR_WIDTH, (width or shutil.get_terminal_size((200, 24)).columns) - others)
+    for row in rows[1:]:
+        row[error_column] = tuple(textwrap.wrap(row[error_column], room, max_lines=ERROR_LINES, placeholder=" ...",
+                                                break_long_words=False, break_on_hyphens=False)) or ("-",)
+    widths[error_column] = max(len(line) for row in rows for line in row[error_column])
+    lines = []
+    for row in rows:
+        for index in range(max(len(cells) for cells in row)):
+            cells = [cells[index] if index < len(cells) else "" for cells in row]
+            lines.append("  ".join(cell.rjust(w) if column == len(header) - 1 else cell.ljust(w)
+                                   for column, (cell, w) in enumerate(zip(cells, widths))).rstrip())
     return "\n".join(lines)
 
 
