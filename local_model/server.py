@@ -22,6 +22,9 @@ per predict_fn call as in the container. The worker count has the container's me
 once any SAGEMAKER_TS_* variable is set the toolkit pins the model to SAGEMAKER_TS_MIN_WORKERS
 (default 1). SAGEMAKER_TS_BATCH_SIZE changes nothing a handler sees: TorchServe would hand the
 handler service several requests at once, and the toolkit still calls predict_fn once per request.
+(Its loop over such a batch is faulty: the first request's Content-Type serves them all, only the first
+answer gets a Content-Type, and one failure fails the whole batch with 503, as measured with
+harness/toolkit_endpoint.py. scones serve answers each request as if alone, as at batch size 1.)
 
 Opt-in and ours, not the container's (max_batch_size > 1, `scones serve --max-batch-size`): each
 worker takes every request waiting, up to max_batch_size, waits at most max_batch_delay_ms for
