@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from deploy import local as local_target
 from harness import settings
-from harness.targets import local_record_path, read_record, write_record
+from harness.targets import find_local_record, local_record_path, read_record, write_record
 
 Progress = Callable[[str], None]
 RECORD_VERSION = 1
@@ -280,12 +280,26 @@ def up(config: StackConfig, progress: Progress = print) -> dict[str, Any]:
     """
     import fcntl
 
+    _refuse_compose_on_our_ports(config)
     with open(config.local_dir / "up.lock", "w") as lock, _StopSignals() as signals:
         fcntl.flock(lock, fcntl.LOCK_EX)
         record = _up(config, progress, signals)
     if signals.pending:
         raise StopSignal(signals.pending, stack_left_up=True)
     return record
+
+
+def _refuse_compose_on_our_ports(config: StackConfig) -> None:
+    """A compose stack beside this state dir that holds our ports is the stack to use, not a reason to start one."""
+    path = find_local_record(config.state_dir)
+    record = read_record(path) if path != local_record_path(config.state_dir) else None
+    ports = {(record or {}).get(part, {}).get("port") for part in ("localstack", "endpoint")}
+    held = [port for port in ports & {config.localstack_port, config.endpoint_port} if port and port_open(port)]
+    if managed_by_compose(record) and held:   # (a record left by containers that died holds nothing)
+        raise StackError(f"a docker compose stack holds ports {sorted(held)} (record {path}): "
+                         f"`scones run`, `scones status` and the pytest plugin use it as it is; stop it with "
+                         f"`{COMPOSE_DOWN}` first, or give this stack other ports ({settings.LOCALSTACK_PORT}, "
+                         f"{settings.ENDPOINT_PORT})")
 
 
 def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[str, Any]:
@@ -576,7 +590,7 @@ def _compose_status(record: dict, path: Path) -> dict[str, Any]:
 
 def status(state_dir=None) -> dict[str, Any]:
     """What the record says, what is alive now, and whether each part answers its health check in time."""
-    path = local_record_path(state_dir)
+    path = find_local_record(state_dir)
     record = read_record(path)
     if record is None:
         return {"up": False, "record": None, "record_path": str(path)}
@@ -609,7 +623,7 @@ def status(state_dir=None) -> dict[str, Any]:
 
 def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEOUT_S) -> dict[str, Any]:
     """Stop the endpoint server (it flushes capture on SIGTERM), then LocalStack, then any stragglers."""
-    path = local_record_path(state_dir)
+    path = find_local_record(state_dir)
     record = read_record(path)
     if record is None:
         # No record, but a LocalStack from this state dir may still run (its own pidfile says so).

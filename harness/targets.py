@@ -43,8 +43,28 @@ class Target:
         return self.session.client(service_name, region_name=self.region)
 
 
+# docker-compose.yml keeps the compose stack's state in ./.scones/compose by default: <state dir>/compose.
+COMPOSE_STATE_FOLDER = "compose"
+
+
 def local_record_path(state_dir: str | os.PathLike | None = None) -> Path:
+    """Where `scones up` records the stack it runs from this state dir."""
     return settings.state_dir(state_dir) / "local" / "stack.json"
+
+
+def compose_record_path(state_dir: str | os.PathLike | None = None) -> Path:
+    """Where the compose stack started beside this state dir records itself (harness/compose/deploy.py)."""
+    return settings.state_dir(state_dir) / COMPOSE_STATE_FOLDER / "local" / "stack.json"
+
+
+def find_local_record(state_dir: str | os.PathLike | None = None) -> Path:
+    """The local stack to use: this state dir's own (`scones up`), else the compose stack beside it, so that
+    `scones status`, `scones run` and the pytest plugin find a compose stack without SCONES_STATE_DIR."""
+    own = local_record_path(state_dir)
+    if own.exists():
+        return own
+    compose = compose_record_path(state_dir)
+    return compose if compose.exists() else own
 
 
 def aws_record_path(state_dir: str | os.PathLike | None = None) -> Path:
@@ -53,7 +73,7 @@ def aws_record_path(state_dir: str | os.PathLike | None = None) -> Path:
 
 def record_path(name: str, state_dir: str | os.PathLike | None = None) -> Path:
     if name == "local":
-        return local_record_path(state_dir)
+        return find_local_record(state_dir)
     if name == "aws":
         return aws_record_path(state_dir)
     raise ValueError(f"unknown target {name!r}: expected one of {', '.join(TARGETS)}")
