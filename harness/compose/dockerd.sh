@@ -12,12 +12,23 @@ LOG="${SCONES_DOCKERD_LOG:-/tmp/scones-dockerd.log}"
 
 ours() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
+# The daemon outlives this script: it must not keep what the caller had open (a lock file it holds,
+# the pipe a CI step reads to its end), so every descriptor above stderr is closed before the exec.
+exec_daemon() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd="${fd##*/}"
+        if [ "$fd" -gt 2 ] && [ -e /proc/"$BASHPID"/fd/"$fd" ]; then exec {fd}>&-; fi
+    done
+    exec setsid "$@"
+}
+
 case "${1:-}" in
     start)
         if docker info >/dev/null 2>&1; then echo "dockerd: already running"; exit 0; fi
         command -v dockerd >/dev/null || { echo "dockerd.sh: dockerd is not installed (apt-get install docker.io)" >&2; exit 1; }
         [ "$(id -u)" = 0 ] || { echo "dockerd.sh: dockerd needs root" >&2; exit 1; }
-        setsid dockerd --bridge=none --iptables=false --ip6tables=false --pidfile "$PIDFILE" >"$LOG" 2>&1 < /dev/null &
+        (exec_daemon dockerd --bridge=none --iptables=false --ip6tables=false --pidfile "$PIDFILE") >"$LOG" 2>&1 < /dev/null &
         for _ in $(seq 150); do
             if docker info >/dev/null 2>&1; then echo "dockerd: ready (pid $(cat "$PIDFILE"), log $LOG)"; exit 0; fi
             sleep 0.2
