@@ -99,6 +99,13 @@ def _progress_to_terminal(config):
         yield progress
 
 
+def _ours(error: Exception) -> bool:
+    """An error that scones raised on purpose, whose message says what is wrong (a missing data dir included)."""
+    from harness.cli import OUR_PACKAGES
+
+    return type(error).__module__.split(".")[0] in OUR_PACKAGES or isinstance(error, FileNotFoundError)
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("scones", "Scones local/AWS stack")
     group.addoption("--scones-target", choices=("local", "aws"), default=None,
@@ -140,7 +147,13 @@ def scones_stack(pytestconfig, scones_target_name):
     with _progress_to_terminal(pytestconfig) as progress:
         progress(f"bringing up a local stack in {config.state_dir} (LocalStack on port {config.localstack_port}, "
                  f"endpoint on {config.endpoint_port}); the first run builds venvs and trains a model: minutes")
-        stack.up(config, progress=progress)
+        try:
+            stack.up(config, progress=progress)
+        except Exception as error:
+            if not _ours(error):
+                raise
+            # Every test that needs the stack fails with this one line, not with a traceback each.
+            pytest.fail(f"scones: the local stack could not come up: {error}", pytrace=False)
     try:
         yield load_target("local", config.state_dir)
     finally:

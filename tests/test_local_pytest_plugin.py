@@ -107,3 +107,22 @@ def test_stack_progress_reaches_the_terminal_without_dash_s(pytester, monkeypatc
     # Shown while the session runs: before the test's result line, not in a captured-output section.
     assert result.stdout.str().index("localstack: ready") < result.stdout.str().index("1 passed")
     assert "Captured stderr" not in result.stdout.str()
+
+
+def test_a_stack_that_cannot_come_up_fails_each_test_with_one_clear_line(pytester, monkeypatch):
+    """No images where the project's config says: the tests fail with the message that says how to point
+    scones at them."""
+    for name in ("SCONES_STATE_DIR", "SCONES_DATA_DIR", "SCONES_MODEL_DIR", "SCONES_TEST_TARGET"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyprojecttoml('[tool.scones]\nstate_dir = "state"\ndata_dir = "no-images-here"\n')
+    pytester.makeconftest("from harness import stack\nstack.status = lambda state_dir=None: {'up': False}\n")
+    pytester.makepyfile("def test_one(scones_stack):\n    pass\n\ndef test_two(scones_stack):\n    pass\n")
+
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(errors=2)
+    output = result.stdout.str()
+    assert output.count(f"scones: the local stack could not come up: data directory {pytester.path / 'no-images-here'} "
+                        "lacks train/bicycle/") == 2
+    assert "data_dir in the [tool.scones] table" in output
+    assert "Traceback" not in output and "raise FileNotFoundError" not in output
