@@ -40,8 +40,9 @@ class _TerminalLines(io.TextIOBase):
 
     def __init__(self, write_line):
         super().__init__()
-        # A bar that finishes within the interval shows only its final line (if it leaves one).
-        self._write_line, self._pending, self._last_redraw = write_line, "", time.monotonic()
+        self._write_line, self._pending = write_line, ""
+        self._bar_started: float | None = None     # when the redraws on the current line began
+        self._last_redraw = 0.0
         self._lock = threading.Lock()
 
     def writable(self) -> bool:
@@ -60,11 +61,16 @@ class _TerminalLines(io.TextIOBase):
             *lines, self._pending = self._pending.split("\n")
             for line in lines:
                 self._emit(line.rsplit("\r", 1)[-1])      # a bar's last redraw is its final state
+                self._bar_started = None
             if "\r" in self._pending:
                 *redraws, self._pending = self._pending.split("\r")
                 redraws = [line for line in redraws if line.strip()]
-                if redraws and time.monotonic() - self._last_redraw >= REDRAW_INTERVAL_S:
-                    self._last_redraw = time.monotonic()
+                now = time.monotonic()
+                self._bar_started = self._bar_started or now
+                # A bar that is done within the interval shows only its final line (if it leaves one).
+                if redraws and now - self._bar_started >= REDRAW_INTERVAL_S \
+                        and now - self._last_redraw >= REDRAW_INTERVAL_S:
+                    self._last_redraw = now
                     self._emit(redraws[-1])
         return len(text)
 
@@ -88,6 +94,7 @@ def _progress_to_terminal(config):
 
     def progress(message: str) -> None:
         with lock:
+            reporter.ensure_newline()   # ends the line of a test file's name
             # After a test's "." the reporter may be mid-line without knowing it (ensure_newline does not).
             if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
                 reporter.write("\n")

@@ -126,3 +126,23 @@ def test_a_stack_that_cannot_come_up_fails_each_test_with_one_clear_line(pyteste
                         "lacks train/bicycle/") == 2
     assert "data_dir in the [tool.scones] table" in output
     assert "Traceback" not in output and "raise FileNotFoundError" not in output
+
+
+def test_a_long_progress_bar_shows_a_redraw_every_interval_and_its_final_line(monkeypatch):
+    from harness import pytest_plugin
+
+    clock = [100.0]
+    monkeypatch.setattr(pytest_plugin.time, "monotonic", lambda: clock[0])
+    lines: list[str] = []
+    stream = pytest_plugin._TerminalLines(lines.append)
+
+    for count in range(1, 31):          # one redraw a second for 30 s, as tqdm draws a pip install
+        stream.write(f"\rInstalling: {count} pkg")
+        clock[0] += 1.0
+    stream.write("\rInstalling: 30 pkg, done\n")
+    stream.write("next step\n")
+
+    interval = pytest_plugin.REDRAW_INTERVAL_S
+    assert len(lines) == 2 + 30 // interval - 1
+    assert lines[0] == f"Installing: {int(interval)} pkg"
+    assert lines[-2:] == ["Installing: 30 pkg, done", "next step"]
