@@ -109,13 +109,27 @@ def test_stack_progress_reaches_the_terminal_without_dash_s(pytester, monkeypatc
     assert "Captured stderr" not in result.stdout.str()
 
 
+NO_STACK_UP_CONFTEST = '''
+import pytest
+
+from harness import stack
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_stack_up():
+    saved, stack.status = stack.status, lambda state_dir=None: {"up": False}
+    yield
+    stack.status = saved
+'''
+
+
 def test_a_stack_that_cannot_come_up_fails_each_test_with_one_clear_line(pytester, monkeypatch):
     """No images where the project's config says: the tests fail with the message that says how to point
     scones at them."""
     for name in ("SCONES_STATE_DIR", "SCONES_DATA_DIR", "SCONES_MODEL_DIR", "SCONES_TEST_TARGET"):
         monkeypatch.delenv(name, raising=False)
     pytester.makepyprojecttoml('[tool.scones]\nstate_dir = "state"\ndata_dir = "no-images-here"\n')
-    pytester.makeconftest("from harness import stack\nstack.status = lambda state_dir=None: {'up': False}\n")
+    pytester.makeconftest(NO_STACK_UP_CONFTEST)
     pytester.makepyfile("def test_one(scones_stack):\n    pass\n\ndef test_two(scones_stack):\n    pass\n")
 
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
