@@ -153,7 +153,7 @@ def scones_stack(pytestconfig, scones_target_name):
     config = stack.StackConfig.from_environment()
     with _progress_to_terminal(pytestconfig) as progress:
         progress(f"bringing up a local stack in {config.state_dir} (LocalStack on port {config.localstack_port}, "
-                 f"endpoint on {config.endpoint_port})")
+                 f"endpoint on {config.endpoint_port}; settings: {settings.project().source})")
         try:
             stack.up(config, progress=progress)
         except Exception as error:

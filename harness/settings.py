@@ -58,7 +58,7 @@ class Project:
     @property
     def source(self) -> str:
         if self.config_path is None:
-            return "defaults"
+            return f"no {CONFIG_FILE} or [tool.scones] found from {self.root}: environment and defaults"
         return f"{self.config_path}" + (" [tool.scones]" if self.config_path.name == PYPROJECT else "")
 
 
@@ -100,28 +100,28 @@ def project(start: str | os.PathLike | None = None) -> Project:
     return Project(here)
 
 
-def lookup(key: str, explicit: Any = None) -> tuple[Any, str]:
-    """(value, where it came from) for a config key; value None when nothing sets it (the caller's default)."""
+def lookup(key: str, explicit: Any = None) -> Any:
+    """A config key's value by the precedence above; None when nothing sets it (the caller's default)."""
     variable, kind = KEYS[key]
     if explicit not in (None, ""):
-        return (Path(explicit) if kind == "path" else int(explicit)), "argument"
+        return Path(explicit) if kind == "path" else int(explicit)
     raw = os.environ.get(variable)
     if raw:
         if kind == "path":
-            return Path(raw), f"${variable}"
+            return Path(raw)
         try:
-            return int(raw), f"${variable}"
+            return int(raw)
         except ValueError:
             raise SettingsError(f"${variable}={raw!r} is not a port number") from None
     found = project()
     if key in found.values:
         value = found.values[key]
-        return ((found.root / value) if kind == "path" else value), found.source
-    return None, "default"
+        return (found.root / value) if kind == "path" else value
+    return None
 
 
 def state_dir(explicit: str | os.PathLike | None = None) -> Path:
-    path, _ = lookup("state_dir", explicit)
+    path = lookup("state_dir", explicit)
     path = Path(path or project().root / DEFAULT_STATE_FOLDER)
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
@@ -129,19 +129,19 @@ def state_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Staged images; by default those `scones stage` put into the state dir (see DATA_DIR_HINT)."""
-    path, _ = lookup("data_dir", explicit)
+    path = lookup("data_dir", explicit)
     return Path(path or state_dir() / "data").resolve()
 
 
 def model_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     """A model folder (holding model.tar.gz) to serve, or None: train or reuse ensure_model()'s."""
-    path, _ = lookup("model_dir", explicit)
+    path = lookup("model_dir", explicit)
     return Path(path).resolve() if path else None
 
 
 def localstack_port(explicit: int | None, default: int) -> int:
-    return lookup("localstack_port", explicit)[0] or default
+    return lookup("localstack_port", explicit) or default
 
 
 def endpoint_port(explicit: int | None, default: int) -> int:
-    return lookup("endpoint_port", explicit)[0] or default
+    return lookup("endpoint_port", explicit) or default

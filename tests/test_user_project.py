@@ -82,7 +82,8 @@ def test_example_project_runs_outside_the_clone_with_its_own_state_and_progress(
     assert run.returncode == 0, output[-6000:]
     assert re.search(r"\b3 passed\b", output), output[-3000:]
     progress = [line for line in run.stdout.splitlines() if line.startswith("scones: ")]
-    assert any(f"bringing up a local stack in {project / '.scones'}" in line for line in progress), output[-3000:]
+    assert any(f"bringing up a local stack in {project / '.scones'}" in line
+               and f"settings: {project / 'pyproject.toml'} [tool.scones]" in line for line in progress), output[-3000:]
     assert any("localstack: ready" in line for line in progress), output[-3000:]
     assert any("endpoint: starting" in line for line in progress), output[-3000:]
     assert any("localstack: stopping" in line for line in progress), output[-3000:]
