@@ -3,9 +3,8 @@ the clone, `pytest` there with the installed scones plugin, settings from its [t
 
 It gets a stack of its own (free ports), its state in its own folder; only the LocalStack and Lambda
 runtime venvs and the trained model are reused from the clone's state, as caches.
-
-The copy lives under the home folder, not /tmp: a Lambda sandbox mounts a private /tmp over the host's,
-and so hides a runtime venv kept under a state dir in /tmp (reported in the newcomer's notes).
+The copy lives under pytest's temporary folder, in /tmp: so this also shows that the Lambda sandbox's
+private /tmp does not hide the runtime venvs of a state dir kept there.
 """
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,16 +59,9 @@ def user_environment(caches: dict[str, Path]) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def outside() -> Path:
-    with tempfile.TemporaryDirectory(prefix="scones-user-project-", dir=Path.home()) as folder:
-        root = Path(folder).resolve()
-        assert not root.is_relative_to(settings.PROJECT_ROOT) and not root.is_relative_to("/tmp")
-        yield root
-
-
-def test_example_project_runs_outside_the_clone_with_its_own_state_and_progress(outside, caches):
-    root = outside
+def test_example_project_runs_outside_the_clone_with_its_own_state_and_progress(tmp_path_factory, caches):
+    root = tmp_path_factory.mktemp("outside").resolve()
+    assert not root.is_relative_to(settings.PROJECT_ROOT)
     project = user_project(root, caches)
     env = user_environment(caches)
 
