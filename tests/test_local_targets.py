@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from harness import stack
 from harness.commands.local import down, run, status
 from harness.targets import TargetNotFound, load_target, local_record_path, write_record
+from support import poll
 from test_executions import three_state_machine
 
 LOCALSTACK = "http://127.0.0.1:4999"
@@ -293,6 +294,9 @@ def test_the_endpoint_server_gets_only_local_credentials(tmp_path, monkeypatch):
                                endpoint_port=free_port())
     server = stack.start_endpoint_server(config, Path(model_dir))
     try:
+        # /proc/<pid>/environ is the parent's copy until the child has exec'd the server.
+        poll(lambda: b"harness.commands.endpoint" in Path(f"/proc/{server.pid}/cmdline").read_bytes(), timeout=30,
+             interval=0.01, what="the endpoint server's exec")
         raw = Path(f"/proc/{server.pid}/environ").read_bytes()
     finally:
         server.stop(10)
