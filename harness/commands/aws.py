@@ -42,7 +42,7 @@ def _fail(error: Exception) -> click.ClickException:
 @click.option("--model-data", help="s3://.../model.tar.gz to serve instead of training one.")
 @click.option("--trainer", type=click.Choice(TRAINERS), default="pytorch", show_default=True,
               help="pytorch: local_model/train.py in the PyTorch container; builtin: the original's image-classification algorithm.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Staged data directory (default: SCONES_DATA_DIR or ../shared/data).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Staged data directory (default: $SCONES_DATA_DIR, else data_dir in [tool.scones], else <state>/data).")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where the deploy record lives (default: SCONES_STATE_DIR or .scones).")
 @click.option("--hyperparameter", "-H", "hyperparameters", multiple=True, metavar="KEY=VALUE", help="Passed to train.py as --KEY VALUE.")
 @click.option("--training-instance", help=f"Default {TRAINING_INSTANCE} (pytorch) or {BUILTIN_TRAINING_INSTANCE} (builtin, GPU only).")

@@ -4,7 +4,7 @@ The same calls `scones up` makes after its processes are up (harness/stack.py): 
 the endpoint's registration with LocalStack (so the Lambdas' sagemaker-runtime calls reach the
 endpoint container), deploy.workflow.deploy_workflow with the local target's roles, and
 upload_dataset; then it writes the local stack record, so that on the host
-`SCONES_STATE_DIR=<compose state dir> scones run test/bicycle/<file>.png` (or evaluate,
+`scones run test/bicycle/bicycle_s_000030.png` (the host CLI finds the compose record; or evaluate,
 monitor, report) works against the containers. The containers share the host's network, so
 the URLs in the record are the host's too.
 

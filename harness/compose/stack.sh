@@ -46,7 +46,7 @@ case "${1:-}" in
             echo "stack.sh: deploy did not succeed (exit status $status); \`$0 logs\` shows every service" >&2
             exit 1
         fi
-        echo "compose: up. Try: SCONES_STATE_DIR=$SCONES_COMPOSE_STATE_DIR .venv/bin/scones run test/bicycle/<file>.png"
+        echo "compose: up. Try: .venv/bin/scones run test/bicycle/bicycle_s_000030.png (scones finds this stack by itself)"
         ;;
     build)
         compose build train localstack ;;
