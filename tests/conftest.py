@@ -7,8 +7,7 @@ from typing import Callable
 import pytest
 
 from harness.endpoint import free_port
-from harness.localstack import LocalStack
-from support import FakeSageMakerRuntime, LambdaContext, load_event
+from support import FakeSageMakerRuntime, LambdaContext, load_event, running_localstack
 
 # An example user project, run from a copy outside the clone by tests/test_user_project.py.
 collect_ignore = ["user_project"]
@@ -64,11 +63,5 @@ def moto_server():
 @pytest.fixture(scope="module")
 def localstack(tmp_path_factory):
     """A LocalStack of the module's own, on a free port, stopped after the module."""
-    instance = LocalStack(port=free_port(), home=tmp_path_factory.mktemp("localstack"))
-    instance.ensure_venv(progress=False)
-    instance.start()
-    try:
-        instance.wait_ready(timeout=120)
+    with running_localstack(tmp_path_factory.mktemp("localstack")) as instance:
         yield instance
-    finally:
-        instance.stop()

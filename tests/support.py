@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,3 +118,31 @@ def poll(condition, timeout: float, interval: float = 0.2, what: str = "conditio
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def zip_of(files: dict[str, str]) -> bytes:
+    """A deployment package (or layer) holding these files: {"path/in/zip.py": "source"}."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+@contextmanager
+def running_localstack(home: Path, extra_env: dict[str, str] | None = None):
+    """A LocalStack of its own on a free port, with its data in `home`; stopped afterwards."""
+    from harness.endpoint import free_port
+    from harness.localstack import LocalStack
+
+    instance = LocalStack(port=free_port(), home=home, extra_env=extra_env)
+    instance.ensure_venv(progress=False)
+    instance.start()
+    try:
+        instance.wait_ready(timeout=120)
+        yield instance
+    finally:
+        instance.stop()

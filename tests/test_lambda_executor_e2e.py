@@ -6,17 +6,14 @@ AWS's, so what these tests assert is what AWS does; each test's docstring names 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import uuid
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from support import poll
+from support import poll, running_localstack, zip_of
 
-from harness.endpoint import free_port
 from harness.lambda_executor.names import PYTHONS_ENV
 from harness.localstack import LocalStack
 
@@ -63,29 +60,14 @@ def crash(event, context):
 '''
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def localstack(tmp_path_factory):
     """The module's own LocalStack, whose executor knows no python3.14 interpreter (whatever this
     machine has), so that the missing-interpreter path is always exercised."""
     pythons = LocalStack().lambda_pythons()
     pythons.pop("python3.14", None)
-    instance = LocalStack(port=free_port(), home=tmp_path_factory.mktemp("localstack"),
-                          extra_env={PYTHONS_ENV: json.dumps(pythons)})
-    instance.ensure_venv(progress=False)
-    instance.start()
-    try:
-        instance.wait_ready(timeout=120)
+    with running_localstack(tmp_path_factory.mktemp("localstack"), {PYTHONS_ENV: json.dumps(pythons)}) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +116,7 @@ def invoke(lambda_client, name: str, event: dict) -> tuple[dict, str | None, str
 
 
 def test_handler_from_the_zip_runs_with_its_environment_and_context(lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler", memory=384, timeout=7,
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.handler", memory=384, timeout=7,
                          env={"PROBE_VALUE": "from-the-function-config"})
     result, error, logs = invoke(lambda_client, name, {"marker": "m1"})
     assert error is None, result
@@ -151,14 +133,14 @@ def test_handler_from_the_zip_runs_with_its_environment_and_context(lambda_clien
 def test_each_runtime_runs_on_its_own_python(localstack, lambda_client, make_function, runtime):
     """A pythonX.Y function runs on Python X.Y, never on another version (.ci/run makes sure 3.10-3.13 exist)."""
     assert runtime in localstack.lambda_pythons(), f"no {runtime} interpreter on this machine"
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler", runtime=runtime)
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.handler", runtime=runtime)
     result, error, _ = invoke(lambda_client, name, {})
     assert error is None, result
     assert result["python"] == runtime.removeprefix("python")
 
 
 def test_unhandled_exception_has_aws_error_shape(lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler")
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.handler")
     result, error, logs = invoke(lambda_client, name, {"fail": "boom"})
     assert error == "Unhandled"
     assert result["errorType"] == "ValueError"
@@ -170,7 +152,7 @@ def test_unhandled_exception_has_aws_error_shape(lambda_client, make_function):
 
 def test_import_error_is_reported_by_the_invoke(lambda_client, make_function):
     """awslambdaric reports a handler module that does not import as Runtime.ImportModuleError."""
-    missing = make_function(_zip({"probe.py": PROBE}), "nosuchmodule.handler")
+    missing = make_function(zip_of({"probe.py": PROBE}), "nosuchmodule.handler")
     result, error, logs = invoke(lambda_client, missing, {})
     assert error == "Unhandled"
     assert result["errorType"] == "Runtime.ImportModuleError"
@@ -183,7 +165,7 @@ def test_results_are_marshalled_as_aws_runtime_does(lambda_client, make_function
     nested bytes become UTF-8 strings, Decimal becomes a number, top-level bytes are returned raw, and
     a datetime fails with Runtime.MarshalError "Unable to marshal response: Object of type datetime is
     not JSON serializable" (as the original Scones serializer's base64 bytes show on AWS)."""
-    code = _zip({"results.py": (
+    code = zip_of({"results.py": (
         "import base64, datetime, decimal\n"
         "def nested_bytes(event, context):\n"
         "    return {'statusCode': 200, 'body': {'image_data': base64.b64encode(b'png bytes')}}\n"
@@ -215,7 +197,7 @@ def test_results_are_marshalled_as_aws_runtime_does(lambda_client, make_function
 
 
 def test_timeout_kills_the_handler_and_the_next_invoke_starts_fresh(lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.sleeper", timeout=2)
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.sleeper", timeout=2)
     first, error, _ = invoke(lambda_client, name, {})
     assert error is None, first
     result, error, logs = invoke(lambda_client, name, {"sleep": 30, "marker": "slow"})
@@ -229,7 +211,7 @@ def test_timeout_kills_the_handler_and_the_next_invoke_starts_fresh(lambda_clien
 
 
 def test_a_process_that_dies_fails_the_invoke_at_once_and_is_replaced(lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.crash", timeout=60)
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.crash", timeout=60)
     first, _, _ = invoke(lambda_client, name, {})
     result, error, logs = invoke(lambda_client, name, {"crash": True})
     assert error == "Unhandled"
@@ -243,7 +225,7 @@ def test_a_process_that_dies_fails_the_invoke_at_once_and_is_replaced(lambda_cli
 def test_a_process_that_dies_while_starting_fails_the_invoke(lambda_client, make_function):
     """AWS: "RequestId: <id> Error: Runtime exited with error: exit status 7" (Runtime.ExitError); what
     init printed is in the function's logs, not in the error."""
-    code = _zip({"dies.py": "import os\nprint('init then exit')\nos._exit(7)\n\ndef handler(event, context):\n    return 1\n"})
+    code = zip_of({"dies.py": "import os\nprint('init then exit')\nos._exit(7)\n\ndef handler(event, context):\n    return 1\n"})
     name = make_function(code, "dies.handler")
     result, error, logs = invoke(lambda_client, name, {})
     assert error == "Unhandled"
@@ -253,13 +235,13 @@ def test_a_process_that_dies_while_starting_fails_the_invoke(lambda_client, make
 
 
 def test_warm_environment_is_reused(lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler")
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.handler")
     pids = {invoke(lambda_client, name, {})[0]["environment"] for _ in range(3)}
     assert len(pids) == 1
 
 
 def test_concurrent_invokes_get_separate_environments(lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler")
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.handler")
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(pool.map(lambda _: invoke(lambda_client, name, {"sleep": 1.5}), range(3)))
     assert all(error is None for _, error, _ in results), results
@@ -267,7 +249,7 @@ def test_concurrent_invokes_get_separate_environments(lambda_client, make_functi
 
 
 def test_logs_reach_cloudwatch_logs(session, localstack, lambda_client, make_function):
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler")
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.handler")
     marker = uuid.uuid4().hex
     invoke(lambda_client, name, {"marker": marker})
     logs = session.client("logs", endpoint_url=localstack.url)
@@ -298,7 +280,7 @@ def test_project_lambda_zip_runs(lambda_client, make_function):
 
 
 def test_payload_limits_bite_as_on_aws(lambda_client, make_function):
-    code = _zip({"big.py": "def handler(event, context):\n    return 'x' * (7 * 1024 * 1024) if event.get('big') else len(event.get('pad', ''))\n"})
+    code = zip_of({"big.py": "def handler(event, context):\n    return 'x' * (7 * 1024 * 1024) if event.get('big') else len(event.get('pad', ''))\n"})
     name = make_function(code, "big.handler")
     result, error, _ = invoke(lambda_client, name, {"big": True})
     assert error == "Unhandled"
@@ -313,7 +295,7 @@ def test_concurrent_environments_each_have_their_own_tmp(lambda_client, make_fun
     """On AWS every execution environment has its own /tmp. The original Scones serializer writes
     every image to the literal path /tmp/image.png: eight concurrent invokes must each read back
     their own bytes (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html)."""
-    code = _zip({"tmp_writer.py": (
+    code = zip_of({"tmp_writer.py": (
         "import base64, time\n"
         "def handler(event, context):\n"
         "    with open('/tmp/image.png', 'wb') as f:\n"
@@ -332,7 +314,7 @@ def test_concurrent_environments_each_have_their_own_tmp(lambda_client, make_fun
 def test_the_function_code_is_read_only(lambda_client, make_function):
     """AWS: /var/task (LAMBDA_TASK_ROOT, the working directory) is read-only; writing there raises
     OSError 30 "Read-only file system"."""
-    code = _zip({"writer.py": (
+    code = zip_of({"writer.py": (
         "import os\n"
         "def handler(event, context):\n"
         "    try:\n"
@@ -351,12 +333,12 @@ def test_a_handler_imports_a_package_from_a_published_layer(lambda_client, make_
     the path (https://docs.aws.amazon.com/lambda/latest/dg/packaging-layers.html)."""
     first = lambda_client.publish_layer_version(
         LayerName=f"scones-test-{uuid.uuid4().hex[:8]}", CompatibleRuntimes=["python3.12"],
-        Content={"ZipFile": _zip({"python/lib/python3.12/site-packages/fake_sdk/__init__.py": "VERSION = 'one'\n",
+        Content={"ZipFile": zip_of({"python/lib/python3.12/site-packages/fake_sdk/__init__.py": "VERSION = 'one'\n",
                                   "python/shared.py": "WHO = 'first layer'\n"})})
     second = lambda_client.publish_layer_version(
         LayerName=f"scones-test-{uuid.uuid4().hex[:8]}", CompatibleRuntimes=["python3.12"],
-        Content={"ZipFile": _zip({"python/shared.py": "WHO = 'second layer'\n"})})
-    code = _zip({"uses_layer.py": (
+        Content={"ZipFile": zip_of({"python/shared.py": "WHO = 'second layer'\n"})})
+    code = zip_of({"uses_layer.py": (
         "import fake_sdk, shared\n"
         "def handler(event, context):\n"
         "    return {'sdk': fake_sdk.VERSION, 'sdk_path': fake_sdk.__file__, 'shared': shared.WHO}\n")})
@@ -376,7 +358,7 @@ def test_a_runtime_without_an_interpreter_fails_the_function_clearly(lambda_clie
     """A pythonX.Y function never runs on another version: without a Python X.Y here the function goes
     to State Failed with a reason naming the missing interpreter (this module's LocalStack has none
     for python3.14)."""
-    name = make_function(_zip({"probe.py": PROBE}), "probe.handler", runtime="python3.14", wait=False)
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.handler", runtime="python3.14", wait=False)
     configuration = poll(lambda: (lambda c: c if c["State"] != "Pending" else None)(
         lambda_client.get_function_configuration(FunctionName=name)), timeout=30, what="a settled state")
     assert configuration["State"] == "Failed"
@@ -388,7 +370,7 @@ def test_runtimes_aws_no_longer_accepts_are_refused_at_create(lambda_client):
     runtimes.py for the table) with InvalidParameterValueException and this message."""
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as refused:
         lambda_client.create_function(FunctionName=f"scones-test-{uuid.uuid4().hex[:8]}", Runtime="python3.8",
-                                      Role=ROLE, Handler="probe.handler", Code={"ZipFile": _zip({"probe.py": PROBE})})
+                                      Role=ROLE, Handler="probe.handler", Code={"ZipFile": zip_of({"probe.py": PROBE})})
     assert refused.value.response["Error"]["Message"] == (
         "The runtime parameter of python3.8 is no longer supported for creating or updating AWS Lambda "
         "functions. We recommend you use a supported runtime while creating or updating functions.")
@@ -397,7 +379,7 @@ def test_runtimes_aws_no_longer_accepts_are_refused_at_create(lambda_client):
 def test_allocating_past_the_memory_size_fails_as_out_of_memory(lambda_client, make_function):
     """AWS ends a sandbox that exceeds its memory size: errorType Runtime.OutOfMemory, "Runtime exited
     with error: signal: killed", and the next invoke gets a fresh environment."""
-    code = _zip({"hog.py": (
+    code = zip_of({"hog.py": (
         "def handler(event, context):\n"
         "    blocks = [bytearray(16 * 1024 * 1024) for _ in range(event['mib'] // 16)]\n"
         "    return len(blocks)\n")})
@@ -417,7 +399,7 @@ def test_an_init_phase_over_ten_seconds_is_cut_and_retried_within_the_timeout(la
     """AWS limits the init phase to 10 s; after that it runs init again inside the invoke, where it
     counts against the function's timeout (here 3 s), so the invoke times out
     (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html#runtimes-lifecycle-ib)."""
-    code = _zip({"slow_init.py": "import time\ntime.sleep(12)\n\ndef handler(event, context):\n    return 'ready'\n"})
+    code = zip_of({"slow_init.py": "import time\ntime.sleep(12)\n\ndef handler(event, context):\n    return 'ready'\n"})
     name = make_function(code, "slow_init.handler", timeout=3)
     result, error, logs = invoke(lambda_client, name, {})
     assert error == "Unhandled"

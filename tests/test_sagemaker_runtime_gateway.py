@@ -21,7 +21,6 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-import zipfile
 
 import boto3
 import pytest
@@ -32,6 +31,7 @@ from deploy import local as local_target
 from harness.endpoint import EndpointServer, free_port
 from harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
 from local_model.serving_stub import build_stub_model
+from support import zip_of
 
 pytestmark = pytest.mark.e2e
 
@@ -72,14 +72,6 @@ def handler(event, context):
     return {**invoke(client, event), "client_endpoint": client.meta.endpoint_url,
             "endpoint_settings": sorted(name for name in os.environ if name.startswith("AWS_ENDPOINT_URL"))}
 '''
-
-
-def _zip(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 def png(color=(200, 30, 30)) -> bytes:
@@ -124,7 +116,7 @@ def function(localstack):
                           config=Config(read_timeout=120, retries={"max_attempts": 1}))
     name = f"scones-smr-{uuid.uuid4().hex[:8]}"
     client.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="function.handler",
-                           Code={"ZipFile": _zip({"function.py": FUNCTION})}, Timeout=60, MemorySize=256)
+                           Code={"ZipFile": zip_of({"function.py": FUNCTION})}, Timeout=60, MemorySize=256)
     client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5})
 
     def call(event: dict) -> dict:

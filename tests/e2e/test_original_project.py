@@ -15,29 +15,20 @@ nothing target-specific.
 """
 from __future__ import annotations
 
-import io
 import json
 import uuid
-import zipfile
 from pathlib import Path
 from string import Template
 
 import pytest
 
 from e2e_helpers import CLASSES
-from support import poll
+from support import poll, zip_of
 
 pytestmark = pytest.mark.e2e
 
 ORIGINAL = Path(__file__).resolve().parent.parent / "original_project"
 FUNCTIONS = ("serializeImageData", "classifyImage", "filterInferences")
-
-
-def _zip(text: str) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("lambda_function.py", text)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def original_workflow(scones_stack, lambda_client, stepfunctions_client):
                 endpoint_name=scones_stack.endpoint_name)
             arns[function] = lambda_client.create_function(
                 FunctionName=f"original-{suffix}-{function}", Runtime="python3.12", Role=ours["Role"],
-                Handler="lambda_function.lambda_handler", Code={"ZipFile": _zip(code)},
+                Handler="lambda_function.lambda_handler", Code={"ZipFile": zip_of({"lambda_function.py": code})},
                 Timeout=30, MemorySize=128)["FunctionArn"]
         for arn in arns.values():
             lambda_client.get_waiter("function_active_v2").wait(FunctionName=arn, WaiterConfig={"Delay": 0.5})
