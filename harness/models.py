@@ -254,8 +254,10 @@ def _unpack_source(base: Path) -> Path:
     code_dir = base / "code"
     code_dir.mkdir(exist_ok=True)
     submit = json.loads(json.loads((base / "input" / "config" / "hyperparameters.json").read_text())["sagemaker_submit_directory"])
+    from local_model.serving_handlers import extract_tar  # Debian 12's Python 3.11.2 has no filter=
+
     with tarfile.open(submit, mode="r:gz") as archive:
-        archive.extractall(code_dir, filter="data")
+        extract_tar(archive, code_dir)
     return code_dir
 
 
