@@ -330,8 +330,12 @@ def test_a_signal_after_the_stack_is_complete_leaves_it_up_and_says_so(tmp_path,
         return {"written": "record"}
 
     monkeypatch.setattr(stack, "_up", complete_then_signalled)
-    with pytest.raises(stack.StopSignal) as stopped:
-        stack.up(stack.StackConfig(state_dir=tmp_path, data_dir=tmp_path))
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_DFL)   # a run under nohup inherits SIG_IGN
+    try:
+        with pytest.raises(stack.StopSignal) as stopped:
+            stack.up(stack.StackConfig(state_dir=tmp_path, data_dir=tmp_path))
+    finally:
+        signal.signal(signal.SIGHUP, inherited)
     assert stopped.value.signum == signal.SIGHUP and stopped.value.stack_left_up
 
 

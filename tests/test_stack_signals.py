@@ -45,8 +45,10 @@ class Up:
         env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
         env.update({settings.STATE_DIR: str(state_dir), settings.LOCALSTACK_PORT: str(self.localstack_port),
                     settings.ENDPOINT_PORT: str(self.endpoint_port)})
+        # As from a terminal: a test run under nohup must not hand its ignored SIGHUP to `up`.
         self.process = subprocess.Popen([str(SCONES), "up", "--model", str(model_dir), "--no-data"], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
         self.lines: list[str] = []
         self.processes: list[int] = []   # what this `up` had started when it was signalled
         self._reader = threading.Thread(target=self._read, daemon=True)
