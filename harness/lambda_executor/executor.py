@@ -115,7 +115,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         self._cgroup: sandbox.MemoryCgroup | None = None
         self._current: _Incarnation | None = None
         self._lock = threading.Lock()
-        self._stopped = False
         self._pending_init_log = ""   # what init printed, for the first invocation's logs
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -149,7 +148,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         # An init error or an exit during init: reported by the invoke that retries init, as on AWS.
 
     def stop(self) -> None:
-        self._stopped = True
         if self._current is not None:
             self._kill(self._current, graceful=True)
         if self._api is not None:
