@@ -40,16 +40,10 @@ sys.path.insert(0, str(ROOT))
 from harness import settings  # noqa: E402
 from harness.endpoint import EndpointServer, free_port  # noqa: E402
 from local_model.capture import CaptureConfig, CapturedInvocation, CaptureWriter  # noqa: E402
+from endpoint import load_images, load_server, start_s3  # noqa: E402  (benchmarks/endpoint.py, beside this script)
 
 BEFORE = "da9a27b"   # the last commit with the in-memory capture writer
 ENDPOINT = "bench-capture"
-
-
-def load_images(count: int = 200) -> list[bytes]:
-    files = sorted((settings.data_dir() / "test").glob("*/*.png"))[:count]
-    if not files:
-        sys.exit(f"no test PNGs under {settings.data_dir() / 'test'}")
-    return [path.read_bytes() for path in files]
 
 
 def resolve_model(explicit: str | None) -> Path:
@@ -57,76 +51,6 @@ def resolve_model(explicit: str | None) -> Path:
 
     return Path(explicit) if explicit else Path(ensure_model())
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients: int) -> dict:
-    """CLIENTS keep-alive clients in a closed loop on the runtime route for SECONDS (as benchmarks/endpoint.py)."""
-    import http.client
-    import threading
-
-    host, port = url.removeprefix("http://").split(":")
-    path = f"/endpoints/{ENDPOINT}/invocations"
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    gate = threading.Barrier(clients + 1)
-    deadline = [float("inf")]
-
-    def client(index: int) -> None:
-        connection = http.client.HTTPConnection(host, int(port), timeout=60)
-        for body in images[:5]:
-            connection.request("POST", path, body=body, headers={"Content-Type": "image/png"})
-            connection.getresponse().read()
-        gate.wait()
-        n = index
-        while time.perf_counter() < deadline[0]:
-            began = time.perf_counter()
-            connection.request("POST", path, body=images[n % len(images)], headers={"Content-Type": "image/png"})
-            reply = connection.getresponse()
-            reply.read()
-            latencies[index].append(time.perf_counter() - began)
-            errors[index] += reply.status != 200
-            n += clients
-        connection.close()
-
-    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
-    for thread in threads:
-        thread.start()
-    gate.wait()
-    started, cpu_started = time.perf_counter(), cpu_seconds(pid)
-    deadline[0] = started + seconds
-    for thread in threads:
-        thread.join()
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu_started
-    samples = sorted(latency for per_client in latencies for latency in per_client)
-    return {"throughput": len(samples) / elapsed, "p50_ms": 1000 * samples[len(samples) // 2],
-            "p99_ms": 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-            "cpu_ms": 1000 * cpu / len(samples), "errors": sum(errors)}
-
-
-def start_s3() -> tuple[subprocess.Popen, str]:
-    """moto's S3 in its own process, so it takes no GIL from the clients."""
-    import boto3
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bench",
-                      aws_secret_access_key="bench")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            s3.create_bucket(Bucket="bench-capture")
-            return process, url
-        except Exception:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise
-            time.sleep(0.1)
 
 SITECUSTOMIZE = '''
 import importlib.util, sys
@@ -159,7 +83,8 @@ def run(model: Path, images, seconds: float, clients: int, capture: CaptureConfi
     server = EndpointServer(model, endpoint_name=ENDPOINT, mode="subprocess", capture=capture, env=env,
                             capture_spool=spool, log_path=settings.state_dir() / "bench" / "capture-spool.log")
     with server:
-        result = load_server(server.url, server.pid, images, seconds, clients)
+        result = load_server(server.url, server.pid, images, seconds, clients,
+                             path=f"/endpoints/{ENDPOINT}/invocations")
         if capture is not None:
             result["capture"] = server.capture_status()
     return result

@@ -147,9 +147,10 @@ def cpu_seconds(pid: int, group: bool = False) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients: int, group: bool = False) -> dict:
+def load_server(url: str, pid: int, images: list[bytes], seconds: float, clients: int, group: bool = False,
+                path: str = "/invocations") -> dict:
+    """CLIENTS keep-alive clients in a closed loop on PATH (the container's route by default) for SECONDS."""
     host, port = url.removeprefix("http://").split(":")
-    path = "/invocations"
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     start_gate = threading.Barrier(clients + 1)
