@@ -459,11 +459,12 @@ def _layers_dir(function_version: FunctionVersion) -> Path | None:
     if not layers:
         return None
     key = sha256("\n".join(layer.layer_version_arn for layer in layers).encode()).hexdigest()[:16]
-    folders = []
+    merged = WORK_ROOT / "layers" / key
+    if merged.exists():  # merged at prepare_version; every cold start after that only looks
+        return merged
     for layer in layers:
         layer.code.prepare_for_execution()
-        folders.append(Path(layer.code.get_unzipped_code_location()))
-    return sandbox.merge_layers(folders, WORK_ROOT / "layers" / key)
+    return sandbox.merge_layers([Path(layer.code.get_unzipped_code_location()) for layer in layers], merged)
 
 
 def _base_prefixes(venv: Path) -> list[Path]:
