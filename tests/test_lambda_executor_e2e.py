@@ -378,7 +378,11 @@ def test_runtimes_aws_no_longer_accepts_are_refused_at_create(lambda_client):
 
 def test_allocating_past_the_memory_size_fails_as_out_of_memory(lambda_client, make_function):
     """AWS ends a sandbox that exceeds its memory size: errorType Runtime.OutOfMemory, "Runtime exited
-    with error: signal: killed", and the next invoke gets a fresh environment."""
+    with error: signal: killed", and the next invoke gets a fresh environment. Sources: the error shape
+    "RequestId: <id> Error: Runtime exited with error: ..." (AWS re:Post knowledge center,
+    lambda-runtime-error), "Error Type: Runtime.OutOfMemory" in the REPORT line and "signal: killed"
+    as users see them on AWS (github.com/nasa-gcn/gcn.nasa.gov/pull/3628,
+    aws-solutions-library-samples/cloud-intelligence-dashboards-data-collection/issues/201)."""
     code = zip_of({"hog.py": (
         "def handler(event, context):\n"
         "    blocks = [bytearray(16 * 1024 * 1024) for _ in range(event['mib'] // 16)]\n"
