@@ -14,9 +14,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambdas import config as lambda_config
+from scones import lambdas
+from scones.lambdas import config as lambda_config
 
-LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
+LAMBDAS_DIR = Path(lambdas.__file__).resolve().parent
 PACKAGE_NAME = "lambdas"
 RUNTIME = "python3.13"   # AWS-supported to 2029; also the only Python in the compose LocalStack image
 # Zip's epoch; a fixed timestamp keeps the bytes independent of checkout times.

@@ -22,7 +22,9 @@ from typing import Callable, Mapping
 
 from botocore.exceptions import ClientError
 
-from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
+from scones import local_model
+
+from scones.deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 # --- the maintained table -------------------------------------------------------------------
 # PyTorch Deep Learning Containers: the registries of the sagemaker SDK's
@@ -87,7 +89,7 @@ BUILTIN_HYPERPARAMETERS = {
 }
 ENDPOINT_INSTANCE = "ml.m5.large"
 VARIANT_NAME = "AllTraffic"
-SOURCE_DIR = Path(__file__).resolve().parent.parent / "local_model"
+SOURCE_DIR = Path(local_model.__file__).resolve().parent
 ENTRY_POINT = "train.py"
 SERVING_PROGRAM = "inference.py"
 TRAINING_TIMEOUT_S = 2 * 3600.0

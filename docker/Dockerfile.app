@@ -26,6 +26,7 @@ RUN python3 -m venv /opt/venv \
     && python -c 'import torch, torchvision; from torchvision.models.resnet import ResNet; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
 
 COPY pyproject.toml README.md /app/
+COPY scones /app/scones
 COPY harness /app/harness
 COPY lambdas /app/lambdas
 COPY state_machine /app/state_machine

@@ -34,8 +34,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import settings
-from harness.lambda_executor.names import (
+import scones
+from scones import settings
+from scones.harness.lambda_executor.names import (
     CLIENT_CACHE_ENV,
     DEFINITION_CACHE_ENV,
     ENTRY_POINT,
@@ -47,8 +48,8 @@ from harness.lambda_executor.names import (
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
 )
-from harness.lambda_executor import sandbox
-from harness.lambda_executor.runtimes import PYTHON_RUNTIMES
+from scones.harness.lambda_executor import sandbox
+from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
@@ -164,6 +165,25 @@ def _site_packages(python: Path) -> Path:
     return Path(out)
 
 
+def scones_package_dir() -> Path:
+    """Where this scones's own package lives (a checkout's scones/, or an installation's)."""
+    return Path(scones.__file__).resolve().parent
+
+
+def _scones_import_folder(site: Path) -> Path:
+    """A folder holding nothing but a link to the scones package: on LocalStack's sys.path it makes
+    scones importable there without the rest of our venv (torch and all) shadowing LocalStack's."""
+    folder = site.parent / "scones-import"
+    folder.mkdir(exist_ok=True)
+    link = folder / "scones"
+    if not (link.is_symlink() and link.resolve() == scones_package_dir()):
+        temporary = folder / f".scones.{os.getpid()}"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(scones_package_dir(), target_is_directory=True)
+        temporary.replace(link)
+    return folder
+
+
 def _register_executor(python: Path) -> None:
     """Make LocalStack's venv see our executor and our gateway hook (harness/lambda_executor/sagemaker_runtime.py):
     a dist-info with their entry points, and a .pth to this checkout."""
@@ -180,7 +200,7 @@ def _register_executor(python: Path) -> None:
         if not (dist_info / name).exists() or (dist_info / name).read_text() != text:
             (dist_info / name).write_text(text)
     pth = site / f"{_DIST_NAME}.pth"
-    pth_line = f"{settings.PROJECT_ROOT}\n"
+    pth_line = f"{_scones_import_folder(site)}\n"
     if not pth.exists() or pth.read_text() != pth_line:
         pth.write_text(pth_line)
     records = [f"{dist_info.name}/{name},," for name in [*files, "RECORD"]] + [f"{pth.name},,"]
@@ -286,7 +306,7 @@ class LocalStack:
 
     def _ensure_venv_locked(self, progress: bool) -> Path:
         pip_log = self.home / "pip.log"
-        wanted = _digest(REQUIREMENTS.read_text(), ENTRY_POINT, str(settings.PROJECT_ROOT), "v1")
+        wanted = _digest(REQUIREMENTS.read_text(), ENTRY_POINT, str(scones_package_dir()), "v2")
         marker = self.venv_dir / MARKER
         if not (marker.exists() and marker.read_text() == wanted and self.python.exists()):
             python313 = find_python313()

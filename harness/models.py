@@ -37,10 +37,10 @@ import time
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from deploy import sagemaker as sm
-from harness import settings
+from scones.deploy import sagemaker as sm
+from scones import settings
 
-MODEL_CODE_DIR = settings.PROJECT_ROOT / "local_model"
+MODEL_CODE_DIR = sm.SOURCE_DIR
 TRAIN_SCRIPT = MODEL_CODE_DIR / "train.py"
 # Everything whose change must retrain a cached model.
 MODEL_CODE_FILES = ("train.py", "network.py", "inference.py")
@@ -254,7 +254,7 @@ def _unpack_source(base: Path) -> Path:
     code_dir = base / "code"
     code_dir.mkdir(exist_ok=True)
     submit = json.loads(json.loads((base / "input" / "config" / "hyperparameters.json").read_text())["sagemaker_submit_directory"])
-    from local_model.serving_handlers import extract_tar  # Debian 12's Python 3.11.2 has no filter=
+    from scones.harness.serving.handlers import extract_tar  # Debian 12's Python 3.11.2 has no filter=
 
     with tarfile.open(submit, mode="r:gz") as archive:
         extract_tar(archive, code_dir)

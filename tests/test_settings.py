@@ -1,11 +1,12 @@
-"""harness/settings.py: argument > environment > the project's config file > default, and clear errors."""
+"""scones/settings.py: argument > environment > the project's config file > default, and clear errors."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from harness import settings
+from scones import settings
+from support import CHECKOUT
 
 
 @pytest.fixture
@@ -78,6 +79,6 @@ def test_a_port_in_the_environment_that_is_no_number_names_the_variable(clean, m
 
 
 def test_the_clone_finds_its_images_through_its_own_pyproject():
-    project = settings.project(settings.PROJECT_ROOT)
-    assert project.config_path == settings.PROJECT_ROOT / "pyproject.toml"
-    assert (project.root / project.values["data_dir"]).resolve() == (settings.PROJECT_ROOT.parent / "shared" / "data").resolve()
+    project = settings.project(CHECKOUT)
+    assert project.config_path == CHECKOUT / "pyproject.toml"
+    assert (project.root / project.values["data_dir"]).resolve() == (CHECKOUT.parent / "shared" / "data").resolve()

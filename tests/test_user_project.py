@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import settings
-from harness.endpoint import free_port
+from scones import settings
+from scones.harness.endpoint import free_port
+from support import CHECKOUT
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +30,8 @@ RUN_TIMEOUT_S = 600
 @pytest.fixture(scope="module")
 def caches() -> dict[str, Path]:
     """The clone's LocalStack venv, Lambda runtime venvs and trained model (built here if missing)."""
-    from harness.localstack import LocalStack
-    from harness.models import ensure_model
+    from scones.harness.localstack import LocalStack
+    from scones.harness.models import ensure_model
 
     localstack = LocalStack()
     localstack.ensure_venv(progress=False)
@@ -61,7 +62,7 @@ def user_environment(caches: dict[str, Path]) -> dict[str, str]:
 
 def test_example_project_runs_outside_the_clone_with_its_own_state_and_progress(tmp_path_factory, caches):
     root = tmp_path_factory.mktemp("outside").resolve()
-    assert not root.is_relative_to(settings.PROJECT_ROOT)
+    assert not root.is_relative_to(CHECKOUT)
     project = user_project(root, caches)
     env = user_environment(caches)
 

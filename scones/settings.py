@@ -40,9 +40,6 @@ KEYS = {
 DATA_DIR_HINT = (f"point scones at your images with data_dir in the [tool.scones] table of your {PYPROJECT} "
                  f"(or in {CONFIG_FILE}), or ${DATA_DIR}, or stage them into <state dir>/data with `scones stage`")
 
-# The scones source tree (the package's own code: lambdas, the model code). Not where state goes.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 
 class SettingsError(ValueError):
     """A config file or setting is malformed; the message names the file or variable and the key."""
