@@ -37,10 +37,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from endpoint import load_images, load_server, start_s3  # noqa: E402  (benchmarks/endpoint.py, beside this script)
+
 from scones import settings  # noqa: E402
 from scones.harness.endpoint import EndpointServer, free_port  # noqa: E402
 from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter  # noqa: E402
-from endpoint import load_images, load_server, start_s3  # noqa: E402  (benchmarks/endpoint.py, beside this script)
 
 BEFORE = "da9a27b"   # the last commit with the in-memory capture writer
 ENDPOINT = "bench-capture"

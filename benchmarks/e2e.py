@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scones import settings
+from scones import settings  # noqa: E402
 from scones.harness import stack  # noqa: E402
 from scones.harness.executions import percentile, run_executions  # noqa: E402
 from scones.harness.localstack import PATCH_SWITCHES  # noqa: E402

@@ -31,8 +31,8 @@ import argparse
 import http.client
 import os
 import re
-import subprocess
 import statistics
+import subprocess
 import sys
 import threading
 import time

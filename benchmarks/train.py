@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # latency on this shared machine was ~96 ms p50 against ~1.5 ms with 1 thread.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from scones import settings
 from scones.deploy import sagemaker as sm  # noqa: E402
 from scones.harness import models  # noqa: E402
-from scones import settings
 from scones.harness.serving.handlers import extract_tar  # noqa: E402
 
 BASELINE = {"arch": "small-cnn", "widths": [32, 64], "epochs": 15, "batch_size": 32, "lr": 0.02,

@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionError as BotocoreConnectionError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from scones import contract, settings
 from scones.deploy import iam as iam_roles
 from scones.deploy import record as records
 from scones.deploy import sagemaker as sm
@@ -36,10 +38,9 @@ from scones.deploy.workflow import (
     state_machine_name,
     upload_dataset,
 )
-from scones import settings
 
 DEFAULT_PREFIX = "scones"
-DEFAULT_THRESHOLD = 0.93
+DEFAULT_THRESHOLD = contract.THRESHOLD
 FUNCTION_SHORT_NAMES = ("serializeImageData", "classifyImage", "filterInferences")
 TRAINERS = ("pytorch", "builtin")
 # Credentials the local stack, moto and the AWS docs use; a deploy with them would go nowhere real.
@@ -577,12 +578,12 @@ def destroy(
         note(f"endpoint {endpoint['name']}")
     while resources.get("endpoint_configs"):
         config = resources["endpoint_configs"][0]
-        sm.delete_quietly(lambda: sagemaker.delete_endpoint_config(EndpointConfigName=config["name"]))
+        sm.delete_quietly(lambda name=config["name"]: sagemaker.delete_endpoint_config(EndpointConfigName=name))
         resources["endpoint_configs"].pop(0)
         note(f"endpoint config {config['name']}")
     while resources.get("models"):
         model = resources["models"][0]
-        sm.delete_quietly(lambda: sagemaker.delete_model(ModelName=model["name"]))
+        sm.delete_quietly(lambda name=model["name"]: sagemaker.delete_model(ModelName=name))
         resources["models"].pop(0)
         note(f"model {model['name']}")
 

@@ -12,6 +12,8 @@ from typing import Mapping
 import boto3
 from botocore.exceptions import ClientError
 
+from scones import contract
+
 ACCOUNT_ID = "000000000000"          # LocalStack's default account
 REGION = "us-east-1"
 ACCESS_KEY_ID = "test"               # LocalStack accepts any credentials; "test" maps to ACCOUNT_ID
@@ -20,11 +22,11 @@ HOST = "127.0.0.1"
 
 DEFAULT_BUCKET = "scones-local"
 DEFAULT_PREFIX = "scones"
-DEFAULT_ENDPOINT_NAME = "scones-classifier"
-DEFAULT_THRESHOLD = 0.93
+DEFAULT_ENDPOINT_NAME = contract.ENDPOINT_NAME
+DEFAULT_THRESHOLD = contract.THRESHOLD
 DEFAULT_LOCALSTACK_PORT = 4566
 DEFAULT_ENDPOINT_PORT = 8080
-CAPTURE_PREFIX = "data_capture"
+CAPTURE_PREFIX = contract.CAPTURE_PREFIX
 
 # LocalStack does not enforce IAM, but Lambda and Step Functions still want a well-formed role.
 LAMBDA_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-lambda-role"
@@ -42,41 +44,6 @@ def endpoint_url(port: int = DEFAULT_ENDPOINT_PORT) -> str:
 def capture_s3_uri(bucket: str = DEFAULT_BUCKET) -> str:
     return f"s3://{bucket}/{CAPTURE_PREFIX}"
 
-
-class EndpointRegistrationError(RuntimeError):
-    """LocalStack did not take an endpoint's registration; the message says why and what to do."""
-
-
-def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: str, timeout: float = 10.0) -> None:
-    """Tell LocalStack which endpoint server serves `endpoint_name`.
-
-    LocalStack then answers sagemaker-runtime InvokeEndpoint for that name by forwarding it there
-    (harness/lambda_executor/sagemaker_runtime.py), so a Lambda's default client, which goes to the
-    AWS_ENDPOINT_URL every function gets, reaches the endpoint as it does on AWS: the functions
-    need no endpoint setting of their own. LocalStack keeps this until it stops, like its other
-    resources; an endpoint server restarted on the same URL needs no new registration.
-    """
-    import json
-    import urllib.error
-    import urllib.request
-
-    from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
-
-    url = f"{localstack}{SAGEMAKER_ENDPOINTS_PATH}/{endpoint_name}"
-    request = urllib.request.Request(url, data=json.dumps({"url": endpoint_server_url}).encode(), method="PUT",
-                                     headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
-    try:
-        with opener.open(request, timeout=timeout):
-            return
-    except urllib.error.HTTPError as error:
-        detail = error.read().decode(errors="replace")[:300]
-        hint = (" (this LocalStack predates that route: restart it, e.g. `scones down` then `scones up`)"
-                if error.code == 404 else "")
-        raise EndpointRegistrationError(f"LocalStack at {localstack} refused to register endpoint {endpoint_name} -> "
-                           f"{endpoint_server_url}: HTTP {error.code} {detail}{hint}") from error
-    except OSError as error:
-        raise EndpointRegistrationError(f"could not register endpoint {endpoint_name} with LocalStack at {localstack}: {error}") from error
 
 
 def endpoint_server_environment(localstack: str, inherited: Mapping[str, str] = os.environ) -> dict[str, str | None]:

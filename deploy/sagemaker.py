@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 from botocore.exceptions import ClientError
 
 from scones import local_model
-
+from scones.contract import CLASSES, VARIANT_NAME
 from scones.deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 # --- the maintained table -------------------------------------------------------------------
@@ -80,7 +80,6 @@ BUILTIN_REGISTRIES = {
 }
 # ---------------------------------------------------------------------------------------------
 
-CLASSES = ("bicycle", "motorcycle")     # index = label, as everywhere in Scones
 TRAINING_INSTANCE = "ml.m5.xlarge"
 BUILTIN_TRAINING_INSTANCE = "ml.g4dn.xlarge"   # the built-in algorithm trains on GPU instances only
 BUILTIN_HYPERPARAMETERS = {
@@ -88,7 +87,6 @@ BUILTIN_HYPERPARAMETERS = {
     "epochs": 30, "learning_rate": 0.001, "mini_batch_size": 32, "augmentation_type": "crop_color_transform",
 }
 ENDPOINT_INSTANCE = "ml.m5.large"
-VARIANT_NAME = "AllTraffic"
 SOURCE_DIR = Path(local_model.__file__).resolve().parent
 ENTRY_POINT = "train.py"
 SERVING_PROGRAM = "inference.py"

@@ -24,10 +24,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scones import contract
 from scones import settings as harness_settings
 from scones.harness.serving.capture import CaptureConfig
 
-DEFAULT_ENDPOINT_NAME = "scones-classifier"
+DEFAULT_ENDPOINT_NAME = contract.ENDPOINT_NAME
 
 
 class EndpointStartError(RuntimeError):
@@ -44,7 +45,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EndpointServer:
     model: str | os.PathLike
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
-    variant_name: str = "AllTraffic"
+    variant_name: str = contract.VARIANT_NAME
     capture: CaptureConfig | None = None
     host: str = "127.0.0.1"
     port: int | None = None                  # a free port when None
@@ -167,7 +168,7 @@ class EndpointServer:
                 last = f"HTTP {error.code} {detail}"
                 if '"failed"' in detail:
                     self.stop()
-                    raise EndpointStartError(f"endpoint {self.endpoint_name} could not load {self.model}: {detail}")
+                    raise EndpointStartError(f"endpoint {self.endpoint_name} could not load {self.model}: {detail}") from None
             except OSError as error:
                 last = str(error)
             time.sleep(0.05)

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
-CLASSES = ("bicycle", "motorcycle")
+from scones.contract import CLASSES
+
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 DEFAULT_TIMEOUT_S = 120.0
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import scones
 from scones import settings
+from scones.harness.lambda_executor import sandbox
 from scones.harness.lambda_executor.names import (
     CLIENT_CACHE_ENV,
     DEFINITION_CACHE_ENV,
@@ -45,10 +46,10 @@ from scones.harness.lambda_executor.names import (
     LOCALSTACK_VERSION,
     PLUGIN_NAME,
     PYTHONS_ENV,
+    SAGEMAKER_ENDPOINTS_PATH,
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
 )
-from scones.harness.lambda_executor import sandbox
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 
 HOST = "127.0.0.1"
@@ -205,6 +206,36 @@ def _register_executor(python: Path) -> None:
         pth.write_text(pth_line)
     records = [f"{dist_info.name}/{name},," for name in [*files, "RECORD"]] + [f"{pth.name},,"]
     (dist_info / "RECORD").write_text("\n".join(records) + "\n")
+
+
+class EndpointRegistrationError(RuntimeError):
+    """LocalStack did not take an endpoint's registration; the message says why and what to do."""
+
+
+def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: str, timeout: float = 10.0) -> None:
+    """Tell LocalStack which endpoint server serves `endpoint_name`.
+
+    LocalStack then answers sagemaker-runtime InvokeEndpoint for that name by forwarding it there
+    (harness/lambda_executor/sagemaker_runtime.py), so a Lambda's default client, which goes to the
+    AWS_ENDPOINT_URL every function gets, reaches the endpoint as it does on AWS: the functions
+    need no endpoint setting of their own. LocalStack keeps this until it stops, like its other
+    resources; an endpoint server restarted on the same URL needs no new registration.
+    """
+    url = f"{localstack}{SAGEMAKER_ENDPOINTS_PATH}/{endpoint_name}"
+    request = urllib.request.Request(url, data=json.dumps({"url": endpoint_server_url}).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+    try:
+        with opener.open(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")[:300]
+        hint = (" (this LocalStack predates that route: restart it, e.g. `scones down` then `scones up`)"
+                if error.code == 404 else "")
+        raise EndpointRegistrationError(f"LocalStack at {localstack} refused to register endpoint {endpoint_name} -> "
+                           f"{endpoint_server_url}: HTTP {error.code} {detail}{hint}") from error
+    except OSError as error:
+        raise EndpointRegistrationError(f"could not register endpoint {endpoint_name} with LocalStack at {localstack}: {error}") from error
 
 
 # --- the server ------------------------------------------------------------------------------

@@ -37,15 +37,15 @@ import time
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from scones.deploy import sagemaker as sm
 from scones import settings
+from scones.contract import CLASSES
+from scones.deploy import sagemaker as sm
 
 MODEL_CODE_DIR = sm.SOURCE_DIR
 TRAIN_SCRIPT = MODEL_CODE_DIR / "train.py"
 # Everything whose change must retrain a cached model.
 MODEL_CODE_FILES = ("train.py", "network.py", "inference.py")
 ARTIFACTS = ("model.tar.gz", "metrics.json", "baseline.json")
-CLASSES = ("bicycle", "motorcycle")
 CHANNELS = ("train", "test")
 CACHE_FORMAT = 1
 

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
-DEFAULT_CLASSES = ("bicycle", "motorcycle")
-DEFAULT_THRESHOLD = 0.93
+from scones import contract
+
+DEFAULT_CLASSES = contract.CLASSES
+DEFAULT_THRESHOLD = contract.THRESHOLD
 DEFAULT_ALPHA = 0.01          # a p-value below this fails the test
 MIN_RECORDS_FOR_DRIFT = 20    # fewer answers than this say nothing about a distribution
 CAPTURE_SUFFIXES = (".jsonl",)

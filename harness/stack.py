@@ -21,8 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from scones.deploy import local as local_target
 from scones import settings
+from scones.deploy import local as local_target
+from scones.harness import localstack as localstack_manager
 from scones.harness.targets import find_local_record, local_record_path, read_record, write_record
 
 Progress = Callable[[str], None]
@@ -354,8 +355,8 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
 
         progress("localstack: ready")
         try:
-            local_target.register_endpoint(config.localstack_url, config.endpoint_name, config.endpoint_url)
-        except local_target.EndpointRegistrationError as error:
+            localstack_manager.register_endpoint(config.localstack_url, config.endpoint_name, config.endpoint_url)
+        except localstack_manager.EndpointRegistrationError as error:
             raise StackError(str(error)) from error
         session = local_target.local_session(config.localstack_url, config.endpoint_url)
         # LocalStack loads each service on its first request (a second or two each here): the

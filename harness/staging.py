@@ -30,11 +30,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scones.contract import CLASSES
+
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 # CIFAR-100 fine label -> our class; our label index is the class's position in CLASSES.
 FINE_LABELS = {8: "bicycle", 48: "motorcycle"}
-CLASSES = ("bicycle", "motorcycle")
 SPLITS = ("train", "test")
 MARKER = "STAGED.json"
 # Small files that travel with a staged folder when the source has them.

@@ -113,7 +113,7 @@ def load_target(name: str = "local", state_dir: str | os.PathLike | None = None)
     if missing:
         raise TargetNotFound(f"{path} lacks outputs {', '.join(missing)}: deploy the {name} target again")
     if name == "local":
-        from scones.deploy.local import EndpointSession, ACCESS_KEY_ID, SECRET_ACCESS_KEY
+        from scones.deploy.local import ACCESS_KEY_ID, SECRET_ACCESS_KEY, EndpointSession
 
         urls = dict(outputs.get("endpoint_urls") or {})
         session = EndpointSession(

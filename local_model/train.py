@@ -305,7 +305,7 @@ def train(args: argparse.Namespace) -> dict:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = network.build_model(architecture(args)).to(device, memory_format=memory_format)
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

@@ -13,10 +13,11 @@ folder, those in the environment to the working directory. Defaults live in the 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 STATE_DIR = "SCONES_STATE_DIR"          # where venvs, LocalStack state, models and reports live
 DATA_DIR = "SCONES_DATA_DIR"            # staged images in {train,test}/{bicycle,motorcycle}/

@@ -260,7 +260,7 @@ def test_restore_puts_back_exactly_the_archived_files_s3_lacks(bucket, tmp_path)
     writer = CaptureWriter(CaptureConfig(f"s3://{bucket}/capture"), ENDPOINT, spool_dir=tmp_path, max_batch_records=3,
                            flush_interval_s=0.05)
     writer.start()
-    for index in range(10):
+    for _ in range(10):
         writer.submit(CapturedInvocation(datetime.now(timezone.utc), str(uuid.uuid4()), b"png", "image/png",
                                          b"[0.9, 0.1]", "application/json"))
     assert writer.close(timeout_s=30)

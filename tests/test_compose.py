@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from scones.deploy import local as local_target
+from scones.harness import localstack as localstack_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -130,7 +131,7 @@ def test_dockerfiles_build_offline_from_our_base_and_copy_what_exists(dockerfile
 
 def test_dockerignore_keeps_the_context_small():
     lines = (ROOT / ".dockerignore").read_text().splitlines()
-    assert lines[[l.strip() for l in lines].index("*")] == "*", "everything is excluded unless listed"
+    assert lines[[line.strip() for line in lines].index("*")] == "*", "everything is excluded unless listed"
     kept = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert not kept & {".venv", ".scones", ".git", "tests", "test-artifacts"}
     assert "**/*.png" in lines
@@ -217,7 +218,7 @@ def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_lo
     port, session = moto_as_localstack
     # moto has no route to register endpoints at (LocalStack's is tested in test_sagemaker_runtime_gateway.py).
     registered = []
-    monkeypatch.setattr(local_target, "register_endpoint", lambda *arguments: registered.append(arguments))
+    monkeypatch.setattr(localstack_manager, "register_endpoint", lambda *arguments: registered.append(arguments))
     state = tmp_path / "state"
     messages: list[str] = []
     record = deploy_into_stack(state_dir=state, data_dir=staged, localstack_port=port, endpoint_port=18080,

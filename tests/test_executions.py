@@ -9,8 +9,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from scones.harness.executions import (ExecutionTimeout, execution_name, inferences_in, parse_execution,
-                                percentile, run_executions, wait_for_execution)
+from scones.harness.executions import (
+    ExecutionTimeout,
+    execution_name,
+    inferences_in,
+    parse_execution,
+    percentile,
+    run_executions,
+    wait_for_execution,
+)
 
 EVENTS = Path(__file__).parent / "events"
 ROLE = "arn:aws:iam::123456789012:role/scones-states-role"

@@ -12,11 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from support import poll, running_localstack, zip_of
 
 from scones.harness.lambda_executor.names import PYTHONS_ENV
 from scones.harness.localstack import LocalStack
-
+from support import poll, running_localstack, zip_of
 
 pytestmark = pytest.mark.e2e
 

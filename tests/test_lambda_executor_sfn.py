@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from support import poll
 
+from support import poll
 
 pytestmark = pytest.mark.e2e
 

@@ -7,12 +7,12 @@ import json
 
 import boto3
 import pytest
-from support import unique_name
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from scones.lambdas import classify_image, clients, filter_inferences, serialize_image_data
 from scones.lambdas.errors import ThresholdConfidenceNotMet
+from support import unique_name
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ import base64
 import socket
 
 import pytest
-from support import load_event
 
 from scones.lambdas import clients
 from scones.lambdas.classify_image import lambda_handler
 from scones.lambdas.errors import EndpointInvocationFailed, InvalidInferences, InvalidInput
+from support import load_event
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from support import load_event
 
 from scones.lambdas.errors import InvalidConfiguration, InvalidInferences, InvalidInput, ThresholdConfidenceNotMet
 from scones.lambdas.filter_inferences import lambda_handler
+from support import load_event
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from support import load_event, unique_name
 from moto import mock_aws
 from PIL import Image
 
@@ -16,6 +15,7 @@ from scones.lambdas import clients, config
 from scones.lambdas.errors import ImageNotFound, ImageReadFailed, InvalidInput, NotAnImage, PayloadTooLarge
 from scones.lambdas.images import FORMATS, image_format
 from scones.lambdas.serialize_image_data import lambda_handler
+from support import load_event, unique_name
 
 
 def png_bytes(size=(8, 8), color=(10, 120, 250)) -> bytes:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
+from test_executions import three_state_machine
 
 from scones.harness.targets import write_record
-from test_executions import three_state_machine
 
 pytest_plugins = ["pytester"]
 

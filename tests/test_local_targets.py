@@ -9,12 +9,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from test_executions import three_state_machine
 
 from scones.harness import stack
 from scones.harness.commands.local import down, run, status
 from scones.harness.targets import TargetNotFound, load_target, local_record_path, write_record
 from support import poll
-from test_executions import three_state_machine
 
 LOCALSTACK = "http://127.0.0.1:4999"
 ENDPOINT = "http://127.0.0.1:8999"

@@ -16,8 +16,8 @@ import boto3
 import pytest
 
 from scones.harness import localstack as manager
-from scones.harness.lambda_executor import names
 from scones.harness.endpoint import free_port
+from scones.harness.lambda_executor import names
 from scones.harness.localstack import LocalStack, LocalStackError
 
 

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from scones.harness import models
-
 from scones import settings
+from scones.harness import models
 from scones.harness.cli import main as scones
 from scones.harness.serving.handlers import extract_tar
 

@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_report_page import sample_reports, sample_target  # noqa: F401  (fixture)
 
 from scones.harness import report
-from test_report_page import sample_reports, sample_target  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.browser
 

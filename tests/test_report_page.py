@@ -127,8 +127,9 @@ def sample_target():
 @pytest.fixture
 def sample_reports(tmp_path) -> Path:
     """A reports folder as `scones evaluate` and `scones monitor` leave it."""
-    from scones.harness import evaluate, monitor
     from test_monitor_capture import START, answers_for, baseline_from, synthetic_test_set, write_capture
+
+    from scones.harness import evaluate, monitor
 
     reports = tmp_path / "reports"
     rows = [

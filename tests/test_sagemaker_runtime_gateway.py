@@ -28,6 +28,7 @@ from botocore.config import Config
 from PIL import Image
 
 from scones.deploy import local as local_target
+from scones.harness import localstack as localstack_manager
 from scones.harness.endpoint import EndpointServer, free_port
 from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
 from scones.harness.serving.stub import build_stub_model
@@ -104,7 +105,7 @@ def gateway_request(localstack, method: str, path: str, body: bytes | None = Non
 def endpoint(tmp_path_factory, localstack):
     model = build_stub_model(tmp_path_factory.mktemp("stub-model"))
     with EndpointServer(model, endpoint_name=ENDPOINT) as server:
-        local_target.register_endpoint(localstack.url, ENDPOINT, server.url)
+        localstack_manager.register_endpoint(localstack.url, ENDPOINT, server.url)
         yield server
 
 
@@ -187,7 +188,7 @@ def test_model_failure_keeps_its_model_error_shape(endpoint, function):
 
 def test_a_registered_endpoint_whose_server_is_down_is_service_unavailable(localstack, function):
     silent = f"http://127.0.0.1:{free_port()}"
-    local_target.register_endpoint(localstack.url, "stopped-endpoint", silent)
+    localstack_manager.register_endpoint(localstack.url, "stopped-endpoint", silent)
     event = {"arguments": {"EndpointName": "stopped-endpoint", "ContentType": "image/png"},
              "body_base64": base64.b64encode(png()).decode(), "no_retries": True}
     result = function(event)
@@ -209,7 +210,7 @@ def test_an_endpoint_server_restarted_on_its_url_is_reached_without_registering_
     event = {"arguments": {"EndpointName": "restarted-endpoint", "ContentType": "image/png"},
              "body_base64": base64.b64encode(png((10, 200, 10))).decode(), "no_retries": True}
     with EndpointServer(model, endpoint_name="restarted-endpoint", port=port) as server:
-        local_target.register_endpoint(localstack.url, "restarted-endpoint", server.url)
+        localstack_manager.register_endpoint(localstack.url, "restarted-endpoint", server.url)
         before = function(event)
     with EndpointServer(model, endpoint_name="restarted-endpoint", port=port):
         after = function(event)

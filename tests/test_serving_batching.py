@@ -23,8 +23,8 @@ from botocore.config import Config
 
 from scones import settings
 from scones.harness.endpoint import EndpointServer
-from scones.harness.serving.server import EndpointSettings, InferenceWorkers
 from scones.harness.serving.handlers import LoadedModel, load_model, unpack_model
+from scones.harness.serving.server import EndpointSettings, InferenceWorkers
 from scones.harness.serving.stub import build_stub_model
 from support import poll
 

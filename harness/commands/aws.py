@@ -83,7 +83,8 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def destroy(target, state_dir, delete_bucket, yes):
     """Delete exactly the AWS resources the deploy record lists (the bucket only with --delete-bucket)."""
-    from scones.deploy import aws, record as records
+    from scones.deploy import aws
+    from scones.deploy import record as records
 
     path = records.record_path(state_dir)
     existing = records.load_record(path)

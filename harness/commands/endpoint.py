@@ -10,6 +10,7 @@ import click
 # other workers need (with 2 torch threads and active spinning, the server slowed 30-fold on 2 cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from scones import contract
 from scones.harness.serving.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
 from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 
@@ -17,8 +18,8 @@ from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 @click.command()
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="model.tar.gz, a directory holding one (as `scones train --out` writes), or an unpacked model dir.")
-@click.option("--endpoint-name", default="scones-classifier", show_default=True)
-@click.option("--variant-name", default="AllTraffic", show_default=True)
+@click.option("--endpoint-name", default=contract.ENDPOINT_NAME, show_default=True)
+@click.option("--variant-name", default=contract.VARIANT_NAME, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--capture", "capture_uri", default=None, metavar="s3://BUCKET/PREFIX",
@@ -66,7 +67,8 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
     """
     from scones import settings as harness_settings
     from scones.harness.serving.capture import CaptureConfig
-    from scones.harness.serving.server import EndpointSettings, serve as run_server
+    from scones.harness.serving.server import EndpointSettings
+    from scones.harness.serving.server import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     capture = None

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from scones.contract import CLASSES
 from scones.deploy import local as local_target
 
 
@@ -63,7 +64,7 @@ def example_key(record: dict) -> str | None:
         return None
     from pathlib import Path
 
-    for class_name in ("bicycle", "motorcycle"):
+    for class_name in CLASSES:
         images = sorted((Path(record["data_dir"]) / "test" / class_name).glob("*.png"))
         if images:
             return f"test/{class_name}/{images[0].name}"

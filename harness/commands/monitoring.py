@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from scones import settings
+from scones import contract, settings
 
 TARGET_CHOICE = click.Choice(["local", "aws"])
 
@@ -110,7 +110,7 @@ def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: flo
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="baseline.json from training (default: the served model's, else the newest under <state>/models/).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for monitor.json and plots.")
-@click.option("--threshold", type=float, default=None, help="Confidence threshold (default: the baseline's, else 0.93).")
+@click.option("--threshold", type=float, default=None, help=f"Confidence threshold (default: the baseline's, else {contract.THRESHOLD}).")
 @click.option("--alpha", type=float, default=None, help="p-value below which a drift test fails (default 0.01).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"]),
               default=None, help="Only records inferred at or after this UTC time.")
@@ -195,7 +195,7 @@ def report(target_name, executions, out, state) -> None:
             path = reporting.build_report(out_path, reports_dir(state), target=target, execution_arns=list(executions))
         except EndpointConnectionError as error:
             if executions:
-                raise click.ClickException(f"cannot reach the {target_name} stack to read the executions: {error}")
+                raise click.ClickException(f"cannot reach the {target_name} stack to read the executions: {error}") from None
             click.echo(f"note: the {target_name} stack is not reachable ({error}); the page will have no workflow graph",
                        err=True)
             path = reporting.build_report(out_path, reports_dir(state), target=None)

@@ -22,8 +22,9 @@ from typing import Any
 
 import click
 
-from scones.deploy import local as local_target
 from scones import settings
+from scones.deploy import local as local_target
+from scones.harness import localstack as localstack_manager
 from scones.harness.targets import local_record_path, write_record
 
 BUCKET = "SCONES_BUCKET"
@@ -58,7 +59,7 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
     data = settings.data_dir(data_dir)
     session = local_target.local_session(localstack_url, endpoint_url)
     local_target.ensure_bucket(session, bucket)
-    local_target.register_endpoint(localstack_url, endpoint_name, endpoint_url)
+    localstack_manager.register_endpoint(localstack_url, endpoint_name, endpoint_url)
     _report_lambda_sandbox(localstack_url, progress)
     resources = deploy_workflow(
         session,

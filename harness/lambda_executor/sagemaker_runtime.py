@@ -33,12 +33,11 @@ import threading
 from urllib.parse import quote, urlsplit
 
 import urllib3
-from rolo import Request, route
-
 from localstack.aws.api import CommonServiceException, RequestContext
 from localstack.aws.chain import HandlerChain
 from localstack.http import Response
 from localstack.runtime import hooks
+from rolo import Request, route
 
 from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
 

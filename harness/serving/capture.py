@@ -47,6 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from scones import contract
+
 log = logging.getLogger("scones.capture")
 
 # What the SageMaker Python SDK's DataCaptureConfig sends when the caller names no lists.
@@ -212,7 +214,7 @@ class CaptureWriter:
 
     config: CaptureConfig
     endpoint_name: str
-    variant_name: str = "AllTraffic"
+    variant_name: str = contract.VARIANT_NAME
     s3_client_factory: Callable[[], Any] | None = None
     spool_dir: str | os.PathLike | None = None   # None: a temporary folder, removed by a close() that sent everything
     max_batch_records: int = 1_000

@@ -57,6 +57,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from scones import contract
 from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter
 from scones.harness.serving.handlers import LoadedModel, error_body, load_model, status_of, unpack_model
 
@@ -64,7 +65,7 @@ log = logging.getLogger("scones.endpoint")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024        # InvokeEndpoint's BodyBlob max (6291456)
 INVOKE_TIMEOUT_S = 60.0                  # how long InvokeEndpoint waits for the container's answer
-DEFAULT_VARIANT = "AllTraffic"
+DEFAULT_VARIANT = contract.VARIANT_NAME
 LOCAL_ACCOUNT = "000000000000"           # the account id LocalStack and moto report
 HEALTHY_PING = b'{\n  "status": "Healthy"\n}\n'   # TorchServe's /ping body, byte for byte
 WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"   # TorchServe's default_workers_per_model
@@ -92,7 +93,7 @@ def container_workers(environ=os.environ) -> tuple[int, str] | None:
 @dataclass
 class EndpointSettings:
     model: str                                # model.tar.gz, a directory holding it, or an unpacked model dir
-    endpoint_name: str = "scones-classifier"
+    endpoint_name: str = contract.ENDPOINT_NAME
     variant_name: str = DEFAULT_VARIANT
     capture: CaptureConfig | None = None
     inference_threads: int | None = None      # 0: run handlers on the event loop; None: container_workers() or 2

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from e2e_helpers import CLASSES, png_bytes
 from PIL import Image
 
-from e2e_helpers import CLASSES, png_bytes
 from scones import settings
 
 

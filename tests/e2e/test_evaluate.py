@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from support import poll
 from scones.harness import evaluate, monitor
+from support import poll
 
 pytestmark = pytest.mark.e2e
 

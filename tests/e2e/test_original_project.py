@@ -21,8 +21,8 @@ from pathlib import Path
 from string import Template
 
 import pytest
-
 from e2e_helpers import CLASSES
+
 from support import poll, zip_of
 
 pytestmark = pytest.mark.e2e

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from e2e_helpers import SUCCEEDED_EVENTS, capture_records, failed_events, png_bytes
 from PIL import Image
 
-from e2e_helpers import SUCCEEDED_EVENTS, capture_records, failed_events, png_bytes
 from support import poll
 
 pytestmark = pytest.mark.e2e

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from scones import settings
 from scones.harness import models
 
-
-from scones import settings
 REQUIREMENTS = Path(__file__).with_name("toolkit-requirements.txt")
 EXTRA_REQUIREMENTS = "SCONES_PARITY_REQUIREMENTS"
 COMPLETE = ".complete"

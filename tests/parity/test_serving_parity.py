@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from scones import settings
 from scones.deploy import sagemaker as sm
 from scones.harness import models
-from scones import settings
 from scones.harness.endpoint import EndpointServer
 from scones.harness.toolkit_endpoint import ToolkitEndpoint
 
@@ -258,7 +258,7 @@ def test_a_predict_fn_for_one_input_works_under_concurrent_load_as_under_the_too
 
     for server in (single_input_pair.toolkit, single_input_pair.scones):
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda index: ask(server.url, index), range(64)))
+            answers = list(pool.map(lambda index, url=server.url: ask(url, index), range(64)))
         assert all(status == 200 for status, _ in answers), [body[:200] for status, body in answers if status != 200]
         assert all(len(json.loads(body)) == 2 and all(isinstance(p, float) for p in json.loads(body))
                    for _, body in answers)
