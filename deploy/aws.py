@@ -272,7 +272,7 @@ def _scope(context: Context, options: DeployOptions) -> iam_roles.Scope:
 
 
 def _open_record(path: Path, context: Context, options: DeployOptions) -> dict:
-    existing = records.load_record(path)
+    existing = records.read_record(path)
     record = records.new_record(
         region=context.region, account_id=context.account_id, prefix=options.prefix,
         bucket=context.bucket, endpoint_name=options.resolved_endpoint_name(),
@@ -315,8 +315,8 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
     context = settle_context(session, options, account=account_or_unknown)
     if options.trainer not in TRAINERS:
         raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
-    path = records.record_path(options.state_dir)
-    existing = records.load_record(path)
+    path = records.aws_record_path(options.state_dir)
+    existing = records.read_record(path)
     if unreachable:
         bucket_action = "create or reuse (not checked: AWS unreachable)"
     else:
@@ -368,7 +368,7 @@ def deploy(
     session = session or make_session(options)
     context = settle_context(session, options)
     say = progress or (lambda message: None)
-    path = records.record_path(options.state_dir)
+    path = records.aws_record_path(options.state_dir)
     record = _open_record(path, context, options)
     record["profile"] = options.profile
     record["threshold"] = options.threshold
@@ -541,8 +541,8 @@ def destroy(
     progress: Progress | None = None,
 ) -> list[str]:
     """Delete exactly what the record lists; returns what was deleted. The bucket only with delete_bucket."""
-    path = records.record_path(state_dir)
-    record = records.load_record(path)
+    path = records.aws_record_path(state_dir)
+    record = records.read_record(path)
     if record is None:
         raise DeployError(f"no deploy record at {path}: nothing to destroy")
     session = session or boto3.Session(region_name=record["region"], profile_name=record.get("profile"))

@@ -13,6 +13,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from scones import contract
+from scones.deploy.record import StackOutputs
+from scones.deploy.workflow import WorkflowResources
 
 ACCOUNT_ID = "000000000000"          # LocalStack's default account
 REGION = "us-east-1"
@@ -27,6 +29,9 @@ DEFAULT_THRESHOLD = contract.THRESHOLD
 DEFAULT_LOCALSTACK_PORT = 4566
 DEFAULT_ENDPOINT_PORT = 8080
 CAPTURE_PREFIX = contract.CAPTURE_PREFIX
+# What a local stack uploads of the staged images: the workflow reads test/ (training runs from the
+# host's folder); `scones up --upload-train` adds train/.
+DATASET_PARTS = ("test",)
 
 # LocalStack does not enforce IAM, but Lambda and Step Functions still want a well-formed role.
 LAMBDA_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-lambda-role"
@@ -43,6 +48,15 @@ def endpoint_url(port: int = DEFAULT_ENDPOINT_PORT) -> str:
 
 def capture_s3_uri(bucket: str = DEFAULT_BUCKET) -> str:
     return f"s3://{bucket}/{CAPTURE_PREFIX}"
+
+
+def stack_outputs(*, bucket: str, resources: WorkflowResources, endpoint_name: str, localstack: str,
+                  endpoint_server: str) -> StackOutputs:
+    """A local stack's outputs: AWS's keys, and the URLs its clients go to instead of AWS."""
+    return StackOutputs(region=REGION, bucket=bucket, state_machine_arn=resources.state_machine_arn,
+                        function_arns=dict(resources.function_arns), endpoint_name=endpoint_name,
+                        capture_s3_uri=capture_s3_uri(bucket),
+                        endpoint_urls={"default": localstack, "sagemaker-runtime": endpoint_server})
 
 
 

@@ -1,26 +1,94 @@
-"""The AWS deploy record: what `scones deploy` created, written after every step.
+"""Stack records: what a deploy made, the one interface between deploying and everything else.
 
-It lives at <state>/aws/deploy-record.json. A re-run reads it to resume (a recorded training
-job is waited for, never started twice); `scones destroy` deletes exactly what it lists; and
-scones.harness.targets.load_target("aws") reads its "outputs" (the same keys the local stack writes).
-Writes are atomic (temp file + os.replace), so an interrupted deploy never leaves half a record.
+Every target writes one JSON record, version RECORD_VERSION, whose "outputs" are a StackOutputs:
+the local stack (`scones up`, <state>/local/stack.json), the compose stack (the same file under
+<state>/compose) and AWS (`scones deploy`, <state>/aws/deploy-record.json, written after every
+step: a re-run resumes from it and `scones destroy` deletes exactly what it lists).
+scones.harness.targets.load_target reads any of them the same way. Writes are atomic (temp file,
+fsync, os.replace), so a kill mid-write never leaves half a record.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from scones import settings
+from scones import contract, settings
 
 RECORD_VERSION = 1
-OUTPUT_KEYS = ("region", "bucket", "state_machine_arn", "function_arns", "endpoint_name", "capture_s3_uri")
+MANAGED_BY_COMPOSE = "docker compose"   # a local record's "managed_by": `docker compose down` stops it, not `scones down`
 
 
-def record_path(state_dir: str | os.PathLike | None = None) -> Path:
+class RecordError(ValueError):
+    """A stack record is unreadable, of another version, or lacks outputs; the message names the file."""
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    """Where a deployed workflow lives, the same on every target."""
+    region: str
+    bucket: str
+    state_machine_arn: str
+    function_arns: Mapping[str, str]
+    endpoint_name: str
+    capture_s3_uri: str
+    endpoint_urls: Mapping[str, str] = field(default_factory=dict)   # local targets: "default"/service -> URL
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], path: Path, target: str) -> StackOutputs:
+        outputs = record.get("outputs") or {}
+        missing = [key for key in OUTPUT_KEYS if key not in outputs]
+        if missing:
+            raise RecordError(f"{path} lacks outputs {', '.join(missing)}: deploy the {target} target again")
+        return cls(**{key: outputs[key] for key in OUTPUT_KEYS},
+                   endpoint_urls=dict(outputs.get("endpoint_urls") or {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        values = {key: getattr(self, key) for key in OUTPUT_KEYS}
+        values["function_arns"] = dict(self.function_arns)
+        if self.endpoint_urls:
+            values["endpoint_urls"] = dict(self.endpoint_urls)
+        return values
+
+
+OUTPUT_KEYS = tuple(item.name for item in fields(StackOutputs) if item.name != "endpoint_urls")
+
+
+def aws_record_path(state_dir: str | os.PathLike | None = None) -> Path:
     return settings.state_dir(state_dir) / "aws" / "deploy-record.json"
+
+
+def local_record_path(state_dir: str | os.PathLike | None = None) -> Path:
+    """Where `scones up` (and, under <state>/compose, the compose stack) records a local stack."""
+    return settings.state_dir(state_dir) / "local" / "stack.json"
+
+
+def local_stack_record(*, outputs: StackOutputs, created: str, state_dir: Path, data_dir: str, prefix: str,
+                       threshold: float, localstack: dict[str, Any], endpoint: dict[str, Any],
+                       managed_by: str | None = None, **details: Any) -> dict[str, Any]:
+    """The record of a local stack, as `scones up` and the compose deploy both write it."""
+    record = {
+        "version": RECORD_VERSION,
+        "target": "local",
+        "created": created,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "state_dir": str(state_dir),
+        "data_dir": data_dir,
+        "prefix": prefix,
+        "threshold": threshold,
+        "localstack": localstack,
+        "endpoint": endpoint,
+        "outputs": outputs.as_dict(),
+        **details,
+    }
+    if managed_by:
+        record["managed_by"] = managed_by
+    return record
 
 
 def new_record(*, region: str, account_id: str, prefix: str, bucket: str, endpoint_name: str) -> dict:
@@ -44,35 +112,38 @@ def new_record(*, region: str, account_id: str, prefix: str, bucket: str, endpoi
             "state_machine_arn": None,
             "log_groups": [],
         },
-        "outputs": {
+        "outputs": {   # StackOutputs once the workflow is deployed
             "region": region,
             "bucket": bucket,
             "state_machine_arn": None,
             "function_arns": {},
             "endpoint_name": endpoint_name,
-            "capture_s3_uri": f"s3://{bucket}/data_capture",
+            "capture_s3_uri": f"s3://{bucket}/{contract.CAPTURE_PREFIX}",
         },
     }
 
 
-def load_record(path: str | os.PathLike) -> dict | None:
+def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The record at path (None: there is none), checked to be JSON of this version."""
     path = Path(path)
-    if not path.exists():
-        return None
     try:
         record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
     except json.JSONDecodeError as error:
-        raise ValueError(f"deploy record {path} is not valid JSON ({error}); fix or remove it") from error
-    if record.get("version") != RECORD_VERSION:
-        raise ValueError(f"deploy record {path} has version {record.get('version')!r}, expected {RECORD_VERSION}")
+        raise RecordError(f"stack record {path} is not valid JSON ({error}); remove it and deploy again") from error
+    if not isinstance(record, dict):
+        raise RecordError(f"stack record {path} holds {type(record).__name__}, not a record; fix or remove it")
+    if record.get("version", RECORD_VERSION) != RECORD_VERSION:   # records from before the field were version 1
+        raise RecordError(f"stack record {path} has version {record.get('version')!r}, expected {RECORD_VERSION}")
     return record
 
 
-def save_record(path: str | os.PathLike, record: dict) -> None:
+def write_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Write atomically and durably: a reader never sees half a record, even after a kill or a crash."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record["updated_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".deploy-record-", suffix=".json")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
     try:
         with os.fdopen(handle, "w") as stream:
             json.dump(record, stream, indent=2, sort_keys=True)
@@ -83,6 +154,12 @@ def save_record(path: str | os.PathLike, record: dict) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Write the AWS deploy record, stamped with when."""
+    record["updated_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    write_record(path, record)
 
 
 def mark_step(record: dict, step: str) -> None:

@@ -23,11 +23,11 @@ from typing import Any, Callable
 
 from scones import settings
 from scones.deploy import local as local_target
+from scones.deploy.record import MANAGED_BY_COMPOSE, local_record_path, local_stack_record, read_record, write_record
 from scones.harness import localstack as localstack_manager
-from scones.harness.targets import find_local_record, local_record_path, read_record, write_record
+from scones.harness.targets import find_local_record
 
 Progress = Callable[[str], None]
-RECORD_VERSION = 1
 ENDPOINT_READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 ENDPOINT_STOP_TIMEOUT_S = 60.0   # its shutdown drains requests and writes pending capture records
@@ -388,33 +388,20 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
 
     endpoint_pid = endpoint_process.pid if endpoint_process else old_endpoint.get("pid")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record = {
-        "version": RECORD_VERSION,
-        "target": "local",
-        "created": previous.get("created") if localstack_attached else now,
-        "updated": now,
-        "state_dir": str(config.state_dir),
-        "data_dir": str(config.data_dir),
-        "prefix": config.prefix,
-        "threshold": config.threshold,
-        "localstack": {"pid": localstack_pid, "port": config.localstack_port, "url": config.localstack_url},
-        "endpoint": {"pid": endpoint_pid, "port": config.endpoint_port, "url": config.endpoint_url,
-                     "name": config.endpoint_name, "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
-                     "model_dir": str(model_dir), "log": str(config.local_dir / "endpoint.log")},
-        "outputs": {
-            "region": local_target.REGION,
-            "bucket": config.bucket,
-            "state_machine_arn": resources.state_machine_arn,
-            "function_arns": dict(resources.function_arns),
-            "endpoint_name": config.endpoint_name,
-            "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
-            "endpoint_urls": {"default": config.localstack_url, "sagemaker-runtime": config.endpoint_url},
-        },
-        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
-                    "parts": list(dataset_parts(config))} if uploaded else None,
-        "capture_restored": vars(restored),
-        "up_seconds": round(time.perf_counter() - started_at, 3),
-    }
+    record = local_stack_record(
+        outputs=local_target.stack_outputs(bucket=config.bucket, resources=resources, endpoint_name=config.endpoint_name,
+                                           localstack=config.localstack_url, endpoint_server=config.endpoint_url),
+        created=previous.get("created") if localstack_attached else now,
+        state_dir=config.state_dir, data_dir=str(config.data_dir), prefix=config.prefix, threshold=config.threshold,
+        localstack={"pid": localstack_pid, "port": config.localstack_port, "url": config.localstack_url},
+        endpoint={"pid": endpoint_pid, "port": config.endpoint_port, "url": config.endpoint_url,
+                  "name": config.endpoint_name, "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
+                  "model_dir": str(model_dir), "log": str(config.local_dir / "endpoint.log")},
+        dataset={"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
+                 "parts": list(dataset_parts(config))} if uploaded else None,
+        capture_restored=vars(restored),
+        up_seconds=round(time.perf_counter() - started_at, 3),
+    )
     write_record(record_path, record)
     return record
 
@@ -497,7 +484,7 @@ def _deploy(session, config: StackConfig, progress: Progress, stopping: threadin
 
 def dataset_parts(config: StackConfig) -> tuple[str, ...]:
     """What `up` uploads besides train.lst/test.lst: test/ only, unless asked for train/ too."""
-    return ("train", "test") if config.upload_train else ("test",)
+    return ("train", "test") if config.upload_train else local_target.DATASET_PARTS
 
 
 def _bucket_and_upload(session, config: StackConfig, progress: Progress):
@@ -526,12 +513,11 @@ def restore_capture(session, config: StackConfig, progress: Progress):
     return report
 
 
-COMPOSE_MANAGER = "docker compose"      # the record's "managed_by" when harness/compose/deploy.py wrote it
 COMPOSE_DOWN = "harness/compose/stack.sh down"
 
 
 def managed_by_compose(record: dict | None) -> bool:
-    return bool(record) and record.get("managed_by") == COMPOSE_MANAGER
+    return bool(record) and record.get("managed_by") == MANAGED_BY_COMPOSE
 
 
 HEALTH_PATHS = {"localstack": "/_localstack/health", "endpoint": "/ping"}
@@ -580,7 +566,7 @@ def _compose_status(record: dict, path: Path) -> dict[str, Any]:
                        "answers": problems[name] is None, "problem": problems[name]}
     return {
         "up": all(part["answers"] for part in parts.values()),
-        "managed_by": COMPOSE_MANAGER,
+        "managed_by": MANAGED_BY_COMPOSE,
         "record": record,
         "record_path": str(path),
         "parts": parts,

@@ -1,15 +1,12 @@
 """Where a deployed Scones workflow lives: the local stack or real AWS, read from its record.
 
-Both records carry the same "outputs" keys (region, bucket, state_machine_arn, function_arns,
-endpoint_name, capture_s3_uri), so everything downstream (executions, evaluation, tests)
-treats the two targets alike. The local record adds "endpoint_urls" so its session reaches
-LocalStack and the endpoint server.
+Both records carry the same outputs (scones.deploy.record.StackOutputs), so everything
+downstream (executions, evaluation, tests) treats the two targets alike. The local record's
+endpoint_urls let its session reach LocalStack and the endpoint server.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +14,9 @@ from typing import Any
 import boto3
 
 from scones import settings
+from scones.deploy.record import RecordError, StackOutputs, aws_record_path, local_record_path, read_record
 
 TARGETS = ("local", "aws")
-OUTPUT_KEYS = ("region", "bucket", "state_machine_arn", "function_arns", "endpoint_name", "capture_s3_uri")
 
 
 class TargetNotFound(RuntimeError):
@@ -47,11 +44,6 @@ class Target:
 COMPOSE_STATE_FOLDER = "compose"
 
 
-def local_record_path(state_dir: str | os.PathLike | None = None) -> Path:
-    """Where `scones up` records the stack it runs from this state dir."""
-    return settings.state_dir(state_dir) / "local" / "stack.json"
-
-
 def compose_record_path(state_dir: str | os.PathLike | None = None) -> Path:
     """Where the compose stack started beside this state dir records itself (harness/compose/deploy.py)."""
     return settings.state_dir(state_dir) / COMPOSE_STATE_FOLDER / "local" / "stack.json"
@@ -67,10 +59,6 @@ def find_local_record(state_dir: str | os.PathLike | None = None) -> Path:
     return compose if compose.exists() else own
 
 
-def aws_record_path(state_dir: str | os.PathLike | None = None) -> Path:
-    return settings.state_dir(state_dir) / "aws" / "deploy-record.json"
-
-
 def record_path(name: str, state_dir: str | os.PathLike | None = None) -> Path:
     if name == "local":
         return find_local_record(state_dir)
@@ -79,61 +67,38 @@ def record_path(name: str, state_dir: str | os.PathLike | None = None) -> Path:
     raise ValueError(f"unknown target {name!r}: expected one of {', '.join(TARGETS)}")
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as error:
-        raise TargetNotFound(f"{path} is not valid JSON ({error}); remove it and deploy again") from error
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees half a record, even if we are killed mid-write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_target(name: str = "local", state_dir: str | os.PathLike | None = None) -> Target:
     path = record_path(name, state_dir)
-    record = read_record(path)
-    if record is None:
-        hint = "scones up" if name == "local" else "scones deploy --target aws"
-        raise TargetNotFound(f"no {name} stack recorded at {path}: run `{hint}` first")
-    outputs = record.get("outputs") or {}
-    missing = [key for key in OUTPUT_KEYS if key not in outputs]
-    if missing:
-        raise TargetNotFound(f"{path} lacks outputs {', '.join(missing)}: deploy the {name} target again")
+    try:
+        record = read_record(path)
+        if record is None:
+            hint = "scones up" if name == "local" else "scones deploy --target aws"
+            raise TargetNotFound(f"no {name} stack recorded at {path}: run `{hint}` first")
+        outputs = StackOutputs.from_record(record, path, name)
+    except RecordError as error:
+        raise TargetNotFound(str(error)) from None
     if name == "local":
         from scones.deploy.local import ACCESS_KEY_ID, SECRET_ACCESS_KEY, EndpointSession
 
-        urls = dict(outputs.get("endpoint_urls") or {})
+        urls = dict(outputs.endpoint_urls)
         session = EndpointSession(
             default_endpoint_url=urls.pop("default", None),
             service_endpoint_urls=urls,
             aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
-            region_name=outputs["region"],
+            region_name=outputs.region,
         )
     else:
-        session = boto3.Session(region_name=outputs["region"], profile_name=record.get("profile"))
+        session = boto3.Session(region_name=outputs.region, profile_name=record.get("profile"))
     return Target(
         name=name,
         session=session,
-        region=outputs["region"],
-        bucket=outputs["bucket"],
-        state_machine_arn=outputs["state_machine_arn"],
-        endpoint_name=outputs["endpoint_name"],
-        capture_s3_uri=outputs["capture_s3_uri"],
-        function_arns=dict(outputs["function_arns"]),
+        region=outputs.region,
+        bucket=outputs.bucket,
+        state_machine_arn=outputs.state_machine_arn,
+        endpoint_name=outputs.endpoint_name,
+        capture_s3_uri=outputs.capture_s3_uri,
+        function_arns=dict(outputs.function_arns),
         record_path=path,
         record=record,
     )

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from scones import settings
+from scones.deploy.record import local_record_path, write_record
 from scones.harness.cli import main
 from scones.harness.endpoint import free_port
-from scones.harness.targets import local_record_path, write_record
 
 SCONES = Path(sys.executable).with_name("scones")
 REAL_LOOKING_KEYS = {"AWS_ACCESS_KEY_ID": "AKIAABCDEFGHIJKLMNOP", "AWS_SECRET_ACCESS_KEY": "s" * 40}

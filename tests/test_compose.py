@@ -212,7 +212,8 @@ def staged(tmp_path):
 
 def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_localstack, staged, tmp_path,
                                                                      monkeypatch):
-    from scones.harness.compose.deploy import MANAGED_BY, deploy_into_stack
+    from scones.deploy.record import MANAGED_BY_COMPOSE as MANAGED_BY
+    from scones.harness.compose.deploy import deploy_into_stack
     from scones.harness.targets import load_target
 
     port, session = moto_as_localstack
@@ -227,7 +228,7 @@ def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_lo
     assert record["managed_by"] == MANAGED_BY
     assert record["endpoint"]["model_dir"] == "/host/model" and record["data_dir"] == str(staged)
     assert record["localstack"]["pid"] is None and record["endpoint"]["pid"] is None
-    assert record["dataset"] == {"uploaded": 6, "skipped": 0}
+    assert record["dataset"] == {"uploaded": 4, "skipped": 0, "parts": ["test"]}   # as `scones up`: test/ and the .lst files
 
     target = load_target("local", state)
     assert set(target.function_arns) == {"serializeImageData", "classifyImage", "filterInferences"}
@@ -244,7 +245,7 @@ def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_lo
     again = deploy_into_stack(state_dir=state, data_dir=staged, localstack_port=port, endpoint_port=18080,
                               bucket="scones-compose-test", prefix="composetest", endpoint_name="scones-classifier",
                               threshold=0.93, progress=messages.append)
-    assert again["outputs"] == record["outputs"] and again["dataset"] == {"uploaded": 0, "skipped": 6}
+    assert again["outputs"] == record["outputs"] and again["dataset"] == {"uploaded": 0, "skipped": 4, "parts": ["test"]}
 
 
 def test_deploy_service_exits_non_zero_with_one_clear_line(tmp_path):

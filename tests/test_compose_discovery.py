@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from test_local_targets import answering_server, compose_record, outputs  # noqa: F401 - fixtures and helpers
 
+from scones.deploy.record import local_record_path, write_record
 from scones.harness import stack
 from scones.harness.commands.local import down, run, status, up
-from scones.harness.targets import compose_record_path, find_local_record, load_target, local_record_path, write_record
+from scones.harness.targets import compose_record_path, find_local_record, load_target
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_full_deploy_configures_every_resource_then_destroy_removes_them(options
     assert outputs["capture_s3_uri"] == f"s3://{bucket}/data_capture"
     assert set(outputs["function_arns"]) == {"serializeImageData", "classifyImage", "filterInferences"}
     assert record["steps_done"] == ["bucket", "roles", "model", "endpoint", "workflow"]
-    assert records.load_record(records.record_path(options.state_dir)) == record
+    assert records.read_record(records.aws_record_path(options.state_dir)) == record
 
     # 1. bucket and data
     s3 = session.client("s3")
@@ -167,12 +167,12 @@ def test_full_deploy_configures_every_resource_then_destroy_removes_them(options
     assert left["endpoint_configs"] == [] and left["models"] == [] and left["roles"] == []
     assert left["buckets"] == [bucket]
     assert session.client("logs").describe_log_groups()["logGroups"] == []
-    remaining = records.load_record(records.record_path(options.state_dir))
+    remaining = records.read_record(records.aws_record_path(options.state_dir))
     assert remaining["outputs"] == {} and remaining["resources"]["bucket"]["name"] == bucket
 
     aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
     assert inventory(session)["buckets"] == []
-    assert not records.record_path(options.state_dir).exists()
+    assert not records.aws_record_path(options.state_dir).exists()
 
 
 def test_destroy_leaves_resources_it_did_not_create(options, session):
@@ -208,7 +208,7 @@ def test_interrupted_after_training_resumes_without_second_job(options, session,
     monkeypatch.setattr(aws, "_ensure_endpoint", crash)
     with pytest.raises(KeyboardInterrupt):
         run_deploy(options, session)
-    interrupted = records.load_record(records.record_path(options.state_dir))
+    interrupted = records.read_record(records.aws_record_path(options.state_dir))
     assert interrupted["steps_done"] == ["bucket", "roles", "model"]
     job = interrupted["resources"]["training_job"]
     assert job["status"] == "Completed"
@@ -234,7 +234,7 @@ def test_interrupted_while_training_waits_for_the_recorded_job(options, session,
     monkeypatch.setattr(sm, "wait_training_job", crash)
     with pytest.raises(KeyboardInterrupt):
         run_deploy(options, session)
-    job = records.load_record(records.record_path(options.state_dir))["resources"]["training_job"]
+    job = records.read_record(records.aws_record_path(options.state_dir))["resources"]["training_job"]
     assert job["status"] == "InProgress"
 
     waited = []
@@ -272,7 +272,7 @@ def test_dry_run_plans_and_creates_nothing(options, session):
     assert "create; upload 10 objects" in text
     assert "training job (pytorch)" in text and "sct-classifier" in text and "sct-workflow" in text
     assert inventory(session) == {key: [] for key in inventory(session)}
-    assert not records.record_path(options.state_dir).exists()
+    assert not records.aws_record_path(options.state_dir).exists()
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_refuses_a_profile_whose_endpoint_url_is_local(options, tmp_path, moto_a
         aws.plan(options)
     with pytest.raises(Refusal, match="local endpoint"):
         aws.deploy(options)
-    assert records.load_record(records.record_path(options.state_dir)) is None
+    assert records.read_record(records.aws_record_path(options.state_dir)) is None
 
     result = CliRunner().invoke(main, ["deploy", "--target", "aws", "--profile", "emulator", "--dry-run",
                                        "--data", str(options.data_dir), "--state-dir", str(options.state_dir)])
@@ -405,7 +405,7 @@ def test_refuses_bucket_owned_by_another_account(options, session, monkeypatch):
     options.bucket = "taken"
     with stubber, pytest.raises(Refusal, match="bucket taken belongs to another account"):
         aws.deploy(options, session=session)
-    assert not records.record_path(options.state_dir).exists()
+    assert not records.aws_record_path(options.state_dir).exists()
 
 
 def test_refuses_bucket_name_taken_globally(options, session, monkeypatch):
@@ -428,8 +428,8 @@ def test_refuses_a_record_of_another_deploy(options, session):
 
 def test_destroy_refuses_credentials_of_another_account(options, session, monkeypatch):
     run_deploy(options, session)
-    path = records.record_path(options.state_dir)
-    record = records.load_record(path)
+    path = records.aws_record_path(options.state_dir)
+    record = records.read_record(path)
     record["account_id"] = "999999999999"
     records.save_record(path, record)
     with pytest.raises(Refusal, match="records account 999999999999"):
@@ -458,7 +458,7 @@ def test_record_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         records.save_record(path, {**record, "prefix": "y"})
     monkeypatch.undo()
-    assert records.load_record(path)["prefix"] == "x"
+    assert records.read_record(path)["prefix"] == "x"
     assert [p.name for p in path.parent.iterdir()] == ["deploy-record.json"]
 
 

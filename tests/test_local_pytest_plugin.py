@@ -5,7 +5,7 @@ import json
 
 from test_executions import three_state_machine
 
-from scones.harness.targets import write_record
+from scones.deploy.record import write_record
 
 pytest_plugins = ["pytester"]
 

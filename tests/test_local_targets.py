@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 from test_executions import three_state_machine
 
+from scones.deploy.record import local_record_path, write_record
 from scones.harness import stack
 from scones.harness.commands.local import down, run, status
-from scones.harness.targets import TargetNotFound, load_target, local_record_path, write_record
+from scones.harness.targets import TargetNotFound, load_target
 from support import poll
 
 LOCALSTACK = "http://127.0.0.1:4999"
@@ -220,7 +221,7 @@ def test_down_refuses_a_compose_stack_and_names_the_command(tmp_path, answering_
 
 
 def test_compose_deploy_writes_the_manager_the_stack_recognises():
-    from scones.harness.compose.deploy import MANAGED_BY
+    from scones.deploy.record import MANAGED_BY_COMPOSE as MANAGED_BY
 
     assert stack.managed_by_compose({"managed_by": MANAGED_BY})
 

@@ -3,6 +3,7 @@ state in the user's project, never in site-packages."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,9 +19,14 @@ FOLDERS = ("harness", "lambdas", "state_machine", "local_model", "deploy")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """The wheel of this working tree, built from a copy (setuptools leaves build/ in the tree it builds)."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(CHECKOUT / name, source / name)
+    for folder in ("scones", *FOLDERS):
+        shutil.copytree(CHECKOUT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(CHECKOUT)], check=True, capture_output=True, timeout=300)
+                    "--wheel-dir", str(out), str(source)], check=True, capture_output=True, timeout=300)
     return next(out.glob("scones-*.whl"))
 
 

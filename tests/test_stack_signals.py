@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from scones import settings
+from scones.deploy.record import local_record_path
 from scones.harness import stack
 from scones.harness.endpoint import free_port
 from scones.harness.localstack import LocalStack
 from scones.harness.serving.stub import build_stub_model
-from scones.harness.targets import local_record_path
 from support import poll
 
 pytestmark = pytest.mark.e2e

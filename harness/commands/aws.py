@@ -86,8 +86,8 @@ def destroy(target, state_dir, delete_bucket, yes):
     from scones.deploy import aws
     from scones.deploy import record as records
 
-    path = records.record_path(state_dir)
-    existing = records.load_record(path)
+    path = records.aws_record_path(state_dir)
+    existing = records.read_record(path)
     if existing is None:
         raise click.ClickException(f"no deploy record at {path}: nothing to destroy")
     if not yes:

@@ -24,8 +24,8 @@ import click
 
 from scones import settings
 from scones.deploy import local as local_target
+from scones.deploy.record import MANAGED_BY_COMPOSE, local_record_path, local_stack_record, write_record
 from scones.harness import localstack as localstack_manager
-from scones.harness.targets import local_record_path, write_record
 
 BUCKET = "SCONES_BUCKET"
 PREFIX = "SCONES_PREFIX"
@@ -35,7 +35,6 @@ THRESHOLD = "SCONES_THRESHOLD"
 # model's baseline.json) find them; inside the container they are /model and /data.
 MODEL_DIR_ON_HOST = "SCONES_COMPOSE_MODEL_DIR"
 DATA_DIR_ON_HOST = "SCONES_COMPOSE_DATA_DIR"
-MANAGED_BY = "docker compose"
 
 
 def _progress(message: str) -> None:
@@ -70,35 +69,22 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
         states_role_arn=local_target.STATES_ROLE_ARN,
         progress=progress,
     )
-    uploaded = upload_dataset(session, bucket, data, progress=progress) if upload_data else None
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    uploaded = (upload_dataset(session, bucket, data, progress=progress, parts=local_target.DATASET_PARTS)
+                if upload_data else None)
     state = settings.state_dir(state_dir)
-    record = {
-        "version": 1,
-        "target": "local",
-        "managed_by": MANAGED_BY,     # `docker compose down` stops it, not `scones down`
-        "created": now,
-        "updated": now,
-        "state_dir": str(state),
-        "data_dir": host_data_dir or str(data),
-        "prefix": prefix,
-        "threshold": threshold,
+    record = local_stack_record(
+        outputs=local_target.stack_outputs(bucket=bucket, resources=resources, endpoint_name=endpoint_name,
+                                           localstack=localstack_url, endpoint_server=endpoint_url),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        state_dir=state, data_dir=host_data_dir or str(data), prefix=prefix, threshold=threshold,
+        managed_by=MANAGED_BY_COMPOSE,
         # No pids: the processes live in containers, and their pids mean nothing on the host.
-        "localstack": {"pid": None, "port": localstack_port, "url": localstack_url},
-        "endpoint": {"pid": None, "port": endpoint_port, "url": endpoint_url,
-                     "model_dir": host_model_dir or "/model"},
-        "outputs": {
-            "region": local_target.REGION,
-            "bucket": bucket,
-            "state_machine_arn": resources.state_machine_arn,
-            "function_arns": dict(resources.function_arns),
-            "endpoint_name": endpoint_name,
-            "capture_s3_uri": local_target.capture_s3_uri(bucket),
-            "endpoint_urls": {"default": localstack_url, "sagemaker-runtime": endpoint_url},
-        },
-        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped} if uploaded else None,
-        "up_seconds": round(time.perf_counter() - started, 3),
-    }
+        localstack={"pid": None, "port": localstack_port, "url": localstack_url},
+        endpoint={"pid": None, "port": endpoint_port, "url": endpoint_url, "model_dir": host_model_dir or "/model"},
+        dataset={"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
+                 "parts": list(local_target.DATASET_PARTS)} if uploaded else None,
+        up_seconds=round(time.perf_counter() - started, 3),
+    )
     write_record(local_record_path(state), record)
     return record
 
