@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import scones
 from scones import settings
+from scones.harness import processes
 from scones.harness.lambda_executor import sandbox
 from scones.harness.lambda_executor.names import (
     CLIENT_CACHE_ENV,
@@ -254,51 +254,8 @@ class _PidRecord:
             return None
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below pid (children, grandchildren, ...), from /proc."""
-    children = _children_map()
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _is_localstack(pid: int) -> bool:
-    try:
-        return b"localstack.runtime.main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+    return processes.command_line_has(pid, "localstack.runtime.main")
 
 
 class LocalStack:
@@ -457,14 +414,14 @@ class LocalStack:
     def start(self) -> int:
         """Start LocalStack in the background (returns its PID); a running one from our pidfile is reused."""
         record = _PidRecord.read(self.pidfile)
-        if record and _alive(record.pid) and _is_localstack(record.pid):
+        if record and processes.alive(record.pid) and _is_localstack(record.pid):
             if record.port != self.port:
                 raise LocalStackError(f"LocalStack is already running on port {record.port} (PID {record.pid}, "
                                       f"pidfile {self.pidfile}); stop it first or use that port.")
             return record.pid
         if not (self.python.exists() and (self.venv_dir / MARKER).exists()):
             raise LocalStackError(f"LocalStack's venv is missing at {self.venv_dir}: call ensure_venv() first.")
-        if port_open(self.port):
+        if processes.port_open(self.port, HOST, timeout=0.5):
             raise LocalStackError(f"Port {self.port} on {HOST} is already in use by another process; "
                                   "stop it or choose another port.")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -494,7 +451,7 @@ class LocalStack:
             health = self.health()
             if health is not None:
                 return health
-            if record is not None and not _alive(record.pid):
+            if record is not None and not processes.alive(record.pid):
                 raise LocalStackError(f"LocalStack exited while starting; see {self.log_path}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise LocalStackError(f"LocalStack did not answer {self.url}/_localstack/health within {timeout:.0f} s; "
@@ -503,34 +460,28 @@ class LocalStack:
 
     def is_running(self) -> bool:
         record = _PidRecord.read(self.pidfile)
-        return bool(record and _alive(record.pid) and _is_localstack(record.pid))
+        return bool(record and processes.alive(record.pid) and _is_localstack(record.pid))
 
     def pid(self) -> int | None:
         record = _PidRecord.read(self.pidfile)
-        return record.pid if record and _alive(record.pid) and _is_localstack(record.pid) else None
+        return record.pid if record and processes.alive(record.pid) and _is_localstack(record.pid) else None
 
     def stop(self, grace: float = STOP_GRACE_S) -> bool:
         """SIGTERM LocalStack, SIGKILL it after `grace` s, then SIGKILL anything it left behind. True if it ran."""
         record = _PidRecord.read(self.pidfile)
-        if record is None or not _alive(record.pid) or not _is_localstack(record.pid):
+        if record is None or not processes.alive(record.pid) or not _is_localstack(record.pid):
             self.pidfile.unlink(missing_ok=True)
             self._reap()
             return False
         pid = record.pid
-        started_below = descendants(pid)
-        _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.1)
+        started_below = processes.descendants(pid)
+        processes.send_signal(pid, signal.SIGTERM)
+        processes.wait_until(lambda: self._reaped(not processes.alive(pid)), grace, interval=0.1)
         # It sometimes logs "bye" and never exits; and its Lambda environments must go with it.
-        leftovers = [p for p in [pid, *started_below, *descendants(pid)] if _alive(p)]
+        leftovers = [p for p in [pid, *started_below, *processes.descendants(pid)] if processes.alive(p)]
         for leftover in leftovers:
-            _signal(leftover, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while any(_alive(p) for p in leftovers) and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.05)
+            processes.send_signal(leftover, signal.SIGKILL)
+        processes.wait_until(lambda: self._reaped(not any(processes.alive(p) for p in leftovers)), 5)
         self._reap()
         self.pidfile.unlink(missing_ok=True)
         return True
@@ -539,18 +490,16 @@ class LocalStack:
         if self._process is not None and self._process.poll() is not None:
             self._process = None
 
+    def _reaped(self, condition: bool) -> bool:
+        """condition, after collecting our child's exit status (else it lingers as a zombie of ours)."""
+        self._reap()
+        return condition
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "".join(self.log_path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
         except FileNotFoundError:
             return ""
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _print(enabled: bool, message: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,9 @@ from scones import settings
 from scones.deploy import local as local_target
 from scones.deploy.record import MANAGED_BY_COMPOSE, local_record_path, local_stack_record, read_record, write_record
 from scones.harness import localstack as localstack_manager
+from scones.harness.processes import alive as pid_alive
+from scones.harness.processes import port_open, process_tree, rss_bytes, wait_until
+from scones.harness.processes import terminate as _terminate
 from scones.harness.targets import find_local_record
 
 Progress = Callable[[str], None]
@@ -143,90 +145,8 @@ class StackConfig:
 
 # ----------------------------------------------------------------------------- processes
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def port_open(port: int, host: str = local_target.HOST, timeout: float = 0.2) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _parent_pids() -> dict[int, int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    return parents
-
-
-def process_tree(root_pids: list[int]) -> list[int]:
-    """The given live pids and all their descendants (Lambda environments are LocalStack's children)."""
-    parents = _parent_pids()
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    tree, todo = [], [pid for pid in root_pids if pid in parents]
-    while todo:
-        pid = todo.pop()
-        if pid not in tree:
-            tree.append(pid)
-            todo.extend(children.get(pid, []))
-    return tree
-
-
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 def terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM, wait, then SIGKILL that pid (only processes this harness started)."""
-    if not pid_alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    if not wait_until(lambda: not pid_alive(pid), timeout):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        wait_until(lambda: not pid_alive(pid), 5.0)
+    _terminate(pid, timeout)
 
 
 def _reap(pid: int) -> None:

@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from scones.harness import localstack as manager
+from scones.harness import processes
 from scones.harness.endpoint import free_port
 from scones.harness.lambda_executor import names
 from scones.harness.localstack import LocalStack, LocalStackError
@@ -105,11 +106,11 @@ def test_descendants_finds_the_whole_tree():
         found = []
         deadline = time.monotonic() + 20
         while not found and time.monotonic() < deadline:
-            found = manager.descendants(parent.pid)
+            found = processes.descendants(parent.pid)
             time.sleep(0.05)
         assert len(found) == 1
     finally:
-        for pid in manager.descendants(parent.pid):
+        for pid in processes.descendants(parent.pid):
             os.kill(pid, 9)
         parent.kill()
         parent.wait()
@@ -146,16 +147,16 @@ def test_start_stop_leaves_no_process_and_no_open_port(tmp_path):
                                Role="arn:aws:iam::000000000000:role/r", Code={"ZipFile": buffer.getvalue()})
         client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5})
         assert json.loads(client.invoke(FunctionName=name)["Payload"].read()) == "ok"
-        children = manager.descendants(pid)
+        children = processes.descendants(pid)
         assert children, "the Lambda environment should run as a child of LocalStack"
         # A second manager (as `scones down` in another process) finds it through the pidfile.
         assert LocalStack(port=instance.port, home=instance.home).is_running()
     finally:
         stopped = LocalStack(port=instance.port, home=instance.home).stop()
     assert stopped
-    assert not manager._alive(pid)
-    assert not any(manager._alive(child) for child in children)
-    assert not manager.port_open(instance.port)
+    assert not processes.alive(pid)
+    assert not any(processes.alive(child) for child in children)
+    assert not processes.port_open(instance.port)
     assert not instance.pidfile.exists()
     assert not instance.is_running()
 
@@ -176,13 +177,13 @@ def test_lambda_environments_do_not_outlive_a_killed_localstack(tmp_path):
                                Role="arn:aws:iam::000000000000:role/r", Code={"ZipFile": buffer.getvalue()})
         client.get_waiter("function_active_v2").wait(FunctionName="crash-test", WaiterConfig={"Delay": 0.5})
         client.invoke(FunctionName="crash-test")
-        environments = manager.descendants(pid)
+        environments = processes.descendants(pid)
         assert environments
         os.kill(pid, 9)  # no shutdown hooks run: the environments must notice on their own
         deadline = time.monotonic() + 15
-        while any(manager._alive(child) for child in environments) and time.monotonic() < deadline:
+        while any(processes.alive(child) for child in environments) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(manager._alive(child) for child in environments)
+        assert not any(processes.alive(child) for child in environments)
     finally:
         instance.stop()
-    assert not manager.port_open(instance.port)
+    assert not processes.port_open(instance.port)

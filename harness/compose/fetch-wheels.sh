@@ -5,7 +5,7 @@
 #                         with this machine's CPU-only torch 2.13.0 (/opt/wheels) instead of the
 #                         5.5 GB CUDA build, and the torchvision that pairs with it (0.28.0)
 #   docker/wheels/py313/  LocalStack 4.14.0 (harness/localstack-requirements.txt), the Lambda
-#                         runtime's boto3 (harness/lambda_runtime/requirements.txt) and tqdm
+#                         runtime's boto3 (harness/lambda_runtime/requirements.txt), tqdm and psutil
 # A folder whose inputs did not change since its last fetch is kept; --force refetches.
 #
 #   harness/compose/fetch-wheels.sh [--force]
@@ -58,4 +58,4 @@ fetch() {
 
 fetch py311 "$python311" "$TORCH" "$TORCHVISION" "setuptools>=68" "$ROOT"
 fetch py313 "$python313" -r "$ROOT/harness/localstack-requirements.txt" \
-    -r "$ROOT/harness/lambda_runtime/requirements.txt" tqdm
+    -r "$ROOT/harness/lambda_runtime/requirements.txt" tqdm psutil
