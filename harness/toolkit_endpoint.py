@@ -65,8 +65,8 @@ class ToolkitEndpoint:
     host: str = "127.0.0.1"
     port: int | None = None
 
-    def __post_init__(self):
-        self.work_dir = Path(self.work_dir)
+    def __post_init__(self) -> None:
+        self._work_root = Path(self.work_dir)
         self._process: subprocess.Popen | None = None
 
     @property
@@ -75,26 +75,26 @@ class ToolkitEndpoint:
 
     @property
     def log_path(self) -> Path:
-        return self.work_dir / "torchserve.log"
+        return self._work_root / "torchserve.log"
 
     def start(self, timeout_s: float = 180.0) -> "ToolkitEndpoint":
         archive = Path(self.model)
         if archive.is_dir():
             archive = archive / "model.tar.gz"
-        base = self.work_dir / "ml"
+        base = self._work_root / "ml"
         unpack_model(archive, base / "model")
         for folder in ("tmp", "logs"):
-            (self.work_dir / folder).mkdir(parents=True, exist_ok=True)
+            (self._work_root / folder).mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
         local = f"{self.host}"
         env = {name: value for name, value in os.environ.items() if not name.startswith(("SAGEMAKER_", "TS_"))}
         env.update({
             "SAGEMAKER_BASE_DIR": str(base),                    # the toolkit's /opt/ml
             "SAGEMAKER_BIND_TO_PORT": str(self.port),
-            "TMPDIR": str(self.work_dir / "tmp"),               # TorchServe's pid file (tempfile.gettempdir())
-            "TEMP": str(self.work_dir / "tmp"),                 # java.io.tmpdir: the workers' unix sockets
-            "LOG_LOCATION": str(self.work_dir / "logs"),
-            "METRICS_LOCATION": str(self.work_dir / "logs"),
+            "TMPDIR": str(self._work_root / "tmp"),             # TorchServe's pid file (tempfile.gettempdir())
+            "TEMP": str(self._work_root / "tmp"),               # java.io.tmpdir: the workers' unix sockets
+            "LOG_LOCATION": str(self._work_root / "logs"),
+            "METRICS_LOCATION": str(self._work_root / "logs"),
             # enable_envvars_config=true in the toolkit's properties: TS_* variables set these.
             "TS_METRICS_ADDRESS": f"http://{local}:{free_port(self.host)}",
             "TS_GRPC_INFERENCE_ADDRESS": local,
@@ -105,8 +105,8 @@ class ToolkitEndpoint:
         })
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [str(self.python), "-c", _LAUNCH, str(self.work_dir / "sagemaker-ts.properties")],
-                cwd=self.work_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [str(self.python), "-c", _LAUNCH, str(self._work_root / "sagemaker-ts.properties")],
+                cwd=self._work_root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self.wait_ready(timeout_s)
         except BaseException:
@@ -116,11 +116,14 @@ class ToolkitEndpoint:
 
     def wait_ready(self, timeout_s: float) -> None:
         """/ping answers 200 and every worker of the model is READY (management API on the same port)."""
+        process = self._process
+        if process is None:
+            raise ToolkitStartError("TorchServe is not running: start() launches it")
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise ToolkitStartError(f"TorchServe exited with {self._process.returncode}:\n{self.log_tail()}")
+            if process.poll() is not None:
+                raise ToolkitStartError(f"TorchServe exited with {process.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as reply:
                     last = f"ping {reply.status}"

@@ -45,7 +45,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import IO, AbstractSet, Any, Callable, Iterable, Iterator
 
 from scones import contract
 
@@ -198,6 +198,12 @@ class _SpoolFile:
     size: int = 0
     synced_records: int = 0
 
+    def open_fd(self) -> int:
+        """The descriptor records are appended to; only a file the sync thread has not closed has one."""
+        if self.fd is None:
+            raise RuntimeError(f"capture spool file {self.path} is already closed")
+        return self.fd
+
 
 class SpoolInUse(RuntimeError):
     """Another live capture writer holds this spool."""
@@ -225,11 +231,11 @@ class CaptureWriter:
     backoff_max_s: float = 5.0
     counters: CaptureCounters = field(default_factory=CaptureCounters)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._bucket, self._prefix = split_s3_uri(self.config.destination_s3_uri)
         self._temporary_spool = self.spool_dir is None
-        self.spool_dir = Path(tempfile.mkdtemp(prefix="scones-capture-spool-") if self.spool_dir is None
-                              else self.spool_dir)
+        self._spool_root = Path(tempfile.mkdtemp(prefix="scones-capture-spool-") if self.spool_dir is None
+                                else self.spool_dir)
         self._lock = threading.Lock()          # the open file and the counters
         self._open: _SpoolFile | None = None
         self._sealed: list[_SpoolFile] = []   # full files the sync thread closes and hands to the uploader
@@ -239,8 +245,8 @@ class CaptureWriter:
         self._closing = threading.Event()
         self._abandon = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._spool_lock = None              # the open writer.lock while this writer owns the spool
-        self._client = None
+        self._spool_lock: IO[str] | None = None   # the open writer.lock while this writer owns the spool
+        self._client: Any = None
 
     # --- request path ------------------------------------------------------------------------
 
@@ -257,7 +263,7 @@ class CaptureWriter:
             self.counters.sampled += 1
             try:
                 spool_file = self._file_for(item.inference_time, hour, len(line))
-                _write_all(spool_file.fd, line)
+                _write_all(spool_file.open_fd(), line)
             except OSError as error:
                 self.counters.dropped += 1
                 dropped = self.counters.dropped
@@ -269,7 +275,7 @@ class CaptureWriter:
                 return
         if dropped == 1 or dropped % 1000 == 0:
             log.error("capture spool %s cannot be written (%s): %d captured records dropped so far",
-                      self.spool_dir, self.counters.last_error, dropped)
+                      self._spool_root, self.counters.last_error, dropped)
 
     def _file_for(self, moment: datetime, hour: tuple, size: int) -> _SpoolFile:
         """The open spool file, or a new one when it is full or holds another clock hour (lock held)."""
@@ -281,7 +287,7 @@ class CaptureWriter:
             current = self._open = None
         if current is None:
             key = capture_key(self._prefix, self.endpoint_name, self.variant_name, moment)
-            path = self.spool_dir / PENDING / self._bucket / key
+            path = self._spool_root / PENDING / self._bucket / key
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
             current = self._open = _SpoolFile(self._bucket, key, path, hour, fd, time.monotonic())
@@ -300,7 +306,7 @@ class CaptureWriter:
                 mine = {spool_file.path for spool_file in [self._open, *self._sealed] if spool_file is not None}
             # Only files for this writer's destination: one for a bucket that is gone would block the queue.
             own_prefix = "/".join(part for part in (self._prefix, self.endpoint_name, self.variant_name) if part) + "/"
-            for leftover in pending_files(self.spool_dir, skip=mine):
+            for leftover in pending_files(self._spool_root, skip=mine):
                 if leftover.bucket != self._bucket or not leftover.key.startswith(own_prefix):
                     log.warning("capture spool file %s is for s3://%s/%s, not this endpoint's destination; left there",
                                 leftover.path, leftover.bucket, leftover.key)
@@ -310,7 +316,7 @@ class CaptureWriter:
                 self.counters.recovered_records += leftover.records
             if self.counters.recovered_files:
                 log.info("capture spool %s: %d records in %d files left by an earlier process; uploading them",
-                         self.spool_dir, self.counters.recovered_records, self.counters.recovered_files)
+                         self._spool_root, self.counters.recovered_records, self.counters.recovered_files)
             self._threads = [threading.Thread(target=self._sync_loop, name="capture-sync", daemon=True),
                              threading.Thread(target=self._upload_loop, name="capture-upload", daemon=True)]
             for thread in self._threads:
@@ -320,13 +326,13 @@ class CaptureWriter:
     def _lock_spool(self) -> None:
         import fcntl
 
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._spool_lock = open(self.spool_dir / "writer.lock", "a")
+        self._spool_root.mkdir(parents=True, exist_ok=True)
+        spool_lock = self._spool_lock = open(self._spool_root / "writer.lock", "a")
         try:
-            fcntl.flock(self._spool_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(spool_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._spool_lock.close()
-            raise SpoolInUse(f"capture spool {self.spool_dir} is in use by another endpoint process; stop it, "
+            spool_lock.close()
+            raise SpoolInUse(f"capture spool {self._spool_root} is in use by another endpoint process; stop it, "
                              "or give this one a spool of its own (scones serve --capture-spool)") from None
 
     def wait_started(self, timeout_s: float = 60.0) -> bool:
@@ -347,13 +353,14 @@ class CaptureWriter:
         if not finished:
             self._abandon.set()  # stop retrying: the caller has given up waiting; what is left stays in pending/
             log.error("capture writer did not finish within %.0f s; %d records left in %s (last error: %s)",
-                      timeout_s, self.pending(), self.spool_dir / PENDING, self.counters.last_error)
+                      timeout_s, self.pending(), self._spool_root / PENDING, self.counters.last_error)
             for thread in self._threads:
                 thread.join(1.0)   # an upload in flight may still be running; it ends at its next wait
         if not any(thread.is_alive() for thread in self._threads):
-            self._spool_lock.close()   # the next writer on this spool may take over
+            if self._spool_lock is not None:   # taken by start(), which started the threads
+                self._spool_lock.close()   # the next writer on this spool may take over
             if finished and self._temporary_spool:  # nothing would read its archive again
-                shutil.rmtree(self.spool_dir, ignore_errors=True)
+                shutil.rmtree(self._spool_root, ignore_errors=True)
         return finished
 
     def pending(self) -> int:
@@ -370,7 +377,7 @@ class CaptureWriter:
             enabled=self.config.enabled,
             destination=self.config.destination_s3_uri,
             sampling_percentage=self.config.sampling_percentage,
-            spool_dir=str(self.spool_dir),
+            spool_dir=str(self._spool_root),
             sync_interval_s=self.sync_interval_s,
             running=any(thread.is_alive() for thread in self._threads),
         )
@@ -402,7 +409,7 @@ class CaptureWriter:
                 records = current.records if current is not None else 0
             for spool_file in sealed:
                 self._sync(spool_file, spool_file.records)
-                os.close(spool_file.fd)
+                os.close(spool_file.open_fd())
                 spool_file.fd = None
                 self._uploads.put(spool_file)
             if current is not None and records > current.synced_records:
@@ -415,7 +422,7 @@ class CaptureWriter:
 
     def _sync(self, spool_file: _SpoolFile, records: int) -> None:
         try:
-            os.fdatasync(spool_file.fd)
+            os.fdatasync(spool_file.open_fd())
             if spool_file.synced_records == 0:
                 _fsync_dir(spool_file.path.parent)  # the new file's name, not only its bytes
         except OSError as error:
@@ -472,7 +479,7 @@ class CaptureWriter:
                     return
                 delay = min(delay * 2, self.backoff_max_s)
         # Kept, not deleted: uploaded/ is the archive an S3 that lost its data is re-seeded from.
-        archived = self.spool_dir / UPLOADED / spool_file.bucket / spool_file.key
+        archived = self._spool_root / UPLOADED / spool_file.bucket / spool_file.key
         archived.parent.mkdir(parents=True, exist_ok=True)
         os.replace(spool_file.path, archived)
         with self._lock:
@@ -520,7 +527,7 @@ def _spooled(root: Path) -> Iterator[_SpoolFile]:
             yield _SpoolFile(bucket, key, path)
 
 
-def pending_files(spool_dir: str | os.PathLike, skip: set[Path] = frozenset()) -> list[_SpoolFile]:
+def pending_files(spool_dir: str | os.PathLike, skip: AbstractSet[Path] = frozenset()) -> list[_SpoolFile]:
     """Files in pending/ (a process that died left them unsent), each cut after its last whole line."""
     found = []
     for spool_file in _spooled(Path(spool_dir) / PENDING):
