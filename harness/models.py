@@ -43,7 +43,7 @@ from harness import settings
 MODEL_CODE_DIR = settings.PROJECT_ROOT / "local_model"
 TRAIN_SCRIPT = MODEL_CODE_DIR / "train.py"
 # Everything whose change must retrain a cached model.
-MODEL_CODE_FILES = ("train.py", "network.py", "inference.py")
+MODEL_CODE_FILES = ("train.py", "network.py", "inference.py", "outliers.py")
 ARTIFACTS = ("model.tar.gz", "metrics.json", "baseline.json")
 CLASSES = ("bicycle", "motorcycle")
 CHANNELS = ("train", "test")
