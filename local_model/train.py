@@ -445,7 +445,9 @@ def train(args: argparse.Namespace) -> dict:
             if mixer is not None and torch.rand(1, generator=generator).item() < args.mix_prob:
                 batch, soft_target = mixer(batch, target)
             if n_outliers:
-                garbage = network.to_tensor(outliers.batch(outlier_rng, n_outliers, outlier_kinds, train_images))
+                # An even total: torch 2.14's channels-last CPU conv backward crashes (SIGSEGV) on odd batches.
+                count = n_outliers + (len(index) + n_outliers) % 2
+                garbage = network.to_tensor(outliers.batch(outlier_rng, count, outlier_kinds, train_images))
                 batch = torch.cat([batch, garbage.to(device)])
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, warmup_steps, args.lr)
