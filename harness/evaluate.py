@@ -27,12 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from lambdas.errors import ThresholdConfidenceNotMet
+
 TEST_PREFIX = "test/"
 OOD_PREFIX = "ood/"
 OOD_CLASS = "not-a-vehicle"  # the true class of every generated image under OOD_PREFIX
 # Not the seed of metrics.json's set either: the workflow sees images no training run scored.
 OOD_SEED = 3_000_017
-REFUSED_ERROR = "ThresholdConfidenceNotMet"
+REFUSED_ERROR = ThresholdConfidenceNotMet.__name__  # the error name the workflow fails with
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 COLUMNS = ("key", "true_class", "status", "predicted_class", "confidence", "error", "duration_s")
 REPORT_PREFIX = "evaluation-"

@@ -14,6 +14,17 @@ Hyperparameters arrive as command-line arguments, as SageMaker's training toolki
 every key as the user wrote it (`--batch_size 64` and `--batch-size 64` both work) and every value
 as str() of the JSON the SDK sent (`--channels_last False`, `--widths "[32, 64, 128]"`; the
 comma form `--widths 32,64,128` works too). An unknown key fails with exit status 2, naming it.
+
+Confidence is trained and calibrated for the threshold the workflow applies (--threshold):
+- outlier exposure: beside every batch, generated images that are no vehicle at all
+  (outliers.py: blank, noise, gradients, strokes, tiny, 2x2-shuffled and heavily cut training
+  images) are trained towards the uniform distribution, so they come out near [0.5, 0.5];
+- temperature: --calibration-split of each class is held out of training, and the softmax
+  temperature is the one with the most hold-out images above the threshold that keeps hold-out
+  precision >= --calibration-precision and generated garbage refused >= --calibration-rejection.
+  It is stored in model.pth and applied by inference.py (1 for checkpoints without one).
+metrics.json reports ood_rejection (share of a garbage set of other seeds, and of kinds training
+never makes, left below the threshold) beside accuracy, coverage and precision.
 """
 from __future__ import annotations
 
