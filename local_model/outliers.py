@@ -138,7 +138,8 @@ TRAINING_SOURCE_KINDS = {"shuffled": shuffled, "cut": cut}
 EVALUATION_ONLY_KINDS = {"checkerboard": checkerboard, "stripes": stripes, "blotches": blotches}
 EVALUATION_KINDS = {**TRAINING_KINDS, **EVALUATION_ONLY_KINDS}
 GENERATORS = {**EVALUATION_KINDS, **TRAINING_SOURCE_KINDS}
-# Seeds of the garbage that measures (train.py's training stream is seeded from --seed, well below these).
+# Seeds of the garbage that measures. Training draws from default_rng([--seed, 15]), a seed sequence of
+# another length, so its stream is none of these whatever --seed is.
 EVALUATION_SEED = 1_000_003
 CALIBRATION_SEED = 2_000_003
 
