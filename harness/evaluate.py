@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from lambdas.errors import ThresholdConfidenceNotMet
+from scones.lambdas.errors import ThresholdConfidenceNotMet
 
 TEST_PREFIX = "test/"
 OOD_PREFIX = "ood/"
@@ -69,7 +69,7 @@ def upload_ood_images(s3, bucket: str, n: int, seed: int = OOD_SEED) -> list[str
 
     from PIL import Image
 
-    from local_model import outliers
+    from scones.local_model import outliers
 
     per_kind = -(-n // len(outliers.EVALUATION_KINDS))
     generated = outliers.evaluation_set(per_kind, seed)
@@ -105,7 +105,7 @@ class Evaluation:
 
 
 def row_for(result) -> dict[str, Any]:
-    """One table row from an ExecutionResult of harness.executions."""
+    """One table row from an ExecutionResult of scones.harness.executions."""
     return {
         "key": result.key,
         "true_class": true_class(result.key),
@@ -169,9 +169,9 @@ def confusion(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 def evaluate(target, n: int | None = 20, seed: int | None = None, concurrency: int = 4,
              progress: Callable[[Any], None] | None = None, keys: list[str] | None = None,
              run=None, ood: int = 0) -> Evaluation:
-    """Run `n` random test images, and `ood` generated non-vehicles, through the workflow of `target` (see harness.targets)."""
+    """Run `n` random test images, and `ood` generated non-vehicles, through the workflow of `target` (see scones.harness.targets)."""
     if run is None:
-        from harness.executions import run_executions as run
+        from scones.harness.executions import run_executions as run
     if keys is None:
         keys = test_image_keys(target.client("s3"), target.bucket)
     test_cases = make_test_cases(keys, target.bucket, n, seed)

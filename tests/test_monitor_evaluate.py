@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from harness import evaluate
-from harness.cli import main
-from harness.executions import ExecutionResult
+from scones.harness import evaluate
+from scones.harness.cli import main
+from scones.harness.executions import ExecutionResult
 
 KEYS = [f"test/{cls}/{cls[:4]}_{i:03d}.png" for cls in ("bicycle", "motorcycle") for i in range(10)]
 
@@ -105,8 +105,8 @@ def fake_workflow(accepted_ood_key=None):
 def test_evaluate_command_prints_and_saves_the_table(tmp_path, monkeypatch):
     sent, fake_run = fake_workflow()
     uploaded = {}
-    monkeypatch.setattr("harness.commands.monitoring._target", lambda name, state: fake_target(uploaded=uploaded))
-    monkeypatch.setattr("harness.executions.run_executions", fake_run)
+    monkeypatch.setattr("scones.harness.commands.monitoring._target", lambda name, state: fake_target(uploaded=uploaded))
+    monkeypatch.setattr("scones.harness.executions.run_executions", fake_run)
 
     outcome = CliRunner().invoke(main, ["evaluate", "--n", "6", "--seed", "1", "--concurrency", "3", "--ood", "0",
                                         "--state-dir", str(tmp_path)])
@@ -131,8 +131,8 @@ def test_evaluate_runs_generated_non_vehicles_too_and_reports_the_share_refused(
     accepted = "ood/stripes/stripes-3000017-006.png"
     sent, fake_run = fake_workflow(accepted_ood_key=accepted)
     uploaded = {}
-    monkeypatch.setattr("harness.commands.monitoring._target", lambda name, state: fake_target(uploaded=uploaded))
-    monkeypatch.setattr("harness.executions.run_executions", fake_run)
+    monkeypatch.setattr("scones.harness.commands.monitoring._target", lambda name, state: fake_target(uploaded=uploaded))
+    monkeypatch.setattr("scones.harness.executions.run_executions", fake_run)
 
     outcome = CliRunner().invoke(main, ["evaluate", "--n", "6", "--seed", "1", "--state-dir", str(tmp_path)])
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from local_model import network, outliers, train
+from scones.local_model import network, outliers, train
 
 
 @pytest.mark.parametrize("kind", sorted(outliers.GENERATORS))

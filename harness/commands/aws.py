@@ -6,9 +6,9 @@ import time
 
 import click
 
-from deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
-from deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE, hyperparameter_value
-from deploy.waiting import DeployError
+from scones.deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
+from scones.deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE, hyperparameter_value
+from scones.deploy.waiting import DeployError
 
 
 def _progress(message: str) -> None:
@@ -56,7 +56,7 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
 
     Every step is idempotent and recorded; re-run to resume after an interruption.
     """
-    from deploy import aws
+    from scones.deploy import aws
 
     options = DeployOptions(
         region=region, bucket=bucket, prefix=prefix, endpoint_name=endpoint_name, threshold=threshold,
@@ -83,7 +83,7 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def destroy(target, state_dir, delete_bucket, yes):
     """Delete exactly the AWS resources the deploy record lists (the bucket only with --delete-bucket)."""
-    from deploy import aws, record as records
+    from scones.deploy import aws, record as records
 
     path = records.record_path(state_dir)
     existing = records.load_record(path)
