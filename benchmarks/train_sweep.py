@@ -84,7 +84,7 @@ def run_one(name: str, arguments: str, seed: int, split: str, channels: dict, sc
         raise RuntimeError(f"{name} seed {seed} on {split} failed:\n{finished.stderr[-2000:]}")
     model = inference.model_fn(str(work / "model"))
     images, labels = scored_images(score_dir)
-    p_motorcycle = train.predict(model, images, model.scones_flip_tta).numpy()[:, 1]
+    p_motorcycle = train.predict(model, images, model.scones_flip_tta, model.scones_temperature).numpy()[:, 1]
     device = json.loads((work / "output" / "metrics.json").read_text())["device"]
     shutil.rmtree(work, ignore_errors=True)
     return {"name": name, "seed": seed, "split": split, "seconds": round(time.perf_counter() - started, 1),

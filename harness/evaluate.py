@@ -10,7 +10,11 @@ happened to it and the summary how the model and the threshold did:
   test accuracy in metrics.json);
 - coverage: executions that passed the threshold / all executions;
 - accepted_accuracy: correct among those that passed the threshold;
-- failures_by_error: how many executions failed with each error name.
+- failures_by_error: how many executions failed with each error name;
+- ood: with `ood=N`, N generated images that are not vehicles at all (blank, noise, tiny,
+  strokes, stripes... from local_model/outliers.py, on a seed of their own) are uploaded under
+  ood/<kind>/ and run too; `rejection` is the share the workflow refused with
+  ThresholdConfidenceNotMet, as it must. They count in none of the figures above.
 """
 from __future__ import annotations
 
@@ -23,7 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from scones.lambdas.errors import ThresholdConfidenceNotMet
+
 TEST_PREFIX = "test/"
+OOD_PREFIX = "ood/"
+OOD_CLASS = "not-a-vehicle"  # the true class of every generated image under OOD_PREFIX
+# Not the seed of metrics.json's set either: the workflow sees images no training run scored.
+OOD_SEED = 3_000_017
+REFUSED_ERROR = ThresholdConfidenceNotMet.__name__  # the error name the workflow fails with
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 COLUMNS = ("key", "true_class", "status", "predicted_class", "confidence", "error", "duration_s")
 REPORT_PREFIX = "evaluation-"
@@ -45,9 +56,34 @@ def make_test_cases(keys: list[str], bucket: str, n: int | None = None, seed: in
 
 
 def true_class(key: str) -> str | None:
-    """test/<class>/<file> -> <class>."""
+    """test/<class>/<file> -> <class>; ood/<kind>/<file> -> OOD_CLASS."""
+    if key.startswith(OOD_PREFIX):
+        return OOD_CLASS
     parts = key.split("/")
     return parts[-2] if len(parts) >= 3 else None
+
+
+def upload_ood_images(s3, bucket: str, n: int, seed: int = OOD_SEED) -> list[str]:
+    """Put `n` generated non-vehicle PNGs (every kind in turn) under ood/<kind>/ in the bucket; their keys."""
+    import io
+
+    from PIL import Image
+
+    from scones.local_model import outliers
+
+    per_kind = -(-n // len(outliers.EVALUATION_KINDS))
+    generated = outliers.evaluation_set(per_kind, seed)
+    # Kind by kind in turn, so a small n still covers every kind.
+    in_turn = [generated[index * per_kind + round_] for round_ in range(per_kind)
+               for index in range(len(outliers.EVALUATION_KINDS))][:n]
+    keys = []
+    for number, (kind, pixels) in enumerate(in_turn):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        key = f"{OOD_PREFIX}{kind}/{kind}-{seed}-{number:03d}.png"
+        s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue(), ContentType="image/png")
+        keys.append(key)
+    return keys
 
 
 @dataclass
@@ -85,6 +121,9 @@ def row_for(result) -> dict[str, Any]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures above over the test images; `ood` over the generated non-vehicles (None without any)."""
+    garbage = [r for r in rows if r["true_class"] == OOD_CLASS]
+    rows = [r for r in rows if r["true_class"] != OOD_CLASS]
     total = len(rows)
     predicted = [r for r in rows if r["predicted_class"] is not None]
     correct = [r for r in predicted if r["predicted_class"] == r["true_class"]]
@@ -105,6 +144,18 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "predicted_class_counts": dict(Counter(r["predicted_class"] for r in predicted)),
         "confusion": confusion(predicted),
         "duration_s": {"median": durations[len(durations) // 2], "max": durations[-1]} if durations else None,
+        "ood": summarize_ood(garbage) if garbage else None,
+    }
+
+
+def summarize_ood(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    refused = [r for r in rows if r["status"] != "SUCCEEDED" and r["error"] == REFUSED_ERROR]
+    return {
+        "executions": len(rows),
+        "rejected": len(refused),
+        "rejection": len(refused) / len(rows),
+        "accepted_keys": sorted(r["key"] for r in rows if r["status"] == "SUCCEEDED"),
+        "failures_by_error": dict(Counter(r["error"] or "(none)" for r in rows if r["status"] != "SUCCEEDED")),
     }
 
 
@@ -117,15 +168,17 @@ def confusion(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 def evaluate(target, n: int | None = 20, seed: int | None = None, concurrency: int = 4,
              progress: Callable[[Any], None] | None = None, keys: list[str] | None = None,
-             run=None) -> Evaluation:
-    """Run `n` random test images through the workflow of `target` (see scones.harness.targets)."""
+             run=None, ood: int = 0) -> Evaluation:
+    """Run `n` random test images, and `ood` generated non-vehicles, through the workflow of `target` (see scones.harness.targets)."""
     if run is None:
         from scones.harness.executions import run_executions as run
     if keys is None:
         keys = test_image_keys(target.client("s3"), target.bucket)
-    cases = make_test_cases(keys, target.bucket, n, seed)
+    test_cases = make_test_cases(keys, target.bucket, n, seed)
+    cases = test_cases + [{"image_data": "", "s3_bucket": target.bucket, "s3_key": key}
+                          for key in (upload_ood_images(target.client("s3"), target.bucket, ood) if ood else [])]
     evaluation = Evaluation(target=target.name, bucket=target.bucket, state_machine_arn=target.state_machine_arn,
-                            n=len(cases), seed=seed, concurrency=concurrency,
+                            n=len(test_cases), seed=seed, concurrency=concurrency,
                             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     results = run(target, cases, concurrency=concurrency, progress=progress)
     evaluation.rows = [row_for(result) for result in results]
@@ -172,6 +225,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["failures_by_error"]:
         lines.append("failures by error: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["failures_by_error"].items())))
+    if summary.get("ood"):
+        ood = summary["ood"]
+        lines.append(f"out of distribution: {pct(ood['rejection'])} of {ood['executions']} generated non-vehicle images "
+                     f"refused below the threshold ({REFUSED_ERROR})"
+                     + (f"; accepted: {', '.join(ood['accepted_keys'])}" if ood["accepted_keys"] else ""))
     if summary.get("duration_s"):
         lines.append(f"duration: median {summary['duration_s']['median']:.3f} s, max {summary['duration_s']['max']:.3f} s")
     return "\n".join(lines)

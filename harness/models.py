@@ -44,7 +44,7 @@ from scones.deploy import sagemaker as sm
 MODEL_CODE_DIR = sm.SOURCE_DIR
 TRAIN_SCRIPT = MODEL_CODE_DIR / "train.py"
 # Everything whose change must retrain a cached model.
-MODEL_CODE_FILES = ("train.py", "network.py", "inference.py")
+MODEL_CODE_FILES = ("train.py", "network.py", "inference.py", "outliers.py")
 ARTIFACTS = ("model.tar.gz", "metrics.json", "baseline.json")
 CHANNELS = ("train", "test")
 CACHE_FORMAT = 1

@@ -129,6 +129,8 @@ def model_fn(model_dir: str) -> torch.nn.Module:
     # predict_fn reads these; they are the settings the model was evaluated with in training.
     model.scones_flip_tta = bool(checkpoint.get("flip_tta", True))
     model.scones_classes = list(checkpoint.get("classes", network.CLASSES))
+    # Calibrated on held-out training images; checkpoints from before calibration existed have none.
+    model.scones_temperature = float(checkpoint.get("temperature", 1.0))
     return model
 
 
@@ -184,7 +186,8 @@ def predict_fn(input_data: torch.Tensor, model: torch.nn.Module) -> torch.Tensor
     """Probabilities (N, 2) in class order [bicycle, motorcycle]."""
     with torch.inference_mode():
         batch = input_data.contiguous(memory_format=torch.channels_last)
-        return network.predict_probabilities(model, batch, getattr(model, "scones_flip_tta", True))
+        return network.predict_probabilities(model, batch, getattr(model, "scones_flip_tta", True),
+                                             getattr(model, "scones_temperature", 1.0))
 
 
 def output_fn(prediction: torch.Tensor, accept: str | None) -> str:

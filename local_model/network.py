@@ -141,10 +141,19 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (tensor - mean) / std
 
 
-def predict_probabilities(model: nn.Module, batch: torch.Tensor, flip_tta: bool = True) -> torch.Tensor:
-    """Class probabilities (N, 2); with flip_tta, averaged over the image and its mirror."""
+def predict_probabilities(model: nn.Module, batch: torch.Tensor, flip_tta: bool = True,
+                          temperature: float = 1.0) -> torch.Tensor:
+    """Class probabilities (N, 2) of softmax(logits / temperature); with flip_tta, averaged over the image and its mirror."""
     if not flip_tta:
-        return torch.softmax(model(batch), dim=1)
+        return probabilities_from_logits(model(batch)[None], temperature)
     # One forward pass over image and mirror together: half the per-call overhead for single images.
-    probabilities = torch.softmax(model(torch.cat([batch, torch.flip(batch, dims=[3])])), dim=1)
-    return (probabilities[: len(batch)] + probabilities[len(batch):]) / 2
+    logits = model(torch.cat([batch, torch.flip(batch, dims=[3])]))
+    return probabilities_from_logits(logits.view(2, len(batch), -1), temperature)
+
+
+def probabilities_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Logits (views, N, classes) -> probabilities (N, classes): the softmax at `temperature`, averaged over views.
+
+    The temperature is calibrated in training on held-out images (train.py) and stored in the checkpoint.
+    """
+    return torch.softmax(logits.float() / temperature, dim=-1).mean(dim=0)

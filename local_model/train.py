@@ -14,6 +14,17 @@ Hyperparameters arrive as command-line arguments, as SageMaker's training toolki
 every key as the user wrote it (`--batch_size 64` and `--batch-size 64` both work) and every value
 as str() of the JSON the SDK sent (`--channels_last False`, `--widths "[32, 64, 128]"`; the
 comma form `--widths 32,64,128` works too). An unknown key fails with exit status 2, naming it.
+
+Confidence is trained and calibrated for the threshold the workflow applies (--threshold):
+- outlier exposure: beside every batch, generated images that are no vehicle at all
+  (outliers.py: blank, noise, gradients, strokes, tiny, 2x2-shuffled and heavily cut training
+  images) are trained towards the uniform distribution, so they come out near [0.5, 0.5];
+- temperature: --calibration-split of each class is held out of training, and the softmax
+  temperature is the one with the most hold-out images above the threshold that keeps hold-out
+  precision >= --calibration-precision and generated garbage refused >= --calibration-rejection.
+  It is stored in model.pth and applied by inference.py (1 for checkpoints without one).
+metrics.json reports ood_rejection (share of a garbage set of other seeds, and of kinds training
+never makes, left below the threshold) beside accuracy, coverage and precision.
 """
 from __future__ import annotations
 
@@ -35,9 +46,10 @@ import torch
 from torch import nn
 
 try:  # inside the scones package
-    from . import network
+    from . import network, outliers
 except ImportError:  # run as a script, as SageMaker does: the script's folder is on sys.path
     import network
+    import outliers
 
 HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -46,6 +58,10 @@ WEIGHTS_FILE = "model.pth"
 SERVING_CODE = ("inference.py", "network.py")
 AUGMENT_POLICIES = ("none", "trivialaugment", "autoaugment")
 MIX_METHODS = ("none", "mixup", "cutmix")
+# Candidate temperatures for calibration, from sharpening 5x to softening 5x.
+TEMPERATURES = np.geomspace(0.2, 5.0, 161)
+# Images of each garbage kind in the out-of-distribution figure of metrics.json.
+OOD_PER_KIND = 40
 
 
 def _str2bool(value: str) -> bool:
@@ -114,6 +130,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="average predictions over the image and its mirror (training and serving)")
     parser.add_argument("--channels-last", type=_str2bool, default=True,
                         help="train in NHWC memory format (oneDNN's CPU convolutions are 10-25%% faster in it here)")
+    parser.add_argument("--outlier-weight", type=float, default=0.5,
+                        help="weight of the outlier-exposure loss: generated non-vehicle images (local_model/outliers.py) "
+                             "trained towards the uniform distribution; 0 = off")
+    parser.add_argument("--outlier-ratio", type=float, default=0.25,
+                        help="generated non-vehicle images per training image in each batch")
+    parser.add_argument("--calibration-split", type=float, default=0.1,
+                        help="share of the training images held out (per class) to calibrate the softmax temperature; "
+                             "0 = no calibration (temperature 1)")
+    parser.add_argument("--calibration-precision", type=float, default=0.98,
+                        help="precision above the threshold that the calibrated temperature must keep on the hold-out")
+    parser.add_argument("--calibration-rejection", type=float, default=0.95,
+                        help="share of generated non-vehicle images it must keep below the threshold")
     parser.add_argument("--threshold", type=float, default=0.93)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
@@ -125,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-gpus", type=int, default=int(env.get("SM_NUM_GPUS", "-1")),
                         help="-1 = use CUDA when present")
     args = parser.parse_args(argv)
+    if not 0 <= args.calibration_split < 1:
+        parser.error(f"--calibration-split {args.calibration_split} must be in [0, 1)")
     if args.arch == "resnet" and len(args.widths) != len(args.blocks):
         parser.error(f"--widths {args.widths} and --blocks {args.blocks} must have the same length")
     return args
@@ -210,11 +240,85 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, flip_tta: bool, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(model: nn.Module, images: torch.Tensor, flip_tta: bool, batch_size: int = 256) -> torch.Tensor:
+    """Logits (views, N, classes): the image, and with flip_tta its mirror, as serving sees them."""
     model.eval()
-    parts = [network.predict_probabilities(model, images[start:start + batch_size], flip_tta)
-             for start in range(0, len(images), batch_size)]
-    return torch.cat(parts).float().cpu()
+    device = next(model.parameters()).device
+    views = [images, torch.flip(images, dims=[3])] if flip_tta else [images]
+    return torch.stack([
+        torch.cat([model(view[start:start + batch_size].to(device)) for start in range(0, len(view), batch_size)])
+        for view in views
+    ]).float().cpu()
+
+
+def predict(model: nn.Module, images: torch.Tensor, flip_tta: bool, temperature: float = 1.0) -> torch.Tensor:
+    """Probabilities (N, classes), computed as inference.predict_fn computes them."""
+    return network.probabilities_from_logits(predict_logits(model, images, flip_tta), temperature)
+
+
+def split_holdout(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, hold-out): `share` of each class held out at random, for calibration."""
+    rng = np.random.default_rng([seed, 3])
+    held = [rng.permutation(np.flatnonzero(labels == label))[:round(share * (labels == label).sum())]
+            for label in range(len(network.CLASSES))]
+    held = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def rejection(probabilities: np.ndarray, threshold: float) -> float:
+    """Share of images whose top probability stays below the threshold (the workflow refuses them)."""
+    return float((probabilities.max(axis=1) < threshold).mean())
+
+
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray, garbage_logits: torch.Tensor, threshold: float,
+                    min_precision: float, min_rejection: float) -> tuple[float, dict]:
+    """The temperature with the most hold-out images above the threshold that still keeps, there,
+    precision >= min_precision and >= min_rejection of the generated garbage below it.
+
+    Ties go to the higher (more cautious) temperature. When no temperature keeps both, the
+    highest candidate is taken, which refuses nearly everything: safe, and visible in metrics.
+    """
+    best, best_scores = None, None
+    for temperature in TEMPERATURES[::-1]:
+        scores = evaluate(network.probabilities_from_logits(logits, temperature).numpy(), labels, threshold)
+        scores = {"coverage": scores["threshold_coverage"], "precision": scores["threshold_precision"],
+                  "ood_rejection": rejection(network.probabilities_from_logits(garbage_logits, temperature).numpy(), threshold)}
+        feasible = (scores["precision"] is not None and scores["precision"] >= min_precision
+                    and scores["ood_rejection"] >= min_rejection)
+        if feasible and (best_scores is None or scores["coverage"] > best_scores["coverage"]):
+            best, best_scores = float(temperature), scores
+    if best is None:
+        best = float(TEMPERATURES[-1])
+        print(f"calibration: no temperature keeps precision >= {min_precision} and garbage rejection >= "
+              f"{min_rejection} on the hold-out; using the most cautious, {best:.3f}", flush=True)
+        best_scores = {"coverage": 0.0, "precision": None, "ood_rejection": 1.0, "infeasible": True}
+    return best, best_scores
+
+
+def ood_scores(model: nn.Module, flip_tta: bool, temperature: float, threshold: float,
+               test_images: np.ndarray) -> dict:
+    """Out-of-distribution figure: the share of garbage refused, over images training never saw.
+
+    Every evaluation kind from outliers.EVALUATION_SEED (training's stream is seeded apart), some
+    kinds training never made, plus shuffled and cut test images (training cut only training images).
+    """
+    rng = np.random.default_rng(outliers.EVALUATION_SEED)
+    garbage = outliers.evaluation_set(OOD_PER_KIND)
+    kinds = [kind for kind, _ in garbage]
+    images = [outliers.as_model_input(image) for _, image in garbage]
+    for kind in outliers.TRAINING_SOURCE_KINDS:
+        for _ in range(OOD_PER_KIND):
+            images.append(outliers.generate(kind, rng, test_images[rng.integers(len(test_images))]))
+            kinds.append(f"{kind}-test")
+    probabilities = predict(model, network.to_tensor(np.stack(images)), flip_tta, temperature).numpy()
+    refused = probabilities.max(axis=1) < threshold
+    kinds = np.asarray(kinds)
+    return {
+        "ood_rejection": float(refused.mean()),
+        "ood_n": int(len(kinds)),
+        "ood_rejection_by_kind": {kind: float(refused[kinds == kind].mean()) for kind in dict.fromkeys(kinds.tolist())},
+        "ood_max_confidence_p50": float(np.median(probabilities.max(axis=1))),
+    }
 
 
 def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
@@ -263,7 +367,7 @@ def architecture(args: argparse.Namespace) -> dict:
     return {"name": args.arch, "widths": list(args.widths), "blocks": list(args.blocks)}
 
 
-def save_model(model: nn.Module, args: argparse.Namespace, model_dir: Path) -> None:
+def save_model(model: nn.Module, args: argparse.Namespace, model_dir: Path, temperature: float) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = {
         "format": 1,
@@ -271,6 +375,7 @@ def save_model(model: nn.Module, args: argparse.Namespace, model_dir: Path) -> N
         "architecture": architecture(args),
         "classes": list(network.CLASSES),
         "flip_tta": bool(args.flip_tta),
+        "temperature": float(temperature),
         "image_size": network.IMAGE_SIZE,
     }
     torch.save(checkpoint, model_dir / WEIGHTS_FILE)
@@ -292,8 +397,17 @@ def train(args: argparse.Namespace) -> dict:
 
     train_images, train_labels, _ = load_channel(args.train)
     test_images, test_labels, _ = load_channel(args.test)
-    print(f"data: {len(train_labels)} train images from {args.train}, {len(test_labels)} test images "
-          f"from {args.test}; device {device}, {torch.get_num_threads()} CPU threads", flush=True)
+    fit, holdout = split_holdout(train_labels, args.calibration_split, args.seed)
+    holdout_images, holdout_labels = train_images[holdout], train_labels[holdout]
+    train_images, train_labels = train_images[fit], train_labels[fit]
+    print(f"data: {len(train_labels)} train images from {args.train} (+{len(holdout)} held out for calibration), "
+          f"{len(test_labels)} test images from {args.test}; device {device}, {torch.get_num_threads()} CPU threads",
+          flush=True)
+    # Outlier exposure: generated non-vehicles beside every batch (a stream of its own, apart from the
+    # evaluation and calibration seeds in outliers.py).
+    outlier_rng = np.random.default_rng([args.seed, 15])
+    n_outliers = round(args.outlier_ratio * args.batch_size) if args.outlier_weight > 0 else 0
+    outlier_kinds = tuple(outliers.TRAINING_KINDS) + tuple(outliers.TRAINING_SOURCE_KINDS)
     x_train = network.to_tensor(train_images)
     # uint8 NCHW copy for the per-image policies, which work on integer pixels.
     pixels_train = torch.from_numpy(np.array(train_images, dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
@@ -341,10 +455,19 @@ def train(args: argparse.Namespace) -> dict:
             soft_target = target
             if mixer is not None and torch.rand(1, generator=generator).item() < args.mix_prob:
                 batch, soft_target = mixer(batch, target)
+            if n_outliers:
+                # An even total: torch 2.14's channels-last CPU conv backward crashes (SIGSEGV) on odd batches.
+                count = n_outliers + (len(index) + n_outliers) % 2
+                garbage = network.to_tensor(outliers.batch(outlier_rng, count, outlier_kinds, train_images))
+                batch = torch.cat([batch, garbage.to(device)])
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, warmup_steps, args.lr)
-            logits = model(batch.contiguous(memory_format=memory_format))
+            all_logits = model(batch.contiguous(memory_format=memory_format))
+            logits = all_logits[:len(target)]
             loss = loss_fn(logits, soft_target)
+            if n_outliers:
+                # Cross-entropy to the uniform distribution (up to a constant): no class for garbage.
+                loss = loss - args.outlier_weight * torch.log_softmax(all_logits[len(target):], dim=1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -357,13 +480,31 @@ def train(args: argparse.Namespace) -> dict:
               f"train_accuracy={correct / len(order):.4f} lr={optimizer.param_groups[0]['lr']:.4f} "
               f"seconds={time.perf_counter() - epoch_started:.1f}", flush=True)
 
-    training_seconds = time.perf_counter() - started
     unaveraged = None
     if ema is not None:
-        unaveraged = evaluate(predict(model, x_test.to(device), args.flip_tta).numpy(), test_labels, args.threshold)
+        unaveraged = evaluate(predict(model, x_test, args.flip_tta).numpy(), test_labels, args.threshold)
         model = ema.module
-    probabilities = predict(model, x_test.to(device), args.flip_tta).numpy()
+    temperature, calibration = 1.0, None
+    if len(holdout):
+        calibration_rng = np.random.default_rng(outliers.CALIBRATION_SEED)
+        calibration_garbage = outliers.batch(calibration_rng, 4 * len(holdout), outlier_kinds, holdout_images)
+        temperature, calibration = fit_temperature(
+            predict_logits(model, network.to_tensor(holdout_images), args.flip_tta), holdout_labels,
+            predict_logits(model, network.to_tensor(calibration_garbage), args.flip_tta),
+            args.threshold, args.calibration_precision, args.calibration_rejection)
+        calibration.update({"temperature": temperature, "n_holdout": int(len(holdout)),
+                            "n_garbage": int(len(calibration_garbage))})
+    training_seconds = time.perf_counter() - started
+    test_logits = predict_logits(model, x_test, args.flip_tta)
+    probabilities = network.probabilities_from_logits(test_logits, temperature).numpy()
     metrics = evaluate(probabilities, test_labels, args.threshold)
+    metrics.update(ood_scores(model, args.flip_tta, temperature, args.threshold, test_images))
+    metrics["temperature"] = temperature
+    metrics["calibration"] = calibration
+    # The same model at temperature 1, to show what calibration changes.
+    uncalibrated = evaluate(network.probabilities_from_logits(test_logits).numpy(), test_labels, args.threshold)
+    metrics["uncalibrated"] = {**{key: uncalibrated[key] for key in ("threshold_coverage", "threshold_precision")},
+                               "ood_rejection": ood_scores(model, args.flip_tta, 1.0, args.threshold, test_images)["ood_rejection"]}
     if unaveraged is not None:
         # The raw final weights' scores, to show what the weight average adds.
         metrics["unaveraged"] = {key: unaveraged[key] for key in
@@ -379,18 +520,21 @@ def train(args: argparse.Namespace) -> dict:
         "hyperparameters": {
             key: getattr(args, key) for key in (
                 "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs",
-                "widths", "blocks", "augment", "policy", "erasing", "mix", "mix_alpha", "mix_prob", "ema_decay", "flip_tta", "channels_last", "threshold", "seed")
+                "widths", "blocks", "augment", "policy", "erasing", "mix", "mix_alpha", "mix_prob", "ema_decay", "flip_tta",
+                "channels_last", "outlier_weight", "outlier_ratio", "calibration_split", "calibration_precision",
+                "calibration_rejection", "threshold", "seed")
         },
     })
 
     model_dir, output_dir = Path(args.model_dir), Path(args.output_data_dir)
-    save_model(model.cpu(), args, model_dir)
+    save_model(model.cpu(), args, model_dir, temperature)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (output_dir / "baseline.json").write_text(json.dumps(baseline(probabilities, test_labels, args.threshold)) + "\n")
     # One line per metric, in the key=value form SageMaker metric definitions can match.
     print(f"test_accuracy={metrics['test_accuracy']:.4f} threshold_coverage={metrics['threshold_coverage']:.4f} "
           f"threshold_precision={metrics['threshold_precision'] if metrics['threshold_precision'] is None else round(metrics['threshold_precision'], 4)} "
+          f"ood_rejection={metrics['ood_rejection']:.4f} temperature={temperature:.4f} "
           f"training_seconds={training_seconds:.1f}", flush=True)
     return metrics
 

@@ -32,7 +32,7 @@ def test_what_ships_to_aws_is_only_the_self_contained_code():
     with tarfile.open(fileobj=io.BytesIO(sagemaker.source_tarball()), mode="r:gz") as archive:
         sources = {member.name: archive.extractfile(member).read().decode() for member in archive.getmembers()
                    if member.isfile()}
-    assert set(sources) <= {"__init__.py", "train.py", "inference.py", "network.py", "requirements.txt"}
+    assert set(sources) <= {"__init__.py", "train.py", "inference.py", "network.py", "outliers.py", "requirements.txt"}
     assert {"train.py", "inference.py", "network.py"} <= set(sources)
     zipped = {path.name: path.read_text() for path in packaging.package_files()}
     for name, text in {**sources, **zipped}.items():

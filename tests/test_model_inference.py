@@ -417,3 +417,27 @@ def test_unpack_model_names_an_unsafe_archive(extraction, tmp_path):
     with pytest.raises(ValueError, match="model.tar.gz"):
         unpack_model(archive, tmp_path / "model")
     assert not (tmp_path / "escape").exists()
+
+
+def test_the_calibrated_temperature_travels_in_the_checkpoint_and_old_checkpoints_serve_at_1(served, tmp_path):
+    import torch
+
+    inference, model = served
+    body = encode(photo((32, 32)), "PNG")
+    checkpoint_dir = tmp_path / "model"
+    checkpoint_dir.mkdir()
+    state = {"format": 1, "state_dict": model.state_dict(), "architecture": {"name": "resnet", "widths": [8, 16],
+             "blocks": [1, 1]}, "classes": ["bicycle", "motorcycle"], "flip_tta": True, "image_size": 32}
+
+    torch.save(state, checkpoint_dir / inference.WEIGHTS_FILE)  # as train.py wrote it before calibration existed
+    old = inference.model_fn(str(checkpoint_dir))
+    torch.save({**state, "temperature": 0.25}, checkpoint_dir / inference.WEIGHTS_FILE)
+    sharpened = inference.model_fn(str(checkpoint_dir))
+
+    assert old.scones_temperature == 1.0 and sharpened.scones_temperature == 0.25
+    logits = old(inference.input_fn(body, "image/png")).detach()
+    mirrored = old(torch.flip(inference.input_fn(body, "image/png"), dims=[3])).detach()
+    at_1 = (torch.softmax(logits, 1) + torch.softmax(mirrored, 1)) / 2
+    at_quarter = (torch.softmax(logits / 0.25, 1) + torch.softmax(mirrored / 0.25, 1)) / 2
+    assert invoke((inference, old), body) == pytest.approx(at_1[0].tolist(), abs=1e-5)
+    assert invoke((inference, sharpened), body) == pytest.approx(at_quarter[0].tolist(), abs=1e-5)

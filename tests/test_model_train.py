@@ -43,7 +43,7 @@ def test_train_script_runs_under_the_sagemaker_env_contract(dataset, tmp_path):
 
     metrics = json.loads((output_dir / "metrics.json").read_text())
     for key in ("test_accuracy", "per_class", "confusion_matrix", "threshold_coverage", "threshold_precision",
-                "training_seconds", "epochs"):
+                "ood_rejection", "ood_rejection_by_kind", "temperature", "calibration", "training_seconds", "epochs"):
         assert key in metrics
     assert set(metrics["per_class"]) == {"bicycle", "motorcycle"}
     assert set(metrics["per_class"]["bicycle"]) >= {"precision", "recall"}
@@ -83,6 +83,7 @@ def test_scones_train_writes_a_sagemaker_model_tarball(dataset, tmp_path):
                                          "--widths", "8,16", "--blocks", "1,1", "-H", "batch_size=8"])
     assert result.exit_code == 0, result.output
     assert "accuracy:" in result.output and "model.tar.gz" in result.output
+    assert "generated images refused below the threshold" in result.output and "temperature" in result.output
     assert {"model.tar.gz", "metrics.json", "baseline.json", "train.log"} <= {p.name for p in out.iterdir()}
     with tarfile.open(out / "model.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["code", "code/inference.py", "code/network.py", "model.pth"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import uuid
 from types import SimpleNamespace
@@ -78,35 +79,74 @@ def test_summary_separates_model_accuracy_from_threshold_coverage():
     assert "ThresholdConfidenceNotMet" in table and "0.9900" in table
 
 
-def fake_target(bucket="scones-local"):
+def fake_target(bucket="scones-local", uploaded=None):
     s3 = SimpleNamespace(get_paginator=lambda name: SimpleNamespace(
-        paginate=lambda **kw: iter([{"Contents": [{"Key": k} for k in KEYS]}])))
+        paginate=lambda **kw: iter([{"Contents": [{"Key": k} for k in KEYS]}])),
+        put_object=lambda **kw: (uploaded if uploaded is not None else {}).update({kw["Key"]: kw["Body"]}))
     return SimpleNamespace(name="local", bucket=bucket, state_machine_arn="arn:sm", client=lambda service: s3)
 
 
-def test_evaluate_command_prints_and_saves_the_table(tmp_path, monkeypatch):
+def fake_workflow(accepted_ood_key=None):
+    """run_executions stand-in: test images succeed as their class; generated ones are refused, but one."""
     sent = {}
 
-    def fake_run(target, inputs, concurrency=1, progress=None, **_):
+    def run(target, inputs, concurrency=1, progress=None, **_):
         sent.update(inputs=list(inputs), concurrency=concurrency)
-        out = [result(i["s3_key"], "SUCCEEDED", i["s3_key"].split("/")[1], 0.99) for i in inputs]
+        out = [result(i["s3_key"], "SUCCEEDED", i["s3_key"].split("/")[1], 0.99) if i["s3_key"].startswith("test/")
+               else result(i["s3_key"], "SUCCEEDED", "bicycle", 0.95) if i["s3_key"] == accepted_ood_key
+               else result(i["s3_key"], "FAILED", "bicycle", 0.6, "ThresholdConfidenceNotMet") for i in inputs]
         for item in out:
             progress(item)
         return out
 
-    monkeypatch.setattr("scones.harness.commands.monitoring._target", lambda name, state: fake_target())
+    return sent, run
+
+
+def test_evaluate_command_prints_and_saves_the_table(tmp_path, monkeypatch):
+    sent, fake_run = fake_workflow()
+    uploaded = {}
+    monkeypatch.setattr("scones.harness.commands.monitoring._target", lambda name, state: fake_target(uploaded=uploaded))
     monkeypatch.setattr("scones.harness.executions.run_executions", fake_run)
 
-    outcome = CliRunner().invoke(main, ["evaluate", "--n", "6", "--seed", "1", "--concurrency", "3",
+    outcome = CliRunner().invoke(main, ["evaluate", "--n", "6", "--seed", "1", "--concurrency", "3", "--ood", "0",
                                         "--state-dir", str(tmp_path)])
 
     assert outcome.exit_code == 0, outcome.output
-    assert len(sent["inputs"]) == 6 and sent["concurrency"] == 3
+    assert len(sent["inputs"]) == 6 and sent["concurrency"] == 3 and not uploaded
     assert all(i["image_data"] == "" and i["s3_key"].startswith("test/") for i in sent["inputs"])
     assert "accuracy: 100.0% (6/6 predictions correct)" in outcome.stdout
+    assert "out of distribution" not in outcome.stdout
     [saved] = (tmp_path / "reports").glob("evaluation-*.json")
     document = json.loads(saved.read_text())
     assert document["seed"] == 1 and len(document["rows"]) == 6 and document["summary"]["coverage"] == 1.0
+    assert document["summary"]["ood"] is None
     with saved.with_suffix(".csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 6
     assert evaluate.latest_evaluation(tmp_path / "reports") == saved
+
+
+def test_evaluate_runs_generated_non_vehicles_too_and_reports_the_share_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    accepted = "ood/stripes/stripes-3000017-006.png"
+    sent, fake_run = fake_workflow(accepted_ood_key=accepted)
+    uploaded = {}
+    monkeypatch.setattr("scones.harness.commands.monitoring._target", lambda name, state: fake_target(uploaded=uploaded))
+    monkeypatch.setattr("scones.harness.executions.run_executions", fake_run)
+
+    outcome = CliRunner().invoke(main, ["evaluate", "--n", "6", "--seed", "1", "--state-dir", str(tmp_path)])
+
+    assert outcome.exit_code == 0, outcome.output
+    ood_keys = [i["s3_key"] for i in sent["inputs"] if not i["s3_key"].startswith("test/")]
+    assert len(ood_keys) == 16 and sorted(ood_keys) == sorted(uploaded)        # the default: 16, every kind twice
+    assert {key.split("/")[1] for key in ood_keys} >= {"uniform", "noise", "tiny", "checkerboard"}
+    tiny_sizes = {Image.open(io.BytesIO(uploaded[key])).size for key in uploaded if "/tiny/" in key}
+    assert tiny_sizes and all(max(size) <= 4 for size in tiny_sizes)                 # sent tiny, as a user would
+    assert "accuracy: 100.0% (6/6 predictions correct)" in outcome.stdout      # the figures are the test images'
+    assert ("out of distribution: 93.8% of 16 generated non-vehicle images refused below the threshold "
+            f"(ThresholdConfidenceNotMet); accepted: {accepted}") in outcome.stdout
+    [saved] = (tmp_path / "reports").glob("evaluation-*.json")
+    summary = json.loads(saved.read_text())["summary"]
+    assert summary["executions"] == 6 and summary["coverage"] == 1.0
+    assert summary["ood"] == {"executions": 16, "rejected": 15, "rejection": 15 / 16, "accepted_keys": [accepted],
+                              "failures_by_error": {"ThresholdConfidenceNotMet": 15}}

@@ -131,6 +131,7 @@ def sample_reports(tmp_path) -> Path:
 
     from scones.harness import evaluate, monitor
 
+
     reports = tmp_path / "reports"
     rows = [
         {"key": "test/bicycle/bike_s_000330.png", "true_class": "bicycle", "status": "SUCCEEDED",
@@ -161,3 +162,26 @@ def test_page_says_which_default_execution_is_missing():
     assert report.missing_outcomes([failing], explicit=False) == ["passing"]
     assert report.missing_outcomes([], explicit=False) == ["passing", "failing"]
     assert report.missing_outcomes([failing], explicit=True) == []
+
+
+def test_the_page_shows_the_share_of_generated_non_vehicles_refused(tmp_path, sample_reports):
+    from scones.harness import evaluate
+
+    saved = json.loads(evaluate.latest_evaluation(sample_reports).read_text())
+    rows = saved["rows"] + [
+        {"key": f"ood/{kind}/{kind}-3000017-00{number}.png", "true_class": evaluate.OOD_CLASS, "status": status,
+         "predicted_class": "bicycle", "confidence": confidence, "error": error, "duration_s": 0.1,
+         "failed_state": "filterInferences" if error else None, "cause": None, "execution_arn": f"arn:ood{number}"}
+        for number, (kind, status, confidence, error) in enumerate([
+            ("uniform", "FAILED", 0.51, "ThresholdConfidenceNotMet"), ("noise", "FAILED", 0.6, "ThresholdConfidenceNotMet"),
+            ("tiny", "FAILED", 0.55, "ThresholdConfidenceNotMet"), ("stripes", "SUCCEEDED", 0.95, None)])]
+    evaluation = evaluate.Evaluation(target="local", bucket="scones-local", state_machine_arn="arn:sm", n=3, seed=7,
+                                     concurrency=2, started_at="2026-11-26T23:15:00+00:00", rows=rows,
+                                     summary=evaluate.summarize(rows))
+    evaluate.save(evaluation, sample_reports)
+
+    page = report.build_report(tmp_path / "page.html", sample_reports, target=sample_target()).read_text()
+
+    assert '<div class="value" id="ood-rejection">75.0%</div>' in page
+    assert "3/4 generated non-vehicles below threshold" in page
+    assert '<div class="value" id="accuracy">66.7%</div>' in page        # the test images' figure, unchanged

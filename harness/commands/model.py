@@ -63,7 +63,8 @@ def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra
         f"metrics:   {out_dir / 'metrics.json'}\n"
         f"accuracy:  {metrics['test_accuracy']:.3f} on {metrics['n_test']} test images\n"
         f"at {metrics['threshold']}: coverage {metrics['threshold_coverage']:.3f}, precision "
-        f"{'n/a' if precision is None else f'{precision:.3f}'}\n"
+        f"{'n/a' if precision is None else f'{precision:.3f}'}, temperature {metrics['temperature']:.3f}\n"
+        f"non-vehicles: {metrics['ood_rejection']:.1%} of {metrics['ood_n']} generated images refused below the threshold\n"
         f"confusion: {metrics['confusion_matrix']} (rows true, columns predicted: {', '.join(metrics['classes'])})\n"
         f"training:  {metrics['training_seconds']:.0f} s, {metrics['epochs']} epochs on {metrics['device']}"
     )

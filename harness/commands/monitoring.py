@@ -30,11 +30,14 @@ def _target(name: str, state: str | None):
 @click.option("--target", "target_name", type=TARGET_CHOICE, default="local", show_default=True)
 @click.option("--n", "n", type=int, default=20, show_default=True, help="How many random test images; 0 = all of them.")
 @click.option("--seed", type=int, default=None, help="Seed for choosing the images (default: a new choice each run).")
+@click.option("--ood", type=click.IntRange(0, 1000), default=16, show_default=True,
+              help="Also run this many generated non-vehicle images (uploaded under ood/) and report the share refused.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--state-dir", "state", default=None, help=f"State folder (default ${settings.STATE_DIR} or .scones).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of the table.")
-def evaluate(target_name: str, n: int, seed: int | None, concurrency: int, state: str | None, as_json: bool) -> None:
-    """Run random test images through the workflow and report accuracy, coverage and failures."""
+def evaluate(target_name: str, n: int, seed: int | None, ood: int, concurrency: int, state: str | None,
+             as_json: bool) -> None:
+    """Run random test images through the workflow and report accuracy, coverage, failures and out-of-distribution refusals."""
     from scones.harness import evaluate as evaluation_module
     from scones.harness.executions import ExecutionTimeout
 
@@ -42,14 +45,14 @@ def evaluate(target_name: str, n: int, seed: int | None, concurrency: int, state
     keys = evaluation_module.test_image_keys(target.client("s3"), target.bucket)
     count = len(keys) if n <= 0 else min(n, len(keys))
     lock = threading.Lock()
-    with click.progressbar(length=count, label=f"executions on {target_name}", file=sys.stderr,
+    with click.progressbar(length=count + ood, label=f"executions on {target_name}", file=sys.stderr,
                            show_pos=True) as bar:
         def progress(_result) -> None:  # called from the worker threads
             with lock:
                 bar.update(1)
         try:
             result = evaluation_module.evaluate(target, n=count, seed=seed, concurrency=concurrency,
-                                                progress=progress, keys=keys)
+                                                progress=progress, keys=keys, ood=ood)
         except (ValueError, ExecutionTimeout) as error:
             raise click.ClickException(str(error)) from None
     json_path, csv_path = evaluation_module.save(result, reports_dir(state))

@@ -68,3 +68,19 @@ def test_capture_of_the_evaluation_matches_the_training_baseline(full_evaluation
     assert summary["records"] >= 200 and summary["malformed_lines"] == 0
     assert summary["drift"]["status"] == "pass", monitor.drift_caption(summary["drift"])
     assert (tmp_path / "confidence_over_time.png").is_file()
+
+
+def test_evaluation_runs_generated_non_vehicles_and_counts_the_ones_refused(scones_stack, s3_client, threshold):
+    """`scones evaluate --ood 16`: the generated images go through the same workflow, apart from the figures."""
+    result = evaluate.evaluate(scones_stack, n=2, seed=3, concurrency=4, ood=16)
+
+    ood_rows = [row for row in result.rows if row["true_class"] == evaluate.OOD_CLASS]
+    ood = result.summary["ood"]
+    assert result.summary["executions"] == 2 and len(ood_rows) == ood["executions"] == 16
+    for row in ood_rows:
+        assert s3_client.head_object(Bucket=scones_stack.bucket, Key=row["key"])["ContentLength"] > 0
+        refused = row["status"] == "FAILED" and row["error"] == "ThresholdConfidenceNotMet"
+        assert refused == (row["confidence"] < threshold), row
+    assert ood["rejected"] == sum(row["error"] == "ThresholdConfidenceNotMet" for row in ood_rows)
+    assert ood["rejection"] == ood["rejected"] / 16
+    assert set(ood["failures_by_error"]) <= {"ThresholdConfidenceNotMet"}, ood["failures_by_error"]
