@@ -9,6 +9,7 @@ Steps, each idempotent and recorded as soon as it is done (deploy/record.py):
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import boto3
@@ -232,7 +233,7 @@ def ensure_bucket(s3, bucket: str, region: str, account_id: str, progress: Progr
         if progress:
             progress(f"bucket {bucket}: reused")
         return False
-    arguments = {"Bucket": bucket}
+    arguments: dict[str, Any] = {"Bucket": bucket}
     if region != "us-east-1":
         arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
     try:
@@ -578,12 +579,12 @@ def destroy(
         note(f"endpoint {endpoint['name']}")
     while resources.get("endpoint_configs"):
         config = resources["endpoint_configs"][0]
-        sm.delete_quietly(lambda name=config["name"]: sagemaker.delete_endpoint_config(EndpointConfigName=name))
+        sm.delete_quietly(functools.partial(sagemaker.delete_endpoint_config, EndpointConfigName=config["name"]))
         resources["endpoint_configs"].pop(0)
         note(f"endpoint config {config['name']}")
     while resources.get("models"):
         model = resources["models"][0]
-        sm.delete_quietly(lambda name=model["name"]: sagemaker.delete_model(ModelName=name))
+        sm.delete_quietly(functools.partial(sagemaker.delete_model, ModelName=model["name"]))
         resources["models"].pop(0)
         note(f"model {model['name']}")
 

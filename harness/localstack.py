@@ -135,7 +135,7 @@ def _run_pip(python: Path, args: list[str], log_path: Path, description: str, pr
     with open(log_path, "a") as log, tqdm(desc=description, unit=" pkg", leave=True, disable=not progress) as bar:
         log.write(f"$ {' '.join(command)}\n")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in process.stdout:
+        for line in process.stdout or ():
             log.write(line)
             if line.startswith(("Collecting ", "Requirement already satisfied")):
                 bar.update(1)

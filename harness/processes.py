@@ -5,14 +5,14 @@ from __future__ import annotations
 import signal
 import socket
 import time
-from typing import Callable
+from typing import Callable, TypeGuard
 
 import psutil
 
 _GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
-def alive(pid: int | None) -> bool:
+def alive(pid: int | None) -> TypeGuard[int]:
     """A running process (a zombie is dead for our purposes: it only waits to be reaped)."""
     if not pid:
         return False

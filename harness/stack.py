@@ -311,7 +311,7 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
     record = local_stack_record(
         outputs=local_target.stack_outputs(bucket=config.bucket, resources=resources, endpoint_name=config.endpoint_name,
                                            localstack=config.localstack_url, endpoint_server=config.endpoint_url),
-        created=previous.get("created") if localstack_attached else now,
+        created=(previous.get("created") if localstack_attached else None) or now,
         state_dir=config.state_dir, data_dir=str(config.data_dir), prefix=config.prefix, threshold=config.threshold,
         localstack={"pid": localstack_pid, "port": config.localstack_port, "url": config.localstack_url},
         endpoint={"pid": endpoint_pid, "port": config.endpoint_port, "url": config.endpoint_url,
@@ -437,7 +437,7 @@ COMPOSE_DOWN = "harness/compose/stack.sh down"
 
 
 def managed_by_compose(record: dict | None) -> bool:
-    return bool(record) and record.get("managed_by") == MANAGED_BY_COMPOSE
+    return record is not None and record.get("managed_by") == MANAGED_BY_COMPOSE
 
 
 HEALTH_PATHS = {"localstack": "/_localstack/health", "endpoint": "/ping"}
@@ -482,7 +482,7 @@ def _compose_status(record: dict, path: Path) -> dict[str, Any]:
     problems = _health(parts)
     for name, part in parts.items():
         port = part.get("port")
-        parts[name] = {**part, "alive": None, "listening": bool(port) and port_open(port),
+        parts[name] = {**part, "alive": None, "listening": bool(port and port_open(port)),
                        "answers": problems[name] is None, "problem": problems[name]}
     return {
         "up": all(part["answers"] for part in parts.values()),
@@ -509,9 +509,9 @@ def status(state_dir=None) -> dict[str, Any]:
     tree = process_tree(pids)
     parts = {
         "localstack": {**localstack, "alive": pid_alive(localstack.get("pid")),
-                       "listening": bool(ls_port) and port_open(ls_port)},
+                       "listening": bool(ls_port and port_open(ls_port))},
         "endpoint": {**endpoint, "alive": pid_alive(endpoint.get("pid")),
-                     "listening": bool(ep_port) and port_open(ep_port)},
+                     "listening": bool(ep_port and port_open(ep_port))},
     }
     # A process that lives and listens may still not answer (stopped with SIGSTOP, hung): probe each one.
     problems = _health(parts)

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 try:  # inside the scones package
     from . import network
 except ImportError:  # inside model.tar.gz: code/ is on sys.path, as in the SageMaker container
-    import network
+    import network  # type: ignore[no-redef]  # the same module under its top-level name
 
 WEIGHTS_FILE = "model.pth"
 IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "image/jpg", "application/x-image")
@@ -127,10 +127,10 @@ def model_fn(model_dir: str) -> torch.nn.Module:
     # endpoint batches concurrent requests); no difference for a single image.
     model = model.to(memory_format=torch.channels_last).eval()
     # predict_fn reads these; they are the settings the model was evaluated with in training.
-    model.scones_flip_tta = bool(checkpoint.get("flip_tta", True))
-    model.scones_classes = list(checkpoint.get("classes", network.CLASSES))
+    model.scones_flip_tta = bool(checkpoint.get("flip_tta", True))  # type: ignore[assignment]  # our attribute on the module
+    model.scones_classes = list(checkpoint.get("classes", network.CLASSES))  # type: ignore[assignment]  # our attribute on the module
     # Calibrated on held-out training images; checkpoints from before calibration existed have none.
-    model.scones_temperature = float(checkpoint.get("temperature", 1.0))
+    model.scones_temperature = float(checkpoint.get("temperature", 1.0))  # type: ignore[assignment]  # our attribute on the module
     return model
 
 

@@ -13,6 +13,7 @@ Every generator takes a numpy Generator and returns one uint8 (H, W, 3) array; m
 from __future__ import annotations
 
 import string
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -20,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 try:  # inside the scones package
     from . import network
 except ImportError:  # run as a script, as SageMaker does: the script's folder is on sys.path
-    import network
+    import network  # type: ignore[no-redef]  # the same module under its top-level name
 
 SIZE = network.IMAGE_SIZE
 
@@ -40,6 +41,7 @@ def noise(rng: np.random.Generator) -> np.ndarray:
     """Uniform, Gaussian or salt-and-pepper noise, in colour or grey."""
     channels = 3 if rng.random() < 0.7 else 1
     style = rng.integers(0, 3)
+    values: np.ndarray
     if style == 0:
         values = rng.integers(0, 256, (SIZE, SIZE, channels))
     elif style == 1:
@@ -132,12 +134,13 @@ def cut(rng: np.random.Generator, source: np.ndarray) -> np.ndarray:
 
 
 # Kinds made from nothing, and kinds made from a real image (they take it as `source`).
-TRAINING_KINDS = {"uniform": uniform, "noise": noise, "gradient": gradient, "strokes": strokes, "tiny": tiny}
-TRAINING_SOURCE_KINDS = {"shuffled": shuffled, "cut": cut}
+Generator = Callable[[np.random.Generator], np.ndarray]
+TRAINING_KINDS: dict[str, Generator] = {"uniform": uniform, "noise": noise, "gradient": gradient, "strokes": strokes, "tiny": tiny}
+TRAINING_SOURCE_KINDS: dict[str, Callable[[np.random.Generator, np.ndarray], np.ndarray]] = {"shuffled": shuffled, "cut": cut}
 # Never shown in training: the out-of-distribution figure must measure more than what was learnt.
-EVALUATION_ONLY_KINDS = {"checkerboard": checkerboard, "stripes": stripes, "blotches": blotches}
+EVALUATION_ONLY_KINDS: dict[str, Generator] = {"checkerboard": checkerboard, "stripes": stripes, "blotches": blotches}
 EVALUATION_KINDS = {**TRAINING_KINDS, **EVALUATION_ONLY_KINDS}
-GENERATORS = {**EVALUATION_KINDS, **TRAINING_SOURCE_KINDS}
+GENERATORS: dict[str, Callable[..., np.ndarray]] = {**EVALUATION_KINDS, **TRAINING_SOURCE_KINDS}
 # Seeds of the garbage that measures. Training draws from default_rng([--seed, 15]), a seed sequence of
 # another length, so its stream is none of these whatever --seed is.
 EVALUATION_SEED = 1_000_003
@@ -166,7 +169,7 @@ def batch(rng: np.random.Generator, n: int, kinds: tuple[str, ...], sources: np.
     """n model-ready images (n, 32, 32, 3), kinds drawn evenly at random; source kinds need `sources`."""
     images = []
     for kind in rng.choice(kinds, n):
-        source = sources[rng.integers(len(sources))] if kind in TRAINING_SOURCE_KINDS else None
+        source = sources[rng.integers(len(sources))] if kind in TRAINING_SOURCE_KINDS and sources is not None else None
         images.append(as_model_input(generate(str(kind), rng, source)))
     return np.stack(images)
 

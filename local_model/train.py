@@ -48,8 +48,8 @@ from torch import nn
 try:  # inside the scones package
     from . import network, outliers
 except ImportError:  # run as a script, as SageMaker does: the script's folder is on sys.path
-    import network
-    import outliers
+    import network  # type: ignore[no-redef]  # the same modules under their top-level names
+    import outliers  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -259,9 +259,9 @@ def predict(model: nn.Module, images: torch.Tensor, flip_tta: bool, temperature:
 def split_holdout(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (fit, hold-out): `share` of each class held out at random, for calibration."""
     rng = np.random.default_rng([seed, 3])
-    held = [rng.permutation(np.flatnonzero(labels == label))[:round(share * (labels == label).sum())]
-            for label in range(len(network.CLASSES))]
-    held = np.sort(np.concatenate(held))
+    per_class = [rng.permutation(np.flatnonzero(labels == label))[:round(share * (labels == label).sum())]
+                 for label in range(len(network.CLASSES))]
+    held = np.sort(np.concatenate(per_class))
     return np.setdiff1d(np.arange(len(labels)), held), held
 
 
@@ -292,6 +292,7 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray, garbage_logits: to
         print(f"calibration: no temperature keeps precision >= {min_precision} and garbage rejection >= "
               f"{min_rejection} on the hold-out; using the most cautious, {best:.3f}", flush=True)
         best_scores = {"coverage": 0.0, "precision": None, "ood_rejection": 1.0, "infeasible": True}
+    assert best_scores is not None  # set with best, or by the fallback above
     return best, best_scores
 
 
@@ -312,11 +313,11 @@ def ood_scores(model: nn.Module, flip_tta: bool, temperature: float, threshold: 
             kinds.append(f"{kind}-test")
     probabilities = predict(model, network.to_tensor(np.stack(images)), flip_tta, temperature).numpy()
     refused = probabilities.max(axis=1) < threshold
-    kinds = np.asarray(kinds)
+    kind_of = np.asarray(kinds)
     return {
         "ood_rejection": float(refused.mean()),
         "ood_n": int(len(kinds)),
-        "ood_rejection_by_kind": {kind: float(refused[kinds == kind].mean()) for kind in dict.fromkeys(kinds.tolist())},
+        "ood_rejection_by_kind": {kind: float(refused[kind_of == kind].mean()) for kind in dict.fromkeys(kinds)},
         "ood_max_confidence_p50": float(np.median(probabilities.max(axis=1))),
     }
 
@@ -417,8 +418,9 @@ def train(args: argparse.Namespace) -> dict:
     x_test = network.to_tensor(test_images)
 
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = network.build_model(architecture(args)).to(device, memory_format=memory_format)
-    decay, no_decay = [], []
+    model = network.build_model(architecture(args)).to(device).to(memory_format=memory_format)
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for parameter in model.parameters():
         (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     optimizer = torch.optim.SGD(
