@@ -39,6 +39,7 @@ from harness.lambda_executor.names import (
     CLIENT_CACHE_ENV,
     DEFINITION_CACHE_ENV,
     ENTRY_POINT,
+    EVENTS_SFN_TARGET_ENV,
     ENTRY_POINT_GROUP,
     HOOK_GROUP,
     LOCALSTACK_VERSION,
@@ -58,7 +59,7 @@ LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtim
 SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
-PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV)
+PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"

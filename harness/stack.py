@@ -371,6 +371,7 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
                 stopping.set()   # the deploy's next poll gives up, so leaving the pool waits for no waiter
                 raise
         progress("workflow deployed, data uploaded")
+        event_runs = _deploy_event_runs(session, config, resources, progress)
 
         if endpoint_process is not None:
             endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
@@ -408,7 +409,10 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
             "endpoint_name": config.endpoint_name,
             "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
             "endpoint_urls": {"default": config.localstack_url, "sagemaker-runtime": config.endpoint_url},
+            "intake_s3_uri": f"s3://{config.bucket}/{event_runs.intake_prefix}",
+            "results_s3_uri": f"s3://{config.bucket}/{event_runs.results_prefix}",
         },
+        "event_runs": event_runs.to_dict(),
         "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
                     "parts": list(dataset_parts(config))} if uploaded else None,
         "capture_restored": vars(restored),
@@ -470,7 +474,7 @@ def _report_lambda_sandbox(progress: Progress) -> None:
 def _preload_deploy_code() -> None:
     import importlib
 
-    for module in ("deploy.packaging", "deploy.workflow", "state_machine.render", "tqdm"):
+    for module in ("deploy.packaging", "deploy.workflow", "deploy.event_runs", "state_machine.render", "tqdm"):
         importlib.import_module(module)
 
 
@@ -491,6 +495,18 @@ def _deploy(session, config: StackConfig, progress: Progress, stopping: threadin
         states_role_arn=local_target.STATES_ROLE_ARN,
         progress=progress,
         sleep=pause,
+    )
+
+
+def _deploy_event_runs(session, config: StackConfig, resources, progress: Progress):
+    """Photos under incoming/ start the workflow, results land under results/ (deploy/event_runs.py, as on AWS).
+    After the upload, which creates the bucket that sends the events."""
+    from deploy.event_runs import deploy_event_runs
+
+    return deploy_event_runs(
+        session, prefix=config.prefix, bucket=config.bucket, state_machine_arn=resources.state_machine_arn,
+        events_role_arn=local_target.EVENTS_ROLE_ARN, writer_role_arn=local_target.LAMBDA_ROLE_ARN,
+        progress=progress, sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
     )
 
 

@@ -18,6 +18,7 @@ _SAGEMAKER_RUNTIME_CONFIG = Config(
     retries={"mode": config.ENDPOINT_RETRY_MODE, "total_max_attempts": config.ENDPOINT_MAX_ATTEMPTS},
 )
 _S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
+_STEPFUNCTIONS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
 @functools.cache
@@ -30,7 +31,13 @@ def sagemaker_runtime():
     return boto3.client("sagemaker-runtime", config=_SAGEMAKER_RUNTIME_CONFIG)
 
 
+@functools.cache
+def stepfunctions():
+    return boto3.client("stepfunctions", config=_STEPFUNCTIONS_CONFIG)
+
+
 def reset() -> None:
     """Forget the cached clients (tests change endpoints and credentials between cases)."""
     s3.cache_clear()
     sagemaker_runtime.cache_clear()
+    stepfunctions.cache_clear()
