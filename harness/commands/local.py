@@ -91,6 +91,8 @@ def _print_record(record: dict) -> None:
         ("data capture", outputs["capture_s3_uri"]),
         ("state machine", outputs["state_machine_arn"]),
     ]
+    if outputs.get("intake_s3_uri"):   # event-driven runs (deploy/event_runs.py)
+        rows += [("photos in", outputs["intake_s3_uri"]), ("results out", outputs["results_s3_uri"])]
     rows += [(f"lambda {name}", arn) for name, arn in sorted(outputs["function_arns"].items())]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
