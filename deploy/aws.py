@@ -5,7 +5,8 @@ Steps, each idempotent and recorded as soon as it is done (deploy/record.py):
   2. roles    SageMaker, Lambda and Step Functions roles, least privilege (deploy/iam.py)
   3. model    SageMaker training job running local_model/train.py, or --model-data
   4. endpoint model + endpoint config with 100% data capture + endpoint, waited to InService
-  5. workflow the three Lambdas and the state machine (deploy/workflow.py, shared with local)
+  5. workflow the three Lambdas and the state machine (deploy/workflow.py, shared with local), and the
+              event-driven runs: incoming/ photos start it, results/ receive each run's result (deploy/event_runs.py)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError as BotocoreConnectionError, HTTPClientError
 
+from deploy import event_runs
 from deploy import iam as iam_roles
 from deploy import record as records
 from deploy import sagemaker as sm
@@ -47,7 +49,7 @@ FAKE_SECRETS = {"test", "testing", "foobar", "foobarkey", "foobarsecret", "fake"
 ACCESS_KEY_PATTERN = re.compile(r"(AKIA|ASIA)[A-Z2-7]{16}")
 STEPS = ("bucket", "roles", "model", "endpoint", "workflow")
 # Every service a deploy or destroy calls; each one's endpoint is checked before the first call.
-SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs")
+SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs", "events")
 LOCAL_HOSTNAMES = ("localhost", "host.docker.internal")
 # botocore's errors for an endpoint it could not reach or that did not answer (DNS, refused, proxy, TLS, timeouts).
 UNREACHABLE_ERRORS = (BotocoreConnectionError, HTTPClientError)
@@ -348,6 +350,7 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
         f"on {options.endpoint_instance} with {options.resolved_inference_image(context.region)}",
         f"5. Lambda functions {', '.join(function_name(options.prefix, s) for s in FUNCTION_SHORT_NAMES)} "
         f"(ENDPOINT_NAME={endpoint}, THRESHOLD={options.threshold}); state machine {state_machine_name(options.prefix)}",
+        *event_runs.plan_lines(options.prefix, context.bucket, state_machine_name(options.prefix)),
     ]
     return lines
 
@@ -439,9 +442,49 @@ def deploy(
         "endpoint_name": options.resolved_endpoint_name(),
         "capture_s3_uri": f"s3://{context.bucket}/data_capture",
     })
+    _ensure_event_runs(session, context, options, record, scope, save, progress, sleep)
     save("workflow")
     say(f"deployed: state machine {workflow.state_machine_arn}; record {path}")
     return record
+
+
+def _ensure_event_runs(session, context: Context, options: DeployOptions, record: dict, scope: iam_roles.Scope,
+                       save, progress, sleep) -> None:
+    """The two rules, the writer function and its role, EventBridge's role, the bucket's notifications."""
+    resources = record["resources"]
+    names = event_runs.EventRunsNames(options.prefix)
+    machine_arn = resources["state_machine_arn"]
+    policies = {
+        "events": (names.events_role, "events.amazonaws.com", iam_roles.events_role_policy(scope, machine_arn)),
+        "results": (names.writer_role, "lambda.amazonaws.com", iam_roles.results_writer_policy(
+            scope, state_machine_name=state_machine_name(options.prefix), function=names.writer_function,
+            results_prefix=event_runs.RESULTS_PREFIX)),
+    }
+    iam = session.client("iam", region_name=context.region)
+    for kind, (name, service, policy) in policies.items():
+        def record_role(kind=kind, name=name) -> None:   # before CreateRole, so a killed deploy still destroys it
+            resources["roles"][kind] = {"name": name, "arn": None}
+            save()
+        arn, _ = iam_roles.ensure_role(iam, name=name, trust=iam_roles.trust_policy(service), policy=policy,
+                                       tags={"scones:prefix": options.prefix}, progress=progress, before_create=record_role)
+        resources["roles"][kind] = {"name": name, "arn": arn}
+    log_group = f"/aws/lambda/{names.writer_function}"
+    if log_group not in resources["log_groups"]:
+        resources["log_groups"].append(log_group)
+    save()
+
+    def remember(made: event_runs.EventRunsResources) -> None:
+        resources["event_runs"] = made.to_dict()
+        save()
+
+    made = event_runs.deploy_event_runs(
+        session, prefix=options.prefix, bucket=context.bucket, state_machine_arn=machine_arn,
+        events_role_arn=resources["roles"]["events"]["arn"], writer_role_arn=resources["roles"]["results"]["arn"],
+        previous=event_runs.EventRunsResources.from_dict(resources.get("event_runs")),
+        progress=progress, sleep=sleep, on_change=remember,
+    )
+    record["outputs"].update({"intake_s3_uri": f"s3://{context.bucket}/{made.intake_prefix}",
+                              "results_s3_uri": f"s3://{context.bucket}/{made.results_prefix}"})
 
 
 def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, record: dict, save, progress, sleep) -> str:
@@ -560,6 +603,11 @@ def destroy(
         say(f"deleted {what}")
         records.save_record(path, record)
 
+    if resources.get("event_runs"):   # first: no photo may start a run of a workflow being deleted
+        deleted += event_runs.destroy_event_runs(
+            session, event_runs.EventRunsResources.from_dict(resources["event_runs"]), record["prefix"], progress=say)
+        resources["event_runs"] = None
+        records.save_record(path, record)
     destroy_workflow(session, WorkflowResources(dict(resources.get("functions") or {}), resources.get("state_machine_arn")))
     for arn in (resources.get("functions") or {}).values():
         deleted.append(f"Lambda function {arn}")
