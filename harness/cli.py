@@ -27,6 +27,7 @@ COMMANDS = {
     "evaluate": "harness.commands.monitoring:evaluate",
     "monitor": "harness.commands.monitoring:monitor",
     "report": "harness.commands.monitoring:report",
+    "results": "harness.commands.results:results",
 }
 DEBUG_ENV = "SCONES_DEBUG"
 LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `scones up` starts or repairs it"

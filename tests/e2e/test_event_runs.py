@@ -14,9 +14,11 @@ import json
 import uuid
 
 import pytest
+from click.testing import CliRunner
 from e2e_helpers import CLASSES
 from support import poll
 
+from harness.commands.results import results
 from lambdas.run_results import RunResult, result_key
 
 DEADLINE_S = 180.0
@@ -118,3 +120,7 @@ def test_garbage_in_incoming_lands_a_failure_naming_what_is_wrong(scones_stack, 
     assert result.status == "FAILED"
     assert result.error == "NotAnImage"
     assert key in result.message
+
+    listed = CliRunner().invoke(results, ["--target", scones_stack.name, "--under", key])
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.startswith(f"{key}  FAILED NotAnImage: ")
