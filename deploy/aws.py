@@ -4,9 +4,11 @@ Steps, each idempotent and recorded as soon as it is done (deploy/record.py):
   1. bucket   S3 bucket created or reused (owner checked), staged dataset uploaded (unchanged objects skipped)
   2. roles    SageMaker, Lambda and Step Functions roles, least privilege (deploy/iam.py)
   3. model    SageMaker training job running local_model/train.py, or --model-data
-  4. endpoint model + endpoint config with 100% data capture + endpoint, waited to InService
+  4. endpoint model + endpoint config with 100% data capture + endpoint, waited to InService, and its
+              target-tracking autoscaling (deploy/scaling.py)
   5. workflow the three Lambdas and the state machine (deploy/workflow.py, shared with local), and the
-              event-driven runs: incoming/ photos start it, results/ receive each run's result (deploy/event_runs.py)
+              event-driven runs: incoming/ photos start it, results/ receive each run's result (deploy/event_runs.py),
+              classifyImage's reserved concurrency, and the scheduled drift monitor with its alarms (deploy/monitoring.py)
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError as BotocoreConnectionError, HTTPClientError
 
-from deploy import event_runs
+from deploy import aws_operations, event_runs
 from deploy import iam as iam_roles
 from deploy import record as records
+from deploy import monitoring
 from deploy import sagemaker as sm
+from deploy import scaling
 from deploy.waiting import DeployError, Progress
 from deploy.workflow import (
     WorkflowResources,
@@ -49,7 +53,8 @@ FAKE_SECRETS = {"test", "testing", "foobar", "foobarkey", "foobarsecret", "fake"
 ACCESS_KEY_PATTERN = re.compile(r"(AKIA|ASIA)[A-Z2-7]{16}")
 STEPS = ("bucket", "roles", "model", "endpoint", "workflow")
 # Every service a deploy or destroy calls; each one's endpoint is checked before the first call.
-SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs", "events")
+SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs", "events",
+            "application-autoscaling", "cloudwatch", "sns")
 LOCAL_HOSTNAMES = ("localhost", "host.docker.internal")
 # botocore's errors for an endpoint it could not reach or that did not answer (DNS, refused, proxy, TLS, timeouts).
 UNREACHABLE_ERRORS = (BotocoreConnectionError, HTTPClientError)
@@ -81,6 +86,12 @@ class DeployOptions:
     inference_image: str | None = None
     training_timeout_s: float = sm.TRAINING_TIMEOUT_S
     endpoint_timeout_s: float = sm.ENDPOINT_TIMEOUT_S
+    scaling: scaling.ScalingOptions = field(default_factory=scaling.ScalingOptions)
+    baseline: str | os.PathLike | None = None   # default: baseline.json from the training job's output
+    monitor_schedule: str = monitoring.DEFAULT_SCHEDULE
+    drift_alpha: float = monitoring.DEFAULT_ALPHA
+    share_below_limit: float = monitoring.DEFAULT_SHARE_BELOW_LIMIT
+    alarm_period_s: int = monitoring.DEFAULT_ALARM_PERIOD_S
 
     def resolved_endpoint_name(self) -> str:
         return self.endpoint_name or f"{self.prefix}-classifier"
@@ -316,6 +327,7 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
     context = settle_context(session, options, account=account_or_unknown)
     if options.trainer not in TRAINERS:
         raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
+    options.scaling.check()
     path = records.record_path(options.state_dir)
     existing = records.load_record(path)
     if unreachable:
@@ -351,6 +363,7 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
         f"5. Lambda functions {', '.join(function_name(options.prefix, s) for s in FUNCTION_SHORT_NAMES)} "
         f"(ENDPOINT_NAME={endpoint}, THRESHOLD={options.threshold}); state machine {state_machine_name(options.prefix)}",
         *event_runs.plan_lines(options.prefix, context.bucket, state_machine_name(options.prefix)),
+        *aws_operations.plan_lines(options, context.bucket),
     ]
     return lines
 
@@ -367,6 +380,7 @@ def deploy(
         raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
     if options.model_data and not options.model_data.startswith("s3://"):
         raise Refusal(f"--model-data must be an s3:// URI of a model.tar.gz, not {options.model_data!r}")
+    options.scaling.check()
     session = session or make_session(options)
     context = settle_context(session, options)
     say = progress or (lambda message: None)
@@ -410,6 +424,7 @@ def deploy(
 
     say("step 4/5: endpoint with data capture")
     _ensure_endpoint(sagemaker, context, options, record, save, progress, sleep)
+    aws_operations.ensure_autoscaling(session, context, options, record, save, progress)
     save("endpoint")
 
     say("step 5/5: Lambda functions and state machine")
@@ -443,6 +458,8 @@ def deploy(
         "capture_s3_uri": f"s3://{context.bucket}/data_capture",
     })
     _ensure_event_runs(session, context, options, record, scope, save, progress, sleep)
+    aws_operations.ensure_classifier_concurrency(session, context, options, record, save, progress)
+    aws_operations.ensure_monitor(session, context, options, record, scope, save, progress, sleep)
     save("workflow")
     say(f"deployed: state machine {workflow.state_machine_arn}; record {path}")
     return record
@@ -603,6 +620,8 @@ def destroy(
         say(f"deleted {what}")
         records.save_record(path, record)
 
+    deleted += aws_operations.destroy(session, record, say)
+    records.save_record(path, record)
     if resources.get("event_runs"):   # first: no photo may start a run of a workflow being deleted
         deleted += event_runs.destroy_event_runs(
             session, event_runs.EventRunsResources.from_dict(resources["event_runs"]), record["prefix"], progress=say)

@@ -225,3 +225,27 @@ def results_writer_policy(scope: Scope, *, state_machine_name: str, function: st
              "Resource": scope.log_group_arns(f"/aws/lambda/{function}")},
         ],
     }
+
+
+# --- the drift monitor (deploy/monitoring.py): a role of its own ------------------------------------
+
+def monitor_policy(scope: Scope, *, function: str, capture_prefix: str, monitor_prefix: str, namespace: str) -> dict:
+    """monitorDrift's role: read this endpoint's capture, read and write its own monitoring prefix (list
+    only those two), publish metrics in its namespace alone, write its own logs."""
+    bucket_arn = f"arn:{scope.partition}:s3:::{scope.bucket}"
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "ListCaptureAndMonitoring", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+             "Condition": {"StringLike": {"s3:prefix": [f"{capture_prefix}*", f"{monitor_prefix}*"]}}},
+            {"Sid": "ReadCapture", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": [f"{bucket_arn}/{capture_prefix}*", f"{bucket_arn}/{monitor_prefix}*"]},
+            {"Sid": "WriteMonitoring", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{monitor_prefix}*"},
+            # PutMetricData has no resource-level permissions; the namespace condition scopes it.
+            {"Sid": "PublishMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+             "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}}},
+            {"Sid": "OwnLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": scope.log_group_arns(f"/aws/lambda/{function}")},
+        ],
+    }

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from lambdas.capture_records import CaptureProblem, CaptureRecord, parse_lines
 from lambdas.config import CLASSES as DEFAULT_CLASSES, DEFAULT_THRESHOLD
-from lambdas.drift import DEFAULT_ALPHA, check_drift, class_counts
+from lambdas.drift import DEFAULT_ALPHA, check_drift, checked_baseline, class_counts
 
 CAPTURE_SUFFIXES = (".jsonl",)
 S3_READERS = 8                # parallel GetObject calls when reading capture from S3
@@ -122,10 +122,7 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"baseline {path} does not exist (training writes it: `scones train`)") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"baseline {path} is not valid JSON ({error})") from None
-    missing = [key for key in ("classes", "predicted_class_counts", "max_confidence") if key not in baseline]
-    if missing:
-        raise ValueError(f"baseline {path} lacks {', '.join(missing)}")
-    return baseline
+    return checked_baseline(baseline, str(path))
 
 
 def find_default_baseline(state_dir: Path) -> Path | None:

@@ -12,6 +12,12 @@ from lambdas.errors import InvalidConfiguration
 # Environment variable names the functions read.
 ENDPOINT_NAME = "ENDPOINT_NAME"
 THRESHOLD = "THRESHOLD"
+# The scheduled drift monitor (lambdas/drift_monitor.py): where the endpoint's capture lies, where the
+# monitor keeps its baseline, state and run summaries, the CloudWatch namespace, the drift tests' alpha.
+CAPTURE_S3_URI = "CAPTURE_S3_URI"
+MONITOR_S3_URI = "MONITOR_S3_URI"
+METRIC_NAMESPACE = "METRIC_NAMESPACE"
+DRIFT_ALPHA = "DRIFT_ALPHA"
 RESULTS_BUCKET = "RESULTS_BUCKET"        # writeResult: the bucket that holds results/
 RESULTS_PREFIX = "RESULTS_PREFIX"        # writeResult: where each photo's result goes (lambdas/run_results.py)
 

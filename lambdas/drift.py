@@ -22,6 +22,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 DEFAULT_ALPHA = 0.01          # a p-value below this fails the test
 MIN_RECORDS_FOR_DRIFT = 20    # fewer answers than this say nothing about a distribution
+BASELINE_KEYS = ("classes", "predicted_class_counts", "max_confidence")   # what training's baseline.json holds
 
 
 class Answer(Protocol):
@@ -145,6 +146,16 @@ def ks_2samp(first: Sequence[float], second: Sequence[float]) -> tuple[float, fl
 
 
 # --- the check ----------------------------------------------------------------------------
+
+def checked_baseline(document: Any, where: str) -> dict[str, Any]:
+    """The baseline document, or a ValueError naming what it lacks and where it came from."""
+    if not isinstance(document, dict):
+        raise ValueError(f"baseline {where} is a JSON {type(document).__name__}, not an object")
+    missing = [key for key in BASELINE_KEYS if key not in document]
+    if missing:
+        raise ValueError(f"baseline {where} lacks {', '.join(missing)}")
+    return document
+
 
 def class_counts(records: Iterable[Answer], classes: Iterable[str]) -> dict[str, int]:
     names = list(classes)

@@ -38,6 +38,8 @@ def rules(session) -> dict[str, dict]:
     events = session.client("events")
     found = {}
     for rule in events.list_rules(NamePrefix="sct-")["Rules"]:
+        if "EventPattern" not in rule:   # the drift monitor's schedule rule (deploy/monitoring.py)
+            continue
         targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
         found[rule["Name"]] = {"pattern": json.loads(rule["EventPattern"]), "arn": rule["Arn"], "targets": targets}
     return found
