@@ -56,7 +56,8 @@ DEFAULT_PORT = 4566
 REQUIREMENTS = Path(__file__).resolve().parent / "localstack-requirements.txt"
 RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "lambda_runtime" / "requirements.txt"
 LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtime AWS accepts today
-SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events"
+# cloudwatch and sns: the drift monitor's metrics, alarms and topic (deploy/monitoring.py)
+SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
 PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV)

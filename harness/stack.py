@@ -372,6 +372,7 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
                 raise
         progress("workflow deployed, data uploaded")
         event_runs = _deploy_event_runs(session, config, resources, progress)
+        monitor = _deploy_monitor(session, config, model_dir, progress)
 
         if endpoint_process is not None:
             endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
@@ -411,8 +412,10 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
             "endpoint_urls": {"default": config.localstack_url, "sagemaker-runtime": config.endpoint_url},
             "intake_s3_uri": f"s3://{config.bucket}/{event_runs.intake_prefix}",
             "results_s3_uri": f"s3://{config.bucket}/{event_runs.results_prefix}",
+            "monitor_topic_arn": monitor.topic_arn,
         },
         "event_runs": event_runs.to_dict(),
+        "monitor": monitor.to_dict(),
         "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
                     "parts": list(dataset_parts(config))} if uploaded else None,
         "capture_restored": vars(restored),
@@ -506,6 +509,23 @@ def _deploy_event_runs(session, config: StackConfig, resources, progress: Progre
     return deploy_event_runs(
         session, prefix=config.prefix, bucket=config.bucket, state_machine_arn=resources.state_machine_arn,
         events_role_arn=local_target.EVENTS_ROLE_ARN, writer_role_arn=local_target.LAMBDA_ROLE_ARN,
+        progress=progress, sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
+    )
+
+
+def _deploy_monitor(session, config: StackConfig, model_dir: Path, progress: Progress):
+    """The scheduled drift monitor, its alarms and topic (deploy/monitoring.py, as on AWS), with the served
+    model's baseline; alarms evaluated every LOCAL_ALARM_PERIOD_S (LocalStack evaluates once a period)."""
+    import json
+
+    from deploy import monitoring
+
+    baseline_path = model_dir / "baseline.json"
+    settings = monitoring.MonitorSettings(prefix=config.prefix, bucket=config.bucket, endpoint_name=config.endpoint_name,
+                                          threshold=config.threshold, alarm_period_s=monitoring.LOCAL_ALARM_PERIOD_S)
+    return monitoring.deploy_monitor(
+        session, settings, role_arn=local_target.LAMBDA_ROLE_ARN,
+        baseline=json.loads(baseline_path.read_text()) if baseline_path.is_file() else None,
         progress=progress, sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
     )
 
