@@ -4,6 +4,7 @@ lists them and `scones destroy` leaves none."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -160,3 +161,20 @@ def test_no_reserved_concurrency_with_zero(options, session):
     run_deploy(options, session)
     reply = session.client("lambda").get_function_concurrency(FunctionName="sct-classifyImage")
     assert "ReservedConcurrentExecutions" not in reply
+
+
+def test_status_target_aws_shows_autoscaling_alarm_states_and_monitor_runs(options, session, monkeypatch):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    run_deploy(options, session)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7MOTOXYZ")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "moto-secret")
+    result = CliRunner().invoke(main, ["status", "--target", "aws", "--state-dir", str(options.state_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"autoscaling {RESOURCE_ID}: 1-3 instances" in result.output
+    assert "sct-invocations-per-instance (target 70)" in result.output and "reserved concurrency 15" in result.output
+    # (a new alarm is INSUFFICIENT_DATA on AWS, OK in moto: the state itself is not asserted)
+    assert re.search(r"alarm sct-drift: [A-Z_]+ \(DriftPValue LessThanThreshold 0.01\)", result.output)
+    assert "no monitor run yet" in result.output

@@ -90,6 +90,27 @@ def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_a
     assert {alarm["name"]: alarm["state"] for alarm in described["alarms"]}[names.drift_alarm] == "ALARM"
 
 
+def test_scones_monitor_scheduled_runs_the_deployed_function_of_the_recorded_stack(deployed, localstack, tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+    from harness.targets import local_record_path, write_record
+
+    session, settings, made = deployed
+    put_capture(session, settings, [[0.2, 0.8]] * 30, datetime.now(timezone.utc))   # sure of nothing
+    write_record(local_record_path(tmp_path), {
+        "target": "local", "prefix": settings.prefix, "monitor": made.to_dict(),
+        "outputs": {"region": local_target.REGION, "bucket": settings.bucket, "state_machine_arn": "-",
+                    "function_arns": {}, "endpoint_name": settings.endpoint_name,
+                    "capture_s3_uri": f"s3://{settings.bucket}/data_capture", "endpoint_urls": {"default": localstack.url}}})
+    result = CliRunner().invoke(main, ["monitor", "--scheduled", "--fail-on-drift", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 3, result.output
+    assert "30 new records in 3 files" in result.output and "below threshold 0.93: 30 (100.0%)" in result.output
+    assert "drift FAIL" in result.output and "ShareBelowThreshold=1" in result.output
+    poll(lambda: alarm_state(session, settings.names.share_alarm) == "ALARM", ALARM_DEADLINE_S, 0.5,
+         "the below-threshold alarm to fire")
+
+
 def test_the_monitor_runs_on_an_hourly_schedule_rule(deployed):
     session, settings, made = deployed
     events = session.client("events")
