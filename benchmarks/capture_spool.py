@@ -1,4 +1,4 @@
-"""Cost of durable data capture (local_model/capture.py's disk spool), and of re-seeding S3 at `scones up`.
+"""Cost of durable data capture (harness/serving/capture.py's disk spool), and of re-seeding S3 at `scones up`.
 
     .venv/bin/python benchmarks/capture_spool.py throughput [--model DIR] [--seconds 5] [--clients 8] [--repeats 3]
     .venv/bin/python benchmarks/capture_spool.py record-cost [--records 5000] [--repeats 5]
@@ -6,7 +6,7 @@
 
 throughput: the endpoint (`scones serve` as a subprocess, as the local stack runs it) under N
 closed-loop keep-alive clients, in rounds that alternate capture off / capture on with the
-in-memory writer from before the spool (git show BEFORE:local_model/capture.py, put in place of
+in-memory writer from before the spool (git show BEFORE:harness/serving/capture.py, put in place of
 today's writer with a sitecustomize in the server's process) / capture on with today's spooled
 writer, all at 100% sampling to a moto S3 server on 127.0.0.1. Target (issue 12): the spool
 costs <= 5% throughput against the memory writer.
@@ -37,9 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import settings  # noqa: E402
-from harness.endpoint import EndpointServer, free_port  # noqa: E402
-from local_model.capture import CaptureConfig, CapturedInvocation, CaptureWriter  # noqa: E402
+from scones import settings  # noqa: E402
+from scones.harness.endpoint import EndpointServer, free_port  # noqa: E402
+from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter  # noqa: E402
 from endpoint import load_images, load_server, start_s3  # noqa: E402  (benchmarks/endpoint.py, beside this script)
 
 BEFORE = "da9a27b"   # the last commit with the in-memory capture writer
@@ -47,7 +47,7 @@ ENDPOINT = "bench-capture"
 
 
 def resolve_model(explicit: str | None) -> Path:
-    from harness.models import ensure_model
+    from scones.harness.models import ensure_model
 
     return Path(explicit) if explicit else Path(ensure_model())
 
@@ -55,7 +55,7 @@ def resolve_model(explicit: str | None) -> Path:
 SITECUSTOMIZE = '''
 import importlib.util, sys
 sys.path.insert(0, {root!r})
-import local_model.capture as today
+import scones.harness.serving.capture as today
 spec = importlib.util.spec_from_file_location("capture_in_memory", {old!r})
 old = sys.modules["capture_in_memory"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(old)
@@ -71,7 +71,7 @@ today.CaptureWriter = InMemoryWriter
 
 
 def in_memory_writer_env(work: Path) -> dict[str, str]:
-    old_source = subprocess.run(["git", "show", f"{BEFORE}:local_model/capture.py"], cwd=ROOT, check=True,
+    old_source = subprocess.run(["git", "show", f"{BEFORE}:harness/serving/capture.py"], cwd=ROOT, check=True,
                                 capture_output=True, text=True).stdout
     (work / "capture_in_memory.py").write_text(old_source)
     (work / "sitecustomize.py").write_text(SITECUSTOMIZE.format(root=str(ROOT), old=str(work / "capture_in_memory.py")))
@@ -154,7 +154,7 @@ def old_capture_module(work: Path):
 def record_cost(args) -> None:
     """Per record, in this process: what submit() takes on the request path, and all the CPU capture uses
     (submit + encode + spool write + sync + upload to a no-op S3), before and today, alternating."""
-    import local_model.capture as today
+    import scones.harness.serving.capture as today
 
     class NoS3:
         def put_object(self, **_):
@@ -207,7 +207,7 @@ def write_archive(spool: Path, bucket: str, prefix: str, endpoint: str, records:
 
 
 def restore(args) -> None:
-    from deploy import local as local_target
+    from scones.deploy import local as local_target
 
     model = resolve_model(args.model)
     shared = settings.state_dir()
@@ -223,7 +223,7 @@ def restore(args) -> None:
                   args.records, args.per_file)
 
     def scones(*command: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", *command], env=env,
+        result = subprocess.run([sys.executable, "-c", "from scones.harness.cli import main; main()", *command], env=env,
                                 capture_output=True, text=True, timeout=900, cwd=ROOT)
         if result.returncode != 0:
             sys.exit(f"scones {' '.join(command)} failed:\n{result.stderr}")
@@ -246,7 +246,7 @@ def restore(args) -> None:
         print(f"the same after down + up (--no-data): {time.perf_counter() - began:.1f} s wall, restore step "
               f"{json.loads((state / 'local' / 'stack.json').read_text())['capture_restored']['seconds']:.2f} s")
     finally:
-        subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", "down"], env=env,
+        subprocess.run([sys.executable, "-c", "from scones.harness.cli import main; main()", "down"], env=env,
                        capture_output=True, timeout=300, cwd=ROOT)
         shutil.rmtree(state, ignore_errors=True)
 

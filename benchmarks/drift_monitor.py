@@ -44,23 +44,23 @@ mode = sys.argv[1]
 started = time.perf_counter()
 if mode == "function":
     from datetime import datetime, timezone
-    from lambdas import drift_monitor
+    from scones.lambdas import drift_monitor
     summary = drift_monitor.run(drift_monitor.MonitorSettings.from_environment(), drift_monitor.Trigger("benchmark", None),
                                 "bench", datetime.now(timezone.utc))
     records, status = summary["records"], summary["drift"]["status"]
 elif mode == "scones-monitor":
     import tempfile
-    from harness import monitor
+    from scones.harness import monitor
     summary = monitor.monitor(os.environ["CAPTURE_S3_URI"], tempfile.mkdtemp(), baseline_path=os.environ["BASELINE_FILE"])
     records, status = summary["records"], summary["drift"]["status"]
 else:
-    from harness import monitor
-    from lambdas.drift import checked_baseline
+    from scones.harness import monitor
+    from scones.lambdas.drift import checked_baseline
     capture = monitor.read_capture(os.environ["CAPTURE_S3_URI"])
     baseline = checked_baseline(json.load(open(os.environ["BASELINE_FILE"])), "baseline")
     started = time.perf_counter()   # the tests alone, on records already parsed
     if mode == "tests-stdlib":
-        from lambdas.drift import check_drift
+        from scones.lambdas.drift import check_drift
         status = check_drift(capture.records, baseline)["status"]
     else:
         import warnings
@@ -117,7 +117,7 @@ def main() -> None:
 
     import boto3
 
-    from deploy.monitoring import MONITOR_FUNCTION, MonitorSettings
+    from scones.deploy.monitoring import MONITOR_FUNCTION, MonitorSettings
     from test_monitor_capture import baseline_from, synthetic_test_set
 
     port = free_port()

@@ -12,14 +12,14 @@ Measures, on this machine:
 - memory (RSS) of the whole stack: LocalStack + Lambda environments + endpoint server.
 Baselines, same LocalStack, same run: a three-Pass-state machine (the floor of Step Functions
 itself) and a direct warm Lambda invoke (the floor of one Lambda hop).
-Polling: executions are waited for with harness.executions (first poll after --poll-interval,
+Polling: executions are waited for with scones.harness.executions (first poll after --poll-interval,
 2 ms by default as in the first figures, then 1.2x longer each time). Every describe_execution is
 a request LocalStack serves on the same interpreter (one GIL, 2 cores here) as the execution it
 describes, so fast polling slows what it measures a little: the workflow is also timed polled
 as `scones run` polls (first poll after 10 ms) to show that observer cost in the same run.
 Before/after: last, the stack is brought up again with our pinned LocalStack patches off
 (harness/lambda_executor: sfn_client_cache, sfn_definition_cache, lambda_threads; see
-harness.localstack.PATCH_SWITCHES) and the workflow timed the same way (--no-patches-off skips
+scones.harness.localstack.PATCH_SWITCHES) and the workflow timed the same way (--no-patches-off skips
 it). The executor itself is not switchable: `benchmarks/lambda_executor.py
 --baseline-checkout DIR` compares it with an older executor in one run.
 Targets (issue 5): up <= 10 s, warm p50 <= 100 ms. Figures are printed, never asserted.
@@ -39,10 +39,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import settings, stack  # noqa: E402
-from harness.executions import percentile, run_executions  # noqa: E402
-from harness.localstack import PATCH_SWITCHES  # noqa: E402
-from harness.targets import load_target  # noqa: E402
+from scones import settings
+from scones.harness import stack  # noqa: E402
+from scones.harness.executions import percentile, run_executions  # noqa: E402
+from scones.harness.localstack import PATCH_SWITCHES  # noqa: E402
+from scones.harness.targets import load_target  # noqa: E402
 
 CLI_POLL_S = inspect.signature(run_executions).parameters["poll_interval"].default  # as `scones run` polls
 FAST_POLL_S = 0.002
@@ -58,7 +59,7 @@ PASS_MACHINE = {
 def scones(*args: str, env: dict | None = None) -> float:
     """Run the scones CLI as a user would; return its wall time in seconds."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", *args], check=True, cwd=ROOT,
+    subprocess.run([sys.executable, "-c", "from scones.harness.cli import main; main()", *args], check=True, cwd=ROOT,
                    env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
@@ -139,8 +140,8 @@ def main() -> None:
 
     if not args.skip_up:
         # Warm the venvs and the model first: the target is about starting, not installing or training.
-        from harness.localstack import LocalStack
-        from harness.models import ensure_model
+        from scones.harness.localstack import LocalStack
+        from scones.harness.models import ensure_model
 
         LocalStack(state_dir).ensure_venv()
         if not os.environ.get(settings.MODEL_DIR):  # else `scones up` serves that model

@@ -9,7 +9,7 @@ posting real 32x32 test PNGs to POST /invocations, the container contract every 
   1. a survey of `scones serve` layouts (a subprocess, as the local stack runs it): inference
      threads x torch threads, and our opt-in dynamic batching (max batch size, max batch delay);
   2. the HTTP stack's own floor: the default and batching layouts serving the tiny stub model
-     (local_model/serving_stub.py), so model compute and server overhead can be told apart;
+     (harness/serving/stub.py), so model compute and server overhead can be told apart;
   3. rounds alternating, so drifting load hits all alike: the limit (the model's handlers called
      directly in this process, one request per predict_fn call and batched); scones serve as the
      container serves (the default: no batching); scones serve with our opt-in batching; the real
@@ -42,10 +42,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, for direct predict (the server sets its own)
 
-from harness import settings  # noqa: E402
-from harness.endpoint import EndpointServer, free_port  # noqa: E402
-from local_model.capture import CaptureConfig  # noqa: E402
-from harness.toolkit_endpoint import ToolkitEndpoint  # noqa: E402
+from scones import settings  # noqa: E402
+from scones.harness.endpoint import EndpointServer, free_port  # noqa: E402
+from scones.harness.serving.capture import CaptureConfig  # noqa: E402
+from scones.harness.toolkit_endpoint import ToolkitEndpoint  # noqa: E402
 
 ENDPOINT = "bench-endpoint"
 
@@ -65,7 +65,7 @@ def build_untrained_model(out_dir: Path) -> Path:
 
     import torch
 
-    from local_model import network
+    from scones.local_model import network
 
     root = Path(__file__).resolve().parent.parent / "local_model"
     weights = io.BytesIO()
@@ -87,10 +87,10 @@ def resolve_model(explicit: str | None, stub: bool, untrained: bool = False) -> 
     if untrained:
         return build_untrained_model(settings.state_dir() / "bench" / "untrained-model")
     if stub:
-        from local_model.serving_stub import build_stub_model
+        from scones.harness.serving.stub import build_stub_model
 
         return build_stub_model(settings.state_dir() / "bench" / "stub-model")
-    from harness.models import ensure_model
+    from scones.harness.models import ensure_model
 
     return ensure_model()
 
@@ -105,7 +105,7 @@ def direct_predict(model_path: Path, images: list[bytes], seconds: float, worker
 
     import torch
 
-    from local_model.serving_handlers import load_model, unpack_model
+    from scones.harness.serving.handlers import load_model, unpack_model
 
     torch.set_num_threads(torch_threads)
     source = model_path if model_path.suffix == ".gz" else model_path / "model.tar.gz"
@@ -314,7 +314,7 @@ TOOLKIT_CONFIGS = (("as the image runs it", {}), ("OMP_NUM_THREADS=1", {"OMP_NUM
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model dir or model.tar.gz (default: harness.models.ensure_model())")
+    parser.add_argument("--model", help="model dir or model.tar.gz (default: scones.harness.models.ensure_model())")
     parser.add_argument("--stub", action="store_true", help="use the tiny stand-in model instead of the trained one")
     parser.add_argument("--untrained", action="store_true",
                         help="the product's network and handlers with untrained weights (no training wait)")
@@ -358,7 +358,7 @@ def main() -> None:
     # 2. The HTTP stack's own floor: the same layouts serving a model that costs almost nothing.
     stub_rows = []
     if not args.stub and not args.no_stub_floor:
-        from local_model.serving_stub import build_stub_model
+        from scones.harness.serving.stub import build_stub_model
 
         stub_model = build_stub_model(settings.state_dir() / "bench" / "stub-model")
         for layout in dict.fromkeys((args.default_layout, args.batching)):

@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import settings  # noqa: E402
-from harness.executions import percentile  # noqa: E402
-from harness.targets import load_target  # noqa: E402
-from lambdas.config import CLASSES  # noqa: E402
-from lambdas.run_results import result_key  # noqa: E402
+from scones import settings  # noqa: E402
+from scones.harness.executions import percentile  # noqa: E402
+from scones.harness.targets import load_target  # noqa: E402
+from scones.lambdas.config import CLASSES  # noqa: E402
+from scones.lambdas.run_results import result_key  # noqa: E402
 
 DEADLINE_S = 60.0
 

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from local_model import inference
+    from scones.local_model import inference
 
     with tempfile.TemporaryDirectory() as folder:
         bomb, small = Path(folder) / "bomb.png", Path(folder) / "small.png"

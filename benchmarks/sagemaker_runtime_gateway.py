@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
 
-from harness import settings, stack  # noqa: E402
-from harness.executions import percentile, run_executions  # noqa: E402
-from harness.targets import load_target  # noqa: E402
+from scones import settings
+from scones.harness import stack  # noqa: E402
+from scones.harness.executions import percentile, run_executions  # noqa: E402
+from scones.harness.targets import load_target  # noqa: E402
 
 CLASSIFY = "classifyImage"
 

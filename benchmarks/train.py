@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train.py [--data DIR] [--out DIR] [--skip-baseline]
 
-Trains (through `harness.models.train_model`, i.e. train.py as a SageMaker training job runs it;
+Trains (through `scones.harness.models.train_model`, i.e. train.py as a SageMaker training job runs it;
 --toolkit-python PYTHON runs the job with AWS's sagemaker-training toolkit instead of our port):
   1. baseline: a plain small CNN, no augmentation, no test-time augmentation;
   2. the default model: exactly what `scones train` / ensure_model() train.
@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # latency on this shared machine was ~96 ms p50 against ~1.5 ms with 1 thread.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from deploy import sagemaker as sm  # noqa: E402
-from harness import models, settings  # noqa: E402
-from local_model.serving_handlers import extract_tar  # noqa: E402
+from scones.deploy import sagemaker as sm  # noqa: E402
+from scones.harness import models  # noqa: E402
+from scones import settings
+from scones.harness.serving.handlers import extract_tar  # noqa: E402
 
 BASELINE = {"arch": "small-cnn", "widths": [32, 64], "epochs": 15, "batch_size": 32, "lr": 0.02,
             "augment": False, "flip_tta": False}

@@ -31,8 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import settings  # noqa: E402
-from local_model import inference, network, train  # noqa: E402
+from scones import settings  # noqa: E402
+from scones.local_model import inference, network, train  # noqa: E402
 
 TRAIN_SCRIPT = ROOT / "local_model" / "train.py"
 HOLDOUT_EVERY = 5

@@ -26,14 +26,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError as BotocoreConnectionError, HTTPClientError
 
-from deploy import aws_operations, event_runs
-from deploy import iam as iam_roles
-from deploy import record as records
-from deploy import monitoring
-from deploy import sagemaker as sm
-from deploy import scaling
-from deploy.waiting import DeployError, Progress
-from deploy.workflow import (
+from scones.deploy import aws_operations, event_runs
+from scones.deploy import iam as iam_roles
+from scones.deploy import record as records
+from scones.deploy import monitoring
+from scones.deploy import sagemaker as sm
+from scones.deploy import scaling
+from scones.deploy.waiting import DeployError, Progress
+from scones.deploy.workflow import (
     WorkflowResources,
     dataset_files,
     deploy_workflow,
@@ -42,7 +42,7 @@ from deploy.workflow import (
     state_machine_name,
     upload_dataset,
 )
-from harness import settings
+from scones import settings
 
 DEFAULT_PREFIX = "scones"
 DEFAULT_THRESHOLD = 0.93

@@ -10,15 +10,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploy import iam as iam_roles
-from deploy import monitoring, scaling
-from deploy.waiting import DeployError, Progress
-from deploy.workflow import function_name
-from lambdas import drift_monitor
-from lambdas.drift import checked_baseline
+from scones.deploy import iam as iam_roles
+from scones.deploy import monitoring, scaling
+from scones.deploy.waiting import DeployError, Progress
+from scones.deploy.workflow import function_name
+from scones.lambdas import drift_monitor
+from scones.lambdas.drift import checked_baseline
 
 if TYPE_CHECKING:
-    from deploy.aws import Context, DeployOptions
+    from scones.deploy.aws import Context, DeployOptions
 
 CLASSIFIER = "classifyImage"
 

@@ -21,11 +21,11 @@ from typing import Callable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
-from deploy.packaging import FunctionSpec, build_zip
-from deploy.waiting import Progress
-from deploy.workflow import ensure_function, function_name
-from lambdas import config as lambda_config
-from lambdas.run_results import DETAIL_TYPE, FINISHED_STATUSES
+from scones.deploy.packaging import FunctionSpec, build_zip
+from scones.deploy.waiting import Progress
+from scones.deploy.workflow import ensure_function, function_name
+from scones.lambdas import config as lambda_config
+from scones.lambdas.run_results import DETAIL_TYPE, FINISHED_STATUSES
 
 INTAKE_PREFIX = "incoming/"
 RESULTS_PREFIX = lambda_config.DEFAULT_RESULTS_PREFIX

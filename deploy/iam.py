@@ -12,7 +12,7 @@ from typing import Callable
 
 from botocore.exceptions import ClientError
 
-from deploy.waiting import DeployError, Progress
+from scones.deploy.waiting import DeployError, Progress
 
 POLICY_NAME = "scones-least-privilege"
 VERSION = "2012-10-17"

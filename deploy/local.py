@@ -61,7 +61,7 @@ def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: 
     import urllib.error
     import urllib.request
 
-    from harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
+    from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
 
     url = f"{localstack}{SAGEMAKER_ENDPOINTS_PATH}/{endpoint_name}"
     request = urllib.request.Request(url, data=json.dumps({"url": endpoint_server_url}).encode(), method="PUT",

@@ -24,13 +24,13 @@ from typing import Any, Callable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
-from deploy.event_runs import allow_rule_to_invoke
-from deploy.packaging import FunctionSpec, build_zip
-from deploy.waiting import DeployError, Progress
-from deploy.workflow import ensure_function, function_name
-from lambdas import config as lambda_config
-from lambdas import drift_monitor
-from lambdas.drift import DEFAULT_ALPHA
+from scones.deploy.event_runs import allow_rule_to_invoke
+from scones.deploy.packaging import FunctionSpec, build_zip
+from scones.deploy.waiting import DeployError, Progress
+from scones.deploy.workflow import ensure_function, function_name
+from scones.lambdas import config as lambda_config
+from scones.lambdas import drift_monitor
+from scones.lambdas.drift import DEFAULT_ALPHA
 
 DEFAULT_SCHEDULE = "rate(1 hour)"
 MONITOR_PREFIX = "monitoring/"

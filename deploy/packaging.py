@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambdas import config as lambda_config
+from scones.lambdas import config as lambda_config
 
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
 PACKAGE_NAME = "lambdas"

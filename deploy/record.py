@@ -2,7 +2,7 @@
 
 It lives at <state>/aws/deploy-record.json. A re-run reads it to resume (a recorded training
 job is waited for, never started twice); `scones destroy` deletes exactly what it lists; and
-harness.targets.load_target("aws") reads its "outputs" (the same keys the local stack writes).
+scones.harness.targets.load_target("aws") reads its "outputs" (the same keys the local stack writes).
 Writes are atomic (temp file + os.replace), so an interrupted deploy never leaves half a record.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import settings
+from scones import settings
 
 RECORD_VERSION = 1
 OUTPUT_KEYS = ("region", "bucket", "state_machine_arn", "function_arns", "endpoint_name", "capture_s3_uri")

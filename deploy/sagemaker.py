@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 from botocore.exceptions import ClientError
 
-from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
+from scones.deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 # --- the maintained table -------------------------------------------------------------------
 # PyTorch Deep Learning Containers: the registries of the sagemaker SDK's

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
 
-from deploy.sagemaker import VARIANT_NAME
-from deploy.waiting import DeployError, Progress
+from scones.deploy.sagemaker import VARIANT_NAME
+from scones.deploy.waiting import DeployError, Progress
 
 SERVICE_NAMESPACE = "sagemaker"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"

@@ -19,9 +19,9 @@ from typing import Callable, Iterable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
-from deploy.packaging import RUNTIME as DEFAULT_RUNTIME
-from deploy.packaging import code_sha256
-from deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
+from scones.deploy.packaging import RUNTIME as DEFAULT_RUNTIME
+from scones.deploy.packaging import code_sha256
+from scones.deploy.waiting import DeployError, Progress, poll_until, retry_while_role_propagates
 
 DEFAULT_TIMEOUT_S = 30
 DEFAULT_MEMORY_MB = 256
@@ -215,17 +215,17 @@ def deploy_workflow(
 ) -> WorkflowResources:
     """Create or update the three Lambdas and the state machine that chains them.
 
-    functions/build_zip/render_definition default to deploy.packaging and state_machine.render
+    functions/build_zip/render_definition default to scones.deploy.packaging and scones.state_machine.render
     (the very artifacts every target runs); tests may pass their own (packaging.FunctionSpec
     instances: their environment_values() give each function's own variables).
     """
     if functions is None or build_zip is None:
-        from deploy import packaging
+        from scones.deploy import packaging
 
         functions = packaging.FUNCTIONS if functions is None else functions
         build_zip = packaging.build_zip if build_zip is None else build_zip
     if render_definition is None:
-        from state_machine.render import render_definition
+        from scones.state_machine.render import render_definition
 
     specs = list(functions)
 

@@ -15,19 +15,19 @@ import os
 import click
 
 COMMANDS = {
-    "stage": "harness.commands.data:stage",
-    "train": "harness.commands.model:train",
-    "serve": "harness.commands.endpoint:serve",
-    "up": "harness.commands.local:up",
-    "run": "harness.commands.local:run",
-    "status": "harness.commands.local:status",
-    "down": "harness.commands.local:down",
-    "deploy": "harness.commands.aws:deploy",
-    "destroy": "harness.commands.aws:destroy",
-    "evaluate": "harness.commands.monitoring:evaluate",
-    "monitor": "harness.commands.monitoring:monitor",
-    "report": "harness.commands.monitoring:report",
-    "results": "harness.commands.results:results",
+    "stage": "scones.harness.commands.data:stage",
+    "train": "scones.harness.commands.model:train",
+    "serve": "scones.harness.commands.endpoint:serve",
+    "up": "scones.harness.commands.local:up",
+    "run": "scones.harness.commands.local:run",
+    "status": "scones.harness.commands.local:status",
+    "down": "scones.harness.commands.local:down",
+    "deploy": "scones.harness.commands.aws:deploy",
+    "destroy": "scones.harness.commands.aws:destroy",
+    "evaluate": "scones.harness.commands.monitoring:evaluate",
+    "monitor": "scones.harness.commands.monitoring:monitor",
+    "report": "scones.harness.commands.monitoring:report",
+    "results": "scones.harness.commands.results:results",
 }
 DEBUG_ENV = "SCONES_DEBUG"
 LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `scones up` starts or repairs it"
@@ -53,7 +53,7 @@ def describe(error: Exception) -> str:
 
 
 def _describe_aws(error, boto) -> str:
-    from deploy.aws import UNREACHABLE_ERRORS, is_local_endpoint
+    from scones.deploy.aws import UNREACHABLE_ERRORS, is_local_endpoint
 
     if isinstance(error, boto.ProxyConnectionError):
         return (f"AWS cannot be reached: the proxy {error.kwargs.get('proxy_url')} refused the connection "

@@ -24,8 +24,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import settings as harness_settings
-from local_model.capture import CaptureConfig
+from scones import settings as harness_settings
+from scones.harness.serving.capture import CaptureConfig
 
 DEFAULT_ENDPOINT_NAME = "scones-classifier"
 
@@ -53,14 +53,14 @@ class EndpointServer:
     # torch intra-op threads. None: 1 in a subprocess (the measured best, see benchmarks/endpoint.py), and
     # untouched in thread mode, where torch.set_num_threads would change the whole host process.
     torch_threads: int | None = None
-    # scones' opt-in dynamic batching (local_model/server.py); 1: one request per predict_fn call, as the container.
+    # scones' opt-in dynamic batching (harness/serving/server.py); 1: one request per predict_fn call, as the container.
     max_batch_size: int = 1
     max_batch_delay_ms: float = 0.0
     invoke_timeout_s: float | None = None    # thread mode: the runtime API's wait for the handlers (None: AWS's 60 s)
     env: dict[str, str | None] = field(default_factory=dict)   # extra environment for a subprocess; None unsets
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning; a subprocess takes flush_interval_s
     log_path: str | os.PathLike | None = None            # subprocess output; under the state dir when None
-    # Where capture records are spooled before upload and archived after (local_model/capture.py);
+    # Where capture records are spooled before upload and archived after (harness/serving/capture.py);
     # None: a temporary folder of this server's own.
     capture_spool: str | os.PathLike | None = None
     http: str = "auto"                                   # uvicorn HTTP parser: auto, h11, httptools
@@ -95,7 +95,7 @@ class EndpointServer:
     def _start_thread(self) -> None:
         import uvicorn
 
-        from local_model.server import EndpointSettings, create_app
+        from scones.harness.serving.server import EndpointSettings, create_app
 
         self._app = create_app(EndpointSettings(
             model=str(self.model), endpoint_name=self.endpoint_name, variant_name=self.variant_name,
@@ -118,7 +118,7 @@ class EndpointServer:
         self._thread.start()
 
     def _start_subprocess(self) -> None:
-        command = [sys.executable, "-m", "harness.commands.endpoint", "--model", str(self.model),
+        command = [sys.executable, "-m", "scones.harness.commands.endpoint", "--model", str(self.model),
                    "--endpoint-name", self.endpoint_name, "--variant-name", self.variant_name,
                    "--host", self.host, "--port", str(self.port),
                    "--torch-threads", str(self.torch_threads or 1), "--http", self.http, "--loop", self.loop,
@@ -205,7 +205,7 @@ class EndpointServer:
             return json.loads(reply.read())
 
     def inference_status(self) -> dict:
-        """Requests, batches and the largest batch served so far (see local_model/server.py)."""
+        """Requests, batches and the largest batch served so far (see harness/serving/server.py)."""
         with urllib.request.urlopen(f"{self.url}/inference/status", timeout=5) as reply:
             return json.loads(reply.read())
 

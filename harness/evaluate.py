@@ -69,7 +69,7 @@ class Evaluation:
 
 
 def row_for(result) -> dict[str, Any]:
-    """One table row from an ExecutionResult of harness.executions."""
+    """One table row from an ExecutionResult of scones.harness.executions."""
     return {
         "key": result.key,
         "true_class": true_class(result.key),
@@ -118,9 +118,9 @@ def confusion(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 def evaluate(target, n: int | None = 20, seed: int | None = None, concurrency: int = 4,
              progress: Callable[[Any], None] | None = None, keys: list[str] | None = None,
              run=None) -> Evaluation:
-    """Run `n` random test images through the workflow of `target` (see harness.targets)."""
+    """Run `n` random test images through the workflow of `target` (see scones.harness.targets)."""
     if run is None:
-        from harness.executions import run_executions as run
+        from scones.harness.executions import run_executions as run
     if keys is None:
         keys = test_image_keys(target.client("s3"), target.bucket)
     cases = make_test_cases(keys, target.bucket, n, seed)

@@ -34,8 +34,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import settings
-from harness.lambda_executor.names import (
+from scones import settings
+from scones.harness.lambda_executor.names import (
     CLIENT_CACHE_ENV,
     DEFINITION_CACHE_ENV,
     ENTRY_POINT,
@@ -48,8 +48,8 @@ from harness.lambda_executor.names import (
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
 )
-from harness.lambda_executor import sandbox
-from harness.lambda_executor.runtimes import PYTHON_RUNTIMES
+from scones.harness.lambda_executor import sandbox
+from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566

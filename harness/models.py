@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from deploy import sagemaker as sm
-from harness import settings
+from scones.deploy import sagemaker as sm
+from scones import settings
 
 MODEL_CODE_DIR = settings.PROJECT_ROOT / "local_model"
 TRAIN_SCRIPT = MODEL_CODE_DIR / "train.py"
@@ -254,7 +254,7 @@ def _unpack_source(base: Path) -> Path:
     code_dir = base / "code"
     code_dir.mkdir(exist_ok=True)
     submit = json.loads(json.loads((base / "input" / "config" / "hyperparameters.json").read_text())["sagemaker_submit_directory"])
-    from local_model.serving_handlers import extract_tar  # Debian 12's Python 3.11.2 has no filter=
+    from scones.harness.serving.handlers import extract_tar  # Debian 12's Python 3.11.2 has no filter=
 
     with tarfile.open(submit, mode="r:gz") as archive:
         extract_tar(archive, code_dir)

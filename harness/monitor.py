@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
-from lambdas.capture_records import CaptureProblem, CaptureRecord, parse_lines
-from lambdas.config import CLASSES as DEFAULT_CLASSES, DEFAULT_THRESHOLD
-from lambdas.drift import DEFAULT_ALPHA, check_drift, checked_baseline, class_counts
+from scones.lambdas.capture_records import CaptureProblem, CaptureRecord, parse_lines
+from scones.lambdas.config import CLASSES as DEFAULT_CLASSES, DEFAULT_THRESHOLD
+from scones.lambdas.drift import DEFAULT_ALPHA, check_drift, checked_baseline, class_counts
 
 CAPTURE_SUFFIXES = (".jsonl",)
 S3_READERS = 8                # parallel GetObject calls when reading capture from S3

@@ -10,7 +10,7 @@ LOCAL_SCALING_NOTE = "none on the local stack (LocalStack's free edition has no 
 
 def describe(target) -> dict[str, Any]:
     """{"autoscaling": {...} | None, "monitor": {...} | None, "note": str | None} for a loaded target."""
-    from deploy import aws_operations, monitoring
+    from scones.deploy import aws_operations, monitoring
 
     record = getattr(target, "record", None) or {}
     if getattr(target, "name", None) == "aws" and record:

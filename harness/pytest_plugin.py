@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import settings
+from scones import settings
 
 UPLOAD_PREFIX = "pytest-uploads"
 PROGRESS_PREFIX = "scones: "
@@ -108,7 +108,7 @@ def _progress_to_terminal(config):
 
 def _ours(error: Exception) -> bool:
     """An error that scones raised on purpose, whose message says what is wrong (a missing data dir included)."""
-    from harness.cli import OUR_PACKAGES
+    from scones.harness.cli import OUR_PACKAGES
 
     return type(error).__module__.split(".")[0] in OUR_PACKAGES or isinstance(error, FileNotFoundError)
 
@@ -131,18 +131,18 @@ def scones_target_name(pytestconfig) -> str:
 
 @pytest.fixture(scope="session")
 def scones_stack(pytestconfig, scones_target_name):
-    """The deployed workflow as a harness.targets.Target (clients, bucket, ARNs, endpoint name).
+    """The deployed workflow as a scones.harness.targets.Target (clients, bucket, ARNs, endpoint name).
 
     Local: attaches to a running stack (and leaves it up), else starts one and stops it at the
     end of the session. AWS: reads the deploy record; starts and stops nothing.
     """
-    from harness.targets import load_target
+    from scones.harness.targets import load_target
 
     if scones_target_name == "aws":
         yield load_target("aws")
         return
 
-    from harness import stack
+    from scones.harness import stack
 
     running = stack.status()
     if running["up"]:
@@ -195,7 +195,7 @@ def sagemaker_runtime_client(scones_stack):
 @pytest.fixture(scope="session")
 def run_workflow(scones_stack, stepfunctions_client):
     """run_workflow(key_or_input, timeout=120) -> ExecutionResult; the key is in the stack's bucket."""
-    from harness.executions import run_executions
+    from scones.harness.executions import run_executions
 
     def run(key_or_input, timeout: float = 120.0):
         [result] = run_executions(scones_stack, [key_or_input], timeout=timeout, client=stepfunctions_client)
@@ -207,7 +207,7 @@ def run_workflow(scones_stack, stepfunctions_client):
 @pytest.fixture(scope="session")
 def run_workflows(scones_stack, stepfunctions_client):
     """run_workflows(keys_or_inputs, concurrency=1) -> [ExecutionResult] in input order."""
-    from harness.executions import run_executions
+    from scones.harness.executions import run_executions
 
     def run(items, concurrency: int = 1, timeout: float = 120.0):
         return run_executions(scones_stack, list(items), concurrency=concurrency, timeout=timeout,

@@ -300,7 +300,7 @@ def missing_outcomes(views: list[ExecutionView], explicit: bool) -> list[str]:
 
 def workflow_views(target, execution_arns: Iterable[str] = ()) -> tuple[dict[str, Any], list[ExecutionView]]:
     """The target's ASL definition and one view per chosen execution (default: latest pass and fail)."""
-    from harness.executions import execution_history
+    from scones.harness.executions import execution_history
 
     sfn = target.client("stepfunctions")
     definition = json.loads(sfn.describe_state_machine(stateMachineArn=target.state_machine_arn)["definition"])
@@ -318,7 +318,7 @@ def workflow_views(target, execution_arns: Iterable[str] = ()) -> tuple[dict[str
 
 
 def load_evaluation(reports_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    from harness.evaluate import latest_evaluation
+    from scones.harness.evaluate import latest_evaluation
 
     path = latest_evaluation(reports_dir)
     return (path, json.loads(path.read_text())) if path else (None, None)
@@ -326,7 +326,7 @@ def load_evaluation(reports_dir: Path) -> tuple[Path | None, dict[str, Any] | No
 
 def load_monitoring(monitor_dir: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """monitor.json and its plots as data: URIs, if `scones monitor` has written them."""
-    from harness.monitor import PLOT_FILES, SUMMARY_FILE
+    from scones.harness.monitor import PLOT_FILES, SUMMARY_FILE
 
     summary_path = monitor_dir / SUMMARY_FILE
     if not summary_path.is_file():
@@ -389,7 +389,7 @@ def _operations(target) -> dict[str, Any] | None:
         return None
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from harness import operations
+    from scones.harness import operations
     try:
         return operations.describe(target)
     except (BotoCoreError, ClientError) as error:
@@ -399,5 +399,5 @@ def _operations(target) -> dict[str, Any] | None:
 def _drift_caption(monitoring: dict[str, Any] | None) -> str | None:
     if not monitoring:
         return None
-    from harness.monitor import drift_caption
+    from scones.harness.monitor import drift_caption
     return drift_caption(monitoring["drift"])

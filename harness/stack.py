@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from deploy import local as local_target
-from harness import settings
-from harness.targets import find_local_record, local_record_path, read_record, write_record
+from scones.deploy import local as local_target
+from scones import settings
+from scones.harness.targets import find_local_record, local_record_path, read_record, write_record
 
 Progress = Callable[[str], None]
 RECORD_VERSION = 1
@@ -111,7 +111,7 @@ class StackConfig:
     @classmethod
     def from_environment(cls, state_dir=None, data_dir=None, localstack_port=None, endpoint_port=None,
                          **overrides) -> "StackConfig":
-        """Each setting as harness/settings.py resolves it (argument, environment, project config, default)."""
+        """Each setting as scones/settings.py resolves it (argument, environment, project config, default)."""
         return cls(
             state_dir=settings.state_dir(state_dir),
             data_dir=settings.data_dir(data_dir),
@@ -130,7 +130,7 @@ class StackConfig:
 
     @property
     def capture_spool_dir(self) -> Path:
-        """The endpoint's capture spool and archive (local_model/capture.py): what re-seeds S3 at `up`."""
+        """The endpoint's capture spool and archive (harness/serving/capture.py): what re-seeds S3 at `up`."""
         return self.state_dir / "capture-spool" / self.endpoint_name
 
     @property
@@ -239,15 +239,15 @@ def _reap(pid: int) -> None:
 # ----------------------------------------------------------------------------- parts
 
 def _localstack(config: StackConfig):
-    from harness.localstack import LocalStack
+    from scones.harness.localstack import LocalStack
 
     return LocalStack(config.state_dir, config.localstack_port)
 
 
 def start_endpoint_server(config: StackConfig, model_dir: Path):
     """Start the endpoint server as a subprocess (it outlives `scones up`); does not wait for it."""
-    from harness.endpoint import EndpointServer
-    from local_model.capture import CaptureConfig
+    from scones.harness.endpoint import EndpointServer
+    from scones.harness.serving.capture import CaptureConfig
 
     if port_open(config.endpoint_port):
         raise StackError(f"port {config.endpoint_port} is already in use, so the endpoint server cannot bind it; "
@@ -265,7 +265,7 @@ def start_endpoint_server(config: StackConfig, model_dir: Path):
 def resolve_model(config: StackConfig, progress: Progress) -> Path:
     if config.model_dir is not None:
         return Path(config.model_dir).resolve()
-    from harness.models import ensure_model
+    from scones.harness.models import ensure_model
 
     progress("model: checking the cached model (trains on first use)")
     return Path(ensure_model(data_dir=config.data_dir, state_dir=config.state_dir, **config.hyperparameters))
@@ -466,7 +466,7 @@ def _wait_capture_uploaded(endpoint_url: str, progress: Progress) -> None:
 
 
 def _report_lambda_sandbox(progress: Progress) -> None:
-    from harness.lambda_executor import sandbox
+    from scones.harness.lambda_executor import sandbox
 
     caps = sandbox.capabilities()
     progress(f"lambda: {caps.describe()}")
@@ -477,12 +477,12 @@ def _report_lambda_sandbox(progress: Progress) -> None:
 def _preload_deploy_code() -> None:
     import importlib
 
-    for module in ("deploy.packaging", "deploy.workflow", "deploy.event_runs", "state_machine.render", "tqdm"):
+    for module in ("scones.deploy.packaging", "scones.deploy.workflow", "scones.deploy.event_runs", "scones.state_machine.render", "tqdm"):
         importlib.import_module(module)
 
 
 def _deploy(session, config: StackConfig, progress: Progress, stopping: threading.Event):
-    from deploy.workflow import deploy_workflow
+    from scones.deploy.workflow import deploy_workflow
 
     def pause(seconds: float) -> None:
         # LocalStack makes a function Active in about a second; poll it 10x as often as AWS needs.
@@ -504,7 +504,7 @@ def _deploy(session, config: StackConfig, progress: Progress, stopping: threadin
 def _deploy_event_runs(session, config: StackConfig, resources, progress: Progress):
     """Photos under incoming/ start the workflow, results land under results/ (deploy/event_runs.py, as on AWS).
     After the upload, which creates the bucket that sends the events."""
-    from deploy.event_runs import deploy_event_runs
+    from scones.deploy.event_runs import deploy_event_runs
 
     return deploy_event_runs(
         session, prefix=config.prefix, bucket=config.bucket, state_machine_arn=resources.state_machine_arn,
@@ -518,7 +518,7 @@ def _deploy_monitor(session, config: StackConfig, model_dir: Path, progress: Pro
     model's baseline; alarms evaluated every LOCAL_ALARM_PERIOD_S (LocalStack evaluates once a period)."""
     import json
 
-    from deploy import monitoring
+    from scones.deploy import monitoring
 
     baseline_path = model_dir / "baseline.json"
     settings = monitoring.MonitorSettings(prefix=config.prefix, bucket=config.bucket, endpoint_name=config.endpoint_name,
@@ -538,7 +538,7 @@ def dataset_parts(config: StackConfig) -> tuple[str, ...]:
 def _bucket_and_upload(session, config: StackConfig, progress: Progress):
     """The bucket (always: data capture writes there), the capture files S3 lost put back from the spool's
     archive (LocalStack's free edition keeps no data across restarts), then the dataset unless upload_data is off."""
-    from deploy.workflow import upload_dataset
+    from scones.deploy.workflow import upload_dataset
 
     local_target.ensure_bucket(session, config.bucket)
     restored = restore_capture(session, config, progress)
@@ -549,7 +549,7 @@ def _bucket_and_upload(session, config: StackConfig, progress: Progress):
 
 
 def restore_capture(session, config: StackConfig, progress: Progress):
-    from local_model.capture import restore_uploaded
+    from scones.harness.serving.capture import restore_uploaded
 
     report = restore_uploaded(config.capture_spool_dir, session.client("s3"), buckets=[config.bucket])
     if report.files:

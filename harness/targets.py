@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from harness import settings
+from scones import settings
 
 TARGETS = ("local", "aws")
 OUTPUT_KEYS = ("region", "bucket", "state_machine_arn", "function_arns", "endpoint_name", "capture_s3_uri")
@@ -113,7 +113,7 @@ def load_target(name: str = "local", state_dir: str | os.PathLike | None = None)
     if missing:
         raise TargetNotFound(f"{path} lacks outputs {', '.join(missing)}: deploy the {name} target again")
     if name == "local":
-        from deploy.local import EndpointSession, ACCESS_KEY_ID, SECRET_ACCESS_KEY
+        from scones.deploy.local import EndpointSession, ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
         urls = dict(outputs.get("endpoint_urls") or {})
         session = EndpointSession(

@@ -31,8 +31,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.endpoint import free_port
-from local_model.serving_handlers import unpack_model
+from scones.harness.endpoint import free_port
+from scones.harness.serving.handlers import unpack_model
 
 # Runs inside the toolkit venv (argv[1]: where to write the properties file).
 _LAUNCH = """

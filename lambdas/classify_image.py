@@ -6,9 +6,9 @@ import logging
 from botocore import exceptions as botocore_errors
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import clients, config
-from lambdas.errors import EndpointInvocationFailed, EndpointUnavailable
-from lambdas.events import ImageState, parse_inferences
+from . import clients, config
+from .errors import EndpointInvocationFailed, EndpointUnavailable
+from .events import ImageState, parse_inferences
 
 # What botocore's standard retry mode treats as transient on the wire (botocore/retries/standard.py).
 TRANSIENT_NETWORK_ERRORS = (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)

@@ -10,7 +10,7 @@ import functools
 import boto3
 from botocore.config import Config
 
-from lambdas import config
+from . import config
 
 _SAGEMAKER_RUNTIME_CONFIG = Config(
     connect_timeout=config.ENDPOINT_CONNECT_TIMEOUT_S,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from lambdas.errors import InvalidConfiguration
+from .errors import InvalidConfiguration
 
 # Environment variable names the functions read.
 ENDPOINT_NAME = "ENDPOINT_NAME"

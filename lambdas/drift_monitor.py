@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from lambdas import clients, config
-from lambdas.capture_records import CaptureProblem, CaptureRecord, parse_lines
-from lambdas.drift import DEFAULT_ALPHA, check_drift, checked_baseline, class_counts
-from lambdas.errors import InvalidConfiguration
+from . import clients, config
+from .capture_records import CaptureProblem, CaptureRecord, parse_lines
+from .drift import DEFAULT_ALPHA, check_drift, checked_baseline, class_counts
+from .errors import InvalidConfiguration
 
 LOOKBACK_HOURS = 2
 READERS = 8                    # parallel GetObject calls

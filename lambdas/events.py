@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lambdas.config import CLASSES
-from lambdas.errors import InvalidInferences, InvalidInput
+from .config import CLASSES
+from .errors import InvalidInferences, InvalidInput
 
 # softmax outputs sum to 1 up to float error; endpoints that round to 4 places stay within this.
 _SUM_TOLERANCE = 1e-3

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from lambdas import config
-from lambdas.errors import ThresholdConfidenceNotMet
-from lambdas.events import ImageState
+from . import config
+from .errors import ThresholdConfidenceNotMet
+from .events import ImageState
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)

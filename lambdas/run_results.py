@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from lambdas.config import CLASSES
-from lambdas.errors import InvalidInput
-from lambdas.events import ImageLocation, ImageState
+from .config import CLASSES
+from .errors import InvalidInput
+from .events import ImageLocation, ImageState
 
 DETAIL_TYPE = "Step Functions Execution Status Change"
 FINISHED_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")

@@ -7,11 +7,11 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import clients
-from lambdas.config import CLASSES, STATE_PAYLOAD_LIMIT_BYTES
-from lambdas.errors import ImageNotFound, ImageReadFailed, NotAnImage, PayloadTooLarge
-from lambdas.events import ImageLocation, ImageState
-from lambdas.images import describe_formats, describe_start, image_format
+from . import clients
+from .config import CLASSES, STATE_PAYLOAD_LIMIT_BYTES
+from .errors import ImageNotFound, ImageReadFailed, NotAnImage, PayloadTooLarge
+from .events import ImageLocation, ImageState
+from .images import describe_formats, describe_start, image_format
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)

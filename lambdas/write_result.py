@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from lambdas import clients, config
-from lambdas.run_results import ExecutionFinished, RunResult, result_key
+from . import clients, config
+from .run_results import ExecutionFinished, RunResult, result_key
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)

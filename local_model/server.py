@@ -3,7 +3,7 @@
 - Container contract (what SageMaker calls inside the instance), as the SageMaker PyTorch
   inference toolkit answers it under TorchServe: GET /ping answers 200 {"status": "Healthy"} once
   the model is loaded (503 before: ours); POST /invocations runs the handlers as the toolkit's
-  Transformer does (local_model/serving_handlers.py) and answers a failure with its status
+  Transformer does (harness/serving/handlers.py) and answers a failure with its status
   (500 unless the handler raised a toolkit error with its own), the body "<message>\n<traceback>"
   and no Content-Type.
 - Runtime API (what boto3's sagemaker-runtime client sends, e.g. with
@@ -57,8 +57,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from local_model.capture import CaptureConfig, CapturedInvocation, CaptureWriter
-from local_model.serving_handlers import LoadedModel, error_body, load_model, status_of, unpack_model
+from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter
+from scones.harness.serving.handlers import LoadedModel, error_body, load_model, status_of, unpack_model
 
 log = logging.getLogger("scones.endpoint")
 

@@ -1,6 +1,6 @@
 """A stand-in model.tar.gz in the SageMaker layout, for endpoint tests and benchmarks.
 
-The trained model (harness.models.ensure_model) takes a minute or more to build; tests of the
+The trained model (scones.harness.models.ensure_model) takes a minute or more to build; tests of the
 serving contract only need *a* model that follows the same layout: weights at the top of the
 archive plus code/inference.py with model_fn/input_fn/predict_fn/output_fn. The network here is
 a tiny seeded CNN, so its answers are deterministic but meaningless.

@@ -105,7 +105,7 @@ def fetch(url: str, *, cache_dir: str | os.PathLike | None = None, md5: str | No
     from tqdm import tqdm
 
     if cache_dir is None:
-        from harness.settings import state_dir
+        from scones.settings import state_dir
 
         cache_dir = state_dir() / "downloads"
     cache_dir = Path(cache_dir)

@@ -6,7 +6,7 @@ from typing import Callable
 
 import pytest
 
-from harness.endpoint import free_port
+from scones.harness.endpoint import free_port
 from support import FakeSageMakerRuntime, LambdaContext, load_event, running_localstack
 
 # An example user project, run from a copy outside the clone by tests/test_user_project.py.

@@ -135,8 +135,8 @@ def zip_of(files: dict[str, str]) -> bytes:
 @contextmanager
 def running_localstack(home: Path, extra_env: dict[str, str] | None = None):
     """A LocalStack of its own on a free port, with its data in `home`; stopped afterwards."""
-    from harness.endpoint import free_port
-    from harness.localstack import LocalStack
+    from scones.harness.endpoint import free_port
+    from scones.harness.localstack import LocalStack
 
     instance = LocalStack(port=free_port(), home=home, extra_env=extra_env)
     instance.ensure_venv(progress=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from local_model.capture import (
+from scones.harness.serving.capture import (
     CaptureConfig,
     CapturedInvocation,
     CaptureWriter,
@@ -257,7 +257,7 @@ def test_text_payloads_survive_quotes_newlines_and_unicode():
 
 
 def test_two_live_writers_cannot_share_a_spool_but_a_dead_ones_is_free(tmp_path):
-    from local_model.capture import SpoolInUse
+    from scones.harness.serving.capture import SpoolInUse
 
     first = writer_with(RecordingS3(), spool_dir=tmp_path)
     with pytest.raises(SpoolInUse, match=rf"capture spool {tmp_path} is in use by another endpoint process"):

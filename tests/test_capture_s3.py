@@ -20,10 +20,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from harness import settings
-from harness.endpoint import EndpointServer, free_port
-from local_model.capture import CaptureConfig, CapturedInvocation, CaptureWriter, restore_uploaded
-from local_model.serving_stub import build_stub_model
+from scones import settings
+from scones.harness.endpoint import EndpointServer, free_port
+from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter, restore_uploaded
+from scones.harness.serving.stub import build_stub_model
 
 ENDPOINT = "capture-endpoint"
 KEY_PATTERN = re.compile(

@@ -30,11 +30,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from deploy.packaging import function_spec
-from lambdas import clients, config
-from lambdas.classify_image import classify
-from lambdas.errors import EndpointInvocationFailed, EndpointUnavailable
-from state_machine.render import FUNCTION_NAMES, render_definition
+from scones.deploy.packaging import function_spec
+from scones.lambdas import clients, config
+from scones.lambdas.classify_image import classify
+from scones.lambdas.errors import EndpointInvocationFailed, EndpointUnavailable
+from scones.state_machine.render import FUNCTION_NAMES, render_definition
 
 ENDPOINT = "scones-retry-endpoint"
 OK = (200, {}, b"[0.97, 0.03]")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness import settings
-from harness.cli import main
-from harness.endpoint import free_port
-from harness.targets import local_record_path, write_record
+from scones import settings
+from scones.harness.cli import main
+from scones.harness.endpoint import free_port
+from scones.harness.targets import local_record_path, write_record
 
 SCONES = Path(sys.executable).with_name("scones")
 REAL_LOOKING_KEYS = {"AWS_ACCESS_KEY_ID": "AKIAABCDEFGHIJKLMNOP", "AWS_SECRET_ACCESS_KEY": "s" * 40}
@@ -107,7 +107,7 @@ def test_deploy_through_a_dead_proxy_names_the_proxy(tmp_path):
 
 
 def test_an_unexpected_error_is_one_line_and_debug_lets_it_through(monkeypatch, tmp_path):
-    from harness import stack
+    from scones.harness import stack
 
     def broken(state_dir=None):
         raise RuntimeError("the disk is on fire")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy import local as local_target
+from scones.deploy import local as local_target
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -65,9 +65,9 @@ def test_services_run_the_projects_own_commands():
     assert "--host=127.0.0.1" in endpoint
     assert "--capture=s3://" in endpoint
     assert "scones train --data /data --out /model" in command_text(services["train"])
-    assert command_text(services["deploy"]) == "python -m harness.compose.deploy"
-    assert command_text(services["localstack"]).endswith("-m harness.compose.localstack_main")
-    for module in ("harness.compose.deploy", "harness.compose.localstack_main"):
+    assert command_text(services["deploy"]) == "python -m scones.harness.compose.deploy"
+    assert command_text(services["localstack"]).endswith("-m scones.harness.compose.localstack_main")
+    for module in ("scones.harness.compose.deploy", "scones.harness.compose.localstack_main"):
         assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
 
 
@@ -176,7 +176,7 @@ def _wait_for(url: str, timeout: float) -> None:
 
 @pytest.fixture
 def moto_as_localstack(tmp_path, monkeypatch):
-    """A moto server standing in for LocalStack: LocalStack's account, and the roles deploy.local names."""
+    """A moto server standing in for LocalStack: LocalStack's account, and the roles scones.deploy.local names."""
     port = _free_port()
     env = {**os.environ, "MOTO_ACCOUNT_ID": local_target.ACCOUNT_ID}
     log = open(tmp_path / "moto.log", "w")
@@ -210,8 +210,8 @@ def staged(tmp_path):
 
 def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_localstack, staged, tmp_path,
                                                                      monkeypatch):
-    from harness.compose.deploy import MANAGED_BY, deploy_into_stack
-    from harness.targets import load_target
+    from scones.harness.compose.deploy import MANAGED_BY, deploy_into_stack
+    from scones.harness.targets import load_target
 
     port, session = moto_as_localstack
     # moto has no route to register endpoints at (LocalStack's is tested in test_sagemaker_runtime_gateway.py).
@@ -250,7 +250,7 @@ def test_deploy_service_exits_non_zero_with_one_clear_line(tmp_path):
     env = {**os.environ, "SCONES_LOCALSTACK_PORT": str(port), "SCONES_STATE_DIR": str(tmp_path),
            "SCONES_DATA_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
            "AWS_MAX_ATTEMPTS": "1"}
-    result = subprocess.run([sys.executable, "-m", "harness.compose.deploy"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "scones.harness.compose.deploy"], capture_output=True, text=True,
                             env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("compose deploy failed: ")
@@ -265,8 +265,8 @@ def test_deploy_service_exits_non_zero_with_one_clear_line(tmp_path):
                     reason="builds and runs the docker-compose stack: set SCONES_TEST_COMPOSE=1 (needs root and dockerd)")
 def test_compose_stack_runs_the_workflow(tmp_path):
     """stack.sh up on spare ports, one good and one low-confidence execution from the host, stack.sh down."""
-    from harness.executions import run_executions
-    from harness.targets import load_target
+    from scones.harness.executions import run_executions
+    from scones.harness.targets import load_target
 
     ls_port, ep_port = _free_port(), _free_port()
     model_dir = os.environ.get("SCONES_COMPOSE_MODEL_DIR") or str(tmp_path / "model")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from harness import stack
-from harness.commands.local import down, run, status, up
-from harness.targets import compose_record_path, find_local_record, load_target, local_record_path, write_record
+from scones.harness import stack
+from scones.harness.commands.local import down, run, status, up
+from scones.harness.targets import compose_record_path, find_local_record, load_target, local_record_path, write_record
 from test_local_targets import answering_server, compose_record, outputs  # noqa: F401 - fixtures and helpers
 
 
@@ -37,7 +37,7 @@ def test_status_and_the_plugin_find_the_compose_stack(compose_up):
 
 
 def test_run_reaches_the_compose_stack_and_down_names_compose(compose_up):
-    from harness.endpoint import free_port
+    from scones.harness.endpoint import free_port
 
     record = compose_record(free_port(), free_port())
     record["outputs"]["endpoint_urls"] = {"default": record["localstack"]["url"],

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
-from deploy import aws
-from deploy import record as records
-from deploy.aws import DeployOptions, Refusal
+from scones.deploy import aws
+from scones.deploy import record as records
+from scones.deploy.aws import DeployOptions, Refusal
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -226,7 +226,7 @@ def test_interrupted_after_training_resumes_without_second_job(options, session,
 
 
 def test_interrupted_while_training_waits_for_the_recorded_job(options, session, monkeypatch):
-    from deploy import sagemaker as sm
+    from scones.deploy import sagemaker as sm
 
     real_wait = sm.wait_training_job
 
@@ -332,7 +332,7 @@ def test_refuses_a_profile_whose_endpoint_url_is_local(options, tmp_path, moto_a
     """Issue 12: a profile with `endpoint_url = http://127.0.0.1:4566` and an AKIA-shaped fake key planned a
     deploy for account 000000000000. botocore sends every client of that profile there (the "configured
     endpoints" of the AWS SDKs: https://docs.aws.amazon.com/sdkref/latest/guide/feature-ss-endpoints.html)."""
-    from harness.cli import main
+    from scones.harness.cli import main
 
     aws_config(tmp_path, monkeypatch, profile_with_real_looking_key("emulator", "endpoint_url = http://127.0.0.1:4566\n"))
     options.profile = "emulator"
@@ -465,7 +465,7 @@ def test_record_written_atomically(tmp_path, monkeypatch):
 
 
 def test_cli_refuses_fake_credentials_and_dry_run_prints_plan(tmp_path, staged, moto_aws, monkeypatch):
-    from harness.cli import main
+    from scones.harness.cli import main
 
     monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
@@ -482,7 +482,7 @@ def test_cli_refuses_fake_credentials_and_dry_run_prints_plan(tmp_path, staged, 
 
 
 def test_load_target_reads_the_aws_record(options, session):
-    from harness.targets import load_target
+    from scones.harness.targets import load_target
 
     record = run_deploy(options, session)
     target = load_target("aws", state_dir=options.state_dir)
@@ -522,7 +522,7 @@ def test_builtin_trainer_runs_the_original_algorithm_with_lst_channels(options, 
 
 
 def test_cli_deploy_then_destroy(tmp_path, staged, moto_aws, monkeypatch):
-    from harness.cli import main
+    from scones.harness.cli import main
 
     monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", realistic_key())

@@ -21,8 +21,8 @@ import pytest
 from test_deploy_aws import ACCOUNT, REGION, inventory, run_deploy, statements  # noqa: F401 (fixtures below)
 from test_deploy_aws import moto_aws, options, session, staged  # noqa: F401
 
-from deploy import aws
-from deploy.event_runs import INTAKE_PREFIX, WORKFLOW_INPUT
+from scones.deploy import aws
+from scones.deploy.event_runs import INTAKE_PREFIX, WORKFLOW_INPUT
 
 BUCKET = f"sct-data-{REGION}-{ACCOUNT}"
 
@@ -70,7 +70,7 @@ def test_deploy_wires_photos_to_the_workflow_and_runs_to_results(options, sessio
     lambda_client = session.client("lambda")
     function = lambda_client.get_function_configuration(FunctionName="sct-writeResult")
     assert writer["Arn"] == function["FunctionArn"]
-    assert function["Handler"] == "lambdas.write_result.lambda_handler"
+    assert function["Handler"] == "scones.lambdas.write_result.lambda_handler"
     assert function["Role"] == resources["roles"]["results"]["arn"]
     assert function["Environment"]["Variables"] == {"RESULTS_BUCKET": BUCKET, "RESULTS_PREFIX": "results/"}
     [grant] = json.loads(lambda_client.get_policy(FunctionName="sct-writeResult")["Policy"])["Statement"]

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from deploy import aws
-from deploy.aws import DeployOptions
-from deploy.scaling import ScalingOptions
+from scones.deploy import aws
+from scones.deploy.aws import DeployOptions
+from scones.deploy.scaling import ScalingOptions
 from test_deploy_aws import ACCOUNT, REGION, inventory, moto_aws, realistic_session, run_deploy, staged, statements  # noqa: F401
 from test_monitor_capture import baseline_from, synthetic_test_set
 
@@ -74,7 +74,7 @@ def test_deploy_scales_the_endpoint_and_runs_a_drift_monitor_then_destroy_leaves
     variables = monitor["Environment"]["Variables"]
     assert variables["CAPTURE_S3_URI"] == f"s3://{BUCKET}/data_capture/{ENDPOINT}/"
     assert variables["MONITOR_S3_URI"] == f"s3://{BUCKET}/monitoring/{ENDPOINT}/"
-    assert monitor["Handler"] == "lambdas.drift_monitor.lambda_handler" and monitor["Timeout"] == 300
+    assert monitor["Handler"] == "scones.lambdas.drift_monitor.lambda_handler" and monitor["Timeout"] == 300
     assert monitor["Role"] == record["resources"]["roles"]["monitor"]["arn"]
     stored = session.client("s3").get_object(Bucket=BUCKET, Key=f"monitoring/{ENDPOINT}/baseline.json")["Body"].read()
     assert json.loads(stored) == json.loads(options.baseline.read_text())
@@ -113,7 +113,7 @@ def test_deploy_scales_the_endpoint_and_runs_a_drift_monitor_then_destroy_leaves
     assert set(granted) == {"ListCaptureAndMonitoring", "ReadCapture", "WriteMonitoring", "PublishMetrics", "OwnLogs"}
 
     # status --target aws reads it all back from the record
-    from deploy import aws_operations
+    from scones.deploy import aws_operations
     described = aws_operations.describe(session, record)
     assert described["autoscaling"]["min_instances"] == 1 and described["autoscaling"]["max_instances"] == 3
     assert described["autoscaling"]["classifier_concurrency"] == 15
@@ -166,7 +166,7 @@ def test_no_reserved_concurrency_with_zero(options, session):
 def test_status_target_aws_shows_autoscaling_alarm_states_and_monitor_runs(options, session, monkeypatch):
     from click.testing import CliRunner
 
-    from harness.cli import main
+    from scones.harness.cli import main
 
     run_deploy(options, session)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7MOTOXYZ")

@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from deploy import sagemaker as sm
-from deploy.waiting import DeployError
+from scones.deploy import sagemaker as sm
+from scones.deploy.waiting import DeployError
 
 
 def test_image_uris_come_from_the_table():
@@ -73,9 +73,9 @@ def test_source_tarball_is_deterministic_and_holds_the_training_code():
 
 
 def test_local_training_runs_the_very_source_tarball_the_deploy_uploads(tmp_path):
-    """One code path: harness.models lays out the job with source_tarball()'s bytes, and the toolkit
+    """One code path: scones.harness.models lays out the job with source_tarball()'s bytes, and the toolkit
     (or our port) unpacks it into /opt/ml/code before it starts train.py there."""
-    from harness import models
+    from scones.harness import models
 
     data = models.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
     base = models.write_training_job(tmp_path / "job", data, {}, name="job")

@@ -7,9 +7,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from deploy import sagemaker as sm
-from deploy.waiting import WaitFailed, WaitTimedOut, poll_until
-from deploy.workflow import ensure_function
+from scones.deploy import sagemaker as sm
+from scones.deploy.waiting import WaitFailed, WaitTimedOut, poll_until
+from scones.deploy.workflow import ensure_function
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ENDPOINT_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/sct-classifier"
@@ -183,7 +183,7 @@ def test_long_waits_report_a_heartbeat():
 
 
 def test_state_machine_creation_waits_for_a_fresh_role():
-    from deploy.workflow import ensure_state_machine
+    from scones.deploy.workflow import ensure_state_machine
 
     sfn = client("stepfunctions")
     sleeps = []
@@ -215,7 +215,7 @@ def test_training_job_creation_waits_for_a_fresh_role_but_not_for_other_errors()
 def test_role_propagation_gives_up_at_the_deadline():
     from botocore.exceptions import ClientError
 
-    from deploy.waiting import DeployError, retry_while_role_propagates
+    from scones.deploy.waiting import DeployError, retry_while_role_propagates
 
     ticks = iter(range(0, 1000, 50))
 

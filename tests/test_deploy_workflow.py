@@ -9,8 +9,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from deploy.packaging import FunctionSpec, code_sha256
-from deploy.workflow import (
+from scones.deploy.packaging import FunctionSpec, code_sha256
+from scones.deploy.workflow import (
     WorkflowResources,
     deploy_workflow,
     destroy_workflow,
@@ -216,8 +216,8 @@ def test_upload_dataset_names_a_folder_that_is_not_staged(aws, tmp_path):
 
 
 def test_real_packaging_and_template_deploy(aws):
-    packaging = pytest.importorskip("deploy.packaging")
-    pytest.importorskip("state_machine.render")
+    packaging = pytest.importorskip("scones.deploy.packaging")
+    pytest.importorskip("scones.state_machine.render")
     session, roles = aws
     resources = deploy(session, roles, functions=None, build_zip=None, render_definition=None)
     assert set(resources.function_arns) == {spec.name for spec in packaging.FUNCTIONS}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lambdas import drift
+from scones.lambdas import drift
 
 
 def confidences(rng: random.Random, n: int, sharpness: float, digits: int) -> list[float]:

@@ -19,9 +19,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from harness import settings
-from harness.endpoint import EndpointServer, EndpointStartError
-from local_model.serving_stub import build_stub_model
+from scones import settings
+from scones.harness.endpoint import EndpointServer, EndpointStartError
+from scones.harness.serving.stub import build_stub_model
 
 ENDPOINT = "test-endpoint"
 
@@ -316,7 +316,7 @@ def test_subprocess_endpoint_serves_and_stops_on_sigterm(stub_model, tmp_path):
 @pytest.mark.slow
 def test_trained_model_through_the_endpoint_scores_what_training_measured():
     """Every test image through boto3 and the server: the accuracy training reported, to the image."""
-    models = pytest.importorskip("harness.models")
+    models = pytest.importorskip("scones.harness.models")
     model_dir = Path(models.ensure_model())
     measured = json.loads((model_dir / "metrics.json").read_text()).get("test_accuracy")
     with EndpointServer(model_dir, endpoint_name=ENDPOINT) as server:
@@ -338,7 +338,7 @@ def test_trained_model_through_the_endpoint_scores_what_training_measured():
 def test_serve_command_refuses_a_capture_destination_that_is_not_s3(stub_model):
     from click.testing import CliRunner
 
-    from harness.cli import main
+    from scones.harness.cli import main
 
     result = CliRunner().invoke(main, ["serve", "--model", str(stub_model), "--capture", "bucket/prefix"])
     assert result.exit_code == 2

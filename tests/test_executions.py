@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from harness.executions import (ExecutionTimeout, execution_name, inferences_in, parse_execution,
+from scones.harness.executions import (ExecutionTimeout, execution_name, inferences_in, parse_execution,
                                 percentile, run_executions, wait_for_execution)
 
 EVENTS = Path(__file__).parent / "events"
@@ -128,7 +128,7 @@ def test_lambda_task_failure_history_is_parsed():
 @pytest.mark.parametrize("width", [100, 120, 160, 400])
 def test_run_table_wraps_the_error_at_word_boundaries_and_keeps_every_number_whole(width):
     """`scones run`'s table: the error column wraps to the width instead of cutting "threshold 0...."."""
-    from harness.commands.local import results_table
+    from scones.harness.commands.local import results_table
 
     recorded = json.loads((EVENTS / "execution_threshold_failed.json").read_text(), object_hook=_dates)
     result = parse_execution("test/bicycle/x.png", recorded["input"], recorded["description"], recorded["events"])
@@ -182,7 +182,7 @@ def test_percentile_nearest_rank():
 
 
 def test_up_suggests_a_key_it_uploaded(tmp_path):
-    from harness.commands.local import example_key
+    from scones.harness.commands.local import example_key
 
     for name in ("motorcycle_s_000001.png", "bicycle_s_000040.png", "bicycle_s_000030.png"):
         folder = tmp_path / "test" / name.split("_")[0]

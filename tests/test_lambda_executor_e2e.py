@@ -14,8 +14,8 @@ import boto3
 import pytest
 from support import poll, running_localstack, zip_of
 
-from harness.lambda_executor.names import PYTHONS_ENV
-from harness.localstack import LocalStack
+from scones.harness.lambda_executor.names import PYTHONS_ENV
+from scones.harness.localstack import LocalStack
 
 
 pytestmark = pytest.mark.e2e
@@ -266,7 +266,7 @@ def test_logs_reach_cloudwatch_logs(session, localstack, lambda_client, make_fun
 
 
 def test_project_lambda_zip_runs(lambda_client, make_function):
-    from deploy.packaging import FUNCTIONS, build_zip
+    from scones.deploy.packaging import FUNCTIONS, build_zip
 
     spec = next(spec for spec in FUNCTIONS if spec.name == "filterInferences")
     name = make_function(build_zip(spec), spec.handler, runtime=spec.runtime, env={"THRESHOLD": "0.93"})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 
-from harness.lambda_executor.lambda_threads import SharedTimer
+from scones.harness.lambda_executor.lambda_threads import SharedTimer
 
 
 def test_a_timer_runs_its_function_with_its_arguments_once_due():

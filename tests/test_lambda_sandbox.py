@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lambda_executor import sandbox
+from scones.harness.lambda_executor import sandbox
 
 PROBE = r'''
 import json, os, sys

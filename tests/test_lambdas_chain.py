@@ -11,8 +11,8 @@ from support import unique_name
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from lambdas import classify_image, clients, filter_inferences, serialize_image_data
-from lambdas.errors import ThresholdConfidenceNotMet
+from scones.lambdas import classify_image, clients, filter_inferences, serialize_image_data
+from scones.lambdas.errors import ThresholdConfidenceNotMet
 
 
 @pytest.fixture

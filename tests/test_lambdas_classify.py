@@ -7,9 +7,9 @@ import socket
 import pytest
 from support import load_event
 
-from lambdas import clients
-from lambdas.classify_image import lambda_handler
-from lambdas.errors import EndpointInvocationFailed, InvalidInferences, InvalidInput
+from scones.lambdas import clients
+from scones.lambdas.classify_image import lambda_handler
+from scones.lambdas.errors import EndpointInvocationFailed, InvalidInferences, InvalidInput
 
 
 @pytest.fixture

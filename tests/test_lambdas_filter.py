@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from support import load_event
 
-from lambdas.errors import InvalidConfiguration, InvalidInferences, InvalidInput, ThresholdConfidenceNotMet
-from lambdas.filter_inferences import lambda_handler
+from scones.lambdas.errors import InvalidConfiguration, InvalidInferences, InvalidInput, ThresholdConfidenceNotMet
+from scones.lambdas.filter_inferences import lambda_handler
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ from support import load_event, unique_name
 from moto import mock_aws
 from PIL import Image
 
-from lambdas import clients, config
-from lambdas.errors import ImageNotFound, ImageReadFailed, InvalidInput, NotAnImage, PayloadTooLarge
-from lambdas.images import FORMATS, image_format
-from lambdas.serialize_image_data import lambda_handler
+from scones.lambdas import clients, config
+from scones.lambdas.errors import ImageNotFound, ImageReadFailed, InvalidInput, NotAnImage, PayloadTooLarge
+from scones.lambdas.images import FORMATS, image_format
+from scones.lambdas.serialize_image_data import lambda_handler
 
 
 def png_bytes(size=(8, 8), color=(10, 120, 250)) -> bytes:
@@ -181,7 +181,7 @@ def encoded(fmt: str) -> bytes:
 def test_the_serializer_accepts_exactly_the_formats_the_model_reads():
     """lambdas/ and local_model/ are packaged apart (a Lambda zip, code/ of model.tar.gz), so each keeps its
     list; this pins the two lists equal, and each format accepted or refused alike by both."""
-    from local_model import inference
+    from scones.local_model import inference
 
     assert FORMATS == inference.IMAGE_FORMATS
     for fmt in FORMATS:

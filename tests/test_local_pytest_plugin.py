@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 
-from harness.targets import write_record
+from scones.harness.targets import write_record
 from test_executions import three_state_machine
 
 pytest_plugins = ["pytester"]
@@ -64,7 +64,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import stack, targets
+from scones.harness import stack, targets
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -112,7 +112,7 @@ def test_stack_progress_reaches_the_terminal_without_dash_s(pytester, monkeypatc
 NO_STACK_UP_CONFTEST = '''
 import pytest
 
-from harness import stack
+from scones.harness import stack
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -144,7 +144,7 @@ def test_a_stack_that_cannot_come_up_fails_each_test_with_one_clear_line(pyteste
 
 
 def test_a_long_progress_bar_shows_a_redraw_every_interval_and_its_final_line(monkeypatch):
-    from harness import pytest_plugin
+    from scones.harness import pytest_plugin
 
     clock = [100.0]
     monkeypatch.setattr(pytest_plugin.time, "monotonic", lambda: clock[0])

@@ -10,9 +10,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from harness import stack
-from harness.commands.local import down, run, status
-from harness.targets import TargetNotFound, load_target, local_record_path, write_record
+from scones.harness import stack
+from scones.harness.commands.local import down, run, status
+from scones.harness.targets import TargetNotFound, load_target, local_record_path, write_record
 from support import poll
 from test_executions import three_state_machine
 
@@ -81,7 +81,7 @@ def test_record_is_replaced_whole(tmp_path):
 
 
 def test_scones_run_prints_a_table_and_fails_on_a_failed_execution(tmp_path, moto_server):
-    from deploy.local import local_session
+    from scones.deploy.local import local_session
 
     session = local_session(moto_server)
     sfn = session.client("stepfunctions")
@@ -118,7 +118,7 @@ def test_status_without_a_stack(tmp_path):
 
 def test_down_stops_the_recorded_process_tree_and_frees_its_port(tmp_path):
     """A stand-in endpoint: an HTTP server with a child process, as the Lambda environments are LocalStack's."""
-    from harness.endpoint import free_port
+    from scones.harness.endpoint import free_port
 
     port = free_port()
     script = ("import subprocess, sys, http.server;"
@@ -142,8 +142,8 @@ def test_down_stops_the_recorded_process_tree_and_frees_its_port(tmp_path):
 
 @pytest.mark.parametrize("flags, parts", [([], ("test",)), (["--upload-train"], ("train", "test"))])
 def test_up_uploads_test_images_only_unless_asked_for_train(tmp_path, monkeypatch, flags, parts):
-    from deploy import workflow
-    from harness.commands.local import up
+    from scones.deploy import workflow
+    from scones.harness.commands.local import up
 
     calls = []
     monkeypatch.setattr(workflow, "upload_dataset", lambda *args, **kwargs: calls.append(kwargs) or
@@ -193,7 +193,7 @@ def compose_record(localstack_port: int, endpoint_port: int) -> dict:
 
 
 def test_status_of_a_compose_stack_reports_what_answers(tmp_path, answering_server):
-    from harness.endpoint import free_port
+    from scones.harness.endpoint import free_port
 
     write_record(local_record_path(tmp_path), compose_record(answering_server, answering_server))
     result = CliRunner().invoke(status, ["--state-dir", str(tmp_path)])
@@ -220,7 +220,7 @@ def test_down_refuses_a_compose_stack_and_names_the_command(tmp_path, answering_
 
 
 def test_compose_deploy_writes_the_manager_the_stack_recognises():
-    from harness.compose.deploy import MANAGED_BY
+    from scones.harness.compose.deploy import MANAGED_BY
 
     assert stack.managed_by_compose({"managed_by": MANAGED_BY})
 
@@ -228,7 +228,7 @@ def test_compose_deploy_writes_the_manager_the_stack_recognises():
 def test_run_accepts_keys_bucket_keys_and_s3_uris():
     import click
 
-    from harness.commands.local import workflow_input
+    from scones.harness.commands.local import workflow_input
 
     assert workflow_input("test/a.png", None) == "test/a.png"
     assert workflow_input("test/a.png", "other") == {"s3_bucket": "other", "s3_key": "test/a.png"}
@@ -242,8 +242,8 @@ def test_status_reports_an_endpoint_stopped_with_sigstop_as_unhealthy(tmp_path, 
     its port accepted connections (the kernel queues them). The real endpoint server, frozen, must be named."""
     import signal
 
-    from harness.endpoint import EndpointServer, free_port
-    from local_model.serving_stub import build_stub_model
+    from scones.harness.endpoint import EndpointServer, free_port
+    from scones.harness.serving.stub import build_stub_model
 
     endpoint = EndpointServer(build_stub_model(tmp_path / "model"), port=free_port(), mode="subprocess",
                               log_path=tmp_path / "endpoint.log").start()
@@ -281,8 +281,8 @@ def test_the_endpoint_server_gets_only_local_credentials(tmp_path, monkeypatch):
     credentials. Read the environment the real subprocess got, from /proc."""
     from pathlib import Path
 
-    from harness.endpoint import free_port
-    from local_model.serving_stub import build_stub_model
+    from scones.harness.endpoint import free_port
+    from scones.harness.serving.stub import build_stub_model
 
     caller = {"AWS_SESSION_TOKEN": "FwoGZXIvYXdzEXAMPLETOKEN", "AWS_PROFILE": "production",
               "AWS_ACCESS_KEY_ID": "AKIAABCDEFGHIJKLMNOP", "AWS_SECRET_ACCESS_KEY": "real-looking-secret",
@@ -295,7 +295,7 @@ def test_the_endpoint_server_gets_only_local_credentials(tmp_path, monkeypatch):
     server = stack.start_endpoint_server(config, Path(model_dir))
     try:
         # /proc/<pid>/environ is the parent's copy until the child has exec'd the server.
-        poll(lambda: b"harness.commands.endpoint" in Path(f"/proc/{server.pid}/cmdline").read_bytes(), timeout=30,
+        poll(lambda: b"scones.harness.commands.endpoint" in Path(f"/proc/{server.pid}/cmdline").read_bytes(), timeout=30,
              interval=0.01, what="the endpoint server's exec")
         raw = Path(f"/proc/{server.pid}/environ").read_bytes()
     finally:

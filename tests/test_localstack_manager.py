@@ -15,10 +15,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from harness import localstack as manager
-from harness.lambda_executor import names
-from harness.endpoint import free_port
-from harness.localstack import LocalStack, LocalStackError
+from scones.harness import localstack as manager
+from scones.harness.lambda_executor import names
+from scones.harness.endpoint import free_port
+from scones.harness.localstack import LocalStack, LocalStackError
 
 
 def test_find_python313_names_what_to_install(monkeypatch, tmp_path):
@@ -64,7 +64,7 @@ def test_executor_registration_is_an_entry_point_and_a_path(tmp_path, monkeypatc
     manager._register_executor(Path(sys.executable))
     entry_points = next(site.glob("*.dist-info/entry_points.txt")).read_text()
     assert f"[{names.ENTRY_POINT_GROUP}]" in entry_points
-    assert f"{names.PLUGIN_NAME} = harness.lambda_executor.plugin:ProcessRuntimeExecutorPlugin" in entry_points
+    assert f"{names.PLUGIN_NAME} = scones.harness.lambda_executor.plugin:ProcessRuntimeExecutorPlugin" in entry_points
     pth = next(site.glob("*.pth")).read_text().strip()
     assert Path(pth) == Path(manager.settings.PROJECT_ROOT)
     assert (Path(pth) / "harness" / "lambda_executor" / "plugin.py").exists()

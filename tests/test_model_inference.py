@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import models
-from local_model.serving_handlers import extract_tar
+from scones.harness import models
+from scones.harness.serving.handlers import extract_tar
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def png_bomb(width: int = 12000, height: int = 12000) -> bytes:
 BOMB_PROBE = """
 import json, sys, time
 from pathlib import Path
-from local_model import inference
+from scones.local_model import inference
 
 def status(field):
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -211,7 +211,7 @@ def test_the_endpoint_reports_a_bomb_as_a_model_error_naming_size_and_limit(tiny
     import boto3
     from botocore.config import Config
 
-    from harness.endpoint import EndpointServer
+    from scones.harness.endpoint import EndpointServer
 
     with EndpointServer(tiny_model / "model.tar.gz", endpoint_name="bomb-test") as server:
         client = boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1",
@@ -334,7 +334,7 @@ def test_model_fn_names_a_folder_that_is_not_a_model(served, tmp_path):
 
 def test_the_packaged_handlers_are_the_package_handlers():
     """The in-package import path works too (train.py evaluation and in-process servers use it)."""
-    from local_model import inference
+    from scones.local_model import inference
 
     assert inference.network.CLASSES == ("bicycle", "motorcycle")
 
@@ -410,7 +410,7 @@ def test_extract_tar_refuses_members_that_escape(extraction, tmp_path, member):
 
 
 def test_unpack_model_names_an_unsafe_archive(extraction, tmp_path):
-    from local_model.serving_handlers import unpack_model
+    from scones.harness.serving.handlers import unpack_model
 
     archive = tmp_path / "model.tar.gz"
     archive.write_bytes(tar_bytes(("file", "../escape", "x")))

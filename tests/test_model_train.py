@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness import models, settings
-from harness.cli import main as scones
-from local_model.serving_handlers import extract_tar
+from scones.harness import models
+
+from scones import settings
+from scones.harness.cli import main as scones
+from scones.harness.serving.handlers import extract_tar
 
 TINY = models.TINY_HYPERPARAMETERS
 
@@ -134,7 +136,7 @@ def test_hyperparameters_are_passed_the_sagemaker_way(tmp_path):
 
 def test_train_script_accepts_the_forms_sagemaker_passes():
     """train.py as the toolkit calls it: underscored or dashed keys, str() of JSON booleans and lists."""
-    from local_model import train
+    from scones.local_model import train
 
     args = train.parse_args(["--label_smoothing", "0.05", "--batch_size", "64", "--channels_last", "False",
                              "--widths", "[32, 64, 128]", "--blocks", "1,1,1", "--flip-tta", "True"])
@@ -258,7 +260,7 @@ def test_default_model_on_the_real_data_reaches_the_floor():
 
 @pytest.mark.parametrize("policy", ["trivialaugment", "autoaugment"])
 def test_train_script_with_augment_policies_and_weight_average_is_deterministic(dataset, tmp_path, policy):
-    from local_model import train
+    from scones.local_model import train
 
     def run(name: str) -> tuple[dict, dict]:
         args = train.parse_args([*models.toolkit_cmd_args({**TINY, "epochs": 2}), "--policy", policy,
@@ -283,7 +285,7 @@ def test_train_script_with_augment_policies_and_weight_average_is_deterministic(
 def test_train_script_with_batch_mixing_is_deterministic_and_changes_training(dataset, tmp_path, mix):
     import torch
 
-    from local_model import train
+    from scones.local_model import train
 
     def run(name: str, *extra: str) -> tuple[dict, dict]:
         args = train.parse_args([*models.toolkit_cmd_args({**TINY, "epochs": 2}), "--num-threads", "1", *extra,

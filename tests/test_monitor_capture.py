@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness import monitor
-from harness.cli import main
+from scones.harness import monitor
+from scones.harness.cli import main
 
 CLASSES = ["bicycle", "motorcycle"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

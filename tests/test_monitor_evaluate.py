@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from harness import evaluate
-from harness.cli import main
-from harness.executions import ExecutionResult
+from scones.harness import evaluate
+from scones.harness.cli import main
+from scones.harness.executions import ExecutionResult
 
 KEYS = [f"test/{cls}/{cls[:4]}_{i:03d}.png" for cls in ("bicycle", "motorcycle") for i in range(10)]
 
@@ -94,8 +94,8 @@ def test_evaluate_command_prints_and_saves_the_table(tmp_path, monkeypatch):
             progress(item)
         return out
 
-    monkeypatch.setattr("harness.commands.monitoring._target", lambda name, state: fake_target())
-    monkeypatch.setattr("harness.executions.run_executions", fake_run)
+    monkeypatch.setattr("scones.harness.commands.monitoring._target", lambda name, state: fake_target())
+    monkeypatch.setattr("scones.harness.executions.run_executions", fake_run)
 
     outcome = CliRunner().invoke(main, ["evaluate", "--n", "6", "--seed", "1", "--concurrency", "3",
                                         "--state-dir", str(tmp_path)])

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from deploy.packaging import FUNCTIONS, LAMBDAS_DIR, build_zip, code_sha256, function_spec
+from scones.deploy.packaging import FUNCTIONS, LAMBDAS_DIR, build_zip, code_sha256, function_spec
 
 
 def test_specs_keep_the_shared_names():

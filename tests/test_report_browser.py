@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import report
+from scones.harness import report
 from test_report_page import sample_reports, sample_target  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.browser

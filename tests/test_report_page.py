@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import report
-from state_machine.render import render_definition
+from scones.harness import report
+from scones.state_machine.render import render_definition
 
 EVENTS = Path(__file__).parent / "events"
 FUNCTIONS = ("serializeImageData", "classifyImage", "filterInferences")
@@ -95,7 +95,7 @@ def test_nothing_to_report_is_a_clear_error(tmp_path):
 # --- shared with the browser test ---------------------------------------------------------
 
 def sample_target():
-    """A stand-in for harness.targets.Target whose Step Functions client serves the recorded histories."""
+    """A stand-in for scones.harness.targets.Target whose Step Functions client serves the recorded histories."""
     definition = json.dumps(workflow_definition())
     histories = {recorded(n)["executionArn"]: recorded(n) for n in ("sfn_history_succeeded.json", "sfn_history_failed.json")}
 
@@ -127,7 +127,7 @@ def sample_target():
 @pytest.fixture
 def sample_reports(tmp_path) -> Path:
     """A reports folder as `scones evaluate` and `scones monitor` leave it."""
-    from harness import evaluate, monitor
+    from scones.harness import evaluate, monitor
     from test_monitor_capture import START, answers_for, baseline_from, synthetic_test_set, write_capture
 
     reports = tmp_path / "reports"

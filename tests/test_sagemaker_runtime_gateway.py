@@ -27,10 +27,10 @@ import pytest
 from botocore.config import Config
 from PIL import Image
 
-from deploy import local as local_target
-from harness.endpoint import EndpointServer, free_port
-from harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
-from local_model.serving_stub import build_stub_model
+from scones.deploy import local as local_target
+from scones.harness.endpoint import EndpointServer, free_port
+from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
+from scones.harness.serving.stub import build_stub_model
 from support import zip_of
 
 pytestmark = pytest.mark.e2e

@@ -21,11 +21,11 @@ import pytest
 import torch
 from botocore.config import Config
 
-from harness import settings
-from harness.endpoint import EndpointServer
-from local_model.server import EndpointSettings, InferenceWorkers
-from local_model.serving_handlers import LoadedModel, load_model, unpack_model
-from local_model.serving_stub import build_stub_model
+from scones import settings
+from scones.harness.endpoint import EndpointServer
+from scones.harness.serving.server import EndpointSettings, InferenceWorkers
+from scones.harness.serving.handlers import LoadedModel, load_model, unpack_model
+from scones.harness.serving.stub import build_stub_model
 from support import poll
 
 ENDPOINT = "batching-endpoint"

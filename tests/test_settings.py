@@ -1,11 +1,11 @@
-"""harness/settings.py: argument > environment > the project's config file > default, and clear errors."""
+"""scones/settings.py: argument > environment > the project's config file > default, and clear errors."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from harness import settings
+from scones import settings
 
 
 @pytest.fixture

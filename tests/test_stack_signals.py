@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 from support import poll
 
-from harness import settings, stack
-from harness.endpoint import free_port
-from harness.localstack import LocalStack
-from harness.targets import local_record_path
-from local_model.serving_stub import build_stub_model
+from scones import settings
+from scones.harness import stack
+from scones.harness.endpoint import free_port
+from scones.harness.localstack import LocalStack
+from scones.harness.targets import local_record_path
+from scones.harness.serving.stub import build_stub_model
 
 pytestmark = pytest.mark.e2e
 SCONES = Path(sys.executable).with_name("scones")

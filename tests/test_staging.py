@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from harness.cli import main
-from harness.settings import data_dir
-from local_model import staging
-from local_model.staging import StagingError, count_images, stage_from_archive, stage_from_dir
+from scones.harness.cli import main
+from scones.settings import data_dir
+from scones.harness import staging
+from scones.harness.staging import StagingError, count_images, stage_from_archive, stage_from_dir
 
 FINE_NAMES = [f"class{index}".encode() for index in range(100)]
 FINE_NAMES[8], FINE_NAMES[48] = b"bicycle", b"motorcycle"

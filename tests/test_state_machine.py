@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from state_machine.render import FUNCTION_NAMES, TEMPLATE_PATH, DefinitionError, render_definition
+from scones.state_machine.render import FUNCTION_NAMES, TEMPLATE_PATH, DefinitionError, render_definition
 
 LAMBDA_ERRORS = ["Lambda.ServiceException", "Lambda.AWSLambdaException",
                  "Lambda.SdkClientException", "Lambda.TooManyRequestsException",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import settings
-from harness.endpoint import free_port
+from scones import settings
+from scones.harness.endpoint import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +29,8 @@ RUN_TIMEOUT_S = 600
 @pytest.fixture(scope="module")
 def caches() -> dict[str, Path]:
     """The clone's LocalStack venv, Lambda runtime venvs and trained model (built here if missing)."""
-    from harness.localstack import LocalStack
-    from harness.models import ensure_model
+    from scones.harness.localstack import LocalStack
+    from scones.harness.models import ensure_model
 
     localstack = LocalStack()
     localstack.ensure_venv(progress=False)

@@ -16,10 +16,10 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from support import load_event, unique_name
 
-from lambdas import clients, config
-from lambdas.errors import InvalidConfiguration, InvalidInput
-from lambdas.run_results import RunResult, result_key
-from lambdas.write_result import lambda_handler
+from scones.lambdas import clients, config
+from scones.lambdas.errors import InvalidConfiguration, InvalidInput
+from scones.lambdas.run_results import RunResult, result_key
+from scones.lambdas.write_result import lambda_handler
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import time
 
 import click
 
-from deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
-from deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE, hyperparameter_value
-from deploy.monitoring import DEFAULT_ALPHA, DEFAULT_SCHEDULE, DEFAULT_SHARE_BELOW_LIMIT
-from deploy.scaling import CONCURRENCY_PER_INSTANCE, DEFAULT_MAX_INSTANCES, DEFAULT_MIN_INSTANCES, DEFAULT_TARGET_INVOCATIONS, ScalingOptions
-from deploy.waiting import DeployError
+from scones.deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
+from scones.deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE, hyperparameter_value
+from scones.deploy.monitoring import DEFAULT_ALPHA, DEFAULT_SCHEDULE, DEFAULT_SHARE_BELOW_LIMIT
+from scones.deploy.scaling import CONCURRENCY_PER_INSTANCE, DEFAULT_MAX_INSTANCES, DEFAULT_MIN_INSTANCES, DEFAULT_TARGET_INVOCATIONS, ScalingOptions
+from scones.deploy.waiting import DeployError
 
 
 def _progress(message: str) -> None:
@@ -73,7 +73,7 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
 
     Every step is idempotent and recorded; re-run to resume after an interruption.
     """
-    from deploy import aws
+    from scones.deploy import aws
 
     options = DeployOptions(
         region=region, bucket=bucket, prefix=prefix, endpoint_name=endpoint_name, threshold=threshold,
@@ -103,7 +103,7 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def destroy(target, state_dir, delete_bucket, yes):
     """Delete exactly the AWS resources the deploy record lists (the bucket only with --delete-bucket)."""
-    from deploy import aws, record as records
+    from scones.deploy import aws, record as records
 
     path = records.record_path(state_dir)
     existing = records.load_record(path)

@@ -18,8 +18,8 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def stage(from_dir, from_archive, md5, skip_md5, link, out, quiet):
     """Stage the images into OUT/{train,test}/{bicycle,motorcycle}/ with train.lst and test.lst."""
-    from harness.settings import state_dir
-    from local_model import staging
+    from scones.settings import state_dir
+    from scones.harness import staging
 
     if bool(from_dir) == bool(from_archive):
         raise click.UsageError("give exactly one of --from-dir DIR or --from-archive PATH_OR_URL")

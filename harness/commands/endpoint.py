@@ -10,8 +10,8 @@ import click
 # other workers need (with 2 torch threads and active spinning, the server slowed 30-fold on 2 cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from local_model.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
-from local_model.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
+from scones.harness.serving.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
+from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 
 
 @click.command()
@@ -64,9 +64,9 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
     Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT. Data capture
     goes to S3 wherever AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL say; shutdown flushes it.
     """
-    from harness import settings as harness_settings
-    from local_model.capture import CaptureConfig
-    from local_model.server import EndpointSettings, serve as run_server
+    from scones import settings as harness_settings
+    from scones.harness.serving.capture import CaptureConfig
+    from scones.harness.serving.server import EndpointSettings, serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     capture = None
@@ -102,5 +102,5 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
     run_server(settings, host=host, port=port, log_level=log_level, http=http_impl, loop=loop_impl)
 
 
-if __name__ == "__main__":  # `python -m harness.commands.endpoint`: how harness.endpoint starts a subprocess
+if __name__ == "__main__":  # `python -m scones.harness.commands.endpoint`: how scones.harness.endpoint starts a subprocess
     serve()

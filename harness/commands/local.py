@@ -7,7 +7,7 @@ import time
 
 import click
 
-from deploy import local as local_target
+from scones.deploy import local as local_target
 
 
 def _progress(message: str) -> None:
@@ -32,7 +32,7 @@ def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, b
     """Bring the local stack up (LocalStack, endpoint server, workflow, test data); attaches to what already runs."""
     from pathlib import Path
 
-    from harness import stack
+    from scones.harness import stack
 
     config = stack.StackConfig.from_environment(
         state_dir, data_dir, localstack_port, endpoint_port,
@@ -115,8 +115,8 @@ def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
 
     Exits with status 1 when any execution did not succeed.
     """
-    from harness.executions import run_executions
-    from harness.targets import TargetNotFound, load_target
+    from scones.harness.executions import run_executions
+    from scones.harness.targets import TargetNotFound, load_target
 
     try:
         deployed = load_target(target, state_dir)
@@ -204,7 +204,7 @@ def results_table(results, width: int | None = None) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def status(target, state_dir, as_json):
     """Show whether the local stack is up, its parts, ports, pids and memory (and its drift monitor)."""
-    from harness import stack
+    from scones.harness import stack
 
     if target == "aws":
         _aws_status(state_dir, as_json)
@@ -239,8 +239,8 @@ def _echo_operations(target_name: str, state_dir) -> dict | None:
     """Autoscaling, drift monitor runs and alarm states (harness/operations.py); a line saying why not otherwise."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from harness import operations
-    from harness.targets import load_target
+    from scones.harness import operations
+    from scones.harness.targets import load_target
 
     try:
         description = operations.describe(load_target(target_name, state_dir))
@@ -253,8 +253,8 @@ def _echo_operations(target_name: str, state_dir) -> dict | None:
 
 
 def _aws_status(state_dir, as_json: bool) -> None:
-    from harness import operations
-    from harness.targets import TargetNotFound, load_target
+    from scones.harness import operations
+    from scones.harness.targets import TargetNotFound, load_target
 
     try:
         deployed = load_target("aws", state_dir)
@@ -278,7 +278,7 @@ def _echo_workflow(outputs: dict) -> None:
 
 def _print_compose_status(report: dict) -> None:
     """No pids to show: the processes live in containers. Say who manages it and what answers."""
-    from harness import stack
+    from scones.harness import stack
 
     click.echo(f"local stack: {'up' if report['up'] else 'DEGRADED'}, managed by {report['managed_by']} "
                f"(record {report['record_path']})")
@@ -297,7 +297,7 @@ def _print_compose_status(report: dict) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False))
 def down(state_dir):
     """Stop everything `scones up` started (endpoint server first, so capture is flushed)."""
-    from harness import stack
+    from scones.harness import stack
 
     try:
         report = stack.down(state_dir, progress=_progress)

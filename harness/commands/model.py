@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from harness import settings
+from scones import settings
 
 
 def _parse_hyperparameter(ctx, param, values: tuple[str, ...]) -> dict[str, object]:
-    from deploy.sagemaker import hyperparameter_value
+    from scones.deploy.sagemaker import hyperparameter_value
 
     parsed = {}
     for item in values:
@@ -45,7 +45,7 @@ def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra
     Runs AWS's sagemaker-training toolkit when --toolkit-python names a Python that has it (or this
     one has it), else our port of it: the same command line and SM_* environment (tests/parity).
     """
-    from harness.models import AUTO, TrainingError, train_model
+    from scones.harness.models import AUTO, TrainingError, train_model
 
     hyperparameters = {name: value for name, value in {
         "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "widths": widths, "blocks": blocks,

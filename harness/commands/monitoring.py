@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from harness import settings
+from scones import settings
 
 TARGET_CHOICE = click.Choice(["local", "aws"])
 
@@ -19,7 +19,7 @@ def reports_dir(state: str | None = None) -> Path:
 
 
 def _target(name: str, state: str | None):
-    from harness.targets import TargetNotFound, load_target
+    from scones.harness.targets import TargetNotFound, load_target
     try:
         return load_target(name, state)
     except TargetNotFound as error:
@@ -35,8 +35,8 @@ def _target(name: str, state: str | None):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of the table.")
 def evaluate(target_name: str, n: int, seed: int | None, concurrency: int, state: str | None, as_json: bool) -> None:
     """Run random test images through the workflow and report accuracy, coverage and failures."""
-    from harness import evaluate as evaluation_module
-    from harness.executions import ExecutionTimeout
+    from scones.harness import evaluate as evaluation_module
+    from scones.harness.executions import ExecutionTimeout
 
     target = _target(target_name, state)
     keys = evaluation_module.test_image_keys(target.client("s3"), target.bucket)
@@ -78,8 +78,8 @@ def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: flo
     """
     from datetime import datetime
 
-    from harness import monitor as monitoring
-    from harness.evaluate import latest_evaluation
+    from scones.harness import monitor as monitoring
+    from scones.harness.evaluate import latest_evaluation
 
     path = latest_evaluation(reports)
     if path is None:
@@ -126,14 +126,14 @@ def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: flo
 def monitor(source, target_name, no_target, baseline, out, threshold, alpha, since, wait_for_evaluation, wait_s,
             fail_on_drift, scheduled, state, as_json) -> None:
     """Read every captured inference, plot confidence and check drift against the training baseline."""
-    from harness import monitor as monitoring
+    from scones.harness import monitor as monitoring
 
     if scheduled:
         run_scheduled_monitor(target_name, state, as_json, fail_on_drift)
         return
     target = None
     if not no_target:
-        from harness.targets import TargetNotFound, load_target
+        from scones.harness.targets import TargetNotFound, load_target
         try:
             target = load_target(target_name, state)
         except TargetNotFound as error:
@@ -179,8 +179,8 @@ def monitor(source, target_name, no_target, baseline, out, threshold, alpha, sin
 
 def run_scheduled_monitor(target_name: str, state: str | None, as_json: bool, fail_on_drift: bool) -> None:
     """Invoke the deployed monitor function (deploy/monitoring.py) and print its run summary."""
-    from deploy import monitoring as deployed_monitor
-    from harness import monitor as monitoring
+    from scones.deploy import monitoring as deployed_monitor
+    from scones.harness import monitor as monitoring
 
     target = _target(target_name, state)
     try:
@@ -209,8 +209,8 @@ def run_scheduled_monitor(target_name: str, state: str | None, as_json: bool, fa
 @click.option("--state-dir", "state", default=None)
 def report(target_name, executions, out, state) -> None:
     """Write one self-contained HTML page: evaluation table, monitoring plots, the workflow graph."""
-    from harness import report as reporting
-    from harness.targets import TargetNotFound, load_target
+    from scones.harness import report as reporting
+    from scones.harness.targets import TargetNotFound, load_target
 
     try:
         target = load_target(target_name, state)

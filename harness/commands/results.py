@@ -5,7 +5,7 @@ import json
 
 import click
 
-from harness import settings
+from scones import settings
 
 
 @click.command()
@@ -15,8 +15,8 @@ from harness import settings
 @click.option("--json", "as_json", is_flag=True, help="Print each result as a JSON line instead of the table.")
 def results(target_name: str, under: str, state: str | None, as_json: bool) -> None:
     """List the result of each photo dropped under the intake prefix: its class, or its error."""
-    from harness.targets import TargetNotFound, load_target
-    from lambdas.run_results import RESULT_SUFFIX, RunResult
+    from scones.harness.targets import TargetNotFound, load_target
+    from scones.lambdas.run_results import RESULT_SUFFIX, RunResult
 
     try:
         target = load_target(target_name, state)

@@ -2,13 +2,13 @@
 
 The same calls `scones up` makes after its processes are up (harness/stack.py): the bucket,
 the endpoint's registration with LocalStack (so the Lambdas' sagemaker-runtime calls reach the
-endpoint container), deploy.workflow.deploy_workflow with the local target's roles, and
+endpoint container), scones.deploy.workflow.deploy_workflow with the local target's roles, and
 upload_dataset; then it writes the local stack record, so that on the host
 `scones run test/bicycle/bicycle_s_000030.png` (the host CLI finds the compose record; or evaluate,
 monitor, report) works against the containers. The containers share the host's network, so
 the URLs in the record are the host's too.
 
-    python -m harness.compose.deploy      # settings from the environment (docker-compose.yml)
+    python -m scones.harness.compose.deploy      # settings from the environment (docker-compose.yml)
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import click
 
-from deploy import local as local_target
-from harness import settings
-from harness.targets import local_record_path, write_record
+from scones.deploy import local as local_target
+from scones import settings
+from scones.harness.targets import local_record_path, write_record
 
 BUCKET = "SCONES_BUCKET"
 PREFIX = "SCONES_PREFIX"
@@ -50,7 +50,7 @@ def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, en
     host_data_dir / host_model_dir: the host's paths of the folders mounted at data_dir and
     /model, written into the record in place of the container's paths.
     """
-    from deploy.workflow import deploy_workflow, upload_dataset
+    from scones.deploy.workflow import deploy_workflow, upload_dataset
 
     started = time.perf_counter()
     localstack_url = local_target.localstack_url(localstack_port)

@@ -24,7 +24,7 @@ python311="${SCONES_PYTHON311:-}"
 python313="${SCONES_PYTHON313:-}"
 if [ -z "$python313" ]; then
     # pyenv's shim fails in subprocesses: find the real interpreter, as harness/localstack.py does.
-    python313="$(cd "$ROOT" && PYTHONPATH="$ROOT" "$python311" -c 'from harness.localstack import find_python313; print(find_python313())')"
+    python313="$(cd "$ROOT" && PYTHONPATH="$ROOT" "$python311" -c 'from scones.harness.localstack import find_python313; print(find_python313())')"
 fi
 for python in "$python311" "$python313"; do
     [ -x "$python" ] || { echo "fetch-wheels.sh: interpreter '$python' not found (set SCONES_PYTHON311 / SCONES_PYTHON313)" >&2; exit 1; }

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-from harness import settings
-from harness.lambda_executor.names import PYTHONS_ENV
-from harness.localstack import DEFAULT_PORT, MARKER, LocalStack
+from scones import settings
+from scones.harness.lambda_executor.names import PYTHONS_ENV
+from scones.harness.localstack import DEFAULT_PORT, MARKER, LocalStack
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from harness.lambda_executor import pinned
-from harness.lambda_executor.names import EVENTS_SFN_TARGET_ENV
+from scones.harness.lambda_executor import pinned
+from scones.harness.lambda_executor.names import EVENTS_SFN_TARGET_ENV
 
 LOG = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ from localstack.aws.api.lambda_ import PackageType, RequestTooLargeException
 from localstack.services.lambda_.invocation.lambda_models import FunctionVersion, InvocationResult
 from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntimeException, RuntimeExecutor
 
-from harness.lambda_executor import sandbox
-from harness.lambda_executor.runtime_api import Invocation, RuntimeApiListener, RuntimeApiServer
-from harness.lambda_executor.runtimes import PYTHON_RUNTIMES, MissingInterpreter, interpreter_for
+from scones.harness.lambda_executor import sandbox
+from scones.harness.lambda_executor.runtime_api import Invocation, RuntimeApiListener, RuntimeApiServer
+from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES, MissingInterpreter, interpreter_for
 
 LOG = logging.getLogger(__name__)
 

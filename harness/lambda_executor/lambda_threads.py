@@ -24,8 +24,8 @@ import queue
 import threading
 import time
 
-from harness.lambda_executor import pinned
-from harness.lambda_executor.names import THREADS_PATCH_ENV
+from scones.harness.lambda_executor import pinned
+from scones.harness.lambda_executor.names import THREADS_PATCH_ENV
 
 LOG = logging.getLogger(__name__)
 

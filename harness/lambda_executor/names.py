@@ -3,10 +3,10 @@
 LOCALSTACK_VERSION = "4.14.0"                        # the localstack-core we install and our patches were read in
 PLUGIN_NAME = "scones-process"                       # LAMBDA_RUNTIME_EXECUTOR=<this>
 ENTRY_POINT_GROUP = "localstack.lambda.runtime_executor"
-ENTRY_POINT = f"{PLUGIN_NAME} = harness.lambda_executor.plugin:ProcessRuntimeExecutorPlugin"
+ENTRY_POINT = f"{PLUGIN_NAME} = scones.harness.lambda_executor.plugin:ProcessRuntimeExecutorPlugin"
 # Run by LocalStack at its start: SageMaker runtime calls on its gateway reach our endpoint servers.
 HOOK_GROUP = "localstack.hooks.on_infra_start"
-SAGEMAKER_RUNTIME_HOOK = "install_sagemaker_runtime = harness.lambda_executor.sagemaker_runtime:install_sagemaker_runtime"
+SAGEMAKER_RUNTIME_HOOK = "install_sagemaker_runtime = scones.harness.lambda_executor.sagemaker_runtime:install_sagemaker_runtime"
 # On LocalStack's gateway: PUT <this>/<endpoint name> {"url": "http://HOST:PORT"}; GET <this> lists them.
 SAGEMAKER_ENDPOINTS_PATH = "/_scones/sagemaker-endpoints"
 

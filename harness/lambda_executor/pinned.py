@@ -10,7 +10,7 @@ import functools
 import logging
 import os
 
-from harness.lambda_executor.names import LOCALSTACK_VERSION
+from scones.harness.lambda_executor.names import LOCALSTACK_VERSION
 
 LOG = logging.getLogger(__name__)
 

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from localstack.services.lambda_.invocation.plugins import RuntimeExecutorPlugin
 
-from harness.lambda_executor.names import PLUGIN_NAME
+from scones.harness.lambda_executor.names import PLUGIN_NAME
 
 
 class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
     name = PLUGIN_NAME
 
     def load(self, *args, **kwargs):
-        from harness.lambda_executor import events_sfn_target, lambda_threads, runtime_validation, sfn_client_cache
-        from harness.lambda_executor.executor import ProcessRuntimeExecutor
+        from scones.harness.lambda_executor import events_sfn_target, lambda_threads, runtime_validation, sfn_client_cache
+        from scones.harness.lambda_executor.executor import ProcessRuntimeExecutor
 
         runtime_validation.apply()
         lambda_threads.apply()  # before the first invoke; its modules are loaded by now, so it is quick

@@ -6,8 +6,8 @@ localstack-core 4.14.0, where `LambdaProvider._validate_runtime` was read.
 """
 from __future__ import annotations
 
-from harness.lambda_executor import pinned
-from harness.lambda_executor.runtimes import BLOCKED_RUNTIMES, blocked_message
+from scones.harness.lambda_executor import pinned
+from scones.harness.lambda_executor.runtimes import BLOCKED_RUNTIMES, blocked_message
 
 SWITCH = "SCONES_LAMBDA_RUNTIME_VALIDATION"
 

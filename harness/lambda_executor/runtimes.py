@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from harness.lambda_executor.names import PYTHONS_ENV
+from scones.harness.lambda_executor.names import PYTHONS_ENV
 
 # runtime identifier -> the CPython version it runs (what AWS's image for it ships)
 PYTHON_RUNTIMES = {

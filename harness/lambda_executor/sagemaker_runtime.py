@@ -10,7 +10,7 @@ your current license plan or not yet emulated". With this, LocalStack answers it
   as LocalStack, like every other resource of LocalStack's free edition; an endpoint server
   restarted on its URL needs nothing new.
 - InvokeEndpoint for a registered name is forwarded to that server's own runtime route
-  (`POST /endpoints/<name>/invocations`, local_model/server.py), with the request's body,
+  (`POST /endpoints/<name>/invocations`, harness/serving/server.py), with the request's body,
   Content-Type, Accept and X-Amzn-* headers, and its reply (status, body, Content-Type and
   X-Amzn-* headers such as x-Amzn-Invoked-Production-Variant or a ModelError's
   x-amzn-ErrorType) comes back unchanged.
@@ -40,7 +40,7 @@ from localstack.aws.chain import HandlerChain
 from localstack.http import Response
 from localstack.runtime import hooks
 
-from harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
+from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
 
 LOG = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 
-from harness.lambda_executor import pinned
-from harness.lambda_executor.names import CLIENT_CACHE_ENV
+from scones.harness.lambda_executor import pinned
+from scones.harness.lambda_executor.names import CLIENT_CACHE_ENV
 
 LOG = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def apply_in_background() -> None:
     _register_status_route()
 
     def apply_both() -> None:
-        from harness.lambda_executor import sfn_definition_cache
+        from scones.harness.lambda_executor import sfn_definition_cache
 
         apply()
         sfn_definition_cache.apply()
@@ -116,7 +116,7 @@ def _register_status_route() -> None:
 
         @route("/_scones/executor", methods=["GET"])
         def executor(self, request):
-            from harness.lambda_executor import executor, lambda_threads, sfn_definition_cache
+            from scones.harness.lambda_executor import executor, lambda_threads, sfn_definition_cache
 
             return Response.for_json({**executor.stats(), "sfn_client_cache": status(),
                                       "sfn_definition_cache": sfn_definition_cache.status(),

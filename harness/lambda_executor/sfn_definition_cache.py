@@ -18,8 +18,8 @@ import logging
 import threading
 from collections import OrderedDict
 
-from harness.lambda_executor import pinned
-from harness.lambda_executor.names import DEFINITION_CACHE_ENV
+from scones.harness.lambda_executor import pinned
+from scones.harness.lambda_executor.names import DEFINITION_CACHE_ENV
 
 LOG = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from e2e_helpers import CLASSES, png_bytes
-from harness import settings
+from scones import settings
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,16 @@ import sys
 
 import pytest
 
-from harness import settings, stack
-from harness.endpoint import free_port
-from harness.targets import load_target
+from scones import settings
+from scones.harness import stack
+from scones.harness.endpoint import free_port
+from scones.harness.targets import load_target
 
 pytestmark = pytest.mark.e2e
 
 
 def scones(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from scones.harness.cli import main; main()", *args],
                           env=env, capture_output=True, text=True, timeout=600, cwd=settings.PROJECT_ROOT)
 
 
@@ -24,7 +25,7 @@ def separate_state_dir(tmp_path, scones_target_name):
     """A state dir of its own (so the session's stack is untouched) sharing the installed venvs."""
     if scones_target_name != "local":
         pytest.skip("`scones down` manages the local stack only")
-    from harness.localstack import LocalStack
+    from scones.harness.localstack import LocalStack
 
     shared = settings.state_dir()
     LocalStack(shared).ensure_venv(progress=False)

@@ -5,7 +5,7 @@ CLI as a user drives it: kill -9 of LocalStack in the middle of `scones evaluate
 endpoint, `scones down` + `scones up`, and an endpoint restarted during a burst of executions.
 
 The ground truth for "captured" is the endpoint's own spool: a record counts as captured once it is
-in the spool file, which happens before the endpoint replies (local_model/capture.py; the unit
+in the spool file, which happens before the endpoint replies (harness/serving/capture.py; the unit
 tests in tests/test_capture_records.py show the write-before-reply and the recovery). LocalStack's
 free edition keeps no data across restarts (persistence is a Pro feature, DESIGN.md section 4), so
 after each fault `scones up` must re-seed S3 from the spool's archive and `scones monitor` must
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import settings, stack
-from harness.endpoint import free_port
+from scones import settings
+from scones.harness import stack
+from scones.harness.endpoint import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ class OwnStack:
                               cwd=settings.PROJECT_ROOT)
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-c", "from harness.cli import main; main()", *args]
+        return [sys.executable, "-c", "from scones.harness.cli import main; main()", *args]
 
     def background(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(self.command(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -109,7 +110,7 @@ def poll(condition, timeout_s: float, what: str):
 def own_stack(scones_target_name, scones_stack):
     if scones_target_name != "local":
         pytest.skip("crashes and restarts of the local stack's processes")
-    from harness.localstack import LocalStack
+    from scones.harness.localstack import LocalStack
 
     shared = settings.state_dir()
     LocalStack(shared).ensure_venv(progress=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from support import poll
-from harness import evaluate, monitor
+from scones.harness import evaluate, monitor
 
 pytestmark = pytest.mark.e2e
 

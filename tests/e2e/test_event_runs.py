@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from e2e_helpers import CLASSES
 from support import poll
 
-from harness.commands.results import results
-from lambdas.run_results import RunResult, result_key
+from scones.harness.commands.results import results
+from scones.lambdas.run_results import RunResult, result_key
 
 DEADLINE_S = 180.0
 

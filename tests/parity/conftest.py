@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import models, settings
+from scones.harness import models
 
+
+from scones import settings
 REQUIREMENTS = Path(__file__).with_name("toolkit-requirements.txt")
 EXTRA_REQUIREMENTS = "SCONES_PARITY_REQUIREMENTS"
 COMPLETE = ".complete"

@@ -2,8 +2,8 @@
 
 The toolkit is the code inside the PyTorch 2.5.1 py311 inference images (sagemaker-pytorch-inference
 2.0.25 under TorchServe 0.12.0, from tests/parity/toolkit-requirements.txt), started by
-harness.toolkit_endpoint.ToolkitEndpoint as the image's entry point starts it; `scones serve` runs
-as the local stack runs it (a subprocess of `python -m harness.commands.endpoint`). Both serve the
+scones.harness.toolkit_endpoint.ToolkitEndpoint as the image's entry point starts it; `scones serve` runs
+as the local stack runs it (a subprocess of `python -m scones.harness.commands.endpoint`). Both serve the
 same model.tar.gz the project builds, both are asked the same thing over HTTP, and the answers are
 compared: status, Content-Type and body (error bodies by their message line: the traceback under
 it names each side's own files).
@@ -28,10 +28,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from deploy import sagemaker as sm
-from harness import models, settings
-from harness.endpoint import EndpointServer
-from harness.toolkit_endpoint import ToolkitEndpoint
+from scones.deploy import sagemaker as sm
+from scones.harness import models
+from scones import settings
+from scones.harness.endpoint import EndpointServer
+from scones.harness.toolkit_endpoint import ToolkitEndpoint
 
 pytestmark = pytest.mark.parity
 

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from deploy import sagemaker as sm
-from harness.endpoint import free_port
+from scones.deploy import sagemaker as sm
+from scones.harness.endpoint import free_port
 
 pytestmark = pytest.mark.parity
 

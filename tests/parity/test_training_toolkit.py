@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploy import sagemaker as sm
-from harness import models
-from harness.cli import main as scones
+from scones.deploy import sagemaker as sm
+from scones.harness import models
+from scones.harness.cli import main as scones
 
 pytestmark = pytest.mark.parity
 
