@@ -4,8 +4,11 @@ Steps, each idempotent and recorded as soon as it is done (deploy/record.py):
   1. bucket   S3 bucket created or reused (owner checked), staged dataset uploaded (unchanged objects skipped)
   2. roles    SageMaker, Lambda and Step Functions roles, least privilege (deploy/iam.py)
   3. model    SageMaker training job running local_model/train.py, or --model-data
-  4. endpoint model + endpoint config with 100% data capture + endpoint, waited to InService
-  5. workflow the three Lambdas and the state machine (deploy/workflow.py, shared with local)
+  4. endpoint model + endpoint config with 100% data capture + endpoint, waited to InService, and its
+              target-tracking autoscaling (deploy/scaling.py)
+  5. workflow the three Lambdas and the state machine (deploy/workflow.py, shared with local), and the
+              event-driven runs: incoming/ photos start it, results/ receive each run's result (deploy/event_runs.py),
+              classifyImage's reserved concurrency, and the scheduled drift monitor with its alarms (deploy/monitoring.py)
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from scones import contract, settings
+from scones.deploy import aws_operations, event_runs, monitoring, scaling
 from scones.deploy import iam as iam_roles
 from scones.deploy import record as records
 from scones.deploy import sagemaker as sm
@@ -49,7 +53,8 @@ FAKE_SECRETS = {"test", "testing", "foobar", "foobarkey", "foobarsecret", "fake"
 ACCESS_KEY_PATTERN = re.compile(r"(AKIA|ASIA)[A-Z2-7]{16}")
 STEPS = ("bucket", "roles", "model", "endpoint", "workflow")
 # Every service a deploy or destroy calls; each one's endpoint is checked before the first call.
-SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs")
+SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs", "events",
+            "application-autoscaling", "cloudwatch", "sns")
 LOCAL_HOSTNAMES = ("localhost", "host.docker.internal")
 # botocore's errors for an endpoint it could not reach or that did not answer (DNS, refused, proxy, TLS, timeouts).
 UNREACHABLE_ERRORS = (BotocoreConnectionError, HTTPClientError)
@@ -81,6 +86,12 @@ class DeployOptions:
     inference_image: str | None = None
     training_timeout_s: float = sm.TRAINING_TIMEOUT_S
     endpoint_timeout_s: float = sm.ENDPOINT_TIMEOUT_S
+    scaling: scaling.ScalingOptions = field(default_factory=scaling.ScalingOptions)
+    baseline: str | os.PathLike | None = None   # default: baseline.json from the training job's output
+    monitor_schedule: str = monitoring.DEFAULT_SCHEDULE
+    drift_alpha: float = monitoring.DEFAULT_ALPHA
+    share_below_limit: float = monitoring.DEFAULT_SHARE_BELOW_LIMIT
+    alarm_period_s: int = monitoring.DEFAULT_ALARM_PERIOD_S
 
     def resolved_endpoint_name(self) -> str:
         return self.endpoint_name or f"{self.prefix}-classifier"
@@ -316,6 +327,7 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
     context = settle_context(session, options, account=account_or_unknown)
     if options.trainer not in TRAINERS:
         raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
+    options.scaling.check()
     path = records.aws_record_path(options.state_dir)
     existing = records.read_record(path)
     if unreachable:
@@ -350,6 +362,8 @@ def plan(options: DeployOptions, session: boto3.Session | None = None) -> list[s
         f"on {options.endpoint_instance} with {options.resolved_inference_image(context.region)}",
         f"5. Lambda functions {', '.join(function_name(options.prefix, s) for s in FUNCTION_SHORT_NAMES)} "
         f"(ENDPOINT_NAME={endpoint}, THRESHOLD={options.threshold}); state machine {state_machine_name(options.prefix)}",
+        *event_runs.plan_lines(options.prefix, context.bucket, state_machine_name(options.prefix)),
+        *aws_operations.plan_lines(options, context.bucket),
     ]
     return lines
 
@@ -366,6 +380,7 @@ def deploy(
         raise Refusal(f"unknown trainer {options.trainer!r}: expected one of {', '.join(TRAINERS)}")
     if options.model_data and not options.model_data.startswith("s3://"):
         raise Refusal(f"--model-data must be an s3:// URI of a model.tar.gz, not {options.model_data!r}")
+    options.scaling.check()
     session = session or make_session(options)
     context = settle_context(session, options)
     say = progress or (lambda message: None)
@@ -409,6 +424,7 @@ def deploy(
 
     say("step 4/5: endpoint with data capture")
     _ensure_endpoint(sagemaker, context, options, record, save, progress, sleep)
+    aws_operations.ensure_autoscaling(session, context, options, record, save, progress)
     save("endpoint")
 
     say("step 5/5: Lambda functions and state machine")
@@ -441,9 +457,51 @@ def deploy(
         "endpoint_name": options.resolved_endpoint_name(),
         "capture_s3_uri": f"s3://{context.bucket}/data_capture",
     })
+    _ensure_event_runs(session, context, options, record, scope, save, progress, sleep)
+    aws_operations.ensure_classifier_concurrency(session, context, options, record, save, progress)
+    aws_operations.ensure_monitor(session, context, options, record, scope, save, progress, sleep)
     save("workflow")
     say(f"deployed: state machine {workflow.state_machine_arn}; record {path}")
     return record
+
+
+def _ensure_event_runs(session, context: Context, options: DeployOptions, record: dict, scope: iam_roles.Scope,
+                       save, progress, sleep) -> None:
+    """The two rules, the writer function and its role, EventBridge's role, the bucket's notifications."""
+    resources = record["resources"]
+    names = event_runs.EventRunsNames(options.prefix)
+    machine_arn = resources["state_machine_arn"]
+    policies = {
+        "events": (names.events_role, "events.amazonaws.com", iam_roles.events_role_policy(scope, machine_arn)),
+        "results": (names.writer_role, "lambda.amazonaws.com", iam_roles.results_writer_policy(
+            scope, state_machine_name=state_machine_name(options.prefix), function=names.writer_function,
+            results_prefix=event_runs.RESULTS_PREFIX)),
+    }
+    iam = session.client("iam", region_name=context.region)
+    for kind, (name, service, policy) in policies.items():
+        def record_role(kind=kind, name=name) -> None:   # before CreateRole, so a killed deploy still destroys it
+            resources["roles"][kind] = {"name": name, "arn": None}
+            save()
+        arn, _ = iam_roles.ensure_role(iam, name=name, trust=iam_roles.trust_policy(service), policy=policy,
+                                       tags={"scones:prefix": options.prefix}, progress=progress, before_create=record_role)
+        resources["roles"][kind] = {"name": name, "arn": arn}
+    log_group = f"/aws/lambda/{names.writer_function}"
+    if log_group not in resources["log_groups"]:
+        resources["log_groups"].append(log_group)
+    save()
+
+    def remember(made: event_runs.EventRunsResources) -> None:
+        resources["event_runs"] = made.to_dict()
+        save()
+
+    made = event_runs.deploy_event_runs(
+        session, prefix=options.prefix, bucket=context.bucket, state_machine_arn=machine_arn,
+        events_role_arn=resources["roles"]["events"]["arn"], writer_role_arn=resources["roles"]["results"]["arn"],
+        previous=event_runs.EventRunsResources.from_dict(resources.get("event_runs")),
+        progress=progress, sleep=sleep, on_change=remember,
+    )
+    record["outputs"].update({"intake_s3_uri": f"s3://{context.bucket}/{made.intake_prefix}",
+                              "results_s3_uri": f"s3://{context.bucket}/{made.results_prefix}"})
 
 
 def _ensure_model_data(sagemaker, s3, context: Context, options: DeployOptions, record: dict, save, progress, sleep) -> str:
@@ -562,6 +620,13 @@ def destroy(
         say(f"deleted {what}")
         records.save_record(path, record)
 
+    deleted += aws_operations.destroy(session, record, say)
+    records.save_record(path, record)
+    if resources.get("event_runs"):   # first: no photo may start a run of a workflow being deleted
+        deleted += event_runs.destroy_event_runs(
+            session, event_runs.EventRunsResources.from_dict(resources["event_runs"]), record["prefix"], progress=say)
+        resources["event_runs"] = None
+        records.save_record(path, record)
     destroy_workflow(session, WorkflowResources(dict(resources.get("functions") or {}), resources.get("state_machine_arn")))
     for arn in (resources.get("functions") or {}).values():
         deleted.append(f"Lambda function {arn}")

@@ -197,3 +197,55 @@ def delete_role(iam, name: str, progress: Progress | None = None) -> None:
         return
     if progress:
         progress(f"deleted IAM role {name}")
+
+
+# --- event-driven runs (deploy/event_runs.py): two roles of their own, beside the three above -------
+
+def events_role_policy(scope: Scope, state_machine_arn: str) -> dict:
+    """EventBridge's role on the photo-landed rule: start this one workflow, nothing else."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "StartWorkflow", "Effect": "Allow", "Action": "states:StartExecution", "Resource": state_machine_arn},
+        ],
+    }
+
+
+def results_writer_policy(scope: Scope, *, state_machine_name: str, function: str, results_prefix: str) -> dict:
+    """writeResult's role: write under results/ only, read its own workflow's executions, write its own logs."""
+    executions = f"arn:{scope.partition}:states:{scope.region}:{scope.account_id}:execution:{state_machine_name}:*"
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "WriteResults", "Effect": "Allow", "Action": "s3:PutObject",
+             "Resource": f"arn:{scope.partition}:s3:::{scope.bucket}/{results_prefix}*"},
+            {"Sid": "ReadRunPayloads", "Effect": "Allow", "Action": "states:DescribeExecution", "Resource": executions},
+            {"Sid": "OwnLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": scope.log_group_arns(f"/aws/lambda/{function}")},
+        ],
+    }
+
+
+# --- the drift monitor (deploy/monitoring.py): a role of its own ------------------------------------
+
+def monitor_policy(scope: Scope, *, function: str, capture_prefix: str, monitor_prefix: str, namespace: str) -> dict:
+    """monitorDrift's role: read this endpoint's capture, read and write its own monitoring prefix (list
+    only those two), publish metrics in its namespace alone, write its own logs."""
+    bucket_arn = f"arn:{scope.partition}:s3:::{scope.bucket}"
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "ListCaptureAndMonitoring", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+             "Condition": {"StringLike": {"s3:prefix": [f"{capture_prefix}*", f"{monitor_prefix}*"]}}},
+            {"Sid": "ReadCapture", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": [f"{bucket_arn}/{capture_prefix}*", f"{bucket_arn}/{monitor_prefix}*"]},
+            {"Sid": "WriteMonitoring", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{monitor_prefix}*"},
+            # PutMetricData has no resource-level permissions; the namespace condition scopes it.
+            {"Sid": "PublishMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+             "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}}},
+            {"Sid": "OwnLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": scope.log_group_arns(f"/aws/lambda/{function}")},
+        ],
+    }

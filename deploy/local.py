@@ -36,6 +36,7 @@ DATASET_PARTS = ("test",)
 # LocalStack does not enforce IAM, but Lambda and Step Functions still want a well-formed role.
 LAMBDA_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-lambda-role"
 STATES_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-states-role"
+EVENTS_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-events-role"   # EventBridge's role to start the workflow
 
 
 def localstack_url(port: int = DEFAULT_LOCALSTACK_PORT) -> str:

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,10 @@ class StackOutputs:
     endpoint_name: str
     capture_s3_uri: str
     endpoint_urls: Mapping[str, str] = field(default_factory=dict)   # local targets: "default"/service -> URL
+    # Event-driven runs (deploy/event_runs.py): photos in, results out; the drift monitor's alarm topic.
+    intake_s3_uri: str | None = None
+    results_s3_uri: str | None = None
+    monitor_topic_arn: str | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], path: Path, target: str) -> StackOutputs:
@@ -45,18 +49,23 @@ class StackOutputs:
         missing = [key for key in OUTPUT_KEYS if key not in outputs]
         if missing:
             raise RecordError(f"{path} lacks outputs {', '.join(missing)}: deploy the {target} target again")
-        return cls(**{key: outputs[key] for key in OUTPUT_KEYS},
-                   endpoint_urls=dict(outputs.get("endpoint_urls") or {}))
+        return cls(region=outputs["region"], bucket=outputs["bucket"], state_machine_arn=outputs["state_machine_arn"],
+                   function_arns=outputs["function_arns"], endpoint_name=outputs["endpoint_name"],
+                   capture_s3_uri=outputs["capture_s3_uri"], endpoint_urls=dict(outputs.get("endpoint_urls") or {}),
+                   intake_s3_uri=outputs.get("intake_s3_uri"), results_s3_uri=outputs.get("results_s3_uri"),
+                   monitor_topic_arn=outputs.get("monitor_topic_arn"))
 
     def as_dict(self) -> dict[str, Any]:
         values = {key: getattr(self, key) for key in OUTPUT_KEYS}
         values["function_arns"] = dict(self.function_arns)
         if self.endpoint_urls:
             values["endpoint_urls"] = dict(self.endpoint_urls)
+        values.update({key: getattr(self, key) for key in OPTIONAL_OUTPUT_KEYS if getattr(self, key) is not None})
         return values
 
 
-OUTPUT_KEYS = tuple(item.name for item in fields(StackOutputs) if item.name != "endpoint_urls")
+OUTPUT_KEYS = tuple(item.name for item in fields(StackOutputs) if item.default is MISSING and item.default_factory is MISSING)
+OPTIONAL_OUTPUT_KEYS = tuple(item.name for item in fields(StackOutputs) if item.default is None)
 
 
 def aws_record_path(state_dir: str | os.PathLike | None = None) -> Path:

@@ -27,6 +27,7 @@ COMMANDS = {
     "evaluate": "scones.harness.commands.monitoring:evaluate",
     "monitor": "scones.harness.commands.monitoring:monitor",
     "report": "scones.harness.commands.monitoring:report",
+    "results": "scones.harness.commands.results:results",
 }
 DEBUG_ENV = "SCONES_DEBUG"
 LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `scones up` starts or repairs it"

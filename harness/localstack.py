@@ -42,6 +42,7 @@ from scones.harness.lambda_executor.names import (
     DEFINITION_CACHE_ENV,
     ENTRY_POINT,
     ENTRY_POINT_GROUP,
+    EVENTS_SFN_TARGET_ENV,
     HOOK_GROUP,
     LOCALSTACK_VERSION,
     PLUGIN_NAME,
@@ -57,10 +58,11 @@ DEFAULT_PORT = 4566
 REQUIREMENTS = Path(__file__).resolve().parent / "localstack-requirements.txt"
 RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "lambda_runtime" / "requirements.txt"
 LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtime AWS accepts today
-SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events"
+# cloudwatch and sns: the drift monitor's metrics, alarms and topic (deploy/monitoring.py)
+SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
-PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV)
+PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"

@@ -9,16 +9,13 @@ The drift check compares the captured answers with the baseline that training wr
 the test set (baseline.json): the balance of predicted classes (chi-square test of the 2 x k
 table of counts, i.e. a two-proportion test for two classes) and the distribution of the
 maximum confidence (two-sample Kolmogorov-Smirnov test). Each fails when its p-value falls
-below `alpha`.
+below `alpha`. Parsing (lambdas/capture_records.py) and the tests (lambdas/drift.py) are the
+scheduled monitor function's own code, so both runs give the same answer.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
-import warnings
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,11 +24,12 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from scones import contract
+from scones.lambdas.capture_records import CaptureProblem, CaptureRecord, parse_lines
+from scones.lambdas.drift import DEFAULT_ALPHA, check_drift, checked_baseline, class_counts
 
 DEFAULT_CLASSES = contract.CLASSES
 DEFAULT_THRESHOLD = contract.THRESHOLD
-DEFAULT_ALPHA = 0.01          # a p-value below this fails the test
-MIN_RECORDS_FOR_DRIFT = 20    # fewer answers than this say nothing about a distribution
+
 CAPTURE_SUFFIXES = (".jsonl",)
 S3_READERS = 8                # parallel GetObject calls when reading capture from S3
 CLASS_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
@@ -39,29 +37,6 @@ CLASS_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 
 class CaptureSourceError(RuntimeError):
     """The capture source cannot be read at all (bad URI, missing folder, no access)."""
-
-
-@dataclass
-class CaptureRecord:
-    event_id: str
-    inference_time: datetime
-    probabilities: list[float]
-    predicted_index: int
-    max_confidence: float
-    input_content_type: str | None
-    input_bytes: int | None
-    file: str
-    line: int
-
-
-@dataclass
-class CaptureProblem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
 
 
 @dataclass
@@ -73,103 +48,6 @@ class CaptureSet:
 
 
 # --- reading -----------------------------------------------------------------------------
-
-class MalformedRecord(ValueError):
-    pass
-
-
-def _decode(section: dict[str, Any], what: str) -> str:
-    """The text of a captured input/output section, whatever its encoding."""
-    if not isinstance(section, dict) or "data" not in section:
-        raise MalformedRecord(f"{what} has no data")
-    data = section["data"]
-    encoding = str(section.get("encoding", "JSON")).upper()
-    if not isinstance(data, str):
-        raise MalformedRecord(f"{what}.data is {type(data).__name__}, not a string")
-    if encoding == "BASE64":
-        try:
-            return base64.b64decode(data, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as error:
-            raise MalformedRecord(f"{what}.data is not base64 of UTF-8 text ({error})") from None
-    return data
-
-
-def parse_probabilities(section: dict[str, Any]) -> list[float]:
-    text = _decode(section, "endpointOutput")
-    encoding = str(section.get("encoding", "JSON")).upper()
-    try:
-        if encoding == "CSV":
-            values: Any = [float(part) for part in text.replace("\n", ",").split(",") if part.strip()]
-        else:
-            values = json.loads(text)
-    except ValueError as error:
-        raise MalformedRecord(f"endpointOutput.data {text[:60]!r} is not a list of numbers ({error})") from None
-    if isinstance(values, dict):  # tolerate {"predictions": [...]}-style bodies
-        values = values.get("predictions", values.get("probabilities"))
-    if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
-        values = values[0]
-    if (not isinstance(values, list) or len(values) < 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-        raise MalformedRecord(f"endpointOutput.data {text[:60]!r} is not a list of class probabilities")
-    return [float(v) for v in values]
-
-
-def parse_time(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise MalformedRecord("eventMetadata.inferenceTime is missing")
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise MalformedRecord(f"eventMetadata.inferenceTime {value!r} is not an ISO-8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def parse_record(text: str, file: str, line: int) -> CaptureRecord:
-    """One capture line -> a record; raises MalformedRecord saying what is wrong."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise MalformedRecord(f"not JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(document, dict):
-        raise MalformedRecord(f"a JSON {type(document).__name__}, not a capture record object")
-    capture = document.get("captureData")
-    if not isinstance(capture, dict):
-        raise MalformedRecord("no captureData object")
-    if "endpointOutput" not in capture:
-        raise MalformedRecord("captureData has no endpointOutput")
-    probabilities = parse_probabilities(capture["endpointOutput"])
-    metadata = document.get("eventMetadata") or {}
-    if not isinstance(metadata, dict):
-        raise MalformedRecord("eventMetadata is not an object")
-    inference_time = parse_time(metadata.get("inferenceTime"))
-    endpoint_input = capture.get("endpointInput") if isinstance(capture.get("endpointInput"), dict) else {}
-    input_bytes = None
-    if isinstance(endpoint_input.get("data"), str):
-        data = endpoint_input["data"]
-        input_bytes = len(data) * 3 // 4 if str(endpoint_input.get("encoding")).upper() == "BASE64" else len(data)
-    best = max(range(len(probabilities)), key=probabilities.__getitem__)
-    return CaptureRecord(
-        event_id=str(metadata.get("eventId", "")),
-        inference_time=inference_time,
-        probabilities=probabilities,
-        predicted_index=best,
-        max_confidence=probabilities[best],
-        input_content_type=endpoint_input.get("observedContentType"),
-        input_bytes=input_bytes,
-        file=file,
-        line=line,
-    )
-
-
-def parse_lines(lines: Iterable[str], file: str, into: CaptureSet) -> None:
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            into.records.append(parse_record(text, file, number))
-        except MalformedRecord as error:
-            into.problems.append(CaptureProblem(file, number, str(error)))
-
 
 def _local_files(root: Path) -> list[Path]:
     if root.is_file():
@@ -216,14 +94,14 @@ def read_capture(source: str | os.PathLike, session=None,
         with ThreadPoolExecutor(max_workers=S3_READERS, thread_name_prefix="capture-read") as pool:
             for key, body in zip(keys, pool.map(fetch, keys)):
                 uri = f"s3://{bucket}/{key}"
-                parse_lines(body.splitlines(), uri, result)
+                parse_lines(body.splitlines(), uri, result.records, result.problems)
                 result.files.append(uri)
                 if progress:
                     progress(uri)
     else:
         for path in _local_files(Path(source_text)):
             with path.open(encoding="utf-8", errors="replace") as handle:
-                parse_lines(handle, str(path), result)
+                parse_lines(handle, str(path), result.records, result.problems)
             result.files.append(str(path))
             if progress:
                 progress(str(path))
@@ -247,77 +125,13 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"baseline {path} does not exist (training writes it: `scones train`)") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"baseline {path} is not valid JSON ({error})") from None
-    missing = [key for key in ("classes", "predicted_class_counts", "max_confidence") if key not in baseline]
-    if missing:
-        raise ValueError(f"baseline {path} lacks {', '.join(missing)}")
-    return baseline
+    return checked_baseline(baseline, str(path))
 
 
 def find_default_baseline(state_dir: Path) -> Path | None:
     """The newest baseline.json that training left under the state folder, if any."""
     candidates = [p for p in (state_dir / "models").rglob("baseline.json")] if (state_dir / "models").is_dir() else []
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def class_counts(records: list[CaptureRecord], classes: Iterable[str]) -> dict[str, int]:
-    names = list(classes)
-    counts = Counter(record.predicted_index for record in records)
-    return {name: int(counts.get(index, 0)) for index, name in enumerate(names)}
-
-
-def check_drift(records: list[CaptureRecord], baseline: dict[str, Any] | None,
-                alpha: float = DEFAULT_ALPHA, min_records: int = MIN_RECORDS_FOR_DRIFT) -> dict[str, Any]:
-    """Class balance and confidence distribution of `records` against the training baseline.
-
-    status is "pass", "fail", or "skipped" (no baseline, or too few records to test).
-    """
-    if baseline is None:
-        return {"status": "skipped", "reason": "no baseline.json given or found", "alpha": alpha, "tests": {}}
-    if len(records) < min_records:
-        return {"status": "skipped", "alpha": alpha, "tests": {}, "min_records": min_records,
-                "reason": f"only {len(records)} captured records; the check needs at least {min_records}"}
-    import numpy as np
-    from scipy import stats
-
-    classes = list(baseline["classes"])
-    observed = class_counts(records, classes)
-    expected = {name: int(baseline["predicted_class_counts"].get(name, 0)) for name in classes}
-    table = np.array([[expected[n] for n in classes], [observed[n] for n in classes]])
-    kept = table.sum(axis=0) > 0  # a class nobody predicted in either set adds no information
-    if kept.sum() < 2:
-        balance_statistic, balance_p = 0.0, 1.0
-    else:
-        balance_statistic, balance_p, _, _ = stats.chi2_contingency(table[:, kept], correction=True)
-    balance = {
-        "test": "chi-square test of predicted class counts, capture vs baseline (2 x k contingency table)",
-        "statistic": float(balance_statistic),
-        "p_value": float(balance_p),
-        "baseline_share": {n: expected[n] / max(1, sum(expected.values())) for n in classes},
-        "capture_share": {n: observed[n] / max(1, len(records)) for n in classes},
-        "passed": bool(balance_p >= alpha),
-    }
-    captured = np.array([record.max_confidence for record in records])
-    reference = np.array(baseline["max_confidence"], dtype=float)
-    with warnings.catch_warnings():  # ties among saturated confidences make scipy fall back to the asymptotic p-value
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ks = stats.ks_2samp(captured, reference)
-    confidence = {
-        "test": "two-sample Kolmogorov-Smirnov test of max confidence, capture vs baseline",
-        "statistic": float(ks.statistic),
-        "p_value": float(ks.pvalue),
-        "baseline_median": float(np.median(reference)),
-        "capture_median": float(np.median(captured)),
-        "passed": bool(ks.pvalue >= alpha),
-    }
-    passed = balance["passed"] and confidence["passed"]
-    return {
-        "status": "pass" if passed else "fail",
-        "alpha": alpha,
-        "rule": f"each test fails when its p-value < {alpha}",
-        "n_capture": len(records),
-        "n_baseline": int(baseline.get("n", len(reference))),
-        "tests": {"class_balance": balance, "confidence_distribution": confidence},
-    }
 
 
 # --- summary -----------------------------------------------------------------------------

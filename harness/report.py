@@ -376,10 +376,24 @@ def build_report(out_path: Path, reports_dir: Path, target=None, execution_arns:
         "executions": views,
         "missing_outcomes": missing_outcomes(views, bool(list(execution_arns))) if definition is not None else [],
         "outcome_style": OUTCOME_STYLE,
+        "operations": _operations(target),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(render_report(context), encoding="utf-8")
     return out_path
+
+
+def _operations(target) -> dict[str, Any] | None:
+    """Autoscaling, the drift monitor's alarms and runs (harness/operations.py), or None without a target."""
+    if target is None:
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from scones.harness import operations
+    try:
+        return operations.describe(target)
+    except (BotoCoreError, ClientError) as error:
+        return {"autoscaling": None, "monitor": None, "note": f"cannot be read ({error})"}
 
 
 def _drift_caption(monitoring: dict[str, Any] | None) -> str | None:

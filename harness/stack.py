@@ -10,6 +10,7 @@ listening port is left behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -292,6 +293,8 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
                 stopping.set()   # the deploy's next poll gives up, so leaving the pool waits for no waiter
                 raise
         progress("workflow deployed, data uploaded")
+        event_runs = _deploy_event_runs(session, config, resources, progress)
+        monitor = _deploy_monitor(session, config, model_dir, progress)
 
         if endpoint_process is not None:
             endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
@@ -308,15 +311,21 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
 
     endpoint_pid = endpoint_process.pid if endpoint_process else old_endpoint.get("pid")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    outputs = local_target.stack_outputs(bucket=config.bucket, resources=resources, endpoint_name=config.endpoint_name,
+                                         localstack=config.localstack_url, endpoint_server=config.endpoint_url)
+    outputs = dataclasses.replace(outputs, intake_s3_uri=f"s3://{config.bucket}/{event_runs.intake_prefix}",
+                                  results_s3_uri=f"s3://{config.bucket}/{event_runs.results_prefix}",
+                                  monitor_topic_arn=monitor.topic_arn)
     record = local_stack_record(
-        outputs=local_target.stack_outputs(bucket=config.bucket, resources=resources, endpoint_name=config.endpoint_name,
-                                           localstack=config.localstack_url, endpoint_server=config.endpoint_url),
+        outputs=outputs,
         created=(previous.get("created") if localstack_attached else None) or now,
         state_dir=config.state_dir, data_dir=str(config.data_dir), prefix=config.prefix, threshold=config.threshold,
         localstack={"pid": localstack_pid, "port": config.localstack_port, "url": config.localstack_url},
         endpoint={"pid": endpoint_pid, "port": config.endpoint_port, "url": config.endpoint_url,
                   "name": config.endpoint_name, "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
                   "model_dir": str(model_dir), "log": str(config.local_dir / "endpoint.log")},
+        event_runs=event_runs.to_dict(),
+        monitor=monitor.to_dict(),
         dataset={"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
                  "parts": list(dataset_parts(config))} if uploaded else None,
         capture_restored=vars(restored),
@@ -378,7 +387,7 @@ def _report_lambda_sandbox(progress: Progress) -> None:
 def _preload_deploy_code() -> None:
     import importlib
 
-    for module in ("scones.deploy.packaging", "scones.deploy.workflow", "scones.state_machine.render", "tqdm"):
+    for module in ("scones.deploy.packaging", "scones.deploy.workflow", "scones.deploy.event_runs", "scones.state_machine.render", "tqdm"):
         importlib.import_module(module)
 
 
@@ -399,6 +408,35 @@ def _deploy(session, config: StackConfig, progress: Progress, stopping: threadin
         states_role_arn=local_target.STATES_ROLE_ARN,
         progress=progress,
         sleep=pause,
+    )
+
+
+def _deploy_event_runs(session, config: StackConfig, resources, progress: Progress):
+    """Photos under incoming/ start the workflow, results land under results/ (deploy/event_runs.py, as on AWS).
+    After the upload, which creates the bucket that sends the events."""
+    from scones.deploy.event_runs import deploy_event_runs
+
+    return deploy_event_runs(
+        session, prefix=config.prefix, bucket=config.bucket, state_machine_arn=resources.state_machine_arn,
+        events_role_arn=local_target.EVENTS_ROLE_ARN, writer_role_arn=local_target.LAMBDA_ROLE_ARN,
+        progress=progress, sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
+    )
+
+
+def _deploy_monitor(session, config: StackConfig, model_dir: Path, progress: Progress):
+    """The scheduled drift monitor, its alarms and topic (deploy/monitoring.py, as on AWS), with the served
+    model's baseline; alarms evaluated every LOCAL_ALARM_PERIOD_S (LocalStack evaluates once a period)."""
+    import json
+
+    from scones.deploy import monitoring
+
+    baseline_path = model_dir / "baseline.json"
+    settings = monitoring.MonitorSettings(prefix=config.prefix, bucket=config.bucket, endpoint_name=config.endpoint_name,
+                                          threshold=config.threshold, alarm_period_s=monitoring.LOCAL_ALARM_PERIOD_S)
+    return monitoring.deploy_monitor(
+        session, settings, role_arn=local_target.LAMBDA_ROLE_ARN,
+        baseline=json.loads(baseline_path.read_text()) if baseline_path.is_file() else None,
+        progress=progress, sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
     )
 
 

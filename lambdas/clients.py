@@ -1,7 +1,7 @@
 """boto3 clients, created on first use and reused across warm invocations.
 
 Endpoints come only from the standard AWS SDK settings (AWS_ENDPOINT_URL,
-AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME), never from this code.
+AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, AWS_ENDPOINT_URL_CLOUDWATCH), never from this code.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ _SAGEMAKER_RUNTIME_CONFIG = Config(
     read_timeout=config.ENDPOINT_READ_TIMEOUT_S,
     retries={"mode": config.ENDPOINT_RETRY_MODE, "total_max_attempts": config.ENDPOINT_MAX_ATTEMPTS},
 )
-_S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
+_S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})   # CloudWatch too
+_STEPFUNCTIONS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
 @functools.cache
@@ -30,7 +31,19 @@ def sagemaker_runtime():
     return boto3.client("sagemaker-runtime", config=_SAGEMAKER_RUNTIME_CONFIG)
 
 
+@functools.cache
+def stepfunctions():
+    return boto3.client("stepfunctions", config=_STEPFUNCTIONS_CONFIG)
+
+
+@functools.cache
+def cloudwatch():
+    return boto3.client("cloudwatch", config=_S3_CONFIG)
+
+
 def reset() -> None:
     """Forget the cached clients (tests change endpoints and credentials between cases)."""
     s3.cache_clear()
+    cloudwatch.cache_clear()
     sagemaker_runtime.cache_clear()
+    stepfunctions.cache_clear()

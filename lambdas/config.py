@@ -12,9 +12,18 @@ from .errors import InvalidConfiguration
 # Environment variable names the functions read.
 ENDPOINT_NAME = "ENDPOINT_NAME"
 THRESHOLD = "THRESHOLD"
+# The scheduled drift monitor (lambdas/drift_monitor.py): where the endpoint's capture lies, where the
+# monitor keeps its baseline, state and run summaries, the CloudWatch namespace, the drift tests' alpha.
+CAPTURE_S3_URI = "CAPTURE_S3_URI"
+MONITOR_S3_URI = "MONITOR_S3_URI"
+METRIC_NAMESPACE = "METRIC_NAMESPACE"
+DRIFT_ALPHA = "DRIFT_ALPHA"
+RESULTS_BUCKET = "RESULTS_BUCKET"        # writeResult: the bucket that holds results/
+RESULTS_PREFIX = "RESULTS_PREFIX"        # writeResult: where each photo's result goes (lambdas/run_results.py)
 
 DEFAULT_ENDPOINT_NAME = "scones-classifier"
 DEFAULT_THRESHOLD = 0.93
+DEFAULT_RESULTS_PREFIX = "results/"
 
 # Index i of an inference is the probability of CLASSES[i].
 CLASSES = ("bicycle", "motorcycle")
@@ -64,3 +73,14 @@ def threshold(explicit: float | None = None) -> float:
             f"{THRESHOLD}={raw!r} in the function's environment is outside (0, 1]"
         )
     return value
+
+
+def results_bucket(explicit: str | None = None) -> str:
+    name = explicit or os.environ.get(RESULTS_BUCKET, "").strip()
+    if not name:
+        raise InvalidConfiguration(f"{RESULTS_BUCKET} is not set in the function's environment: no bucket to write results to")
+    return name
+
+
+def results_prefix(explicit: str | None = None) -> str:
+    return explicit or os.environ.get(RESULTS_PREFIX, "").strip() or DEFAULT_RESULTS_PREFIX

@@ -196,7 +196,9 @@ def test_redeploy_changes_nothing_and_duplicates_nothing(options, session):
     assert "dataset: 0 uploaded, 10 already there" in messages
     assert any("Completed earlier, reusing" in m for m in messages)
     assert all(not m.startswith(("created", "started")) for m in messages), messages
-    assert [m for m in messages if m.startswith("IAM role")] == [f"IAM role sct-{k}-role: unchanged" for k in ("sagemaker", "lambda", "states")]
+    role_messages = [m for m in messages if m.startswith("IAM role")]
+    assert {f"IAM role sct-{k}-role: unchanged" for k in ("sagemaker", "lambda", "states")} <= set(role_messages)
+    assert all(m.endswith(": unchanged") for m in role_messages), role_messages
     assert "endpoint sct-classifier: unchanged, InService" in messages
     assert all(m.endswith("unchanged") for m in messages if m.startswith(("Lambda function", "state machine")))
 
@@ -381,7 +383,7 @@ def test_dry_run_with_aws_unreachable_plans_with_the_account_unknown(options, mo
     lines = aws.plan(options, session=realistic_session())
     assert lines[0].startswith("account unknown (AWS unreachable: Could not connect to the endpoint URL")
     assert f"s3://sct-data-{REGION}-<account>: create or reuse (not checked: AWS unreachable)" in lines[2]
-    assert lines[-1].startswith("5. Lambda functions sct-serializeImageData")
+    assert any(line.startswith("5. Lambda functions sct-serializeImageData") for line in lines)
 
 
 def test_refuses_without_region(options, moto_aws, monkeypatch):

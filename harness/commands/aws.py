@@ -7,7 +7,15 @@ import time
 import click
 
 from scones.deploy.aws import DEFAULT_PREFIX, DEFAULT_THRESHOLD, TRAINERS, DeployOptions, Refusal
+from scones.deploy.monitoring import DEFAULT_ALPHA, DEFAULT_SCHEDULE, DEFAULT_SHARE_BELOW_LIMIT
 from scones.deploy.sagemaker import BUILTIN_TRAINING_INSTANCE, ENDPOINT_INSTANCE, TRAINING_INSTANCE, hyperparameter_value
+from scones.deploy.scaling import (
+    CONCURRENCY_PER_INSTANCE,
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MIN_INSTANCES,
+    DEFAULT_TARGET_INVOCATIONS,
+    ScalingOptions,
+)
 from scones.deploy.waiting import DeployError
 
 
@@ -49,10 +57,25 @@ def _fail(error: Exception) -> click.ClickException:
 @click.option("--endpoint-instance", default=ENDPOINT_INSTANCE, show_default=True)
 @click.option("--training-image", help="Override the training image URI from deploy/sagemaker.py's tables.")
 @click.option("--inference-image", help="Override the serving image URI from deploy/sagemaker.py's tables.")
+@click.option("--min-instances", type=int, default=DEFAULT_MIN_INSTANCES, show_default=True, help="Autoscaling: fewest endpoint instances.")
+@click.option("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES, show_default=True, help="Autoscaling: most endpoint instances.")
+@click.option("--target-invocations", type=float, default=DEFAULT_TARGET_INVOCATIONS, show_default=True,
+              help="Autoscaling target: SageMakerVariantInvocationsPerInstance (per instance per minute).")
+@click.option("--classifier-concurrency", type=int, default=None,
+              help=f"classifyImage's reserved concurrency (default {CONCURRENCY_PER_INSTANCE} x --max-instances; 0: none).")
+@click.option("--baseline", type=click.Path(dir_okay=False, exists=True),
+              help="baseline.json for the drift monitor (default: the training job's, from its output.tar.gz).")
+@click.option("--monitor-schedule", default=DEFAULT_SCHEDULE, show_default=True, help="EventBridge schedule of the drift monitor.")
+@click.option("--drift-alpha", type=float, default=DEFAULT_ALPHA, show_default=True, help="Drift alarm: p-value below this fires it.")
+@click.option("--alarm-share-below", type=float, default=DEFAULT_SHARE_BELOW_LIMIT, show_default=True,
+              help="Below-threshold alarm: fires when a run's share of answers below --threshold exceeds this.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and create nothing.")
 def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, model_data, trainer, data_dir, state_dir,
-           hyperparameters, training_instance, endpoint_instance, training_image, inference_image, dry_run):
-    """Deploy the workflow to real AWS: bucket + data, roles, training job, endpoint with data capture, Lambdas, state machine.
+           hyperparameters, training_instance, endpoint_instance, training_image, inference_image, min_instances,
+           max_instances, target_invocations, classifier_concurrency, baseline, monitor_schedule, drift_alpha,
+           alarm_share_below, dry_run):
+    """Deploy the workflow to real AWS: bucket + data, roles, training job, endpoint with data capture and
+    autoscaling, Lambdas, state machine, event-driven runs, and the scheduled drift monitor with its alarms.
 
     Every step is idempotent and recorded; re-run to resume after an interruption.
     """
@@ -63,6 +86,9 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
         model_data=model_data, trainer=trainer, data_dir=data_dir, state_dir=state_dir, profile=profile,
         hyperparameters=_hyperparameters(hyperparameters), training_instance=training_instance,
         endpoint_instance=endpoint_instance, training_image=training_image, inference_image=inference_image,
+        scaling=ScalingOptions(min_instances=min_instances, max_instances=max_instances, target_invocations=target_invocations,
+                               classifier_concurrency=classifier_concurrency),
+        baseline=baseline, monitor_schedule=monitor_schedule, drift_alpha=drift_alpha, share_below_limit=alarm_share_below,
     )
     try:
         if dry_run:

@@ -92,6 +92,8 @@ def _print_record(record: dict) -> None:
         ("data capture", outputs["capture_s3_uri"]),
         ("state machine", outputs["state_machine_arn"]),
     ]
+    if outputs.get("intake_s3_uri"):   # event-driven runs (deploy/event_runs.py)
+        rows += [("photos in", outputs["intake_s3_uri"]), ("results out", outputs["results_s3_uri"])]
     rows += [(f"lambda {name}", arn) for name, arn in sorted(outputs["function_arns"].items())]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
@@ -197,12 +199,17 @@ def results_table(results, width: int | None = None) -> str:
 
 
 @click.command()
+@click.option("--target", type=click.Choice(["local", "aws"]), default="local", show_default=True,
+              help="aws: the deployed stack's endpoint autoscaling, drift monitor runs and alarm states.")
 @click.option("--state-dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def status(state_dir, as_json):
-    """Show whether the local stack is up, its parts, ports, pids and memory."""
+def status(target, state_dir, as_json):
+    """Show whether the local stack is up, its parts, ports, pids and memory (and its drift monitor)."""
     from scones.harness import stack
 
+    if target == "aws":
+        _aws_status(state_dir, as_json)
+        return
     report = stack.status(state_dir)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -221,10 +228,48 @@ def status(state_dir, as_json):
         click.echo(f"  {name:<10} {part.get('url')}  pid {part.get('pid')}  {state}, {listening}, {health}")
     _echo_workflow(report["record"]["outputs"])
     click.echo(f"  {len(report['processes'])} processes, {report['rss_bytes'] / 2**20:.0f} MiB resident")
+    if report["up"]:
+        _echo_operations("local", state_dir)
     if not report["up"]:
         unhealthy = ", ".join(name for name, part in report["parts"].items() if not part["healthy"])
         click.echo(f"  unhealthy: {unhealthy}; run `scones up` to repair it, or `scones down` to clear it")
         sys.exit(1)
+
+
+def _echo_operations(target_name: str, state_dir) -> dict | None:
+    """Autoscaling, drift monitor runs and alarm states (harness/operations.py); a line saying why not otherwise."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from scones.harness import operations
+    from scones.harness.targets import load_target
+
+    try:
+        description = operations.describe(load_target(target_name, state_dir))
+    except (BotoCoreError, ClientError) as error:
+        click.echo(f"  drift monitor and alarms: cannot be read ({error})")
+        return None
+    for line in operations.lines(description):
+        click.echo(f"  {line}")
+    return description
+
+
+def _aws_status(state_dir, as_json: bool) -> None:
+    from scones.harness import operations
+    from scones.harness.targets import TargetNotFound, load_target
+
+    try:
+        deployed = load_target("aws", state_dir)
+    except TargetNotFound as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps({"record": deployed.record, **operations.describe(deployed)}, indent=2, default=str))
+        return
+    record = deployed.record
+    click.echo(f"aws stack: {record['prefix']} in {record['account_id']}/{record['region']}, steps done "
+               f"{', '.join(record.get('steps_done') or []) or 'none'} (record {deployed.record_path})")
+    click.echo(f"  endpoint {deployed.endpoint_name}")
+    _echo_workflow(record["outputs"])
+    _echo_operations("aws", state_dir)
 
 
 def _echo_workflow(outputs: dict) -> None:

@@ -121,13 +121,19 @@ def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: flo
               help="First wait (polling, up to --wait seconds) until the capture of the latest `scones evaluate` has landed.")
 @click.option("--wait", "wait_s", type=float, default=60.0, show_default=True)
 @click.option("--fail-on-drift", is_flag=True, help="Exit with status 3 when the drift check fails.")
+@click.option("--scheduled", is_flag=True,
+              help="Run the target's deployed drift monitor now, as its hourly schedule does (new capture since its "
+                   "last run; publishes its metrics, which its alarms watch), and print its run.")
 @click.option("--state-dir", "state", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def monitor(source, target_name, no_target, baseline, out, threshold, alpha, since, wait_for_evaluation, wait_s,
-            fail_on_drift, state, as_json) -> None:
+            fail_on_drift, scheduled, state, as_json) -> None:
     """Read every captured inference, plot confidence and check drift against the training baseline."""
     from scones.harness import monitor as monitoring
 
+    if scheduled:
+        run_scheduled_monitor(target_name, state, as_json, fail_on_drift)
+        return
     target = None
     if not no_target:
         from scones.harness.targets import TargetNotFound, load_target
@@ -170,6 +176,30 @@ def monitor(source, target_name, no_target, baseline, out, threshold, alpha, sin
                    + ("" if share is None else f" ({share:.1%})"))
         click.echo(monitoring.drift_caption(summary["drift"]))
         click.echo(f"saved {out_dir / monitoring.SUMMARY_FILE} and plots in {out_dir}")
+    if fail_on_drift and summary["drift"]["status"] == "fail":
+        sys.exit(3)
+
+
+def run_scheduled_monitor(target_name: str, state: str | None, as_json: bool, fail_on_drift: bool) -> None:
+    """Invoke the deployed monitor function (deploy/monitoring.py) and print its run summary."""
+    from scones.deploy import monitoring as deployed_monitor
+    from scones.harness import monitor as monitoring
+
+    target = _target(target_name, state)
+    try:
+        summary = deployed_monitor.run_now(target.session, target.record["prefix"])
+    except deployed_monitor.DeployError as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        share = summary["share_below_threshold"]
+        click.echo(f"scheduled monitor run {summary['run_id']} at {summary['run_at']}: {summary['records']} new records "
+                   f"in {summary['files']} files under {summary['capture']}")
+        click.echo(f"below threshold {summary['threshold']}: {summary['below_threshold']}"
+                   + ("" if share is None else f" ({share:.1%})"))
+        click.echo(monitoring.drift_caption(summary["drift"]))
+        click.echo("published to CloudWatch: " + ", ".join(f"{name}={value:.4g}" for name, value in summary["metrics"].items()))
     if fail_on_drift and summary["drift"]["status"] == "fail":
         sys.exit(3)
 

@@ -15,3 +15,4 @@ PYTHONS_ENV = "SCONES_LAMBDA_PYTHONS"                # JSON {"python3.12": "/pat
 CLIENT_CACHE_ENV = "SCONES_SFN_CLIENT_CACHE"         # "1" (default) patches Step Functions' Lambda client reuse
 DEFINITION_CACHE_ENV = "SCONES_SFN_DEFINITION_CACHE"  # "1" (default) parses each state machine definition once
 THREADS_PATCH_ENV = "SCONES_LAMBDA_THREADS_PATCH"     # "1" (default): no new threads on LocalStack's invoke path
+EVENTS_SFN_TARGET_ENV = "SCONES_EVENTS_SFN_TARGET_PATCH"  # "1" (default): EventBridge starts executions with transformed input

@@ -10,10 +10,11 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
     name = PLUGIN_NAME
 
     def load(self, *args, **kwargs):
-        from scones.harness.lambda_executor import lambda_threads, runtime_validation, sfn_client_cache
+        from scones.harness.lambda_executor import events_sfn_target, lambda_threads, runtime_validation, sfn_client_cache
         from scones.harness.lambda_executor.executor import ProcessRuntimeExecutor
 
         runtime_validation.apply()
         lambda_threads.apply()  # before the first invoke; its modules are loaded by now, so it is quick
         sfn_client_cache.apply_in_background()
+        events_sfn_target.apply_in_background()
         return ProcessRuntimeExecutor

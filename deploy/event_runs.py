@@ -1,0 +1,266 @@
+"""Event-driven runs: a photo landing under incoming/ starts the workflow; each finished run writes results/<key>.json.
+
+The wiring, the same on LocalStack (`scones up`) and AWS (`scones deploy`):
+
+  S3 PutObject incoming/x.png --(bucket EventBridge notifications)--> default event bus
+    rule <prefix>-photo-landed  (aws.s3 "Object Created", this bucket, key prefix incoming/)
+      -> target: the state machine, role <prefix>-events-role, InputTransformer -> {"s3_bucket", "s3_key"}
+  Step Functions "Execution Status Change" (SUCCEEDED/FAILED/TIMED_OUT/ABORTED of this machine)
+    rule <prefix>-run-finished -> target: Lambda <prefix>-writeResult (resource policy for this rule only)
+      -> s3://<bucket>/results/incoming/x.png.json (lambdas/run_results.py)
+
+Every function here is create-or-update, so a second deploy changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import boto3
+from botocore.exceptions import ClientError
+
+from scones.deploy.packaging import FunctionSpec, build_zip
+from scones.deploy.waiting import Progress
+from scones.deploy.workflow import ensure_function, function_name
+from scones.lambdas import config as lambda_config
+from scones.lambdas.run_results import DETAIL_TYPE, FINISHED_STATUSES
+
+INTAKE_PREFIX = "incoming/"
+RESULTS_PREFIX = lambda_config.DEFAULT_RESULTS_PREFIX
+WORKFLOW_TARGET_ID = "workflow"
+WRITER_TARGET_ID = "writeResult"
+# What the workflow expects (lambdas/events.py ImageLocation), cut out of S3's "Object Created" event
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html).
+WORKFLOW_INPUT = {
+    "InputPathsMap": {"bucket": "$.detail.bucket.name", "key": "$.detail.object.key"},
+    "InputTemplate": '{"s3_bucket": <bucket>, "s3_key": <key>}',
+}
+# The notification types S3 keeps beside EventBridge's; PutBucketNotificationConfiguration replaces them all.
+NOTIFICATION_KINDS = ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")
+
+RESULT_WRITER = FunctionSpec(
+    name="writeResult",
+    module="lambdas.write_result",
+    environment=(lambda_config.RESULTS_BUCKET, lambda_config.RESULTS_PREFIX),
+    timeout=30,
+    memory=128,
+    description="Scones: write a finished run's result (class or error) to results/ in S3",
+)
+
+
+@dataclass(frozen=True)
+class EventRunsNames:
+    prefix: str
+
+    @property
+    def photo_rule(self) -> str:
+        return f"{self.prefix}-photo-landed"
+
+    @property
+    def finished_rule(self) -> str:
+        return f"{self.prefix}-run-finished"
+
+    @property
+    def writer_function(self) -> str:
+        return function_name(self.prefix, RESULT_WRITER.name)
+
+    @property
+    def writer_permission(self) -> str:
+        return f"{self.finished_rule}-invokes"
+
+    @property
+    def events_role(self) -> str:
+        return f"{self.prefix}-events-role"
+
+    @property
+    def writer_role(self) -> str:
+        return f"{self.prefix}-results-role"
+
+
+@dataclass
+class EventRunsResources:
+    bucket: str | None = None
+    notification_enabled_here: bool = False     # False: the bucket sent to EventBridge before; leave it on at destroy
+    rules: list[str] = field(default_factory=list)
+    writer_function_arn: str | None = None
+    intake_prefix: str = INTAKE_PREFIX
+    results_prefix: str = RESULTS_PREFIX
+
+    def to_dict(self) -> dict:
+        return dict(vars(self), rules=list(self.rules))
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> "EventRunsResources":
+        return cls(**{key: value for key, value in (data or {}).items() if key in cls.__dataclass_fields__})
+
+
+def photo_landed_pattern(bucket: str, intake_prefix: str = INTAKE_PREFIX) -> dict:
+    return {"source": ["aws.s3"], "detail-type": ["Object Created"],
+            "detail": {"bucket": {"name": [bucket]}, "object": {"key": [{"prefix": intake_prefix}]}}}
+
+
+def run_finished_pattern(state_machine_arn: str) -> dict:
+    return {"source": ["aws.states"], "detail-type": [DETAIL_TYPE],
+            "detail": {"stateMachineArn": [state_machine_arn], "status": list(FINISHED_STATUSES)}}
+
+
+def writer_environment(bucket: str, results_prefix: str = RESULTS_PREFIX) -> dict[str, str]:
+    return {lambda_config.RESULTS_BUCKET: bucket, lambda_config.RESULTS_PREFIX: results_prefix}
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def enable_bucket_events(s3, bucket: str) -> bool:
+    """Turn on the bucket's EventBridge notifications, keeping its other ones. Returns whether it was off."""
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    if "EventBridgeConfiguration" in current:
+        return False
+    kept = {kind: current[kind] for kind in NOTIFICATION_KINDS if current.get(kind)}
+    s3.put_bucket_notification_configuration(Bucket=bucket,
+                                             NotificationConfiguration={**kept, "EventBridgeConfiguration": {}})
+    return True
+
+
+def disable_bucket_events(s3, bucket: str) -> None:
+    try:
+        current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    except ClientError as error:
+        if _code(error) == "NoSuchBucket":
+            return
+        raise
+    kept = {kind: current[kind] for kind in NOTIFICATION_KINDS if current.get(kind)}
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=kept)
+
+
+def ensure_rule(events, *, name: str, pattern: dict, description: str, target: dict) -> str:
+    """PutRule and PutTargets are idempotent upserts; returns the rule's ARN."""
+    arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern, sort_keys=True), State="ENABLED",
+                          Description=description)["RuleArn"]
+    failed = events.put_targets(Rule=name, Targets=[target]).get("FailedEntries") or []
+    if failed:
+        raise RuntimeError(f"EventBridge refused target {target['Id']} of rule {name}: {failed}")
+    return arn
+
+
+def allow_rule_to_invoke(lambda_client, *, function: str, statement_id: str, rule_arn: str) -> None:
+    """The writer's resource policy: events.amazonaws.com may invoke it for this one rule."""
+    try:
+        lambda_client.add_permission(FunctionName=function, StatementId=statement_id, Action="lambda:InvokeFunction",
+                                     Principal="events.amazonaws.com", SourceArn=rule_arn)
+    except ClientError as error:
+        if _code(error) != "ResourceConflictException":   # the statement is there from an earlier deploy
+            raise
+
+
+def deploy_event_runs(
+    session: boto3.Session,
+    *,
+    prefix: str,
+    bucket: str,
+    state_machine_arn: str,
+    events_role_arn: str,
+    writer_role_arn: str,
+    intake_prefix: str = INTAKE_PREFIX,
+    results_prefix: str = RESULTS_PREFIX,
+    previous: EventRunsResources | None = None,
+    progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_change: Callable[[EventRunsResources], None] | None = None,
+) -> EventRunsResources:
+    """Create or update the writer function, both rules and their targets, and the bucket's notifications.
+
+    on_change(resources) runs after each resource exists, so a caller can record it before the next one.
+    """
+    say = progress or (lambda message: None)
+    names = EventRunsNames(prefix)
+    resources = EventRunsResources(bucket=bucket, intake_prefix=intake_prefix, results_prefix=results_prefix,
+                                   notification_enabled_here=bool(previous and previous.notification_enabled_here))
+    record = on_change or (lambda value: None)
+    lambda_client, events = session.client("lambda"), session.client("events")
+
+    writer_arn, action = ensure_function(
+        lambda_client, name=names.writer_function, spec=RESULT_WRITER, zip_bytes=build_zip(RESULT_WRITER),
+        role_arn=writer_role_arn, environment=writer_environment(bucket, results_prefix), progress=progress, sleep=sleep,
+    )
+    resources.writer_function_arn = writer_arn
+    record(resources)
+    say(f"Lambda function {names.writer_function}: {action}")
+
+    resources.rules.append(names.finished_rule)
+    record(resources)
+    finished_arn = ensure_rule(
+        events, name=names.finished_rule, pattern=run_finished_pattern(state_machine_arn),
+        description="Scones: write each finished run's result to results/",
+        target={"Id": WRITER_TARGET_ID, "Arn": writer_arn},
+    )
+    allow_rule_to_invoke(lambda_client, function=names.writer_function, statement_id=names.writer_permission,
+                         rule_arn=finished_arn)
+    say(f"EventBridge rule {names.finished_rule}: finished runs -> {names.writer_function}")
+
+    resources.rules.append(names.photo_rule)
+    record(resources)
+    ensure_rule(
+        events, name=names.photo_rule, pattern=photo_landed_pattern(bucket, intake_prefix),
+        description=f"Scones: a photo landing under s3://{bucket}/{intake_prefix} starts the workflow",
+        target={"Id": WORKFLOW_TARGET_ID, "Arn": state_machine_arn, "RoleArn": events_role_arn,
+                "InputTransformer": WORKFLOW_INPUT},
+    )
+    say(f"EventBridge rule {names.photo_rule}: s3://{bucket}/{intake_prefix}* -> {state_machine_arn}")
+
+    if enable_bucket_events(session.client("s3"), bucket):
+        resources.notification_enabled_here = True
+        say(f"bucket {bucket}: EventBridge notifications turned on")
+    record(resources)
+    return resources
+
+
+def destroy_event_runs(session: boto3.Session, resources: EventRunsResources, prefix: str,
+                       progress: Progress | None = None) -> list[str]:
+    """Remove the rules (targets first), the writer function and, if this deploy turned them on, the bucket's
+    EventBridge notifications. Whatever is already gone is skipped. Returns what was deleted."""
+    say = progress or (lambda message: None)
+    names = EventRunsNames(prefix)
+    deleted: list[str] = []
+    events = session.client("events")
+    for rule in resources.rules:
+        try:
+            targets = [target["Id"] for target in events.list_targets_by_rule(Rule=rule).get("Targets", [])]
+            if targets:
+                events.remove_targets(Rule=rule, Ids=targets)
+            events.delete_rule(Name=rule)
+        except ClientError as error:
+            if _code(error) != "ResourceNotFoundException":
+                raise
+            continue
+        deleted.append(f"EventBridge rule {rule}")
+        say(f"deleted EventBridge rule {rule}")
+    if resources.writer_function_arn:
+        try:
+            session.client("lambda").delete_function(FunctionName=names.writer_function)
+            deleted.append(f"Lambda function {resources.writer_function_arn}")
+            say(f"deleted Lambda function {names.writer_function}")
+        except ClientError as error:
+            if _code(error) != "ResourceNotFoundException":
+                raise
+    if resources.bucket and resources.notification_enabled_here:
+        disable_bucket_events(session.client("s3"), resources.bucket)
+        deleted.append(f"EventBridge notifications of bucket {resources.bucket}")
+        say(f"bucket {resources.bucket}: EventBridge notifications turned off")
+    return deleted
+
+
+def plan_lines(prefix: str, bucket: str, state_machine_name: str, intake_prefix: str = INTAKE_PREFIX,
+               results_prefix: str = RESULTS_PREFIX) -> list[str]:
+    names = EventRunsNames(prefix)
+    return [
+        f"event-driven runs: bucket s3://{bucket} sends its events to EventBridge; rule {names.photo_rule} starts "
+        f"{state_machine_name} for each object under {intake_prefix} (role {names.events_role}: states:StartExecution "
+        f"on it alone)",
+        f"  rule {names.finished_rule}: each finished run -> Lambda {names.writer_function} (role {names.writer_role}: "
+        f"s3:PutObject on {results_prefix}*, states:DescribeExecution on its executions) -> "
+        f"s3://{bucket}/{results_prefix}<photo key>.json",
+    ]

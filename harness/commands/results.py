@@ -1,0 +1,45 @@
+"""`scones results`: what the event-driven runs wrote under results/, one line per photo (deploy/event_runs.py)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from scones import settings
+
+
+@click.command()
+@click.option("--target", "target_name", type=click.Choice(["local", "aws"]), default="local", show_default=True)
+@click.option("--under", default="", help="Only photos whose key starts with this (e.g. incoming/today/).")
+@click.option("--state-dir", "state", default=None, help=f"State folder (default ${settings.STATE_DIR} or .scones).")
+@click.option("--json", "as_json", is_flag=True, help="Print each result as a JSON line instead of the table.")
+def results(target_name: str, under: str, state: str | None, as_json: bool) -> None:
+    """List the result of each photo dropped under the intake prefix: its class, or its error."""
+    from scones.harness.targets import TargetNotFound, load_target
+    from scones.lambdas.run_results import RESULT_SUFFIX, RunResult
+
+    try:
+        target = load_target(target_name, state)
+    except TargetNotFound as error:
+        raise click.ClickException(str(error)) from None
+    uri = (target.record.get("outputs") or {}).get("results_s3_uri")
+    if not uri:
+        raise click.ClickException(f"the {target_name} stack has no event-driven runs: deploy it again "
+                                   f"(`scones up` or `scones deploy --target aws`)")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    s3 = target.client("s3")
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + under):
+        for item in page.get("Contents", []):
+            if not item["Key"].endswith(RESULT_SUFFIX):
+                continue
+            result = RunResult.from_json(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            count += 1
+            if as_json:
+                click.echo(json.dumps(json.loads(result.to_json()), sort_keys=True))
+            elif result.status == "SUCCEEDED":
+                click.echo(f"{result.s3_key}  {result.predicted_class} ({result.confidence:.4f})")
+            else:
+                click.echo(f"{result.s3_key}  {result.status} {result.error}: {result.message}")
+    if not as_json:
+        click.echo(f"{count} results under {uri}{under}", err=True)

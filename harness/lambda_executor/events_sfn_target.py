@@ -1,0 +1,68 @@
+"""Fix for LocalStack 4.14.0 EventBridge: a Step Functions target with an InputTransformer.
+
+Why: 4.14.0's `services/events/target.py::StatesTargetSender.send_event` names the execution
+`event["id"]` of the event *after* the target's Input/InputPath/InputTransformer changed it. The
+workflow's input {"s3_bucket", "s3_key"} has no "id", so every delivery fails with KeyError
+('TargetDeliveryFailure ... Failed to deliver to target ...: 'id'' in LocalStack's log) and no
+execution starts. AWS starts the execution with the transformed input
+(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-transform-target-input.html).
+The patch keeps 4.14.0's own naming, the id of the event that matched, whatever the input.
+
+Pinned like the other patches (pinned.py): applied only to localstack-core 4.14.0;
+SCONES_EVENTS_SFN_TARGET_PATCH=0 turns it off.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from scones.harness.lambda_executor import pinned
+from scones.harness.lambda_executor.names import EVENTS_SFN_TARGET_ENV
+
+LOG = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_state = {"active": False, "reason": "not applied yet"}
+_matched = threading.local()   # the event being delivered; process_event calls send_event in its own thread
+
+
+def apply() -> bool:
+    with _lock:
+        if _state["active"]:
+            return True
+        reason = pinned.refusal(EVENTS_SFN_TARGET_ENV, "EventBridge Step Functions target fix")
+        if reason:
+            _state["reason"] = reason
+            return False
+        from localstack.services.events.target import StatesTargetSender
+        from localstack.services.events.utils import to_json_str
+
+        original_process_event = StatesTargetSender.process_event
+
+        def process_event(self, event, trace_header):
+            _matched.event_id = event.get("id") if isinstance(event, dict) else None
+            try:
+                return original_process_event(self, event, trace_header)
+            finally:
+                _matched.event_id = None
+
+        def send_event(self, event, trace_header):
+            self.service = "stepfunctions"
+            self.client.start_execution(stateMachineArn=self.target["Arn"], name=_matched.event_id,
+                                        input=to_json_str(event))
+
+        StatesTargetSender.process_event = process_event
+        StatesTargetSender.send_event = send_event
+        _state.update(active=True, reason="applied")
+        LOG.info("EventBridge Step Functions target fix active (transformed input, execution named after the event)")
+        return True
+
+
+def apply_in_background() -> None:
+    """apply() off the caller's thread: importing EventBridge's targets takes about a second here, which must
+    not delay the first Lambda call; `scones up` creates the rules after its functions, by which time it landed."""
+    threading.Thread(target=apply, name="scones-events-sfn-target", daemon=True).start()
+
+
+def status() -> dict:
+    return dict(_state)

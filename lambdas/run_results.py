@@ -1,0 +1,165 @@
+"""The result of one workflow run as a dispatcher reads it: one JSON object per photo under results/.
+
+A finished execution reaches writeResult as EventBridge's "Step Functions Execution Status
+Change" event (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html): its detail
+carries the execution's status, its input and output as JSON strings (each left out, with
+inputDetails/outputDetails {"included": false}, when the event would pass EventBridge's size
+limit), and error and cause for a failed run. RunResult is that event's typed view and the
+record written; result_key() says where the record of a photo lies. Nothing here knows the target.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .config import CLASSES
+from .errors import InvalidInput
+from .events import ImageLocation, ImageState
+
+DETAIL_TYPE = "Step Functions Execution Status Change"
+FINISHED_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+RESULT_SUFFIX = ".json"
+
+
+def result_key(results_prefix: str, photo_key: str) -> str:
+    """Where the result of the photo at `photo_key` lies: results/incoming/a.png -> results/incoming/a.png.json."""
+    return f"{results_prefix}{photo_key}{RESULT_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class ExecutionFinished:
+    """The detail of a Step Functions status-change event, for a run that has ended."""
+
+    execution_arn: str
+    status: str
+    start_date: int | str | None    # AWS: epoch milliseconds; LocalStack 4.14: ISO 8601 text
+    stop_date: int | str | None
+    input: str | None               # JSON text; None when the event left it out
+    output: str | None
+    error: str | None
+    cause: str | None
+
+    @classmethod
+    def from_event(cls, event: Any) -> "ExecutionFinished":
+        if not isinstance(event, dict) or event.get("detail-type") != DETAIL_TYPE or not isinstance(event.get("detail"), dict):
+            raise InvalidInput(f"expected an EventBridge {DETAIL_TYPE!r} event, got {json.dumps(event, default=str)[:300]}")
+        detail = event["detail"]
+        if not detail.get("executionArn"):
+            raise InvalidInput(f"the {DETAIL_TYPE!r} event has no detail.executionArn (fields: {sorted(detail)})")
+        return cls(
+            execution_arn=detail["executionArn"],
+            status=str(detail.get("status", "")),
+            start_date=detail.get("startDate"),
+            stop_date=detail.get("stopDate"),
+            input=detail.get("input") if _included(detail, "inputDetails") else None,
+            output=detail.get("output") if _included(detail, "outputDetails") else None,
+            error=detail.get("error"),
+            cause=detail.get("cause"),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    def with_payloads(self, input_text: str | None, output_text: str | None) -> "ExecutionFinished":
+        """The same run with input/output the event left out, as DescribeExecution returned them."""
+        return ExecutionFinished(self.execution_arn, self.status, self.start_date, self.stop_date,
+                                 self.input if self.input is not None else input_text,
+                                 self.output if self.output is not None else output_text,
+                                 self.error, self.cause)
+
+    @property
+    def needs_payloads(self) -> bool:
+        return self.input is None or (self.status == "SUCCEEDED" and self.output is None)
+
+
+def _included(detail: dict, details_field: str) -> bool:
+    details = detail.get(details_field)
+    return not isinstance(details, dict) or details.get("included", True) is not False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a dispatcher reads for one photo: the class or the error, and which run decided it."""
+
+    s3_bucket: str
+    s3_key: str
+    status: str                       # SUCCEEDED, FAILED, TIMED_OUT or ABORTED
+    predicted_class: str | None       # "bicycle" / "motorcycle" when SUCCEEDED
+    confidence: float | None
+    inferences: list[float] | None    # one probability per class, in CLASSES order
+    error: str | None                 # e.g. "ThresholdConfidenceNotMet"
+    message: str | None               # the error's message, taken from the cause
+    cause: str | None                 # as Step Functions reported it
+    execution_arn: str
+    started_at: str | None            # ISO 8601, UTC
+    stopped_at: str | None
+
+    @classmethod
+    def from_execution(cls, run: ExecutionFinished) -> "RunResult":
+        if run.input is None:
+            raise InvalidInput(f"execution {run.execution_arn}: its input is unknown, so its photo is unknown")
+        location = ImageLocation.from_event(_json(run.input, f"the input of execution {run.execution_arn}"))
+        predicted = confidence = inferences = None
+        if run.status == "SUCCEEDED":
+            state = ImageState.from_event(_json(run.output, f"the output of execution {run.execution_arn}"),
+                                          require_inferences=True)
+            inferences = state.inferences
+            confidence = max(inferences)
+            predicted = CLASSES[inferences.index(confidence)]
+        return cls(
+            s3_bucket=location.s3_bucket, s3_key=location.s3_key, status=run.status,
+            predicted_class=predicted, confidence=confidence, inferences=inferences,
+            error=run.error, message=_error_message(run.cause), cause=run.cause,
+            execution_arn=run.execution_arn,
+            started_at=_iso(run.start_date), stopped_at=_iso(run.stop_date),
+        )
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record["class"] = record.pop("predicted_class")
+        return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "RunResult":
+        record = json.loads(text)
+        record["predicted_class"] = record.pop("class")
+        return cls(**record)
+
+
+def _json(text: str | None, what: str) -> Any:
+    if text is None:
+        raise InvalidInput(f"{what} is missing")
+    try:
+        return json.loads(text)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise InvalidInput(f"{what} is not JSON ({error}): {text!r:.200}") from None
+
+
+def _error_message(cause: str | None) -> str | None:
+    """A Lambda error's cause is the runtime's JSON {"errorMessage", "errorType", ...}; other causes are text."""
+    if not cause:
+        return None
+    try:
+        parsed = json.loads(cause)
+    except json.JSONDecodeError:
+        return cause
+    return parsed.get("errorMessage", cause) if isinstance(parsed, dict) else cause
+
+
+def _iso(date: Any) -> str | None:
+    """The event's date as ISO 8601 UTC with milliseconds: AWS sends epoch milliseconds
+    (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html), LocalStack 4.14 ISO text."""
+    if isinstance(date, str):
+        try:
+            moment = datetime.fromisoformat(date.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    elif isinstance(date, (int, float)) and not isinstance(date, bool):
+        moment = datetime.fromtimestamp(date / 1000, tz=timezone.utc)
+    else:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
