@@ -93,6 +93,7 @@ def ensure_monitor(session, context: "Context", options: "DeployOptions", record
     if log_group not in resources["log_groups"]:
         resources["log_groups"].append(log_group)
     save()
+    baseline: dict | None
     if options.baseline:
         baseline = _baseline_file(options.baseline)
     else:

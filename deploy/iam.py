@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Callable
@@ -177,7 +178,7 @@ def ensure_roles(
     for kind, name in role_names(scope.prefix).items():
         arn, _ = ensure_role(
             iam, name=name, trust=trust_policy(TRUSTED_SERVICE[kind]), policy=POLICIES[kind](scope), tags=tags,
-            progress=progress, before_create=(lambda k=kind, n=name: on_create(k, n)) if on_create else None,
+            progress=progress, before_create=functools.partial(on_create, kind, name) if on_create else None,
         )
         roles[kind] = {"name": name, "arn": arn}
     return roles

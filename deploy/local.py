@@ -54,8 +54,8 @@ def capture_s3_uri(bucket: str = DEFAULT_BUCKET) -> str:
 def stack_outputs(*, bucket: str, resources: WorkflowResources, endpoint_name: str, localstack: str,
                   endpoint_server: str) -> StackOutputs:
     """A local stack's outputs: AWS's keys, and the URLs its clients go to instead of AWS."""
-    if resources.state_machine_arn is None:
-        raise ValueError("the workflow is not deployed: no state machine to record")
+    if resources.state_machine_arn is None:  # deploy_workflow() always sets it
+        raise ValueError("the local workflow has no state machine ARN: deploy it before recording its outputs")
     return StackOutputs(region=REGION, bucket=bucket, state_machine_arn=resources.state_machine_arn,
                         function_arns=dict(resources.function_arns), endpoint_name=endpoint_name,
                         capture_s3_uri=capture_s3_uri(bucket),

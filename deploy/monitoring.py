@@ -181,7 +181,8 @@ def baseline_from_training_output(s3, model_data: str) -> dict | None:
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
         for member in archive.getmembers():
             if member.isfile() and member.name.rsplit("/", 1)[-1] == "baseline.json":
-                return json.loads(archive.extractfile(member).read())
+                extracted = archive.extractfile(member)   # a regular file's member always has one
+                return json.loads(extracted.read()) if extracted else None
     return None
 
 
@@ -301,8 +302,8 @@ def run_now(session: boto3.Session, prefix: str) -> dict[str, Any]:
         raise
     body = json.loads(reply["Payload"].read() or b"null")
     if reply.get("FunctionError"):
-        error = body if isinstance(body, dict) else {}
-        raise MonitorRunFailed(f"{name} failed: {error.get('errorType', 'error')}: {error.get('errorMessage', body)}")
+        failure = body if isinstance(body, dict) else {}
+        raise MonitorRunFailed(f"{name} failed: {failure.get('errorType', 'error')}: {failure.get('errorMessage', body)}")
     return body
 
 

@@ -209,7 +209,7 @@ def builtin_lst(data_dir: Path, part: str) -> tuple[bytes, int]:
     Generated from the staged folders (the staged train.lst/test.lst name bare files), so the
     built-in algorithm reads the very objects the PyTorch job reads. Returns (bytes, line count).
     """
-    lines = []
+    lines: list[str] = []
     for label, class_name in enumerate(CLASSES):
         for path in sorted((Path(data_dir) / part / class_name).glob("*.png")):
             lines.append(f"{len(lines)}\t{label}\t{class_name}/{path.name}")
@@ -335,7 +335,7 @@ def short_digest(value: object) -> str:
 
 
 def model_request(*, prefix: str, image: str, model_data: str, role_arn: str, trainer: str = "pytorch") -> dict:
-    container = {"Image": image, "ModelDataUrl": model_data}
+    container: dict[str, str | dict[str, str]] = {"Image": image, "ModelDataUrl": model_data}
     if trainer == "pytorch":
         # model.tar.gz carries code/inference.py. Only what the inference toolkit reads (sagemaker_inference/
         # parameters.py): the SDK's SAGEMAKER_SUBMIT_DIRECTORY, _CONTAINER_LOG_LEVEL and _REGION are read by

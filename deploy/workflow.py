@@ -7,6 +7,7 @@ nothing the second time.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import mimetypes
@@ -14,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import boto3
 from botocore.exceptions import ClientError
@@ -166,12 +167,18 @@ def find_state_machine_arn(client, name: str) -> str | None:
     return None
 
 
-_LOOK_IT_UP = object()
+class _LookItUp(enum.Enum):
+    """ensure_state_machine's default: the caller has not looked the ARN up (None means there is none)."""
+
+    TOKEN = enum.auto()
+
+
+_LOOK_IT_UP = _LookItUp.TOKEN
 
 
 def ensure_state_machine(
     client, *, name: str, definition: str, role_arn: str, progress: Progress | None = None,
-    sleep: Callable[[float], None] = time.sleep, existing_arn: str | None | object = _LOOK_IT_UP,
+    sleep: Callable[[float], None] = time.sleep, existing_arn: str | None | _LookItUp = _LOOK_IT_UP,
 ) -> tuple[str, str]:
     """Create the state machine, or update its definition/role when they differ. Returns (arn, what was done).
 
@@ -209,7 +216,7 @@ def deploy_workflow(
     extra_lambda_env: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     functions: Iterable | None = None,
-    build_zip: Callable[[object], bytes] | None = None,
+    build_zip: Callable[[Any], bytes] | None = None,
     render_definition: Callable[[dict[str, str]], str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> WorkflowResources:
@@ -225,7 +232,9 @@ def deploy_workflow(
         functions = packaging.FUNCTIONS if functions is None else functions
         build_zip = packaging.build_zip if build_zip is None else build_zip
     if render_definition is None:
-        from scones.state_machine.render import render_definition
+        from scones.state_machine import render
+
+        render_definition = render.render_definition
 
     specs = list(functions)
 

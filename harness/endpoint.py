@@ -23,10 +23,16 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scones import contract
 from scones import settings as harness_settings
 from scones.harness.serving.capture import CaptureConfig
+
+if TYPE_CHECKING:  # imported when a thread-mode server starts: a subprocess' parent needs neither
+    import uvicorn
+
+    from scones.harness.serving.server import EndpointApp
 
 DEFAULT_ENDPOINT_NAME = contract.ENDPOINT_NAME
 
@@ -67,11 +73,11 @@ class EndpointServer:
     http: str = "auto"                                   # uvicorn HTTP parser: auto, h11, httptools
     loop: str = "auto"                                   # uvicorn event loop: auto, asyncio, uvloop
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.mode not in ("thread", "subprocess"):
             raise ValueError(f"mode must be 'thread' or 'subprocess', not {self.mode!r}")
-        self._server = None
-        self._app = None
+        self._server: uvicorn.Server | None = None
+        self._app: EndpointApp | None = None
         self._thread: threading.Thread | None = None
         self._process: subprocess.Popen | None = None
         self._temporary_spool: str | None = None
@@ -86,34 +92,34 @@ class EndpointServer:
         if self.port is None:
             self.port = free_port(self.host)
         if self.mode == "thread":
-            self._start_thread()
+            self._start_thread(self.port)
         else:
             self._start_subprocess()
         if wait:
             self.wait_ready(timeout_s)
         return self
 
-    def _start_thread(self) -> None:
+    def _start_thread(self, port: int) -> None:
         import uvicorn
 
-        from scones.harness.serving.server import EndpointSettings, create_app
+        from scones.harness.serving.server import INVOKE_TIMEOUT_S, EndpointSettings, create_app
 
         self._app = create_app(EndpointSettings(
             model=str(self.model), endpoint_name=self.endpoint_name, variant_name=self.variant_name,
             capture=self.capture, inference_threads=self.inference_threads, torch_threads=self.torch_threads,
             max_batch_size=self.max_batch_size, max_batch_delay_ms=self.max_batch_delay_ms,
-            **({"invoke_timeout_s": self.invoke_timeout_s} if self.invoke_timeout_s is not None else {}),
+            invoke_timeout_s=self.invoke_timeout_s if self.invoke_timeout_s is not None else INVOKE_TIMEOUT_S,
             capture_writer_options={**self.capture_writer_options, "spool_dir": self.capture_spool},
         ))
         # asyncio in a thread: uvloop's policy is process-wide, and tests share the process.
-        config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning", access_log=False,
+        config = uvicorn.Config(self._app, host=self.host, port=port, log_level="warning", access_log=False,
                                 proxy_headers=False,
                                 lifespan="on", http=self.http, loop="asyncio" if self.loop == "auto" else self.loop)
         self._server = uvicorn.Server(config)
         # Bind here, so a port clash fails now and not later in the thread.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        sock.bind((self.host, port))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"endpoint-{self.endpoint_name}", daemon=True)
         self._thread.start()
@@ -181,7 +187,8 @@ class EndpointServer:
         """Graceful stop: the server drains requests and flushes capture; SIGKILL a subprocess at the deadline."""
         if self._server is not None:
             self._server.should_exit = True
-            self._thread.join(timeout_s)
+            if self._thread is not None:  # started with the server
+                self._thread.join(timeout_s)
             self._server = None
         if self._process is not None:
             if self._process.poll() is None:
@@ -210,6 +217,8 @@ class EndpointServer:
             return json.loads(reply.read())
 
     def _log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None:  # a thread-mode server logs to this process' own handlers
+            return ""
         try:
             return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
         except OSError:

@@ -35,6 +35,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Iterator, Mapping
 
 from scones import settings
@@ -172,6 +173,8 @@ def toolkit_invocation(base: Path, environ: Mapping[str, str]) -> tuple[list[str
     if framework_parameters:
         raise ValueError(f"distributed training parameters {sorted(framework_parameters)} are not emulated")
     program = sagemaker_keys["sagemaker_program"]
+    if not isinstance(program, str):
+        raise ValueError(f"sagemaker_program in {config / 'hyperparameters.json'} must name the entry point, not {program!r}")
     groups = resources.get("instance_groups", [])
     current_group = resources.get("current_group_name", INSTANCE_GROUP)
     hosts = resources["hosts"]
@@ -476,10 +479,12 @@ def load_serving_handlers(model_dir: str | os.PathLike):
     code_dir = Path(model_dir) / "code"
     if not (code_dir / "inference.py").is_file():
         raise FileNotFoundError(f"{code_dir / 'inference.py'} does not exist: is {model_dir} an unpacked model.tar.gz?")
-    saved = {name: sys.modules.pop(name) for name in ("inference", "network") if name in sys.modules}
+    saved: dict[str, ModuleType] = {name: sys.modules.pop(name) for name in ("inference", "network") if name in sys.modules}
     sys.path.insert(0, str(code_dir))
     try:
         spec = importlib.util.spec_from_file_location("inference", code_dir / "inference.py")
+        if spec is None or spec.loader is None:  # only for a file Python has no loader for: not a .py
+            raise ImportError(f"cannot import {code_dir / 'inference.py'}")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module

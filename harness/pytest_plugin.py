@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -38,7 +39,7 @@ class _TerminalLines(io.TextIOBase):
     uploads): every complete line goes to `write_line`; a progress bar's redraws (lines ended by a
     carriage return) at most every REDRAW_INTERVAL_S, and its final state when it ends its line."""
 
-    def __init__(self, write_line):
+    def __init__(self, write_line: Callable[[str], object]) -> None:
         super().__init__()
         self._write_line, self._pending = write_line, ""
         self._bar_started: float | None = None     # when the redraws on the current line began

@@ -66,12 +66,12 @@ def state_outcomes(definition: dict[str, Any], events: list[dict[str, Any]]) -> 
     for event in sorted(events, key=lambda e: e.get("id", 0)):
         kind, details = event["type"], _details(event)
         if kind.endswith("StateEntered"):
-            current = details.get("name")
-            outcome = outcomes.setdefault(current, StateOutcome(current))
+            current = name = details["name"]  # required in StateEnteredEventDetails (botocore's model)
+            outcome = outcomes.setdefault(name, StateOutcome(name))
             outcome.outcome = "running"
-            entered[current] = _when(event.get("timestamp"))
+            entered[name] = _when(event.get("timestamp"))
         elif kind.endswith("StateExited"):
-            name = details.get("name")
+            name = details["name"]  # required in StateExitedEventDetails
             outcome = outcomes.setdefault(name, StateOutcome(name))
             outcome.outcome = "retried" if outcome.attempts > 1 else "succeeded"
             start, stop = entered.get(name), _when(event.get("timestamp"))

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, cast
 
 from scones.contract import CLASSES
 
@@ -148,7 +149,7 @@ def read_cifar_archive(archive: Path) -> dict[str, dict]:
             for member in tar:
                 name = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and name in wanted:
-                    data = tar.extractfile(member).read()
+                    data = cast(IO[bytes], tar.extractfile(member)).read()  # None only for a member that is no file
                     batches[name] = pickle.loads(data, encoding="bytes")
     except (tarfile.TarError, EOFError, zlib.error, OSError, pickle.UnpicklingError, ValueError) as exc:
         raise StagingError(f"archive {archive} is truncated or corrupt: {type(exc).__name__}: {exc}") from None

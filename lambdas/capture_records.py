@@ -107,7 +107,9 @@ def parse_record(text: str, file: str, line: int) -> CaptureRecord:
     if not isinstance(metadata, dict):
         raise MalformedRecord("eventMetadata is not an object")
     inference_time = parse_time(metadata.get("inferenceTime"))
-    endpoint_input = capture.get("endpointInput") if isinstance(capture.get("endpointInput"), dict) else {}
+    endpoint_input = capture.get("endpointInput")
+    if not isinstance(endpoint_input, dict):
+        endpoint_input = {}
     input_bytes = None
     if isinstance(endpoint_input.get("data"), str):
         data = endpoint_input["data"]

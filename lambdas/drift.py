@@ -71,8 +71,10 @@ def chi2_contingency(table: Sequence[Sequence[int]]) -> tuple[float, float]:
             expected = row_total * column_total / total
             if dof == 1:  # Yates: move each count towards its expectation by at most 0.5
                 difference = expected - observed
-                observed = observed + math.copysign(min(0.5, abs(difference)), difference) if difference else observed
-            statistic += (observed - expected) ** 2 / expected
+                corrected = observed + math.copysign(min(0.5, abs(difference)), difference) if difference else observed
+            else:
+                corrected = observed
+            statistic += (corrected - expected) ** 2 / expected
     return statistic, chi2_sf(statistic, dof)
 
 

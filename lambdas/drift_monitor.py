@@ -173,7 +173,10 @@ def key_hour(key: str, variant_prefix: str) -> datetime | None:
     """The hour folder of a capture key (VARIANT/YYYY/MM/DD/HH/file), or None for a key not laid out so."""
     parts = key[len(variant_prefix):].split("/")
     try:
-        return datetime(*(int(part) for part in parts[:4]), tzinfo=timezone.utc) if len(parts) == 5 else None
+        if len(parts) != 5:
+            return None
+        year, month, day, hour = (int(part) for part in parts[:4])
+        return datetime(year, month, day, hour, tzinfo=timezone.utc)
     except ValueError:
         return None
 

@@ -62,7 +62,7 @@ def validate_definition(definition: dict) -> None:
     if not isinstance(states, dict) or not states:
         raise DefinitionError("the definition has no States")
     start = definition.get("StartAt")
-    if start not in states:
+    if not isinstance(start, str) or start not in states:
         raise DefinitionError(f"StartAt {start!r} is not a state (states: {sorted(states)})")
 
     for name, state in states.items():

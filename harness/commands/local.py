@@ -171,14 +171,14 @@ def results_table(results, width: int | None = None) -> str:
     import textwrap
 
     header = ("key", "status", "class", "confidence", "error", "duration")
-    rows = [[(cell,) for cell in header]]
+    rows: list[list[tuple[str, ...]]] = [[(cell,) for cell in header]]
     for result in results:
         rows.append([
             (result.key,),
             (result.status,),
             (result.predicted_class or "-",),
             (f"{result.confidence:.4f}" if result.confidence is not None else "-",),
-            _error_text(result),
+            (_error_text(result),),   # wrapped into lines below, once the room for it is known
             (f"{result.duration * 1000:.0f} ms" if result.duration is not None else "-",),
         ])
     error_column = header.index("error")
@@ -186,7 +186,7 @@ def results_table(results, width: int | None = None) -> str:
     others = sum(w for i, w in enumerate(widths) if i != error_column) + 2 * (len(header) - 1)
     room = max(MIN_ERROR_WIDTH, (width or shutil.get_terminal_size((200, 24)).columns) - others)
     for row in rows[1:]:
-        row[error_column] = tuple(textwrap.wrap(row[error_column], room, max_lines=ERROR_LINES, placeholder=" ...",
+        row[error_column] = tuple(textwrap.wrap(row[error_column][0], room, max_lines=ERROR_LINES, placeholder=" ...",
                                                 break_long_words=False, break_on_hyphens=False)) or ("-",)
     widths[error_column] = max(len(line) for row in rows for line in row[error_column])
     lines = []

@@ -142,9 +142,9 @@ def monitor(source, target_name, no_target, baseline, out, threshold, alpha, sin
         except TargetNotFound as error:
             if source is None:
                 raise click.ClickException(f"{error} (or pass --source)") from None
-    if source is None and target is None:
-        raise click.ClickException("--no-target needs --source")
     if source is None:
+        if target is None:
+            raise click.ClickException("--no-target needs --source")
         source = f"{target.capture_s3_uri.rstrip('/')}/{target.endpoint_name}/"
     session = target.session if target is not None and source.startswith("s3://") else None
     if baseline is None:

@@ -34,6 +34,7 @@ from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from hashlib import sha256
+from io import BufferedReader
 from pathlib import Path
 
 from localstack.aws.api.lambda_ import PackageType, RequestTooLargeException
@@ -110,7 +111,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         self.env_vars: dict[str, str] = {}
         self.work_dir = WORK_ROOT / f"{function_version.id.function_name}-{id}"
         self.log_path = self.work_dir / "environment.log"
-        self._log_reader = None
+        self._log_reader: BufferedReader | None = None
         self._api: RuntimeApiServer | None = None
         self._cgroup: sandbox.MemoryCgroup | None = None
         self._current: _Incarnation | None = None
@@ -176,7 +177,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         opt = sandbox.LAYERS_ROOT if isolated else str(layers_dir or self.work_dir / "no-layers")
         env = dict(self.env_vars)
         env.update({
-            "AWS_LAMBDA_RUNTIME_API": self._api.address,
+            "AWS_LAMBDA_RUNTIME_API": self._runtime_api().address,
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
             "LAMBDA_TASK_ROOT": task_root,
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
@@ -311,7 +312,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             logs += self._read_new_logs() + f"START RequestId: {request_id} Version: {self._version()}\n"
             future: Future = Future()
             incarnation.request_id, incarnation.result = request_id, future
-            self._api.deliver(Invocation(
+            self._runtime_api().deliver(Invocation(
                 request_id=request_id, payload=event.encode(),
                 invoked_function_arn=payload.get("invoked-function-arn", ""),
                 deadline_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
@@ -367,7 +368,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         if code > 128 and sandbox.capabilities().isolated:
             code = 128 - code  # bubblewrap exits with 128 + the signal that ended the sandboxed runtime
         message = f"Runtime exited with error: exit status {code}" if code >= 0 \
-            else f"Runtime exited with error: signal: {signal.strsignal(-code).lower()}"  # as AWS's Go init: "killed"
+            else f"Runtime exited with error: signal: {(signal.strsignal(-code) or f'signal {-code}').lower()}"  # as AWS's Go init: "killed"
         error_type = "Runtime.ExitError"
         if code == -signal.SIGKILL and self._cgroup is not None and self._cgroup.oom_kills() > 0:
             error_type = "Runtime.OutOfMemory"
@@ -429,6 +430,12 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
 
     def get_runtime_endpoint(self) -> str:
         return f"http://{self._api.address}" if self._api is not None else ""
+
+    def _runtime_api(self) -> RuntimeApiServer:
+        """The Runtime API server start() opened; runtimes and invocations come only after it."""
+        if self._api is None:
+            raise LambdaRuntimeException(f"environment {self.id} is not started: no Runtime API to serve")
+        return self._api
 
     # --- versions --------------------------------------------------------------------------
 

@@ -17,12 +17,14 @@ measure the difference. Its status is in GET /_scones/executor.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 import queue
 import threading
 import time
+from typing import TypedDict
 
 from scones.harness.lambda_executor import pinned
 from scones.harness.lambda_executor.names import THREADS_PATCH_ENV
@@ -31,8 +33,18 @@ LOG = logging.getLogger(__name__)
 
 METRIC_THREAD_PREFIX = "record-cloudwatch-metric"  # the names 4.14.0 gives its metric threads
 
+
+
+class _Status(TypedDict):
+    active: bool
+    reason: str
+    timers_started: int
+    timers_fired: int
+    metrics_recorded: int
+
+
 _lock = threading.Lock()
-_state = {"active": False, "reason": "not applied yet", "timers_started": 0, "timers_fired": 0, "metrics_recorded": 0}
+_state: _Status = {"active": False, "reason": "not applied yet", "timers_started": 0, "timers_fired": 0, "metrics_recorded": 0}
 
 
 class _Scheduler:
@@ -117,16 +129,16 @@ def apply() -> bool:
         execution_environment.Timer = SharedTimer
         original_start_thread = version_manager.start_thread
 
+        @functools.wraps(original_start_thread)
         def start_thread(method, *args, name: str | None = None, **kwargs):
             if name and name.startswith(METRIC_THREAD_PREFIX):
                 _metrics.put(method)  # the caller ignores the thread it would get back
                 return None
             return original_start_thread(method, *args, name=name, **kwargs)
 
-        start_thread.__wrapped__ = original_start_thread
         version_manager.start_thread = start_thread
         threading.Thread(target=_record_metrics, name="scones-lambda-metrics", daemon=True).start()
-        _state.update(active=True, reason="applied")
+        _state.update({"active": True, "reason": "applied"})
         LOG.info("Lambda thread patch active (shared keep-alive timers, one metrics thread)")
         return True
 

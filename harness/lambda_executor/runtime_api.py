@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 PREFIX = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
@@ -58,7 +59,7 @@ class RuntimeApiServer(ThreadingHTTPServer):
 
     @property
     def address(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = cast("tuple[str, int]", self.server_address)[:2]  # bound to (a str host, 0): AF_INET
         return f"{host}:{port}"
 
     def start(self) -> "RuntimeApiServer":

@@ -16,10 +16,12 @@ adds the executor's own counts, the time its invokes take, the definition cache'
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
 import time
+from typing import NotRequired, TypedDict
 
 from scones.harness.lambda_executor import pinned
 from scones.harness.lambda_executor.names import CLIENT_CACHE_ENV
@@ -28,8 +30,19 @@ LOG = logging.getLogger(__name__)
 
 TTL_S = 15 * 60  # well inside the assumed role's default hour
 
+
+
+class _Status(TypedDict):
+    active: bool
+    reason: str
+    hits: int
+    misses: int
+    started: NotRequired[bool]   # apply_in_background() has started the patches' thread
+    route: NotRequired[bool]     # GET /_scones/sfn-client-cache is registered
+
+
 _lock = threading.Lock()
-_state = {"active": False, "reason": "not applied yet", "hits": 0, "misses": 0}
+_state: _Status = {"active": False, "reason": "not applied yet", "hits": 0, "misses": 0}
 _clients: dict[tuple[str, str, str], tuple[float, object]] = {}
 
 
@@ -47,6 +60,7 @@ def apply() -> bool:
 
         original = boto_client.boto_client_for
 
+        @functools.wraps(original)
         def cached_boto_client_for(service: str, region: str, state_credentials):
             key = (service, region, state_credentials.role_arn)
             now = time.monotonic()
@@ -59,14 +73,13 @@ def apply() -> bool:
             _state["misses"] += 1
             return client
 
-        cached_boto_client_for.__wrapped__ = original
         boto_client.boto_client_for = cached_boto_client_for
         # The task modules did `from ...boto_client import boto_client_for`: rebind their copies too.
         for module in list(sys.modules.values()):
             if getattr(module, "boto_client_for", None) is original:
-                module.boto_client_for = cached_boto_client_for
+                vars(module)["boto_client_for"] = cached_boto_client_for
         _import_task_modules(original, cached_boto_client_for)
-        _state.update(active=True, reason="applied")
+        _state.update({"active": True, "reason": "applied"})
         LOG.info("Step Functions client cache active (one client per service, region and role)")
         return True
 

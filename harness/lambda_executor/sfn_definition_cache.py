@@ -14,6 +14,7 @@ e.g. to measure the difference. Its status (hits, misses) is in GET /_scones/exe
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -43,6 +44,7 @@ def apply() -> bool:
 
         original = ExecutionWorker._get_evaluation_entrypoint
 
+        @functools.wraps(original)
         def cached_evaluation_entrypoint(worker):
             definition = worker._evaluation_details.state_machine_details.definition
             with _lock:
@@ -60,7 +62,6 @@ def apply() -> bool:
                     _programs.popitem(last=False)
             return program
 
-        cached_evaluation_entrypoint.__wrapped__ = original
         ExecutionWorker._get_evaluation_entrypoint = cached_evaluation_entrypoint
         _state.update(active=True, reason="applied")
         LOG.info("Step Functions definition cache active (each definition parsed once)")

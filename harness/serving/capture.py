@@ -129,7 +129,7 @@ class CapturedInvocation:
     inference_time: datetime
     event_id: str
     input_body: bytes
-    input_content_type: str
+    input_content_type: str | None   # None: the request had no Content-Type
     output_body: bytes
     output_content_type: str
     inference_id: str | None = None
@@ -149,7 +149,7 @@ def encode_record(config: CaptureConfig, item: CapturedInvocation) -> str:
     return f'{{"captureData":{{{",".join(sections)}}},"eventMetadata":{{{metadata}}},"eventVersion":"0"}}'
 
 
-def _payload(config: CaptureConfig, body: bytes, content_type: str, mode: str) -> str:
+def _payload(config: CaptureConfig, body: bytes, content_type: str | None, mode: str) -> str:
     encoding = config.encoding_for(content_type)
     if encoding == "BASE64":
         data = '"' + base64.b64encode(body).decode("ascii") + '"'

@@ -46,7 +46,7 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeGuard
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -83,7 +83,14 @@ class UnsupportedOutputError(Exception):
     status_code = 503
 
 
-def _is_toolkit_error(error: BaseException) -> bool:
+class _ToolkitError(Protocol):
+    """What BaseInferenceToolkitError carries; matched by class name, the toolkit is not imported here."""
+
+    status_code: int
+    message: str
+
+
+def _is_toolkit_error(error: BaseException) -> TypeGuard[_ToolkitError]:
     return any((cls.__module__, cls.__name__) == TOOLKIT_ERROR for cls in type(error).__mro__)
 
 
@@ -416,6 +423,8 @@ def load_model(model_dir: str | os.PathLike) -> LoadedModel:
             # A unique module name so two models in one process do not share a cached module.
             unique = f"{name}_{abs(hash(str(model_dir)))}"
             spec = importlib.util.spec_from_file_location(unique, script)
+            if spec is None or spec.loader is None:  # only for a file Python has no loader for: not a .py
+                raise ImportError(f"cannot import the handlers in {script}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[unique] = module
             spec.loader.exec_module(module)
@@ -427,11 +436,11 @@ def load_model(model_dir: str | os.PathLike) -> LoadedModel:
         raise ValueError("Cannot use transform_fn implementation in conjunction with "
                          "input_fn, predict_fn, and/or output_fn implementation")
     context = HandlerContext(model_dir=str(model_dir))
-    if handler("pre_model_fn"):
-        _call(handler("pre_model_fn"), context, str(model_dir))
+    if pre_model_fn := handler("pre_model_fn"):
+        _call(pre_model_fn, context, str(model_dir))
     model = _call(handler("model_fn") or default_model_fn, context, str(model_dir))
-    if handler("model_warmup_fn"):
-        _call(handler("model_warmup_fn"), context, str(model_dir), model)
+    if model_warmup_fn := handler("model_warmup_fn"):
+        _call(model_warmup_fn, context, str(model_dir), model)
     return LoadedModel(
         model_dir=model_dir,
         model=model,

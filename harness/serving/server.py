@@ -105,7 +105,7 @@ class EndpointSettings:
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning (batching, backoff)
     invoke_timeout_s: float = INVOKE_TIMEOUT_S  # the runtime API's limit on the container's answer
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.inference_threads is None:
             workers = container_workers()
             self.inference_threads = workers[0] if workers else DEFAULT_INFERENCE_THREADS
@@ -122,7 +122,7 @@ _STOP = object()
 @dataclass
 class _Pending:
     body: bytes
-    content_type: str
+    content_type: str | None
     accept: str | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
@@ -132,7 +132,7 @@ class InferenceWorkers:
     """Worker threads serving queued requests in dynamic batches (see the module docstring)."""
 
     def __init__(self, threads: int, max_batch_size: int, max_batch_delay_s: float,
-                 run_batch: Callable[[list[tuple[bytes, str, str | None]]], list]):
+                 run_batch: Callable[[list[tuple[bytes, str | None, str | None]]], list]):
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self._run_batch = run_batch
@@ -147,7 +147,7 @@ class InferenceWorkers:
             thread.start()
         return self
 
-    async def invoke(self, body: bytes, content_type: str, accept: str | None):
+    async def invoke(self, body: bytes, content_type: str | None, accept: str | None):
         """(body, content type), or the exception the handlers raised for this request."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -235,9 +235,11 @@ class EndpointApp:
         if settings.capture is not None and settings.capture.enabled:
             self.capture = CaptureWriter(settings.capture, settings.endpoint_name, settings.variant_name,
                                          **settings.capture_writer_options)
-        self._workers = (InferenceWorkers(settings.inference_threads, settings.max_batch_size,
-                                          settings.max_batch_delay_ms / 1000, self._run_batch)
-                         if settings.inference_threads > 0 else None)
+        threads = settings.inference_threads
+        assert threads is not None  # EndpointSettings.__post_init__ resolved None to a count
+        self._workers = (InferenceWorkers(threads, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
+                                          self._run_batch)
+                         if threads > 0 else None)
         self._temp_dir: str | None = None
         self.starlette = Starlette(
             routes=[
@@ -377,7 +379,7 @@ class EndpointApp:
         accept = request.headers.get("accept")
         inference_time = datetime.now(timezone.utc)
         if self._workers is None:
-            result = self.model.invoke_batch([(body, content_type, accept)])[0]
+            result = self._loaded_model().invoke_batch([(body, content_type, accept)])[0]
         else:
             result = await self._workers.invoke(body, content_type, accept)
         if isinstance(result, BaseException):
@@ -396,8 +398,14 @@ class EndpointApp:
             ))
         return result
 
-    def _run_batch(self, requests: list[tuple[bytes, str, str | None]]) -> list:
-        return self.model.invoke_batch(requests)
+    def _run_batch(self, requests: list[tuple[bytes, str | None, str | None]]) -> list:
+        return self._loaded_model().invoke_batch(requests)
+
+    def _loaded_model(self) -> LoadedModel:
+        """The model; invocations reach the handlers only once ready is set, after it loaded."""
+        if self.model is None:
+            raise RuntimeError(f"the model of endpoint {self.settings.endpoint_name} is not loaded")
+        return self.model
 
     def _model_error(self, error: BaseException) -> Response:
         status = status_of(error)
