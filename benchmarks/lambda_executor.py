@@ -48,7 +48,8 @@ import boto3
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scones.harness.lambda_executor.names import CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV  # noqa: E402
-from scones.harness.localstack import LocalStack, descendants  # noqa: E402
+from scones.harness.localstack import LocalStack  # noqa: E402
+from scones.harness.processes import descendants  # noqa: E402
 
 ROLE = "arn:aws:iam::000000000000:role/scones-bench-role"
 _PATCHES = (CLIENT_CACHE_ENV, "IN_MEMORY_CLIENT", DEFINITION_CACHE_ENV, THREADS_PATCH_ENV)

@@ -93,8 +93,8 @@ def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_a
 def test_scones_monitor_scheduled_runs_the_deployed_function_of_the_recorded_stack(deployed, localstack, tmp_path):
     from click.testing import CliRunner
 
+    from scones.deploy.record import local_record_path, write_record
     from scones.harness.cli import main
-    from scones.harness.targets import local_record_path, write_record
 
     session, settings, made = deployed
     put_capture(session, settings, [[0.2, 0.8]] * 30, datetime.now(timezone.utc))   # sure of nothing
