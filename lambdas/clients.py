@@ -17,13 +17,13 @@ _SAGEMAKER_RUNTIME_CONFIG = Config(
     read_timeout=config.ENDPOINT_READ_TIMEOUT_S,
     retries={"mode": config.ENDPOINT_RETRY_MODE, "total_max_attempts": config.ENDPOINT_MAX_ATTEMPTS},
 )
-_S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})   # CloudWatch too
-_STEPFUNCTIONS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
+# S3, Step Functions and CloudWatch: botocore's standard retries, three attempts in all.
+_SERVICE_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
 @functools.cache
 def s3():
-    return boto3.client("s3", config=_S3_CONFIG)
+    return boto3.client("s3", config=_SERVICE_CONFIG)
 
 
 @functools.cache
@@ -33,12 +33,12 @@ def sagemaker_runtime():
 
 @functools.cache
 def stepfunctions():
-    return boto3.client("stepfunctions", config=_STEPFUNCTIONS_CONFIG)
+    return boto3.client("stepfunctions", config=_SERVICE_CONFIG)
 
 
 @functools.cache
 def cloudwatch():
-    return boto3.client("cloudwatch", config=_S3_CONFIG)
+    return boto3.client("cloudwatch", config=_SERVICE_CONFIG)
 
 
 def reset() -> None:
