@@ -1,6 +1,14 @@
 """`scones deploy --target aws` against moto: the endpoint's autoscaling, classifyImage's reserved concurrency,
 and the scheduled drift monitor (function, schedule, alarms, topic, role), each least-privilege; `--dry-run`
-lists them and `scones destroy` leaves none."""
+lists them and `scones destroy` leaves none.
+
+AWS sources for the shapes asserted: SageMaker endpoint autoscaling registers ResourceId
+"endpoint/<endpoint>/variant/<variant>" with ScalableDimension "sagemaker:variant:DesiredInstanceCount" and a
+TargetTrackingScaling policy on the predefined metric SageMakerVariantInvocationsPerInstance
+(https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-add-code-define.html); reserved
+concurrency is PutFunctionConcurrency (botocore lambda/2015-03-31 service model); a rule that invokes a
+function needs a lambda:InvokeFunction permission conditioned on the rule's ARN
+(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html)."""
 from __future__ import annotations
 
 import json
