@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from scones import contract, settings
+from scones.errors import SconesError
 
 RECORD_VERSION = 1
 MANAGED_BY_COMPOSE = "docker compose"   # a local record's "managed_by": `docker compose down` stops it, not `scones down`
 
 
-class RecordError(ValueError):
+class RecordError(SconesError, ValueError):
     """A stack record is unreadable, of another version, or lacks outputs; the message names the file."""
 
 

@@ -11,11 +11,13 @@ from typing import Callable, TypeVar
 
 from botocore.exceptions import ClientError
 
+from scones.errors import SconesError
+
 Progress = Callable[[str], None]
 T = TypeVar("T")
 
 
-class DeployError(RuntimeError):
+class DeployError(SconesError, RuntimeError):
     """A deploy step could not finish; the message says which resource and why."""
 
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import click
+
+from scones.errors import SconesError
+from scones.lambdas.capture_records import MalformedRecord
+from scones.lambdas.errors import WorkflowError
+from scones.state_machine.render import DefinitionError
 
 COMMANDS = {
     "stage": "scones.harness.commands.data:stage",
@@ -34,13 +40,24 @@ LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `
 AWS_HINT = "check the network and the region; `scones deploy --target aws --dry-run` plans without reaching AWS"
 
 
-OUR_PACKAGES = ("harness", "deploy", "local_model", "lambdas", "state_machine")
+# What scones raises on purpose: SconesError, and the bases of the layers that import nothing of scones.
+OUR_ERRORS: tuple[type[Exception], ...] = (SconesError, WorkflowError, MalformedRecord, DefinitionError)
+# The model code's base, looked up only once its module is loaded: importing it costs torch, and an
+# InvalidImageError cannot exist before its module is.
+MODEL_ERRORS = ("scones.local_model.network", "InvalidImageError")
+
+
+def is_ours(error: BaseException) -> bool:
+    """An error scones raised on purpose, whose message already says what is wrong and what to do."""
+    module = sys.modules.get(MODEL_ERRORS[0])
+    model_error = getattr(module, MODEL_ERRORS[1], None) if module is not None else None
+    return isinstance(error, OUR_ERRORS) or (model_error is not None and isinstance(error, model_error))
 
 
 def describe(error: Exception) -> str:
     """One line for an error no command handled: what failed, and what to do about it."""
-    if type(error).__module__.split(".")[0] in OUR_PACKAGES:
-        return str(error)   # our own errors (StackError, TargetNotFound, LocalStackError...) say it already
+    if is_ours(error):
+        return str(error)
     try:
         from botocore import exceptions as boto
     except ImportError:  # pragma: no cover - boto3 is a dependency

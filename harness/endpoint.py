@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from scones import contract
 from scones import settings as harness_settings
+from scones.errors import SconesError
 from scones.harness.serving.capture import CaptureConfig
 
 if TYPE_CHECKING:  # imported when a thread-mode server starts: a subprocess' parent needs neither
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # imported when a thread-mode server starts: a subprocess' pa
 DEFAULT_ENDPOINT_NAME = contract.ENDPOINT_NAME
 
 
-class EndpointStartError(RuntimeError):
+class EndpointStartError(SconesError, RuntimeError):
     """The endpoint did not become ready; the message says why and where its log is."""
 
 

@@ -18,12 +18,13 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
 from scones.contract import CLASSES
+from scones.errors import SconesError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 DEFAULT_TIMEOUT_S = 120.0
 
 
-class ExecutionTimeout(RuntimeError):
+class ExecutionTimeout(SconesError, RuntimeError):
     """An execution was still RUNNING at the deadline."""
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import scones
 from scones import settings
+from scones.errors import SconesError
 from scones.harness import processes
 from scones.harness.lambda_executor import sandbox
 from scones.harness.lambda_executor.names import (
@@ -69,7 +70,7 @@ _DIST_NAME = "scones_lambda_executor"
 _DIST_VERSION = "0.1.0"
 
 
-class LocalStackError(RuntimeError):
+class LocalStackError(SconesError, RuntimeError):
     """LocalStack could not be installed, started or reached; the message says what to do."""
 
 
@@ -210,7 +211,7 @@ def _register_executor(python: Path) -> None:
     (dist_info / "RECORD").write_text("\n".join(records) + "\n")
 
 
-class EndpointRegistrationError(RuntimeError):
+class EndpointRegistrationError(SconesError, RuntimeError):
     """LocalStack did not take an endpoint's registration; the message says why and what to do."""
 
 

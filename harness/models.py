@@ -41,6 +41,7 @@ from typing import IO, Iterator, Mapping
 from scones import settings
 from scones.contract import CLASSES
 from scones.deploy import sagemaker as sm
+from scones.errors import SconesError
 
 MODEL_CODE_DIR = sm.SOURCE_DIR
 TRAIN_SCRIPT = MODEL_CODE_DIR / "train.py"
@@ -69,7 +70,7 @@ AUTO = "auto"
 PYTORCH_TOOLKIT_ENVIRONMENT = {"NCCL_IB_DISABLE": "1", "NCCL_DEBUG": "WARN", "MASTER_PORT": "7777"}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SconesError, RuntimeError):
     """train.py failed; the message carries the tail of its log."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from scones import contract
+from scones.errors import SconesError
 from scones.lambdas.capture_records import CaptureProblem, CaptureRecord, parse_lines
 from scones.lambdas.drift import DEFAULT_ALPHA, check_drift, checked_baseline, class_counts
 
@@ -35,7 +36,7 @@ S3_READERS = 8                # parallel GetObject calls when reading capture fr
 CLASS_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 
 
-class CaptureSourceError(RuntimeError):
+class CaptureSourceError(SconesError, RuntimeError):
     """The capture source cannot be read at all (bad URI, missing folder, no access)."""
 
 

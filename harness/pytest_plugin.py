@@ -109,9 +109,9 @@ def _progress_to_terminal(config):
 
 def _ours(error: Exception) -> bool:
     """An error that scones raised on purpose, whose message says what is wrong (a missing data dir included)."""
-    from scones.harness.cli import OUR_PACKAGES
+    from scones.harness.cli import is_ours
 
-    return type(error).__module__.split(".")[0] in OUR_PACKAGES or isinstance(error, FileNotFoundError)
+    return is_ours(error) or isinstance(error, FileNotFoundError)
 
 
 def pytest_addoption(parser):

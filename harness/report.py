@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from scones.errors import SconesError
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "report.html"
 
@@ -29,7 +31,7 @@ OUTCOME_STYLE = {  # fill, stroke, label
 }
 
 
-class ReportError(RuntimeError):
+class ReportError(SconesError, RuntimeError):
     """There is nothing to put on the page, or a chosen execution cannot be read."""
 
 

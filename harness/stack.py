@@ -24,6 +24,7 @@ from typing import Any, Callable
 from scones import settings
 from scones.deploy import local as local_target
 from scones.deploy.record import MANAGED_BY_COMPOSE, local_record_path, local_stack_record, read_record, write_record
+from scones.errors import SconesError
 from scones.harness import localstack as localstack_manager
 from scones.harness.processes import alive as pid_alive
 from scones.harness.processes import port_open, process_tree, rss_bytes, wait_until
@@ -37,7 +38,7 @@ ENDPOINT_STOP_TIMEOUT_S = 60.0   # its shutdown drains requests and writes pendi
 CAPTURE_UPLOAD_TIMEOUT_S = 60.0
 
 
-class StackError(RuntimeError):
+class StackError(SconesError, RuntimeError):
     """The local stack could not be brought up or down; the message says which part and why."""
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, cast
 
 from scones.contract import CLASSES
+from scones.errors import SconesError
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
@@ -45,7 +46,7 @@ _IMAGE_SIDE = 32
 _ROW_BYTES = 3 * _IMAGE_SIDE * _IMAGE_SIDE
 
 
-class StagingError(Exception):
+class StagingError(SconesError):
     """The source cannot be staged; the message names the file and the problem."""
 
 

@@ -15,11 +15,12 @@ import boto3
 
 from scones import settings
 from scones.deploy.record import RecordError, StackOutputs, aws_record_path, local_record_path, read_record
+from scones.errors import SconesError
 
 TARGETS = ("local", "aws")
 
 
-class TargetNotFound(RuntimeError):
+class TargetNotFound(SconesError, RuntimeError):
     """The record of a target is missing or incomplete."""
 
 

@@ -31,6 +31,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scones.errors import SconesError
 from scones.harness.endpoint import free_port
 from scones.harness.serving.handlers import unpack_model
 
@@ -52,7 +53,7 @@ os.execv(executable, [executable, "--start", "--foreground", "--model-store", to
 """
 
 
-class ToolkitStartError(RuntimeError):
+class ToolkitStartError(SconesError, RuntimeError):
     """TorchServe with the toolkit did not become ready; the message carries its log's tail."""
 
 

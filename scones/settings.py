@@ -19,6 +19,8 @@ from typing import Any
 
 import tomllib
 
+from scones.errors import SconesError
+
 STATE_DIR = "SCONES_STATE_DIR"          # where venvs, LocalStack state, models and reports live
 DATA_DIR = "SCONES_DATA_DIR"            # staged images in {train,test}/{bicycle,motorcycle}/
 PYTHON313 = "SCONES_PYTHON313"          # interpreter for LocalStack's venv
@@ -42,7 +44,7 @@ DATA_DIR_HINT = (f"point scones at your images with data_dir in the [tool.scones
                  f"(or in {CONFIG_FILE}), or ${DATA_DIR}, or stage them into <state dir>/data with `scones stage`")
 
 
-class SettingsError(ValueError):
+class SettingsError(SconesError, ValueError):
     """A config file or setting is malformed; the message names the file or variable and the key."""
 
 

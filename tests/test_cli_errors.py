@@ -7,7 +7,11 @@ installed `scones` as a user does; nothing is mocked on the network path.
 """
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +20,16 @@ import pytest
 from click.testing import CliRunner
 
 from scones import settings
-from scones.deploy.record import local_record_path, write_record
-from scones.harness.cli import main
+from scones.deploy.record import RecordError, local_record_path, write_record
+from scones.errors import SconesError
+from scones.harness.cli import describe, main
 from scones.harness.endpoint import free_port
+from scones.harness.stack import StackError
+from scones.lambdas.errors import ThresholdConfidenceNotMet
+from scones.settings import SettingsError
+from scones.state_machine.render import DefinitionError
+
+pytest_plugins = ["pytester"]
 
 SCONES = Path(sys.executable).with_name("scones")
 REAL_LOOKING_KEYS = {"AWS_ACCESS_KEY_ID": "AKIAABCDEFGHIJKLMNOP", "AWS_SECRET_ACCESS_KEY": "s" * 40}
@@ -36,6 +47,7 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, *fragments: str) 
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    assert "unexpected" not in lines[0] and "--debug" not in lines[0], lines[0]   # our own errors speak for themselves
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 
@@ -119,3 +131,101 @@ def test_an_unexpected_error_is_one_line_and_debug_lets_it_through(monkeypatch, 
                                      "(`scones --debug ...` shows the traceback)")
     debug = CliRunner().invoke(main, ["--debug", "status", "--state-dir", str(tmp_path)])
     assert isinstance(debug.exception, RuntimeError) and debug.exit_code == 1
+
+
+def _modules_of(package) -> tuple[list, list[Path]]:
+    """The package's modules importable here, and the files of those that only import inside LocalStack's venv."""
+    modules, localstack_only = [], []
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        try:
+            modules.append(importlib.import_module(info.name))
+        except ModuleNotFoundError as error:
+            if error.name != "localstack" and not (error.name or "").startswith("localstack."):
+                raise
+            localstack_only.append(Path(importlib.util.find_spec(info.name).origin))
+    return modules, localstack_only
+
+
+# The endpoint's per-request errors mirror the inference toolkit's and become HTTP statuses, never a CLI line.
+REQUEST_ERRORS = {"UnsupportedFormatError", "UnsupportedOutputError"}
+
+
+def test_every_error_scones_defines_is_recognised_by_the_boundary_as_ours():
+    """Each exception class in harness/ and deploy/ derives from scones.errors.SconesError, so the CLI shows its
+    message as it is: the package move (every module became scones.*) once made all of them "unexpected"."""
+    import scones.deploy
+    import scones.harness
+
+    harness_modules, harness_localstack_only = _modules_of(scones.harness)
+    deploy_modules, deploy_localstack_only = _modules_of(scones.deploy)
+    defined = {(module.__name__, name): value
+               for module in harness_modules + deploy_modules
+               for name, value in vars(module).items()
+               if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == module.__name__}
+    assert len(defined) >= 20
+    strays = sorted(f"{module}.{name}" for (module, name), error in defined.items()
+                    if name not in REQUEST_ERRORS and not issubclass(error, SconesError))
+    ours = {"SconesError"} | {name for (_, name), error in defined.items() if issubclass(error, SconesError)}
+    for path in harness_localstack_only + deploy_localstack_only:   # read, since they import only inside LocalStack
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases}
+                if any(base.endswith(("Error", "Exception")) for base in bases) and not bases & ours:
+                    strays.append(f"{path.name}:{node.lineno} {node.name}")
+    assert strays == []
+    for (_, name), error in defined.items():
+        if name not in REQUEST_ERRORS:
+            instance = error.__new__(error)
+            instance.args = ("what is wrong, and what to do",)
+            assert describe(instance) == str(instance)
+
+
+@pytest.mark.parametrize("error", [StackError("port 8080 is already in use"), RecordError("stack record x is not JSON"),
+                                   ThresholdConfidenceNotMet("0.5 < 0.93"), DefinitionError("unknown Next 'X'"),
+                                   SettingsError("SCONES_LOCALSTACK_PORT=abc is not a port")])
+def test_our_errors_raised_inside_a_command_are_one_line_without_unexpected(monkeypatch, tmp_path, error):
+    from scones.harness import stack
+
+    def failing(state_dir=None):
+        raise error
+
+    monkeypatch.setattr(stack, "status", failing)
+    result = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: scones status failed: {error}"
+
+
+STACK_ERROR_CONFTEST = '''
+import pytest
+
+pytest_plugins = ["pytester"]
+
+from scones.harness import stack
+
+
+@pytest.fixture(autouse=True, scope="session")
+def a_port_is_taken():
+    def taken(*args, **kwargs):
+        raise stack.StackError("port 8080 is already in use by another program: pass --endpoint-port")
+
+    saved = stack.status, stack.up
+    stack.status, stack.up = (lambda state_dir=None: {"up": False}), taken
+    yield
+    stack.status, stack.up = saved
+'''
+
+
+def test_the_pytest_plugin_shows_a_stack_error_as_one_line_per_test(pytester, monkeypatch, tmp_path):
+    """A StackError while the plugin brings the stack up fails each test with its message, not a traceback."""
+    for name in ("SCONES_TEST_TARGET", "CI", "BUILD_NUMBER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(settings.STATE_DIR, str(tmp_path / "state"))
+    pytester.makeconftest(STACK_ERROR_CONFTEST)
+    pytester.makepyfile("def test_one(scones_stack):\n    pass\n\ndef test_two(scones_stack):\n    pass\n")
+
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(errors=2)
+    output = result.stdout.str()
+    assert output.count("scones: the local stack could not come up: port 8080 is already in use") == 2
+    assert "Traceback" not in output and "raise stack.StackError" not in output

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 
+from scones.errors import SconesError
 from scones.harness.lambda_executor.names import PYTHONS_ENV
 
 # runtime identifier -> the CPython version it runs (what AWS's image for it ships)
@@ -35,7 +36,7 @@ def blocked_message(runtime: str) -> str:
             "functions. We recommend you use a supported runtime while creating or updating functions.")
 
 
-class MissingInterpreter(RuntimeError):
+class MissingInterpreter(SconesError, RuntimeError):
     pass
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, AbstractSet, Any, Callable, Iterable, Iterator
 
 from scones import contract
+from scones.errors import SconesError
 
 log = logging.getLogger("scones.capture")
 
@@ -205,7 +206,7 @@ class _SpoolFile:
         return self.fd
 
 
-class SpoolInUse(RuntimeError):
+class SpoolInUse(SconesError, RuntimeError):
     """Another live capture writer holds this spool."""
 
 

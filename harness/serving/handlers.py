@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeGuard
 
+from scones.errors import SconesError
+
 JSON = "application/json"
 CSV = "text/csv"
 NPY = "application/x-npy"
@@ -73,7 +75,7 @@ class UnsupportedFormatError(Exception):
             % content_type))
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(SconesError):
     """sagemaker_pytorch_serving_container.default_pytorch_inference_handler.ModelLoadError."""
 
 
@@ -343,7 +345,7 @@ def _batch_key(data, index: int) -> tuple:
 _import_lock = threading.Lock()
 
 
-class UnsafeArchiveError(tarfile.TarError):
+class UnsafeArchiveError(SconesError, tarfile.TarError):
     """A tar member would land outside the destination, or is a device: refused, as the "data" filter does."""
 
 
