@@ -43,6 +43,8 @@ from scones.harness.lambda_executor.names import (
     ENTRY_POINT,
     ENTRY_POINT_GROUP,
     EVENTS_SFN_TARGET_ENV,
+    FAULTS_HOOK,
+    FAULTS_PATCH_ENV,
     HOOK_GROUP,
     LOCALSTACK_VERSION,
     PLUGIN_NAME,
@@ -50,6 +52,8 @@ from scones.harness.lambda_executor.names import (
     SAGEMAKER_ENDPOINTS_PATH,
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
+    TIME_SCALE_ENV,
+    TIME_SCALE_PATCH_ENV,
 )
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 
@@ -62,7 +66,8 @@ LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtim
 SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
-PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV)
+PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
+                  FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, TIME_SCALE_ENV)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"
@@ -196,7 +201,7 @@ def _register_executor(python: Path) -> None:
     files = {
         "METADATA": f"Metadata-Version: 2.1\nName: {_DIST_NAME.replace('_', '-')}\nVersion: {_DIST_VERSION}\n"
                     "Summary: Scones: LocalStack Lambda runtime executor running environments as local processes\n",
-        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n",
+        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n{FAULTS_HOOK}\n",
         "INSTALLER": "scones\n",
     }
     for name, text in files.items():
