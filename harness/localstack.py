@@ -67,7 +67,7 @@ SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
 PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
-                  FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, TIME_SCALE_ENV)
+                  FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"
@@ -413,7 +413,7 @@ class LocalStack:
             # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
             "IN_MEMORY_CLIENT": "1",
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
-            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH) if key in os.environ},
+            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV) if key in os.environ},
         }
         env.update(self.extra_env)
         return env
