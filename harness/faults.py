@@ -186,10 +186,10 @@ def parse_rule(document: Any, rule_id: str) -> Rule:
         raise FaultRuleError(f"unknown field(s) {', '.join(unknown)}; a rule has {', '.join(sorted(RULE_FIELDS))}")
     service, operation = document.get("service"), document.get("operation")
     model = _service_model(service) if isinstance(service, str) else None
-    if model is None:
+    if model is None or not isinstance(service, str):
         raise FaultRuleError(f"service: {service!r} is not an AWS service botocore knows (e.g. \"sagemaker-runtime\", "
                              "\"lambda\", \"s3\", \"stepfunctions\")")
-    if operation not in model.operation_names:
+    if not isinstance(operation, str) or operation not in model.operation_names:
         raise FaultRuleError(f"operation: {service} has no operation {operation!r} (botocore's names, e.g. "
                              f"{', '.join(model.operation_names[:4])})")
     resource = document.get("resource")
@@ -251,7 +251,8 @@ class RuleSet:
             self._rules.append(rule)
             return rule
 
-    def list(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every rule with its counts, in order."""
         with self._lock:
             return [rule.to_dict() for rule in self._rules]
 
@@ -322,14 +323,12 @@ class FaultsClient:
         """Add one rule (a dict, or its fields as keywords); returns it with its id."""
         return self._call("POST", FAULTS_PATH, {**(rule or {}), **fields})["rule"]
 
-    def list(self) -> list[dict[str, Any]]:
-        return self._call("GET", FAULTS_PATH)["rules"]
-
     def get(self, rule_id: str) -> dict[str, Any]:
-        for rule in self.list():
+        rules = self.list()
+        for rule in rules:
             if rule["id"] == rule_id:
                 return rule
-        raise FaultsAPIError(f"no fault rule {rule_id!r} (the rules are {[r['id'] for r in self.list()]})")
+        raise FaultsAPIError(f"no fault rule {rule_id!r} (the rules are {[r['id'] for r in rules]})")
 
     def clear(self, rule_id: str | None = None) -> list[dict[str, Any]]:
         return self._call("DELETE", f"{FAULTS_PATH}/{rule_id}" if rule_id else FAULTS_PATH)["removed"]
@@ -339,3 +338,6 @@ class FaultsClient:
 
     def set_time_scale(self, scale: float) -> dict[str, Any]:
         return self._call("PUT", TIME_SCALE_PATH, {"scale": scale})
+
+    def list(self) -> list[dict[str, Any]]:   # last: inside the class, `list` names this method from here on
+        return self._call("GET", FAULTS_PATH)["rules"]

@@ -80,7 +80,7 @@ def test_resource_matches_names_arns_and_s3_prefixes():
     assert rules.decide("s3", "GetObject", ("bucket/test/bicycle/a.png",))
     assert rules.decide("s3", "GetObject", ("bucket/train/a.png",)) is None
     assert rules.decide("s3", "PutObject", ("bucket/test/a.png",)) is None
-    assert [rule["fired"] for rule in rules.list()] == [1, 1]
+    assert [rule["fired"] for rule in rules.snapshot()] == [1, 1]
 
 
 def test_a_seed_gives_the_same_sequence_twice():
@@ -105,7 +105,7 @@ def test_latency_adds_up_and_the_first_error_answers():
     decision = rules.decide("sagemaker-runtime", "InvokeEndpoint", ())
     assert decision.answer.error.code == "ThrottlingException"
     # The throttling rule did not count the call the ModelError answered.
-    assert [(rule["matched"], rule["fired"]) for rule in rules.list()] == [(2, 2), (2, 1), (1, 1)]
+    assert [(rule["matched"], rule["fired"]) for rule in rules.snapshot()] == [(2, 2), (2, 1), (1, 1)]
 
 
 def test_function_error_payloads_are_worded_as_aws_lambda_words_them():

@@ -84,14 +84,14 @@ def add(rule_json, service, operation, resource, error_code, status, message, fu
     if rule_json:
         try:
             rule = json.loads(rule_json)
-        except ValueError as error:
-            raise click.BadParameter(f"not JSON: {error}", param_hint="RULE_JSON") from None
+        except ValueError as problem:
+            raise click.BadParameter(f"not JSON: {problem}", param_hint="RULE_JSON") from None
         if not isinstance(rule, dict):
             raise click.BadParameter("a rule is a JSON object", param_hint="RULE_JSON")
-    error = {key: value for key, value in (("code", error_code), ("status", status), ("message", message)) if value}
-    if error and "code" not in error:
+    error_spec = {key: value for key, value in (("code", error_code), ("status", status), ("message", message)) if value}
+    if error_spec and "code" not in error_spec:
         raise click.UsageError("--status and --message go with --error CODE")
-    options = {"service": service, "operation": operation, "resource": resource, "error": error or None,
+    options = {"service": service, "operation": operation, "resource": resource, "error": error_spec or None,
                "function_error": function_error, "latency_ms": latency_ms, "after": after, "times": times,
                "nth": nth, "probability": probability, "seed": seed}
     rule.update({key: value for key, value in options.items() if value is not None})

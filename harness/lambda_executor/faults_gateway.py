@@ -129,7 +129,7 @@ def _bad_request(message: str) -> Response:
 class FaultsAPI:
     @route(FAULTS_PATH, methods=["GET"])
     def list_rules(self, request: Request) -> Response:
-        return Response.for_json({"rules": RULES.list()})
+        return Response.for_json({"rules": RULES.snapshot()})
 
     @route(FAULTS_PATH, methods=["POST"])
     def add_rule(self, request: Request) -> Response:

@@ -36,9 +36,9 @@ import time
 import types
 from typing import Any
 
-from scones.harness.lambda_executor import pinned
 from localstack.http import Request, Response, route
 
+from scones.harness.lambda_executor import pinned
 from scones.harness.lambda_executor.names import TIME_SCALE_ENV, TIME_SCALE_PATCH_ENV, TIME_SCALE_PATH
 
 LOG = logging.getLogger(__name__)

@@ -257,3 +257,24 @@ def test_wait_and_timeout_follow_the_time_scale(fast, stepfunctions_client, scon
     waited = (by_type["WaitStateExited"]["timestamp"] - by_type["WaitStateEntered"]["timestamp"]).total_seconds()
     assert 30 <= waited < 31.5, waited
     assert wall < 30, wall        # unscaled, the Wait alone takes 30 s
+
+
+def test_cli_adds_lists_and_clears(faults, scones_stack):
+    from click.testing import CliRunner
+
+    from scones.harness.commands.faults import faults as command
+
+    url = ["--localstack-url", scones_stack.record["localstack"]["url"]]
+    runner = CliRunner()
+    added = runner.invoke(command, ["add", "--service", "s3", "--operation", "GetObject", "--resource",
+                                    f"{scones_stack.bucket}/nothing-here/", "--error", "SlowDown", "--times", "2", *url])
+    assert added.exit_code == 0, added.output
+    assert "s3 GetObject" in added.output and "error SlowDown (HTTP 503)" in added.output
+    listed = runner.invoke(command, ["list", "--json", *url])
+    assert [rule["error"]["code"] for rule in json.loads(listed.output)] == ["SlowDown"]
+    cleared = runner.invoke(command, ["clear", *url])
+    assert cleared.exit_code == 0 and "removed 1 rule(s)" in cleared.output
+    assert faults.list() == []
+    scaled = runner.invoke(command, ["time-scale", "0.5", *url])
+    assert scaled.exit_code == 0 and "time scale 0.5" in scaled.output, scaled.output
+    runner.invoke(command, ["time-scale", "1", *url])
