@@ -152,7 +152,6 @@ def apply() -> bool:
         execute_state.threading = types.SimpleNamespace(Event=_ScaledEvent)
         state_class = execute_state.ExecutionState
         state_class._evaluate_with_timeout = _remembering_env(state_class._evaluate_with_timeout)
-        state_class._eval_execution = _remembering_env(state_class._eval_execution)
 
         def wait_interval(self, env, wait_seconds):
             # As 4.14.0's: wait on the program's state event, so that stopping the execution ends the wait.
