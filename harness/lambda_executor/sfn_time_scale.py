@@ -93,10 +93,11 @@ def _advance_clock(seconds: float) -> None:
 def _scaled_wait(event: threading.Event, seconds: float) -> bool:
     """event.wait for `seconds` of the execution's time; the clock moves on by what the scale saved."""
     factor = _state["scale"]
+    wait = threading.Event.wait     # not event.wait: _ScaledEvent's own comes back here
     if factor == 1.0:
-        return event.wait(seconds)
+        return wait(event, seconds)
     started = time.monotonic()
-    happened = event.wait(seconds * factor)
+    happened = wait(event, seconds * factor)
     if not happened:   # set early (a task that ended before its timeout): the time it took was real
         _advance_clock(seconds - (time.monotonic() - started))
     return happened
