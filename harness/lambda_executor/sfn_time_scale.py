@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import logging
 import math
 import os
@@ -218,11 +219,11 @@ class TimeScaleAPI:
 
     @route(TIME_SCALE_PATH, methods=["PUT"])
     def put(self, request: Request) -> Response:
-        document = request.get_json(silent=True)
-        try:
+        try:   # any Content-Type: curl and urllib send none by default
+            document = json.loads(request.get_data() or b"null")
             set_scale(document.get("scale") if isinstance(document, dict) else None)
         except ValueError as error:
-            return Response.for_json({"message": str(error)}, status=400)
+            return Response.for_json({"message": f"time scale refused: {error}"}, status=400)
         return Response.for_json(status())
 
 
