@@ -1,6 +1,8 @@
 """What the fault rules and the Step Functions time scale cost when no rule is set, with baselines in the same run.
 
-    .venv/bin/python benchmarks/faults.py [--calls 200000] [--executions 60] [--no-workflow]
+    .venv/bin/python benchmarks/faults.py [--calls 200000] [--executions 60] [--no-workflow] [--threshold T]
+
+`scones up` serves the cached model, or $SCONES_MODEL_DIR's.
 
 1. Per request, inside LocalStack's own interpreter (its venv's Python): the fault handler as the
    gateway calls it, for a parsed Lambda Invoke request, with no rule set, with 10 rules that do not
@@ -66,13 +68,15 @@ def per_request(calls: int) -> dict[str, float]:
 
 
 def scones(*args: str, env: dict | None = None) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "scones"), *args], check=True, env=env or os.environ,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run([str(Path(sys.executable).parent / "scones"), *args], env=env or os.environ,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"scones {' '.join(args)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
 
-def workflow(executions: int, env: dict) -> dict[str, float]:
+def workflow(executions: int, env: dict, up_args: list[str]) -> dict[str, float]:
     scones("down")
-    scones("up", "--no-data", env=env)
+    scones("up", "--no-data", *up_args, env=env)
     target = load_target("local")
     key = "benchmarks/faults.png"
     image = sorted((settings.data_dir() / "test" / "bicycle").glob("*.png"))[0]
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--executions", type=int, default=60)
     parser.add_argument("--no-workflow", action="store_true", help="only the per-request figures")
+    parser.add_argument("--threshold", type=float, help="scones up --threshold (e.g. for a small test model)")
     args = parser.parse_args()
 
     print(f"fault handler per request ({args.calls} calls, LocalStack's interpreter):")
@@ -103,7 +108,7 @@ def main() -> None:
     print(f"warm workflow, {args.executions} sequential executions (startDate -> stopDate):")
     try:
         for name, env in runs:
-            figures = workflow(args.executions, env)
+            figures = workflow(args.executions, env, ["--threshold", str(args.threshold)] if args.threshold else [])
             print(f"  {name:<22} p50 {figures['p50_ms']:6.1f} ms   p95 {figures['p95_ms']:6.1f} ms   (n={figures['n']})")
     finally:
         scones("down")
