@@ -192,6 +192,26 @@ def test_sandbox_timeout_fails_the_classifier(fast, confident_test_image, run_wo
     assert fast.get(rule["id"])["fired"] == 2
 
 
+@pytest.mark.parametrize("kind, error_type, message", [
+    ("out_of_memory", "Runtime.OutOfMemory", "Error: Runtime exited with error: signal: killed"),
+    ("init_error", "Runtime.ExitError", "Error: Runtime exited with error: exit status 1"),
+])
+def test_function_killed_for_memory_or_failing_init(faults, scones_stack, lambda_client, kind, error_type, message):
+    """What AWS's Lambda answers for a sandbox the OOM killer ended and for a runtime that exited during init
+    (errorType Runtime.OutOfMemory / Runtime.ExitError, "RequestId: <id> Error: Runtime exited with error: ...":
+    https://docs.aws.amazon.com/lambda/latest/dg/troubleshooting-invocation.html; harness/lambda_executor/executor.py
+    words real ones the same), with FunctionError Unhandled, and only for the function the rule names."""
+    function = scones_stack.function_arns["filterInferences"]
+    faults.add(service="lambda", operation="Invoke", resource=function, function_error=kind, times=1)
+
+    reply = lambda_client.invoke(FunctionName=function, Payload=b"{}")
+
+    assert reply["StatusCode"] == 200 and reply["FunctionError"] == "Unhandled"
+    payload = json.loads(reply["Payload"].read())
+    assert payload["errorType"] == error_type and payload["errorMessage"].endswith(message)
+    assert payload["errorMessage"].startswith(f"RequestId: {reply['ResponseMetadata']['RequestId']} ")
+
+
 def test_rules_are_listed_counted_and_cleared_over_http(faults, scones_stack, lambda_once):
     """The HTTP API other languages' tests use: POST adds, GET lists with counts, DELETE clears. Lambda's
     TooManyRequestsException is 429 (botocore/data/lambda/*/service-2.json)."""
