@@ -17,7 +17,8 @@ What AWS would have shown stays: the definition, the history's details (e.g. a t
 scaled wait moves the timestamps of the events after it on by the time it saved, so the gap between
 a TaskFailed and the retried TaskScheduled is the interval AWS would have waited. (Only the history
 events: DescribeExecution's start/stop dates stay wall-clock; a callback's heartbeat or timeout that
-expires is scaled but does not move the clock.)
+expires is scaled but does not move the clock; the branches of a Parallel or Map share their
+execution's clock, so a wait in one moves the others' timestamps too.)
 
 The scale is SCONES_TIME_SCALE at LocalStack's start (default 1: real time), and can be changed at
 run time over `PUT /_scones/time-scale {"scale": 0.01}` (faults_gateway.py), e.g. by the pytest
