@@ -44,6 +44,8 @@ from scones.harness.lambda_executor.names import (
     ENTRY_POINT,
     ENTRY_POINT_GROUP,
     EVENTS_SFN_TARGET_ENV,
+    FAULTS_HOOK,
+    FAULTS_PATCH_ENV,
     HOOK_GROUP,
     LOCALSTACK_VERSION,
     PLUGIN_NAME,
@@ -51,6 +53,8 @@ from scones.harness.lambda_executor.names import (
     SAGEMAKER_ENDPOINTS_PATH,
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
+    TIME_SCALE_ENV,
+    TIME_SCALE_PATCH_ENV,
 )
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 
@@ -63,7 +67,8 @@ LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtim
 SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
-PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV)
+PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
+                  FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"
@@ -197,7 +202,7 @@ def _register_executor(python: Path) -> None:
     files = {
         "METADATA": f"Metadata-Version: 2.1\nName: {_DIST_NAME.replace('_', '-')}\nVersion: {_DIST_VERSION}\n"
                     "Summary: Scones: LocalStack Lambda runtime executor running environments as local processes\n",
-        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n",
+        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n{FAULTS_HOOK}\n",
         "INSTALLER": "scones\n",
     }
     for name, text in files.items():
@@ -409,7 +414,7 @@ class LocalStack:
             # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
             "IN_MEMORY_CLIENT": "1",
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
-            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH) if key in os.environ},
+            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV) if key in os.environ},
         }
         env.update(self.extra_env)
         return env

@@ -241,3 +241,8 @@ def upload_image(scones_stack, s3_client):
     yield upload
     for key in uploaded:
         s3_client.delete_object(Bucket=scones_stack.bucket, Key=key)
+
+
+# --- fault rules, time scale and workflow coverage (issue 23) --------------------------------------
+# The `faults` fixture and the --scones-coverage options live in their own plugin module, loaded with this one.
+pytest_plugins = ["scones.harness.pytest_faults"]

@@ -16,3 +16,11 @@ CLIENT_CACHE_ENV = "SCONES_SFN_CLIENT_CACHE"         # "1" (default) patches Ste
 DEFINITION_CACHE_ENV = "SCONES_SFN_DEFINITION_CACHE"  # "1" (default) parses each state machine definition once
 THREADS_PATCH_ENV = "SCONES_LAMBDA_THREADS_PATCH"     # "1" (default): no new threads on LocalStack's invoke path
 EVENTS_SFN_TARGET_ENV = "SCONES_EVENTS_SFN_TARGET_PATCH"  # "1" (default): EventBridge starts executions with transformed input
+
+# Fault rules and the Step Functions time scale (harness/faults.py, faults_gateway.py, sfn_time_scale.py).
+FAULTS_HOOK = "install_faults = scones.harness.lambda_executor.faults_gateway:install_faults"
+FAULTS_PATH = "/_scones/faults"                      # GET lists, POST adds, DELETE clears (or /<id> removes one)
+TIME_SCALE_PATH = "/_scones/time-scale"              # GET; PUT {"scale": 0.01}
+FAULTS_PATCH_ENV = "SCONES_FAULTS_PATCH"             # "1" (default): the fault rules' handler is on the gateway
+TIME_SCALE_PATCH_ENV = "SCONES_SFN_TIME_SCALE_PATCH"  # "1" (default): Step Functions' waits follow the time scale
+TIME_SCALE_ENV = "SCONES_TIME_SCALE"                 # the time scale LocalStack starts with (default 1: real time)
