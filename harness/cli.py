@@ -34,6 +34,7 @@ COMMANDS = {
     "monitor": "scones.harness.commands.monitoring:monitor",
     "report": "scones.harness.commands.monitoring:report",
     "results": "scones.harness.commands.results:results",
+    "faults": "scones.harness.commands.faults:faults",
 }
 DEBUG_ENV = "SCONES_DEBUG"
 LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `scones up` starts or repairs it"
