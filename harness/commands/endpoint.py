@@ -11,6 +11,8 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from scones import contract
+from scones.deploy import local as local_target
+from scones.harness.commands.options import endpoint_name_option, port_option
 from scones.harness.serving.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
 from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 
@@ -18,10 +20,10 @@ from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 @click.command()
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="model.tar.gz, a directory holding one (as `scones train --out` writes), or an unpacked model dir.")
-@click.option("--endpoint-name", default=contract.ENDPOINT_NAME, show_default=True)
+@endpoint_name_option(contract.ENDPOINT_NAME)
 @click.option("--variant-name", default=contract.VARIANT_NAME, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@port_option("--port", "Port to listen on.", default=local_target.DEFAULT_ENDPOINT_PORT)
 @click.option("--capture", "capture_uri", default=None, metavar="s3://BUCKET/PREFIX",
               help="Enable data capture to this DestinationS3Uri.")
 @click.option("--sampling", default=100.0, show_default=True, type=click.FloatRange(0, 100),
