@@ -27,7 +27,7 @@ from typing import Callable
 
 import pytest
 
-from scones import settings
+from scones import loopback, settings
 
 UPLOAD_PREFIX = "pytest-uploads"
 PROGRESS_PREFIX = "scones: "
@@ -145,6 +145,7 @@ def scones_stack(pytestconfig, scones_target_name):
 
     from scones.harness import stack
 
+    loopback.exempt_loopback()   # the stack's clients and processes reach this machine directly, never via a proxy
     running = stack.status()
     if running["up"]:
         with _progress_to_terminal(pytestconfig) as progress:

@@ -7,15 +7,16 @@ proxy only for hosts NO_PROXY lists (urllib's `proxy_bypass_environment`). So:
 - `get`/`request` here use an opener with an empty ProxyHandler: the environment is not read at all;
 - `CLIENT_CONFIG` gives a botocore client no proxies (a client given `proxies` never reads the
   environment: botocore's EndpointCreator only calls get_environ_proxies when proxies is None);
-- `environment()` adds the loopback hosts to NO_PROXY / no_proxy for the processes we start
-  (LocalStack, the endpoint server, Lambda environments), whose own clients we do not build.
+- `exempt_loopback()` adds the loopback hosts to NO_PROXY / no_proxy, so that every client of this
+  process and of the processes it starts (LocalStack, the endpoint server), whose clients we do not all
+  build, skips the proxy for this machine; `environment()` is the same for one child's environment.
 """
 from __future__ import annotations
 
 import json
 import os
 import urllib.request
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 from botocore.config import Config
 
@@ -43,11 +44,15 @@ def get_json(url: str, timeout: float = TIMEOUT_S) -> Any:
     return json.loads(get(url, timeout)[1])
 
 
-def environment(inherited: Mapping[str, str] | None = None) -> dict[str, str]:
-    """inherited (default: this process's environment) with the loopback hosts added to NO_PROXY and no_proxy."""
-    env = dict(os.environ if inherited is None else inherited)
-    listed = [host.strip() for name in ("NO_PROXY", "no_proxy") for host in env.get(name, "").split(",")
+def exempt_loopback(environ: MutableMapping[str, str] = os.environ) -> MutableMapping[str, str]:
+    """Add the loopback hosts to environ's NO_PROXY and no_proxy (default: this process's, so its children
+    inherit it) and return it. Traffic to any other host goes where it went before."""
+    listed = [host.strip() for name in ("NO_PROXY", "no_proxy") for host in environ.get(name, "").split(",")
               if host.strip()]
-    merged = ",".join(dict.fromkeys([*listed, *HOSTS]))
-    env["NO_PROXY"] = env["no_proxy"] = merged
-    return env
+    environ["NO_PROXY"] = environ["no_proxy"] = ",".join(dict.fromkeys([*listed, *HOSTS]))
+    return environ
+
+
+def environment(inherited: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of inherited (default: this process's environment) for a child process, loopback exempted."""
+    return dict(exempt_loopback(dict(os.environ if inherited is None else inherited)))
