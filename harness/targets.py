@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-
 import botocore.session
 
 from scones import loopback, settings

@@ -18,6 +18,7 @@ from scones.harness.commands.options import (
 )
 from scones.polling import PollTimedOut, poll
 
+
 def reports_dir(state: str | None = None) -> Path:
     return settings.state_dir(state) / "reports"
 
