@@ -72,7 +72,7 @@ def not_public(address: Address) -> bool:
 def resolve(host: str) -> list[str]:
     """The addresses getaddrinfo gives for host; none when it does not resolve (then nothing is reached)."""
     try:
-        return [info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
     except (OSError, UnicodeError):
         return []
 

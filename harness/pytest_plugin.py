@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
 import threading
 import time
@@ -124,7 +123,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def scones_target_name(pytestconfig) -> str:
-    name = pytestconfig.getoption("scones_target") or os.environ.get(settings.TEST_TARGET) or "local"
+    name = settings.test_target(pytestconfig.getoption("scones_target"))
     if name not in ("local", "aws"):
         raise pytest.UsageError(f"{settings.TEST_TARGET}={name!r}: expected 'local' or 'aws'")
     return name

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 
 from scones.harness.lambda_executor import pinned
-from scones.harness.lambda_executor.names import EVENTS_SFN_TARGET_ENV
+from scones.settings import EVENTS_SFN_TARGET_PATCH as EVENTS_SFN_TARGET_ENV
 
 _matched = threading.local()   # the event being delivered; process_event calls send_event in its own thread
 

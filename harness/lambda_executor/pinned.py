@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from typing import Any, Callable
 
+from scones import settings
 from scones.harness.lambda_executor.names import LOCALSTACK_VERSION
 
 LOG = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def localstack_version() -> str:
 
 def refusal(switch_env: str, patch: str) -> str | None:
     """Why `patch` must stay off (its switch is "0", or this is not the pinned LocalStack); None to apply it."""
-    if os.environ.get(switch_env, "1") == "0":
+    if settings.switched_off(switch_env):
         return f"disabled by {switch_env}=0"
     found = localstack_version()
     if found != LOCALSTACK_VERSION:

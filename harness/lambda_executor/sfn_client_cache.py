@@ -22,7 +22,7 @@ import threading
 import time
 
 from scones.harness.lambda_executor import pinned
-from scones.harness.lambda_executor.names import CLIENT_CACHE_ENV
+from scones.settings import SFN_CLIENT_CACHE as CLIENT_CACHE_ENV
 
 TTL_S = 15 * 60  # well inside the assumed role's default hour
 

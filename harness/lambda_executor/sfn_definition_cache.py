@@ -18,7 +18,7 @@ import functools
 from collections import OrderedDict
 
 from scones.harness.lambda_executor import pinned
-from scones.harness.lambda_executor.names import DEFINITION_CACHE_ENV
+from scones.settings import SFN_DEFINITION_CACHE as DEFINITION_CACHE_ENV
 
 MAX_DEFINITIONS = 64  # a few state machines and their revisions; least recently used goes first
 
