@@ -175,7 +175,12 @@ def _json_or_none(value: Any) -> Any:
     return value
 
 
+def best_index(inferences: list[float]) -> int:
+    """The index of the most probable class (ties: the first), the one place the prediction is picked."""
+    return max(range(len(inferences)), key=inferences.__getitem__)
+
+
 def best_class(inferences: list[float]) -> tuple[str, float]:
-    """The class the workflow predicts from one probability per class, and its probability (ties: the first)."""
-    best = max(range(len(inferences)), key=inferences.__getitem__)
+    """The class the workflow predicts from one probability per class, and its probability."""
+    best = best_index(inferences)
     return CLASSES[best], float(inferences[best])
