@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import textwrap
 import time
+from pathlib import Path
 
 import click
 
 from scones.contract import CLASSES
 from scones.deploy import local as local_target
+from scones.harness import executions, targets
 from scones.harness.commands.options import (
     concurrency_option,
     endpoint_name_option,
@@ -74,8 +78,6 @@ def example_key(record: dict) -> str | None:
     """A key `up` uploaded (the first staged test image), for the line that says how to try the stack."""
     if not (record.get("dataset") or {}).get("parts") or not record.get("data_dir"):
         return None
-    from pathlib import Path
-
     for class_name in CLASSES:
         images = sorted((Path(record["data_dir"]) / "test" / class_name).glob("*.png"))
         if images:
@@ -128,18 +130,15 @@ def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
 
     Exits with status 1 when any execution did not succeed.
     """
-    from scones.harness.executions import run_executions
-    from scones.harness.targets import TargetNotFound, load_target
-
     try:
-        deployed = load_target(target, state_dir)
-    except TargetNotFound as error:
+        deployed = targets.load_target(target, state_dir)
+    except targets.TargetNotFound as error:
         raise click.ClickException(str(error)) from error
     inputs = [workflow_input(key, bucket) for key in keys]
     started = time.perf_counter()
     with click.progressbar(length=len(inputs), label="executions", file=sys.stderr,
                            hidden=len(inputs) < 2) as bar:
-        results = run_executions(deployed, inputs, concurrency=concurrency, timeout=timeout,
+        results = executions.run_executions(deployed, inputs, concurrency=concurrency, timeout=timeout,
                                  progress=lambda _result: bar.update(1))
     elapsed = time.perf_counter() - started
     if as_json:
@@ -179,9 +178,6 @@ def _error_text(result) -> str:
 def results_table(results, width: int | None = None) -> str:
     """One row per execution; the error column wraps at word boundaries (never inside a number or a key)
     to fit `width` (default: the terminal's), and is elided after ERROR_LINES lines."""
-    import shutil
-    import textwrap
-
     header = ("key", "status", "class", "confidence", "error", "duration")
     rows: list[list[tuple[str, ...]]] = [[(cell,) for cell in header]]
     for result in results:

@@ -4,11 +4,18 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import click
+from botocore.exceptions import EndpointConnectionError
+from tqdm import tqdm
 
 from scones import contract, settings
+from scones.deploy import monitoring as deployed_monitor
+from scones.harness import evaluate as evaluation_module
+from scones.harness import monitor as monitoring
+from scones.harness import report as reporting
 from scones.harness.commands.options import (
     concurrency_option,
     json_option,
@@ -16,6 +23,7 @@ from scones.harness.commands.options import (
     target_option,
     threshold_option,
 )
+from scones.harness.targets import TargetNotFound, load_target
 from scones.polling import PollTimedOut, poll
 
 
@@ -24,7 +32,6 @@ def reports_dir(state: str | None = None) -> Path:
 
 
 def _target(name: str, state: str | None):
-    from scones.harness.targets import TargetNotFound, load_target
     try:
         return load_target(name, state)
     except TargetNotFound as error:
@@ -43,9 +50,6 @@ def _target(name: str, state: str | None):
 def evaluate(target: str, n: int, seed: int | None, ood: int, concurrency: int, state_dir: str | None,
              as_json: bool) -> None:
     """Run random test images through the workflow and report accuracy, coverage, failures and out-of-distribution refusals."""
-    from scones.harness import evaluate as evaluation_module
-    from scones.harness.executions import ExecutionTimeout
-
     deployed = _target(target, state_dir)
     keys = evaluation_module.test_image_keys(deployed.client("s3"), deployed.bucket)
     count = len(keys) if n <= 0 else min(n, len(keys))
@@ -58,7 +62,7 @@ def evaluate(target: str, n: int, seed: int | None, ood: int, concurrency: int, 
         try:
             result = evaluation_module.evaluate(deployed, n=count, seed=seed, concurrency=concurrency,
                                                 progress=progress, keys=keys, ood=ood)
-        except (ValueError, ExecutionTimeout) as error:
+        except ValueError as error:
             raise click.ClickException(str(error)) from None
     json_path, csv_path = evaluation_module.save(result, reports_dir(state_dir))
     if as_json:
@@ -84,12 +88,8 @@ def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: flo
 
     The endpoint uploads capture in batches from a background thread, about a second behind.
     """
-    from datetime import datetime
 
-    from scones.harness import monitor as monitoring
-    from scones.harness.evaluate import latest_evaluation
-
-    path = latest_evaluation(reports)
+    path = evaluation_module.latest_evaluation(reports)
     if path is None:
         raise click.ClickException(f"--wait-for-evaluation: no evaluation under {reports}; run `scones evaluate` first")
     document = json.loads(path.read_text())
@@ -131,14 +131,11 @@ def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: flo
 def monitor(source, target, no_target, baseline, out, threshold, alpha, since, wait_for_evaluation, wait_s,
             fail_on_drift, scheduled, state_dir, as_json) -> None:
     """Read every captured inference, plot confidence and check drift against the training baseline."""
-    from scones.harness import monitor as monitoring
-
     if scheduled:
         run_scheduled_monitor(target, state_dir, as_json, fail_on_drift)
         return
     deployed = None
     if not no_target:
-        from scones.harness.targets import TargetNotFound, load_target
         try:
             deployed = load_target(target, state_dir)
         except TargetNotFound as error:
@@ -157,7 +154,6 @@ def monitor(source, target, no_target, baseline, out, threshold, alpha, since, w
     if wait_for_evaluation:
         wait_for_evaluation_capture(source, session, reports_dir(state_dir), wait_s)
     out_dir = Path(out) if out else reports_dir(state_dir) / "monitor"
-    from tqdm import tqdm
     with tqdm(desc="capture files read", unit=" files", file=sys.stderr, leave=False) as bar:
         try:
             summary = monitoring.monitor(source, out_dir, baseline_path=baseline, threshold=threshold,
@@ -184,9 +180,6 @@ def monitor(source, target, no_target, baseline, out, threshold, alpha, since, w
 
 def run_scheduled_monitor(target: str, state_dir: str | None, as_json: bool, fail_on_drift: bool) -> None:
     """Invoke the deployed monitor function (deploy/monitoring.py) and print its run summary."""
-    from scones.deploy import monitoring as deployed_monitor
-    from scones.harness import monitor as monitoring
-
     deployed = _target(target, state_dir)
     try:
         summary = deployed_monitor.run_now(deployed.session, deployed.record["prefix"])
@@ -214,17 +207,12 @@ def run_scheduled_monitor(target: str, state_dir: str | None, as_json: bool, fai
 @state_dir_option()
 def report(target, executions, out, state_dir) -> None:
     """Write one self-contained HTML page: evaluation table, monitoring plots, the workflow graph."""
-    from scones.harness import report as reporting
-    from scones.harness.targets import TargetNotFound, load_target
-
     try:
         deployed = load_target(target, state_dir)
     except TargetNotFound as error:
         deployed = None
         click.echo(f"note: {error}; the page will have no workflow graph", err=True)
     out_path = Path(out) if out else reports_dir(state_dir) / "report.html"
-    from botocore.exceptions import EndpointConnectionError
-
     try:
         try:
             path = reporting.build_report(out_path, reports_dir(state_dir), target=deployed, execution_arns=list(executions))

@@ -6,6 +6,8 @@ import json
 import click
 
 from scones.harness.commands.options import json_option, state_dir_option, target_option
+from scones.harness.targets import TargetNotFound, load_target
+from scones.lambdas.run_results import RESULT_SUFFIX, RunResult
 
 
 @click.command()
@@ -15,9 +17,6 @@ from scones.harness.commands.options import json_option, state_dir_option, targe
 @json_option("Print each result as a JSON line instead of the table.")
 def results(target: str, under: str, state_dir: str | None, as_json: bool) -> None:
     """List the result of each photo dropped under the intake prefix: its class, or its error."""
-    from scones.harness.targets import TargetNotFound, load_target
-    from scones.lambdas.run_results import RESULT_SUFFIX, RunResult
-
     try:
         deployed = load_target(target, state_dir)
     except TargetNotFound as error:
