@@ -33,10 +33,10 @@ from typing import IO, cast
 
 from scones.contract import CLASSES
 
-CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-# CIFAR-100 fine label -> our class; our label index is the class's position in CLASSES.
-FINE_LABELS = {8: "bicycle", 48: "motorcycle"}
+# CIFAR-100's fine label numbers of our classes, in CLASSES order (bicycle 8, motorcycle 48, from the
+# archive's meta fine_label_names); our label index is the class's position in CLASSES.
+FINE_LABELS = dict(zip((8, 48), CLASSES))
 SPLITS = ("train", "test")
 MARKER = "STAGED.json"
 # Small files that travel with a staged folder when the source has them.
