@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
@@ -82,9 +83,13 @@ def _resolved(host: str) -> tuple[str, ...]:
     return tuple(resolve(host))
 
 
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower().rstrip(".")
+
+
 def is_local_endpoint(url: str, resolver: Resolver | None = None) -> bool:
     """An endpoint on this machine or a private network (an emulator such as LocalStack), not AWS."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    host = _host(url)
     if host in LOCAL_HOSTNAMES or host.endswith(".localhost") or "localstack" in host:
         return True
     address = literal_address(host)
@@ -106,6 +111,10 @@ def local_endpoints(session: boto3.Session, region: str, services: Iterable[str]
     AWS_IGNORE_CONFIGURED_ENDPOINT_URLS), so this judges what the calls would really reach.
     """
     urls = {service: session.client(service, region_name=region).meta.endpoint_url for service in services}
+    if resolver is None:   # look the names up at once, not one after another (offline each takes a while to fail)
+        names = {host for url in urls.values() if (host := _host(url)) and literal_address(host) is None}
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            list(pool.map(_resolved, names))
     return {service: url for service, url in urls.items() if is_local_endpoint(url, resolver)}
 
 

@@ -73,3 +73,58 @@ def test_a_session_with_a_local_endpoint_is_refused(url, monkeypatch):
     session = boto3.Session(aws_access_key_id="AKIAIOSFODNN7EXAMPL3", aws_secret_access_key="x", region_name="us-east-1")
     with pytest.raises(LocalEndpointRefused, match="stepfunctions -> " + url.replace(".", r"\.")):
         refuse_local_endpoints(session, "us-east-1", what="run --target aws")
+
+
+def _aws_record(state_dir, **extra):
+    from scones.deploy.record import write_record
+
+    write_record(state_dir / "aws" / "deploy-record.json", {**extra, "outputs": {
+        "region": "eu-west-1", "bucket": "scones-123", "endpoint_name": "scones-classifier",
+        "state_machine_arn": "arn:aws:states:eu-west-1:123456789012:stateMachine:scones-workflow",
+        "function_arns": {}, "capture_s3_uri": "s3://scones-123/data_capture"}})
+
+
+@pytest.fixture
+def clean_aws_environment(monkeypatch, tmp_path):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STEPFUNCTIONS", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+                 "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
+@pytest.mark.parametrize("url", ["http://127.1:4566", "http://0x7f000001:4566", "http://[::1]:4566"])
+def test_run_against_an_aws_target_that_would_reach_this_machine_is_refused(url, tmp_path, monkeypatch,
+                                                                           clean_aws_environment):
+    from click.testing import CliRunner
+
+    from scones.harness.commands.local import run
+    from scones.harness.targets import TargetRefused, load_target
+
+    _aws_record(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    with pytest.raises(TargetRefused, match="would go to a local endpoint"):
+        load_target("aws", tmp_path)
+
+    outcome = CliRunner().invoke(run, ["--target", "aws", "--state-dir", str(tmp_path), "test/a.png"])
+    assert outcome.exit_code == 1 and "would go to a local endpoint" in outcome.output
+    assert "Traceback" not in outcome.output
+
+
+def test_a_profile_that_points_at_localhost_is_refused(tmp_path, monkeypatch, clean_aws_environment):
+    """The AWS config file's endpoint_url setting (AWS SDKs and Tools reference guide, "Service-specific
+    endpoints"), here for the profile the deploy record names."""
+    from scones.harness.targets import TargetRefused, load_target
+
+    config = tmp_path / "aws-config"
+    config.write_text("[profile local]\nendpoint_url = http://localhost:4566\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    _aws_record(tmp_path, profile="local")
+    with pytest.raises(TargetRefused, match="profile 'local'"):
+        load_target("aws", tmp_path)
+
+
+def test_an_aws_target_with_aws_endpoints_loads(tmp_path, clean_aws_environment):
+    from scones.harness.targets import load_target
+
+    _aws_record(tmp_path)
+    assert "amazonaws.com" in load_target("aws", tmp_path).client("stepfunctions").meta.endpoint_url
