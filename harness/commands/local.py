@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from scones import settings
 from scones.contract import CLASSES
 from scones.deploy import local as local_target
 from scones.harness import executions, targets
@@ -33,10 +34,10 @@ def _progress(message: str) -> None:
 
 @click.command()
 @state_dir_option()
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Staged images (default $SCONES_DATA_DIR, data_dir in [tool.scones], or <state dir>/data).")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help=f"Staged images (default ${settings.DATA_DIR}, data_dir in [tool.scones], or <state dir>/data).")
 @click.option("--model", "model_dir", type=click.Path(exists=True), help="Directory with model.tar.gz (default: the cached trained model).")
-@port_option("--localstack-port", f"LocalStack port (default $SCONES_LOCALSTACK_PORT or {local_target.DEFAULT_LOCALSTACK_PORT}).")
-@port_option("--endpoint-port", f"Endpoint server port (default $SCONES_ENDPOINT_PORT or {local_target.DEFAULT_ENDPOINT_PORT}).")
+@port_option("--localstack-port", f"LocalStack port (default ${settings.LOCALSTACK_PORT}, localstack_port in [tool.scones], or {local_target.DEFAULT_LOCALSTACK_PORT}).")
+@port_option("--endpoint-port", f"Endpoint server port (default ${settings.ENDPOINT_PORT}, endpoint_port in [tool.scones], or {local_target.DEFAULT_ENDPOINT_PORT}).")
 @prefix_option()
 @click.option("--bucket", default=local_target.DEFAULT_BUCKET, show_default=True)
 @endpoint_name_option()
