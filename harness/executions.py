@@ -25,7 +25,7 @@ from scones.lambdas.run_results import FINISHED_STATUSES, error_message, lambda_
 from scones.polling import PollTimedOut, poll
 
 DEFAULT_TIMEOUT_S = 120.0
-# The status of an execution that the harness could not start (there is no Step Functions status for it).
+# The status of an execution the harness could not start while others ran (Step Functions has no status for it).
 NOT_STARTED = "NOT_STARTED"
 
 
@@ -111,44 +111,55 @@ def run_executions(target, inputs: Iterable[str | Mapping[str, Any]], concurrenc
     """Run one execution per input on `target` and return their results in input order.
 
     An input is an S3 key in the target's bucket, or a full workflow input document.
-    `progress` is called with each result as it completes (from worker threads).
+    `progress` is called with each result as it completes (from worker threads). When the service dies
+    mid-run, each execution it strands says so in its own result (NOT_STARTED, or the last status it was
+    seen in) and the others stand; when no execution could start at all, the service's error is raised.
     """
     sfn = client or target.client("stepfunctions")
     prepared = [workflow_input(item, target.bucket) for item in inputs]
+    not_started: list[Exception] = []
 
     def one(pair: tuple[str, dict[str, Any]]) -> ExecutionResult:
         key, document = pair
-        result = run_execution(sfn, target.state_machine_arn, key, document, timeout, poll_interval)
+        try:
+            result = run_execution(sfn, target.state_machine_arn, key, document, timeout, poll_interval)
+        except LOST_CONTACT as error:
+            not_started.append(error)
+            result = ExecutionResult(key=key, status=NOT_STARTED, execution_arn="", input=document,
+                                     error=type(error).__name__, cause=str(error))
         if progress is not None:
             progress(result)
         return result
 
     if concurrency <= 1:
-        return [one(pair) for pair in prepared]
-    results: list[ExecutionResult | None] = [None] * len(prepared)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scones-exec") as pool:
-        futures = {pool.submit(one, pair): index for index, pair in enumerate(prepared)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-    return results  # type: ignore[return-value]
+        results = [one(pair) for pair in prepared]
+    else:
+        slots: list[ExecutionResult | None] = [None] * len(prepared)
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scones-exec") as pool:
+            futures = {pool.submit(one, pair): index for index, pair in enumerate(prepared)}
+            for future in as_completed(futures):
+                slots[futures[future]] = future.result()
+        results = [result for result in slots if result is not None]
+    if prepared and len(not_started) == len(prepared):
+        raise not_started[0]   # nothing ran at all (the service is down): one error says it, not a row per input
+    return results
 
 
 def run_execution(sfn, state_machine_arn: str, key: str, document: dict[str, Any],
                   timeout: float = DEFAULT_TIMEOUT_S, poll_interval: float = 0.01) -> ExecutionResult:
-    """One execution's result; when the service cannot be reached or read, a result that says so
-    (its error the exception's name, its cause the message), never an exception that loses the others'."""
+    """One execution's result. A failure to start it raises; once it started, losing the service (it cannot
+    be reached or read, or the deadline passes) is this execution's result (its error the exception's name,
+    its cause the message), never an exception that loses the other executions' results."""
     started = time.perf_counter()
-    arn = ""
+    arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=execution_name(key),
+                              input=json.dumps(document))["executionArn"]
     try:
-        arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=execution_name(key),
-                                  input=json.dumps(document))["executionArn"]
         description = wait_for_execution(sfn, arn, timeout, poll_interval)
         wall = time.perf_counter() - started
         events = execution_history(sfn, arn)
     except LOST_CONTACT as error:
-        status = getattr(error, "status", None) or (NOT_STARTED if not arn else "UNKNOWN")
-        return ExecutionResult(key=key, status=status, execution_arn=arn, input=document,
-                               error=type(error).__name__, cause=str(error),
+        return ExecutionResult(key=key, status=getattr(error, "status", None) or "UNKNOWN", execution_arn=arn,
+                               input=document, error=type(error).__name__, cause=str(error),
                                wall_duration=time.perf_counter() - started)
     return parse_execution(key, document, description, events, wall)
 

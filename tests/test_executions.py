@@ -248,17 +248,16 @@ def test_a_service_that_dies_mid_run_fails_only_the_executions_it_strands(moto_t
         assert failed.error == "EndpointConnectionError" and "127.0.0.1:4566" in failed.cause
 
 
-def test_an_execution_that_cannot_start_says_so():
+def test_when_nothing_can_start_the_run_fails_with_the_services_error():
+    """LocalStack down from the start: one error for the run (the CLI's one line), not a row per input."""
     from botocore.exceptions import EndpointConnectionError
 
     def refuse(**kwargs):
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1:4566/")
 
     target = SimpleNamespace(bucket="b", state_machine_arn="arn:aws:states:us-east-1:1:stateMachine:m")
-    [result] = run_executions(target, ["a.png"], client=SimpleNamespace(start_execution=refuse))
-
-    assert result.status == "NOT_STARTED" and result.error == "EndpointConnectionError"
-    assert result.execution_arn == "" and not result.succeeded
+    with pytest.raises(EndpointConnectionError):
+        run_executions(target, ["a.png", "b.png"], client=SimpleNamespace(start_execution=refuse), concurrency=2)
 
 
 def test_an_answer_without_a_status_is_that_executions_error_not_a_key_error():
