@@ -104,10 +104,12 @@ def load_target(name: str = "local", state_dir: str | os.PathLike | None = None)
         )
     else:
         session = boto3.Session(region_name=outputs.region, profile_name=record.get("profile"))
-        try:
-            refuse_local_endpoints(session, outputs.region, what=f"the aws target recorded at {path}")
-        except LocalEndpointRefused as error:
-            raise TargetRefused(str(error)) from None
+        if not settings.allows_local_aws_endpoints():
+            try:
+                refuse_local_endpoints(session, outputs.region, what=f"the aws target recorded at {path}")
+            except LocalEndpointRefused as error:
+                raise TargetRefused(f"{error} (or set {settings.ALLOW_LOCAL_AWS_ENDPOINTS}=1 to use an emulator "
+                                    f"as AWS on purpose)") from None
     return Target(
         name=name,
         session=session,

@@ -29,6 +29,9 @@ MODEL_DIR = "SCONES_MODEL_DIR"              # local stack: serve this model fold
 DEBUG = "SCONES_DEBUG"                      # "1": the CLI shows the traceback of an unexpected error
 TRAINING_TOOLKIT_PYTHON = "SCONES_TRAINING_TOOLKIT_PYTHON"  # a Python with AWS's sagemaker-training toolkit
 CAPTURE_SPOOL = "SCONES_CAPTURE_SPOOL"      # `scones serve`: the capture spool folder
+# "1": `--target aws` may use an AWS session whose endpoints are on this machine (an emulator such as moto's
+# server, on purpose); without it run/evaluate/monitor/status refuse such a session (deploy always does).
+ALLOW_LOCAL_AWS_ENDPOINTS = "SCONES_ALLOW_LOCAL_AWS_ENDPOINTS"
 # Switches of the local stack's parts, read inside LocalStack's process; "0" turns one off (see switched_off).
 LAMBDA_SANDBOX = "SCONES_LAMBDA_SANDBOX"                      # run Lambda environments as plain processes
 LAMBDA_RUNTIME_VALIDATION = "SCONES_LAMBDA_RUNTIME_VALIDATION"  # AWS's check of a function's runtime
@@ -170,3 +173,7 @@ def debug() -> bool:
 def test_target(explicit: str | None = None) -> str:
     """Which stack the e2e tests and the pytest plugin use: explicit, else $SCONES_TEST_TARGET, else local."""
     return explicit or os.environ.get(TEST_TARGET) or "local"
+
+
+def allows_local_aws_endpoints() -> bool:
+    return os.environ.get(ALLOW_LOCAL_AWS_ENDPOINTS, "").strip() == "1"

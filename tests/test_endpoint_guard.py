@@ -128,3 +128,12 @@ def test_an_aws_target_with_aws_endpoints_loads(tmp_path, clean_aws_environment)
 
     _aws_record(tmp_path)
     assert "amazonaws.com" in load_target("aws", tmp_path).client("stepfunctions").meta.endpoint_url
+
+
+def test_an_emulator_may_stand_in_for_aws_when_asked_by_name(tmp_path, monkeypatch, clean_aws_environment):
+    from scones.harness.targets import load_target
+
+    _aws_record(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    monkeypatch.setenv("SCONES_ALLOW_LOCAL_AWS_ENDPOINTS", "1")
+    assert load_target("aws", tmp_path).client("s3").meta.endpoint_url == "http://127.0.0.1:5000"
