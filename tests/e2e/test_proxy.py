@@ -43,7 +43,7 @@ def test_up_status_run_and_down_ignore_a_dead_proxy(separate_state_dir, scones_s
     env = {**{k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}, **proxies,
            settings.STATE_DIR: str(separate_state_dir),
            settings.LOCALSTACK_PORT: str(free_port()), settings.ENDPOINT_PORT: str(free_port())}
-    key, image = confident_test_image("bicycle")
+    key, image = confident_test_image("motorcycle")
 
     try:
         started = scones("up", "--model", model_dir, "--no-data", "--prefix", "scones-proxytest", env=env)
@@ -57,7 +57,7 @@ def test_up_status_run_and_down_ignore_a_dead_proxy(separate_state_dir, scones_s
 
         ran = scones("run", key, env=env)
         assert ran.returncode == 0, ran.stdout + ran.stderr
-        assert "SUCCEEDED" in ran.stdout and "bicycle" in ran.stdout
+        assert "SUCCEEDED" in ran.stdout and "motorcycle" in ran.stdout
     finally:
         stopped = scones("down", env=env)
     assert stopped.returncode == 0, stopped.stderr
