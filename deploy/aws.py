@@ -13,7 +13,6 @@ Steps, each idempotent and recorded as soon as it is done (deploy/record.py):
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import re
 import time
@@ -21,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -33,6 +31,7 @@ from scones.deploy import aws_operations, event_runs, monitoring, scaling
 from scones.deploy import iam as iam_roles
 from scones.deploy import record as records
 from scones.deploy import sagemaker as sm
+from scones.deploy.endpoint_guard import is_local_endpoint
 from scones.deploy.waiting import DeployError, Progress
 from scones.deploy.workflow import (
     WorkflowResources,
@@ -55,7 +54,6 @@ STEPS = ("bucket", "roles", "model", "endpoint", "workflow")
 # Every service a deploy or destroy calls; each one's endpoint is checked before the first call.
 SERVICES = ("sts", "s3", "iam", "sagemaker", "lambda", "stepfunctions", "logs", "events",
             "application-autoscaling", "cloudwatch", "sns")
-LOCAL_HOSTNAMES = ("localhost", "host.docker.internal")
 # botocore's errors for an endpoint it could not reach or that did not answer (DNS, refused, proxy, TLS, timeouts).
 UNREACHABLE_ERRORS = (BotocoreConnectionError, HTTPClientError)
 # A plan is a preview: offline it should say so within seconds, not after the default retries and timeouts.
@@ -134,18 +132,6 @@ def looks_fake(access_key: str, secret_key: str) -> str | None:
     if not ACCESS_KEY_PATTERN.fullmatch(access_key):
         return f"access key {access_key!r} is not shaped like an AWS key (AKIA/ASIA + 16 characters)"
     return None
-
-
-def is_local_endpoint(url: str) -> bool:
-    """An endpoint on this machine or a private network (an emulator such as LocalStack), not AWS."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    if host in LOCAL_HOSTNAMES or host.endswith(".localhost") or "localstack" in host:
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
 
 
 def check_endpoints(session: boto3.Session, region: str) -> None:

@@ -1,4 +1,4 @@
-"""Polling with a deadline, shared by every step that waits for AWS to finish something.
+"""Waiting for AWS to finish something, on scones.polling's deadline loop.
 
 AWS reports progress only through Describe*/Get* calls, so each wait is a loop of
 "describe, decide, sleep" that ends in success, a failure with AWS's own reason, or a timeout
@@ -7,11 +7,12 @@ that names what was being waited for and the last state seen.
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from botocore.exceptions import ClientError
 
 from scones.errors import SconesError
+from scones.polling import PollFailed, PollTimedOut, poll
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
@@ -48,30 +49,33 @@ def poll_until(
 
     sleep and clock are injectable so tests drive the loop without waiting.
     """
-    started = clock()
-    deadline = started + timeout_s
-    last_state, last_report = None, started
-    while True:
-        result = describe()
+    last_state: str | None = None
+    last_report = 0.0
+
+    def report(result: T, elapsed: float) -> None:
+        nonlocal last_state, last_report
         state = state_of(result)
-        now = clock()
-        if progress and (state != last_state or now - last_report >= heartbeat_s):
+        if progress and (state != last_state or elapsed - last_report >= heartbeat_s):
             # A state change, or a heartbeat so a 20-minute wait never looks hung.
-            elapsed = "" if state != last_state else f" ({_minutes(now - started)} so far)"
-            progress(f"{what}: {state}{elapsed}")
-            last_report = now
+            so_far = "" if state != last_state else f" ({_minutes(elapsed)} so far)"
+            progress(f"{what}: {state}{so_far}")
+            last_report = elapsed
         last_state = state
-        if state in done:
-            return result
-        if state in failed:
-            reason = reason_of(result) or "AWS gave no reason"
-            raise WaitFailed(f"{what} is {state}: {reason}")
-        if now >= deadline:
-            raise WaitTimedOut(
-                f"{what} still {state} after {timeout_s:.0f} s; "
-                f"check it in the AWS console and re-run to resume"
-            )
-        sleep(interval_s)
+
+    def failure(result: T) -> str | None:
+        state = state_of(result)
+        return f"{what} is {state}: {reason_of(result) or 'AWS gave no reason'}" if state in failed else None
+
+    try:
+        return poll(describe, timeout=timeout_s, interval=interval_s, until=lambda result: state_of(result) in done,
+                    failure=failure, each=report, clock=clock, sleep=sleep)
+    except PollFailed as error:
+        raise WaitFailed(error.reason) from None
+    except PollTimedOut as error:
+        raise WaitTimedOut(
+            f"{what} still {state_of(error.last)} after {timeout_s:.0f} s; "
+            f"check it in the AWS console and re-run to resume"
+        ) from None
 
 
 def _minutes(seconds: float) -> str:
@@ -103,14 +107,18 @@ def retry_while_role_propagates(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    deadline = clock() + timeout_s
-    while True:
+    def attempt() -> tuple[bool, Any]:
         try:
-            return call()
+            return True, call()
         except ClientError as error:
             if not is_role_propagation_error(error):
                 raise
-            if clock() >= deadline:
-                message = error.response.get("Error", {}).get("Message", "")
-                raise DeployError(f"{what}: the role is still refused after {timeout_s:.0f} s: {message}") from error
-            sleep(interval_s)
+            return False, error
+
+    try:
+        return poll(attempt, timeout=timeout_s, interval=interval_s, until=lambda outcome: outcome[0],
+                    clock=clock, sleep=sleep)[1]
+    except PollTimedOut as timed_out:
+        error = timed_out.last[1]
+        message = error.response.get("Error", {}).get("Message", "")
+        raise DeployError(f"{what}: the role is still refused after {timeout_s:.0f} s: {message}") from error

@@ -10,11 +10,11 @@ SCONES_DEBUG=1) lets the traceback through instead.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
 
+from scones import loopback, settings
 from scones.errors import SconesError
 from scones.lambdas.capture_records import MalformedRecord
 from scones.lambdas.errors import WorkflowError
@@ -36,7 +36,6 @@ COMMANDS = {
     "results": "scones.harness.commands.results:results",
     "faults": "scones.harness.commands.faults:faults",
 }
-DEBUG_ENV = "SCONES_DEBUG"
 LOCAL_HINT = "is the local stack up? `scones status` shows which part is down; `scones up` starts or repairs it"
 AWS_HINT = "check the network and the region; `scones deploy --target aws --dry-run` plans without reaching AWS"
 
@@ -59,11 +58,9 @@ def describe(error: Exception) -> str:
     """One line for an error no command handled: what failed, and what to do about it."""
     if is_ours(error):
         return str(error)
-    try:
-        from botocore import exceptions as boto
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        boto = None
-    if boto is not None and isinstance(error, boto.BotoCoreError | boto.ClientError):
+    from botocore import exceptions as boto
+
+    if isinstance(error, boto.BotoCoreError | boto.ClientError):
         return _describe_aws(error, boto)
     if isinstance(error, OSError) and error.filename:
         return f"{error.strerror or error}: {error.filename}"
@@ -110,12 +107,13 @@ class LazyGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise   # click reports these itself (a closed pipe, as in `scones status | head`, quietly)
         except Exception as error:
-            if ctx.params.get("debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            if ctx.params.get("debug") or settings.debug():
                 raise
             raise click.ClickException(f"scones {ctx.invoked_subcommand} failed: {describe(error)}") from error
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help=f"Show the traceback of an unexpected error (or set {DEBUG_ENV}=1).")
+@click.option("--debug", is_flag=True, help=f"Show the traceback of an unexpected error (or set {settings.DEBUG}=1).")
 def main(debug: bool) -> None:
     """Scones: develop, test and ship the bicycle/motorcycle SageMaker workflow locally, then on AWS."""
+    loopback.exempt_loopback()   # our own servers are on this machine: no proxy in the environment may carry them

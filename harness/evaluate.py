@@ -19,6 +19,7 @@ happened to it and the summary how the model and the threshold did:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections import Counter
@@ -27,7 +28,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from PIL import Image
+
+from scones.harness import executions
 from scones.lambdas.errors import ThresholdConfidenceNotMet
+from scones.local_model import outliers
 
 TEST_PREFIX = "test/"
 OOD_PREFIX = "ood/"
@@ -65,12 +70,6 @@ def true_class(key: str) -> str | None:
 
 def upload_ood_images(s3, bucket: str, n: int, seed: int = OOD_SEED) -> list[str]:
     """Put `n` generated non-vehicle PNGs (every kind in turn) under ood/<kind>/ in the bucket; their keys."""
-    import io
-
-    from PIL import Image
-
-    from scones.local_model import outliers
-
     per_kind = -(-n // len(outliers.EVALUATION_KINDS))
     generated = outliers.evaluation_set(per_kind, seed)
     # Kind by kind in turn, so a small n still covers every kind.
@@ -171,7 +170,7 @@ def evaluate(target, n: int | None = 20, seed: int | None = None, concurrency: i
              run=None, ood: int = 0) -> Evaluation:
     """Run `n` random test images, and `ood` generated non-vehicles, through the workflow of `target` (see scones.harness.targets)."""
     if run is None:
-        from scones.harness.executions import run_executions as run
+        run = executions.run_executions
     if keys is None:
         keys = test_image_keys(target.client("s3"), target.bucket)
     test_cases = make_test_cases(keys, target.bucket, n, seed)

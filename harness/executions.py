@@ -17,15 +17,34 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
-from scones.contract import CLASSES
-from scones.errors import SconesError
+from botocore.exceptions import BotoCoreError, ClientError
 
-TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+from scones.errors import SconesError
+from scones.lambdas.errors import InvalidInferences
+from scones.lambdas.events import best_class, inferences_of
+from scones.lambdas.run_results import FINISHED_STATUSES, error_message, lambda_error_document
+from scones.polling import PollTimedOut, poll
+
 DEFAULT_TIMEOUT_S = 120.0
+# The status of an execution the harness could not start while others ran (Step Functions has no status for it).
+NOT_STARTED = "NOT_STARTED"
 
 
 class ExecutionTimeout(SconesError, RuntimeError):
-    """An execution was still RUNNING at the deadline."""
+    """An execution was still RUNNING (its `status`) at the deadline."""
+
+    def __init__(self, message: str, status: str = "RUNNING"):
+        super().__init__(message)
+        self.status = status
+
+
+class ExecutionUnreadable(SconesError, RuntimeError):
+    """Step Functions answered describe_execution without the execution's status."""
+
+
+# What can go wrong between the harness and the service for one execution: each is that execution's own
+# failure (the service died or hung mid-run), reported in its result while the others' results stand.
+LOST_CONTACT = (BotoCoreError, ClientError, ExecutionTimeout, ExecutionUnreadable)
 
 
 @dataclass
@@ -54,17 +73,12 @@ class ExecutionResult:
     def cause_details(self) -> dict[str, Any] | None:
         """The cause parsed, when it is a Lambda's error document ({"errorType", "errorMessage", "stackTrace",
         "requestId"}, as the Lambda integration passes it on); None for a plain-text cause or none."""
-        try:
-            document = json.loads(self.cause) if self.cause else None
-        except ValueError:
-            return None
-        return document if isinstance(document, dict) and "errorMessage" in document else None
+        return lambda_error_document(self.cause)
 
     @property
     def error_message(self) -> str | None:
         """What a test wants to read: the Lambda's errorMessage, else the plain-text cause itself."""
-        details = self.cause_details
-        return str(details["errorMessage"]) if details else self.cause
+        return error_message(self.cause)
 
     @property
     def stack_trace(self) -> list[str]:
@@ -98,52 +112,75 @@ def run_executions(target, inputs: Iterable[str | Mapping[str, Any]], concurrenc
     """Run one execution per input on `target` and return their results in input order.
 
     An input is an S3 key in the target's bucket, or a full workflow input document.
-    `progress` is called with each result as it completes (from worker threads).
+    `progress` is called with each result as it completes (from worker threads). When the service dies
+    mid-run, each execution it strands says so in its own result (NOT_STARTED, or the last status it was
+    seen in) and the others stand; when no execution could start at all, the service's error is raised.
     """
     sfn = client or target.client("stepfunctions")
     prepared = [workflow_input(item, target.bucket) for item in inputs]
+    not_started: list[Exception] = []
 
     def one(pair: tuple[str, dict[str, Any]]) -> ExecutionResult:
         key, document = pair
-        result = run_execution(sfn, target.state_machine_arn, key, document, timeout, poll_interval)
+        try:
+            result = run_execution(sfn, target.state_machine_arn, key, document, timeout, poll_interval)
+        except LOST_CONTACT as error:
+            not_started.append(error)
+            result = ExecutionResult(key=key, status=NOT_STARTED, execution_arn="", input=document,
+                                     error=type(error).__name__, cause=str(error))
         if progress is not None:
             progress(result)
         return result
 
     if concurrency <= 1:
-        return [one(pair) for pair in prepared]
-    results: list[ExecutionResult | None] = [None] * len(prepared)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scones-exec") as pool:
-        futures = {pool.submit(one, pair): index for index, pair in enumerate(prepared)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-    return results  # type: ignore[return-value]
+        results = [one(pair) for pair in prepared]
+    else:
+        slots: list[ExecutionResult | None] = [None] * len(prepared)
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scones-exec") as pool:
+            futures = {pool.submit(one, pair): index for index, pair in enumerate(prepared)}
+            for future in as_completed(futures):
+                slots[futures[future]] = future.result()
+        results = [result for result in slots if result is not None]
+    if prepared and len(not_started) == len(prepared):
+        raise not_started[0]   # nothing ran at all (the service is down): one error says it, not a row per input
+    return results
 
 
 def run_execution(sfn, state_machine_arn: str, key: str, document: dict[str, Any],
                   timeout: float = DEFAULT_TIMEOUT_S, poll_interval: float = 0.01) -> ExecutionResult:
+    """One execution's result. A failure to start it raises; once it started, losing the service (it cannot
+    be reached or read, or the deadline passes) is this execution's result (its error the exception's name,
+    its cause the message), never an exception that loses the other executions' results."""
     started = time.perf_counter()
     arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=execution_name(key),
                               input=json.dumps(document))["executionArn"]
-    description = wait_for_execution(sfn, arn, timeout, poll_interval)
-    wall = time.perf_counter() - started
-    events = execution_history(sfn, arn)
+    try:
+        description = wait_for_execution(sfn, arn, timeout, poll_interval)
+        wall = time.perf_counter() - started
+        events = execution_history(sfn, arn)
+    except LOST_CONTACT as error:
+        return ExecutionResult(key=key, status=getattr(error, "status", None) or "UNKNOWN", execution_arn=arn,
+                               input=document, error=type(error).__name__, cause=str(error),
+                               wall_duration=time.perf_counter() - started)
     return parse_execution(key, document, description, events, wall)
 
 
 def wait_for_execution(sfn, execution_arn: str, timeout: float = DEFAULT_TIMEOUT_S,
                        poll_interval: float = 0.01) -> dict[str, Any]:
     """Poll describe_execution until the execution ends; short polls first, longer later."""
-    deadline = time.monotonic() + timeout
-    interval = poll_interval
-    while True:
+    def describe() -> dict[str, Any]:
         description = sfn.describe_execution(executionArn=execution_arn)
-        if description["status"] in TERMINAL:
-            return description
-        if time.monotonic() >= deadline:
-            raise ExecutionTimeout(f"execution {execution_arn} still {description['status']} after {timeout:.0f} s")
-        time.sleep(interval)
-        interval = min(interval * 1.2, 0.25)
+        if not isinstance(description.get("status"), str):
+            raise ExecutionUnreadable(f"describe_execution of {execution_arn} answered without a status "
+                                      f"(fields: {sorted(description)})")
+        return description
+
+    try:
+        return poll(describe, timeout=timeout, interval=poll_interval, backoff=1.2, max_interval=0.25,
+                    until=lambda description: description["status"] in FINISHED_STATUSES)
+    except PollTimedOut as timed_out:
+        status = timed_out.last["status"]
+        raise ExecutionTimeout(f"execution {execution_arn} still {status} after {timeout:.0f} s", status) from None
 
 
 def execution_history(sfn, execution_arn: str) -> list[dict[str, Any]]:
@@ -199,36 +236,16 @@ def parse_execution(key: str, document: dict[str, Any], description: Mapping[str
         last_inferences = inferences_in(result.output) or last_inferences
     if last_inferences:
         result.inferences = last_inferences
-        best = max(range(len(last_inferences)), key=last_inferences.__getitem__)
-        result.confidence = float(last_inferences[best])
-        result.predicted_class = CLASSES[best] if best < len(CLASSES) else str(best)
+        result.predicted_class, result.confidence = best_class(last_inferences)
     return result
 
 
 def inferences_in(payload: Any) -> list[float] | None:
-    """The `inferences` list of a workflow envelope (as JSON text or parsed), if it holds one."""
-    if isinstance(payload, str):
-        try:
-            payload = json.loads(payload)
-        except ValueError:
-            return None
-    if not isinstance(payload, dict):
+    """The `inferences` of a workflow envelope (as JSON text or parsed), if it holds valid ones."""
+    try:
+        return inferences_of(payload)
+    except InvalidInferences:
         return None
-    body = payload.get("body", payload)
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return None
-    inferences = body.get("inferences") if isinstance(body, dict) else None
-    if isinstance(inferences, str):
-        try:
-            inferences = json.loads(inferences)
-        except ValueError:
-            return None
-    if isinstance(inferences, list) and inferences and all(isinstance(x, (int, float)) for x in inferences):
-        return [float(x) for x in inferences]
-    return None
 
 
 def percentile(values: list[float], fraction: float) -> float:

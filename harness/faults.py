@@ -41,6 +41,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from scones.errors import SconesError
 from scones.harness.lambda_executor.names import FAULTS_PATH, TIME_SCALE_PATH
 
 # Errors AWS documents outside a service's own model, with the status and message AWS answers:
@@ -65,7 +66,7 @@ RULE_FIELDS = {"service", "operation", "resource", "error", "function_error", "l
                "nth", "probability", "seed"}
 
 
-class FaultRuleError(ValueError):
+class FaultRuleError(SconesError, ValueError):
     """A rule that cannot be applied; the message names the field and what is wrong with it."""
 
 
@@ -287,7 +288,7 @@ def function_error_payload(rule: Rule, request_id: str, timeout_s: float) -> dic
 
 # --- the client: the HTTP API on LocalStack's gateway ---------------------------------------------
 
-class FaultsAPIError(RuntimeError):
+class FaultsAPIError(SconesError, RuntimeError):
     """LocalStack refused a request to the fault API, or could not be reached; the message says which."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
+import boto3
+
 from scones import contract
 from scones.errors import SconesError
 from scones.lambdas.capture_records import CaptureProblem, CaptureRecord, parse_lines
@@ -80,7 +82,6 @@ def read_capture(source: str | os.PathLike, session=None,
     if source_text.startswith("s3://"):
         bucket, prefix = split_s3_uri(source_text)
         if session is None:
-            import boto3
             session = boto3.Session()
         s3 = session.client("s3")
         try:

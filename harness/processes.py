@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 from typing import Callable, TypeGuard
 
 import psutil
+
+from scones.polling import poll_condition
 
 _GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
@@ -68,13 +69,7 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     """Poll condition until it holds (True) or the deadline passes (False); it is always tried at least once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    return poll_condition(condition, timeout, interval)
 
 
 def send_signal(pid: int, number: int) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Callable
 
 import pytest
 
-from scones import settings
+from scones import loopback, settings
 
 UPLOAD_PREFIX = "pytest-uploads"
 PROGRESS_PREFIX = "scones: "
@@ -124,7 +123,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def scones_target_name(pytestconfig) -> str:
-    name = pytestconfig.getoption("scones_target") or os.environ.get(settings.TEST_TARGET) or "local"
+    name = settings.test_target(pytestconfig.getoption("scones_target"))
     if name not in ("local", "aws"):
         raise pytest.UsageError(f"{settings.TEST_TARGET}={name!r}: expected 'local' or 'aws'")
     return name
@@ -145,6 +144,7 @@ def scones_stack(pytestconfig, scones_target_name):
 
     from scones.harness import stack
 
+    loopback.exempt_loopback()   # the stack's clients and processes reach this machine directly, never via a proxy
     running = stack.status()
     if running["up"]:
         with _progress_to_terminal(pytestconfig) as progress:

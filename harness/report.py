@@ -17,7 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import jinja2
+from botocore.exceptions import BotoCoreError, ClientError
+
 from scones.errors import SconesError
+from scones.harness import operations
+from scones.harness.evaluate import latest_evaluation
+from scones.harness.executions import execution_history
+from scones.harness.monitor import PLOT_FILES, SUMMARY_FILE, drift_caption
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "report.html"
@@ -302,7 +309,6 @@ def missing_outcomes(views: list[ExecutionView], explicit: bool) -> list[str]:
 
 def workflow_views(target, execution_arns: Iterable[str] = ()) -> tuple[dict[str, Any], list[ExecutionView]]:
     """The target's ASL definition and one view per chosen execution (default: latest pass and fail)."""
-    from scones.harness.executions import execution_history
 
     sfn = target.client("stepfunctions")
     definition = json.loads(sfn.describe_state_machine(stateMachineArn=target.state_machine_arn)["definition"])
@@ -320,7 +326,6 @@ def workflow_views(target, execution_arns: Iterable[str] = ()) -> tuple[dict[str
 
 
 def load_evaluation(reports_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    from scones.harness.evaluate import latest_evaluation
 
     path = latest_evaluation(reports_dir)
     return (path, json.loads(path.read_text())) if path else (None, None)
@@ -328,7 +333,6 @@ def load_evaluation(reports_dir: Path) -> tuple[Path | None, dict[str, Any] | No
 
 def load_monitoring(monitor_dir: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """monitor.json and its plots as data: URIs, if `scones monitor` has written them."""
-    from scones.harness.monitor import PLOT_FILES, SUMMARY_FILE
 
     summary_path = monitor_dir / SUMMARY_FILE
     if not summary_path.is_file():
@@ -345,7 +349,6 @@ def load_monitoring(monitor_dir: Path) -> tuple[dict[str, Any] | None, dict[str,
 
 
 def render_report(context: dict[str, Any]) -> str:
-    import jinja2
 
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
                                      autoescape=jinja2.select_autoescape(["html"]),
@@ -389,9 +392,7 @@ def _operations(target) -> dict[str, Any] | None:
     """Autoscaling, the drift monitor's alarms and runs (harness/operations.py), or None without a target."""
     if target is None:
         return None
-    from botocore.exceptions import BotoCoreError, ClientError
 
-    from scones.harness import operations
     try:
         return operations.describe(target)
     except (BotoCoreError, ClientError) as error:
@@ -401,5 +402,4 @@ def _operations(target) -> dict[str, Any] | None:
 def _drift_caption(monitoring: dict[str, Any] | None) -> str | None:
     if not monitoring:
         return None
-    from scones.harness.monitor import drift_caption
     return drift_caption(monitoring["drift"])

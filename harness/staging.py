@@ -31,13 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
 from scones.contract import CLASSES
 from scones.errors import SconesError
+from scones.settings import state_dir
 
-CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-# CIFAR-100 fine label -> our class; our label index is the class's position in CLASSES.
-FINE_LABELS = {8: "bicycle", 48: "motorcycle"}
+# CIFAR-100's fine label numbers of our classes, in CLASSES order (bicycle 8, motorcycle 48, from the
+# archive's meta fine_label_names); our label index is the class's position in CLASSES.
+FINE_LABELS = dict(zip((8, 48), CLASSES))
 SPLITS = ("train", "test")
 MARKER = "STAGED.json"
 # Small files that travel with a staged folder when the source has them.
@@ -105,11 +110,8 @@ def stage_from_archive(
 def fetch(url: str, *, cache_dir: str | os.PathLike | None = None, md5: str | None = None,
           progress: bool = True) -> Path:
     """Download url into the cache once (MD5-checked when md5 is given) and return its path."""
-    from tqdm import tqdm
 
     if cache_dir is None:
-        from scones.settings import state_dir
-
         cache_dir = state_dir() / "downloads"
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -170,9 +172,6 @@ def read_cifar_archive(archive: Path) -> dict[str, dict]:
 
 
 def _write_split(tmp: Path, split: str, batch: dict, *, progress: bool) -> dict[str, int]:
-    import numpy as np
-    from PIL import Image
-    from tqdm import tqdm
 
     try:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
@@ -217,7 +216,6 @@ def stage_from_dir(
     Every image must decode; SHA256SUMS, when present, must match. Files are copied as they
     are (link=True makes symlinks instead); a missing .lst is written with running indices.
     """
-    from tqdm import tqdm
 
     source = Path(source).resolve()
     out = Path(out)
@@ -285,8 +283,6 @@ def count_images(root: str | os.PathLike) -> dict[str, dict[str, int]]:
 
 
 def _verify_images(files: dict[str, dict[str, list[Path]]], root: Path, *, progress: bool) -> None:
-    from PIL import Image
-    from tqdm import tqdm
 
     every = [path for per_class in files.values() for paths in per_class.values() for path in paths]
     bad = []

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 
-from scones import settings
+from scones import loopback, settings
+from scones.deploy import local as local_target
+from scones.deploy.endpoint_guard import LocalEndpointRefused, refuse_local_endpoints
 from scones.deploy.record import RecordError, StackOutputs, aws_record_path, local_record_path, read_record
 from scones.errors import SconesError
 
@@ -22,6 +25,10 @@ TARGETS = ("local", "aws")
 
 class TargetNotFound(SconesError, RuntimeError):
     """The record of a target is missing or incomplete."""
+
+
+class TargetRefused(TargetNotFound):
+    """The AWS target's record is there, but this session's calls would reach a local endpoint, not AWS."""
 
 
 @dataclass
@@ -60,6 +67,14 @@ def find_local_record(state_dir: str | os.PathLike | None = None) -> Path:
     return compose if compose.exists() else own
 
 
+def loopback_botocore_session() -> botocore.session.Session:
+    """A botocore session whose clients never use a proxy: every client of the local target talks to this
+    machine (scones.loopback says why the environment's HTTP_PROXY must not apply)."""
+    session = botocore.session.get_session()
+    session.set_default_client_config(loopback.CLIENT_CONFIG)
+    return session
+
+
 def record_path(name: str, state_dir: str | os.PathLike | None = None) -> Path:
     if name == "local":
         return find_local_record(state_dir)
@@ -79,18 +94,23 @@ def load_target(name: str = "local", state_dir: str | os.PathLike | None = None)
     except RecordError as error:
         raise TargetNotFound(str(error)) from None
     if name == "local":
-        from scones.deploy.local import ACCESS_KEY_ID, SECRET_ACCESS_KEY, EndpointSession
-
         urls = dict(outputs.endpoint_urls)
-        session = EndpointSession(
+        session: boto3.Session = local_target.EndpointSession(
             default_endpoint_url=urls.pop("default", None),
             service_endpoint_urls=urls,
-            aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY,
+            aws_access_key_id=local_target.ACCESS_KEY_ID,
+            aws_secret_access_key=local_target.SECRET_ACCESS_KEY,
             region_name=outputs.region,
+            botocore_session=loopback_botocore_session(),
         )
     else:
         session = boto3.Session(region_name=outputs.region, profile_name=record.get("profile"))
+        if not settings.allows_local_aws_endpoints():
+            try:
+                refuse_local_endpoints(session, outputs.region, what=f"the aws target recorded at {path}")
+            except LocalEndpointRefused as error:
+                raise TargetRefused(f"{error} (or set {settings.ALLOW_LOCAL_AWS_ENDPOINTS}=1 to use an emulator "
+                                    f"as AWS on purpose)") from None
     return Target(
         name=name,
         session=session,

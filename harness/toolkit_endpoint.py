@@ -5,7 +5,7 @@ run the code the SageMaker PyTorch 2.5.1 inference images run (sagemaker-pytorch
 TorchServe 0.12.0, from the venv tests/parity/conftest.py builds) beside `scones serve`:
 
     with ToolkitEndpoint(python=".../toolkit-venv/bin/python", model="model.tar.gz", work_dir=tmp) as toolkit:
-        urllib.request.urlopen(f"{toolkit.url}/ping")
+        scones.loopback.get(f"{toolkit.url}/ping")
 
 What the image's entry point does (sagemaker_pytorch_serving_container.serving.main ->
 torchserve.start_torchserve), done with the toolkit's own functions: the model unpacked as SageMaker
@@ -21,19 +21,17 @@ the Java frontend and its Python workers; code/requirements.txt is not pip-insta
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scones import loopback
 from scones.errors import SconesError
 from scones.harness.endpoint import free_port
 from scones.harness.serving.handlers import unpack_model
+from scones.polling import poll_condition
 
 # Runs inside the toolkit venv (argv[1]: where to write the properties file).
 _LAUNCH = """
@@ -120,28 +118,28 @@ class ToolkitEndpoint:
         process = self._process
         if process is None:
             raise ToolkitStartError("TorchServe is not running: start() launches it")
-        deadline = time.monotonic() + timeout_s
         last = "no answer"
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            nonlocal last
             if process.poll() is not None:
                 raise ToolkitStartError(f"TorchServe exited with {process.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as reply:
-                    last = f"ping {reply.status}"
-                with urllib.request.urlopen(f"{self.url}/models/model", timeout=2) as reply:
-                    workers = [worker["status"] for model in json.loads(reply.read()) for worker in model["workers"]]
-                last = f"workers {workers}"
-                if workers and all(status == "READY" for status in workers):
-                    return
+                last = f"ping {loopback.get(f'{self.url}/ping', timeout=2)[0]}"
+                workers = [worker["status"] for worker in self.workers(timeout_s=2)]
             except (OSError, ValueError, KeyError) as error:
                 last = str(error)
-            time.sleep(0.2)
-        raise ToolkitStartError(f"TorchServe at {self.url} not ready after {timeout_s:.0f} s ({last}):\n"
-                                f"{self.log_tail()}")
+                return False
+            last = f"workers {workers}"
+            return bool(workers) and all(status == "READY" for status in workers)
 
-    def workers(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.url}/models/model", timeout=5) as reply:
-            return [worker for model in json.loads(reply.read()) for worker in model["workers"]]
+        if not poll_condition(ready, timeout_s, interval=0.2):
+            raise ToolkitStartError(f"TorchServe at {self.url} not ready after {timeout_s:.0f} s ({last}):\n"
+                                    f"{self.log_tail()}")
+
+    def workers(self, timeout_s: float = 5.0) -> list[dict]:
+        models = loopback.get_json(f"{self.url}/models/model", timeout=timeout_s)
+        return [worker for model in models for worker in model["workers"]]
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM to the whole process group (CLI, Java frontend, Python workers); SIGKILL at the deadline."""
@@ -153,16 +151,17 @@ class ToolkitEndpoint:
                 os.killpg(group, sig)
             except ProcessLookupError:
                 break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and _group_alive(group):
-                self._process.poll()  # reap the CLI as soon as it exits
-                time.sleep(0.05)
-            if not _group_alive(group):
+            if poll_condition(lambda: self._reaped_and_gone(group), wait_s):
                 break
         self._process.wait(10)
         if _group_alive(group):
             raise RuntimeError(f"TorchServe process group {group} still alive after SIGKILL")
         self._process = None
+
+    def _reaped_and_gone(self, group: int) -> bool:
+        if self._process is not None:
+            self._process.poll()  # reap the CLI as soon as it exits
+        return not _group_alive(group)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -4,7 +4,8 @@ Shared by `scones monitor` (harness/monitor.py) and the scheduled monitor functi
 (lambdas/drift_monitor.py). A record is one JSON object per line (SageMaker appends many records to
 one file): {"captureData": {"endpointInput": {...}, "endpointOutput": {...}}, "eventMetadata":
 {"eventId", "inferenceTime"}, "eventVersion": "0"}; the output's data is the endpoint's JSON (or CSV)
-list of class probabilities, in the encoding the record names (JSON, CSV or BASE64).
+list of class probabilities, in the encoding the record names (JSON, CSV or BASE64), checked as the
+workflow checks its inferences (lambdas/events.parse_inferences).
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
+
+from .errors import InvalidInferences
+from .events import best_index, parse_inferences
 
 
 @dataclass
@@ -71,12 +75,10 @@ def parse_probabilities(section: dict[str, Any]) -> list[float]:
         raise MalformedRecord(f"endpointOutput.data {text[:60]!r} is not a list of numbers ({error})") from None
     if isinstance(values, dict):  # tolerate {"predictions": [...]}-style bodies
         values = values.get("predictions", values.get("probabilities"))
-    if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
-        values = values[0]
-    if (not isinstance(values, list) or len(values) < 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-        raise MalformedRecord(f"endpointOutput.data {text[:60]!r} is not a list of class probabilities")
-    return [float(v) for v in values]
+    try:
+        return parse_inferences(values, source=f"endpointOutput.data {text[:60]!r}")
+    except InvalidInferences as error:
+        raise MalformedRecord(str(error)) from None
 
 
 def parse_time(value: Any) -> datetime:
@@ -114,7 +116,7 @@ def parse_record(text: str, file: str, line: int) -> CaptureRecord:
     if isinstance(endpoint_input.get("data"), str):
         data = endpoint_input["data"]
         input_bytes = len(data) * 3 // 4 if str(endpoint_input.get("encoding")).upper() == "BASE64" else len(data)
-    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    best = best_index(probabilities)
     return CaptureRecord(
         event_id=str(metadata.get("eventId", "")),
         inference_time=inference_time,

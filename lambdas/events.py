@@ -151,3 +151,36 @@ def parse_inferences(value: Any, *, source: str) -> list[float]:
     if abs(total - 1.0) > _SUM_TOLERANCE:
         raise InvalidInferences(f"{source} do not sum to 1 (sum {total:.6g}): {numbers}")
     return numbers
+
+
+def inferences_of(payload: Any) -> list[float] | None:
+    """The inferences a workflow envelope holds (JSON text or parsed; the envelope, or its body), checked by
+    parse_inferences; None when it holds none yet (no 'inferences', or the empty list serializeImageData sends)."""
+    payload = _json_or_none(payload)
+    if not isinstance(payload, dict):
+        return None
+    body = _json_or_none(payload.get("body", payload))
+    value = body.get("inferences") if isinstance(body, dict) else None
+    if value is None or value == [] or value == "[]":
+        return None
+    return parse_inferences(value, source="the workflow's inferences")
+
+
+def _json_or_none(value: Any) -> Any:
+    if isinstance(value, (str, bytes, bytearray)):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def best_index(inferences: list[float]) -> int:
+    """The index of the most probable class (ties: the first), the one place the prediction is picked."""
+    return max(range(len(inferences)), key=inferences.__getitem__)
+
+
+def best_class(inferences: list[float]) -> tuple[str, float]:
+    """The class the workflow predicts from one probability per class, and its probability."""
+    best = best_index(inferences)
+    return CLASSES[best], float(inferences[best])

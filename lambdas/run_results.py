@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .config import CLASSES
 from .errors import InvalidInput
-from .events import ImageLocation, ImageState
+from .events import ImageLocation, ImageState, best_class
 
 DETAIL_TYPE = "Step Functions Execution Status Change"
 FINISHED_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -107,12 +106,11 @@ class RunResult:
             state = ImageState.from_event(_json(run.output, f"the output of execution {run.execution_arn}"),
                                           require_inferences=True)
             inferences = state.inferences
-            confidence = max(inferences)
-            predicted = CLASSES[inferences.index(confidence)]
+            predicted, confidence = best_class(inferences)
         return cls(
             s3_bucket=location.s3_bucket, s3_key=location.s3_key, status=run.status,
             predicted_class=predicted, confidence=confidence, inferences=inferences,
-            error=run.error, message=_error_message(run.cause), cause=run.cause,
+            error=run.error, message=error_message(run.cause), cause=run.cause,
             execution_arn=run.execution_arn,
             started_at=_iso(run.start_date), stopped_at=_iso(run.stop_date),
         )
@@ -138,15 +136,20 @@ def _json(text: str | None, what: str) -> Any:
         raise InvalidInput(f"{what} is not JSON ({error}): {text!r:.200}") from None
 
 
-def _error_message(cause: str | None) -> str | None:
-    """A Lambda error's cause is the runtime's JSON {"errorMessage", "errorType", ...}; other causes are text."""
-    if not cause:
-        return None
+def lambda_error_document(cause: str | None) -> dict[str, Any] | None:
+    """A Lambda error's cause parsed: the runtime's JSON {"errorMessage", "errorType", "stackTrace", "requestId"},
+    as Step Functions' Lambda integration passes it on; None for a plain-text cause or none."""
     try:
-        parsed = json.loads(cause)
-    except json.JSONDecodeError:
-        return cause
-    return parsed.get("errorMessage", cause) if isinstance(parsed, dict) else cause
+        document = json.loads(cause) if cause else None
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) and "errorMessage" in document else None
+
+
+def error_message(cause: str | None) -> str | None:
+    """What a reader wants of a cause: the Lambda's errorMessage, else the plain-text cause itself."""
+    document = lambda_error_document(cause)
+    return str(document["errorMessage"]) if document else cause
 
 
 def _iso(date: Any) -> str | None:

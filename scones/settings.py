@@ -28,6 +28,22 @@ TEST_TARGET = "SCONES_TEST_TARGET"      # "local" (default) or "aws" for the e2e
 LOCALSTACK_PORT = "SCONES_LOCALSTACK_PORT"  # local stack: LocalStack gateway port (default 4566)
 ENDPOINT_PORT = "SCONES_ENDPOINT_PORT"      # local stack: endpoint server port (default 8080)
 MODEL_DIR = "SCONES_MODEL_DIR"              # local stack: serve this model folder instead of ensure_model()'s
+DEBUG = "SCONES_DEBUG"                      # "1": the CLI shows the traceback of an unexpected error
+TRAINING_TOOLKIT_PYTHON = "SCONES_TRAINING_TOOLKIT_PYTHON"  # a Python with AWS's sagemaker-training toolkit
+CAPTURE_SPOOL = "SCONES_CAPTURE_SPOOL"      # `scones serve`: the capture spool folder
+# "1": `--target aws` may use an AWS session whose endpoints are on this machine (an emulator such as moto's
+# server, on purpose); without it run/evaluate/monitor/status refuse such a session (deploy always does).
+ALLOW_LOCAL_AWS_ENDPOINTS = "SCONES_ALLOW_LOCAL_AWS_ENDPOINTS"
+# Switches of the local stack's parts, read inside LocalStack's process; "0" turns one off (see switched_off).
+LAMBDA_SANDBOX = "SCONES_LAMBDA_SANDBOX"                      # run Lambda environments as plain processes
+LAMBDA_RUNTIME_VALIDATION = "SCONES_LAMBDA_RUNTIME_VALIDATION"  # AWS's check of a function's runtime
+LAMBDA_PYTHONS = "SCONES_LAMBDA_PYTHONS"                      # JSON {"python3.12": "/path/to/bin/python", ...}
+SFN_CLIENT_CACHE = "SCONES_SFN_CLIENT_CACHE"                  # Step Functions reuses its Lambda client
+SFN_DEFINITION_CACHE = "SCONES_SFN_DEFINITION_CACHE"          # each state machine definition parsed once
+LAMBDA_THREADS_PATCH = "SCONES_LAMBDA_THREADS_PATCH"          # no new threads on LocalStack's invoke path
+EVENTS_SFN_TARGET_PATCH = "SCONES_EVENTS_SFN_TARGET_PATCH"    # EventBridge starts executions with transformed input
+SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, LAMBDA_THREADS_PATCH,
+            EVENTS_SFN_TARGET_PATCH)
 
 CONFIG_FILE = "scones.toml"
 PYPROJECT = "pyproject.toml"
@@ -145,3 +161,21 @@ def localstack_port(explicit: int | None, default: int) -> int:
 
 def endpoint_port(explicit: int | None, default: int) -> int:
     return lookup("endpoint_port", explicit) or default
+
+
+def switched_off(variable: str) -> bool:
+    """Whether one of SWITCHES is turned off ("0"); every switch is on unless its variable says "0"."""
+    return os.environ.get(variable, "1").strip() == "0"
+
+
+def debug() -> bool:
+    return os.environ.get(DEBUG, "").strip() not in ("", "0")
+
+
+def test_target(explicit: str | None = None) -> str:
+    """Which stack the e2e tests and the pytest plugin use: explicit, else $SCONES_TEST_TARGET, else local."""
+    return explicit or os.environ.get(TEST_TARGET) or "local"
+
+
+def allows_local_aws_endpoints() -> bool:
+    return os.environ.get(ALLOW_LOCAL_AWS_ENDPOINTS, "").strip() == "1"

@@ -18,6 +18,8 @@ from typing import Callable
 
 import pytest
 
+from scones import polling
+
 CHECKOUT = Path(__file__).resolve().parent.parent  # this clone: the project folder the tests run in
 EVENTS_DIR = CHECKOUT / "tests" / "events"
 _EVENT_CACHE: dict[str, dict] = {}
@@ -111,14 +113,10 @@ class FakeSageMakerRuntime:
 
 def poll(condition, timeout: float, interval: float = 0.2, what: str = "condition"):
     """Call condition() until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return polling.poll(condition, timeout=timeout, interval=interval)
+    except polling.PollTimedOut:
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def zip_of(files: dict[str, str]) -> bytes:

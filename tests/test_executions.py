@@ -199,3 +199,110 @@ def test_up_suggests_a_key_it_uploaded(tmp_path):
 
     assert example_key(record) == "test/bicycle/bicycle_s_000030.png"
     assert example_key({**record, "dataset": None}) is None      # `up --no-data` uploaded nothing
+
+
+class _DiesAfterStarts:
+    """A Step Functions client whose service goes away right after its `starts`-th start_execution, as when
+    LocalStack is killed mid-run: botocore then raises EndpointConnectionError for every call."""
+
+    def __init__(self, sfn, starts: int):
+        self._sfn, self._starts = sfn, starts
+
+    def _dead(self):
+        from botocore.exceptions import EndpointConnectionError
+
+        return EndpointConnectionError(endpoint_url="http://127.0.0.1:4566/")
+
+    def start_execution(self, **kwargs):
+        if self._starts <= 0:
+            raise self._dead()
+        self._starts -= 1
+        return self._sfn.start_execution(**kwargs)
+
+    def describe_execution(self, **kwargs):
+        if self._starts <= 0:
+            raise self._dead()
+        return self._sfn.describe_execution(**kwargs)
+
+    def get_paginator(self, name):
+        if self._starts <= 0:
+            raise self._dead()
+        return self._sfn.get_paginator(name)
+
+
+def test_a_service_that_dies_mid_run_fails_only_the_executions_it_strands(moto_target):
+    """Issue 26: LocalStack killed mid-run printed "unexpected KeyError: 'status'" and none of the results."""
+    target = moto_target(0.99)
+    client = _DiesAfterStarts(target.client("stepfunctions"), starts=2)
+    keys = [f"test/bicycle/{n}.png" for n in range(4)]
+
+    results = run_executions(target, keys, client=client)
+
+    assert [r.key for r in results] == keys
+    assert results[0].succeeded and results[0].predicted_class == "bicycle"
+    stranded, never_started = results[1], results[2:]
+    assert stranded.status == "UNKNOWN" and stranded.execution_arn.startswith("arn:aws:states:")
+    assert all(r.status == "NOT_STARTED" and r.execution_arn == "" for r in never_started)
+    for failed in results[1:]:
+        assert not failed.succeeded
+        assert failed.error == "EndpointConnectionError" and "127.0.0.1:4566" in failed.cause
+
+
+def test_when_nothing_can_start_the_run_fails_with_the_services_error():
+    """LocalStack down from the start: one error for the run (the CLI's one line), not a row per input."""
+    from botocore.exceptions import EndpointConnectionError
+
+    def refuse(**kwargs):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:4566/")
+
+    target = SimpleNamespace(bucket="b", state_machine_arn="arn:aws:states:us-east-1:1:stateMachine:m")
+    with pytest.raises(EndpointConnectionError):
+        run_executions(target, ["a.png", "b.png"], client=SimpleNamespace(start_execution=refuse), concurrency=2)
+
+
+def test_an_answer_without_a_status_is_that_executions_error_not_a_key_error():
+    target = SimpleNamespace(bucket="b", state_machine_arn="arn:aws:states:us-east-1:1:stateMachine:m")
+    client = SimpleNamespace(start_execution=lambda **kwargs: {"executionArn": "arn:aws:states:us-east-1:1:execution:m:e"},
+                             describe_execution=lambda **kwargs: {"message": "gateway error"})
+
+    [result] = run_executions(target, ["a.png"], client=client)
+
+    assert result.error == "ExecutionUnreadable" and "without a status" in result.cause
+
+
+def test_a_timeout_is_that_executions_result():
+    running = SimpleNamespace(start_execution=lambda **kwargs: {"executionArn": "arn:aws:states:us-east-1:1:execution:m:e"},
+                              describe_execution=lambda executionArn: {"status": "RUNNING", "executionArn": executionArn})
+    target = SimpleNamespace(bucket="b", state_machine_arn="arn:aws:states:us-east-1:1:stateMachine:m")
+
+    [result] = run_executions(target, ["a.png"], client=running, timeout=0.05)
+
+    assert result.status == "RUNNING" and result.error == "ExecutionTimeout" and "still RUNNING" in result.cause
+
+
+def test_run_json_prints_every_result_when_the_service_dies(moto_target, monkeypatch):
+    from click.testing import CliRunner
+
+    from scones.harness import executions, targets
+    from scones.harness.commands.local import run
+
+    target = moto_target(0.99)
+    client = _DiesAfterStarts(target.client("stepfunctions"), starts=2)
+    monkeypatch.setattr(targets, "load_target", lambda name, state_dir: target)
+    original = executions.run_executions
+    monkeypatch.setattr(executions, "run_executions", lambda deployed, inputs, **kw: original(deployed, inputs,
+                                                                                              client=client, **kw))
+
+    outcome = CliRunner().invoke(run, ["--json", "a.png", "b.png", "c.png"])
+
+    documents = [json.loads(line) for line in outcome.stdout.splitlines()]
+    assert outcome.exit_code == 1 and "unexpected" not in outcome.output
+    assert [d["key"] for d in documents] == ["a.png", "b.png", "c.png"]
+    assert [d["status"] for d in documents] == ["SUCCEEDED", "UNKNOWN", "NOT_STARTED"]
+    assert {d["error"] for d in documents[1:]} == {"EndpointConnectionError"}
+
+
+def test_a_boolean_is_not_a_probability():
+    """Issue 24: `True` passed as a number; JSON booleans are not numbers (RFC 8259, section 3)."""
+    assert inferences_in({"body": {"inferences": [True, False]}}) is None
+    assert inferences_in({"body": {"inferences": [1, 0]}}) == [1.0, 0.0]

@@ -35,6 +35,7 @@ def test_plugin_points_the_fixtures_at_the_aws_record(pytester, moto_server, tmp
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("SCONES_TEST_TARGET", "aws")
+    monkeypatch.setenv("SCONES_ALLOW_LOCAL_AWS_ENDPOINTS", "1")   # moto's server stands in for AWS on purpose
     session = boto3.Session(region_name="eu-west-1")
     session.client("s3").create_bucket(Bucket="plugin-bucket",
                                        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})

@@ -246,3 +246,19 @@ def test_wait_for_evaluation_polls_until_its_capture_has_landed(tmp_path, expect
     assert result.exit_code == 0, result.output
     assert ("only 6 of the 9 capture records" in result.stderr) is warned
     assert json.loads(result.stdout)["records"] == 12
+
+
+@pytest.mark.parametrize("data, problem", [
+    ("[true, false]", "item 0 is not a finite number"),
+    ("[0.5, 0.3, 0.2]", "must hold 2 probabilities"),
+    ("[0.9, 0.3]", "do not sum to 1"),
+])
+def test_capture_outputs_are_checked_as_the_workflow_checks_its_inferences(data, problem):
+    """One parser (lambdas/events.parse_inferences) for the workflow's inferences and the captured outputs:
+    JSON booleans are not numbers (RFC 8259, section 3), and the endpoint answers one probability per class."""
+    from scones.lambdas.capture_records import MalformedRecord, parse_record
+
+    line = json.loads(capture_line([0.5, 0.5], START))
+    line["captureData"]["endpointOutput"]["data"] = data
+    with pytest.raises(MalformedRecord, match=problem):
+        parse_record(json.dumps(line), "f.jsonl", 1)

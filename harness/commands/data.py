@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import click
 
+from scones.harness import staging
+from scones.settings import state_dir
+
 
 @click.command()
 @click.option("--from-dir", "from_dir", type=click.Path(file_okay=False, exists=True),
@@ -18,9 +21,6 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def stage(from_dir, from_archive, md5, skip_md5, link, out, quiet):
     """Stage the images into OUT/{train,test}/{bicycle,motorcycle}/ with train.lst and test.lst."""
-    from scones.harness import staging
-    from scones.settings import state_dir
-
     if bool(from_dir) == bool(from_archive):
         raise click.UsageError("give exactly one of --from-dir DIR or --from-archive PATH_OR_URL")
     if (md5 or skip_md5) and not from_archive:

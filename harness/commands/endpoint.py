@@ -11,6 +11,9 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from scones import contract
+from scones import settings as scones_settings
+from scones.deploy import local as local_target
+from scones.harness.commands.options import endpoint_name_option, port_option
 from scones.harness.serving.capture import DEFAULT_CSV_CONTENT_TYPES, DEFAULT_JSON_CONTENT_TYPES
 from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 
@@ -18,10 +21,10 @@ from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 @click.command()
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="model.tar.gz, a directory holding one (as `scones train --out` writes), or an unpacked model dir.")
-@click.option("--endpoint-name", default=contract.ENDPOINT_NAME, show_default=True)
+@endpoint_name_option(contract.ENDPOINT_NAME)
 @click.option("--variant-name", default=contract.VARIANT_NAME, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--host", default=local_target.HOST, show_default=True)
+@port_option("--port", "Port to listen on.", default=local_target.DEFAULT_ENDPOINT_PORT)
 @click.option("--capture", "capture_uri", default=None, metavar="s3://BUCKET/PREFIX",
               help="Enable data capture to this DestinationS3Uri.")
 @click.option("--sampling", default=100.0, show_default=True, type=click.FloatRange(0, 100),
@@ -35,7 +38,7 @@ from scones.harness.serving.server import DEFAULT_INFERENCE_THREADS, WORKERS_ENV
 @click.option("--capture-flush-seconds", default=1.0, show_default=True, type=click.FloatRange(0.01),
               help="Longest a captured record waits in the spool before its file is uploaded to S3.")
 @click.option("--capture-spool", "capture_spool", default=None, type=click.Path(file_okay=False),
-              envvar="SCONES_CAPTURE_SPOOL", show_envvar=True,
+              envvar=scones_settings.CAPTURE_SPOOL, show_envvar=True,
               help="Folder where every captured record is written before the reply and kept after upload "
                    "[default: <state dir>/capture-spool/<endpoint-name>].")
 @click.option("--inference-threads", default=None, type=click.IntRange(0),
@@ -65,7 +68,6 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
     Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT. Data capture
     goes to S3 wherever AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL say; shutdown flushes it.
     """
-    from scones import settings as harness_settings
     from scones.harness.serving.capture import CaptureConfig
     from scones.harness.serving.server import EndpointSettings
     from scones.harness.serving.server import serve as run_server
@@ -94,7 +96,7 @@ def serve(model, endpoint_name, variant_name, host, port, capture_uri, sampling,
         max_batch_size=max_batch_size,
         max_batch_delay_ms=max_batch_delay_ms,
         capture_writer_options={"flush_interval_s": capture_flush_seconds,
-                                "spool_dir": capture_spool or harness_settings.state_dir() / "capture-spool" / endpoint_name},
+                                "spool_dir": capture_spool or scones_settings.state_dir() / "capture-spool" / endpoint_name},
     )
     batching = (f"batches of up to {settings.max_batch_size} waiting at most {settings.max_batch_delay_ms:g} ms "
                 f"(scones' opt-in)" if settings.max_batch_size > 1 else "one request per predict_fn call, as the container")

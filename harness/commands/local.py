@@ -2,13 +2,30 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import textwrap
 import time
+from pathlib import Path
 
 import click
 
+from scones import settings
 from scones.contract import CLASSES
 from scones.deploy import local as local_target
+from scones.harness import executions, targets
+from scones.harness.commands.options import (
+    concurrency_option,
+    endpoint_name_option,
+    json_option,
+    port_option,
+    prefix_option,
+    state_dir_option,
+    target_option,
+    threshold_option,
+    timeout_option,
+)
+from scones.harness.executions import DEFAULT_TIMEOUT_S
 
 
 def _progress(message: str) -> None:
@@ -16,15 +33,15 @@ def _progress(message: str) -> None:
 
 
 @click.command()
-@click.option("--state-dir", type=click.Path(file_okay=False), help="State directory (default $SCONES_STATE_DIR, state_dir in [tool.scones], or .scones).")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Staged images (default $SCONES_DATA_DIR, data_dir in [tool.scones], or <state dir>/data).")
+@state_dir_option()
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help=f"Staged images (default ${settings.DATA_DIR}, data_dir in [tool.scones], or <state dir>/data).")
 @click.option("--model", "model_dir", type=click.Path(exists=True), help="Directory with model.tar.gz (default: the cached trained model).")
-@click.option("--localstack-port", type=int, help=f"LocalStack port (default $SCONES_LOCALSTACK_PORT or {local_target.DEFAULT_LOCALSTACK_PORT}).")
-@click.option("--endpoint-port", type=int, help=f"Endpoint server port (default $SCONES_ENDPOINT_PORT or {local_target.DEFAULT_ENDPOINT_PORT}).")
-@click.option("--prefix", default=local_target.DEFAULT_PREFIX, show_default=True, help="Name prefix of the functions and state machine.")
+@port_option("--localstack-port", f"LocalStack port (default ${settings.LOCALSTACK_PORT}, localstack_port in [tool.scones], or {local_target.DEFAULT_LOCALSTACK_PORT}).")
+@port_option("--endpoint-port", f"Endpoint server port (default ${settings.ENDPOINT_PORT}, endpoint_port in [tool.scones], or {local_target.DEFAULT_ENDPOINT_PORT}).")
+@prefix_option()
 @click.option("--bucket", default=local_target.DEFAULT_BUCKET, show_default=True)
-@click.option("--endpoint-name", default=local_target.DEFAULT_ENDPOINT_NAME, show_default=True)
-@click.option("--threshold", default=local_target.DEFAULT_THRESHOLD, show_default=True, type=float)
+@endpoint_name_option()
+@threshold_option()
 @click.option("--no-data", is_flag=True, help="Skip uploading the staged images.")
 @click.option("--upload-train", is_flag=True,
               help="Also upload train/ to the bucket (default: test/ and the .lst files only; local training reads from disk).")
@@ -62,8 +79,6 @@ def example_key(record: dict) -> str | None:
     """A key `up` uploaded (the first staged test image), for the line that says how to try the stack."""
     if not (record.get("dataset") or {}).get("parts") or not record.get("data_dir"):
         return None
-    from pathlib import Path
-
     for class_name in CLASSES:
         images = sorted((Path(record["data_dir"]) / "test" / class_name).glob("*.png"))
         if images:
@@ -104,30 +119,27 @@ def _print_record(record: dict) -> None:
 
 @click.command()
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--target", type=click.Choice(["local", "aws"]), default="local", show_default=True)
-@click.option("--state-dir", type=click.Path(file_okay=False))
+@target_option()
+@state_dir_option()
 @click.option("--bucket", help="Bucket of the keys (default: the target's bucket).")
-@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait for each execution.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document per execution instead of a table.")
+@concurrency_option(1)
+@timeout_option(DEFAULT_TIMEOUT_S, "Seconds to wait for each execution.")
+@json_option("Print one JSON document per execution instead of a table.")
 def run(keys, target, state_dir, bucket, concurrency, timeout, as_json):
     """Run the workflow on S3 KEYS (keys in the target's bucket, or s3://bucket/key), wait, and print
     key, status, class, confidence, error, duration.
 
     Exits with status 1 when any execution did not succeed.
     """
-    from scones.harness.executions import run_executions
-    from scones.harness.targets import TargetNotFound, load_target
-
     try:
-        deployed = load_target(target, state_dir)
-    except TargetNotFound as error:
+        deployed = targets.load_target(target, state_dir)
+    except targets.TargetNotFound as error:
         raise click.ClickException(str(error)) from error
     inputs = [workflow_input(key, bucket) for key in keys]
     started = time.perf_counter()
     with click.progressbar(length=len(inputs), label="executions", file=sys.stderr,
                            hidden=len(inputs) < 2) as bar:
-        results = run_executions(deployed, inputs, concurrency=concurrency, timeout=timeout,
+        results = executions.run_executions(deployed, inputs, concurrency=concurrency, timeout=timeout,
                                  progress=lambda _result: bar.update(1))
     elapsed = time.perf_counter() - started
     if as_json:
@@ -167,9 +179,6 @@ def _error_text(result) -> str:
 def results_table(results, width: int | None = None) -> str:
     """One row per execution; the error column wraps at word boundaries (never inside a number or a key)
     to fit `width` (default: the terminal's), and is elided after ERROR_LINES lines."""
-    import shutil
-    import textwrap
-
     header = ("key", "status", "class", "confidence", "error", "duration")
     rows: list[list[tuple[str, ...]]] = [[(cell,) for cell in header]]
     for result in results:
@@ -199,10 +208,9 @@ def results_table(results, width: int | None = None) -> str:
 
 
 @click.command()
-@click.option("--target", type=click.Choice(["local", "aws"]), default="local", show_default=True,
-              help="aws: the deployed stack's endpoint autoscaling, drift monitor runs and alarm states.")
-@click.option("--state-dir", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@target_option(help="aws: the deployed stack's endpoint autoscaling, drift monitor runs and alarm states.")
+@state_dir_option()
+@json_option()
 def status(target, state_dir, as_json):
     """Show whether the local stack is up, its parts, ports, pids and memory (and its drift monitor)."""
     from scones.harness import stack
@@ -295,7 +303,7 @@ def _print_compose_status(report: dict) -> None:
 
 
 @click.command()
-@click.option("--state-dir", type=click.Path(file_okay=False))
+@state_dir_option()
 def down(state_dir):
     """Stop everything `scones up` started (endpoint server first, so capture is flushed)."""
     from scones.harness import stack

@@ -36,9 +36,9 @@ def _parse_hyperparameter(ctx, param, values: tuple[str, ...]) -> dict[str, obje
               help="any other train.py hyperparameter as NAME=VALUE (repeatable), e.g. -H label_smoothing=0.05; "
                    "VALUE is JSON when it parses (64, false, [32, 64, 128]), else a string, and reaches train.py "
                    "as a SageMaker training job passes it")
-@click.option("--toolkit-python", envvar="SCONES_TRAINING_TOOLKIT_PYTHON", default=None, metavar="PYTHON",
+@click.option("--toolkit-python", envvar=settings.TRAINING_TOOLKIT_PYTHON, default=None, metavar="PYTHON",
               help="a Python with AWS's sagemaker-training + sagemaker-pytorch-training to run the job "
-                   "[$SCONES_TRAINING_TOOLKIT_PYTHON; default: this Python if it has them, else our port of the toolkit]")
+                   f"[${settings.TRAINING_TOOLKIT_PYTHON}; default: this Python if it has them, else our port of the toolkit]")
 def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra, toolkit_python) -> None:
     """Train with local_model/train.py as a SageMaker training job runs it, and pack model.tar.gz.
 

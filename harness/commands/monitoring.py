@@ -4,14 +4,27 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
+from datetime import datetime
 from pathlib import Path
 
 import click
+from botocore.exceptions import EndpointConnectionError
+from tqdm import tqdm
 
 from scones import contract, settings
-
-TARGET_CHOICE = click.Choice(["local", "aws"])
+from scones.deploy import monitoring as deployed_monitor
+from scones.harness import evaluate as evaluation_module
+from scones.harness import monitor as monitoring
+from scones.harness import report as reporting
+from scones.harness.commands.options import (
+    concurrency_option,
+    json_option,
+    state_dir_option,
+    target_option,
+    threshold_option,
+)
+from scones.harness.targets import TargetNotFound, load_target
+from scones.polling import PollTimedOut, poll
 
 
 def reports_dir(state: str | None = None) -> Path:
@@ -19,7 +32,6 @@ def reports_dir(state: str | None = None) -> Path:
 
 
 def _target(name: str, state: str | None):
-    from scones.harness.targets import TargetNotFound, load_target
     try:
         return load_target(name, state)
     except TargetNotFound as error:
@@ -27,35 +39,32 @@ def _target(name: str, state: str | None):
 
 
 @click.command()
-@click.option("--target", "target_name", type=TARGET_CHOICE, default="local", show_default=True)
-@click.option("--n", "n", type=int, default=20, show_default=True, help="How many random test images; 0 = all of them.")
+@target_option()
+@click.option("--n", "n", type=click.IntRange(min=0), default=20, show_default=True, help="How many random test images; 0 = all of them.")
 @click.option("--seed", type=int, default=None, help="Seed for choosing the images (default: a new choice each run).")
 @click.option("--ood", type=click.IntRange(0, 1000), default=16, show_default=True,
               help="Also run this many generated non-vehicle images (uploaded under ood/) and report the share refused.")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--state-dir", "state", default=None, help=f"State folder (default ${settings.STATE_DIR} or .scones).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of the table.")
-def evaluate(target_name: str, n: int, seed: int | None, ood: int, concurrency: int, state: str | None,
+@concurrency_option(4)
+@state_dir_option()
+@json_option("Print the summary as JSON instead of the table.")
+def evaluate(target: str, n: int, seed: int | None, ood: int, concurrency: int, state_dir: str | None,
              as_json: bool) -> None:
     """Run random test images through the workflow and report accuracy, coverage, failures and out-of-distribution refusals."""
-    from scones.harness import evaluate as evaluation_module
-    from scones.harness.executions import ExecutionTimeout
-
-    target = _target(target_name, state)
-    keys = evaluation_module.test_image_keys(target.client("s3"), target.bucket)
+    deployed = _target(target, state_dir)
+    keys = evaluation_module.test_image_keys(deployed.client("s3"), deployed.bucket)
     count = len(keys) if n <= 0 else min(n, len(keys))
     lock = threading.Lock()
-    with click.progressbar(length=count + ood, label=f"executions on {target_name}", file=sys.stderr,
+    with click.progressbar(length=count + ood, label=f"executions on {target}", file=sys.stderr,
                            show_pos=True) as bar:
         def progress(_result) -> None:  # called from the worker threads
             with lock:
                 bar.update(1)
         try:
-            result = evaluation_module.evaluate(target, n=count, seed=seed, concurrency=concurrency,
+            result = evaluation_module.evaluate(deployed, n=count, seed=seed, concurrency=concurrency,
                                                 progress=progress, keys=keys, ood=ood)
-        except (ValueError, ExecutionTimeout) as error:
+        except ValueError as error:
             raise click.ClickException(str(error)) from None
-    json_path, csv_path = evaluation_module.save(result, reports_dir(state))
+    json_path, csv_path = evaluation_module.save(result, reports_dir(state_dir))
     if as_json:
         click.echo(json.dumps({**result.summary, "report_json": str(json_path), "report_csv": str(csv_path)}, indent=2))
         return
@@ -79,83 +88,72 @@ def wait_for_evaluation_capture(source: str, session, reports: Path, wait_s: flo
 
     The endpoint uploads capture in batches from a background thread, about a second behind.
     """
-    from datetime import datetime
 
-    from scones.harness import monitor as monitoring
-    from scones.harness.evaluate import latest_evaluation
-
-    path = latest_evaluation(reports)
+    path = evaluation_module.latest_evaluation(reports)
     if path is None:
         raise click.ClickException(f"--wait-for-evaluation: no evaluation under {reports}; run `scones evaluate` first")
     document = json.loads(path.read_text())
     started, expected = datetime.fromisoformat(document["started_at"]), int(document["n"])
-    deadline = time.monotonic() + wait_s
-    while True:
+    def arrived() -> int:
         try:
-            found = len(monitoring.records_since(monitoring.read_capture(source, session=session).records, started))
+            return len(monitoring.records_since(monitoring.read_capture(source, session=session).records, started))
         except monitoring.CaptureSourceError:
-            found = 0
-        if found >= expected:
-            return
-        if time.monotonic() >= deadline:
-            click.echo(f"warning: only {found} of the {expected} capture records of {path.name} arrived "
-                       f"within {wait_s:.0f} s; reporting what is there", err=True)
-            return
-        time.sleep(0.5)
+            return 0
+
+    try:
+        poll(arrived, timeout=wait_s, interval=0.5, until=lambda found: found >= expected)
+    except PollTimedOut as timed_out:
+        click.echo(f"warning: only {timed_out.last} of the {expected} capture records of {path.name} arrived "
+                   f"within {wait_s:.0f} s; reporting what is there", err=True)
 
 
 @click.command()
 @click.option("--source", default=None,
               help="s3://bucket/data_capture/ENDPOINT/ or a local folder (default: the target's capture prefix).")
-@click.option("--target", "target_name", type=TARGET_CHOICE, default="local", show_default=True,
-              help="Whose capture (and AWS session) to use when --source is S3 or absent.")
+@target_option(help="Whose capture (and AWS session) to use when --source is S3 or absent.")
 @click.option("--no-target", is_flag=True, help="Read S3 with the default boto3 session, not a target's.")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="baseline.json from training (default: the served model's, else the newest under <state>/models/).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for monitor.json and plots.")
-@click.option("--threshold", type=float, default=None, help=f"Confidence threshold (default: the baseline's, else {contract.THRESHOLD}).")
-@click.option("--alpha", type=float, default=None, help="p-value below which a drift test fails (default 0.01).")
+@threshold_option(None, f"Confidence threshold (default: the baseline's, else {contract.THRESHOLD}).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="p-value below which a drift test fails (default 0.01).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"]),
               default=None, help="Only records inferred at or after this UTC time.")
 @click.option("--wait-for-evaluation", is_flag=True,
               help="First wait (polling, up to --wait seconds) until the capture of the latest `scones evaluate` has landed.")
-@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True)
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=60.0, show_default=True)
 @click.option("--fail-on-drift", is_flag=True, help="Exit with status 3 when the drift check fails.")
 @click.option("--scheduled", is_flag=True,
               help="Run the target's deployed drift monitor now, as its hourly schedule does (new capture since its "
                    "last run; publishes its metrics, which its alarms watch), and print its run.")
-@click.option("--state-dir", "state", default=None)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def monitor(source, target_name, no_target, baseline, out, threshold, alpha, since, wait_for_evaluation, wait_s,
-            fail_on_drift, scheduled, state, as_json) -> None:
+@state_dir_option()
+@json_option("Print the summary as JSON.")
+def monitor(source, target, no_target, baseline, out, threshold, alpha, since, wait_for_evaluation, wait_s,
+            fail_on_drift, scheduled, state_dir, as_json) -> None:
     """Read every captured inference, plot confidence and check drift against the training baseline."""
-    from scones.harness import monitor as monitoring
-
     if scheduled:
-        run_scheduled_monitor(target_name, state, as_json, fail_on_drift)
+        run_scheduled_monitor(target, state_dir, as_json, fail_on_drift)
         return
-    target = None
+    deployed = None
     if not no_target:
-        from scones.harness.targets import TargetNotFound, load_target
         try:
-            target = load_target(target_name, state)
+            deployed = load_target(target, state_dir)
         except TargetNotFound as error:
             if source is None:
                 raise click.ClickException(f"{error} (or pass --source)") from None
     if source is None:
-        if target is None:
+        if deployed is None:
             raise click.ClickException("--no-target needs --source")
-        source = f"{target.capture_s3_uri.rstrip('/')}/{target.endpoint_name}/"
-    session = target.session if target is not None and source.startswith("s3://") else None
+        source = f"{deployed.capture_s3_uri.rstrip('/')}/{deployed.endpoint_name}/"
+    session = deployed.session if deployed is not None and source.startswith("s3://") else None
     if baseline is None:
-        found = served_model_baseline(target) or monitoring.find_default_baseline(settings.state_dir(state))
+        found = served_model_baseline(deployed) or monitoring.find_default_baseline(settings.state_dir(state_dir))
         baseline = str(found) if found else None
         if baseline:
             click.echo(f"baseline: {baseline}", err=True)
     if wait_for_evaluation:
-        wait_for_evaluation_capture(source, session, reports_dir(state), wait_s)
-    out_dir = Path(out) if out else reports_dir(state) / "monitor"
-    from tqdm import tqdm
+        wait_for_evaluation_capture(source, session, reports_dir(state_dir), wait_s)
+    out_dir = Path(out) if out else reports_dir(state_dir) / "monitor"
     with tqdm(desc="capture files read", unit=" files", file=sys.stderr, leave=False) as bar:
         try:
             summary = monitoring.monitor(source, out_dir, baseline_path=baseline, threshold=threshold,
@@ -180,14 +178,11 @@ def monitor(source, target_name, no_target, baseline, out, threshold, alpha, sin
         sys.exit(3)
 
 
-def run_scheduled_monitor(target_name: str, state: str | None, as_json: bool, fail_on_drift: bool) -> None:
+def run_scheduled_monitor(target: str, state_dir: str | None, as_json: bool, fail_on_drift: bool) -> None:
     """Invoke the deployed monitor function (deploy/monitoring.py) and print its run summary."""
-    from scones.deploy import monitoring as deployed_monitor
-    from scones.harness import monitor as monitoring
-
-    target = _target(target_name, state)
+    deployed = _target(target, state_dir)
     try:
-        summary = deployed_monitor.run_now(target.session, target.record["prefix"])
+        summary = deployed_monitor.run_now(deployed.session, deployed.record["prefix"])
     except deployed_monitor.DeployError as error:
         raise click.ClickException(str(error)) from None
     if as_json:
@@ -205,33 +200,28 @@ def run_scheduled_monitor(target_name: str, state: str | None, as_json: bool, fa
 
 
 @click.command()
-@click.option("--target", "target_name", type=TARGET_CHOICE, default="local", show_default=True)
+@target_option()
 @click.option("--execution", "executions", multiple=True,
               help="Execution ARN to draw (repeatable; default: the latest passing and the latest failing).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file (default <state>/reports/report.html).")
-@click.option("--state-dir", "state", default=None)
-def report(target_name, executions, out, state) -> None:
+@state_dir_option()
+def report(target, executions, out, state_dir) -> None:
     """Write one self-contained HTML page: evaluation table, monitoring plots, the workflow graph."""
-    from scones.harness import report as reporting
-    from scones.harness.targets import TargetNotFound, load_target
-
     try:
-        target = load_target(target_name, state)
+        deployed = load_target(target, state_dir)
     except TargetNotFound as error:
-        target = None
+        deployed = None
         click.echo(f"note: {error}; the page will have no workflow graph", err=True)
-    out_path = Path(out) if out else reports_dir(state) / "report.html"
-    from botocore.exceptions import EndpointConnectionError
-
+    out_path = Path(out) if out else reports_dir(state_dir) / "report.html"
     try:
         try:
-            path = reporting.build_report(out_path, reports_dir(state), target=target, execution_arns=list(executions))
+            path = reporting.build_report(out_path, reports_dir(state_dir), target=deployed, execution_arns=list(executions))
         except EndpointConnectionError as error:
             if executions:
-                raise click.ClickException(f"cannot reach the {target_name} stack to read the executions: {error}") from None
-            click.echo(f"note: the {target_name} stack is not reachable ({error}); the page will have no workflow graph",
+                raise click.ClickException(f"cannot reach the {target} stack to read the executions: {error}") from None
+            click.echo(f"note: the {target} stack is not reachable ({error}); the page will have no workflow graph",
                        err=True)
-            path = reporting.build_report(out_path, reports_dir(state), target=None)
+            path = reporting.build_report(out_path, reports_dir(state_dir), target=None)
     except reporting.ReportError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"report written to {path}")

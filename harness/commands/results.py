@@ -5,29 +5,28 @@ import json
 
 import click
 
-from scones import settings
+from scones.harness.commands.options import json_option, state_dir_option, target_option
+from scones.harness.targets import TargetNotFound, load_target
+from scones.lambdas.run_results import RESULT_SUFFIX, RunResult
 
 
 @click.command()
-@click.option("--target", "target_name", type=click.Choice(["local", "aws"]), default="local", show_default=True)
+@target_option()
 @click.option("--under", default="", help="Only photos whose key starts with this (e.g. incoming/today/).")
-@click.option("--state-dir", "state", default=None, help=f"State folder (default ${settings.STATE_DIR} or .scones).")
-@click.option("--json", "as_json", is_flag=True, help="Print each result as a JSON line instead of the table.")
-def results(target_name: str, under: str, state: str | None, as_json: bool) -> None:
+@state_dir_option()
+@json_option("Print each result as a JSON line instead of the table.")
+def results(target: str, under: str, state_dir: str | None, as_json: bool) -> None:
     """List the result of each photo dropped under the intake prefix: its class, or its error."""
-    from scones.harness.targets import TargetNotFound, load_target
-    from scones.lambdas.run_results import RESULT_SUFFIX, RunResult
-
     try:
-        target = load_target(target_name, state)
+        deployed = load_target(target, state_dir)
     except TargetNotFound as error:
         raise click.ClickException(str(error)) from None
-    uri = (target.record.get("outputs") or {}).get("results_s3_uri")
+    uri = (deployed.record.get("outputs") or {}).get("results_s3_uri")
     if not uri:
-        raise click.ClickException(f"the {target_name} stack has no event-driven runs: deploy it again "
+        raise click.ClickException(f"the {target} stack has no event-driven runs: deploy it again "
                                    f"(`scones up` or `scones deploy --target aws`)")
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = target.client("s3")
+    s3 = deployed.client("s3")
     count = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + under):
         for item in page.get("Contents", []):

@@ -13,49 +13,40 @@ SCONES_EVENTS_SFN_TARGET_PATCH=0 turns it off.
 """
 from __future__ import annotations
 
-import logging
 import threading
 
 from scones.harness.lambda_executor import pinned
-from scones.harness.lambda_executor.names import EVENTS_SFN_TARGET_ENV
+from scones.settings import EVENTS_SFN_TARGET_PATCH as EVENTS_SFN_TARGET_ENV
 
-LOG = logging.getLogger(__name__)
-
-_lock = threading.Lock()
-_state = {"active": False, "reason": "not applied yet"}
 _matched = threading.local()   # the event being delivered; process_event calls send_event in its own thread
 
 
-def apply() -> bool:
-    with _lock:
-        if _state["active"]:
-            return True
-        reason = pinned.refusal(EVENTS_SFN_TARGET_ENV, "EventBridge Step Functions target fix")
-        if reason:
-            _state["reason"] = reason
-            return False
-        from localstack.services.events.target import StatesTargetSender
-        from localstack.services.events.utils import to_json_str
+def _install() -> None:
+    from localstack.services.events.target import StatesTargetSender
+    from localstack.services.events.utils import to_json_str
 
-        original_process_event = StatesTargetSender.process_event
+    original_process_event = StatesTargetSender.process_event
 
-        def process_event(self, event, trace_header):
-            _matched.event_id = event.get("id") if isinstance(event, dict) else None
-            try:
-                return original_process_event(self, event, trace_header)
-            finally:
-                _matched.event_id = None
+    def process_event(self, event, trace_header):
+        _matched.event_id = event.get("id") if isinstance(event, dict) else None
+        try:
+            return original_process_event(self, event, trace_header)
+        finally:
+            _matched.event_id = None
 
-        def send_event(self, event, trace_header):
-            self.service = "stepfunctions"
-            self.client.start_execution(stateMachineArn=self.target["Arn"], name=_matched.event_id,
-                                        input=to_json_str(event))
+    def send_event(self, event, trace_header):
+        self.service = "stepfunctions"
+        self.client.start_execution(stateMachineArn=self.target["Arn"], name=_matched.event_id,
+                                    input=to_json_str(event))
 
-        StatesTargetSender.process_event = process_event
-        StatesTargetSender.send_event = send_event
-        _state.update(active=True, reason="applied")
-        LOG.info("EventBridge Step Functions target fix active (transformed input, execution named after the event)")
-        return True
+    StatesTargetSender.process_event = process_event
+    StatesTargetSender.send_event = send_event
+
+
+PATCH = pinned.Patch("EventBridge Step Functions target fix (transformed input, execution named after the event)",
+                     EVENTS_SFN_TARGET_ENV, _install)
+apply = PATCH.apply
+status = PATCH.status
 
 
 def apply_in_background() -> None:
@@ -63,6 +54,3 @@ def apply_in_background() -> None:
     not delay the first Lambda call; `scones up` creates the rules after its functions, by which time it landed."""
     threading.Thread(target=apply, name="scones-events-sfn-target", daemon=True).start()
 
-
-def status() -> dict:
-    return dict(_state)

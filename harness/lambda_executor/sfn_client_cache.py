@@ -17,71 +17,55 @@ adds the executor's own counts, the time its invokes take, the definition cache'
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 import threading
 import time
-from typing import NotRequired, TypedDict
 
 from scones.harness.lambda_executor import pinned
-from scones.harness.lambda_executor.names import CLIENT_CACHE_ENV
-
-LOG = logging.getLogger(__name__)
+from scones.settings import SFN_CLIENT_CACHE as CLIENT_CACHE_ENV
 
 TTL_S = 15 * 60  # well inside the assumed role's default hour
 
 
-
-class _Status(TypedDict):
-    active: bool
-    reason: str
-    hits: int
-    misses: int
-    started: NotRequired[bool]   # apply_in_background() has started the patches' thread
-    route: NotRequired[bool]     # GET /_scones/sfn-client-cache is registered
-
-
-_lock = threading.Lock()
-_state: _Status = {"active": False, "reason": "not applied yet", "hits": 0, "misses": 0}
 _clients: dict[tuple[str, str, str], tuple[float, object]] = {}
+_started = threading.Event()        # apply_in_background() has started the patches' thread
+_route_registered = threading.Event()
+
+
+def _install() -> None:
+    from localstack.services.stepfunctions.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+
+    @functools.wraps(original)
+    def cached_boto_client_for(service: str, region: str, state_credentials):
+        key = (service, region, state_credentials.role_arn)
+        now = time.monotonic()
+        entry = _clients.get(key)
+        if entry is not None and now - entry[0] < TTL_S:
+            PATCH.state["hits"] += 1
+            return entry[1]
+        client = original(service=service, region=region, state_credentials=state_credentials)
+        _clients[key] = (now, client)
+        PATCH.state["misses"] += 1
+        return client
+
+    boto_client.boto_client_for = cached_boto_client_for
+    # The task modules did `from ...boto_client import boto_client_for`: rebind their copies too.
+    for module in list(sys.modules.values()):
+        if getattr(module, "boto_client_for", None) is original:
+            vars(module)["boto_client_for"] = cached_boto_client_for
+    _import_task_modules(original, cached_boto_client_for)
+
+
+PATCH = pinned.Patch("Step Functions client cache (one client per service, region and role)", CLIENT_CACHE_ENV,
+                     _install, hits=0, misses=0)
 
 
 def apply() -> bool:
-    """Install the cache once; True when it is active."""
-    with _lock:
-        if _state["active"]:
-            return True
-        _register_status_route()
-        reason = pinned.refusal(CLIENT_CACHE_ENV, "Step Functions client cache")
-        if reason:
-            _state["reason"] = reason
-            return False
-        from localstack.services.stepfunctions.asl.utils import boto_client
-
-        original = boto_client.boto_client_for
-
-        @functools.wraps(original)
-        def cached_boto_client_for(service: str, region: str, state_credentials):
-            key = (service, region, state_credentials.role_arn)
-            now = time.monotonic()
-            entry = _clients.get(key)
-            if entry is not None and now - entry[0] < TTL_S:
-                _state["hits"] += 1
-                return entry[1]
-            client = original(service=service, region=region, state_credentials=state_credentials)
-            _clients[key] = (now, client)
-            _state["misses"] += 1
-            return client
-
-        boto_client.boto_client_for = cached_boto_client_for
-        # The task modules did `from ...boto_client import boto_client_for`: rebind their copies too.
-        for module in list(sys.modules.values()):
-            if getattr(module, "boto_client_for", None) is original:
-                vars(module)["boto_client_for"] = cached_boto_client_for
-        _import_task_modules(original, cached_boto_client_for)
-        _state.update({"active": True, "reason": "applied"})
-        LOG.info("Step Functions client cache active (one client per service, region and role)")
-        return True
+    """Install the cache once; True when it is active. Its status route is there either way."""
+    _register_status_route()
+    return PATCH.apply()
 
 
 def _import_task_modules(original, replacement) -> None:
@@ -96,9 +80,9 @@ def apply_in_background() -> None:
     """apply() and the definition cache's off the caller's thread: they import Step Functions'
     interpreter (seconds on a busy machine), which must not delay the first Lambda call. Until
     they land, executions use the originals."""
-    if _state["active"] or _state.get("started"):
+    if PATCH.state["active"] or _started.is_set():
         return
-    _state["started"] = True
+    _started.set()
     _register_status_route()
 
     def apply_both() -> None:
@@ -111,14 +95,13 @@ def apply_in_background() -> None:
 
 
 def status() -> dict:
-    return {key: value for key, value in {**_state, "clients": len(_clients), "version": pinned.localstack_version()}.items()
-            if key not in ("route", "started")}
+    return {**PATCH.status(), "clients": len(_clients), "version": pinned.localstack_version()}
 
 
 def _register_status_route() -> None:
-    if _state.get("route"):
+    if _route_registered.is_set():
         return
-    _state["route"] = True
+    _route_registered.set()
     from localstack.http import Response, route
     from localstack.services.edge import ROUTER
 

@@ -15,57 +15,45 @@ e.g. to measure the difference. Its status (hits, misses) is in GET /_scones/exe
 from __future__ import annotations
 
 import functools
-import logging
-import threading
 from collections import OrderedDict
 
 from scones.harness.lambda_executor import pinned
-from scones.harness.lambda_executor.names import DEFINITION_CACHE_ENV
-
-LOG = logging.getLogger(__name__)
+from scones.settings import SFN_DEFINITION_CACHE as DEFINITION_CACHE_ENV
 
 MAX_DEFINITIONS = 64  # a few state machines and their revisions; least recently used goes first
 
-_lock = threading.Lock()
-_state = {"active": False, "reason": "not applied yet", "hits": 0, "misses": 0}
 _programs: OrderedDict[str, object] = OrderedDict()
 
 
-def apply() -> bool:
-    """Install the cache once; True when it is active."""
-    with _lock:
-        if _state["active"]:
-            return True
-        reason = pinned.refusal(DEFINITION_CACHE_ENV, "Step Functions definition cache")
-        if reason:
-            _state["reason"] = reason
-            return False
-        from localstack.services.stepfunctions.backend.execution_worker import ExecutionWorker
+def _install() -> None:
+    from localstack.services.stepfunctions.backend.execution_worker import ExecutionWorker
 
-        original = ExecutionWorker._get_evaluation_entrypoint
+    original = ExecutionWorker._get_evaluation_entrypoint
 
-        @functools.wraps(original)
-        def cached_evaluation_entrypoint(worker):
-            definition = worker._evaluation_details.state_machine_details.definition
-            with _lock:
-                program = _programs.get(definition)
-                if program is not None:
-                    _programs.move_to_end(definition)
-                    _state["hits"] += 1
-                    return program
-            program = original(worker)
-            _fill_heap_keys(program)
-            with _lock:
-                _programs[definition] = program
-                _state["misses"] += 1
-                while len(_programs) > MAX_DEFINITIONS:
-                    _programs.popitem(last=False)
-            return program
+    @functools.wraps(original)
+    def cached_evaluation_entrypoint(worker):
+        definition = worker._evaluation_details.state_machine_details.definition
+        with PATCH.lock:
+            program = _programs.get(definition)
+            if program is not None:
+                _programs.move_to_end(definition)
+                PATCH.state["hits"] += 1
+                return program
+        program = original(worker)
+        _fill_heap_keys(program)
+        with PATCH.lock:
+            _programs[definition] = program
+            PATCH.state["misses"] += 1
+            while len(_programs) > MAX_DEFINITIONS:
+                _programs.popitem(last=False)
+        return program
 
-        ExecutionWorker._get_evaluation_entrypoint = cached_evaluation_entrypoint
-        _state.update(active=True, reason="applied")
-        LOG.info("Step Functions definition cache active (each definition parsed once)")
-        return True
+    ExecutionWorker._get_evaluation_entrypoint = cached_evaluation_entrypoint
+
+
+PATCH = pinned.Patch("Step Functions definition cache (each definition parsed once)", DEFINITION_CACHE_ENV, _install,
+                     hits=0, misses=0)
+apply = PATCH.apply
 
 
 def _fill_heap_keys(program) -> None:
@@ -91,4 +79,4 @@ def _fill_heap_keys(program) -> None:
 
 
 def status() -> dict:
-    return {**_state, "definitions": len(_programs)}
+    return {**PATCH.status(), "definitions": len(_programs)}

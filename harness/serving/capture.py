@@ -49,6 +49,7 @@ from typing import IO, AbstractSet, Any, Callable, Iterable, Iterator
 
 from scones import contract
 from scones.errors import SconesError
+from scones.polling import poll_condition
 
 log = logging.getLogger("scones.capture")
 
@@ -386,12 +387,7 @@ class CaptureWriter:
 
     def wait_written(self, count: int, timeout_s: float = 30.0) -> bool:
         """Poll until `count` records are in S3 (tests and tools); False at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.counters.written_records >= count:
-                return True
-            time.sleep(0.02)
-        return self.counters.written_records >= count
+        return poll_condition(lambda: self.counters.written_records >= count, timeout_s, interval=0.02)
 
     # --- sync thread: fdatasync the open file, seal full or old files --------------------------
 
