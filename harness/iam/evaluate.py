@@ -217,7 +217,7 @@ def conditions_hold(condition: Mapping[str, Mapping[str, Any]] | None, context: 
 def _principal_matches(element: Any, principal: Principal | None) -> bool:
     if element == "*":
         return True
-    if principal is None or not isinstance(element, Mapping):
+    if principal is None or not isinstance(element, dict):
         return False
     names = {principal.arn, principal.account_id, f"arn:{principal.arn.split(':')[1]}:iam::{principal.account_id}:root"}
     if principal.role_arn:
@@ -259,12 +259,12 @@ def statements(policy: Mapping | str) -> list[Mapping]:
     import json
 
     document = json.loads(policy) if isinstance(policy, str) else policy
-    if not isinstance(document, Mapping) or "Statement" not in document:
+    if not isinstance(document, dict) or "Statement" not in document:
         raise PolicyError("a policy document is a JSON object with a Statement")
     found = document["Statement"]
     found = found if isinstance(found, list) else [found]
     for index, statement in enumerate(found):
-        if not isinstance(statement, Mapping) or statement.get("Effect") not in ("Allow", "Deny"):
+        if not isinstance(statement, dict) or statement.get("Effect") not in ("Allow", "Deny"):
             raise PolicyError(f"statement {index}: Effect must be Allow or Deny")
     return found
 
