@@ -1,0 +1,140 @@
+"""IAM enforced on a real LocalStack 4.14 (harness/iam/gateway.py): a function runs with its execution role's
+session, and what the role's policy (deploy/iam.py's, created in LocalStack's IAM) does not allow is denied as
+AWS denies it. Each test's docstring names its AWS source."""
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from scones.deploy import iam
+from scones.deploy.local import ACCOUNT_ID
+from scones.harness.iam.names import DENIALS_PATH, MODE_ENV
+from support import running_localstack, zip_of
+
+pytestmark = pytest.mark.e2e
+
+BUCKET = "scones-iam-test"
+FUNCTION = "serializeImageData"
+ROLE = "scones-iam-test-lambda-role"
+
+READER = '''
+import json, os, boto3
+from botocore.exceptions import ClientError
+
+def handler(event, context):
+    out = {"identity": boto3.client("sts").get_caller_identity()["Arn"],
+           "key_id_is_session": os.environ["AWS_ACCESS_KEY_ID"] != "test" and bool(os.environ.get("AWS_SESSION_TOKEN"))}
+    s3 = boto3.client("s3")
+    for name, call in (("allowed", lambda: s3.get_object(Bucket=event["bucket"], Key=event["allowed"])),
+                       ("outside", lambda: s3.put_object(Bucket=event["bucket"], Key=event["outside"], Body=b"x")),
+                       ("missing", lambda: s3.get_object(Bucket=event["bucket"], Key=event["missing"]))):
+        try:
+            call()
+            out[name] = "ok"
+        except ClientError as error:
+            out[name] = {"code": error.response["Error"]["Code"], "status": error.response["ResponseMetadata"]["HTTPStatusCode"],
+                         "message": error.response["Error"].get("Message", "")}
+    return out
+'''
+
+
+def _clients(url: str):
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    config = Config(read_timeout=120, retries={"max_attempts": 1})
+    return {name: session.client(name, endpoint_url=url, config=config) for name in ("iam", "s3", "lambda")}
+
+
+def _scope() -> iam.Scope:
+    return iam.Scope(partition="aws", region="us-east-1", account_id=ACCOUNT_ID, prefix="scones", bucket=BUCKET,
+                     endpoint_name="scones-endpoint", function_names=(FUNCTION,), image_repositories=())
+
+
+def _deploy(url: str) -> dict:
+    clients = _clients(url)
+    arn, _ = iam.ensure_role(clients["iam"], name=ROLE, trust=iam.trust_policy(iam.TRUSTED_SERVICE["lambda"]),
+                             policy=iam.lambda_policy(_scope()), tags={"scones:prefix": "scones"})
+    clients["s3"].create_bucket(Bucket=BUCKET)
+    clients["s3"].put_object(Bucket=BUCKET, Key="images/a.png", Body=b"png")
+    clients["lambda"].create_function(FunctionName=FUNCTION, Runtime="python3.12", Role=arn, Handler="reader.handler",
+                                      Code={"ZipFile": zip_of({"reader.py": READER})}, Timeout=30)
+    clients["lambda"].get_waiter("function_active_v2").wait(FunctionName=FUNCTION, WaiterConfig={"Delay": 0.5})
+    return clients
+
+
+def _run(clients) -> dict:
+    event = {"bucket": BUCKET, "allowed": "images/a.png", "outside": f"results/{uuid.uuid4().hex}.json",
+             "missing": "images/not-there.png"}
+    reply = clients["lambda"].invoke(FunctionName=FUNCTION, Payload=json.dumps(event))
+    result = json.loads(reply["Payload"].read())
+    assert "FunctionError" not in reply, result
+    return {**result, "event": event}
+
+
+@pytest.fixture(scope="module")
+def enforcing(tmp_path_factory):
+    with running_localstack(tmp_path_factory.mktemp("localstack-iam")) as instance:
+        yield instance, _deploy(instance.url)
+
+
+def test_function_calls_with_its_role_session_and_is_denied_outside_its_policy(enforcing):
+    """Lambda's execution role (docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html): the
+    function's credentials are a session of its role, named after the function
+    (arn:aws:sts::<account>:assumed-role/<role>/<function>). Outside the policy, S3 answers 403 AccessDenied with
+    IAM's message (IAM User Guide, troubleshoot_access-denied.html; S3 quotes the resource). A missing key
+    without s3:ListBucket answers 403 AccessDenied, not 404 (Amazon S3 API Reference, GetObject, Permissions:
+    "If you don't have the s3:ListBucket permission, Amazon S3 returns an HTTP status code 403 Access Denied")."""
+    instance, clients = enforcing
+    result = _run(clients)
+    session = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{ROLE}/{FUNCTION}"
+    assert result["identity"] == session and result["key_id_is_session"]
+    assert result["allowed"] == "ok"
+    outside = f"arn:aws:s3:::{BUCKET}/{result['event']['outside']}"
+    assert result["outside"] == {
+        "code": "AccessDenied", "status": 403,
+        "message": f'User: {session} is not authorized to perform: s3:PutObject on resource: "{outside}" '
+                   "because no identity-based policy allows the s3:PutObject action"}
+    assert result["missing"]["code"] == "AccessDenied" and result["missing"]["status"] == 403
+    with urllib.request.urlopen(f"{instance.url}{DENIALS_PATH}") as reply:
+        denials = json.loads(reply.read())
+    assert denials["mode"] == "enforce"
+    assert {(d["action"], d["role"]) for d in denials["denials"]} >= {("s3:PutObject", ROLE), ("s3:ListBucket", ROLE)}
+
+
+def test_user_credentials_stay_an_administrators(enforcing):
+    """The issue: requests with the user's own credentials (CLI, tests, notebooks) stay allowed."""
+    _, clients = enforcing
+    clients["s3"].put_object(Bucket=BUCKET, Key="results/by-the-user.json", Body=b"{}")
+    with pytest.raises(clients["s3"].exceptions.NoSuchKey):
+        clients["s3"].get_object(Bucket=BUCKET, Key="images/not-there.png")
+
+
+def test_a_statement_added_to_the_role_takes_effect_at_once(enforcing):
+    """IAM evaluates the role's current policies on each request (eventual consistency aside): granting
+    s3:ListBucket turns the missing key's 403 into 404 NoSuchKey (Amazon S3 API Reference, GetObject)."""
+    _, clients = enforcing
+    policy = iam.lambda_policy(_scope())
+    policy["Statement"].append({"Sid": "List", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}"})
+    clients["iam"].put_role_policy(RoleName=ROLE, PolicyName=iam.POLICY_NAME, PolicyDocument=json.dumps(policy))
+    try:
+        result = _run(clients)
+        assert result["missing"]["code"] == "NoSuchKey" and result["missing"]["status"] == 404
+    finally:
+        clients["iam"].put_role_policy(RoleName=ROLE, PolicyName=iam.POLICY_NAME,
+                                       PolicyDocument=json.dumps(iam.lambda_policy(_scope())))
+
+
+def test_report_mode_lets_through_and_lists(tmp_path):
+    """SCONES_IAM=report: what would be denied is listed and let through."""
+    with running_localstack(tmp_path, {MODE_ENV: "report"}) as instance:
+        clients = _deploy(instance.url)
+        result = _run(clients)
+        assert result["outside"] == "ok"
+        with urllib.request.urlopen(f"{instance.url}{DENIALS_PATH}") as reply:
+            denials = json.loads(reply.read())
+        assert denials["mode"] == "report"
+        assert any(d["action"] == "s3:PutObject" and not d["enforced"] for d in denials["denials"])
