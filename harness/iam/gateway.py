@@ -179,10 +179,20 @@ class IamChecks:
             code, status = DENIED_AS.get(service, DEFAULT_DENIED_AS)
             raise CommonServiceException(code, message, status_code=status, sender_fault=True)
 
-    @route(DENIALS_PATH, methods=["GET"])
-    def list_denials(self, request: Request) -> dict:
+    def listing(self) -> dict:
         with self._lock:
             return {"mode": self.mode, "denials": list(self.denials)}
+
+
+class DenialsRoute:
+    """`GET /_scones/iam/denials` (a router needs an object that is not itself a handler)."""
+
+    def __init__(self, checks: IamChecks) -> None:
+        self.checks = checks
+
+    @route(DENIALS_PATH, methods=["GET"])
+    def list_denials(self, request: Request) -> dict:
+        return self.checks.listing()
 
 
 def mode_from_environment() -> str:
@@ -204,6 +214,6 @@ def install_iam_checks() -> None:
     from localstack.services.edge import ROUTER
 
     checks = IamChecks(mode)
-    ROUTER.add(checks)
+    ROUTER.add(DenialsRoute(checks))
     serve_custom_service_request_handlers.handlers.insert(0, checks)
     LOG.info("IAM checks installed (%s=%s)", MODE_ENV, mode)
