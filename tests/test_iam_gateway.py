@@ -138,3 +138,36 @@ def test_report_mode_lets_through_and_lists(tmp_path):
             denials = json.loads(reply.read())
         assert denials["mode"] == "report"
         assert any(d["action"] == "s3:PutObject" and not d["enforced"] for d in denials["denials"])
+
+
+def test_a_statement_removed_from_deploy_iam_fails_the_real_function_naming_the_action(enforcing):
+    """The issue's must-show: serializeImageData (the project's own code and zip) under deploy/iam.py's Lambda
+    policy reads its image; with the ReadImages statement removed, the same call fails and the error the
+    workflow would show names s3:GetObject, worded as IAM words it (troubleshoot_access-denied.html)."""
+    from scones.deploy.packaging import build_zip, function_spec
+
+    _, clients = enforcing
+    spec = function_spec("serializeImageData")
+    name, role = f"serializeImageData-{uuid.uuid4().hex[:6]}", f"scones-iam-test-{uuid.uuid4().hex[:6]}"
+    full = iam.lambda_policy(_scope())
+    without = {**full, "Statement": [s for s in full["Statement"] if s["Sid"] != "ReadImages"]}
+    arn, _ = iam.ensure_role(clients["iam"], name=role, trust=iam.trust_policy(iam.TRUSTED_SERVICE["lambda"]),
+                             policy=full, tags={"scones:prefix": "scones"})
+    clients["lambda"].create_function(FunctionName=name, Runtime=spec.runtime, Role=arn, Handler=spec.handler,
+                                      Code={"ZipFile": build_zip(spec)}, Timeout=30)
+    clients["lambda"].get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5})
+    event = json.dumps({"s3_bucket": BUCKET, "s3_key": "images/a.png"})
+
+    def invoke() -> tuple[dict, str | None]:
+        reply = clients["lambda"].invoke(FunctionName=name, Payload=event)
+        return json.loads(reply["Payload"].read()), reply.get("FunctionError")
+
+    result, error = invoke()
+    # The object is not a real PNG: reading it was allowed, the handler then refuses its bytes.
+    assert error == "Unhandled" and result["errorType"] == "NotAnImage", result
+    clients["iam"].put_role_policy(RoleName=role, PolicyName=iam.POLICY_NAME, PolicyDocument=json.dumps(without))
+    result, error = invoke()
+    assert error == "Unhandled" and result["errorType"] == "ImageReadFailed", result
+    assert (f"is not authorized to perform: s3:GetObject on resource: \"arn:aws:s3:::{BUCKET}/images/a.png\" "
+            "because no identity-based policy allows the s3:GetObject action") in result["errorMessage"]
+    assert f"assumed-role/{role}/{name}" in result["errorMessage"]
