@@ -171,3 +171,25 @@ def test_a_statement_removed_from_deploy_iam_fails_the_real_function_naming_the_
     assert (f"is not authorized to perform: s3:GetObject on resource: \"arn:aws:s3:::{BUCKET}/images/a.png\" "
             "because no identity-based policy allows the s3:GetObject action") in result["errorMessage"]
     assert f"assumed-role/{role}/{name}" in result["errorMessage"]
+
+
+def test_the_bucket_policy_counts_allow_and_deny(enforcing):
+    """reference_policies_evaluation-logic_policy-eval-basics.html: within one account a resource-based policy's
+    Allow suffices although no identity-based policy allows; an explicit Deny in either denies, worded "with an
+    explicit deny in a resource-based policy" (troubleshoot_access-denied.html)."""
+    _, clients = enforcing
+    role_arn = f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE}"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "RoleWritesResults", "Effect": "Allow", "Principal": {"AWS": role_arn}, "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{BUCKET}/results/*"},
+        {"Sid": "NobodyReadsImages", "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{BUCKET}/images/*"},
+    ]}
+    clients["s3"].put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
+    try:
+        result = _run(clients)
+    finally:
+        clients["s3"].delete_bucket_policy(Bucket=BUCKET)
+    assert result["outside"] == "ok"
+    assert result["allowed"]["code"] == "AccessDenied" and result["allowed"]["status"] == 403
+    assert result["allowed"]["message"].endswith("with an explicit deny in a resource-based policy")
