@@ -14,7 +14,7 @@ from botocore.config import Config
 from scones.deploy import iam
 from scones.deploy.local import ACCOUNT_ID
 from scones.harness.iam.names import DENIALS_PATH, MODE_ENV
-from support import running_localstack, zip_of
+from support import poll, running_localstack, zip_of
 
 pytestmark = pytest.mark.e2e
 
@@ -193,3 +193,38 @@ def test_the_bucket_policy_counts_allow_and_deny(enforcing):
     assert result["outside"] == "ok"
     assert result["allowed"]["code"] == "AccessDenied" and result["allowed"]["status"] == 403
     assert result["allowed"]["message"].endswith("with an explicit deny in a resource-based policy")
+
+
+def test_the_workflow_role_may_invoke_only_its_functions(enforcing):
+    """deploy/iam.py states_policy: Step Functions calls Lambda with its role's session (Step Functions developer
+    guide, "How Step Functions works with IAM": the state machine's execution role), so a Task on a function the
+    role does not name fails the execution, and the cause names lambda:InvokeFunction."""
+    _, clients = enforcing
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    sfn = session.client("stepfunctions", endpoint_url=clients["s3"].meta.endpoint_url)
+    role = f"scones-iam-test-states-{uuid.uuid4().hex[:6]}"
+    scope = _scope()   # names FUNCTION only
+    arn, _ = iam.ensure_role(clients["iam"], name=role, trust=iam.trust_policy(iam.TRUSTED_SERVICE["states"]),
+                             policy=iam.states_policy(scope), tags={"scones:prefix": "scones"})
+    other = f"notInThePolicy-{uuid.uuid4().hex[:6]}"
+    clients["lambda"].create_function(FunctionName=other, Runtime="python3.12", Role=arn, Handler="echo.handler",
+                                      Code={"ZipFile": zip_of({"echo.py": "def handler(event, context):\n    return event\n"})})
+    clients["lambda"].get_waiter("function_active_v2").wait(FunctionName=other, WaiterConfig={"Delay": 0.5})
+
+    def run(function: str) -> dict:
+        definition = {"StartAt": "Call", "States": {"Call": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True,
+            "Parameters": {"FunctionName": scope.function_arn(function), "Payload.$": "$"}}}}
+        machine = sfn.create_state_machine(name=f"iam-{uuid.uuid4().hex[:8]}", definition=json.dumps(definition),
+                                           roleArn=arn)["stateMachineArn"]
+        execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps({
+            "bucket": BUCKET, "allowed": "images/a.png", "outside": "results/x.json", "missing": "images/none.png"}))
+        return poll(lambda: (lambda d: d if d["status"] != "RUNNING" else None)(
+            sfn.describe_execution(executionArn=execution["executionArn"])), timeout=60, what="the execution to end")
+
+    assert run(FUNCTION)["status"] == "SUCCEEDED"
+    failed = run(other)
+    assert failed["status"] == "FAILED"
+    history = sfn.get_execution_history(executionArn=failed["executionArn"])["events"]
+    causes = " ".join(json.dumps(event, default=str) for event in history)
+    assert f"assumed-role/{role}/" in causes and "lambda:InvokeFunction" in causes, causes[-2000:]
