@@ -1,6 +1,6 @@
 """Cost of one IAM check on LocalStack's gateway (harness/iam): map the request, evaluate the role's policies.
 
-    .venv/bin/python benchmarks/iam_check.py [--requests 20000] [--repeats 5]
+    .venv/bin/python benchmarks/iam_check.py [--requests 20000] [--repeats 5] [--gateway 300]
 
 Target (issue 22): <= 1 ms per checked request. Measured in-process on the very policies deploy/iam.py gives
 each role, over the operations our functions call (allowed and denied ones alike):
@@ -8,6 +8,9 @@ each role, over the operations our functions call (allowed and denied ones alike
   map + evaluate    what the gateway handler does per request, less the dictionary look-ups of the session
                     and the role's stored policies
   baseline          the same loop calling a no-op instead (the loop's and the call's own cost), same run
+With --gateway N: two LocalStacks started in this run, SCONES_IAM=enforce and SCONES_IAM=off, each answering N
+HeadObject calls made with an assumed role's session (deploy/iam.py's Lambda policy): the median per request
+through the real gateway, with and without the check.
 """
 from __future__ import annotations
 
@@ -63,10 +66,51 @@ def per_request_us(function, requests: int) -> float:
     return (time.perf_counter() - start) / requests * 1e6
 
 
+def _role_session_s3(url: str):
+    import json
+
+    import boto3
+
+    admin = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    iam_client = admin.client("iam", endpoint_url=url)
+    role = iam_client.create_role(RoleName="bench-lambda-role", AssumeRolePolicyDocument=json.dumps(
+        iam.trust_policy(iam.TRUSTED_SERVICE["lambda"])))["Role"]["Arn"]
+    iam_client.put_role_policy(RoleName="bench-lambda-role", PolicyName=iam.POLICY_NAME, PolicyDocument=json.dumps(LAMBDA))
+    admin.client("s3", endpoint_url=url).create_bucket(Bucket=SCOPE.bucket)
+    admin.client("s3", endpoint_url=url).put_object(Bucket=SCOPE.bucket, Key="k", Body=b"x")
+    credentials = admin.client("sts", endpoint_url=url).assume_role(RoleArn=role, RoleSessionName="classifyImage")["Credentials"]
+    return boto3.Session(aws_access_key_id=credentials["AccessKeyId"], aws_secret_access_key=credentials["SecretAccessKey"],
+                         aws_session_token=credentials["SessionToken"], region_name="us-east-1").client("s3", endpoint_url=url)
+
+
+def gateway_medians(requests: int) -> dict[str, float]:
+    """Both LocalStacks run at once and the calls alternate, so load on the machine hits both alike."""
+    import contextlib
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from scones.harness.iam.names import MODE_ENV
+    from support import running_localstack
+
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for mode in ("enforce", "off"):
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            clients[mode] = _role_session_s3(stack.enter_context(running_localstack(home, {MODE_ENV: mode})).url)
+        timings: dict[str, list[float]] = {mode: [] for mode in clients}
+        for _ in range(requests):
+            for mode, s3 in clients.items():
+                start = time.perf_counter()
+                s3.head_object(Bucket=SCOPE.bucket, Key="k")
+                timings[mode].append(time.perf_counter() - start)
+    return {mode: statistics.median(values[requests // 10:]) * 1e3 for mode, values in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--gateway", type=int, default=0, metavar="N", help="also time N HeadObject calls through LocalStack")
     args = parser.parse_args()
     for function in (check, map_only, nothing):       # warm the caches (compiled wildcards)
         per_request_us(function, 1000)
@@ -78,6 +122,12 @@ def main() -> None:
         print(f"  {name:18s} {results[name]:8.2f} us")
     cost = results["map + evaluate"] - results["baseline (no-op)"]
     print(f"cost per checked request: {cost:.2f} us (target <= 1000 us): {'met' if cost <= 1000 else 'NOT met'}")
+    if args.gateway:
+        medians = gateway_medians(args.gateway)
+        print(f"through LocalStack's gateway, HeadObject with a role session, two stacks alternating, "
+              f"median of {args.gateway} each (first 10% dropped):")
+        print(f"  SCONES_IAM=enforce {medians['enforce']:.2f} ms   SCONES_IAM=off {medians['off']:.2f} ms   "
+              f"difference {medians['enforce'] - medians['off']:+.2f} ms")
 
 
 if __name__ == "__main__":
