@@ -38,7 +38,7 @@ from localstack.utils.aws.request_context import extract_access_key_id_from_auth
 from rolo import Request, route
 
 from scones.harness.iam.actions import Check, Where, checks_for
-from scones.harness.iam.evaluate import Principal, Result, denial_message, evaluate
+from scones.harness.iam.evaluate import PolicyError, Principal, Result, denial_message, evaluate
 from scones.harness.iam.evaluate import Request as IamRequest
 from scones.harness.iam.names import DEFAULT_MODE, DENIALS_PATH, MODE_ENV, MODES
 
@@ -110,6 +110,21 @@ class IamChecks:
     def __call__(self, chain: HandlerChain, context: RequestContext, response: Response) -> None:
         if context.service is None or context.operation is None:
             return
+        try:
+            self.check(context)
+        except CommonServiceException:
+            raise
+        except PolicyError as error:
+            # IAM refuses such a document at PutRolePolicy; LocalStack stored it: say so instead of guessing.
+            code, status = DENIED_AS.get(context.service.service_name, DEFAULT_DENIED_AS)
+            raise CommonServiceException(code, f"IAM check: a policy of the caller's role is malformed: {error}",
+                                         status_code=status, sender_fault=True) from None
+        except Exception:
+            # A request our table cannot read (a parameter shape we did not foresee) must not become a 500.
+            LOG.exception("IAM check of %s %s failed: not checked", context.service.service_name, context.operation.name)
+
+    def check(self, context: RequestContext) -> None:
+        assert context.service is not None and context.operation is not None
         access_key_id = extract_access_key_id_from_auth_header(context.request.headers)
         if not access_key_id:
             return
