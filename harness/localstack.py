@@ -37,6 +37,7 @@ import scones
 from scones import settings
 from scones.errors import SconesError
 from scones.harness import processes
+from scones.harness.iam import names as iam_names
 from scones.harness.lambda_executor import sandbox
 from scones.harness.lambda_executor.names import (
     CLIENT_CACHE_ENV,
@@ -202,7 +203,7 @@ def _register_executor(python: Path) -> None:
     files = {
         "METADATA": f"Metadata-Version: 2.1\nName: {_DIST_NAME.replace('_', '-')}\nVersion: {_DIST_VERSION}\n"
                     "Summary: Scones: LocalStack Lambda runtime executor running environments as local processes\n",
-        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n{FAULTS_HOOK}\n",
+        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n{FAULTS_HOOK}\n{iam_names.HOOK}\n",
         "INSTALLER": "scones\n",
     }
     for name, text in files.items():
@@ -414,7 +415,7 @@ class LocalStack:
             # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
             "IN_MEMORY_CLIENT": "1",
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
-            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV) if key in os.environ},
+            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV, iam_names.MODE_ENV) if key in os.environ},
         }
         env.update(self.extra_env)
         return env

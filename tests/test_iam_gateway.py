@@ -1,0 +1,230 @@
+"""IAM enforced on a real LocalStack 4.14 (harness/iam/gateway.py): a function runs with its execution role's
+session, and what the role's policy (deploy/iam.py's, created in LocalStack's IAM) does not allow is denied as
+AWS denies it. Each test's docstring names its AWS source."""
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from scones.deploy import iam
+from scones.deploy.local import ACCOUNT_ID
+from scones.harness.iam.names import DENIALS_PATH, MODE_ENV
+from support import poll, running_localstack, zip_of
+
+pytestmark = pytest.mark.e2e
+
+BUCKET = "scones-iam-test"
+FUNCTION = "serializeImageData"
+ROLE = "scones-iam-test-lambda-role"
+
+READER = '''
+import json, os, boto3
+from botocore.exceptions import ClientError
+
+def handler(event, context):
+    out = {"identity": boto3.client("sts").get_caller_identity()["Arn"],
+           "key_id_is_session": os.environ["AWS_ACCESS_KEY_ID"] != "test" and bool(os.environ.get("AWS_SESSION_TOKEN"))}
+    s3 = boto3.client("s3")
+    for name, call in (("allowed", lambda: s3.get_object(Bucket=event["bucket"], Key=event["allowed"])),
+                       ("outside", lambda: s3.put_object(Bucket=event["bucket"], Key=event["outside"], Body=b"x")),
+                       ("missing", lambda: s3.get_object(Bucket=event["bucket"], Key=event["missing"]))):
+        try:
+            call()
+            out[name] = "ok"
+        except ClientError as error:
+            out[name] = {"code": error.response["Error"]["Code"], "status": error.response["ResponseMetadata"]["HTTPStatusCode"],
+                         "message": error.response["Error"].get("Message", "")}
+    return out
+'''
+
+
+def _clients(url: str):
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    config = Config(read_timeout=120, retries={"max_attempts": 1})
+    return {name: session.client(name, endpoint_url=url, config=config) for name in ("iam", "s3", "lambda")}
+
+
+def _scope() -> iam.Scope:
+    return iam.Scope(partition="aws", region="us-east-1", account_id=ACCOUNT_ID, prefix="scones", bucket=BUCKET,
+                     endpoint_name="scones-endpoint", function_names=(FUNCTION,), image_repositories=())
+
+
+def _deploy(url: str) -> dict:
+    clients = _clients(url)
+    arn, _ = iam.ensure_role(clients["iam"], name=ROLE, trust=iam.trust_policy(iam.TRUSTED_SERVICE["lambda"]),
+                             policy=iam.lambda_policy(_scope()), tags={"scones:prefix": "scones"})
+    clients["s3"].create_bucket(Bucket=BUCKET)
+    clients["s3"].put_object(Bucket=BUCKET, Key="images/a.png", Body=b"png")
+    clients["lambda"].create_function(FunctionName=FUNCTION, Runtime="python3.12", Role=arn, Handler="reader.handler",
+                                      Code={"ZipFile": zip_of({"reader.py": READER})}, Timeout=30)
+    clients["lambda"].get_waiter("function_active_v2").wait(FunctionName=FUNCTION, WaiterConfig={"Delay": 0.5})
+    return clients
+
+
+def _run(clients) -> dict:
+    event = {"bucket": BUCKET, "allowed": "images/a.png", "outside": f"results/{uuid.uuid4().hex}.json",
+             "missing": "images/not-there.png"}
+    reply = clients["lambda"].invoke(FunctionName=FUNCTION, Payload=json.dumps(event))
+    result = json.loads(reply["Payload"].read())
+    assert "FunctionError" not in reply, result
+    return {**result, "event": event}
+
+
+@pytest.fixture(scope="module")
+def enforcing(tmp_path_factory):
+    with running_localstack(tmp_path_factory.mktemp("localstack-iam")) as instance:
+        yield instance, _deploy(instance.url)
+
+
+def test_function_calls_with_its_role_session_and_is_denied_outside_its_policy(enforcing):
+    """Lambda's execution role (docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html): the
+    function's credentials are a session of its role, named after the function
+    (arn:aws:sts::<account>:assumed-role/<role>/<function>). Outside the policy, S3 answers 403 AccessDenied with
+    IAM's message (IAM User Guide, troubleshoot_access-denied.html; S3 quotes the resource). A missing key
+    without s3:ListBucket answers 403 AccessDenied, not 404 (Amazon S3 API Reference, GetObject, Permissions:
+    "If you don't have the s3:ListBucket permission, Amazon S3 returns an HTTP status code 403 Access Denied")."""
+    instance, clients = enforcing
+    result = _run(clients)
+    session = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{ROLE}/{FUNCTION}"
+    assert result["identity"] == session and result["key_id_is_session"]
+    assert result["allowed"] == "ok"
+    outside = f"arn:aws:s3:::{BUCKET}/{result['event']['outside']}"
+    assert result["outside"] == {
+        "code": "AccessDenied", "status": 403,
+        "message": f'User: {session} is not authorized to perform: s3:PutObject on resource: "{outside}" '
+                   "because no identity-based policy allows the s3:PutObject action"}
+    assert result["missing"]["code"] == "AccessDenied" and result["missing"]["status"] == 403
+    with urllib.request.urlopen(f"{instance.url}{DENIALS_PATH}") as reply:
+        denials = json.loads(reply.read())
+    assert denials["mode"] == "enforce"
+    assert {(d["action"], d["role"]) for d in denials["denials"]} >= {("s3:PutObject", ROLE), ("s3:ListBucket", ROLE)}
+
+
+def test_user_credentials_stay_an_administrators(enforcing):
+    """The issue: requests with the user's own credentials (CLI, tests, notebooks) stay allowed."""
+    _, clients = enforcing
+    clients["s3"].put_object(Bucket=BUCKET, Key="results/by-the-user.json", Body=b"{}")
+    with pytest.raises(clients["s3"].exceptions.NoSuchKey):
+        clients["s3"].get_object(Bucket=BUCKET, Key="images/not-there.png")
+
+
+def test_a_statement_added_to_the_role_takes_effect_at_once(enforcing):
+    """IAM evaluates the role's current policies on each request (eventual consistency aside): granting
+    s3:ListBucket turns the missing key's 403 into 404 NoSuchKey (Amazon S3 API Reference, GetObject)."""
+    _, clients = enforcing
+    policy = iam.lambda_policy(_scope())
+    policy["Statement"].append({"Sid": "List", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}"})
+    clients["iam"].put_role_policy(RoleName=ROLE, PolicyName=iam.POLICY_NAME, PolicyDocument=json.dumps(policy))
+    try:
+        result = _run(clients)
+        assert result["missing"]["code"] == "NoSuchKey" and result["missing"]["status"] == 404
+    finally:
+        clients["iam"].put_role_policy(RoleName=ROLE, PolicyName=iam.POLICY_NAME,
+                                       PolicyDocument=json.dumps(iam.lambda_policy(_scope())))
+
+
+def test_report_mode_lets_through_and_lists(tmp_path):
+    """SCONES_IAM=report: what would be denied is listed and let through."""
+    with running_localstack(tmp_path, {MODE_ENV: "report"}) as instance:
+        clients = _deploy(instance.url)
+        result = _run(clients)
+        assert result["outside"] == "ok"
+        with urllib.request.urlopen(f"{instance.url}{DENIALS_PATH}") as reply:
+            denials = json.loads(reply.read())
+        assert denials["mode"] == "report"
+        assert any(d["action"] == "s3:PutObject" and not d["enforced"] for d in denials["denials"])
+
+
+def test_a_statement_removed_from_deploy_iam_fails_the_real_function_naming_the_action(enforcing):
+    """The issue's must-show: serializeImageData (the project's own code and zip) under deploy/iam.py's Lambda
+    policy reads its image; with the ReadImages statement removed, the same call fails and the error the
+    workflow would show names s3:GetObject, worded as IAM words it (troubleshoot_access-denied.html)."""
+    from scones.deploy.packaging import build_zip, function_spec
+
+    _, clients = enforcing
+    spec = function_spec("serializeImageData")
+    name, role = f"serializeImageData-{uuid.uuid4().hex[:6]}", f"scones-iam-test-{uuid.uuid4().hex[:6]}"
+    full = iam.lambda_policy(_scope())
+    without = {**full, "Statement": [s for s in full["Statement"] if s["Sid"] != "ReadImages"]}
+    arn, _ = iam.ensure_role(clients["iam"], name=role, trust=iam.trust_policy(iam.TRUSTED_SERVICE["lambda"]),
+                             policy=full, tags={"scones:prefix": "scones"})
+    clients["lambda"].create_function(FunctionName=name, Runtime=spec.runtime, Role=arn, Handler=spec.handler,
+                                      Code={"ZipFile": build_zip(spec)}, Timeout=30)
+    clients["lambda"].get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5})
+    event = json.dumps({"s3_bucket": BUCKET, "s3_key": "images/a.png"})
+
+    def invoke() -> tuple[dict, str | None]:
+        reply = clients["lambda"].invoke(FunctionName=name, Payload=event)
+        return json.loads(reply["Payload"].read()), reply.get("FunctionError")
+
+    result, error = invoke()
+    # The object is not a real PNG: reading it was allowed, the handler then refuses its bytes.
+    assert error == "Unhandled" and result["errorType"] == "NotAnImage", result
+    clients["iam"].put_role_policy(RoleName=role, PolicyName=iam.POLICY_NAME, PolicyDocument=json.dumps(without))
+    result, error = invoke()
+    assert error == "Unhandled" and result["errorType"] == "ImageReadFailed", result
+    assert (f"is not authorized to perform: s3:GetObject on resource: \"arn:aws:s3:::{BUCKET}/images/a.png\" "
+            "because no identity-based policy allows the s3:GetObject action") in result["errorMessage"]
+    assert f"assumed-role/{role}/{name}" in result["errorMessage"]
+
+
+def test_the_bucket_policy_counts_allow_and_deny(enforcing):
+    """reference_policies_evaluation-logic_policy-eval-basics.html: within one account a resource-based policy's
+    Allow suffices although no identity-based policy allows; an explicit Deny in either denies, worded "with an
+    explicit deny in a resource-based policy" (troubleshoot_access-denied.html)."""
+    _, clients = enforcing
+    role_arn = f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE}"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "RoleWritesResults", "Effect": "Allow", "Principal": {"AWS": role_arn}, "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{BUCKET}/results/*"},
+        {"Sid": "NobodyReadsImages", "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{BUCKET}/images/*"},
+    ]}
+    clients["s3"].put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
+    try:
+        result = _run(clients)
+    finally:
+        clients["s3"].delete_bucket_policy(Bucket=BUCKET)
+    assert result["outside"] == "ok"
+    assert result["allowed"]["code"] == "AccessDenied" and result["allowed"]["status"] == 403
+    assert result["allowed"]["message"].endswith("with an explicit deny in a resource-based policy")
+
+
+def test_the_workflow_role_may_invoke_only_its_functions(enforcing):
+    """deploy/iam.py states_policy: Step Functions calls Lambda with its role's session (Step Functions developer
+    guide, "How Step Functions works with IAM": the state machine's execution role), so a Task on a function the
+    role does not name fails the execution, and the cause names lambda:InvokeFunction."""
+    _, clients = enforcing
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    sfn = session.client("stepfunctions", endpoint_url=clients["s3"].meta.endpoint_url)
+    role = f"scones-iam-test-states-{uuid.uuid4().hex[:6]}"
+    scope = _scope()   # names FUNCTION only
+    arn, _ = iam.ensure_role(clients["iam"], name=role, trust=iam.trust_policy(iam.TRUSTED_SERVICE["states"]),
+                             policy=iam.states_policy(scope), tags={"scones:prefix": "scones"})
+    other = f"notInThePolicy-{uuid.uuid4().hex[:6]}"
+    clients["lambda"].create_function(FunctionName=other, Runtime="python3.12", Role=arn, Handler="echo.handler",
+                                      Code={"ZipFile": zip_of({"echo.py": "def handler(event, context):\n    return event\n"})})
+    clients["lambda"].get_waiter("function_active_v2").wait(FunctionName=other, WaiterConfig={"Delay": 0.5})
+
+    def run(function: str) -> dict:
+        definition = {"StartAt": "Call", "States": {"Call": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True,
+            "Parameters": {"FunctionName": scope.function_arn(function), "Payload.$": "$"}}}}
+        machine = sfn.create_state_machine(name=f"iam-{uuid.uuid4().hex[:8]}", definition=json.dumps(definition),
+                                           roleArn=arn)["stateMachineArn"]
+        execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps({
+            "bucket": BUCKET, "allowed": "images/a.png", "outside": "results/x.json", "missing": "images/none.png"}))
+        return poll(lambda: (lambda d: d if d["status"] != "RUNNING" else None)(
+            sfn.describe_execution(executionArn=execution["executionArn"])), timeout=60, what="the execution to end")
+
+    assert run(FUNCTION)["status"] == "SUCCEEDED"
+    failed = run(other)
+    assert failed["status"] == "FAILED"
+    history = sfn.get_execution_history(executionArn=failed["executionArn"])["events"]
+    causes = " ".join(json.dumps(event, default=str) for event in history)
+    assert f"assumed-role/{role}/" in causes and "lambda:InvokeFunction" in causes, causes[-2000:]
