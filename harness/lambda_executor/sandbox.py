@@ -344,13 +344,18 @@ def _sandbox_argv(method: str, tool: str, layout: Layout, runtime_command: list[
 def _bwrap_argv(bwrap: str, layout: Layout, runtime_command: list[str]) -> list[str]:
     argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    empty = []
+    empty: list[str] = []
     for kind, source, target in layout.mounts():
         if kind == "empty":
             argv += ["--tmpfs", target]
             empty.append(target)
-        else:
-            argv += ["--bind" if kind == "rw" else "--ro-bind", str(source), target]
+            continue
+        for folder in empty:
+            # bubblewrap makes the folders leading to a mount point 0700, which uid 993 cannot cross
+            if _under(target, folder) and target != folder:
+                for parent in reversed(Path(target).relative_to(folder).parents[:-1]):
+                    argv += ["--perms", "0755", "--dir", str(Path(folder) / parent)]
+        argv += ["--bind" if kind == "rw" else "--ro-bind", str(source), target]
     for target in empty:  # after the mounts inside them: they need their mount points
         argv += ["--remount-ro", target]
     argv += ["--chdir", TASK_ROOT]
