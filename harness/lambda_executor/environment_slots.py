@@ -39,20 +39,22 @@ class Slots:
         self.total = total
         self._clock = clock
         self._changed = threading.Condition()
-        self._holders: dict[Holder, Hashable] = {}
+        self._holders: dict[object, tuple[Holder, Hashable]] = {}   # slot -> (its environment, its function)
         self.evictions = 0
         self.waits = 0
 
-    def acquire(self, holder: Holder, function: Hashable, timeout_s: float = SLOT_WAIT_S) -> None:
+    def acquire(self, holder: Holder, function: Hashable, timeout_s: float = SLOT_WAIT_S) -> object:
+        """A slot for one sandbox of `holder` (hand it back to release() when that sandbox has ended)."""
         deadline = self._clock() + timeout_s
         waited = False
         while True:
             with self._changed:
-                same = [other for other, owner in self._holders.items() if owner == function]
+                same = [other for other, owner in self._holders.values() if owner == function]
                 if len(self._holders) < self.total and len(same) < self.per_function:
-                    self._holders[holder] = function
-                    return
-                pool = same if len(same) >= self.per_function else list(self._holders)
+                    slot = object()
+                    self._holders[slot] = (holder, function)
+                    return slot
+                pool = same if len(same) >= self.per_function else [other for other, _ in self._holders.values()]
                 victims = sorted((other for other in pool if other is not holder), key=lambda other: other.last_used)
             if any(victim.evict_if_idle() for victim in victims):
                 self.evictions += 1
@@ -75,9 +77,9 @@ class Slots:
             self._changed.wait(min(remaining, 1.0))
             return True
 
-    def release(self, holder: Holder) -> None:
+    def release(self, slot: object) -> None:
         with self._changed:
-            self._holders.pop(holder, None)
+            self._holders.pop(slot, None)
             self._changed.notify_all()
 
     def stats(self) -> dict:

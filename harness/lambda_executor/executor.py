@@ -105,8 +105,9 @@ def _error(request_id: str, error_type: str, message: str) -> bytes:
 class _Incarnation:
     """One process of the environment, from spawn to exit: how its init ended and its invoke in flight."""
 
-    def __init__(self, process: subprocess.Popen, started: float):
+    def __init__(self, process: subprocess.Popen, started: float, slot: object):
         self.process = process
+        self.slot = slot   # its place among the live environments (environment_slots.py)
         self.started = started
         self.settled = threading.Event()      # init ended: ready, init error, exit or (set by us) timeout
         self.ready = False
@@ -235,15 +236,15 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
                                         stderr=subprocess.STDOUT, process_group=0)
 
         try:
-            SLOTS.acquire(self, self.function_version.id.qualified_arn())
+            slot = SLOTS.acquire(self, self.function_version.id.qualified_arn())
         except NoFreeSlot as exc:
             raise LambdaRuntimeException(str(exc)) from None
         try:
             process = _SPAWNER.submit(popen).result()
         except BaseException:
-            SLOTS.release(self)
+            SLOTS.release(slot)
             raise
-        incarnation = _Incarnation(process, started)
+        incarnation = _Incarnation(process, started, slot)
         self._current = incarnation
         LOG.debug("Started execution environment %s of %s as PID %s", self.id,
                   self.function_version.qualified_arn, process.pid)
@@ -259,7 +260,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
     def _watch(self, incarnation: _Incarnation) -> None:
         """Settle a pending init or invoke as soon as the process exits on its own."""
         code = incarnation.process.wait()
-        SLOTS.release(self)
+        SLOTS.release(incarnation.slot)
         incarnation.settled.set()
         future = incarnation.result
         if future is not None and not future.done():
