@@ -342,8 +342,8 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             logs = self._pending_init_log
             self._pending_init_log = ""
             incarnation = self._current
-            fresh = incarnation is None or not incarnation.ready or incarnation.process.poll() is not None
-            if fresh:
+            clock: ChargedClock | None = None
+            if incarnation is None or not incarnation.ready or incarnation.process.poll() is not None:
                 # AWS's suppressed init: init runs again inside this invoke, under its timeout.
                 if incarnation is not None:
                     self._kill(incarnation, graceful=False)
@@ -366,9 +366,8 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
                 invoked_function_arn=payload.get("invoked-function-arn", ""),
                 deadline_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
                 trace_id=payload.get("trace-id") or ""))
-            # The clock of a suppressed init goes on: init and handler share the function's timeout.
-            clock = clock if fresh else ChargedClock(incarnation.process.pid, new_process=False,
-                                                     runtime=incarnation.runtime_pid)
+            if clock is None:   # else the clock of a suppressed init goes on: init and handler share the timeout
+                clock = ChargedClock(incarnation.process.pid, new_process=False, runtime=incarnation.runtime_pid)
             try:
                 if not wait_charged(clock, timeout_s, lambda seconds: _done_within(future, seconds)):
                     _counts["timeouts"] += 1

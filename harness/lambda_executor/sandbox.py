@@ -53,7 +53,7 @@ MiB = 1024 * 1024
 # hold the host's secrets (/root, /home), sockets (/run) and state (/var).
 EMPTY_FOLDERS = ("/var", "/opt", "/root", "/home", "/run")
 # The host's mounts the sandbox builds itself or never shows.
-OWN_MOUNTS = ("/proc", "/sys", "/dev", "/tmp", *EMPTY_FOLDERS)
+OWN_MOUNTS: tuple[str, ...] = ("/proc", "/sys", "/dev", "/tmp", *EMPTY_FOLDERS)
 # Never hidden, whatever a setting says: a sandbox without them runs nothing.
 SYSTEM_FOLDERS = ("/usr", "/etc", "/bin", "/lib")
 DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -286,7 +286,7 @@ class Layout:
 
     def mounts(self) -> list[tuple[str, str | None, str]]:
         """(kind, host source, sandbox path) in mount order; kind is "rw", "ro" or "empty" (read-only)."""
-        replaced = ("/tmp", *EMPTY_FOLDERS)
+        replaced: list[str | Path] = ["/tmp", *EMPTY_FOLDERS]
         ops: list[tuple[str, str | None, str]] = [("rw", str(self.tmp_dir), "/tmp")]
         ops += [("empty", None, folder) for folder in EMPTY_FOLDERS if not (folder == LAYERS_ROOT and self.layers_dir)]
         if self.layers_dir is not None:
@@ -302,7 +302,7 @@ class Layout:
             if _under(folder, "/tmp"):
                 raise ValueError(f"{folder} (the Lambda runtime's Python) lies under /tmp, which the sandbox "
                                  "replaces with the function's own empty /tmp: install that Python elsewhere")
-            if any(_under(folder, root) for root in (*replaced, *hidden)):
+            if any(_under(folder, root) for root in [*replaced, *hidden]):
                 ops.append(("ro", str(folder), str(folder)))
         return ops
 
