@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -234,7 +235,7 @@ def test_layers_merge_in_order_later_ones_win(method, layout, tmp_path):
 def test_past_its_memory_limit_a_sandbox_is_ended_by_the_oom_killer(method, layout):
     code, tmp_a, _ = layout
     (code / "hog.py").write_text("blocks = [bytearray(16 * 1024 * 1024) for _ in range(16)]\nprint('survived')\n")
-    group = sandbox.MemoryCgroup.create(sandbox.capabilities().memory_cgroup, f"test-{tmp_a.parent.name}-{method}",
+    group = sandbox.MemoryCgroup.create(sandbox.capabilities().memory_cgroup, f"test-{method}-{uuid.uuid4().hex[:12]}",
                                         64 * sandbox.MiB)
     try:
         result = _run(_command(code, tmp_a, script="/var/task/hog.py", cgroup=group))
@@ -289,22 +290,21 @@ def test_turned_off_by_name_environments_are_plain_processes_and_say_why(monkeyp
 
 
 def test_where_no_sandbox_can_be_built_up_stops_and_names_the_way_out(monkeypatch, tmp_path):
-    """A kernel that refuses namespaces, as some containers do: `unshare` fails (here a stand-in that fails
-    the way util-linux's does there), bubblewrap is absent."""
+    """A kernel that refuses namespaces, as some containers do: bubblewrap and util-linux's unshare both
+    fail (here stand-ins, first on PATH, that fail with the messages those tools print there)."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "unshare").write_text("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n")
-    (fake / "unshare").chmod(0o755)
-    for tool in ("prlimit", "setpriv", "mount", "sh"):
-        if shutil.which(tool):
-            (fake / tool).symlink_to(shutil.which(tool))
-    monkeypatch.setenv("PATH", str(fake))
+    for tool, message in (("unshare", "unshare: unshare failed: Operation not permitted"),
+                          ("bwrap", "bwrap: Creating new namespace failed: Operation not permitted")):
+        (fake / tool).write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     monkeypatch.delenv(sandbox.SWITCH, raising=False)
     sandbox.capabilities.cache_clear()
     try:
         message = sandbox.unavailable()
         assert message is not None
-        assert "bwrap is not installed" in message
+        assert "bwrap: Creating new namespace failed: Operation not permitted" in message
         assert "unshare failed: Operation not permitted" in message
         assert f"{sandbox.SWITCH}=off" in message
         with pytest.raises(sandbox.SandboxUnavailable):

@@ -37,6 +37,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def capabilities() -> Capabilities:
         reasons.append(f"{SWITCH}={os.environ.get(SWITCH)!r} is not one of {', '.join(CHOICES)} (or 0)")
     else:
         for candidate in (("bwrap", "unshare") if choice == "auto" else (choice,)):
-            found = shutil.which(candidate)
+            found = _tool(candidate, required=False) or None
             if found is None:
                 reasons.append(f"{candidate} is not installed" + (" (Debian: apt-get install bubblewrap)"
                                                                    if candidate == "bwrap" else " (util-linux)"))
@@ -143,7 +144,7 @@ def _probe(method: str, tool: str) -> str | None:
         (base / "tmp").mkdir()
         layout = Layout(code_dir=base / "code", tmp_dir=base / "tmp", scratch_dir=base / "scratch")
         try:
-            argv = _sandbox_argv(method, tool, layout, ["true"])
+            argv = _sandbox_argv(method, tool, layout, [_tool("true")])
             result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return str(exc)
@@ -254,11 +255,19 @@ class MemoryCgroup:
             except OSError:
                 pass
 
-    def remove(self) -> None:
-        try:
-            self.path.rmdir()
-        except OSError:  # still has a process for a moment, or already gone
-            pass
+    def remove(self, patience_s: float = 2.0) -> None:
+        """Remove the group once its last process is reaped (a killed sandbox leaves it a moment later)."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:   # EBUSY: a process of it is still exiting
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.02)
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -297,7 +306,8 @@ class Layout:
         hidden = [folder.resolve() for folder in self.hidden if folder.exists()]
         hidden = [folder for folder in hidden if not any(_under(folder, root) for root in replaced)
                   and not any(_under(system, folder) for system in SYSTEM_FOLDERS)]
-        ops += [("empty", None, str(folder)) for folder in hidden]
+        hidden = [folder for folder in hidden if not any(_under(folder, outer) and folder != outer for outer in hidden)]
+        ops += [("empty", None, str(folder)) for folder in dict.fromkeys(hidden)]
         for folder in (path.resolve() for path in self.visible):
             if _under(folder, "/tmp"):
                 raise ValueError(f"{folder} (the Lambda runtime's Python) lies under /tmp, which the sandbox "
@@ -315,13 +325,13 @@ def command(runtime_command: list[str], layout: Layout, *, ephemeral_bytes: int,
     if cgroup is not None:
         # Join the cgroup before anything else runs, so every process of the sandbox is in it.
         argv += ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup.procs_file)]
-    if shutil.which("prlimit"):
-        argv += ["prlimit", f"--fsize={ephemeral_bytes}", "--"]
+    if _tool("prlimit", required=False):
+        argv += [_tool("prlimit"), f"--fsize={ephemeral_bytes}", "--"]
     if caps.method is None or caps.tool is None:
         if not caps.opted_out:
             raise SandboxUnavailable(unavailable() or caps.reason)
-        if shutil.which("setpriv"):  # the runtime must not outlive LocalStack (the sandboxes see to that themselves)
-            argv += ["setpriv", "--pdeathsig", "KILL", "--"]
+        if _tool("setpriv", required=False):  # the runtime must not outlive LocalStack (sandboxes see to that)
+            argv += [_tool("setpriv"), "--pdeathsig", "KILL", "--"]
         return argv + runtime_command
     return argv + _sandbox_argv(caps.method, caps.tool, layout, runtime_command)
 
@@ -331,7 +341,7 @@ def _drop_privileges() -> list[str]:
 
     (setpriv sets the parent-death signal after the uid change, which would otherwise clear it.)
     """
-    return ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups",
+    return [_tool("setpriv"), f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--pdeathsig=KILL", "--"]
 
 
@@ -372,15 +382,34 @@ def _bwrap_argv(bwrap: str, layout: Layout, runtime_command: list[str]) -> list[
 # process for every mount), make the result the root, drop privileges, run the runtime as PID 2
 # and exit with its status, 128 + the signal that ended it, as bubblewrap does. (util-linux 2.38's
 # `unshare --fork` cannot pass on a SIGKILL: "sigprocmask unblock failed".)
+# Its arguments: the fstab, the new root, then the tools by absolute path (the environment's PATH is
+# the function's, which has no sbin), then the command.
 _UNSHARE_SCRIPT = """set -e
-mount --all --fstab "$1"
+"$3" --all --fstab "$1"
 cd "$2"
-shift 2
-pivot_root . .
-umount -l .
+"$4" . .
+"$5" -l .
 cd /var/task
-setsid "$@"
+setsid=$6
+shift 6
+"$setsid" "$@"
 """
+
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@functools.cache
+def _find(name: str, path: str) -> str | None:
+    return shutil.which(name, path=path)
+
+
+def _tool(name: str, required: bool = True) -> str:
+    """A tool's absolute path (LocalStack's PATH, then the system's: root's tools live in sbin)."""
+    found = _find(name, f"{os.environ.get('PATH', '')}:{SYSTEM_PATH}")
+    if found is None and required:
+        raise SandboxUnavailable(f"{name} is not installed (Debian: util-linux)")
+    return found or ""
 
 
 def _fstab_path(path: str) -> str:
@@ -455,9 +484,10 @@ def _unshare_argv(unshare: str, layout: Layout, runtime_command: list[str]) -> l
         # Root of a user namespace of our own for the mounts; then a nested one where we are uid 993.
         namespaces = [unshare, "--user", "--map-root-user", "--mount", "--pid", "--ipc", "--uts", "--fork",
                       "--kill-child", "--propagation", "private"]
-        final = ["setpriv", "--bounding-set=-all", "--no-new-privs", "--pdeathsig=KILL", "--",
+        final = [_tool("setpriv"), "--bounding-set=-all", "--no-new-privs", "--pdeathsig=KILL", "--",
                  unshare, f"--map-user={SANDBOX_UID}", f"--map-group={SANDBOX_GID}", "--"]
     return [*namespaces, "--", "/bin/sh", "-c", _UNSHARE_SCRIPT, "scones-sandbox", str(fstab), str(root),
+            *(_tool(name) for name in ("mount", "pivot_root", "umount", "setsid")),
             *final, *runtime_command]
 
 
