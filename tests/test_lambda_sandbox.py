@@ -337,3 +337,70 @@ def test_the_runtime_folders_it_needs_are_shown_without_filling_its_tmp(method, 
     result = _run(argv)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "the runtime []"
+
+
+NOBODY = 65534
+DRIVER = r'''
+import json, os, subprocess, sys
+from pathlib import Path
+import sandbox
+base = Path(sys.argv[1])
+layout = sandbox.Layout(code_dir=base / "code", tmp_dir=base / "tmp", scratch_dir=base / "scratch",
+                        visible=(Path(sys.base_prefix).resolve(),))
+argv = sandbox.command([sys.executable, "/var/task/hostile.py", "/nonexistent", "/nonexistent", "1"], layout,
+                       ephemeral_bytes=512 * sandbox.MiB, cgroup=None)
+result = subprocess.run(argv, capture_output=True, text=True)
+print(json.dumps({"method": sandbox.capabilities().method, "code": result.returncode, "stdout": result.stdout,
+                  "stderr": result.stderr}))
+'''
+
+
+def _python_for_nobody() -> str | None:
+    for candidate in ("/usr/bin/python3", sys.executable):
+        if Path(candidate).exists() and subprocess.run(
+                ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", candidate, "-c", "pass"],
+                capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becomes another user to test the not-root path: needs root")
+def test_not_root_the_sandbox_comes_from_a_user_namespace_with_the_same_guarantees(method):
+    """A developer's laptop: scones run as an ordinary user. Both ways build the sandbox in an unprivileged
+    user namespace; inside, uid 993 has no capability in any namespace and no_new_privs."""
+    python = _python_for_nobody()
+    if python is None:
+        pytest.skip("no Python here that an unprivileged user may run (CI's Debian has /usr/bin/python3)")
+    base = Path(tempfile.mkdtemp(prefix="scones-sandbox-not-root-", dir="/tmp"))
+    try:
+        for folder in ("code", "tmp"):
+            (base / folder).mkdir()
+        (base / "code" / "hostile.py").write_text(HOSTILE)
+        shutil.copy(Path(sandbox.__file__), base / "sandbox.py")   # standard library only: runs on its own
+        (base / "driver.py").write_text(DRIVER)
+        for path in (base, *base.rglob("*")):
+            os.chown(path, NOBODY, NOBODY)
+        base.chmod(0o755)
+        result = subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+             python, str(base / "driver.py"), str(base)],
+            capture_output=True, text=True, timeout=120, cwd=base,
+            env={"PATH": os.environ["PATH"], "HOME": str(base), sandbox.SWITCH: method})
+        assert result.returncode == 0, result.stderr
+        outcome = json.loads(result.stdout)
+        assert outcome["method"] == method
+        assert outcome["code"] == 0, outcome["stderr"]
+        report = json.loads(outcome["stdout"])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert report["ids"][:4] == [993, 993, 990, 990]
+    assert report["read /etc/shadow"] == "Permission denied"
+    assert report["remount /"] == "Operation not permitted"
+    for path in ("/etc", "/usr", "/var/task", "/opt", "/var", "/home"):
+        assert report[f"write {path}/scones-probe"] == "Read-only file system", path
+    assert report["write /tmp"] == "succeeded" and report["tmp"] == []
+    assert report["proc"] == [1, report["pid"]]
+    status = report["status"]
+    for name in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(status[name], 16) == 0, (name, status[name])
+    assert status["NoNewPrivs"] == "1"

@@ -149,7 +149,7 @@ def _probe(method: str, tool: str) -> str | None:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return str(exc)
         if result.returncode != 0:
-            return (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            return (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0].strip()
     return None
 # --- memory cgroups --------------------------------------------------------------------------
 
@@ -416,19 +416,29 @@ def _fstab_path(path: str) -> str:
     return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
 
 
-def _host_mounts() -> list[str]:
-    """The host's mount points besides / that the sandbox shows (read-only) at their own path."""
-    points = []
+# Per-mount flags a bind mount keeps when it is made read-only: inside a user namespace (not root)
+# the kernel refuses a remount that would drop them ("locked" flags).
+KEPT_FLAGS = ("nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime", "strictatime")
+
+
+def _mount_table() -> dict[str, tuple[str, ...]]:
+    """{mount point: its per-mount flags worth keeping} from /proc/self/mountinfo (the last mount wins)."""
+    table: dict[str, tuple[str, ...]] = {}
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
-        return []
+        return table
     for line in lines:
         fields = line.split()
         point = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
-        if point != "/" and not any(_under(point, own) for own in OWN_MOUNTS):
-            points.append(point)
-    return points
+        table[point] = tuple(flag for flag in fields[5].split(",") if flag in KEPT_FLAGS)
+    return table
+
+
+def _bind_options(source: str, table: dict[str, tuple[str, ...]], writable: bool = False) -> str:
+    """"bind,ro" plus the flags of the mount `source` lies on."""
+    mount = max((point for point in table if _under(source, point)), key=len, default="/")
+    return ",".join(("bind", *(() if writable else ("ro",)), *table.get(mount, ())))
 
 
 def _unshare_argv(unshare: str, layout: Layout, runtime_command: list[str]) -> list[str]:
@@ -446,12 +456,18 @@ def _unshare_argv(unshare: str, layout: Layout, runtime_command: list[str]) -> l
             (devices / name).symlink_to(target)
     hidden = [path for kind, _, path in layout.mounts() if kind == "empty"]
     mounts = layout.mounts()
-    lines = [("/", "/", "bind,ro"),
-             *((point, point, "bind,ro") for point in _host_mounts()
-               if not any(_under(point, folder) for folder in hidden)),
-             ("/sys", "/sys", "bind,ro"),
+    table = _mount_table()
+    host_mounts = [point for point in table if point != "/" and not any(_under(point, own) for own in OWN_MOUNTS)
+                   and not any(_under(point, folder) for folder in hidden)]
+    # In a user namespace (not root) the kernel refuses a bind that would uncover what the host's
+    # mounts cover ("locked" mounts): / and /sys come whole there (rbind: their submounts stay as
+    # the host has them, DAC-protected, and the ones the sandbox shows are rebound read-only below).
+    recursive = "r" if os.geteuid() != 0 else ""
+    lines = [("/", "/", recursive + _bind_options("/", table)),
+             *((point, point, _bind_options(point, table)) for point in host_mounts),
+             ("/sys", "/sys", recursive + _bind_options("/sys", table)),
              ("proc", "/proc", "proc:nosuid,nodev,noexec"),
-             (str(devices), "/dev", "bind,ro"),
+             (str(devices), "/dev", _bind_options(str(devices), table)),
              *((f"/dev/{name}", f"/dev/{name}", "bind") for name in DEVICES)]
     for index, (kind, source, target) in enumerate(mounts):
         if kind == "empty":
@@ -466,9 +482,9 @@ def _unshare_argv(unshare: str, layout: Layout, runtime_command: list[str]) -> l
                     else:
                         point.parent.mkdir(parents=True, exist_ok=True)
                         point.touch()
-            lines.append((str(empty), target, "bind,ro"))
+            lines.append((str(empty), target, _bind_options(str(empty), table)))
         else:
-            lines.append((str(source), target, "bind" if kind == "rw" else "bind,ro"))
+            lines.append((str(source), target, _bind_options(str(source), table, writable=kind == "rw")))
     fstab = scratch / "fstab"
     text = ""
     for source, target, options in lines:
@@ -484,7 +500,9 @@ def _unshare_argv(unshare: str, layout: Layout, runtime_command: list[str]) -> l
         # Root of a user namespace of our own for the mounts; then a nested one where we are uid 993.
         namespaces = [unshare, "--user", "--map-root-user", "--mount", "--pid", "--ipc", "--uts", "--fork",
                       "--kill-child", "--propagation", "private"]
-        final = [_tool("setpriv"), "--bounding-set=-all", "--no-new-privs", "--pdeathsig=KILL", "--",
+        # (The bounding set stays: dropping it would forbid the nested mapping; uid 993 there has no
+        # capability in any namespace and no_new_privs, so it can gain none.)
+        final = [_tool("setpriv"), "--no-new-privs", "--pdeathsig=KILL", "--",
                  unshare, f"--map-user={SANDBOX_UID}", f"--map-group={SANDBOX_GID}", "--"]
     return [*namespaces, "--", "/bin/sh", "-c", _UNSHARE_SCRIPT, "scones-sandbox", str(fstab), str(root),
             *(_tool(name) for name in ("mount", "pivot_root", "umount", "setsid")),
