@@ -14,7 +14,6 @@ No LocalStack imports: tests/test_lambda_charged_time.py runs it on its own.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,18 +35,30 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _has_marker(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def runtime_pid(root: int, marker: bytes = RUNTIME_MARKER) -> int | None:
-    """The process under `root` (itself included) that runs the runtime: the sandbox's tools come before it."""
-    queue = deque([root])
-    while queue:
-        pid = queue.popleft()
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        except OSError:
-            continue
-        queue.extend(_children(pid))
-    return None
+    """The runtime's own process under `root`: the deepest one whose command line holds the marker (the
+    sandbox's tools before it carry the runtime's command line as their arguments), once it runs Python."""
+    pid: int | None = root
+    while pid is not None and not _has_marker(pid, marker):   # a shell in front (the memory cgroup's, say)
+        pid = next(iter(_children(pid)), None)
+    while pid is not None:
+        deeper = next((child for child in _children(pid) if _has_marker(child, marker)), None)
+        if deeper is None:
+            break
+        pid = deeper
+    if pid is None:
+        return None
+    try:
+        return pid if Path(f"/proc/{pid}/comm").read_text().startswith("python") else None
+    except OSError:
+        return None
 
 
 class ChargedClock:
