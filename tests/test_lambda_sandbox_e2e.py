@@ -22,7 +22,7 @@ import boto3
 import pytest
 
 from scones.harness.lambda_executor import sandbox
-from support import running_localstack, zip_of
+from support import poll, running_localstack, zip_of
 
 pytestmark = pytest.mark.e2e
 
@@ -158,3 +158,20 @@ def test_the_executor_reports_the_sandbox_it_uses(localstack):
         status = json.dumps(json.loads(reply.read()))
     tool = {"bwrap": "bubblewrap", "unshare": "util-linux unshare + setpriv"}[localstack.extra_env[sandbox.SWITCH]]
     assert f"sandboxed ({tool})" in status
+
+
+def test_idle_environments_are_reclaimed_after_the_stated_idle_time(localstack, lambda_client, hostile):
+    """AWS reclaims an idle environment after a while (unpublished; minutes) and a later invoke is a cold
+    start. Here the stated idle time is 30 s (executor.IDLE_RECLAIM_MS, README): the environment's
+    processes end, and its place among the live environments is free again."""
+    import urllib.request
+
+    def environments() -> dict:
+        with urllib.request.urlopen(f"{localstack.url}/_scones/executor", timeout=10) as reply:
+            return json.loads(reply.read())["environments"]
+
+    _invoke(lambda_client, hostile, {"state_dir": "/nonexistent", "sandboxes": "/nonexistent",
+                                     "localstack_pid": 1, "marker": "reclaim"})
+    assert environments()["alive"] >= 1
+    assert environments()["idle_reclaim_ms"] == 30_000
+    poll(lambda: environments()["alive"] == 0, timeout=120, interval=1.0, what="idle environments to be reclaimed")

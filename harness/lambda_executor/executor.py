@@ -43,6 +43,7 @@ from hashlib import sha256
 from io import BufferedReader
 from pathlib import Path
 
+from localstack import config as localstack_config
 from localstack.aws.api.lambda_ import PackageType, RequestTooLargeException
 from localstack.services.lambda_.invocation.lambda_models import FunctionVersion, InvocationResult
 from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntimeException, RuntimeExecutor
@@ -64,7 +65,7 @@ LOG_TAIL_BYTES = 64 * 1024
 LOG_ROTATE_BYTES = 32 * 1024 * 1024
 WORK_ROOT = Path(tempfile.gettempdir()) / "scones-lambda"
 # AWS reclaims idle environments after an unpublished time (minutes); here after 30 s, so that
-# memory returns to the machine within a minute of a burst (benchmarks/lambda_executor.py --burst).
+# memory returns to the machine within a minute of a burst (benchmarks/lambda_sandbox.py).
 IDLE_RECLAIM_MS = 30_000
 SLOTS = Slots()
 
@@ -91,7 +92,8 @@ def stats() -> dict:
                                  "p95": _percentile(INVOKE_MS, 0.95)},
             "cold_start_ms": {"n": len(COLD_START_MS), "p50": _percentile(COLD_START_MS, 0.5),
                               "p95": _percentile(COLD_START_MS, 0.95)},
-            "sandbox": sandbox.capabilities().describe(), "environments": SLOTS.stats()}
+            "sandbox": sandbox.capabilities().describe(),
+            "environments": {**SLOTS.stats(), "idle_reclaim_ms": localstack_config.LAMBDA_KEEPALIVE_MS}}
 
 
 def _now_iso() -> str:
