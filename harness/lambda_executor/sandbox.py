@@ -38,7 +38,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SWITCH = "SCONES_LAMBDA_SANDBOX"
@@ -291,7 +291,7 @@ class Layout:
     layers_dir: Path | None = None
     runtime_dir: Path | None = None        # the runtime's venv, shown at /var/runtime
     visible: tuple[Path, ...] = ()         # host folders the runtime needs at their own path (its base Python)
-    hidden: tuple[Path, ...] = field(default_factory=tuple)  # host folders shown empty (the state dir)
+    hidden: tuple[Path, ...] = ()          # host folders shown empty (the state dir)
 
     def mounts(self) -> list[tuple[str, str | None, str]]:
         """(kind, host source, sandbox path) in mount order; kind is "rw", "ro" or "empty" (read-only)."""
@@ -454,8 +454,8 @@ def _unshare_argv(unshare: str, layout: Layout, runtime_command: list[str]) -> l
                          ("stderr", "/proc/self/fd/2")):
         if not (devices / name).is_symlink():
             (devices / name).symlink_to(target)
-    hidden = [path for kind, _, path in layout.mounts() if kind == "empty"]
     mounts = layout.mounts()
+    hidden = [path for kind, _, path in mounts if kind == "empty"]
     table = _mount_table()
     host_mounts = [point for point in table if point != "/" and not any(_under(point, own) for own in OWN_MOUNTS)
                    and not any(_under(point, folder) for folder in hidden)]
