@@ -313,6 +313,11 @@ def test_where_no_sandbox_can_be_built_up_stops_and_names_the_way_out(monkeypatc
         sandbox.capabilities.cache_clear()
 
 
+def test_the_old_on_spelling_still_means_the_default(monkeypatch):
+    monkeypatch.setenv(sandbox.SWITCH, "1")
+    assert sandbox.requested() == "auto"
+
+
 def test_an_unknown_setting_is_refused_by_name(monkeypatch):
     monkeypatch.setenv(sandbox.SWITCH, "sometimes")
     sandbox.capabilities.cache_clear()

@@ -26,8 +26,8 @@ AWS), the ephemeral storage size as the largest file the sandbox may write (RLIM
 disk-backed so that its files do not count as memory, which they do not on AWS).
 
 SCONES_LAMBDA_SANDBOX picks: unset or "auto" (bubblewrap where installed, else util-linux),
-"bwrap", "unshare", or "off" (also "0", its old spelling): plain processes, the user's explicit
-choice. Where the kernel refuses namespaces and the user did not say "off", `scones up` stops with
+"bwrap", "unshare", or "off" (also "0", its old spelling; "1" still means "auto"): plain
+processes, the user's explicit choice. Where the kernel refuses namespaces and the user did not say "off", `scones up` stops with
 an error that says so (unavailable()), and the executor refuses to start an environment.
 """
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pathlib import Path
 SWITCH = "SCONES_LAMBDA_SANDBOX"
 CHOICES = ("auto", "bwrap", "unshare", "off")
 OFF_SPELLINGS = ("off", "0")
+ON_SPELLINGS = ("1", "on")
 TASK_ROOT = "/var/task"
 RUNTIME_ROOT = "/var/runtime"   # AWS's LAMBDA_RUNTIME_DIR
 LAYERS_ROOT = "/opt"
@@ -92,6 +93,8 @@ class Capabilities:
 
 def requested() -> str:
     value = (os.environ.get(SWITCH) or "auto").strip().lower()
+    if value in ON_SPELLINGS:   # the switch's old "on"
+        return "auto"
     return "off" if value in OFF_SPELLINGS else value
 
 
