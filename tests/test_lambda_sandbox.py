@@ -246,6 +246,24 @@ def test_past_its_memory_limit_a_sandbox_is_ended_by_the_oom_killer(method, layo
         group.remove()
 
 
+def test_memory_groups_left_by_a_killed_process_are_removed_by_the_next_one():
+    """A LocalStack killed with -9 never stops its environments: their empty groups must not pile up."""
+    own = sandbox.capabilities().memory_cgroup
+    assert own is not None and own.name == f"pid-{os.getpid()}"
+    dead = subprocess.Popen(["true"])
+    dead.wait()   # its PID now belongs to no process
+    stale = own.parent / f"pid-{dead.pid}"
+    stale.mkdir()
+    sandbox.MemoryCgroup.create(stale, "environment-of-a-killed-localstack", 64 * sandbox.MiB)
+    assert (stale / "environment-of-a-killed-localstack").is_dir()
+    sandbox.capabilities.cache_clear()
+    try:
+        assert sandbox.capabilities().memory_cgroup == own
+        assert not stale.exists()
+    finally:
+        sandbox.capabilities.cache_clear()
+
+
 def test_the_sandbox_does_not_outlive_the_process_that_started_it(method, layout):
     """LocalStack killed with -9 must not leave functions running: the runtime dies with its parent."""
     code, tmp_a, _ = layout

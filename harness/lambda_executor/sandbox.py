@@ -194,13 +194,40 @@ def _memory_cgroup_root() -> Path | None:
             probe.mkdir(exist_ok=True)
             MemoryCgroup(probe).set_limit(64 * MiB)
             probe.rmdir()
-            return root
+            _reap_stale(root)
+            # One folder per process that makes groups (a LocalStack, a test): a LocalStack killed
+            # before it stopped its environments leaves empty groups, which the next one removes.
+            mine = root / f"{OWNER_PREFIX}{os.getpid()}"
+            mine.mkdir(exist_ok=True)
+            if version == "v2":
+                (mine / "cgroup.subtree_control").write_text("+memory")
+            return mine
         except OSError:
             try:
                 probe.rmdir()
             except OSError:
                 pass
     return None
+
+
+OWNER_PREFIX = "pid-"
+
+
+def _reap_stale(root: Path) -> None:
+    """Remove the groups of processes that are gone (the kernel refuses to remove one still in use)."""
+    for owner in root.glob(f"{OWNER_PREFIX}*"):
+        try:
+            os.kill(int(owner.name.removeprefix(OWNER_PREFIX)), 0)
+            continue   # alive: its groups are its own business
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        for group in [*(child for child in owner.iterdir() if child.is_dir()), owner]:
+            try:
+                group.rmdir()
+            except OSError:
+                pass
 
 
 class MemoryCgroup:
