@@ -380,6 +380,8 @@ def _report_lambda_sandbox(progress: Progress) -> None:
     from scones.harness.lambda_executor import sandbox
 
     caps = sandbox.capabilities()
+    if (problem := sandbox.unavailable()) is not None:   # no sandbox, and the user did not opt out by name
+        raise StackError(problem)
     progress(f"lambda: {caps.describe()}")
     if caps.reason:
         progress(f"WARNING: Lambda environments are less isolated than on AWS: {caps.reason}")

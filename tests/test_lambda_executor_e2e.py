@@ -63,6 +63,7 @@ def crash(event, context):
 def localstack(tmp_path_factory):
     """The module's own LocalStack, whose executor knows no python3.14 interpreter (whatever this
     machine has), so that the missing-interpreter path is always exercised."""
+    LocalStack().ensure_venv(progress=False)   # on a fresh machine the runtime venvs come from here
     pythons = LocalStack().lambda_pythons()
     pythons.pop("python3.14", None)
     with running_localstack(tmp_path_factory.mktemp("localstack"), {PYTHONS_ENV: json.dumps(pythons)}) as instance:

@@ -13,6 +13,11 @@ What this class adds, as the Lambda service does on AWS:
   invoke runs init again within the function's timeout: AWS's "suppressed init");
 - the function's timeout: at the deadline the sandbox is killed and the invoke fails with
   "Task timed out after N.NN seconds"; the next invoke starts a fresh process;
+- both limits charged as AWS would charge them, where each environment has its own CPU share:
+  wall time less the time the runtime queued for a CPU held by other work here (charged_time.py);
+- idle environments reclaimed after IDLE_RECLAIM_MS (LocalStack's keep-alive, set by the plugin
+  unless LAMBDA_KEEPALIVE_MS says otherwise), and at most environment_slots.MAX_PER_FUNCTION per
+  function and MAX_TOTAL in all alive at once;
 - a sandbox killed by the OOM killer fails with Runtime.OutOfMemory, any other exit with
   Runtime.ExitError, at once, instead of leaving LocalStack waiting;
 - START / END / REPORT lines around each invocation's own output, for CloudWatch Logs.
@@ -26,22 +31,26 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
 from datetime import datetime, timezone
 from hashlib import sha256
 from io import BufferedReader
 from pathlib import Path
 
+from localstack import config as localstack_config
 from localstack.aws.api.lambda_ import PackageType, RequestTooLargeException
 from localstack.services.lambda_.invocation.lambda_models import FunctionVersion, InvocationResult
 from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntimeException, RuntimeExecutor
 
 from scones.harness.lambda_executor import sandbox
+from scones.harness.lambda_executor.charged_time import ChargedClock, wait_charged
+from scones.harness.lambda_executor.environment_slots import NoFreeSlot, Slots
 from scones.harness.lambda_executor.runtime_api import Invocation, RuntimeApiListener, RuntimeApiServer
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES, MissingInterpreter, interpreter_for
 
@@ -55,6 +64,10 @@ RESPONSE_LIMIT = 6 * 1024 * 1024
 LOG_TAIL_BYTES = 64 * 1024
 LOG_ROTATE_BYTES = 32 * 1024 * 1024
 WORK_ROOT = Path(tempfile.gettempdir()) / "scones-lambda"
+# AWS reclaims idle environments after an unpublished time (minutes); here after 30 s, so that
+# memory returns to the machine within a minute of a burst (benchmarks/lambda_sandbox.py).
+IDLE_RECLAIM_MS = 30_000
+SLOTS = Slots()
 
 # Time spent inside invoke() (invocation handed out -> result back), for attributing latency:
 # GET /_scones/executor on LocalStack's port reports it.
@@ -79,7 +92,8 @@ def stats() -> dict:
                                  "p95": _percentile(INVOKE_MS, 0.95)},
             "cold_start_ms": {"n": len(COLD_START_MS), "p50": _percentile(COLD_START_MS, 0.5),
                               "p95": _percentile(COLD_START_MS, 0.95)},
-            "sandbox": sandbox.capabilities().describe()}
+            "sandbox": sandbox.capabilities().describe(),
+            "environments": {**SLOTS.stats(), "idle_reclaim_ms": localstack_config.LAMBDA_KEEPALIVE_MS}}
 
 
 def _now_iso() -> str:
@@ -93,8 +107,9 @@ def _error(request_id: str, error_type: str, message: str) -> bytes:
 class _Incarnation:
     """One process of the environment, from spawn to exit: how its init ended and its invoke in flight."""
 
-    def __init__(self, process: subprocess.Popen, started: float):
+    def __init__(self, process: subprocess.Popen, started: float, slot: object):
         self.process = process
+        self.slot = slot   # its place among the live environments (environment_slots.py)
         self.started = started
         self.settled = threading.Event()      # init ended: ready, init error, exit or (set by us) timeout
         self.ready = False
@@ -103,6 +118,7 @@ class _Incarnation:
         self.report_init = False
         self.request_id = ""
         self.result: Future | None = None
+        self.runtime_pid: int | None = None   # the runtime's own process (the sandbox's tools are its parents)
 
 
 class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
@@ -116,6 +132,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         self._cgroup: sandbox.MemoryCgroup | None = None
         self._current: _Incarnation | None = None
         self._lock = threading.Lock()
+        self.last_used = time.monotonic()   # for choosing which idle environment gives way at a cap
         self._pending_init_log = ""   # what init printed, for the first invocation's logs
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -124,6 +141,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         self.env_vars = {key: str(value) for key, value in env_vars.items()}
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "tmp").mkdir(exist_ok=True)
+        (self.work_dir / "tmp").chmod(0o1777)   # the sandbox's /tmp, written by its unprivileged user
         self.log_path.touch()
         self._log_reader = open(self.log_path, "rb")
         self._api = RuntimeApiServer(self, host=HOST).start()
@@ -137,7 +155,8 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
                 LOG.warning("No memory cgroup for %s (%s): its memory size is not enforced", self.id, exc)
         _counts["environments_started"] += 1
         incarnation = self._spawn()
-        if not incarnation.settled.wait(INIT_TIMEOUT_S):
+        clock = ChargedClock(incarnation.process.pid, new_process=True)
+        if not wait_charged(clock, INIT_TIMEOUT_S, incarnation.settled.wait):
             # AWS ends an init phase after 10 s and runs init again inside the first invoke.
             self._kill(incarnation, graceful=False)
             self._pending_init_log = (self._read_new_logs()
@@ -173,15 +192,18 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         caps = sandbox.capabilities()
         version = PYTHON_RUNTIMES[runtime]
         isolated = caps.isolated
+        venv = interpreter.parent.parent
         task_root = sandbox.TASK_ROOT if isolated else str(code_dir)
         opt = sandbox.LAYERS_ROOT if isolated else str(layers_dir or self.work_dir / "no-layers")
+        runtime_dir = sandbox.RUNTIME_ROOT if isolated else str(venv)
+        python = f"{runtime_dir}/bin/{interpreter.name}"
         env = dict(self.env_vars)
         env.update({
             "AWS_LAMBDA_RUNTIME_API": self._runtime_api().address,
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
             "LAMBDA_TASK_ROOT": task_root,
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
-            "PATH": f"{interpreter.parent}:/usr/local/bin:/usr/bin:/bin:{opt}/bin",
+            "PATH": f"{runtime_dir}/bin:/usr/local/bin:/usr/bin:/bin:{opt}/bin",
             "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{task_root}:{task_root}/lib:{opt}/lib",
             "PYTHONPATH": sandbox.python_search_path(version).replace(sandbox.LAYERS_ROOT, opt),
             "LANG": "C.UTF-8",
@@ -191,12 +213,16 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         if not isolated:
             env["TMPDIR"] = str(self.work_dir / "tmp")
         handler = env.get("_HANDLER", "")
-        runtime_command = [str(interpreter), "-m", "awslambdaric", handler]
-        venv = interpreter.parent.parent
-        argv = sandbox.command(
-            runtime_command, code_dir=code_dir, tmp_dir=self.work_dir / "tmp", layers_dir=layers_dir,
-            ephemeral_bytes=int(config.ephemeral_storage.size) * sandbox.MiB, cgroup=self._cgroup,
-            keep_visible=[venv, *_base_prefixes(venv)])
+        runtime_command = [python, "-m", "awslambdaric", handler]
+        layout = sandbox.Layout(
+            code_dir=code_dir, tmp_dir=self.work_dir / "tmp", scratch_dir=self.work_dir / "sandbox",
+            layers_dir=layers_dir, runtime_dir=venv, visible=tuple(_base_prefixes(venv)),
+            hidden=_hidden_folders(venv))
+        try:
+            argv = sandbox.command(runtime_command, layout,
+                                   ephemeral_bytes=int(config.ephemeral_storage.size) * sandbox.MiB, cgroup=self._cgroup)
+        except (sandbox.SandboxUnavailable, ValueError) as exc:
+            raise LambdaRuntimeException(str(exc)) from None
         return argv, env, code_dir
 
     def _spawn(self) -> _Incarnation:
@@ -211,8 +237,16 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
                 return subprocess.Popen(argv, cwd=code_dir, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                                         stderr=subprocess.STDOUT, process_group=0)
 
-        process = _SPAWNER.submit(popen).result()
-        incarnation = _Incarnation(process, started)
+        try:
+            slot = SLOTS.acquire(self, self.function_version.id.qualified_arn())
+        except NoFreeSlot as exc:
+            raise LambdaRuntimeException(str(exc)) from None
+        try:
+            process = _SPAWNER.submit(popen).result()
+        except BaseException:
+            SLOTS.release(slot)
+            raise
+        incarnation = _Incarnation(process, started, slot)
         self._current = incarnation
         LOG.debug("Started execution environment %s of %s as PID %s", self.id,
                   self.function_version.qualified_arn, process.pid)
@@ -228,6 +262,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
     def _watch(self, incarnation: _Incarnation) -> None:
         """Settle a pending init or invoke as soon as the process exits on its own."""
         code = incarnation.process.wait()
+        SLOTS.release(incarnation.slot)
         incarnation.settled.set()
         future = incarnation.result
         if future is not None and not future.done():
@@ -248,6 +283,20 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             process.wait(timeout=5)
         except ProcessLookupError:
             pass
+
+    def evict_if_idle(self) -> bool:
+        """End this environment's sandbox if no invoke is using it (environment_slots: a cap was reached)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            incarnation = self._current
+            if incarnation is None or incarnation.process.poll() is not None or not incarnation.ready:
+                return False
+            self._kill(incarnation, graceful=False)
+            self._runtime_api().drain()
+            return True
+        finally:
+            self._lock.release()
 
     # --- what the runtime says (Runtime API threads) ----------------------------------------
 
@@ -295,6 +344,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             logs = self._pending_init_log
             self._pending_init_log = ""
             incarnation = self._current
+            clock: ChargedClock | None = None
             if incarnation is None or not incarnation.ready or incarnation.process.poll() is not None:
                 # AWS's suppressed init: init runs again inside this invoke, under its timeout.
                 if incarnation is not None:
@@ -302,7 +352,8 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
                     logs += self._read_new_logs()
                 _counts["resets"] += 1
                 incarnation = self._spawn()
-                incarnation.settled.wait(max(0.0, deadline - time.monotonic()))
+                clock = ChargedClock(incarnation.process.pid, new_process=True)
+                wait_charged(clock, timeout_s, incarnation.settled.wait)
                 if not incarnation.ready:
                     return self._failed_init(incarnation, request_id, timeout_s, started, logs)
             init_line = ""
@@ -317,13 +368,17 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
                 invoked_function_arn=payload.get("invoked-function-arn", ""),
                 deadline_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
                 trace_id=payload.get("trace-id") or ""))
+            if clock is None:   # else the clock of a suppressed init goes on: init and handler share the timeout
+                clock = ChargedClock(incarnation.process.pid, new_process=False, runtime=incarnation.runtime_pid)
             try:
-                kind, value = future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                _counts["timeouts"] += 1
-                return self._time_out(incarnation, request_id, timeout_s, logs)
+                if not wait_charged(clock, timeout_s, lambda seconds: _done_within(future, seconds)):
+                    _counts["timeouts"] += 1
+                    return self._time_out(incarnation, request_id, timeout_s, logs)
+                kind, value = future.result()
             finally:
                 incarnation.result = None
+                incarnation.runtime_pid = clock.runtime
+                self.last_used = time.monotonic()
             elapsed_ms = (time.perf_counter() - started) * 1000
             INVOKE_MS.append(elapsed_ms)
             logs += self._read_new_logs()
@@ -366,7 +421,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
     def _exited(self, incarnation: _Incarnation, request_id: str, code: int, logs: str,
                 elapsed_ms: float) -> InvocationResult:
         if code > 128 and sandbox.capabilities().isolated:
-            code = 128 - code  # bubblewrap exits with 128 + the signal that ended the sandboxed runtime
+            code = 128 - code  # both sandboxes exit with 128 + the signal that ended the sandboxed runtime
         message = f"Runtime exited with error: exit status {code}" if code >= 0 \
             else f"Runtime exited with error: signal: {(signal.strsignal(-code) or f'signal {-code}').lower()}"  # as AWS's Go init: "killed"
         error_type = "Runtime.ExitError"
@@ -472,6 +527,20 @@ def _layers_dir(function_version: FunctionVersion) -> Path | None:
     for layer in layers:
         layer.code.prepare_for_execution()
     return sandbox.merge_layers([Path(layer.code.get_unzipped_code_location()) for layer in layers], merged)
+
+
+def _done_within(future: Future, seconds: float) -> bool:
+    return bool(wait_futures([future], timeout=seconds).done)
+
+
+def _hidden_folders(venv: Path) -> tuple[Path, ...]:
+    """Host folders a function must not see: the project's state dir (its runtime venvs live in
+    <state>/lambda-runtimes), LocalStack's data and every environment's /tmp, LocalStack's venv."""
+    folders = [venv.parent.parent, WORK_ROOT, Path(sys.prefix)]
+    for variable in ("FILESYSTEM_ROOT", "LOCALSTACK_VOLUME_DIR", "TMPDIR"):
+        if os.environ.get(variable):
+            folders.append(Path(os.environ[variable]).parent)
+    return tuple(dict.fromkeys(folders))
 
 
 def _base_prefixes(venv: Path) -> list[Path]:

@@ -13,8 +13,25 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
         from scones.harness.lambda_executor import events_sfn_target, lambda_threads, runtime_validation, sfn_client_cache
         from scones.harness.lambda_executor.executor import ProcessRuntimeExecutor
 
+        reclaim_idle_environments()
         runtime_validation.apply()
         lambda_threads.apply()  # before the first invoke; its modules are loaded by now, so it is quick
         sfn_client_cache.apply_in_background()
         events_sfn_target.apply_in_background()
         return ProcessRuntimeExecutor
+
+
+KEEPALIVE_ENV = "LAMBDA_KEEPALIVE_MS"   # LocalStack's own setting: how long an idle environment lives
+
+
+def reclaim_idle_environments() -> None:
+    """LocalStack stops an environment LAMBDA_KEEPALIVE_MS after its last invoke (4.14.0 default: 10 min,
+    read at each release). Ours is executor.IDLE_RECLAIM_MS, unless the user set LocalStack's variable."""
+    import os
+
+    from localstack import config
+
+    from scones.harness.lambda_executor.executor import IDLE_RECLAIM_MS
+
+    if not os.environ.get(KEEPALIVE_ENV):
+        config.LAMBDA_KEEPALIVE_MS = IDLE_RECLAIM_MS
