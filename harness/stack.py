@@ -140,11 +140,20 @@ class StackConfig:
     def from_environment(cls, state_dir=None, data_dir=None, localstack_port=None, endpoint_port=None,
                          **overrides) -> "StackConfig":
         """Each setting as scones/settings.py resolves it (argument, environment, project config, default)."""
+        try:
+            state = settings.state_dir(state_dir)
+        except OSError as error:
+            raise StackError(f"cannot create the state dir {error.filename or state_dir} ({error.strerror or error}); "
+                             f"choose another with --state-dir or ${settings.STATE_DIR}") from error
         return cls(
-            state_dir=settings.state_dir(state_dir),
-            data_dir=settings.data_dir(data_dir),
-            localstack_port=settings.localstack_port(localstack_port, local_target.DEFAULT_LOCALSTACK_PORT),
-            endpoint_port=settings.endpoint_port(endpoint_port, local_target.DEFAULT_ENDPOINT_PORT),
+            state_dir=state,
+            # Default <this state dir>/data (settings.data_dir() alone would take the default state dir's).
+            data_dir=Path(settings.lookup("data_dir", data_dir) or state / "data").resolve(),
+            # An explicit 0 is kept, for check() to refuse, rather than read as "not given".
+            localstack_port=localstack_port if localstack_port is not None else settings.localstack_port(
+                None, local_target.DEFAULT_LOCALSTACK_PORT),
+            endpoint_port=endpoint_port if endpoint_port is not None else settings.endpoint_port(
+                None, local_target.DEFAULT_ENDPOINT_PORT),
             **{"model_dir": settings.model_dir(), **{k: v for k, v in overrides.items() if v is not None}},
         )
 
