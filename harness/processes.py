@@ -16,11 +16,15 @@ _GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def alive(pid: int | None) -> TypeGuard[int]:
-    """A running process (a zombie is dead for our purposes: it only waits to be reaped)."""
+    """A running process, or one still exiting. A zombie whose threads are all gone only waits to be reaped:
+    dead for our purposes. But a killed multi-threaded process (LocalStack, the endpoint server) shows its
+    leader as a zombie at once while its other threads take a moment more (~0.2-0.4 s measured under load) to
+    exit, and until the last one has, its files and listening ports stay open: it is not dead yet."""
     if not pid:
         return False
     try:
-        return psutil.Process(pid).status() not in _GONE
+        process = psutil.Process(pid)
+        return process.status() not in _GONE or process.num_threads() > 1
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:
