@@ -270,8 +270,11 @@ def _is_localstack(pid: int) -> bool:
 
 
 def _running(record: _PidRecord | None) -> bool:
-    """The LocalStack the pidfile names still runs (that very process, not a reused pid)."""
-    return bool(record and record.process.running() and _is_localstack(record.pid))
+    """The LocalStack the pidfile names still runs, or is still exiting (that very process, not a reused pid:
+    its start time says so; an older pidfile without one is checked by its command line)."""
+    if record is None or not record.process.running():
+        return False
+    return record.started is not None or _is_localstack(record.pid)
 
 
 class LocalStack:

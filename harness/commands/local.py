@@ -216,6 +216,9 @@ def status(target, state_dir, as_json):
         return
     if report["record"] is None and report.get("found"):
         _print_unrecorded(report)
+    if report.get("record_problem"):
+        raise click.ClickException(f"scones status failed: {report['record_problem']}")
+    if report["record"] is None and report.get("found"):
         sys.exit(1)
     if report["record"] is None:
         click.echo(f"local stack: down (no record at {report['record_path']})")
