@@ -305,68 +305,29 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
         progress(f"WARNING: {ledger.problem}; going by the processes found instead")
     model_dir = resolve_model(config, progress)
     parts = stack_parts(config, model_dir)
-
-    # Adopt what runs as asked and answers; stop the rest of what any earlier `up` left (all of it first,
-    # so that a part moved to another part's old port finds that port free).
-    marked = processes.find_marked(config.state_dir)
-    running: dict[str, ProcessId] = {}
-    for part in parts:
-        adopted, stale = _plan_part(part, ledger, previous, marked)
-        if adopted is not None:
-            running[part.name] = adopted
-            ledger.put(part.name, part.entry(adopted))
-        elif stale:
-            progress(f"{part.name}: replacing what runs of it: {stale}")
-            part.stop(find_part(part, ledger, previous, marked), progress)
-            ledger.drop(part.name)
+    running = _adopt_or_clear(parts, ledger, previous, processes.find_marked(config.state_dir), progress)
 
     started_here: list[Part] = []
     try:
-        for part in parts:
-            if part.name in running:
-                progress(f"{part.name}: attached on {part.url} (pid {running[part.name].pid})")
-                continue
-            _refuse_a_held_port(part)
-            part.prepare()
-            with signals.deferred():   # a signal now would orphan the process before it is recorded
-                process = part.start()
-                started_here.append(part)
-                if process is not None:
-                    running[part.name] = process
-                    ledger.put(part.name, part.entry(process))
-            progress(f"{part.name}: starting on {part.url}" + (f" (pid {process.pid})" if process else ""))
-        if any(part.ready_before_deploy for part in started_here):
-            _preload_deploy_code()  # while LocalStack boots in its own process
-            _report_lambda_sandbox(progress)
-        for part in parts:
-            if part.ready_before_deploy and part in started_here:
-                part.wait_ready(running[part.name])
-                progress(f"{part.name}: ready")
-
+        _start_missing(parts, running, started_here, ledger, signals, progress)
+        _wait_ready([part for part in started_here if part.ready_before_deploy], running, progress)
         deployed = deploy_stack(config, model_dir, progress)
-
-        for part in parts:
-            if not part.ready_before_deploy and part in started_here:
-                part.wait_ready(running[part.name])
-                progress(f"{part.name}: ready")
+        _wait_ready([part for part in started_here if not part.ready_before_deploy], running, progress)
         _wait_capture_uploaded(config.endpoint_url, progress)
     except BaseException:
         # Do not leave a half-started stack behind: stop what this call started.
         for part in started_here:
-            if part.name in running:
-                part.stop([running[part.name]], lambda message: None)
-                ledger.drop(part.name)
-            else:
-                part.stop([], lambda message: None)
+            part.stop([running[part.name]] if part.name in running else [], lambda message: None)
+            ledger.drop(part.name)
         raise
     signals.armed = False   # complete: a signal now waits until the record is written
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    adopted_localstack = LocalStackPart.name in running and not any(p.name == LocalStackPart.name for p in started_here)
+    localstack_adopted = LocalStackPart.name in running and all(part.name != LocalStackPart.name for part in started_here)
     entries: dict[str, Any] = {part.name: part.entry(running.get(part.name)) for part in parts}
     record = local_stack_record(
         outputs=deployed.outputs,
-        created=((previous or {}).get("created") if adopted_localstack else None) or now,
+        created=((previous or {}).get("created") if localstack_adopted else None) or now,
         state_dir=config.state_dir, data_dir=str(config.data_dir), prefix=config.prefix, threshold=config.threshold,
         localstack=entries.pop(LocalStackPart.name), endpoint=entries.pop(EndpointPart.name), **entries,
         **deployed.details,
@@ -374,6 +335,51 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
     )
     write_record(record_path, record)
     return record
+
+
+def _adopt_or_clear(parts: list[Part], ledger: Ledger, previous: dict | None, marked: dict,
+                    progress: Progress) -> dict[str, ProcessId]:
+    """Adopt each part that runs as asked and answers; stop whatever else of it an earlier `up` left (all of it
+    before anything starts, so that a part moved to another part's old port finds that port free)."""
+    running: dict[str, ProcessId] = {}
+    for part in parts:
+        adopted, stale = _plan_part(part, ledger, previous, marked)
+        if adopted is not None:
+            running[part.name] = adopted
+            ledger.put(part.name, part.entry(adopted))
+            progress(f"{part.name}: attached on {part.url} (pid {adopted.pid})")
+        elif stale:
+            progress(f"{part.name}: replacing what runs of it: {stale}")
+            part.stop(find_part(part, ledger, previous, marked), progress)
+            ledger.drop(part.name)
+    return running
+
+
+def _start_missing(parts: list[Part], running: dict[str, ProcessId], started_here: list[Part], ledger: Ledger,
+                   signals: _StopSignals, progress: Progress) -> None:
+    """Start each part not running, without waiting for it; each process is in the ledger before anything waits."""
+    for part in parts:
+        if part.name in running:
+            continue
+        _refuse_a_held_port(part)
+        part.prepare()
+        with signals.deferred():   # a signal now would orphan the process before it is recorded
+            process = part.start()
+            started_here.append(part)
+            if process is not None:
+                running[part.name] = process
+                ledger.put(part.name, part.entry(process))
+        progress(f"{part.name}: starting on {part.url}" + (f" (pid {process.pid})" if process else ""))
+    if any(part.ready_before_deploy for part in started_here):
+        _preload_deploy_code()  # while LocalStack boots in its own process
+        _report_lambda_sandbox(progress)
+
+
+def _wait_ready(parts: list[Part], running: dict[str, ProcessId], progress: Progress) -> None:
+    for part in parts:
+        if part.name in running:
+            part.wait_ready(running[part.name])
+            progress(f"{part.name}: ready")
 
 
 def _refuse_a_held_port(part: Part) -> None:
