@@ -149,6 +149,7 @@ class EndpointServer:
             log_dir = harness_settings.state_dir() / "endpoint"
             log_dir.mkdir(parents=True, exist_ok=True)
             self.log_path = log_dir / f"{self.endpoint_name}-{self.port}.log"
+        Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_path, "ab")
         self._process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT,

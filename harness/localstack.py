@@ -35,6 +35,7 @@ from pathlib import Path
 
 import scones
 from scones import settings
+from scones.deploy.record import write_record
 from scones.errors import SconesError
 from scones.harness import processes
 from scones.harness.iam import names as iam_names
@@ -254,17 +255,33 @@ class _PidRecord:
     pid: int
     port: int
     log: str
+    started: float | None = None     # the process' start time: a pid the kernel gave to another process is not it
 
     @classmethod
     def read(cls, path: Path) -> "_PidRecord | None":
         try:
             return cls(**json.loads(path.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
+        except (FileNotFoundError, ValueError, TypeError):   # a damaged pidfile names no process
             return None
+
+    def write(self, path: Path) -> None:
+        write_record(path, vars(self))   # atomic: a kill mid-write never leaves half a pidfile
+
+    @property
+    def process(self) -> processes.ProcessId:
+        return processes.ProcessId(self.pid, self.started)
 
 
 def _is_localstack(pid: int) -> bool:
     return processes.command_line_has(pid, "localstack.runtime.main")
+
+
+def _running(record: _PidRecord | None) -> bool:
+    """The LocalStack the pidfile names still runs, or is still exiting (that very process, not a reused pid:
+    its start time says so; an older pidfile without one is checked by its command line)."""
+    if record is None or not record.process.running():
+        return False
+    return record.started is not None or _is_localstack(record.pid)
 
 
 class LocalStack:
@@ -423,7 +440,7 @@ class LocalStack:
     def start(self) -> int:
         """Start LocalStack in the background (returns its PID); a running one from our pidfile is reused."""
         record = _PidRecord.read(self.pidfile)
-        if record and processes.alive(record.pid) and _is_localstack(record.pid):
+        if record and _running(record):
             if record.port != self.port:
                 raise LocalStackError(f"LocalStack is already running on port {record.port} (PID {record.pid}, "
                                       f"pidfile {self.pidfile}); stop it first or use that port.")
@@ -441,7 +458,9 @@ class LocalStack:
                 cwd=self.home, env=self.environment(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        self.pidfile.write_text(json.dumps({"pid": self._process.pid, "port": self.port, "log": str(self.log_path)}))
+        identity = processes.ProcessId.of(self._process.pid)
+        _PidRecord(self._process.pid, self.port, str(self.log_path),
+                   identity.started if identity else None).write(self.pidfile)
         return self._process.pid
 
     def health(self) -> dict | None:
@@ -468,17 +487,21 @@ class LocalStack:
             time.sleep(0.1)
 
     def is_running(self) -> bool:
-        record = _PidRecord.read(self.pidfile)
-        return bool(record and processes.alive(record.pid) and _is_localstack(record.pid))
+        return _running(_PidRecord.read(self.pidfile))
 
     def pid(self) -> int | None:
         record = _PidRecord.read(self.pidfile)
-        return record.pid if record and processes.alive(record.pid) and _is_localstack(record.pid) else None
+        return record.pid if record and _running(record) else None
+
+    def process(self) -> processes.ProcessId | None:
+        """The running LocalStack of this home, as its pidfile names it."""
+        record = _PidRecord.read(self.pidfile)
+        return record.process if record and _running(record) else None
 
     def stop(self, grace: float = STOP_GRACE_S) -> bool:
         """SIGTERM LocalStack, SIGKILL it after `grace` s, then SIGKILL anything it left behind. True if it ran."""
         record = _PidRecord.read(self.pidfile)
-        if record is None or not processes.alive(record.pid) or not _is_localstack(record.pid):
+        if record is None or not _running(record):
             self.pidfile.unlink(missing_ok=True)
             self._reap()
             return False

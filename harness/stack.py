@@ -1,18 +1,22 @@
-"""The local target as one unit: LocalStack + endpoint server + model + deployed workflow + data.
+"""The local target as one unit: its parts (harness/parts.py: the endpoint server, LocalStack) plus the
+deployed workflow and data.
 
-`up()` starts what is not running yet and attaches to what is (so a second `up` starts nothing
-twice), deploys the Lambdas and state machine through the same code path as AWS, uploads the
-staged test images and .lst files (train/ too with upload_train), and records pids, ports,
-names and ARNs in <state>/local/stack.json.
-`down()` flushes capture, stops everything `up()` started, and checks that no process and no
-listening port is left behind.
+`up()` loops over the parts: it adopts each part that runs as asked and answers, replaces what
+runs otherwise (left by a killed `up`, or with other settings), starts the rest (each recorded in
+the ledger before anything waits for it), deploys the Lambdas and state machine through the same
+code path as AWS, uploads the staged test images and .lst files (train/ too with upload_train),
+and records pids, ports, names and ARNs in <state>/local/stack.json.
+`status()` and `down()` loop over the parts too, finding their processes from the record, the
+ledger, LocalStack's pidfile and the marker in each process' environment, so that a missing or
+damaged record hides nothing: `down()` flushes capture, stops all of it, and checks that no process
+and no listening port is left behind.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import signal
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,43 +27,63 @@ from typing import Any, Callable
 
 from scones import settings
 from scones.deploy import local as local_target
-from scones.deploy.record import MANAGED_BY_COMPOSE, local_record_path, local_stack_record, read_record, write_record
+from scones.deploy.record import (
+    MANAGED_BY_COMPOSE,
+    RecordError,
+    StackOutputs,
+    local_record_path,
+    local_stack_record,
+    read_record,
+    write_record,
+)
 from scones.errors import SconesError
 from scones.harness import localstack as localstack_manager
+from scones.harness import processes
+from scones.harness.parts import HEALTH_TIMEOUT_S, EndpointPart, Ledger, LocalStackPart, Part, recorded_settings
+from scones.harness.parts import find as find_part
+from scones.harness.parts import health_problem as parts_health_problem
+from scones.harness.processes import ProcessId, port_open, process_tree, rss_bytes, wait_until
 from scones.harness.processes import alive as pid_alive
-from scones.harness.processes import port_open, process_tree, rss_bytes, wait_until
 from scones.harness.processes import terminate as _terminate
 from scones.harness.targets import find_local_record
 
 Progress = Callable[[str], None]
-ENDPOINT_READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
-ENDPOINT_STOP_TIMEOUT_S = 60.0   # its shutdown drains requests and writes pending capture records
 CAPTURE_UPLOAD_TIMEOUT_S = 60.0
+PORT_RANGE = (1, 65535)
 
 
 class StackError(SconesError, RuntimeError):
     """The local stack could not be brought up or down; the message says which part and why."""
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StopSignal(BaseException):
-    """SIGTERM or SIGHUP reached `up`. A BaseException, like KeyboardInterrupt, so that nothing on the
+    """SIGINT, SIGTERM or SIGHUP reached `up`. A BaseException, like KeyboardInterrupt, so that nothing on the
     way out swallows it. `stack_left_up`: it came after the stack was complete and recorded."""
 
     def __init__(self, signum: int, stack_left_up: bool = False):
         self.signum, self.stack_left_up = signum, stack_left_up
         super().__init__(f"stopped by {signal.Signals(signum).name}")
 
+    @classmethod
+    def raised_for(cls, signum: int, stack_left_up: bool = False) -> "StopSignal":
+        return (Interrupted if signum == signal.SIGINT else cls)(signum, stack_left_up)
+
+
+class Interrupted(StopSignal, KeyboardInterrupt):
+    """SIGINT (Ctrl-C): a StopSignal for `scones up` (exit status 130), and still a KeyboardInterrupt for
+    whoever else calls up() (pytest stops its session on one)."""
+
 
 class _StopSignals:
-    """While armed, SIGTERM and SIGHUP raise StopSignal in the main thread, as Ctrl-C raises
-    KeyboardInterrupt, so `up` stops what it started; disarmed (the stack is complete), they wait.
+    """While armed, SIGINT, SIGTERM and SIGHUP raise StopSignal in the main thread, so `up` stops what it
+    started; disarmed (the stack is complete), they wait.
 
-    Signals the caller ignores (nohup's SIGHUP) stay ignored; outside the main thread Python
-    cannot install handlers, and nothing changes.
+    Signals the caller ignores (nohup's SIGHUP, SIGINT in a background job) stay ignored; outside the main
+    thread Python cannot install handlers, and nothing changes.
     """
 
     def __init__(self):
@@ -70,7 +94,7 @@ class _StopSignals:
             self.pending = self.pending or signum
             return
         self.armed = False          # a second signal must not cut the cleanup short
-        raise StopSignal(signum)
+        raise StopSignal.raised_for(signum)
 
     @contextlib.contextmanager
     def deferred(self):
@@ -82,7 +106,7 @@ class _StopSignals:
             self.armed = was_armed
         if was_armed and self.pending:
             signum, self.pending, self.armed = self.pending, None, False
-            raise StopSignal(signum)
+            raise StopSignal.raised_for(signum)
 
     def __enter__(self) -> "_StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -117,13 +141,42 @@ class StackConfig:
     def from_environment(cls, state_dir=None, data_dir=None, localstack_port=None, endpoint_port=None,
                          **overrides) -> "StackConfig":
         """Each setting as scones/settings.py resolves it (argument, environment, project config, default)."""
+        try:
+            state = settings.state_dir(state_dir)
+        except OSError as error:
+            raise StackError(f"cannot create the state dir {error.filename or state_dir} ({error.strerror or error}); "
+                             f"choose another with --state-dir or ${settings.STATE_DIR}") from error
         return cls(
-            state_dir=settings.state_dir(state_dir),
-            data_dir=settings.data_dir(data_dir),
-            localstack_port=settings.localstack_port(localstack_port, local_target.DEFAULT_LOCALSTACK_PORT),
-            endpoint_port=settings.endpoint_port(endpoint_port, local_target.DEFAULT_ENDPOINT_PORT),
+            state_dir=state,
+            # Default <this state dir>/data (settings.data_dir() alone would take the default state dir's).
+            data_dir=Path(settings.lookup("data_dir", data_dir) or state / "data").resolve(),
+            # An explicit 0 is kept, for check() to refuse, rather than read as "not given".
+            localstack_port=localstack_port if localstack_port is not None else settings.localstack_port(
+                None, local_target.DEFAULT_LOCALSTACK_PORT),
+            endpoint_port=endpoint_port if endpoint_port is not None else settings.endpoint_port(
+                None, local_target.DEFAULT_ENDPOINT_PORT),
             **{"model_dir": settings.model_dir(), **{k: v for k, v in overrides.items() if v is not None}},
         )
+
+    def check(self) -> None:
+        """Refuse, before any work, ports that cannot be used and a state dir that cannot be written."""
+        ports = {"--localstack-port": self.localstack_port, "--endpoint-port": self.endpoint_port}
+        variables = {"--localstack-port": settings.LOCALSTACK_PORT, "--endpoint-port": settings.ENDPOINT_PORT}
+        for option, port in ports.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+                raise StackError(f"{option} (or ${variables[option]}) must be a port number in "
+                                 f"{PORT_RANGE[0]}-{PORT_RANGE[1]}, not {port!r}")
+        if self.localstack_port == self.endpoint_port:
+            raise StackError(f"LocalStack and the endpoint server cannot share port {self.endpoint_port}: give "
+                             "--localstack-port and --endpoint-port (or their variables) different values")
+        try:
+            self.local_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.local_dir):
+                pass
+        except OSError as error:
+            raise StackError(f"the state dir {self.state_dir} is not writable ({error.strerror or error}): "
+                             f"`scones up` keeps its record, logs and LocalStack's data there; choose another with "
+                             f"--state-dir or ${settings.STATE_DIR}") from error
 
     @property
     def localstack_url(self) -> str:
@@ -140,9 +193,7 @@ class StackConfig:
 
     @property
     def local_dir(self) -> Path:
-        path = self.state_dir / "local"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.state_dir / "local"
 
 
 # ----------------------------------------------------------------------------- processes
@@ -151,38 +202,26 @@ def terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
     _terminate(pid, timeout)
 
 
-def _reap(pid: int) -> None:
-    """Collect a child's exit status so it does not linger as a zombie of this process."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
 # ----------------------------------------------------------------------------- parts
 
-def _localstack(config: StackConfig):
-    from scones.harness.localstack import LocalStack
+def stack_parts(config: StackConfig, model_dir: Path | None = None) -> list[Part]:
+    """The parts of this stack, in the order `up` starts them and `down` stops them: the endpoint server takes
+    seconds to import torch, so it starts first; it flushes capture to S3 when stopped, so it stops first."""
+    return [endpoint_part(config, model_dir), LocalStackPart(state_dir=config.state_dir, port=config.localstack_port)]
 
-    return LocalStack(config.state_dir, config.localstack_port)
+
+def endpoint_part(config: StackConfig, model_dir: Path | None) -> EndpointPart:
+    return EndpointPart(state_dir=config.state_dir, port=config.endpoint_port, endpoint_name=config.endpoint_name,
+                        model_dir=model_dir or Path(), bucket=config.bucket, localstack_url=config.localstack_url,
+                        capture_spool_dir=config.capture_spool_dir)
 
 
 def start_endpoint_server(config: StackConfig, model_dir: Path):
     """Start the endpoint server as a subprocess (it outlives `scones up`); does not wait for it."""
-    from scones.harness.endpoint import EndpointServer
-    from scones.harness.serving.capture import CaptureConfig
-
     if port_open(config.endpoint_port):
         raise StackError(f"port {config.endpoint_port} is already in use, so the endpoint server cannot bind it; "
                          f"stop what listens there or set {settings.ENDPOINT_PORT}")
-    model = model_dir / "model.tar.gz" if (model_dir / "model.tar.gz").exists() else model_dir
-    server = EndpointServer(
-        model, endpoint_name=config.endpoint_name, port=config.endpoint_port, mode="subprocess",
-        capture=CaptureConfig(local_target.capture_s3_uri(config.bucket), sampling_percentage=100),
-        env=local_target.endpoint_server_environment(config.localstack_url),
-        log_path=config.local_dir / "endpoint.log", capture_spool=config.capture_spool_dir,
-    )
-    return server.start(wait=False)
+    return endpoint_part(config, model_dir).server().start(wait=False)
 
 
 def resolve_model(config: StackConfig, progress: Progress) -> Path:
@@ -197,25 +236,26 @@ def resolve_model(config: StackConfig, progress: Progress) -> Path:
 # ----------------------------------------------------------------------------- up / down / status
 
 def up(config: StackConfig, progress: Progress = print) -> dict[str, Any]:
-    """Bring the local stack up (attaching to parts already running) and return its record.
+    """Bring the local stack up (adopting parts already running, replacing stale ones) and return its record.
 
     Holds a lock file, so two `up`s at once (two shells, pytest-xdist workers) start one stack.
     """
     import fcntl
 
+    config.check()
     _refuse_compose_on_our_ports(config)
     with open(config.local_dir / "up.lock", "w") as lock, _StopSignals() as signals:
         fcntl.flock(lock, fcntl.LOCK_EX)
         record = _up(config, progress, signals)
     if signals.pending:
-        raise StopSignal(signals.pending, stack_left_up=True)
+        raise StopSignal.raised_for(signals.pending, stack_left_up=True)
     return record
 
 
 def _refuse_compose_on_our_ports(config: StackConfig) -> None:
     """A compose stack beside this state dir that holds our ports is the stack to use, not a reason to start one."""
     path = find_local_record(config.state_dir)
-    record = read_record(path) if path != local_record_path(config.state_dir) else None
+    record = _read_record(path, None)[0] if path != local_record_path(config.state_dir) else None
     ports = {(record or {}).get(part, {}).get("port") for part in ("localstack", "endpoint")}
     held = [port for port in ports & {config.localstack_port, config.endpoint_port} if port and port_open(port)]
     if managed_by_compose(record) and held:   # (a record left by containers that died holds nothing)
@@ -225,115 +265,176 @@ def _refuse_compose_on_our_ports(config: StackConfig) -> None:
                          f"{settings.ENDPOINT_PORT})")
 
 
+def _read_record(path: Path, progress: Progress | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The stack record, or None and why when it is missing or damaged: what runs is then found by looking."""
+    try:
+        return read_record(path), None
+    except RecordError as error:
+        if progress:
+            progress(f"WARNING: {error}; going by the processes found instead")
+        return None, str(error)
+
+
+def _matches(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(recorded.get(key) == value for key, value in wanted.items())
+
+
+def _plan_part(part: Part, ledger: Ledger, previous: dict | None, marked: dict) -> tuple[ProcessId | None, str | None]:
+    """(the process to adopt, None) or (None, why what runs of it must be replaced; None when nothing runs)."""
+    found = find_part(part, ledger, previous, marked)
+    if not found:
+        return None, None
+    pids = ", ".join(str(process.pid) for process in found)
+    if len(found) > 1:
+        return None, f"several processes ({pids})"
+    if not _matches(recorded_settings(part, ledger, previous), part.settings()):
+        return None, f"pid {pids} runs with other settings ({', '.join(sorted(part.settings()))})"
+    problem = part.health_problem()
+    if problem:
+        return None, f"pid {pids} does not answer ({problem})"
+    return found[0], None
+
+
 def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[str, Any]:
     started_at = time.perf_counter()
     report = progress
     progress = lambda message: report(f"[{time.perf_counter() - started_at:5.1f} s] {message}")  # noqa: E731
     record_path = local_record_path(config.state_dir)
-    previous = read_record(record_path) or {}
-    localstack = _localstack(config)
-
-    # The endpoint server takes seconds to import torch: start it first, then LocalStack beside it.
+    previous, _ = _read_record(record_path, progress)
+    ledger = Ledger(config.state_dir)
+    if ledger.problem:
+        progress(f"WARNING: {ledger.problem}; going by the processes found instead")
     model_dir = resolve_model(config, progress)
-    endpoint_process = None
-    localstack_started_here = False
-    old_endpoint = previous.get("endpoint") or {}
-    endpoint_attached = (pid_alive(old_endpoint.get("pid")) and old_endpoint.get("port") == config.endpoint_port
-                         and old_endpoint.get("model_dir") == str(model_dir)
-                         and old_endpoint.get("name") == config.endpoint_name
-                         and old_endpoint.get("capture_s3_uri") == local_target.capture_s3_uri(config.bucket)
-                         and _answers("endpoint", config.endpoint_url))
+    parts = stack_parts(config, model_dir)
+    running = _adopt_or_clear(parts, ledger, previous, processes.find_marked(config.state_dir), progress)
+
+    started_here: list[Part] = []
     try:
-        if not endpoint_attached:
-            if pid_alive(old_endpoint.get("pid")):
-                progress(f"endpoint: stopping the old server (pid {old_endpoint['pid']}): its model, name, port or "
-                         "capture destination changed")
-                terminate(old_endpoint["pid"])
-            with signals.deferred():   # a signal now would orphan the process before we hold it
-                endpoint_process = start_endpoint_server(config, model_dir)
-            progress(f"endpoint: starting {config.endpoint_name} on {config.endpoint_url} (pid {endpoint_process.pid})")
-        else:
-            progress(f"endpoint: attached to {config.endpoint_name} on {config.endpoint_url} (pid {old_endpoint['pid']})")
-
-        old_localstack = previous.get("localstack") or {}
-        running_pid = localstack.pid()   # from LocalStack's own pidfile under this state dir
-        localstack_attached = _answers("localstack", config.localstack_url) and (
-            running_pid is not None or old_localstack.get("port") == config.localstack_port)
-        if localstack_attached:
-            localstack_pid = running_pid or old_localstack.get("pid")
-            progress(f"localstack: attached on {config.localstack_url} (pid {localstack_pid})")
-        else:
-            if port_open(config.localstack_port):
-                raise StackError(f"port {config.localstack_port} is in use by something that is not this stack's "
-                                 f"LocalStack; stop it or set {settings.LOCALSTACK_PORT}")
-            localstack.ensure_venv()
-            progress(f"localstack: starting on {config.localstack_url}")
-            with signals.deferred():
-                localstack_pid = localstack.start()
-                localstack_started_here = True
-            _preload_deploy_code()  # while LocalStack boots in its own process
-            _report_lambda_sandbox(progress)
-            localstack.wait_ready()
-
-        progress("localstack: ready")
-        try:
-            localstack_manager.register_endpoint(config.localstack_url, config.endpoint_name, config.endpoint_url)
-        except localstack_manager.EndpointRegistrationError as error:
-            raise StackError(str(error)) from error
-        session = local_target.local_session(config.localstack_url, config.endpoint_url)
-        # LocalStack loads each service on its first request (a second or two each here): the
-        # bucket is made in the upload's thread so that S3 and Lambda load side by side.
-        stopping = threading.Event()
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scones-up") as pool:
-            try:
-                deploying = pool.submit(_deploy, session, config, progress, stopping)
-                uploading = pool.submit(_bucket_and_upload, session, config, progress)
-                resources = deploying.result()
-                uploaded, restored = uploading.result()
-            except BaseException:
-                stopping.set()   # the deploy's next poll gives up, so leaving the pool waits for no waiter
-                raise
-        progress("workflow deployed, data uploaded")
-        event_runs = _deploy_event_runs(session, config, resources, progress)
-        monitor = _deploy_monitor(session, config, model_dir, progress)
-
-        if endpoint_process is not None:
-            endpoint_process.wait_ready(ENDPOINT_READY_TIMEOUT_S)
-            progress("endpoint: ready")
+        _start_missing(parts, running, started_here, ledger, signals, progress)
+        _wait_ready([part for part in started_here if part.ready_before_deploy], running, progress)
+        deployed = deploy_stack(config, model_dir, progress)
+        _wait_ready([part for part in started_here if not part.ready_before_deploy], running, progress)
         _wait_capture_uploaded(config.endpoint_url, progress)
     except BaseException:
         # Do not leave a half-started stack behind: stop what this call started.
-        if endpoint_process is not None:
-            endpoint_process.stop(STOP_TIMEOUT_S)
-        if localstack_started_here:
-            localstack.stop()
+        for part in started_here:
+            part.stop([running[part.name]] if part.name in running else [], lambda message: None)
+            ledger.drop(part.name)
         raise
     signals.armed = False   # complete: a signal now waits until the record is written
 
-    endpoint_pid = endpoint_process.pid if endpoint_process else old_endpoint.get("pid")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    localstack_adopted = LocalStackPart.name in running and all(part.name != LocalStackPart.name for part in started_here)
+    entries: dict[str, Any] = {part.name: part.entry(running.get(part.name)) for part in parts}
+    record = local_stack_record(
+        outputs=deployed.outputs,
+        created=((previous or {}).get("created") if localstack_adopted else None) or now,
+        state_dir=config.state_dir, data_dir=str(config.data_dir), prefix=config.prefix, threshold=config.threshold,
+        localstack=entries.pop(LocalStackPart.name), endpoint=entries.pop(EndpointPart.name), **entries,
+        **deployed.details,
+        up_seconds=round(time.perf_counter() - started_at, 3),
+    )
+    write_record(record_path, record)
+    return record
+
+
+def _adopt_or_clear(parts: list[Part], ledger: Ledger, previous: dict | None, marked: dict,
+                    progress: Progress) -> dict[str, ProcessId]:
+    """Adopt each part that runs as asked and answers; stop whatever else of it an earlier `up` left (all of it
+    before anything starts, so that a part moved to another part's old port finds that port free)."""
+    running: dict[str, ProcessId] = {}
+    for part in parts:
+        adopted, stale = _plan_part(part, ledger, previous, marked)
+        if adopted is not None:
+            running[part.name] = adopted
+            ledger.put(part.name, part.entry(adopted))
+            progress(f"{part.name}: attached on {part.url} (pid {adopted.pid})")
+        elif stale:
+            progress(f"{part.name}: replacing what runs of it: {stale}")
+            part.stop(find_part(part, ledger, previous, marked), progress)
+            ledger.drop(part.name)
+    return running
+
+
+def _start_missing(parts: list[Part], running: dict[str, ProcessId], started_here: list[Part], ledger: Ledger,
+                   signals: _StopSignals, progress: Progress) -> None:
+    """Start each part not running, without waiting for it; each process is in the ledger before anything waits."""
+    for part in parts:
+        if part.name in running:
+            continue
+        _refuse_a_held_port(part)
+        part.prepare()
+        with signals.deferred():   # a signal now would orphan the process before it is recorded
+            process = part.start()
+            started_here.append(part)
+            if process is not None:
+                running[part.name] = process
+                ledger.put(part.name, part.entry(process))
+        progress(f"{part.name}: starting on {part.url}" + (f" (pid {process.pid})" if process else ""))
+    if any(part.ready_before_deploy for part in started_here):
+        _preload_deploy_code()  # while LocalStack boots in its own process
+        _report_lambda_sandbox(progress)
+
+
+def _wait_ready(parts: list[Part], running: dict[str, ProcessId], progress: Progress) -> None:
+    for part in parts:
+        if part.name in running:
+            part.wait_ready(running[part.name])
+            progress(f"{part.name}: ready")
+
+
+def _refuse_a_held_port(part: Part) -> None:
+    """Fail at once, naming who holds it, when a port a part needs is taken by something not of this stack."""
+    if port_open(part.port):
+        holder = processes.port_holder(part.port)
+        variable = {"endpoint": settings.ENDPOINT_PORT, "localstack": settings.LOCALSTACK_PORT}.get(part.name, "")
+        raise StackError(f"port {part.port} is already in use" + (f" by {holder}" if holder else "")
+                         + f", so the {part.name} cannot bind it; stop what listens there or choose another port"
+                         + (f" (${variable})" if variable else ""))
+
+
+@dataclass
+class Deployed:
+    """What the deploy phase made: the record's outputs, and its details for the record beside them."""
+    outputs: StackOutputs
+    details: dict[str, Any]
+
+
+def deploy_stack(config: StackConfig, model_dir: Path, progress: Progress) -> Deployed:
+    """The deploy phase of `up`, on the running parts: the endpoint registered with LocalStack, the workflow,
+    the bucket and data, event runs and the drift monitor, through the same deploy/ code as AWS."""
+    try:
+        localstack_manager.register_endpoint(config.localstack_url, config.endpoint_name, config.endpoint_url)
+    except localstack_manager.EndpointRegistrationError as error:
+        raise StackError(str(error)) from error
+    session = local_target.local_session(config.localstack_url, config.endpoint_url)
+    # LocalStack loads each service on its first request (a second or two each here): the
+    # bucket is made in the upload's thread so that S3 and Lambda load side by side.
+    stopping = threading.Event()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scones-up") as pool:
+        try:
+            deploying = pool.submit(_deploy, session, config, progress, stopping)
+            uploading = pool.submit(_bucket_and_upload, session, config, progress)
+            resources = deploying.result()
+            uploaded, restored = uploading.result()
+        except BaseException:
+            stopping.set()   # the deploy's next poll gives up, so leaving the pool waits for no waiter
+            raise
+    progress("workflow deployed, data uploaded")
+    event_runs = _deploy_event_runs(session, config, resources, progress)
+    monitor = _deploy_monitor(session, config, model_dir, progress)
     outputs = local_target.stack_outputs(bucket=config.bucket, resources=resources, endpoint_name=config.endpoint_name,
                                          localstack=config.localstack_url, endpoint_server=config.endpoint_url)
     outputs = dataclasses.replace(outputs, intake_s3_uri=f"s3://{config.bucket}/{event_runs.intake_prefix}",
                                   results_s3_uri=f"s3://{config.bucket}/{event_runs.results_prefix}",
                                   monitor_topic_arn=monitor.topic_arn)
-    record = local_stack_record(
-        outputs=outputs,
-        created=(previous.get("created") if localstack_attached else None) or now,
-        state_dir=config.state_dir, data_dir=str(config.data_dir), prefix=config.prefix, threshold=config.threshold,
-        localstack={"pid": localstack_pid, "port": config.localstack_port, "url": config.localstack_url},
-        endpoint={"pid": endpoint_pid, "port": config.endpoint_port, "url": config.endpoint_url,
-                  "name": config.endpoint_name, "capture_s3_uri": local_target.capture_s3_uri(config.bucket),
-                  "model_dir": str(model_dir), "log": str(config.local_dir / "endpoint.log")},
-        event_runs=event_runs.to_dict(),
-        monitor=monitor.to_dict(),
-        dataset={"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
-                 "parts": list(dataset_parts(config))} if uploaded else None,
-        capture_restored=vars(restored),
-        up_seconds=round(time.perf_counter() - started_at, 3),
-    )
-    write_record(record_path, record)
-    return record
+    return Deployed(outputs, {
+        "event_runs": event_runs.to_dict(),
+        "monitor": monitor.to_dict(),
+        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
+                    "parts": list(dataset_parts(config))} if uploaded else None,
+        "capture_restored": vars(restored),
+    })
 
 
 def _capture_status(endpoint_url: str) -> dict:
@@ -481,33 +582,12 @@ def managed_by_compose(record: dict | None) -> bool:
     return record is not None and record.get("managed_by") == MANAGED_BY_COMPOSE
 
 
-HEALTH_PATHS = {"localstack": "/_localstack/health", "endpoint": "/ping"}
-HEALTH_TIMEOUT_S = 2.0   # a live process that cannot answer in this long (stopped, hung) is unhealthy
+HEALTH_PATHS = {part.name: part.health_path for part in (LocalStackPart, EndpointPart)}
 
 
 def health_problem(part: str, url: str | None, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
     """None when LocalStack's health route or the endpoint's /ping replies 200 within `timeout`, else why not."""
-    import urllib.error
-    import urllib.request
-
-    if not url:
-        return "no URL recorded"
-    probe = f"{url}{HEALTH_PATHS[part]}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
-    try:
-        with opener.open(probe, timeout=timeout) as reply:
-            return None if reply.status == 200 else f"{probe} answered HTTP {reply.status}"
-    except urllib.error.HTTPError as error:
-        return f"{probe} answered HTTP {error.code}"
-    except OSError as error:
-        reason = getattr(error, "reason", error)   # URLError wraps the socket's error
-        if isinstance(reason, TimeoutError):
-            return f"{probe} did not answer within {timeout:g} s (a stopped or hung process?)"
-        return f"{probe} failed: {reason}"
-
-
-def _answers(part: str, url: str | None, timeout: float = HEALTH_TIMEOUT_S) -> bool:
-    return health_problem(part, url, timeout) is None
+    return parts_health_problem(url, HEALTH_PATHS[part], timeout)
 
 
 def _health(parts: dict[str, dict]) -> dict[str, str | None]:
@@ -536,24 +616,55 @@ def _compose_status(record: dict, path: Path) -> dict[str, Any]:
     }
 
 
+def _recorded_parts(state: Path, record: dict | None, ledger: Ledger) -> list[Part]:
+    """The parts as recorded (their ports), for `status` and `down`, which know no StackConfig."""
+    def port(name: str, default: int) -> int:
+        for source in (ledger.parts.get(name), (record or {}).get(name)):
+            value = (source or {}).get("port")
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return default
+
+    config = StackConfig(state_dir=state, data_dir=state,
+                         localstack_port=port(LocalStackPart.name, local_target.DEFAULT_LOCALSTACK_PORT),
+                         endpoint_port=port(EndpointPart.name, local_target.DEFAULT_ENDPOINT_PORT))
+    return stack_parts(config)
+
+
+def _found(state: Path, record: dict | None, ledger: Ledger) -> tuple[list[Part], dict[str, list[ProcessId]]]:
+    """Each part's running processes, and those marked with a part this version does not know, by part."""
+    parts = _recorded_parts(state, record, ledger)
+    marked = processes.find_marked(state)
+    found = {part.name: find_part(part, ledger, record, marked) for part in parts}
+    found.update({name: pids for name, pids in marked.items() if name not in found})
+    return parts, found
+
+
 def status(state_dir=None) -> dict[str, Any]:
-    """What the record says, what is alive now, and whether each part answers its health check in time."""
+    """What the record says, what is alive now, and whether each part answers its health check in time.
+
+    With no record (or a damaged one) but processes of this stack running (a kill -9 of `up`), "found"
+    lists them: not up, and `up` adopts or replaces them, `down` stops them."""
     path = find_local_record(state_dir)
-    record = read_record(path)
-    if record is None:
-        return {"up": False, "record": None, "record_path": str(path)}
-    if managed_by_compose(record):
+    record, problem = _read_record(path, None)
+    if record is not None and managed_by_compose(record):
         return _compose_status(record, path)
-    localstack, endpoint = record.get("localstack") or {}, record.get("endpoint") or {}
-    ls_port, ep_port = localstack.get("port"), endpoint.get("port")
-    pids = [pid for pid in (localstack.get("pid"), endpoint.get("pid")) if pid_alive(pid)]
-    tree = process_tree(pids)
-    parts = {
-        "localstack": {**localstack, "alive": pid_alive(localstack.get("pid")),
-                       "listening": bool(ls_port and port_open(ls_port))},
-        "endpoint": {**endpoint, "alive": pid_alive(endpoint.get("pid")),
-                     "listening": bool(ep_port and port_open(ep_port))},
-    }
+    state = settings.state_dir(state_dir)
+    ledger = Ledger(state)
+    _, found = _found(state, record, ledger)
+    running = {name: [process.pid for process in pids] for name, pids in found.items() if pids}
+    if record is None:
+        tree = process_tree([pid for pids in running.values() for pid in pids])
+        return {"up": False, "record": None, "record_path": str(path), "record_problem": problem,
+                "found": running, "processes": tree, "rss_bytes": rss_bytes(tree)}
+    parts: dict[str, dict[str, Any]] = {}
+    for name in HEALTH_PATHS:
+        entry = record.get(name) or {}
+        port = entry.get("port")
+        pids = running.get(name, [])
+        parts[name] = {**entry, "pid": pids[0] if len(pids) == 1 else pids or entry.get("pid"), "alive": bool(pids),
+                       "listening": bool(port and port_open(port))}
+    tree = process_tree([pid for pids in running.values() for pid in pids])
     # A process that lives and listens may still not answer (stopped with SIGSTOP, hung): probe each one.
     problems = _health(parts)
     for name, part in parts.items():
@@ -564,62 +675,66 @@ def status(state_dir=None) -> dict[str, Any]:
         "record": record,
         "record_path": str(path),
         "parts": parts,
+        "found": running,
         "processes": tree,
         "rss_bytes": rss_bytes(tree),
     }
 
 
 def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEOUT_S) -> dict[str, Any]:
-    """Stop the endpoint server (it flushes capture on SIGTERM), then LocalStack, then any stragglers."""
+    """Stop every process of this stack that anything knows of (record, ledger, LocalStack's pidfile, the
+    marker in their environment), endpoint first (it flushes capture on SIGTERM), then LocalStack, then any
+    stragglers; then check that no process and no port is left. A missing or damaged record stops nothing less."""
     path = find_local_record(state_dir)
-    record = read_record(path)
-    if record is None:
-        # No record, but a LocalStack from this state dir may still run (its own pidfile says so).
-        try:
-            stopped_orphan = _localstack(StackConfig(state_dir=settings.state_dir(state_dir),
-                                                     data_dir=settings.data_dir())).stop()
-        except ImportError:
-            stopped_orphan = False
-        progress("stopped a LocalStack left without a stack record" if stopped_orphan
-                 else f"nothing to stop: no local stack recorded at {path}")
-        return {"stopped": [], "leftover_processes": [], "open_ports": []}
+    record, problem = _read_record(path, progress)
     if managed_by_compose(record):
         # Its processes live in containers; their pids mean nothing here, and stopping them is compose's job.
         raise StackError(f"the local stack recorded at {path} is managed by docker compose, so `scones down` "
                          f"does not stop it: run `{COMPOSE_DOWN}` (it stops the containers and flushes capture)")
-    localstack, endpoint = record.get("localstack") or {}, record.get("endpoint") or {}
-    roots = [pid for pid in (endpoint.get("pid"), localstack.get("pid")) if pid_alive(pid)]
-    tree = process_tree(roots)     # snapshot now: once a parent dies its children get re-parented
+    state = settings.state_dir(state_dir)
+    ledger = Ledger(state)
+    if ledger.problem:
+        progress(f"WARNING: {ledger.problem}; going by the processes found instead")
+    parts, found = _found(state, record, ledger)
+    everything = [process for pids in found.values() for process in pids]
+    # Snapshot now: once a parent dies its children get re-parented. Ports: recorded, and any a found process holds.
+    tree = process_tree([process.pid for process in everything])
+    ports = sorted({part.port for part in parts if part.name in ledger.parts or (record or {}).get(part.name)}
+                   | {port for process in everything for port in processes.listening_ports(process.pid)})
+    if record is None and not everything and not ledger.parts:
+        progress(f"nothing to stop: no local stack recorded at {path}, and no process of it found")
+        _set_aside(path, problem, progress)
+        return {"stopped": [], "leftover_processes": [], "open_ports": []}
+
     stopped = []
-
-    if pid_alive(endpoint.get("pid")):
-        progress(f"endpoint: stopping pid {endpoint['pid']} (flushes data capture first)")
-        terminate(endpoint["pid"], max(timeout, ENDPOINT_STOP_TIMEOUT_S))
-        _reap(endpoint["pid"])
-        stopped.append(endpoint["pid"])
-
-    if localstack.get("port"):
-        config = StackConfig(state_dir=settings.state_dir(state_dir), data_dir=settings.data_dir(),
-                             localstack_port=localstack["port"])
-        progress(f"localstack: stopping (port {localstack['port']})")
-        try:
-            _localstack(config).stop()
-        except ImportError:
-            pass
-        if pid_alive(localstack.get("pid")):
-            terminate(localstack["pid"], timeout)
-        stopped.append(localstack.get("pid"))
-
+    for part in parts:
+        part.stop(found.get(part.name, []), progress)
+        stopped += [process.pid for process in found.get(part.name, [])]
+    for name in [name for name in found if name not in {part.name for part in parts}]:
+        progress(f"{name}: stopping {[process.pid for process in found[name]]}")
+        for process in found[name]:
+            terminate(process.pid, timeout)
+            stopped.append(process.pid)
     for pid in tree:  # Lambda environments or helpers that outlived their parent
         if pid_alive(pid):
             progress(f"stopping leftover process {pid}")
             terminate(pid, 5.0)
-        _reap(pid)
+        processes.reap(pid)
 
-    ports = [port for port in (localstack.get("port"), endpoint.get("port")) if port]
     wait_until(lambda: not any(port_open(port) for port in ports), timeout)
     leftovers = [pid for pid in tree if pid_alive(pid)]
     open_ports = [port for port in ports if port_open(port)]
     if not leftovers and not open_ports:
-        path.unlink(missing_ok=True)
+        ledger.remove()
+        if record is not None:
+            path.unlink(missing_ok=True)
+        _set_aside(path, problem, progress)
     return {"stopped": stopped, "leftover_processes": leftovers, "open_ports": open_ports}
+
+
+def _set_aside(path: Path, problem: str | None, progress: Progress) -> None:
+    """A damaged record names nothing any more: keep it beside, out of the way of the next `up`, and say where."""
+    if problem and path.exists():
+        aside = path.with_name(path.name + ".damaged")
+        path.replace(aside)
+        progress(f"the damaged record is kept as {aside}")

@@ -163,6 +163,10 @@ def test_start_stop_leaves_no_process_and_no_open_port(tmp_path):
 
 @pytest.mark.e2e
 def test_lambda_environments_do_not_outlive_a_killed_localstack(tmp_path):
+    """Issue 24: this failed in two of four CI runs, on its last line: the port was still open after stop().
+    A killed LocalStack shows its main thread as a zombie at once, while its other threads take a moment more
+    (0.2-0.7 s measured under load) to exit and keep its socket open; stop() took the zombie for dead and
+    returned at once. processes.alive now counts a zombie with threads left as alive, so stop() waits."""
     instance = LocalStack(port=free_port(), home=tmp_path / "localstack")
     instance.ensure_venv(progress=False)
     pid = instance.start()
@@ -173,17 +177,18 @@ def test_lambda_environments_do_not_outlive_a_killed_localstack(tmp_path):
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             archive.writestr("app.py", "def handler(event, context):\n    return 'ok'\n")
-        client.create_function(FunctionName="crash-test", Runtime="python3.12", Handler="app.handler",
+        # Timeout: a cold start on a loaded machine may take longer than the default 3 s; the environment must
+        # be up and idle when LocalStack is killed.
+        client.create_function(FunctionName="crash-test", Runtime="python3.12", Handler="app.handler", Timeout=60,
                                Role="arn:aws:iam::000000000000:role/r", Code={"ZipFile": buffer.getvalue()})
         client.get_waiter("function_active_v2").wait(FunctionName="crash-test", WaiterConfig={"Delay": 0.5})
-        client.invoke(FunctionName="crash-test")
+        assert json.loads(client.invoke(FunctionName="crash-test")["Payload"].read()) == "ok"
         environments = processes.descendants(pid)
         assert environments
         os.kill(pid, 9)  # no shutdown hooks run: the environments must notice on their own
-        deadline = time.monotonic() + 15
-        while any(processes.alive(child) for child in environments) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(processes.alive(child) for child in environments)
+        gone = processes.wait_until(lambda: not any(processes.alive(child) for child in environments), 15)
+        assert gone, f"environments alive 15 s after LocalStack's kill: {[c for c in environments if processes.alive(c)]}"
     finally:
         instance.stop()
+    assert not processes.alive(pid)
     assert not processes.port_open(instance.port)

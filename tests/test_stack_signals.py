@@ -1,4 +1,6 @@
-"""SIGTERM or SIGHUP during a real `scones up` stops what that `up` started: no process, no port, no record.
+"""Signals during a real `scones up`: SIGINT, SIGTERM or SIGHUP stops what that `up` started (no process, no
+port, no record; exit status 128 + the signal, 130 for Ctrl-C as the README says), and a kill -9, which `up`
+cannot see, leaves nothing that the next `up` and `down` do not find (issue 26).
 
 Issue 12: SIGTERM during `scones up` left the endpoint server and LocalStack running with no stack
 record; `scones down` then stopped only LocalStack and the next `up` failed on the endpoint's port.
@@ -37,19 +39,25 @@ def shared_venvs():
     return default.venv_dir, default.runtimes_dir
 
 
+def _as_from_a_terminal() -> None:
+    for number in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+
+
 class Up:
     """`scones up` in a subprocess, its stderr collected line by line as it comes."""
 
-    def __init__(self, state_dir: Path, model_dir: Path):
+    def __init__(self, state_dir: Path, model_dir: Path, ports: tuple[int, int] | None = None):
         self.state_dir = state_dir
-        self.localstack_port, self.endpoint_port = free_port(), free_port()
-        env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
-        env.update({settings.STATE_DIR: str(state_dir), settings.LOCALSTACK_PORT: str(self.localstack_port),
-                    settings.ENDPOINT_PORT: str(self.endpoint_port)})
-        # As from a terminal: a test run under nohup must not hand its ignored SIGHUP to `up`.
-        self.process = subprocess.Popen([str(SCONES), "up", "--model", str(model_dir), "--no-data"], env=env,
+        self.localstack_port, self.endpoint_port = ports or (free_port(), free_port())
+        self.env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        self.env.update({settings.STATE_DIR: str(state_dir), settings.LOCALSTACK_PORT: str(self.localstack_port),
+                         settings.ENDPOINT_PORT: str(self.endpoint_port)})
+        # As from a terminal: a test run under nohup (or in the background) must not hand its ignored
+        # SIGHUP or SIGINT to `up`.
+        self.process = subprocess.Popen([str(SCONES), "up", "--model", str(model_dir), "--no-data"], env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+                                        preexec_fn=_as_from_a_terminal)
         self.lines: list[str] = []
         self.processes: list[int] = []   # what this `up` had started when it was signalled
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -85,8 +93,8 @@ def start_up(tmp_path, shared_venvs):
     model_dir = build_stub_model(tmp_path / "model").parent
     started: list[Up] = []
 
-    def start() -> Up:
-        up = Up(state_dir, model_dir)
+    def start(ports: tuple[int, int] | None = None) -> Up:
+        up = Up(state_dir, model_dir, ports)
         started.append(up)
         return up
 
@@ -111,10 +119,12 @@ def assert_nothing_left(up: Up, code: int, signum: int, processes: list[int]) ->
     assert not stack.port_open(up.localstack_port) and not stack.port_open(up.endpoint_port), stderr
     assert not local_record_path(up.state_dir).exists()
     assert not (up.state_dir / "localstack" / "localstack.pid").exists()
+    assert not (up.state_dir / "local" / "processes.json").exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_while_localstack_starts_stops_it_and_the_endpoint(start_up, signum):
+    """SIGINT is Ctrl-C: exit status 130, as the README says (it was 1, click's "Aborted!")."""
     up = start_up()
     localstack_pid = poll(up.localstack_pid, 120, 0.05, "LocalStack's pidfile from `scones up`")
     assert up.said("endpoint: starting")      # the endpoint server is started first, so both now run
@@ -142,3 +152,73 @@ def test_sigterm_while_the_workflow_deploys_stops_both(start_up):
     processes = up.processes = stack.process_tree([up.process.pid])
     up.process.send_signal(signal.SIGTERM)
     assert_nothing_left(up, up.finish(), signal.SIGTERM, processes)
+
+
+def scones(up: Up, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCONES), *args], env=up.env, capture_output=True, text=True, timeout=300)
+
+
+def assert_nothing_of_the_stack_left(up: Up, processes: list[int], said: str) -> None:
+    left = [pid for pid in processes if stack.pid_alive(pid)]
+    assert not left, f"processes left running: {left}\n{said}"
+    assert not stack.port_open(up.localstack_port) and not stack.port_open(up.endpoint_port), said
+    assert stack.processes.find_marked(up.state_dir) == {}, said
+    assert not local_record_path(up.state_dir).exists(), said
+    assert not (up.state_dir / "local" / "processes.json").exists(), said
+
+
+# Issue 26's four moments, each known by the progress line `up` prints on reaching it.
+KILL_POINTS = {
+    "endpoint start": "endpoint: starting",
+    "LocalStack ready": "localstack: ready",
+    "Lambda create": "creating Lambda function",
+    "monitor deploy": "monitor baseline:",
+}
+
+
+@pytest.mark.parametrize("moment", KILL_POINTS)
+def test_kill_9_of_up_then_up_and_down_leave_nothing(start_up, moment):
+    """`up` cannot clean up after a kill -9: the next `up` must adopt or replace what it left (it failed with
+    "port 8080 is already in use"), `status` must show it meanwhile, and `down` must stop all of it."""
+    killed = start_up()
+    poll(lambda: killed.said(KILL_POINTS[moment]), 180, 0.02, f"`scones up` to reach {moment}")
+    orphans = killed.processes = stack.process_tree([killed.process.pid])[1:]
+    killed.process.kill()
+    assert killed.finish() == -signal.SIGKILL
+    assert orphans, killed.lines   # the endpoint server at least: `up` starts it first
+
+    shown = scones(killed, "status")
+    assert shown.returncode == 1, shown.stdout + shown.stderr   # neither up (3: nothing recorded) nor healthy (0)
+
+    again = start_up((killed.localstack_port, killed.endpoint_port))
+    code = again.finish(300)
+    said = "\n".join(again.lines)
+    assert code == 0, said
+    record = json.loads(local_record_path(again.state_dir).read_text())
+    running = stack.process_tree([record["localstack"]["pid"], record["endpoint"]["pid"]])
+    again.processes = running
+    assert scones(again, "status").returncode == 0
+
+    stopped = scones(again, "down")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert_nothing_of_the_stack_left(again, orphans + running, said + stopped.stderr)
+
+
+def test_down_with_a_damaged_record_stops_everything(start_up):
+    """A corrupt stack.json made `down` refuse and leave every process running: it now stops what it finds."""
+    up = start_up()
+    code = up.finish(300)
+    assert code == 0, "\n".join(up.lines)
+    record = json.loads(local_record_path(up.state_dir).read_text())
+    running = up.processes = stack.process_tree([record["localstack"]["pid"], record["endpoint"]["pid"]])
+    local_record_path(up.state_dir).write_text('{"version": 1, "localstack": {"pid": ')   # cut short mid-write
+    (up.state_dir / "local" / "processes.json").write_text("\0\0\0")
+
+    shown = scones(up, "status")
+    assert shown.returncode == 1 and "INCOMPLETE" in shown.stdout and "not valid JSON" in shown.stdout, shown.stdout
+    stopped = scones(up, "down")
+
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "not valid JSON" in stopped.stderr
+    assert local_record_path(up.state_dir).with_name("stack.json.damaged").exists()
+    assert_nothing_of_the_stack_left(up, running, stopped.stderr)

@@ -52,12 +52,12 @@ def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, b
 
     from scones.harness import stack
 
-    config = stack.StackConfig.from_environment(
-        state_dir, data_dir, localstack_port, endpoint_port,
-        prefix=prefix, bucket=bucket, endpoint_name=endpoint_name, threshold=threshold,
-        model_dir=Path(model_dir) if model_dir else None, upload_data=not no_data, upload_train=upload_train,
-    )
     try:
+        config = stack.StackConfig.from_environment(
+            state_dir, data_dir, localstack_port, endpoint_port,
+            prefix=prefix, bucket=bucket, endpoint_name=endpoint_name, threshold=threshold,
+            model_dir=Path(model_dir) if model_dir else None, upload_data=not no_data, upload_train=upload_train,
+        )
         record = stack.up(config, progress=_progress)
     except stack.StackError as error:
         raise click.ClickException(f"scones up failed: {error}") from error
@@ -222,6 +222,12 @@ def status(target, state_dir, as_json):
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
+    if report["record"] is None and report.get("found"):
+        _print_unrecorded(report)
+    if report.get("record_problem"):
+        raise click.ClickException(f"scones status failed: {report['record_problem']}")
+    if report["record"] is None and report.get("found"):
+        sys.exit(1)
     if report["record"] is None:
         click.echo(f"local stack: down (no record at {report['record_path']})")
         sys.exit(3)
@@ -242,6 +248,15 @@ def status(target, state_dir, as_json):
         unhealthy = ", ".join(name for name, part in report["parts"].items() if not part["healthy"])
         click.echo(f"  unhealthy: {unhealthy}; run `scones up` to repair it, or `scones down` to clear it")
         sys.exit(1)
+
+
+def _print_unrecorded(report: dict) -> None:
+    """Processes of this stack run, but no complete record names them (a killed `up`, a damaged record)."""
+    why = report.get("record_problem") or f"no record at {report['record_path']}"
+    click.echo(f"local stack: INCOMPLETE ({why})")
+    for name, pids in report["found"].items():
+        click.echo(f"  {name:<10} running as pid {', '.join(map(str, pids))}")
+    click.echo("  `scones up` adopts or replaces them; `scones down` stops them")
 
 
 def _echo_operations(target_name: str, state_dir) -> dict | None:
