@@ -30,6 +30,7 @@ from typing import Any, Callable, ClassVar
 
 from scones.deploy import local as local_target
 from scones.deploy.record import RecordError, read_record, write_record
+from scones.errors import SconesError
 from scones.harness import processes
 from scones.harness.processes import ProcessId
 
@@ -228,7 +229,7 @@ def wait_answering(part: Part, process: ProcessId) -> None:
         raise PartError(f"{part.name}: not ready after {part.ready_timeout_s:.0f} s ({last[0]})")
 
 
-class PartError(RuntimeError):
+class PartError(SconesError, RuntimeError):
     """A part could not be started, found or stopped; the message names the part and why."""
 
 

@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
+from scones.errors import SconesError
+
 MAX_PER_FUNCTION = 16
 MAX_TOTAL = 32
 SLOT_WAIT_S = 50.0   # under the 60 s LocalStack allows an environment to start (LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT)
 
 
-class NoFreeSlot(RuntimeError):
+class NoFreeSlot(SconesError, RuntimeError):
     pass
 
 
