@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
+from scones import contract
 from scones.deploy.event_runs import allow_rule_to_invoke
 from scones.deploy.packaging import FunctionSpec, build_zip
 from scones.deploy.waiting import DeployError, Progress
@@ -34,7 +35,7 @@ from scones.lambdas.drift import DEFAULT_ALPHA
 
 DEFAULT_SCHEDULE = "rate(1 hour)"
 MONITOR_PREFIX = "monitoring/"
-CAPTURE_PREFIX = "data_capture/"
+CAPTURE_PREFIX = contract.CAPTURE_PREFIX + "/"
 DEFAULT_SHARE_BELOW_LIMIT = 0.5     # the test set's share below 0.93 is about a quarter (DESIGN.md section 6)
 # AWS evaluates an alarm every minute over its period; 5 minutes sees each run's datapoint soon after it lands.
 DEFAULT_ALARM_PERIOD_S = 300
