@@ -62,8 +62,13 @@ LOCAL_DIFFERENCES = {
     "capture-restore": "local only: LocalStack keeps no S3 data across restarts, the endpoint's spool archive does",
     "training-job": "none with a given model (`scones up`): its model.tar.gz is uploaded and served (model-artifact)",
     "model-artifact": "local only: the served model.tar.gz from this machine, in the bucket for CreateModel",
-    "endpoint-route": "route mode only (no control plane): replaces model, endpoint config, endpoint, its log "
-                      "group and autoscaling",
+    "endpoint-route": "route mode only (no control plane yet): the endpoint server `scones up` starts, registered "
+                      "with LocalStack's sagemaker-runtime route, stands in for the five below",
+    "model": "route mode: none (api mode: CreateModel from the uploaded model-artifact, as on AWS)",
+    "endpoint-config": "route mode: none (the endpoint server captures 100% to the same S3 prefix)",
+    "endpoint": "route mode: none (the endpoint server serves it)",
+    "log-group/endpoint": "route mode: none (the endpoint server logs to <state>/local/endpoint.log)",
+    "autoscaling": "route mode: none (Application Auto Scaling acts on a control plane's endpoint)",
     "alarm/*": f"evaluated every {monitoring.LOCAL_ALARM_PERIOD_S} s (LocalStack evaluates once a period)",
     "baseline": "from the served model's baseline.json",
 }
