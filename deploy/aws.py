@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -291,7 +290,7 @@ def deploy(
     *,
     session: boto3.Session | None = None,
     progress: Progress | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> dict:
     """Run the plan (resuming from the record) and return the final record."""
     _checked(options)

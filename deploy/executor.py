@@ -83,7 +83,8 @@ def execute(plan: list[r.Resource], run: r.Run, record: dict, *, max_workers: in
     done: set[str] = set()
     running: dict[Future, r.Resource] = {}
     failure: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="scones-deploy") as pool:
+    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="scones-deploy")
+    try:
         while len(done) < len(plan) and failure is None:
             running_ids = {resource.id for resource in running.values()}
             for resource in plan:
@@ -107,15 +108,22 @@ def execute(plan: list[r.Resource], run: r.Run, record: dict, *, max_workers: in
                 if on_done:
                     on_done(resource, made)
         if failure is not None:
+            for future in running:
+                future.cancel()   # not started yet: it never will be
             wait(list(running))   # leave no call half-way in another thread; their entries are recorded already
             with run.lock:
                 for future, resource in running.items():
-                    if future.exception() is None:
+                    if not future.cancelled() and future.exception() is None:
                         outputs[resource.id] = future.result()
                         done.add(resource.id)
                 mark_steps(done)
                 run.save()
             raise failure
+    except BaseException:
+        run.stopping.set()   # interrupted here (Ctrl-C, a stop signal) or failed: waits in other threads give up
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return outputs
 
 

@@ -8,7 +8,6 @@ LocalStack plus our SageMaker-compatible endpoint server on this machine, and wh
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -265,9 +264,9 @@ def deploy_local_stack(config: LocalConfig, *, state_dir: str | os.PathLike | No
     path = records.local_deploy_record_path(state_dir)
     record = _open_local_record(path, config)
     target = config.target()
-    run = resources.Run(session, progress=progress, save=lambda: records.save_record(path, record),
-                        # LocalStack makes a function Active in about a second: poll 10x as often as AWS needs
-                        sleep=sleep or (lambda seconds: time.sleep(min(seconds, 0.1))))
+    # LocalStack makes a function Active in about a second: poll 10x as often as AWS needs.
+    run = resources.Run(session, progress=progress, save=lambda: records.save_record(path, record), sleep=sleep,
+                        max_pause_s=0.1)
     made = executor.execute(planner.plan(target), run, record, max_workers=8)
     outputs = planner.outputs_of(target, made)
     record["outputs"] = outputs

@@ -65,16 +65,23 @@ class Run:
     progress, sleep and record writer."""
 
     def __init__(self, session: boto3.Session, *, region: str | None = None, progress: Progress | None = None,
-                 sleep: Callable[[float], None] | None = None, save: Callable[[], None] | None = None):
-        import time
-
+                 sleep: Callable[[float], None] | None = None, save: Callable[[], None] | None = None,
+                 max_pause_s: float | None = None):
         self.session, self.region = session, region
         self.say: Progress = progress or (lambda message: None)
         self.progress = progress
-        self.sleep = sleep or time.sleep
+        self.stopping = threading.Event()   # set when the deploy is interrupted: every wait gives up
+        self._sleep = sleep or (lambda seconds: self.stopping.wait(min(seconds, max_pause_s or seconds)))
         self._save = save or (lambda: None)
         self._lock = threading.RLock()
         self._clients: dict[tuple[int, str], Any] = {}
+
+    def sleep(self, seconds: float) -> None:
+        """Each poll's pause; raises once the deploy is interrupted, so no thread waits on after it."""
+        if not self.stopping.is_set():
+            self._sleep(seconds)
+        if self.stopping.is_set():
+            raise DeployError("deploy abandoned: it was interrupted")
 
     def client(self, service: str):
         key = (threading.get_ident(), service)
@@ -256,7 +263,7 @@ class Dataset(Resource):
     def ensure(self, run: Run, entry: Entry) -> dict[str, Any]:
         from scones.deploy.workflow import upload_dataset
 
-        summary = upload_dataset(_RunSession(run), self.bucket, self.data_dir, progress=run.progress,  # type: ignore[arg-type]
+        summary = upload_dataset(_RunSession(run), self.bucket, self.data_dir, progress=run.progress,
                                  parts=self.parts)
         run.say(f"dataset: {summary.uploaded} uploaded, {summary.skipped} already there")
         return {"uploaded": summary.uploaded, "skipped": summary.skipped, "parts": list(self.parts)}
@@ -689,7 +696,7 @@ class StateMachine(Resource):
         from scones.state_machine.render import render_definition
 
         arn, action = ensure_state_machine(run.client("stepfunctions"), name=self.machine,
-                                           definition=render_definition(dict(self.function_arns)),
+                                           definition=render_definition({k: str(v) for k, v in self.function_arns.items()}),
                                            role_arn=str(self.role_arn), progress=run.progress, sleep=run.sleep)
         run.say(f"state machine {self.machine}: {action}")
         entry["arn"] = arn
