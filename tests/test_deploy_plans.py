@@ -25,6 +25,7 @@ from scones.deploy import aws, executor, planner, resources
 from scones.deploy import local as local_target
 from scones.deploy import record as records
 from scones.deploy.aws import Context, DeployOptions
+from scones.deploy.scaling import ScalingOptions
 
 PREFIX, BUCKET, ENDPOINT = "scones", "scones-local", "scones-classifier"
 
@@ -215,7 +216,7 @@ def test_the_local_plan_deploys_into_localstack_and_destroy_leaves_nothing(local
     assert deployed.outputs.state_machine_arn.endswith(":stateMachine:scones-workflow")
     assert deployed.details["monitor"]["topic_arn"] == made["topics"][0]
     reserved = session.client("lambda").get_function_concurrency(FunctionName="scones-classifyImage")
-    assert reserved["ReservedConcurrentExecutions"] == 15
+    assert reserved["ReservedConcurrentExecutions"] == ScalingOptions().resolved_concurrency() == 20
     assert session.client("s3").head_object(Bucket=BUCKET, Key="test/bicycle/bicycle_0.png")
 
     again: list[str] = []
