@@ -67,18 +67,23 @@ def execute(plan: list[r.Resource], run: r.Run, record: dict, *, max_workers: in
                     run.save()    # before it exists: a kill from here on leaves it destroyable
             else:
                 entry = {}
+            before = dict(entry)
         made = resolved.ensure(run, entry)
-        if resolved.recorded:
+        if resolved.recorded and entry != before:   # an ARN, a job's state: written once known
             run.save()
         return made
 
-    def mark_steps(done: set[str]) -> None:
+    def mark_steps(done: set[str]) -> bool:
+        """Add the steps now complete to the record; returns whether any was."""
+        marked = False
         for step in steps:
             if step in record["steps_done"]:
                 continue
             if any(resource.id not in done for resource in plan if resource.step == step):
-                return
+                break
             record["steps_done"].append(step)
+            marked = True
+        return marked
 
     done: set[str] = set()
     running: dict[Future, r.Resource] = {}
@@ -103,8 +108,8 @@ def execute(plan: list[r.Resource], run: r.Run, record: dict, *, max_workers: in
                 with run.lock:
                     outputs[resource.id] = made
                     done.add(resource.id)
-                    mark_steps(done)
-                    run.save()
+                    if mark_steps(done):
+                        run.save()
                 if on_done:
                     on_done(resource, made)
         if failure is not None:
