@@ -209,6 +209,7 @@ class LocalConfig:
         from scones.deploy import sagemaker as sm
 
         model_file = None
+        training = self.train and not self.model_data and self.sagemaker == planner.SAGEMAKER_API
         if self.model_dir is not None and not self.train and not self.model_data:
             packed = Path(self.model_dir) / "model.tar.gz"
             model_file = packed if packed.is_file() else None
@@ -221,7 +222,9 @@ class LocalConfig:
         return planner.Target(
             name="local", region=REGION, account_id=ACCOUNT_ID, prefix=self.prefix, bucket=self.bucket,
             endpoint_name=self.endpoint_name, threshold=self.threshold, data_dir=Path(self.data_dir),
-            dataset_parts=self.dataset_parts, upload_data=self.upload_data, role_arns=ROLE_ARNS,
+            # a training job reads train/ and test/ from the bucket, as on AWS
+            dataset_parts=("train", "test") if training else self.dataset_parts, upload_data=self.upload_data,
+            role_arns=ROLE_ARNS,
             sagemaker=self.sagemaker, model_data=self.model_data, model_file=model_file,
             hyperparameters=dict(self.hyperparameters), training_image=sm.training_image(REGION),
             inference_image=sm.inference_image(REGION), endpoint_route=route,

@@ -228,3 +228,15 @@ def test_the_local_plan_deploys_into_localstack_and_destroy_leaves_nothing(local
     assert f"bucket {BUCKET} and its objects" in deleted
     assert local_inventory(session) == {key: [] for key in made}
     assert not records.local_deploy_record_path(tmp_path).exists()
+
+
+def test_deploy_and_destroy_target_local_need_a_running_local_stack(tmp_path):
+    from click.testing import CliRunner
+
+    from scones.harness.cli import main
+
+    for command in (["deploy", "--target", "local", "--dry-run"], ["destroy", "--target", "local", "--yes"]):
+        result = CliRunner().invoke(main, [*command, "--state-dir", str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        assert "no local stack recorded at" in result.output and "`scones up` starts one" in result.output
+        assert "Traceback" not in result.output
