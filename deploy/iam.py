@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from typing import Callable
@@ -113,7 +112,6 @@ def states_policy(scope: Scope) -> dict:
     }
 
 
-POLICIES = {"sagemaker": sagemaker_policy, "lambda": lambda_policy, "states": states_policy}
 
 
 def _as_dict(document) -> dict:
@@ -167,21 +165,6 @@ def ensure_role(
     if progress:
         progress(f"IAM role {name}: {action}")
     return role["Arn"], action
-
-
-def ensure_roles(
-    iam, scope: Scope, progress: Progress | None = None, on_create: Callable[[str, str], None] | None = None,
-) -> dict[str, dict[str, str]]:
-    """All three roles; returns kind -> {"name", "arn"}. on_create(kind, name) runs before each CreateRole."""
-    tags = {"scones:prefix": scope.prefix}
-    roles = {}
-    for kind, name in role_names(scope.prefix).items():
-        arn, _ = ensure_role(
-            iam, name=name, trust=trust_policy(TRUSTED_SERVICE[kind]), policy=POLICIES[kind](scope), tags=tags,
-            progress=progress, before_create=functools.partial(on_create, kind, name) if on_create else None,
-        )
-        roles[kind] = {"name": name, "arn": arn}
-    return roles
 
 
 def delete_role(iam, name: str, progress: Progress | None = None) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import boto3
 from botocore.exceptions import ClientError
 
+from scones import contract
 from scones.deploy.event_runs import allow_rule_to_invoke
 from scones.deploy.packaging import FunctionSpec, build_zip
 from scones.deploy.waiting import DeployError, Progress
@@ -34,7 +35,7 @@ from scones.lambdas.drift import DEFAULT_ALPHA
 
 DEFAULT_SCHEDULE = "rate(1 hour)"
 MONITOR_PREFIX = "monitoring/"
-CAPTURE_PREFIX = "data_capture/"
+CAPTURE_PREFIX = contract.CAPTURE_PREFIX + "/"
 DEFAULT_SHARE_BELOW_LIMIT = 0.5     # the test set's share below 0.93 is about a quarter (DESIGN.md section 6)
 # AWS evaluates an alarm every minute over its period; 5 minutes sees each run's datapoint soon after it lands.
 DEFAULT_ALARM_PERIOD_S = 300
@@ -341,17 +342,3 @@ def describe_monitor(session: boto3.Session, resources: MonitorResources, runs: 
         "alarms": alarms,
         "runs": _latest_runs(session.client("s3"), resources.monitor_s3_uri, runs) if resources.monitor_s3_uri else [],
     }
-
-
-def plan_lines(settings: MonitorSettings, baseline_source: str) -> list[str]:
-    names = settings.names
-    return [
-        f"drift monitor: Lambda {names.function} ({MONITOR_FUNCTION.memory} MB, {MONITOR_FUNCTION.timeout} s) on "
-        f"EventBridge rule {names.rule} ({settings.schedule}); reads new capture under s3://{settings.bucket}/"
-        f"{settings.capture_prefix}, baseline {baseline_source} -> s3://{settings.bucket}/{settings.monitor_prefix}; "
-        f"role {names.role}: s3:GetObject on the capture and monitoring prefixes, s3:PutObject on the monitoring one, "
-        f"cloudwatch:PutMetricData in {drift_monitor.DEFAULT_NAMESPACE} only",
-        f"  alarms {names.drift_alarm} ({drift_monitor.DRIFT_P_METRIC} < {settings.alpha}) and {names.share_alarm} "
-        f"({drift_monitor.SHARE_BELOW_METRIC} > {settings.share_below_limit}), period {settings.alarm_period_s} s "
-        f"-> SNS topic {names.topic} (subscribe to it)",
-    ]

@@ -73,6 +73,11 @@ def aws_record_path(state_dir: str | os.PathLike | None = None) -> Path:
     return settings.state_dir(state_dir) / "aws" / "deploy-record.json"
 
 
+def local_deploy_record_path(state_dir: str | os.PathLike | None = None) -> Path:
+    """What the plan made on the local stack (`scones up`, `scones deploy --target local`, compose), beside its stack.json."""
+    return settings.state_dir(state_dir) / "local" / "deploy-record.json"
+
+
 def local_record_path(state_dir: str | os.PathLike | None = None) -> Path:
     """Where `scones up` (and, under <state>/compose, the compose stack) records a local stack."""
     return settings.state_dir(state_dir) / "local" / "stack.json"
@@ -101,28 +106,19 @@ def local_stack_record(*, outputs: StackOutputs, created: str, state_dir: Path, 
     return record
 
 
-def new_record(*, region: str, account_id: str, prefix: str, bucket: str, endpoint_name: str) -> dict:
+def new_record(*, region: str, account_id: str, prefix: str, bucket: str, endpoint_name: str,
+               target: str = "aws") -> dict:
+    """A deploy record (deploy/executor.py): "resources" lists what was made, oldest first, each
+    {"kind", "name", "id", ...what deleting it needs}; "outputs" become a StackOutputs once the workflow exists."""
     return {
         "version": RECORD_VERSION,
-        "target": "aws",
+        "target": target,
         "region": region,
         "account_id": account_id,
         "prefix": prefix,
         "steps_done": [],
-        "resources": {
-            "bucket": {"name": bucket, "created": False},
-            "roles": {},                 # kind -> {"name", "arn"}
-            "training_job": None,        # {"name", "arn", "status", "model_data"}
-            "source_s3_uri": None,
-            "model_data": None,
-            "models": [],                # [{"name", "arn"}], every model this deploy created
-            "endpoint_configs": [],      # [{"name", "arn"}]
-            "endpoint": None,            # {"name", "arn", "config"}
-            "functions": {},             # "serializeImageData" -> ARN
-            "state_machine_arn": None,
-            "log_groups": [],
-        },
-        "outputs": {   # StackOutputs once the workflow is deployed
+        "resources": [],
+        "outputs": {
             "region": region,
             "bucket": bucket,
             "state_machine_arn": None,
@@ -131,6 +127,14 @@ def new_record(*, region: str, account_id: str, prefix: str, bucket: str, endpoi
             "capture_s3_uri": f"s3://{bucket}/{contract.CAPTURE_PREFIX}",
         },
     }
+
+
+def check_resources_listed(record: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Refuse a deploy record from before resources were a list (one entry per resource, in the order made)."""
+    if not isinstance(record.get("resources"), list):
+        raise RecordError(f"deploy record {path} lists its resources by kind, as scones did before deploys became "
+                          f"one plan; destroy it with the scones that wrote it, or remove it and delete its "
+                          f"resources by hand")
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -173,15 +173,3 @@ def describe_autoscaling(autoscaling, sagemaker, resources: ScalingResources) ->
                      for p in policies],
         "classifier_concurrency": resources.classifier_concurrency,
     }
-
-
-def plan_lines(prefix: str, endpoint_name: str, classifier_function: str, options: ScalingOptions) -> list[str]:
-    concurrency = options.resolved_concurrency()
-    return [
-        f"autoscaling: {resource_id(endpoint_name)} {options.min_instances}-{options.max_instances} instances, "
-        f"target tracking policy {policy_name(prefix)} at {options.target_invocations:g} {METRIC} "
-        f"(scale out after {SCALE_OUT_COOLDOWN_S} s, in after {SCALE_IN_COOLDOWN_S} s; Application Auto Scaling's "
-        f"service-linked role)",
-        f"  Lambda {classifier_function}: " + (f"reserved concurrency {concurrency}" if concurrency
-                                               else "no reserved concurrency"),
-    ]

@@ -1,4 +1,4 @@
-"""The docker-compose stack: its files checked statically, its deploy step against a moto server,
+"""The docker-compose stack: its files checked statically, its deploy step (the local target's plan) against a moto server,
 and (opt-in, SCONES_TEST_COMPOSE=1, needs dockerd and the images) the real stack end to end.
 """
 from __future__ import annotations
@@ -241,6 +241,14 @@ def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_lo
     assert configuration["Environment"]["Variables"] == {"ENDPOINT_NAME": "scones-classifier"}
     keys = {item["Key"] for item in session.client("s3").list_objects_v2(Bucket="scones-compose-test")["Contents"]}
     assert "test/bicycle/bicycle_0.png" in keys and "train.lst" in keys
+    # the same plan as `scones up`: event-driven runs, the drift monitor and its alarms too
+    rules = sorted(rule["Name"] for rule in session.client("events").list_rules(NamePrefix="composetest-")["Rules"])
+    assert rules == ["composetest-monitor-schedule", "composetest-photo-landed", "composetest-run-finished"]
+    alarms = sorted(a["AlarmName"] for a in session.client("cloudwatch").describe_alarms()["MetricAlarms"])
+    assert alarms == ["composetest-below-threshold", "composetest-drift"]
+    assert record["monitor"]["topic_arn"].endswith(":composetest-monitor-alarms")
+    assert record["outputs"]["intake_s3_uri"] == "s3://scones-compose-test/incoming/"
+    assert record["event_runs"]["writer_function_arn"].endswith(":function:composetest-writeResult")
 
     again = deploy_into_stack(state_dir=state, data_dir=staged, localstack_port=port, endpoint_port=18080,
                               bucket="scones-compose-test", prefix="composetest", endpoint_name="scones-classifier",

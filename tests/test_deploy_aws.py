@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
-from scones.deploy import aws
+from scones.deploy import aws, resources
 from scones.deploy import record as records
 from scones.deploy.aws import DeployOptions, Refusal
 
@@ -60,6 +60,18 @@ def session(moto_aws):
     return realistic_session()
 
 
+def training_job(record) -> dict:
+    return resources.entry_with_id(record, "training-job")["job"]
+
+
+def models(record) -> list[dict]:
+    return resources.entries(record, "model")
+
+
+def role_arn(record, purpose: str) -> str:
+    return resources.role_arn(record, purpose)
+
+
 def run_deploy(options, session, messages=None):
     return aws.deploy(options, session=session, progress=(messages.append if messages is not None else None), sleep=lambda _: None)
 
@@ -106,7 +118,7 @@ def test_full_deploy_configures_every_resource_then_destroy_removes_them(options
 
     # 3. training job as the SDK's PyTorch estimator describes it
     sagemaker = session.client("sagemaker")
-    job = sagemaker.describe_training_job(TrainingJobName=record["resources"]["training_job"]["name"])
+    job = sagemaker.describe_training_job(TrainingJobName=training_job(record)["name"])
     hyper = job["HyperParameters"]
     assert json.loads(hyper["sagemaker_program"]) == "train.py"
     source = json.loads(hyper["sagemaker_submit_directory"])
@@ -114,7 +126,7 @@ def test_full_deploy_configures_every_resource_then_destroy_removes_them(options
     assert job["AlgorithmSpecification"]["TrainingImage"] == f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-training:2.5.1-cpu-py311"
     assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]} == {
         "train": f"s3://{bucket}/train/", "test": f"s3://{bucket}/test/"}
-    assert job["RoleArn"] == record["resources"]["roles"]["sagemaker"]["arn"]
+    assert job["RoleArn"] == role_arn(record, "sagemaker")
 
     # 4. model + endpoint config with data capture + endpoint
     endpoint = sagemaker.describe_endpoint(EndpointName="sct-classifier")
@@ -135,10 +147,10 @@ def test_full_deploy_configures_every_resource_then_destroy_removes_them(options
     lambda_client = session.client("lambda")
     classify = lambda_client.get_function_configuration(FunctionName="sct-classifyImage")
     assert classify["Environment"]["Variables"]["ENDPOINT_NAME"] == "sct-classifier"
-    assert classify["Role"] == record["resources"]["roles"]["lambda"]["arn"]
+    assert classify["Role"] == role_arn(record, "lambda")
     assert lambda_client.get_function_configuration(FunctionName="sct-filterInferences")["Environment"]["Variables"]["THRESHOLD"] == "0.93"
     machine = session.client("stepfunctions").describe_state_machine(stateMachineArn=outputs["state_machine_arn"])
-    assert machine["roleArn"] == record["resources"]["roles"]["states"]["arn"]
+    assert machine["roleArn"] == role_arn(record, "states")
     definition = machine["definition"]
     for arn in outputs["function_arns"].values():
         assert arn in definition
@@ -168,7 +180,7 @@ def test_full_deploy_configures_every_resource_then_destroy_removes_them(options
     assert left["buckets"] == [bucket]
     assert session.client("logs").describe_log_groups()["logGroups"] == []
     remaining = records.read_record(records.aws_record_path(options.state_dir))
-    assert remaining["outputs"] == {} and remaining["resources"]["bucket"]["name"] == bucket
+    assert remaining["outputs"] == {} and [(e["kind"], e["name"]) for e in remaining["resources"]] == [("bucket", bucket)]
 
     aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
     assert inventory(session)["buckets"] == []
@@ -191,7 +203,7 @@ def test_redeploy_changes_nothing_and_duplicates_nothing(options, session):
     second = run_deploy(options, session, messages)
     assert inventory(session) == before
     assert second["outputs"] == first["outputs"]
-    assert second["resources"]["training_job"] == first["resources"]["training_job"]
+    assert training_job(second) == training_job(first)
     assert len(before["training_jobs"]) == 1 and len(before["models"]) == 1 and len(before["endpoint_configs"]) == 1
     assert "dataset: 0 uploaded, 10 already there" in messages
     assert any("Completed earlier, reusing" in m for m in messages)
@@ -207,12 +219,12 @@ def test_interrupted_after_training_resumes_without_second_job(options, session,
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("operator pressed ^C while the endpoint was being created")
 
-    monkeypatch.setattr(aws, "_ensure_endpoint", crash)
+    monkeypatch.setattr(resources.Endpoint, "ensure", crash)
     with pytest.raises(KeyboardInterrupt):
         run_deploy(options, session)
     interrupted = records.read_record(records.aws_record_path(options.state_dir))
     assert interrupted["steps_done"] == ["bucket", "roles", "model"]
-    job = interrupted["resources"]["training_job"]
+    job = training_job(interrupted)
     assert job["status"] == "Completed"
 
     monkeypatch.undo()
@@ -220,7 +232,7 @@ def test_interrupted_after_training_resumes_without_second_job(options, session,
         if name.startswith("AWS_ENDPOINT_URL"):
             monkeypatch.delenv(name)
     record = run_deploy(options, session)
-    assert record["resources"]["training_job"]["name"] == job["name"]
+    assert training_job(record)["name"] == job["name"]
     assert inventory(session)["training_jobs"] == [job["name"]]
     assert record["steps_done"] == ["bucket", "roles", "model", "endpoint", "workflow"]
 
@@ -236,7 +248,7 @@ def test_interrupted_while_training_waits_for_the_recorded_job(options, session,
     monkeypatch.setattr(sm, "wait_training_job", crash)
     with pytest.raises(KeyboardInterrupt):
         run_deploy(options, session)
-    job = records.read_record(records.aws_record_path(options.state_dir))["resources"]["training_job"]
+    job = training_job(records.read_record(records.aws_record_path(options.state_dir)))
     assert job["status"] == "InProgress"
 
     waited = []
@@ -244,14 +256,14 @@ def test_interrupted_while_training_waits_for_the_recorded_job(options, session,
     monkeypatch.setattr(sm, "start_training_job", lambda *a, **k: pytest.fail("a second training job was started"))
     record = run_deploy(options, session)
     assert waited == [job["name"]]
-    assert record["resources"]["training_job"]["status"] == "Completed"
+    assert training_job(record)["status"] == "Completed"
 
 
 def test_model_data_skips_training(options, session):
     options.model_data = "s3://elsewhere/model.tar.gz"
     record = run_deploy(options, session)
     assert inventory(session)["training_jobs"] == []
-    model = session.client("sagemaker").describe_model(ModelName=record["resources"]["models"][0]["name"])
+    model = session.client("sagemaker").describe_model(ModelName=models(record)[0]["name"])
     assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://elsewhere/model.tar.gz"
 
 
@@ -262,7 +274,7 @@ def test_changed_model_data_creates_new_model_and_destroy_removes_both(options, 
     # moto does not implement UpdateEndpoint; the switch itself is covered with Stubber in test_deploy_waiters.
     session.client("sagemaker").delete_endpoint(EndpointName="sct-classifier")
     record = run_deploy(options, session)
-    assert len(record["resources"]["models"]) == 2 and len(record["resources"]["endpoint_configs"]) == 2
+    assert len(models(record)) == 2 and len(resources.entries(record, "endpoint-config")) == 2
     aws.destroy(state_dir=options.state_dir, session=session)
     assert inventory(session)["models"] == [] and inventory(session)["endpoint_configs"] == []
 
@@ -271,7 +283,7 @@ def test_dry_run_plans_and_creates_nothing(options, session):
     lines = aws.plan(options, session=session)
     text = "\n".join(lines)
     assert f"account {ACCOUNT}, region {REGION}" in text
-    assert "create; upload 10 objects" in text
+    assert f"bucket s3://sct-data-{REGION}-{ACCOUNT}: create" in text and "upload 10 objects" in text
     assert "training job (pytorch)" in text and "sct-classifier" in text and "sct-workflow" in text
     assert inventory(session) == {key: [] for key in inventory(session)}
     assert not records.aws_record_path(options.state_dir).exists()
@@ -383,7 +395,7 @@ def test_dry_run_with_aws_unreachable_plans_with_the_account_unknown(options, mo
     lines = aws.plan(options, session=realistic_session())
     assert lines[0].startswith("account unknown (AWS unreachable: Could not connect to the endpoint URL")
     assert f"s3://sct-data-{REGION}-<account>: create or reuse (not checked: AWS unreachable)" in lines[2]
-    assert any(line.startswith("5. Lambda functions sct-serializeImageData") for line in lines)
+    assert any("Lambda function sct-serializeImageData" in line for line in lines)
 
 
 def test_refuses_without_region(options, moto_aws, monkeypatch):
@@ -497,7 +509,7 @@ def test_builtin_trainer_runs_the_original_algorithm_with_lst_channels(options, 
     record = run_deploy(options, session)
     bucket = record["outputs"]["bucket"]
     sagemaker = session.client("sagemaker")
-    job = sagemaker.describe_training_job(TrainingJobName=record["resources"]["training_job"]["name"])
+    job = sagemaker.describe_training_job(TrainingJobName=training_job(record)["name"])
     assert job["AlgorithmSpecification"]["TrainingImage"] == "685385470294.dkr.ecr.eu-west-1.amazonaws.com/image-classification:1"
     assert job["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
     channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
@@ -508,7 +520,7 @@ def test_builtin_trainer_runs_the_original_algorithm_with_lst_channels(options, 
     lst = session.client("s3").get_object(Bucket=bucket, Key="builtin/train_lst/train.lst")["Body"].read().decode()
     assert lst.splitlines() == ["0\t0\tbicycle/bicycle_0.png", "1\t0\tbicycle/bicycle_1.png",
                                 "2\t1\tmotorcycle/motorcycle_0.png", "3\t1\tmotorcycle/motorcycle_1.png"]
-    model = sagemaker.describe_model(ModelName=record["resources"]["models"][0]["name"])
+    model = sagemaker.describe_model(ModelName=models(record)[0]["name"])
     assert model["PrimaryContainer"]["Image"].endswith("/image-classification:1")
     assert "Environment" not in model["PrimaryContainer"] or not model["PrimaryContainer"]["Environment"]
     images = statements(session, "sct-sagemaker-role")["FrameworkImages"]["Resource"]
@@ -517,7 +529,7 @@ def test_builtin_trainer_runs_the_original_algorithm_with_lst_channels(options, 
     options.trainer = "pytorch"
     sagemaker.delete_endpoint(EndpointName="sct-classifier")  # moto lacks UpdateEndpoint (Stubber covers it)
     again = run_deploy(options, session)
-    assert again["resources"]["training_job"]["trainer"] == "pytorch"
+    assert training_job(again)["trainer"] == "pytorch"
     assert len(inventory(session)["training_jobs"]) == 2
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_deploy_aws import ACCOUNT, REGION, inventory, moto_aws, options, run_deploy, session, staged, statements  # noqa: F401 (fixtures below)  # noqa: F401
+from test_deploy_aws import ACCOUNT, REGION, inventory, moto_aws, options, role_arn, run_deploy, session, staged, statements  # noqa: F401 (fixtures below)  # noqa: F401
 
 from scones.deploy import aws
 from scones.deploy.event_runs import INTAKE_PREFIX, WORKFLOW_INPUT
@@ -46,7 +46,7 @@ def rules(session) -> dict[str, dict]:
 
 def test_deploy_wires_photos_to_the_workflow_and_runs_to_results(options, session):
     record = run_deploy(options, session)
-    outputs, resources = record["outputs"], record["resources"]
+    outputs = record["outputs"]
     machine_arn = outputs["state_machine_arn"]
     assert outputs["intake_s3_uri"] == f"s3://{BUCKET}/{INTAKE_PREFIX}"
     assert outputs["results_s3_uri"] == f"s3://{BUCKET}/results/"
@@ -58,7 +58,7 @@ def test_deploy_wires_photos_to_the_workflow_and_runs_to_results(options, sessio
                                  "detail": {"bucket": {"name": [BUCKET]}, "object": {"key": [{"prefix": "incoming/"}]}}}
     [workflow] = landed["targets"]
     assert workflow["Arn"] == machine_arn
-    assert workflow["RoleArn"] == resources["roles"]["events"]["arn"]
+    assert workflow["RoleArn"] == role_arn(record, "events")
     assert workflow["InputTransformer"] == WORKFLOW_INPUT
 
     finished = found["sct-run-finished"]
@@ -70,7 +70,7 @@ def test_deploy_wires_photos_to_the_workflow_and_runs_to_results(options, sessio
     function = lambda_client.get_function_configuration(FunctionName="sct-writeResult")
     assert writer["Arn"] == function["FunctionArn"]
     assert function["Handler"] == "lambdas.write_result.lambda_handler"
-    assert function["Role"] == resources["roles"]["results"]["arn"]
+    assert function["Role"] == role_arn(record, "results")
     assert function["Environment"]["Variables"] == {"RESULTS_BUCKET": BUCKET, "RESULTS_PREFIX": "results/"}
     [grant] = json.loads(lambda_client.get_policy(FunctionName="sct-writeResult")["Policy"])["Statement"]
     assert grant["Principal"] == {"Service": "events.amazonaws.com"}
@@ -138,10 +138,13 @@ def test_redeploy_changes_nothing_and_destroy_leaves_none(options, session):
 def test_dry_run_lists_the_event_wiring_and_creates_nothing(options, session):
     text = "\n".join(aws.plan(options, session=session))
 
-    assert f"rule sct-photo-landed starts sct-workflow for each object under {INTAKE_PREFIX}" in text
-    assert "role sct-events-role: states:StartExecution" in text
-    assert "Lambda sct-writeResult (role sct-results-role: s3:PutObject on results/*" in text
-    assert f"s3://{BUCKET}/results/<photo key>.json" in text
+    assert "rule/photo-landed: EventBridge rule sct-photo-landed on" in text and f'"prefix": "{INTAKE_PREFIX}"' in text
+    assert "-> <arn of state-machine> (role <arn of role/events>)" in text
+    assert "role/events: IAM role sct-events-role for events.amazonaws.com (inline policy: StartWorkflow)" in text
+    assert "IAM role sct-results-role for lambda.amazonaws.com (inline policy: WriteResults, ReadRunPayloads, OwnLogs)" in text
+    assert "function/writeResult: Lambda function sct-writeResult" in text and f"RESULTS_BUCKET={BUCKET}" in text
+    assert "rule/run-finished: EventBridge rule sct-run-finished" in text and "-> <arn of function/writeResult>" in text
+    assert f"bucket-events: bucket {BUCKET} sends its events to EventBridge" in text
     assert session.client("events").list_rules()["Rules"] == []
 
 

@@ -18,7 +18,7 @@ import pytest
 from test_deploy_aws import ACCOUNT, REGION, inventory, moto_aws, realistic_session, run_deploy, staged, statements  # noqa: F401
 from test_monitor_capture import baseline_from, synthetic_test_set
 
-from scones.deploy import aws
+from scones.deploy import aws, resources
 from scones.deploy.aws import DeployOptions
 from scones.deploy.scaling import ScalingOptions
 
@@ -83,7 +83,7 @@ def test_deploy_scales_the_endpoint_and_runs_a_drift_monitor_then_destroy_leaves
     assert variables["CAPTURE_S3_URI"] == f"s3://{BUCKET}/data_capture/{ENDPOINT}/"
     assert variables["MONITOR_S3_URI"] == f"s3://{BUCKET}/monitoring/{ENDPOINT}/"
     assert monitor["Handler"] == "lambdas.drift_monitor.lambda_handler" and monitor["Timeout"] == 300
-    assert monitor["Role"] == record["resources"]["roles"]["monitor"]["arn"]
+    assert monitor["Role"] == resources.role_arn(record, "monitor")
     stored = session.client("s3").get_object(Bucket=BUCKET, Key=f"monitoring/{ENDPOINT}/baseline.json")["Body"].read()
     assert json.loads(stored) == json.loads(options.baseline.read_text())
 
@@ -128,7 +128,7 @@ def test_deploy_scales_the_endpoint_and_runs_a_drift_monitor_then_destroy_leaves
     assert {a["name"] for a in described["monitor"]["alarms"]} == {"sct-drift", "sct-below-threshold"}
 
     deleted = aws.destroy(state_dir=options.state_dir, session=session)
-    assert f"scalable target {RESOURCE_ID}" in deleted and "CloudWatch alarm sct-drift" in deleted
+    assert any(f"scalable target {RESOURCE_ID}" in what for what in deleted) and "CloudWatch alarm sct-drift" in deleted
     assert operations_inventory(session) == {key: [] for key in operations_inventory(session)}
     assert inventory(session)["roles"] == []
 
@@ -145,11 +145,11 @@ def test_redeploy_changes_no_operations_resource(options, session):
 
 def test_dry_run_lists_scaling_and_monitor_and_creates_nothing(options, session):
     text = "\n".join(aws.plan(options, session=session))
-    assert f"autoscaling: {RESOURCE_ID} 1-3 instances" in text and "SageMakerVariantInvocationsPerInstance" in text
-    assert "Lambda sct-classifyImage: reserved concurrency 15" in text
-    assert "Lambda sct-monitorDrift" in text and "sct-monitor-schedule (rate(1 hour))" in text
-    assert "sct-drift (DriftPValue < 0.01)" in text and "SNS topic sct-monitor-alarms" in text
-    assert "role sct-monitor-role" in text
+    assert f"autoscaling {RESOURCE_ID}: 1-3 instances" in text and "SageMakerVariantInvocationsPerInstance" in text
+    assert "reserved concurrency of sct-classifyImage: 15" in text
+    assert "Lambda function sct-monitorDrift" in text and "EventBridge rule sct-monitor-schedule on rate(1 hour)" in text
+    assert "CloudWatch alarm sct-drift: DriftPValue LessThanThreshold 0.01" in text and "SNS topic sct-monitor-alarms" in text
+    assert "IAM role sct-monitor-role" in text
     assert operations_inventory(session) == {key: [] for key in operations_inventory(session)}
 
 

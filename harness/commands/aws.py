@@ -1,8 +1,12 @@
-"""`scones deploy --target aws` and `scones destroy`: one command up, one command down."""
+"""`scones deploy` and `scones destroy`: one command up, one command down, on AWS or into the running local stack.
+
+Both targets run the one plan of deploy/planner.py; `--dry-run` prints it.
+"""
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -39,8 +43,8 @@ def _fail(error: Exception) -> click.ClickException:
 
 
 @click.command()
-@click.option("--target", type=click.Choice(["aws"]), default="aws", show_default=True,
-              help="Where to deploy (the local stack is `scones up`).")
+@click.option("--target", type=click.Choice(["aws", "local"]), default="aws", show_default=True,
+              help="aws, or local: the running local stack (`scones up` starts it and runs this same plan).")
 @click.option("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's).")
 @click.option("--profile", help="AWS profile to use (default: the standard credential chain).")
 @click.option("--bucket", help="S3 bucket for data, model artifacts and data capture (default: <name>-data-<region>-<account>).")
@@ -77,7 +81,9 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
     """Deploy the workflow to real AWS: bucket + data, roles, training job, endpoint with data capture and
     autoscaling, Lambdas, state machine, event-driven runs, and the scheduled drift monitor with its alarms.
 
-    Every step is idempotent and recorded; re-run to resume after an interruption.
+    Every step is idempotent and recorded; re-run to resume after an interruption. With --target local, into the
+    running local stack: its settings come from the stack record (--model-data and --hyperparameter apply;
+    SCONES_LOCAL_SAGEMAKER=route|api|auto says how SageMaker is reached, default auto).
     """
     from scones.deploy import aws
 
@@ -90,6 +96,9 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
                                classifier_concurrency=classifier_concurrency),
         baseline=baseline, monitor_schedule=monitor_schedule, drift_alpha=drift_alpha, share_below_limit=alarm_share_below,
     )
+    if target == "local":
+        _deploy_local(state_dir, model_data, _hyperparameters(hyperparameters), dry_run)
+        return
     try:
         if dry_run:
             click.echo("plan (dry run, nothing created):")
@@ -103,15 +112,19 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
 
 
 @click.command()
-@click.option("--target", type=click.Choice(["aws"]), default="aws", show_default=True)
+@click.option("--target", type=click.Choice(["aws", "local"]), default="aws", show_default=True)
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where the deploy record lives.")
 @click.option("--delete-bucket", is_flag=True, help="Also empty and delete the bucket, if the deploy created it.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def destroy(target, state_dir, delete_bucket, yes):
-    """Delete exactly the AWS resources the deploy record lists (the bucket only with --delete-bucket)."""
+    """Delete exactly the resources the deploy record lists, newest first (on AWS the bucket only with
+    --delete-bucket; on the local stack everything, the bucket included: `scones down` then stops its processes)."""
     from scones.deploy import aws
     from scones.deploy import record as records
 
+    if target == "local":
+        _destroy_local(state_dir, yes)
+        return
     path = records.aws_record_path(state_dir)
     existing = records.read_record(path)
     if existing is None:
@@ -124,3 +137,79 @@ def destroy(target, state_dir, delete_bucket, yes):
     except DeployError as error:
         raise click.ClickException(f"destroy stopped: {error}") from error
     click.echo(f"deleted {len(deleted)} resources")
+
+
+# --- the local target -----------------------------------------------------------------------------------
+
+def _local_stack(state_dir) -> tuple[dict, Path]:
+    """The running local stack's record, and the state dir its deploy record lives in (compose's too)."""
+    from scones.deploy.record import read_record
+    from scones.harness.targets import find_local_record
+
+    path = find_local_record(state_dir)
+    record = read_record(path)
+    if record is None:
+        raise click.ClickException(f"no local stack recorded at {path}: `scones up` starts one (or the compose stack)")
+    return record, path.parent.parent
+
+
+def local_config(record: dict, *, model_data: str | None = None, hyperparameters=None, sagemaker: str = "route",
+                 state_dir: Path | None = None):
+    """The local target's deploy settings from a local stack's record: what `scones up` deployed with."""
+    from scones.deploy import local as local_target
+    from scones.harness import localstack as localstack_manager
+    from scones.harness.serving.capture import restore_uploaded
+
+    endpoint = record.get("endpoint") or {}
+    bucket = record["outputs"]["bucket"]
+    name = record["outputs"]["endpoint_name"]
+    spool = Path(state_dir or record["state_dir"]) / "capture-spool" / name
+    model_dir = endpoint.get("model_dir")
+    return local_target.LocalConfig(
+        localstack_url=record["localstack"]["url"], endpoint_url=endpoint["url"], data_dir=Path(record["data_dir"]),
+        bucket=bucket, prefix=record.get("prefix") or local_target.DEFAULT_PREFIX, endpoint_name=name,
+        threshold=float(record.get("threshold") or local_target.DEFAULT_THRESHOLD),
+        dataset_parts=tuple((record.get("dataset") or {}).get("parts") or local_target.DATASET_PARTS),
+        model_dir=Path(model_dir) if model_dir and Path(model_dir).is_dir() else None, model_data=model_data,
+        train=bool(hyperparameters) and not model_data, hyperparameters=dict(hyperparameters or {}), sagemaker=sagemaker,
+        register_endpoint=localstack_manager.register_endpoint,
+        restore_capture=lambda s3: restore_uploaded(spool, s3, buckets=[bucket]),
+    )
+
+
+def _deploy_local(state_dir, model_data, hyperparameters, dry_run: bool) -> None:
+    from scones.deploy import local as local_target
+    from scones.deploy import planner
+    from scones.deploy.record import local_record_path, write_record
+
+    record, stack_state = _local_stack(state_dir)
+    session = local_target.local_session(record["localstack"]["url"])
+    try:
+        mode = local_target.sagemaker_mode(session, default="auto")
+        config = local_config(record, model_data=model_data, hyperparameters=hyperparameters, sagemaker=mode,
+                              state_dir=stack_state)
+        if dry_run:
+            click.echo(f"plan for the local stack (dry run, nothing created; SageMaker: {mode}):")
+            for line in planner.describe(planner.plan(config.target())):
+                click.echo(f"  {line}")
+            return
+        deployed = local_target.deploy_local_stack(config, state_dir=stack_state, progress=_progress, session=session)
+    except DeployError as error:
+        raise _fail(error) from error
+    record.update(outputs=deployed.outputs.as_dict(), **deployed.details)
+    write_record(local_record_path(stack_state), record)
+    click.echo(json.dumps(record["outputs"], indent=2, sort_keys=True))
+
+
+def _destroy_local(state_dir, yes: bool) -> None:
+    from scones.deploy import local as local_target
+
+    record, stack_state = _local_stack(state_dir)
+    if not yes:
+        click.confirm(f"Delete everything deployed into the local stack at {record['localstack']['url']}?", abort=True)
+    try:
+        deleted = local_target.destroy_local_stack(localstack_url=record["localstack"]["url"], state_dir=stack_state,
+                                                   progress=_progress)
+    except DeployError as error:
+        raise click.ClickException(f"destroy stopped: {error}") from error
+    click.echo(f"deleted {len(deleted)} resources (`scones down` stops the stack's processes)")

@@ -1,9 +1,11 @@
-"""The compose `deploy` service: deploy the workflow and the images into the compose stack, once.
+"""The compose `deploy` service: deploy into the compose stack, once, by the one plan every target runs.
 
-The same calls `scones up` makes after its processes are up (harness/stack.py): the bucket,
-the endpoint's registration with LocalStack (so the Lambdas' sagemaker-runtime calls reach the
-endpoint container), scones.deploy.workflow.deploy_workflow with the local target's roles, and
-upload_dataset; then it writes the local stack record, so that on the host
+The local target's plan (deploy/planner.py via scones.deploy.local.deploy_local_stack, as `scones up` and
+`scones deploy --target local` run it): the bucket, the images, the capture restored from the endpoint's spool
+archive (the endpoint container spools under the shared /state), the endpoint's registration with LocalStack
+(so the Lambdas' sagemaker-runtime calls reach the endpoint container), the functions and state machine, the
+event-driven runs, and the drift monitor with its schedule, topic and alarms; then it writes the local stack
+record, so that on the host
 `scones run test/bicycle/bicycle_s_000030.png` (the host CLI finds the compose record; or evaluate,
 monitor, report) works against the containers. The containers share the host's network, so
 the URLs in the record are the host's too.
@@ -18,6 +20,7 @@ import sys
 import time
 import urllib.request
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import click
@@ -35,6 +38,7 @@ THRESHOLD = "SCONES_THRESHOLD"
 # model's baseline.json) find them; inside the container they are /model and /data.
 MODEL_DIR_ON_HOST = "SCONES_COMPOSE_MODEL_DIR"
 DATA_DIR_ON_HOST = "SCONES_COMPOSE_DATA_DIR"
+MODEL_DIR = "/model"   # the served model's folder inside the container: model.tar.gz and baseline.json
 
 
 def _progress(message: str) -> None:
@@ -44,45 +48,39 @@ def _progress(message: str) -> None:
 def deploy_into_stack(*, state_dir=None, data_dir=None, localstack_port: int, endpoint_port: int,
                       bucket: str, prefix: str, endpoint_name: str, threshold: float,
                       upload_data: bool = True, host_data_dir: str | None = None,
-                      host_model_dir: str | None = None, progress=_progress) -> dict[str, Any]:
+                      host_model_dir: str | None = None, model_dir: str = MODEL_DIR,
+                      progress=_progress) -> dict[str, Any]:
     """Deploy into running LocalStack + endpoint containers and write <state>/local/stack.json.
 
     host_data_dir / host_model_dir: the host's paths of the folders mounted at data_dir and
     /model, written into the record in place of the container's paths.
     """
-    from scones.deploy.workflow import deploy_workflow, upload_dataset
+    from scones.harness.serving.capture import restore_uploaded
 
     started = time.perf_counter()
     localstack_url = local_target.localstack_url(localstack_port)
     endpoint_url = local_target.endpoint_url(endpoint_port)
     data = settings.data_dir(data_dir)
-    session = local_target.local_session(localstack_url, endpoint_url)
-    local_target.ensure_bucket(session, bucket)
-    localstack_manager.register_endpoint(localstack_url, endpoint_name, endpoint_url)
-    _report_lambda_sandbox(localstack_url, progress)
-    resources = deploy_workflow(
-        session,
-        prefix=prefix,
-        endpoint_name=endpoint_name,
-        threshold=threshold,
-        lambda_role_arn=local_target.LAMBDA_ROLE_ARN,
-        states_role_arn=local_target.STATES_ROLE_ARN,
-        progress=progress,
-    )
-    uploaded = (upload_dataset(session, bucket, data, progress=progress, parts=local_target.DATASET_PARTS)
-                if upload_data else None)
     state = settings.state_dir(state_dir)
+    spool = state / "capture-spool" / endpoint_name
+    _report_lambda_sandbox(localstack_url, progress)
+    config = local_target.LocalConfig(
+        localstack_url=localstack_url, endpoint_url=endpoint_url, data_dir=data, bucket=bucket, prefix=prefix,
+        endpoint_name=endpoint_name, threshold=threshold, upload_data=upload_data,
+        model_dir=Path(model_dir) if Path(model_dir).is_dir() else None,
+        register_endpoint=localstack_manager.register_endpoint,
+        restore_capture=lambda s3: restore_uploaded(spool, s3, buckets=[bucket]),
+    )
+    deployed = local_target.deploy_local_stack(config, state_dir=state, progress=progress)
     record = local_stack_record(
-        outputs=local_target.stack_outputs(bucket=bucket, resources=resources, endpoint_name=endpoint_name,
-                                           localstack=localstack_url, endpoint_server=endpoint_url),
+        outputs=deployed.outputs,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         state_dir=state, data_dir=host_data_dir or str(data), prefix=prefix, threshold=threshold,
         managed_by=MANAGED_BY_COMPOSE,
         # No pids: the processes live in containers, and their pids mean nothing on the host.
         localstack={"pid": None, "port": localstack_port, "url": localstack_url},
-        endpoint={"pid": None, "port": endpoint_port, "url": endpoint_url, "model_dir": host_model_dir or "/model"},
-        dataset={"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
-                 "parts": list(local_target.DATASET_PARTS)} if uploaded else None,
+        endpoint={"pid": None, "port": endpoint_port, "url": endpoint_url, "model_dir": host_model_dir or model_dir},
+        **deployed.details,
         up_seconds=round(time.perf_counter() - started, 3),
     )
     write_record(local_record_path(state), record)
