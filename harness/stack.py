@@ -14,7 +14,6 @@ and no listening port is left behind.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
 import tempfile
 import threading
@@ -401,40 +400,24 @@ class Deployed:
 
 
 def deploy_stack(config: StackConfig, model_dir: Path, progress: Progress) -> Deployed:
-    """The deploy phase of `up`, on the running parts: the endpoint registered with LocalStack, the workflow,
-    the bucket and data, event runs and the drift monitor, through the same deploy/ code as AWS."""
+    """The deploy phase of `up`, on the running parts: the local target's plan (deploy/planner.py), the one
+    every target runs: the endpoint registered with LocalStack, the bucket and data, the workflow, event runs
+    and the drift monitor."""
+    from scones.deploy.waiting import DeployError
+
+    deploy_config = local_target.LocalConfig(
+        localstack_url=config.localstack_url, endpoint_url=config.endpoint_url, data_dir=Path(config.data_dir),
+        bucket=config.bucket, prefix=config.prefix, endpoint_name=config.endpoint_name, threshold=config.threshold,
+        upload_data=config.upload_data, dataset_parts=dataset_parts(config), model_dir=model_dir,
+        sagemaker=local_target.sagemaker_mode(local_target.local_session(config.localstack_url), default="route"),
+        register_endpoint=localstack_manager.register_endpoint,
+        restore_capture=lambda s3: restore_capture(s3, config, progress))
     try:
-        localstack_manager.register_endpoint(config.localstack_url, config.endpoint_name, config.endpoint_url)
-    except localstack_manager.EndpointRegistrationError as error:
+        deployed = local_target.deploy_local_stack(deploy_config, state_dir=config.state_dir, progress=progress)
+    except (localstack_manager.EndpointRegistrationError, DeployError) as error:
         raise StackError(str(error)) from error
-    session = local_target.local_session(config.localstack_url, config.endpoint_url)
-    # LocalStack loads each service on its first request (a second or two each here): the
-    # bucket is made in the upload's thread so that S3 and Lambda load side by side.
-    stopping = threading.Event()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="scones-up") as pool:
-        try:
-            deploying = pool.submit(_deploy, session, config, progress, stopping)
-            uploading = pool.submit(_bucket_and_upload, session, config, progress)
-            resources = deploying.result()
-            uploaded, restored = uploading.result()
-        except BaseException:
-            stopping.set()   # the deploy's next poll gives up, so leaving the pool waits for no waiter
-            raise
-    progress("workflow deployed, data uploaded")
-    event_runs = _deploy_event_runs(session, config, resources, progress)
-    monitor = _deploy_monitor(session, config, model_dir, progress)
-    outputs = local_target.stack_outputs(bucket=config.bucket, resources=resources, endpoint_name=config.endpoint_name,
-                                         localstack=config.localstack_url, endpoint_server=config.endpoint_url)
-    outputs = dataclasses.replace(outputs, intake_s3_uri=f"s3://{config.bucket}/{event_runs.intake_prefix}",
-                                  results_s3_uri=f"s3://{config.bucket}/{event_runs.results_prefix}",
-                                  monitor_topic_arn=monitor.topic_arn)
-    return Deployed(outputs, {
-        "event_runs": event_runs.to_dict(),
-        "monitor": monitor.to_dict(),
-        "dataset": {"uploaded": uploaded.uploaded, "skipped": uploaded.skipped,
-                    "parts": list(dataset_parts(config))} if uploaded else None,
-        "capture_restored": vars(restored),
-    })
+    progress("deployed: workflow, event runs, monitor, data")
+    return Deployed(deployed.outputs, deployed.details)
 
 
 def _capture_status(endpoint_url: str) -> dict:
@@ -491,57 +474,9 @@ def _report_lambda_sandbox(progress: Progress) -> None:
 def _preload_deploy_code() -> None:
     import importlib
 
-    for module in ("scones.deploy.packaging", "scones.deploy.workflow", "scones.deploy.event_runs", "scones.state_machine.render", "tqdm"):
+    for module in ("scones.deploy.packaging", "scones.deploy.planner", "scones.deploy.executor",
+                   "scones.deploy.resources", "scones.state_machine.render", "tqdm"):
         importlib.import_module(module)
-
-
-def _deploy(session, config: StackConfig, progress: Progress, stopping: threading.Event):
-    from scones.deploy.workflow import deploy_workflow
-
-    def pause(seconds: float) -> None:
-        # LocalStack makes a function Active in about a second; poll it 10x as often as AWS needs.
-        if stopping.wait(min(seconds, 0.1)):
-            raise StackError("deploy abandoned: `scones up` is stopping")
-
-    return deploy_workflow(
-        session,
-        prefix=config.prefix,
-        endpoint_name=config.endpoint_name,
-        threshold=config.threshold,
-        lambda_role_arn=local_target.LAMBDA_ROLE_ARN,
-        states_role_arn=local_target.STATES_ROLE_ARN,
-        progress=progress,
-        sleep=pause,
-    )
-
-
-def _deploy_event_runs(session, config: StackConfig, resources, progress: Progress):
-    """Photos under incoming/ start the workflow, results land under results/ (deploy/event_runs.py, as on AWS).
-    After the upload, which creates the bucket that sends the events."""
-    from scones.deploy.event_runs import deploy_event_runs
-
-    return deploy_event_runs(
-        session, prefix=config.prefix, bucket=config.bucket, state_machine_arn=resources.state_machine_arn,
-        events_role_arn=local_target.EVENTS_ROLE_ARN, writer_role_arn=local_target.LAMBDA_ROLE_ARN,
-        progress=progress, sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
-    )
-
-
-def _deploy_monitor(session, config: StackConfig, model_dir: Path, progress: Progress):
-    """The scheduled drift monitor, its alarms and topic (deploy/monitoring.py, as on AWS), with the served
-    model's baseline; alarms evaluated every LOCAL_ALARM_PERIOD_S (LocalStack evaluates once a period)."""
-    import json
-
-    from scones.deploy import monitoring
-
-    baseline_path = model_dir / "baseline.json"
-    settings = monitoring.MonitorSettings(prefix=config.prefix, bucket=config.bucket, endpoint_name=config.endpoint_name,
-                                          threshold=config.threshold, alarm_period_s=monitoring.LOCAL_ALARM_PERIOD_S)
-    return monitoring.deploy_monitor(
-        session, settings, role_arn=local_target.LAMBDA_ROLE_ARN,
-        baseline=json.loads(baseline_path.read_text()) if baseline_path.is_file() else None,
-        progress=progress, sleep=lambda seconds: time.sleep(min(seconds, 0.1)),
-    )
 
 
 def dataset_parts(config: StackConfig) -> tuple[str, ...]:
@@ -549,23 +484,10 @@ def dataset_parts(config: StackConfig) -> tuple[str, ...]:
     return ("train", "test") if config.upload_train else local_target.DATASET_PARTS
 
 
-def _bucket_and_upload(session, config: StackConfig, progress: Progress):
-    """The bucket (always: data capture writes there), the capture files S3 lost put back from the spool's
-    archive (LocalStack's free edition keeps no data across restarts), then the dataset unless upload_data is off."""
-    from scones.deploy.workflow import upload_dataset
-
-    local_target.ensure_bucket(session, config.bucket)
-    restored = restore_capture(session, config, progress)
-    if not config.upload_data:
-        return None, restored
-    return (upload_dataset(session, config.bucket, config.data_dir, progress=progress, parts=dataset_parts(config)),
-            restored)
-
-
-def restore_capture(session, config: StackConfig, progress: Progress):
+def restore_capture(s3, config: StackConfig, progress: Progress):
     from scones.harness.serving.capture import restore_uploaded
 
-    report = restore_uploaded(config.capture_spool_dir, session.client("s3"), buckets=[config.bucket])
+    report = restore_uploaded(config.capture_spool_dir, s3, buckets=[config.bucket])
     if report.files:
         progress(f"capture: restored {report.records} records in {report.files} files to s3://{config.bucket} "
                  f"from {config.capture_spool_dir} in {report.seconds:.2f} s ({report.present} files were still there)")
