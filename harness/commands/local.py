@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -26,6 +27,10 @@ from scones.harness.commands.options import (
     timeout_option,
 )
 from scones.harness.executions import DEFAULT_TIMEOUT_S
+from scones.harness.faults import FaultsClient
+from scones.harness.iam.names import MODE_ENV as IAM_MODE_ENV
+from scones.harness.iam.names import MODES as IAM_MODES
+from scones.harness.lambda_executor.names import TIME_SCALE_ENV
 
 
 def _progress(message: str) -> None:
@@ -45,12 +50,24 @@ def _progress(message: str) -> None:
 @click.option("--no-data", is_flag=True, help="Skip uploading the staged images.")
 @click.option("--upload-train", is_flag=True,
               help="Also upload train/ to the bucket (default: test/ and the .lst files only; local training reads from disk).")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True),
+              help="Scale Step Functions' Retry intervals, Wait states and timeouts, e.g. 0.01 (README: Fault rules); "
+                   f"default ${TIME_SCALE_ENV} or 1.")
+@click.option("--iam", "iam_mode", type=click.Choice(IAM_MODES),
+              help=f"Check calls made with a role's credentials against its policies (README: IAM checked locally); "
+                   f"default ${IAM_MODE_ENV} or enforce. Read when LocalStack starts.")
 def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, bucket, endpoint_name, threshold, no_data,
-       upload_train):
+       upload_train, time_scale, iam_mode):
     """Bring the local stack up (LocalStack, endpoint server, workflow, test data); attaches to what already runs."""
     from pathlib import Path
 
     from scones.harness import stack
+
+    # LocalStack reads both when it starts (harness/localstack.py passes them on); the scale also changes at once below.
+    if time_scale is not None:
+        os.environ[TIME_SCALE_ENV] = str(time_scale)
+    if iam_mode is not None:
+        os.environ[IAM_MODE_ENV] = iam_mode
 
     try:
         config = stack.StackConfig.from_environment(
@@ -68,6 +85,8 @@ def up(state_dir, data_dir, model_dir, localstack_port, endpoint_port, prefix, b
         else:
             click.echo(f"scones up: {stopped}; stopped what it had started", err=True)
         sys.exit(128 + stopped.signum)   # the shell's status for death by that signal
+    if time_scale is not None:   # an attached LocalStack started with another scale
+        FaultsClient(record["localstack"]["url"]).set_time_scale(time_scale)
     _print_record(record)
     _print_restored(record)
     key = example_key(record)
