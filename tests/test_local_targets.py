@@ -143,24 +143,25 @@ def test_down_stops_the_recorded_process_tree_and_frees_its_port(tmp_path):
 
 @pytest.mark.parametrize("flags, parts", [([], ("test",)), (["--upload-train"], ("train", "test"))])
 def test_up_uploads_test_images_only_unless_asked_for_train(tmp_path, monkeypatch, flags, parts):
-    from scones.deploy import workflow
+    """`up`'s deploy phase hands the local target's plan the dataset parts to upload (deploy/local.py LocalConfig)."""
     from scones.harness.commands.local import up
 
-    calls = []
-    monkeypatch.setattr(workflow, "upload_dataset", lambda *args, **kwargs: calls.append(kwargs) or
-                        workflow.UploadSummary(uploaded=1, skipped=0))
+    configs = []
 
-    monkeypatch.setattr(stack.local_target, "ensure_bucket", lambda session, bucket: None)
-    monkeypatch.setattr(stack, "restore_capture", lambda session, config, progress: None, raising=False)
+    def fake_deploy(config, **kwargs):
+        configs.append(config)
+        raise stack.StackError("stopped at the deploy")
+
+    monkeypatch.setattr(stack.local_target, "deploy_local_stack", fake_deploy)
+    monkeypatch.setattr(stack.local_target, "sagemaker_mode", lambda session, wanted=None, default="route": default)
 
     def fake_up(config, progress):
-        stack._bucket_and_upload(None, config, progress)
-        raise stack.StackError("stopped after the upload")
+        stack.deploy_stack(config, tmp_path, progress)
 
     monkeypatch.setattr(stack, "up", fake_up)
     result = CliRunner().invoke(up, ["--state-dir", str(tmp_path), "--model", str(tmp_path), *flags])
-    assert "stopped after the upload" in result.output
-    assert [call["parts"] for call in calls] == [parts]
+    assert "stopped at the deploy" in result.output
+    assert [config.dataset_parts for config in configs] == [parts]
 
 
 @pytest.fixture
