@@ -14,16 +14,13 @@ Every function here is create-or-update, so a second deploy changes nothing.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Mapping
 
-import boto3
 from botocore.exceptions import ClientError
 
-from scones.deploy.packaging import FunctionSpec, build_zip
-from scones.deploy.waiting import Progress
-from scones.deploy.workflow import ensure_function, function_name
+from scones.deploy.packaging import FunctionSpec
+from scones.deploy.workflow import function_name
 from scones.lambdas import config as lambda_config
 from scones.lambdas.run_results import DETAIL_TYPE, FINISHED_STATUSES
 
@@ -156,63 +153,3 @@ def allow_rule_to_invoke(lambda_client, *, function: str, statement_id: str, rul
             raise
 
 
-def deploy_event_runs(
-    session: boto3.Session,
-    *,
-    prefix: str,
-    bucket: str,
-    state_machine_arn: str,
-    events_role_arn: str,
-    writer_role_arn: str,
-    intake_prefix: str = INTAKE_PREFIX,
-    results_prefix: str = RESULTS_PREFIX,
-    previous: EventRunsResources | None = None,
-    progress: Progress | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    on_change: Callable[[EventRunsResources], None] | None = None,
-) -> EventRunsResources:
-    """Create or update the writer function, both rules and their targets, and the bucket's notifications.
-
-    on_change(resources) runs after each resource exists, so a caller can record it before the next one.
-    """
-    say = progress or (lambda message: None)
-    names = EventRunsNames(prefix)
-    resources = EventRunsResources(bucket=bucket, intake_prefix=intake_prefix, results_prefix=results_prefix,
-                                   notification_enabled_here=bool(previous and previous.notification_enabled_here))
-    record = on_change or (lambda value: None)
-    lambda_client, events = session.client("lambda"), session.client("events")
-
-    writer_arn, action = ensure_function(
-        lambda_client, name=names.writer_function, spec=RESULT_WRITER, zip_bytes=build_zip(RESULT_WRITER),
-        role_arn=writer_role_arn, environment=writer_environment(bucket, results_prefix), progress=progress, sleep=sleep,
-    )
-    resources.writer_function_arn = writer_arn
-    record(resources)
-    say(f"Lambda function {names.writer_function}: {action}")
-
-    resources.rules.append(names.finished_rule)
-    record(resources)
-    finished_arn = ensure_rule(
-        events, name=names.finished_rule, pattern=run_finished_pattern(state_machine_arn),
-        description="Scones: write each finished run's result to results/",
-        target={"Id": WRITER_TARGET_ID, "Arn": writer_arn},
-    )
-    allow_rule_to_invoke(lambda_client, function=names.writer_function, statement_id=names.writer_permission,
-                         rule_arn=finished_arn)
-    say(f"EventBridge rule {names.finished_rule}: finished runs -> {names.writer_function}")
-
-    resources.rules.append(names.photo_rule)
-    record(resources)
-    ensure_rule(
-        events, name=names.photo_rule, pattern=photo_landed_pattern(bucket, intake_prefix),
-        description=f"Scones: a photo landing under s3://{bucket}/{intake_prefix} starts the workflow",
-        target={"Id": WORKFLOW_TARGET_ID, "Arn": state_machine_arn, "RoleArn": events_role_arn,
-                "InputTransformer": WORKFLOW_INPUT},
-    )
-    say(f"EventBridge rule {names.photo_rule}: s3://{bucket}/{intake_prefix}* -> {state_machine_arn}")
-
-    if enable_bucket_events(session.client("s3"), bucket):
-        resources.notification_enabled_here = True
-        say(f"bucket {bucket}: EventBridge notifications turned on")
-    record(resources)
-    return resources

@@ -20,7 +20,6 @@ from scones.deploy import executor, monitoring, planner, resources, scaling
 from scones.deploy import record as records
 from scones.deploy.record import StackOutputs
 from scones.deploy.waiting import DeployError, Progress
-from scones.deploy.workflow import WorkflowResources
 
 ACCOUNT_ID = "000000000000"          # LocalStack's default account
 REGION = "us-east-1"
@@ -85,18 +84,6 @@ def capture_s3_uri(bucket: str = DEFAULT_BUCKET) -> str:
     return f"s3://{bucket}/{CAPTURE_PREFIX}"
 
 
-def stack_outputs(*, bucket: str, resources: WorkflowResources, endpoint_name: str, localstack: str,
-                  endpoint_server: str) -> StackOutputs:
-    """A local stack's outputs: AWS's keys, and the URLs its clients go to instead of AWS."""
-    if resources.state_machine_arn is None:  # deploy_workflow() always sets it
-        raise ValueError("the local workflow has no state machine ARN: deploy it before recording its outputs")
-    return StackOutputs(region=REGION, bucket=bucket, state_machine_arn=resources.state_machine_arn,
-                        function_arns=dict(resources.function_arns), endpoint_name=endpoint_name,
-                        capture_s3_uri=capture_s3_uri(bucket),
-                        endpoint_urls={"default": localstack, "sagemaker-runtime": endpoint_server})
-
-
-
 def endpoint_server_environment(localstack: str, inherited: Mapping[str, str] = os.environ) -> dict[str, str | None]:
     """Environment for the endpoint server, so its capture writer puts records in LocalStack's S3.
 
@@ -152,16 +139,6 @@ def local_session(localstack: str, sagemaker_runtime: str | None = None,
         aws_secret_access_key=SECRET_ACCESS_KEY,
         region_name=region,
     )
-
-
-def ensure_bucket(session: boto3.Session, bucket: str) -> None:
-    s3 = session.client("s3")
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise
-        s3.create_bucket(Bucket=bucket)
 
 
 # --- the local target of the one plan ----------------------------------------------------------------------
