@@ -93,6 +93,16 @@ class Environment:
         except Exception:   # NoSuchKey, NoSuchBucket, 403: all "cannot find" to the caller, as on AWS
             return False
 
+    def download(self, caller: Caller, uri: str, target: Path) -> None:
+        bucket, key = split_s3(uri)
+        try:
+            body = self.s3_for(caller).get_object(Bucket=bucket, Key=key)["Body"]
+            with open(target, "wb") as file:
+                for chunk in iter(lambda: body.read(1 << 20), b""):
+                    file.write(chunk)
+        except Exception as error:   # NoSuchKey, NoSuchBucket, ...: AWS's one FailureReason for them all
+            raise _Unservable(_download_failure(bucket, key)) from error
+
     def process_env(self, caller: Caller) -> dict[str, str]:
         inherited = {key: value for key, value in os.environ.items()
                      if not key.startswith(("AWS_", "PYTHON", "VIRTUAL_ENV", "LOCALSTACK_", "GATEWAY_"))}
@@ -345,25 +355,27 @@ class ControlPlane:
         url = container.get("ModelDataUrl")
         if not url:
             raise _Unservable(f"Model {model['ModelName']} has no ModelDataUrl: scones serves a model.tar.gz from S3.")
-        if not self.environment.object_exists(caller, url):
-            bucket, key = split_s3(url)
-            raise _Unservable(f"Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there "
-                              "is an object located at the URL and that the role passed to CreateModel has "
-                              "permissions to download the model.")
         return {"endpoint_name": endpoint_name, "variant_name": variant["VariantName"], "model_data_url": url,
                 "environment": container.get("Environment") or {}, "data_capture": config.get("DataCaptureConfig")}
 
     def _deploy(self, caller: Caller, endpoint: Endpoint, config: dict, *, updating: bool) -> None:
+        """In a thread: what a hosting instance does before /ping answers (download the model, start the
+        server), then _deployed with its URL or the FailureReason."""
         name = endpoint.record["EndpointName"]
-        try:
-            spec = self._serving_spec(caller, name, config)
-            folder = self.environment.root / "endpoints" / caller.account / caller.region / name / str(time.time_ns())
-            host = self.environment.spawn(caller, "endpoint", name, "scones.harness.sagemaker.endpoint_host", spec, folder)
-        except (_Unservable, RuntimeError, OSError) as error:
-            self._deployed(caller, endpoint, config, None, None, str(error), updating)
-            return
 
-        def watch() -> None:
+        def deploy() -> None:
+            host = None
+            try:
+                spec = self._serving_spec(caller, name, config)
+                folder = self.environment.root / "endpoints" / caller.account / caller.region / name / str(time.time_ns())
+                folder.mkdir(parents=True)
+                spec["model"] = str(folder / "model.tar.gz")
+                self.environment.download(caller, spec["model_data_url"], Path(spec["model"]))
+                host = self.environment.spawn(caller, "endpoint", name, "scones.harness.sagemaker.endpoint_host",
+                                              spec, folder)
+            except (_Unservable, RuntimeError, OSError) as error:
+                self._deployed(caller, endpoint, config, None, None, str(error), updating)
+                return
             url, reason = None, None
             for report in host.reports():
                 url, reason = report.get("url"), report.get("error")
@@ -374,7 +386,7 @@ class ControlPlane:
                 host.terminate()
             self._deployed(caller, endpoint, config, host if url else None, url, reason, updating)
             host.wait()
-        _start_thread(watch, f"sagemaker-endpoint-{name}")
+        _start_thread(deploy, f"sagemaker-endpoint-{name}")
 
     def _deployed(self, caller: Caller, endpoint: Endpoint, config: dict, host: HostProcess | None, url: str | None,
                   reason: str | None, updating: bool) -> None:
@@ -563,6 +575,11 @@ class ControlPlane:
 
 class _Unservable(Exception):
     """The endpoint cannot be served here; the message is the endpoint's FailureReason."""
+
+
+def _download_failure(bucket: str, key: str) -> str:
+    return (f"Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there is an object "
+            "located at the URL and that the role passed to CreateModel has permissions to download the model.")
 
 
 def _variants(config: dict) -> list[dict]:

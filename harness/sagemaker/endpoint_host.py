@@ -1,10 +1,10 @@
 """One endpoint instance of the local SageMaker control plane: `python -m scones.harness.sagemaker.endpoint_host SPEC`.
 
 Started by control.py with the project's Python (the one with torch) in the endpoint's own folder,
-with AWS_ENDPOINT_URL pointing at LocalStack. It does what a SageMaker hosting instance does
-before it answers /ping: download the model's ModelDataUrl from S3 (into model.tar.gz beside
-SPEC), then runs the endpoint server `scones serve` runs (harness/endpoint.py EndpointServer, a
-subprocess) with the config's DataCaptureConfig and the container's Environment. Its stdout says
+with AWS_ENDPOINT_URL pointing at LocalStack, once control.py has downloaded the model's
+ModelDataUrl (SPEC's "model"). It runs the endpoint server `scones serve` runs
+(harness/endpoint.py EndpointServer, a subprocess) with the config's DataCaptureConfig and the
+container's Environment. It imports no boto3: the server's start is what takes the time. Its stdout says
 one line of JSON, {"url": ...} once /ping answers or {"error": FailureReason}, and nothing else;
 SIGTERM stops the server gracefully (in-flight requests finish, capture is flushed) and exits.
 """
@@ -16,9 +16,6 @@ import sys
 import threading
 from pathlib import Path
 from typing import NoReturn
-
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 
 from scones.harness import processes
 from scones.harness.endpoint import EndpointServer, EndpointStartError
@@ -35,23 +32,12 @@ def fail(reason: str) -> NoReturn:
     sys.exit(1)
 
 
-def download(url: str, target: Path) -> None:
-    bucket, _, key = url[len("s3://"):].partition("/")
-    try:
-        boto3.client("s3").download_file(bucket, key, str(target))
-    except (ClientError, BotoCoreError) as error:
-        fail(f"Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there is an object "
-             f"located at the URL and that the role passed to CreateModel has permissions to download the model. "
-             f"({error})")
-
-
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     folder = Path(spec_path).parent
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    artifact = folder / "model.tar.gz"
-    download(spec["model_data_url"], artifact)
+    artifact = Path(spec["model"])
     capture = None
     if spec.get("data_capture") and spec["data_capture"].get("EnableCapture", True):
         try:
