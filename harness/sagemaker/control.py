@@ -376,9 +376,14 @@ class ControlPlane:
             except (_Unservable, RuntimeError, OSError) as error:
                 self._deployed(caller, endpoint, config, None, None, str(error), updating)
                 return
-            url, reason = None, None
+            url, reason, server = None, None, None
             for report in host.reports():
                 url, reason = report.get("url"), report.get("error")
+                if report.get("pid"):   # recorded too: should its host be killed, `scones down` still stops it
+                    server = processes.ProcessRecord(kind="endpoint-server", name=name, pid=report["pid"],
+                                                     started=time.time(), log=str(folder / "server.log"),
+                                                     command=processes.SERVER_MODULE)
+                    processes.record(self.environment.root, server)
                 break
             if url is None and reason is None:
                 reason = f"The endpoint server exited before it was ready: {host.log_tail() or 'no output'}"
@@ -386,6 +391,8 @@ class ControlPlane:
                 host.terminate()
             self._deployed(caller, endpoint, config, host if url else None, url, reason, updating)
             host.wait()
+            if server is not None:
+                processes.forget(self.environment.root, server)
         _start_thread(deploy, f"sagemaker-endpoint-{name}")
 
     def _deployed(self, caller: Caller, endpoint: Endpoint, config: dict, host: HostProcess | None, url: str | None,
@@ -407,6 +414,7 @@ class ControlPlane:
             self.route(record["EndpointName"], url)
             endpoint.host, endpoint.config = host, config
             record.pop("FailureReason", None)
+            record.pop("DataCaptureConfig", None)
             record.update(EndpointStatus="InService", EndpointConfigName=config["EndpointConfigName"],
                           ProductionVariants=_variants(config), **_capture_description(config))
         if old is not None:  # after the route moved: requests in flight on the old server finish (graceful stop)

@@ -21,19 +21,22 @@ SAGEMAKER_DIR_ENV = "SCONES_SAGEMAKER_DIR"
 # The Python (with torch) that runs endpoint servers and training jobs; LocalStack's own has no torch.
 PYTHON_ENV = "SCONES_SAGEMAKER_PYTHON"
 STOP_GRACE_S = 30.0
+HOST_MODULES = "scones.harness.sagemaker."   # endpoint_host and training_host
+SERVER_MODULE = "scones.harness.commands.endpoint"   # the endpoint server an endpoint_host starts
 
 
 @dataclass(frozen=True)
 class ProcessRecord:
-    kind: str            # "endpoint" or "training-job"
+    kind: str            # "endpoint", "endpoint-server" (the endpoint's server below it) or "training-job"
     name: str            # the endpoint or training job name
     pid: int
     started: float       # time.time() at start
     log: str             # where its output goes
+    command: str = HOST_MODULES   # what its command line holds (a recorded pid may have been reused since)
 
     @property
     def alive(self) -> bool:
-        return _alive(self.pid)
+        return _alive(self.pid, self.command)
 
 
 def sagemaker_dir(localstack_home: str | os.PathLike) -> Path:
@@ -96,16 +99,13 @@ def _signal(pid: int, number: int) -> None:
         pass
 
 
-HOST_MODULES = "scones.harness.sagemaker."   # the command line of every process we record names one
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie, and still ours (a recorded pid may have been reused since)."""
+def _alive(pid: int, command: str) -> bool:
+    """Running, not a zombie, and still ours."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             state = stat.read().rsplit(")", 1)[1].split()[0]
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            ours = HOST_MODULES.encode() in cmdline.read()
+            ours = command.encode() in cmdline.read()
     except (OSError, IndexError):
         return False
     return ours and state not in ("Z", "X")
