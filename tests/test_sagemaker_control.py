@@ -302,8 +302,14 @@ def training_data(s3, tmp_path_factory) -> dict[str, str]:
     return {"train": "s3://models/data/train", "test": "s3://models/data/test"}
 
 
-def wait_for_job(sagemaker, name: str) -> dict:
-    sagemaker.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=name, WaiterConfig=FAST_WAIT)
+def wait_for_job(sagemaker, name: str, *, fails: bool = False) -> dict:
+    """The waiter training_job_completed_or_stopped (waiters-2.json: Failed is its failure state)."""
+    waiter = sagemaker.get_waiter("training_job_completed_or_stopped")
+    if fails:
+        with pytest.raises(WaiterError, match='matched expected path: "Failed"'):
+            waiter.wait(TrainingJobName=name, WaiterConfig=FAST_WAIT)
+    else:
+        waiter.wait(TrainingJobName=name, WaiterConfig=FAST_WAIT)
     return sagemaker.describe_training_job(TrainingJobName=name)
 
 
@@ -333,7 +339,7 @@ def test_a_script_that_exits_1_fails_the_job_with_its_error(sagemaker, s3, train
     name = unique("train")
     source = upload_source(s3, {"train.py": "import sys\nprint('starting')\nraise ValueError('no bicycles in channel')\n"})
     sagemaker.create_training_job(**training_request(name, source, hyperparameters={}, channels=training_data))
-    job = wait_for_job(sagemaker, name)
+    job = wait_for_job(sagemaker, name, fails=True)
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Failed", "Failed")
     assert job["FailureReason"].startswith("AlgorithmError: ExecuteUserScriptError:\nExitCode 1\n")
     assert 'ErrorMessage "ValueError: no bicycles in channel"' in job["FailureReason"]
