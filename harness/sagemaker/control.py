@@ -38,7 +38,7 @@ RUNNABLE_TRAINING = "AWS's PyTorch training images (<account>.dkr.ecr.<region>.a
 # training job is a process with a model in memory on this machine.
 ENDPOINT_INSTANCE_LIMIT = int(os.environ.get("SCONES_SAGEMAKER_ENDPOINT_INSTANCES", "8"))
 TRAINING_JOB_LIMIT = int(os.environ.get("SCONES_SAGEMAKER_TRAINING_JOBS", "2"))
-ENDPOINT_START_TIMEOUT_S = 300.0
+ROUTE_SWITCH_GRACE_S = 1.0
 
 
 class ApiError(Exception):
@@ -417,8 +417,10 @@ class ControlPlane:
             record.pop("DataCaptureConfig", None)
             record.update(EndpointStatus="InService", EndpointConfigName=config["EndpointConfigName"],
                           ProductionVariants=_variants(config), **_capture_description(config))
-        if old is not None:  # after the route moved: requests in flight on the old server finish (graceful stop)
-            old.terminate()
+        if old is not None:
+            # After the route moved, and a moment later, so that a request which read the old URL just before
+            # the switch still connects: the old server then finishes what it has in flight (graceful stop).
+            threading.Timer(ROUTE_SWITCH_GRACE_S, old.terminate).start()
 
     def _endpoint(self, caller: Caller, name: str) -> Endpoint:
         endpoint = self.endpoints.get(self.key(caller, name))

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from scones.deploy import sagemaker as sm
+from scones.harness import localstack as localstack_manager
 from scones.harness import models
 from scones.harness.sagemaker import processes
 from support import poll, running_localstack
@@ -59,7 +60,10 @@ print(json.dumps({"job": estimator.latest_training_job.name, "model_data": estim
 
 
 def test_the_sdk_trains_deploys_with_capture_and_predicts(toolkit_python, tmp_path):
-    with running_localstack(tmp_path / "localstack", extra_env={processes.PYTHON_ENV: sys.executable}) as localstack:
+    # The SDK uploads its source tarball with ServerSideEncryption aws:kms, which LocalStack's S3 serves
+    # through its KMS: the stack's SERVICES must hold kms for SDK users too (see the README).
+    extra_env = {processes.PYTHON_ENV: sys.executable, "SERVICES": f"{localstack_manager.SERVICES},kms"}
+    with running_localstack(tmp_path / "localstack", extra_env=extra_env) as localstack:
         s3 = boto3.client("s3", endpoint_url=localstack.url, region_name=REGION,
                           aws_access_key_id="test", aws_secret_access_key="test")
         s3.create_bucket(Bucket=BUCKET)
