@@ -54,8 +54,8 @@ predictor = estimator.deploy(
 prediction = predictor.predict(open(image_path, "rb").read())
 endpoint = predictor.endpoint_name
 predictor.delete_endpoint()
-print(json.dumps({"job": estimator.latest_training_job.name, "model_data": estimator.model_data,
-                  "endpoint": endpoint, "prediction": prediction}))
+print("RESULT " + json.dumps({"job": estimator.latest_training_job.name, "model_data": estimator.model_data,
+                  "endpoint": endpoint, "prediction": prediction}), flush=True)
 """
 
 
@@ -80,7 +80,8 @@ def test_the_sdk_trains_deploys_with_capture_and_predicts(toolkit_python, tmp_pa
              json.dumps(models.TINY_HYPERPARAMETERS), str(image)],
             capture_output=True, text=True, env=env, timeout=900)
         assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
-        result = json.loads(completed.stdout.splitlines()[-1])
+        # The SDK prints its own progress on stdout too.
+        result = json.loads(completed.stdout.rsplit("RESULT ", 1)[1].splitlines()[0])
         assert result["model_data"] == f"s3://{BUCKET}/{result['job']}/output/model.tar.gz"
         assert len(result["prediction"]) == 2 and abs(sum(result["prediction"]) - 1) < 1e-4
         keys = poll(lambda: s3.list_objects_v2(Bucket=BUCKET, Prefix=f"capture/{result['endpoint']}/AllTraffic/")
