@@ -12,12 +12,12 @@ tests/parity proves the two equal. The model folder is packed into model.tar.gz 
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import importlib.util
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -244,11 +244,23 @@ def toolkit_invocation(base: Path, environ: Mapping[str, str]) -> tuple[list[str
         # environment.write_env_vars: the toolkit's sys.path, with the code folder first.
         "PYTHONPATH": os.pathsep.join([str(code_dir), *filter(None, sys.path)]),
     })
-    with contextlib.suppress(ImportError):  # sagemaker_pytorch_container.training._set_torch_version_environment
-        import torch
-
-        added["SM_DLC_TORCH_VERSION"] = torch.__version__
+    version = _torch_version()   # sagemaker_pytorch_container.training._set_torch_version_environment
+    if version is not None:
+        added["SM_DLC_TORCH_VERSION"] = version
     return [sys.executable, "--", program, *args], added
+
+
+def _torch_version() -> str | None:
+    """torch.__version__ as torch/version.py states it, without importing torch (seconds on a loaded machine)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def _unpack_source(base: Path) -> Path:
