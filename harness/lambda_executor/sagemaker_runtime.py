@@ -18,6 +18,9 @@ your current license plan or not yet emulated". With this, LocalStack answers it
   <name> of account <account> not found.", worded as AWS words it. InvokeEndpointAsync and
   InvokeEndpointWithResponseStream are not emulated: a registered name gets a clear 501.
 
+The same hook adds the `sagemaker` control plane (harness/sagemaker/api.py): CreateModel,
+CreateEndpointConfig, CreateEndpoint ... start endpoint servers and point this registry at them.
+
 How: LocalStack runs `install_sagemaker_runtime` at start as a `localstack.hooks.on_infra_start` hook (the entry
 point is in names.py, registered by harness/localstack.py). It adds the registry's routes to
 LocalStack's edge router and the forwarder to its custom service request handlers, the two
@@ -28,6 +31,7 @@ LocalStack would load a service for it. Both are additions, not replacements of 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from urllib.parse import quote, urlsplit
@@ -35,11 +39,14 @@ from urllib.parse import quote, urlsplit
 import urllib3
 from localstack.aws.api import CommonServiceException, RequestContext
 from localstack.aws.chain import HandlerChain
+from localstack.aws.connect import connect_to
 from localstack.http import Response
 from localstack.runtime import hooks
 from rolo import Request, route
 
 from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
+from scones.harness.sagemaker.api import SageMakerHandler
+from scones.harness.sagemaker.control import Caller, ControlPlane, Environment, default_python, default_root
 
 LOG = logging.getLogger(__name__)
 
@@ -67,6 +74,15 @@ class EndpointRegistry:
 
     def url_for(self, name: str) -> str | None:
         return self._urls.get(name)
+
+    def point(self, name: str, url: str | None) -> None:
+        """Serve name from url from the next request on (None: no longer served); the control plane's switch."""
+        with self._lock:
+            if url is None:
+                self._urls.pop(name, None)
+            else:
+                self._urls[name] = url.rstrip("/")
+        LOG.info("sagemaker-runtime endpoint %s is served by %s", name, url)
 
     @route(SAGEMAKER_ENDPOINTS_PATH, methods=["GET"])
     def list_endpoints(self, request: Request) -> dict:
@@ -143,11 +159,24 @@ class InvokeEndpointForwarder:
 REGISTRY = EndpointRegistry()
 
 
+def _sagemaker_control_plane() -> SageMakerHandler:
+    """The `sagemaker` API's handler (harness/sagemaker): its processes run with the project's Python."""
+    def s3_for(caller: Caller):
+        return connect_to(aws_access_key_id=caller.access_key, aws_secret_access_key="test",
+                          region_name=caller.region).s3
+
+    gateway = "http://" + os.environ.get("GATEWAY_LISTEN", "127.0.0.1:4566").split(",")[0]
+    control = ControlPlane(Environment(default_root(), s3_for, default_python()), REGISTRY.point)
+    return SageMakerHandler(control, gateway)
+
+
 @hooks.on_infra_start()
 def install_sagemaker_runtime() -> None:
-    """Add the registry's routes and the forwarder to LocalStack's gateway (once, at LocalStack's start)."""
+    """Add the registry's routes, the forwarder and the SageMaker control plane to LocalStack's gateway
+    (once, at LocalStack's start)."""
     from localstack.aws.handlers import serve_custom_service_request_handlers
     from localstack.services.edge import ROUTER
 
     ROUTER.add(REGISTRY)
     serve_custom_service_request_handlers.append(InvokeEndpointForwarder(REGISTRY))
+    serve_custom_service_request_handlers.append(_sagemaker_control_plane())

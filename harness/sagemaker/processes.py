@@ -1,0 +1,111 @@
+"""The record of the processes the local SageMaker control plane starts (endpoint servers, training jobs).
+
+Each process the control plane starts is written to `<sagemaker dir>/processes/<kind>-<name>-<pid>.json`
+before it can do anything, and removed when it ends, so that `scones down` can stop them even when
+LocalStack itself was killed, and `scones status` can show them. The sagemaker dir is
+`<LocalStack home>/sagemaker` unless $SCONES_SAGEMAKER_DIR names another (LocalStack's environment).
+
+This module runs in both Pythons (LocalStack's and the project's), so it imports nothing but the
+standard library.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SAGEMAKER_DIR_ENV = "SCONES_SAGEMAKER_DIR"
+# The Python (with torch) that runs endpoint servers and training jobs; LocalStack's own has no torch.
+PYTHON_ENV = "SCONES_SAGEMAKER_PYTHON"
+STOP_GRACE_S = 30.0
+HOST_MODULES = "scones.harness.sagemaker."   # endpoint_host and training_host
+SERVER_MODULE = "scones.harness.commands.endpoint"   # the endpoint server an endpoint_host starts
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    kind: str            # "endpoint", "endpoint-server" (the endpoint's server below it) or "training-job"
+    name: str            # the endpoint or training job name
+    pid: int
+    started: float       # time.time() at start
+    log: str             # where its output goes
+    command: str = HOST_MODULES   # what its command line holds (a recorded pid may have been reused since)
+
+    @property
+    def alive(self) -> bool:
+        return _alive(self.pid, self.command)
+
+
+def sagemaker_dir(localstack_home: str | os.PathLike) -> Path:
+    """Where a LocalStack whose home is localstack_home keeps its SageMaker jobs, endpoints and process records."""
+    return Path(localstack_home) / "sagemaker"
+
+
+def _folder(root: str | os.PathLike) -> Path:
+    return Path(root) / "processes"
+
+
+def record(root: str | os.PathLike, entry: ProcessRecord) -> Path:
+    """Write entry atomically (a crash leaves the old file or the new one, never half of one)."""
+    folder = _folder(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{entry.kind}-{entry.name}-{entry.pid}.json"
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(asdict(entry)))
+    os.replace(partial, path)
+    return path
+
+
+def forget(root: str | os.PathLike, entry: ProcessRecord) -> None:
+    (_folder(root) / f"{entry.kind}-{entry.name}-{entry.pid}.json").unlink(missing_ok=True)
+
+
+def recorded(root: str | os.PathLike) -> list[ProcessRecord]:
+    """Every recorded process (alive or not: `alive` says), oldest first."""
+    entries = []
+    for path in sorted(_folder(root).glob("*.json")):
+        try:
+            entries.append(ProcessRecord(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return sorted(entries, key=lambda entry: entry.started)
+
+
+def stop_all(root: str | os.PathLike, grace_s: float = STOP_GRACE_S) -> list[ProcessRecord]:
+    """SIGTERM every recorded process that still runs (each stops its children: an endpoint server flushes
+    its capture), SIGKILL what is left after grace_s, and clear the records. Returns those that ran."""
+    entries = recorded(root)
+    running = [entry for entry in entries if entry.alive]
+    for entry in running:
+        _signal(entry.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(entry.alive for entry in running) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for entry in running:
+        if entry.alive:
+            _signal(entry.pid, signal.SIGKILL)
+    for entry in entries:
+        forget(root, entry)
+    return running
+
+
+def _signal(pid: int, number: int) -> None:
+    try:
+        os.kill(pid, number)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int, command: str) -> bool:
+    """Running, not a zombie, and still ours."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            ours = command.encode() in cmdline.read()
+    except (OSError, IndexError):
+        return False
+    return ours and state not in ("Z", "X")
