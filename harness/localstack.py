@@ -59,6 +59,7 @@ from scones.harness.lambda_executor.names import (
     TIME_SCALE_PATCH_ENV,
 )
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
+from scones.harness.sagemaker import processes as sagemaker_processes
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
@@ -66,7 +67,8 @@ REQUIREMENTS = Path(__file__).resolve().parent / "localstack-requirements.txt"
 RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "lambda_runtime" / "requirements.txt"
 LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtime AWS accepts today
 # cloudwatch and sns: the drift monitor's metrics, alarms and topic (deploy/monitoring.py)
-SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns"
+# kms: the SageMaker SDK uploads its source with SSE-KMS, which LocalStack's S3 hands to its KMS.
+SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns,kms"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
 PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
@@ -432,7 +434,12 @@ class LocalStack:
             # instead of over the socket: about 40 ms less per Lambda task (benchmarks/lambda_executor.py).
             "IN_MEMORY_CLIENT": "1",
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
-            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV, iam_names.MODE_ENV) if key in os.environ},
+            # The local SageMaker control plane runs training jobs and endpoint servers on this Python (torch).
+            sagemaker_processes.PYTHON_ENV: sys.executable,
+            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV, iam_names.MODE_ENV,
+                                                settings.TRAINING_TOOLKIT_PYTHON, sagemaker_processes.ENDPOINT_INSTANCES_ENV,
+                                                sagemaker_processes.TRAINING_JOBS_ENV)
+               if key in os.environ},
         }
         env.update(self.extra_env)
         return env

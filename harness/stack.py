@@ -44,6 +44,7 @@ from scones.harness.parts import health_problem as parts_health_problem
 from scones.harness.processes import ProcessId, port_open, process_tree, rss_bytes, wait_until
 from scones.harness.processes import alive as pid_alive
 from scones.harness.processes import terminate as _terminate
+from scones.harness.sagemaker import processes as sagemaker_processes
 from scones.harness.targets import find_local_record
 
 Progress = Callable[[str], None]
@@ -598,9 +599,15 @@ def status(state_dir=None) -> dict[str, Any]:
         "record_path": str(path),
         "parts": parts,
         "found": running,
+        "sagemaker": [vars(entry) for entry in sagemaker_processes.recorded(_sagemaker_root(state)) if entry.alive],
         "processes": tree,
         "rss_bytes": rss_bytes(tree),
     }
+
+
+def _sagemaker_root(state: Path) -> Path:
+    """Where the local SageMaker control plane records its training-job and endpoint processes."""
+    return sagemaker_processes.sagemaker_dir(localstack_manager.LocalStack(state).home)
 
 
 def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEOUT_S) -> dict[str, Any]:
@@ -629,6 +636,11 @@ def down(state_dir=None, progress: Progress = print, timeout: float = STOP_TIMEO
         return {"stopped": [], "leftover_processes": [], "open_ports": []}
 
     stopped = []
+    # The control plane's training jobs and endpoint servers first, while LocalStack still runs: each endpoint
+    # flushes its capture on SIGTERM, which LocalStack's own stop would not give it time for.
+    for entry in sagemaker_processes.stop_all(_sagemaker_root(state)):
+        progress(f"sagemaker: stopped {entry.kind} {entry.name} (pid {entry.pid})")
+        stopped.append(entry.pid)
     for part in parts:
         part.stop(found.get(part.name, []), progress)
         stopped += [process.pid for process in found.get(part.name, [])]

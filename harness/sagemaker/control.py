@@ -36,8 +36,8 @@ RUNNABLE_INFERENCE = "AWS's PyTorch inference images (<account>.dkr.ecr.<region>
 RUNNABLE_TRAINING = "AWS's PyTorch training images (<account>.dkr.ecr.<region>.amazonaws.com/pytorch-training:<tag>)"
 # Local stand-ins for AWS's per-account service quotas (ResourceLimitExceeded): each endpoint instance and
 # training job is a process with a model in memory on this machine.
-ENDPOINT_INSTANCE_LIMIT = int(os.environ.get("SCONES_SAGEMAKER_ENDPOINT_INSTANCES", "8"))
-TRAINING_JOB_LIMIT = int(os.environ.get("SCONES_SAGEMAKER_TRAINING_JOBS", "2"))
+ENDPOINT_INSTANCE_LIMIT = int(os.environ.get(processes.ENDPOINT_INSTANCES_ENV, "8"))
+TRAINING_JOB_LIMIT = int(os.environ.get(processes.TRAINING_JOBS_ENV, "2"))
 ROUTE_SWITCH_GRACE_S = 1.0
 
 

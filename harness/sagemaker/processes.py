@@ -13,13 +13,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from scones.polling import poll_condition
 
 SAGEMAKER_DIR_ENV = "SCONES_SAGEMAKER_DIR"
 # The Python (with torch) that runs endpoint servers and training jobs; LocalStack's own has no torch.
 PYTHON_ENV = "SCONES_SAGEMAKER_PYTHON"
+# The local stand-ins for AWS's quotas (harness/sagemaker/control.py), passed on to LocalStack when set.
+ENDPOINT_INSTANCES_ENV = "SCONES_SAGEMAKER_ENDPOINT_INSTANCES"
+TRAINING_JOBS_ENV = "SCONES_SAGEMAKER_TRAINING_JOBS"
 STOP_GRACE_S = 30.0
 HOST_MODULES = "scones.harness.sagemaker."   # endpoint_host and training_host
 SERVER_MODULE = "scones.harness.commands.endpoint"   # the endpoint server an endpoint_host starts
@@ -81,9 +85,7 @@ def stop_all(root: str | os.PathLike, grace_s: float = STOP_GRACE_S) -> list[Pro
     running = [entry for entry in entries if entry.alive]
     for entry in running:
         _signal(entry.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while any(entry.alive for entry in running) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_condition(lambda: not any(entry.alive for entry in running), grace_s, 0.05)
     for entry in running:
         if entry.alive:
             _signal(entry.pid, signal.SIGKILL)
