@@ -313,11 +313,12 @@ class EndpointApp:
 
     def _load(self) -> None:
         try:
+            model_dir = self._model_dir()   # before torch loads: a bad archive fails in a moment
             if self.settings.torch_threads:
                 import torch
 
                 torch.set_num_threads(self.settings.torch_threads)
-            self.model = load_model(self._model_dir())
+            self.model = load_model(model_dir)
             if self.capture is not None:
                 self.capture.wait_started()
             # What is loaded now (model, torch, boto3 for capture) lives as long as the server: out of the
