@@ -52,7 +52,7 @@ REDUCED_SIDE = 8 * network.IMAGE_SIZE
 # decodes a PNG, GIF, BMP, WebP or TIFF whole; at most 4 bytes a pixel, 200 MB at MAX_IMAGE_PIXELS) and a
 # band of it. Such decodes take turns, one at a time per process, so a burst of them costs one at a time.
 BIG_IMAGE_PIXELS = 4_000_000
-_BAND_ROWS = 256                      # rows of the reduced image made per band
+_BAND_PIXELS = 1_000_000              # source pixels converted at a time where a mode needs converting
 _big_decodes = threading.Lock()
 
 
@@ -127,8 +127,10 @@ ORIENTATION_TRANSPOSES = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# Modes Image.reduce takes as they are (LA and RGBA it premultiplies itself); the rest are converted first.
-_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")
+# Modes Image.reduce reads in place; LA and RGBA it premultiplies into a copy, so they go band by band, and
+# the rest are converted (one band at a time) first.
+_IN_PLACE_MODES = ("L", "RGB", "CMYK", "YCbCr")
+_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr")
 
 
 def _reducible(band: Image.Image) -> Image.Image:
@@ -142,14 +144,16 @@ def _reducible(band: Image.Image) -> Image.Image:
 
 
 def _reduce(image: Image.Image, factor: int) -> Image.Image:
-    """Each output pixel the mean of a factor x factor block (Image.reduce), made band by band so that no copy
-    of the whole decoded image is ever made: a 16-bit, palette or transparent image is converted one band at a
-    time. The pixels left over past the last whole block (fewer than `factor` a side) are trimmed evenly from
-    both edges, so the centre crop that follows frames the same scene as at full size."""
+    """Each output pixel the mean of a factor x factor block (Image.reduce), with no copy of the whole decoded
+    image: read in place, or band by band where the mode needs converting (16-bit, palette, 1-bit) or
+    premultiplying (transparency). The pixels left over past the last whole block (fewer than `factor` a side)
+    are trimmed evenly from both edges, so the centre crop that follows frames the same scene as at full size."""
     width, height = image.size
     left, top_edge = (width % factor) // 2, (height % factor) // 2
     right, bottom = left + width // factor * factor, top_edge + height // factor * factor
-    band_height = factor * _BAND_ROWS
+    if image.mode in _IN_PLACE_MODES:
+        return image.reduce(factor, (left, top_edge, right, bottom))
+    band_height = factor * max(1, _BAND_PIXELS // (width * factor))
     bands = []
     for top in range(top_edge, bottom, band_height):
         band = image.crop((left, top, right, min(top + band_height, bottom)))
