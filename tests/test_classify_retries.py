@@ -184,7 +184,6 @@ def test_a_hung_endpoint_is_endpoint_unavailable_before_the_function_times_out(f
     """A server that accepts connections and never answers (as a SIGSTOPped endpoint does: the kernel still
     completes the handshake): classifyImage must end with EndpointUnavailable, which the state machine retries,
     within the time its context says it has, not in a Lambda timeout that nothing retries."""
-    import time
 
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
