@@ -6,7 +6,7 @@ stops waiting when the time its context has left runs short (lambdas/classify_im
 stack: classifyImage's timeout is lowered to SHORT_TIMEOUT_S for the test (UpdateFunctionConfiguration, so the
 function reads its budget from the context, as on AWS), the endpoint process is stopped, an execution starts,
 and once its history shows classifyImage failed with EndpointUnavailable the endpoint is continued: the
-state machine's retry then classifies the image and the execution succeeds. SIGCONT and the timeout are
+state machine's retry then classifies the image and the workflow goes on to filterInferences. SIGCONT and the timeout are
 restored whatever happens.
 
 Sources: Lambda's timeout and Sandbox.Timedout ("Configure Lambda function timeout",
@@ -71,10 +71,11 @@ def short_classifier_timeout(scones_stack, lambda_client):
 
 
 def test_a_hung_endpoint_is_endpoint_unavailable_and_the_workflow_retries_it(
-        scones_target_name, scones_stack, stepfunctions_client, confident_test_image, short_classifier_timeout):
+        scones_target_name, scones_stack, stepfunctions_client, data_dir, short_classifier_timeout):
     if scones_target_name != "local":
         pytest.skip("stops the local endpoint server's process")
-    key, _ = confident_test_image("bicycle")   # asks the endpoint, so before it is stopped
+    image = sorted((data_dir / "test" / "bicycle").glob("*.png"))[0]
+    key = f"test/bicycle/{image.name}"   # staged in the stack's bucket by `scones up`
     endpoint_pid = scones_stack.record["endpoint"]["pid"]
     os.kill(endpoint_pid, signal.SIGSTOP)
     try:
@@ -88,8 +89,10 @@ def test_a_hung_endpoint_is_endpoint_unavailable_and_the_workflow_retries_it(
     # ended by the function itself inside its timeout, not by the Lambda timeout (Sandbox.Timedout)
     assert error == "EndpointUnavailable", (error, cause)
     assert "did not answer" in cause and "hung or overloaded" in cause
-    status = poll(lambda: (lambda s: s if s != "RUNNING" else None)(
-        stepfunctions_client.describe_execution(executionArn=execution)["status"]), 180,
-        "the retried execution to end")
-    assert status == "SUCCEEDED", failures(stepfunctions_client, execution)
+    ended = poll(lambda: (lambda d: d if d["status"] != "RUNNING" else None)(
+        stepfunctions_client.describe_execution(executionArn=execution)), 180, "the retried execution to end")
+    # The retry classified the image: the workflow went on to filterInferences, which passes or fails loudly
+    # on the model's confidence (this test is about the endpoint, not the model).
+    assert ended["status"] == "SUCCEEDED" or ended.get("error") == "ThresholdConfidenceNotMet", (
+        ended["status"], ended.get("error"), failures(stepfunctions_client, execution))
     assert classify_attempts(stepfunctions_client, execution, scones_stack.function_arns["classifyImage"]) >= 2
