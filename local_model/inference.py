@@ -45,7 +45,7 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Decoding keeps no more than the model needs: an image whose shorter side is at least twice this is decoded
 # reduced (JPEG's DCT scaling) or shrunk by an integer factor (a box filter, band by band) to a shorter side of
 # at least this, 8x the model's input, before the final bicubic fit; the 32x32 pixels the model then sees
-# differ from a full-size decode's by about 0.1-0.6 of 255 on average (4x the input: 0.5-1.5). Images with a
+# differ from a full-size decode's by about 0.1 of 255 on average (at 4x the input: 0.5-1.5). Images with a
 # shorter side under 2x this (the 32x32 training images, photos of a few hundred pixels) decode as before.
 REDUCED_SIDE = 8 * network.IMAGE_SIZE
 # What an image above this many pixels may cost while it is decoded: its full decoded size once (Pillow
