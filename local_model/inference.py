@@ -45,7 +45,7 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Decoding keeps no more than the model needs: an image whose shorter side is at least twice this is decoded
 # reduced (JPEG's DCT scaling) or shrunk by an integer factor (a box filter, band by band) to a shorter side of
 # at least this, 8x the model's input, before the final bicubic fit; the 32x32 pixels the model then sees
-# differ from a full-size decode's by about 0.1 of 255 on average (at 4x the input: 0.5-1.5). Images with a
+# differ from a full-size decode's by about one grey level in 255 on average, a few at most. Images with a
 # shorter side under 2x this (the 32x32 training images, photos of a few hundred pixels) decode as before.
 REDUCED_SIDE = 8 * network.IMAGE_SIZE
 # What an image above this many pixels may cost while it is decoded: its full decoded size once (Pillow
@@ -112,9 +112,11 @@ def _decode(image: Image.Image) -> np.ndarray:
     factor = min(image.size) // REDUCED_SIDE
     if factor < 2:
         return network.image_to_array(to_8bit(image))
-    # The EXIF rotation is read here: the reduced image is a new one without the file's metadata.
+    # The EXIF rotation is read from the file (EXIF, a TIFF tag or XMP) and applied here, once: the reduced
+    # image carries none of the file's metadata, so network.image_to_array does not turn it again.
     orientation = image.getexif().get(ORIENTATION_TAG, 1)
     small = _reduce(image, factor)
+    small.info.clear()
     if orientation in ORIENTATION_TRANSPOSES:
         small = small.transpose(ORIENTATION_TRANSPOSES[orientation])
     return network.image_to_array(small)

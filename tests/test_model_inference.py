@@ -473,25 +473,25 @@ def as_mode(image: Image.Image, mode: str) -> Image.Image:
                                        ("RGB", "WEBP"), ("RGB", "TIFF")])
 def test_a_big_image_is_decoded_reduced_to_what_the_model_sees(served, mode, fmt):
     """Shorter side >= 2 x REDUCED_SIDE: JPEG's draft scale or a band-by-band box reduction, then the same fit;
-    the 32x32 pixels differ from a full-size decode's by a fraction of a grey level on average."""
+    the 32x32 pixels differ from a full-size decode's by about one grey level in 255 on average."""
     inference, _ = served
     data = encode(as_mode(scene(), mode), fmt)
     reduced, whole = inference.decode_image(data).astype(int), full_size_decode(inference, data).astype(int)
     assert reduced.shape == whole.shape == (32, 32, 3)
-    assert np.abs(reduced - whole).mean() < 1.0, (mode, fmt, np.abs(reduced - whole).mean())
+    assert np.abs(reduced - whole).mean() < 2.0, (mode, fmt, np.abs(reduced - whole).mean())
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
 def test_a_big_image_keeps_its_exif_rotation(served, fmt):
     """A phone photo stores its rotation in EXIF (orientation 6: turn 90 degrees clockwise); the reduced decode
     must turn it as network.image_to_array does at full size, or the model would see it on its side."""
     inference, _ = served
     exif = Image.Exif()
     exif[0x0112] = 6
-    image = scene((1600, 1000))
+    image = scene((2400, 1600))   # a JPEG too is then reduced after its draft decode
     data = encode(image, fmt, exif=exif.tobytes())
     reduced, whole = inference.decode_image(data).astype(int), full_size_decode(inference, data).astype(int)
-    assert np.abs(reduced - whole).mean() < 1.0
+    assert np.abs(reduced - whole).mean() < 2.0
     unrotated = full_size_decode(inference, encode(image, fmt)).astype(int)
     assert np.abs(reduced - unrotated).mean() > 10   # the rotation is really applied
 
