@@ -194,7 +194,7 @@ def test_a_hung_endpoint_is_endpoint_unavailable_before_the_function_times_out(f
     event = {"body": {"s3_bucket": "b", "s3_key": "k.png", "image_data": "aW1hZ2U=", "inferences": []}}
     context = LambdaContext(timeout_s=config.ENDPOINT_REPORT_RESERVE_S + 3)
     try:
-        with pytest.raises(EndpointUnavailable, match=r"did not answer for s3://b/k.png within 3.0 s.* hung or overloaded"):
+        with pytest.raises(EndpointUnavailable, match=r"did not answer for s3://b/k.png within \d+\.\d s.* hung or overloaded"):
             lambda_handler(event, context)
         left_ms = context.get_remaining_time_in_millis()
         assert 0 < left_ms <= config.ENDPOINT_REPORT_RESERVE_S * 1000
