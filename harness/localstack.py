@@ -197,6 +197,11 @@ def _scones_import_folder(site: Path) -> Path:
     return folder
 
 
+# Application Auto Scaling on the gateway (harness/lambda_executor/application_autoscaling.py), hooked like the runtime.
+APPLICATION_AUTOSCALING_HOOK = ("install_application_autoscaling = "
+                                "scones.harness.lambda_executor.application_autoscaling:install_application_autoscaling")
+
+
 def _register_executor(python: Path) -> None:
     """Make LocalStack's venv see our executor and our gateway hook (harness/lambda_executor/sagemaker_runtime.py):
     a dist-info with their entry points, and a .pth to this checkout."""
@@ -206,7 +211,8 @@ def _register_executor(python: Path) -> None:
     files = {
         "METADATA": f"Metadata-Version: 2.1\nName: {_DIST_NAME.replace('_', '-')}\nVersion: {_DIST_VERSION}\n"
                     "Summary: Scones: LocalStack Lambda runtime executor running environments as local processes\n",
-        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n{FAULTS_HOOK}\n{iam_names.HOOK}\n",
+        "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n{FAULTS_HOOK}\n"
+                            f"{iam_names.HOOK}\n{APPLICATION_AUTOSCALING_HOOK}\n",
         "INSTALLER": "scones\n",
     }
     for name, text in files.items():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 
 from botocore import exceptions as botocore_errors
 from botocore.exceptions import BotoCoreError, ClientError
@@ -19,21 +21,39 @@ logger.setLevel(logging.INFO)
 
 def lambda_handler(event, context):
     state = ImageState.from_event(event)
-    inferences = classify(state.image_bytes(), config.endpoint_name(), source=state.uri)
+    inferences = classify(state.image_bytes(), config.endpoint_name(), source=state.uri,
+                          time_budget_s=time_budget_s(context))
     logger.info("classified %s: %s", state.uri, inferences)
     return state.with_inferences(inferences).to_envelope()
 
 
-def classify(image: bytes, endpoint_name: str, *, source: str = "the image") -> list[float]:
+def time_budget_s(context) -> float | None:
+    """How long this invocation may wait on the endpoint: the time the function has left, less the time
+    kept to report EndpointUnavailable (None without a Lambda context, e.g. when called as a library)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    left_s = remaining() / 1000
+    return max(left_s - config.ENDPOINT_REPORT_RESERVE_S, left_s / 2)
+
+
+def classify(image: bytes, endpoint_name: str, *, source: str = "the image",
+             time_budget_s: float | None = None) -> list[float]:
+    """The endpoint's inferences for `image`; with a time budget, EndpointUnavailable once it is spent.
+
+    botocore's retries cannot be bounded in total time (each attempt may wait a full read timeout), so
+    the call runs in a thread that this one waits for at most the budget; past it the call is left to
+    end by its own timeouts, and the function reports the endpoint as unavailable while it still can.
+    """
     client = clients.sagemaker_runtime()
     try:
-        response = client.invoke_endpoint(
-            EndpointName=endpoint_name,
-            ContentType=config.IMAGE_CONTENT_TYPE,
-            Accept="application/json",
-            Body=image,
-        )
-        payload = response["Body"].read()
+        payload = _within(time_budget_s, _invoke, client, endpoint_name, image)
+    except _OutOfTime:
+        raise EndpointUnavailable(
+            f"endpoint {endpoint_name!r} at {client.meta.endpoint_url} did not answer for {source} within "
+            f"{time_budget_s:.1f} s, the time this function had left less {config.ENDPOINT_REPORT_RESERVE_S:g} s "
+            f"to report it: the endpoint is hung or overloaded"
+        ) from None
     except ClientError as exc:
         error = EndpointUnavailable if _transient(exc) else EndpointInvocationFailed
         raise error(_client_error_message(endpoint_name, source, exc)) from None
@@ -47,6 +67,43 @@ def classify(image: bytes, endpoint_name: str, *, source: str = "the image") -> 
             f"could not invoke endpoint {endpoint_name!r} at {client.meta.endpoint_url} for {source}: {exc}"
         ) from None
     return parse_inferences(payload, source=f"the inferences endpoint {endpoint_name!r} returned for {source}")
+
+
+def _invoke(client, endpoint_name: str, image: bytes) -> bytes:
+    response = client.invoke_endpoint(
+        EndpointName=endpoint_name,
+        ContentType=config.IMAGE_CONTENT_TYPE,
+        Accept="application/json",
+        Body=image,
+    )
+    return response["Body"].read()
+
+
+class _OutOfTime(Exception):
+    """The time budget ran out before the call ended."""
+
+
+def _within(budget_s: float | None, function, *args):
+    """function(*args), raising what it raises; _OutOfTime when it has not ended after budget_s."""
+    if budget_s is None:
+        return function(*args)
+    outcomes: queue.SimpleQueue = queue.SimpleQueue()
+
+    def run() -> None:
+        try:
+            outcomes.put((True, function(*args)))
+        except Exception as error:
+            outcomes.put((False, error))
+
+    # A daemon thread: one stuck on a hung endpoint never holds up the runtime's exit.
+    threading.Thread(target=run, name="invoke-endpoint", daemon=True).start()
+    try:
+        ok, value = outcomes.get(timeout=budget_s)
+    except queue.Empty:
+        raise _OutOfTime from None
+    if not ok:
+        raise value
+    return value
 
 
 def _transient(exc: ClientError) -> bool:

@@ -45,6 +45,11 @@ ENDPOINT_READ_TIMEOUT_S = 70         # InvokeEndpoint may take up to 60 s on AWS
 ENDPOINT_TIME_BUDGET_S = (ENDPOINT_READ_TIMEOUT_S + (ENDPOINT_MAX_ATTEMPTS - 1) * ENDPOINT_CONNECT_TIMEOUT_S
                           + sum(min(2 ** attempt, 20) for attempt in range(ENDPOINT_MAX_ATTEMPTS - 1)))
 
+# classifyImage stops waiting for the endpoint this long before the function's own timeout, so a hung endpoint
+# ends in EndpointUnavailable, which the state machine retries, rather than in the Lambda timeout
+# (Sandbox.Timedout), which nothing retries. The budget is read from the Lambda context each invocation.
+ENDPOINT_REPORT_RESERVE_S = 3.0
+
 # Step Functions caps every state's input/output at 256 KiB of UTF-8 JSON; the base64
 # image travels inside the state, so serializeImageData must refuse anything bigger.
 STATE_PAYLOAD_LIMIT_BYTES = 262_144

@@ -18,7 +18,12 @@ Against a real HTTP server on 127.0.0.1 that answers a scripted sequence, reache
   Retrier's ErrorEquals matches ("Handling errors in Step Functions workflows",
   https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html, and its tutorial
   "Handling error conditions", tutorial-handling-error-conditions.html): so EndpointUnavailable is
-  retried and EndpointInvocationFailed is not, on AWS as in LocalStack.
+  retried and EndpointInvocationFailed is not, on AWS as in LocalStack;
+- a function that outlives its timeout ends in Sandbox.Timedout ("Lambda function timeout",
+  https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html; the error name in Step Functions'
+  "Error handling" page), which no retrier here names; the time left is the context's
+  get_remaining_time_in_millis() ("Using the Lambda context object to retrieve Python function information",
+  https://docs.aws.amazon.com/lambda/latest/dg/python-context.html), so classifyImage ends before it.
 """
 from __future__ import annotations
 
@@ -32,9 +37,11 @@ import pytest
 
 from scones.deploy.packaging import function_spec
 from scones.lambdas import clients, config
-from scones.lambdas.classify_image import classify
+from scones.lambdas.classify_image import classify, lambda_handler
+from scones.lambdas.classify_image import time_budget_s as classify_budget
 from scones.lambdas.errors import EndpointInvocationFailed, EndpointUnavailable
 from scones.state_machine.render import FUNCTION_NAMES, render_definition
+from support import LambdaContext
 
 ENDPOINT = "scones-retry-endpoint"
 OK = (200, {}, b"[0.97, 0.03]")
@@ -171,3 +178,33 @@ def test_the_workflow_retries_lambda_service_errors_everywhere_and_only_transien
              for attempt in range(endpoint_retrier["MaxAttempts"])]
     assert sum(waits) >= 20  # rides out an endpoint restart (model load included) of 20 s or more
 
+
+
+def test_a_hung_endpoint_is_endpoint_unavailable_before_the_function_times_out(fake_aws_credentials, monkeypatch):
+    """A server that accepts connections and never answers (as a SIGSTOPped endpoint does: the kernel still
+    completes the handshake): classifyImage must end with EndpointUnavailable, which the state machine retries,
+    within the time its context says it has, not in a Lambda timeout that nothing retries."""
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)   # never accepted, never answered
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{hung.getsockname()[1]}")
+    monkeypatch.setenv(config.ENDPOINT_NAME, ENDPOINT)
+    clients.reset()
+    event = {"body": {"s3_bucket": "b", "s3_key": "k.png", "image_data": "aW1hZ2U=", "inferences": []}}
+    context = LambdaContext(timeout_s=config.ENDPOINT_REPORT_RESERVE_S + 3)
+    try:
+        with pytest.raises(EndpointUnavailable, match=r"did not answer for s3://b/k.png within \d+\.\d s.* hung or overloaded"):
+            lambda_handler(event, context)
+        left_ms = context.get_remaining_time_in_millis()
+        assert 0 < left_ms <= config.ENDPOINT_REPORT_RESERVE_S * 1000
+    finally:
+        clients.reset()
+        hung.close()
+
+
+def test_the_time_budget_is_what_the_context_has_left_less_the_reserve():
+    assert classify_budget(LambdaContext(timeout_s=103)) == pytest.approx(103 - config.ENDPOINT_REPORT_RESERVE_S, abs=0.1)
+    # a very short remainder keeps half of itself for reporting rather than none
+    assert classify_budget(LambdaContext(timeout_s=2)) == pytest.approx(1.0, abs=0.1)
+    assert classify_budget(None) is None   # called as a library: no budget, botocore's own timeouts only

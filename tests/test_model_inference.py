@@ -441,3 +441,67 @@ def test_the_calibrated_temperature_travels_in_the_checkpoint_and_old_checkpoint
     at_quarter = (torch.softmax(logits / 0.25, 1) + torch.softmax(mirrored / 0.25, 1)) / 2
     assert invoke((inference, old), body) == pytest.approx(at_1[0].tolist(), abs=1e-5)
     assert invoke((inference, sharpened), body) == pytest.approx(at_quarter[0].tolist(), abs=1e-5)
+
+
+# --- issue 26: decoding bounded by what the model needs ------------------------------------------------
+
+def full_size_decode(inference, data: bytes) -> np.ndarray:
+    """What decode_image gave before issue 26: the whole image decoded, then fitted to 32x32."""
+    from scones.local_model import network
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return network.image_to_array(inference.to_8bit(image))
+
+
+def scene(size=(1600, 1200)) -> Image.Image:
+    """A photo-like RGB image: smooth shapes with detail at several scales."""
+    rng = np.random.default_rng(5)
+    coarse = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    fine = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    return Image.blend(coarse, fine, 0.3)
+
+
+def as_mode(image: Image.Image, mode: str) -> Image.Image:
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGB", "PNG"), ("RGBA", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"),
+                                       ("1", "PNG"), ("I;16", "PNG"), ("RGB", "JPEG"), ("CMYK", "JPEG"),
+                                       ("RGB", "WEBP"), ("RGB", "TIFF")])
+def test_a_big_image_is_decoded_reduced_to_what_the_model_sees(served, mode, fmt):
+    """Shorter side >= 2 x REDUCED_SIDE: JPEG's draft scale or a band-by-band box reduction, then the same fit;
+    the 32x32 pixels differ from a full-size decode's by about one grey level in 255 on average."""
+    inference, _ = served
+    data = encode(as_mode(scene(), mode), fmt)
+    reduced, whole = inference.decode_image(data).astype(int), full_size_decode(inference, data).astype(int)
+    assert reduced.shape == whole.shape == (32, 32, 3)
+    assert np.abs(reduced - whole).mean() < 2.0, (mode, fmt, np.abs(reduced - whole).mean())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+def test_a_big_image_keeps_its_exif_rotation(served, fmt):
+    """A phone photo stores its rotation in EXIF (orientation 6: turn 90 degrees clockwise); the reduced decode
+    must turn it as network.image_to_array does at full size, or the model would see it on its side."""
+    inference, _ = served
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = scene((2400, 1600))   # a JPEG too is then reduced after its draft decode
+    data = encode(image, fmt, exif=exif.tobytes())
+    reduced, whole = inference.decode_image(data).astype(int), full_size_decode(inference, data).astype(int)
+    assert np.abs(reduced - whole).mean() < 2.0
+    unrotated = full_size_decode(inference, encode(image, fmt)).astype(int)
+    assert np.abs(reduced - unrotated).mean() > 10   # the rotation is really applied
+
+
+@pytest.mark.parametrize("size, mode, fmt", [((32, 32), "RGB", "PNG"), ((32, 32), "RGBA", "PNG"),
+                                             ((511, 400), "RGB", "PNG"), ((640, 480), "RGB", "JPEG"),
+                                             ((500, 300), "P", "PNG")])
+def test_images_under_twice_the_reduced_side_decode_exactly_as_before(served, size, mode, fmt):
+    """The 32x32 training images and photos with a shorter side under 2 x REDUCED_SIDE (512) are decoded whole,
+    as before issue 26, so their predictions do not change."""
+    inference, _ = served
+    data = encode(as_mode(scene(size), mode), fmt)
+    assert np.array_equal(inference.decode_image(data), full_size_decode(inference, data))

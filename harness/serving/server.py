@@ -35,6 +35,8 @@ records each request's own input and output. See benchmarks/endpoint.py.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -58,6 +60,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scones import contract
+from scones.errors import SconesError
 from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter
 from scones.harness.serving.handlers import LoadedModel, error_body, load_model, status_of, unpack_model
 
@@ -104,6 +107,7 @@ class EndpointSettings:
     model_dir: str | None = None              # where to unpack; a temporary directory when None
     capture_writer_options: dict = field(default_factory=dict)  # CaptureWriter tuning (batching, backoff)
     invoke_timeout_s: float = INVOKE_TIMEOUT_S  # the runtime API's limit on the container's answer
+    release_memory: bool = True               # hand big freed blocks back to the OS at once (release_freed_memory)
 
     def __post_init__(self) -> None:
         if self.inference_threads is None:
@@ -114,6 +118,27 @@ class EndpointSettings:
         if self.max_batch_size < 1 or self.max_batch_delay_ms < 0:
             raise ValueError(f"max_batch_size must be >= 1 and max_batch_delay_ms >= 0, not {self.max_batch_size} "
                              f"and {self.max_batch_delay_ms}")
+
+
+# glibc's mallopt parameter, and the size from which every allocation gets its own mapping when it is set.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def release_freed_memory() -> bool:
+    """Make glibc return each freed block of MMAP_THRESHOLD_BYTES or more to the OS at once; False off glibc.
+
+    By default glibc raises its mmap threshold to the size of each big block freed (up to 32 MiB), after
+    which Pillow's 16 MiB image blocks come from the heap and stay in the process once freed: a burst of
+    big images left the endpoint hundreds of MiB larger for good (issue 26). A fixed threshold keeps them
+    mapped, so decoding a big image costs memory only while it runs (benchmarks/image_decoding.py).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):   # no C library by that name, or one without mallopt (musl)
+        return False
 
 
 _STOP = object()
@@ -241,6 +266,7 @@ class EndpointApp:
                                           self._run_batch)
                          if threads > 0 else None)
         self._temp_dir: str | None = None
+        self.on_load_failure: Callable[[], None] | None = None   # serve() stops the server with it
         self.starlette = Starlette(
             routes=[
                 Route("/ping", self.ping, methods=["GET"]),
@@ -267,6 +293,8 @@ class EndpointApp:
 
     def start(self) -> None:
         """Start loading the model in the background (ping says 503 until done) and the capture writer."""
+        if self.settings.release_memory and not release_freed_memory():
+            log.info("this C library has no mallopt: freed image memory may stay in the endpoint process")
         if self.capture is not None:
             self.capture.start()
         if self._workers is not None:
@@ -286,11 +314,12 @@ class EndpointApp:
 
     def _load(self) -> None:
         try:
+            model_dir = self._model_dir()   # before torch loads: a bad archive fails in a moment
             if self.settings.torch_threads:
                 import torch
 
                 torch.set_num_threads(self.settings.torch_threads)
-            self.model = load_model(self._model_dir())
+            self.model = load_model(model_dir)
             if self.capture is not None:
                 self.capture.wait_started()
             # What is loaded now (model, torch, boto3 for capture) lives as long as the server: out of the
@@ -300,7 +329,10 @@ class EndpointApp:
             self.ready.set()
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
-            log.exception("could not load model %s", self.settings.model)
+            log.error("could not load model %s: %s", self.settings.model, self.load_error)
+            log.debug("the model load's traceback", exc_info=True)
+            if self.on_load_failure is not None:
+                self.on_load_failure()
 
     def _model_dir(self) -> Path:
         source = Path(self.settings.model)
@@ -470,6 +502,25 @@ async def _read_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
+class ModelSourceError(SconesError, ValueError):
+    """The model to serve is missing, or a folder holds none; or it could not be loaded."""
+
+
+def check_model_source(model: str | os.PathLike) -> None:
+    """Refuse at once what EndpointApp could never load: a missing path, or a folder holding no model.
+
+    What loads (EndpointApp._model_dir): a model.tar.gz, a folder holding one (as `scones train --out`
+    writes), or an unpacked model folder with code/ beside the weights (as /opt/ml/model in the container).
+    """
+    source = Path(model)
+    if not source.exists():
+        raise ModelSourceError(f"no model at {source}: the path does not exist")
+    if source.is_dir() and not (source / "code").is_dir() and not (source / "model.tar.gz").is_file():
+        raise ModelSourceError(
+            f"the folder {source} holds no model: expected model.tar.gz in it (as `scones train --out` writes) "
+            f"or an unpacked model (code/inference.py beside the weights, as in /opt/ml/model)")
+
+
 def create_app(settings: EndpointSettings) -> EndpointApp:
     return EndpointApp(settings)
 
@@ -478,12 +529,21 @@ def serve(settings: EndpointSettings, host: str = "127.0.0.1", port: int = 8080,
           http: str = "auto", loop: str = "auto") -> None:
     """Run the endpoint in the foreground until SIGTERM/SIGINT; shutdown flushes data capture.
 
+    A model source that holds no model fails before anything starts, and a model that fails to load
+    stops the server: both raise ModelSourceError naming the model (a server that can never answer
+    must not keep running).
     http/loop "auto" pick httptools and uvloop when installed (uvicorn[standard]), else h11 and asyncio.
     """
     import uvicorn
 
+    check_model_source(settings.model)
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, http=http, loop=loop,
                             proxy_headers=False,  # nothing proxies a local endpoint: one ASGI layer less per request
                             lifespan="on", timeout_graceful_shutdown=60)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    app.on_load_failure = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if app.load_error is not None:
+        raise ModelSourceError(f"endpoint {settings.endpoint_name} could not load the model {settings.model}: "
+                               f"{app.load_error}")
