@@ -61,13 +61,16 @@ def test_a_trained_model_deployed_through_the_control_plane_runs_the_workflow_an
 
         keys = [f"test/{image.parent.name}/{image.name}" for class_name in ("bicycle", "motorcycle")
                 for image in sorted((data_dir / "test" / class_name).glob("*.png"))[:10]]
-        arns = [stepfunctions.start_execution(
-            stateMachineArn=deployed.outputs.state_machine_arn,
-            input=json.dumps({"s3_bucket": config.bucket, "s3_key": key}))["executionArn"] for key in keys]
-        for arn in arns:
-            done = _finished(stepfunctions, arn)
-            # A two-epoch model is unsure of many images: what matters is that the endpoint classified each one.
-            assert done["status"] == "SUCCEEDED" or done.get("error") == "ThresholdConfidenceNotMet", done
+        for wave in range(0, len(keys), 4):   # four in flight, as a team's suite runs them on a 2-core runner
+            arns = [stepfunctions.start_execution(
+                stateMachineArn=deployed.outputs.state_machine_arn,
+                input=json.dumps({"s3_bucket": config.bucket, "s3_key": key}))["executionArn"]
+                for key in keys[wave:wave + 4]]
+            for arn in arns:
+                done = _finished(stepfunctions, arn)
+                # A two-epoch model is unsure of many images: what matters is that the endpoint classified each.
+                assert done["status"] == "SUCCEEDED" or done.get("error") == "ThresholdConfidenceNotMet", (
+                    done.get("error"), done.get("cause"))
 
         capture_prefix = f"data_capture/{config.endpoint_name}/"
 
