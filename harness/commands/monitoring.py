@@ -24,6 +24,7 @@ from scones.harness.commands.options import (
     threshold_option,
 )
 from scones.harness.targets import TargetNotFound, load_target
+from scones.lambdas.run_results import FINISHED_STATUSES
 from scones.polling import PollTimedOut, poll
 
 
@@ -67,11 +68,18 @@ def evaluate(target: str, n: int, seed: int | None, ood: int, concurrency: int, 
     json_path, csv_path = evaluation_module.save(result, reports_dir(state_dir))
     if as_json:
         click.echo(json.dumps({**result.summary, "report_json": str(json_path), "report_csv": str(csv_path)}, indent=2))
-        return
-    click.echo(evaluation_module.format_table(result.rows))
-    click.echo()
-    click.echo(evaluation_module.format_summary(result.summary))
-    click.echo(f"saved {json_path} and {csv_path}")
+    else:
+        click.echo(evaluation_module.format_table(result.rows))
+        click.echo()
+        click.echo(evaluation_module.format_summary(result.summary))
+        click.echo(f"saved {json_path} and {csv_path}")
+    # Executions the harness lost contact with (the stack died mid-run) leave the evaluation incomplete: every
+    # result is printed above, and the exit status says the figures do not cover all the images asked for.
+    unfinished = [row for row in result.rows if row["status"] not in FINISHED_STATUSES]
+    if unfinished:
+        raise click.ClickException(
+            f"{len(unfinished)} of {len(result.rows)} executions did not finish ({unfinished[0]['status']}: "
+            f"{unfinished[0]['error']}); the figures cover the others only: is the stack still up? `scones status` tells")
 
 
 def served_model_baseline(target) -> Path | None:
