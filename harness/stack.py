@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -170,9 +169,7 @@ class StackConfig:
             raise StackError(f"LocalStack and the endpoint server cannot share port {self.endpoint_port}: give "
                              "--localstack-port and --endpoint-port (or their variables) different values")
         try:
-            self.local_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.local_dir):
-                pass
+            settings.check_writable(self.local_dir)
         except OSError as error:
             raise StackError(f"the state dir {self.state_dir} is not writable ({error.strerror or error}): "
                              f"`scones up` keeps its record, logs and LocalStack's data there; choose another with "

@@ -13,6 +13,7 @@ folder, those in the environment to the working directory. Defaults live in the 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,11 @@ def test_target(explicit: str | None = None) -> str:
 
 def allows_local_aws_endpoints() -> bool:
     return os.environ.get(ALLOW_LOCAL_AWS_ENDPOINTS, "").strip() == "1"
+
+
+def check_writable(folder: Path) -> None:
+    """Create folder if need be and write a scratch file in it, so a command finds out before its work, not
+    after it, that it cannot save what it makes; OSError (naming the path) when it cannot."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass

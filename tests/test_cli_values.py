@@ -51,3 +51,13 @@ def test_every_state_dir_and_target_option_has_one_destination():
 @pytest.mark.parametrize("name", ["scones-classifier", "a", "A1-b--2", "x" * 63])
 def test_aws_endpoint_names_are_accepted(name):
     assert endpoint_name_pattern().fullmatch(name)
+
+
+def test_evaluate_refuses_a_state_dir_it_cannot_save_its_report_in_before_running_anything(tmp_path):
+    """The probe's read-only state dir ran every execution, then failed writing the report. Here the reports
+    folder's place is taken by a file (root writes through read-only modes, so a mode would not show it)."""
+    (tmp_path / "reports").write_text("not a folder")
+    outcome = CliRunner().invoke(evaluate, ["--state-dir", str(tmp_path)])
+    assert outcome.exit_code == 1, outcome.output
+    assert f"cannot save the evaluation's report in {tmp_path / 'reports'}" in outcome.output
+    assert "no local stack recorded" not in outcome.output   # refused before it looked for a stack to run on

@@ -51,6 +51,12 @@ def _target(name: str, state: str | None):
 def evaluate(target: str, n: int, seed: int | None, ood: int, concurrency: int, state_dir: str | None,
              as_json: bool) -> None:
     """Run random test images through the workflow and report accuracy, coverage, failures and out-of-distribution refusals."""
+    try:
+        settings.check_writable(reports_dir(state_dir))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot save the evaluation's report in {reports_dir(state_dir)} ({error.strerror or error}): choose "
+            f"a writable state dir with --state-dir or ${settings.STATE_DIR}") from None
     deployed = _target(target, state_dir)
     keys = evaluation_module.test_image_keys(deployed.client("s3"), deployed.bucket)
     count = len(keys) if n <= 0 else min(n, len(keys))
