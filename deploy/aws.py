@@ -23,7 +23,7 @@ from scones.deploy import executor, monitoring, planner, resources, scaling
 from scones.deploy import iam as iam_roles
 from scones.deploy import record as records
 from scones.deploy import sagemaker as sm
-from scones.deploy.endpoint_guard import is_local_endpoint
+from scones.deploy.endpoint_guard import LocalEndpointRefused, refuse_local_endpoints
 from scones.deploy.resources import Refusal, bucket_state, ensure_bucket  # noqa: F401 (the refusal and bucket checks' home)
 from scones.deploy.waiting import DeployError, Progress
 
@@ -120,17 +120,10 @@ def check_endpoints(session: boto3.Session, region: str) -> None:
     AWS_ENDPOINT_URL_<SERVICE>, the profile's endpoint_url and its `services` section, and
     AWS_IGNORE_CONFIGURED_ENDPOINT_URLS), so the guard judges what the deploy would really call.
     """
-    local = {service: url for service in SERVICES
-             if is_local_endpoint(url := session.client(service, region_name=region).meta.endpoint_url)}
-    if local:
-        where = ", ".join(f"{service} -> {url}" for service, url in local.items())
-        profile = session.profile_name or "default"
-        raise Refusal(
-            f"this session's AWS calls would go to a local endpoint ({where}), not to AWS: it comes from "
-            f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> or from endpoint_url in profile {profile!r} (or its "
-            f"services section) of the AWS config file; unset it, or set AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true, "
-            f"to deploy to AWS"
-        )
+    try:
+        refuse_local_endpoints(session, region, SERVICES, what="this session's AWS calls")
+    except LocalEndpointRefused as error:
+        raise Refusal(f"{error}, to deploy to AWS") from None
 
 
 def check_credentials(session: boto3.Session) -> None:

@@ -119,14 +119,14 @@ def local_endpoints(session: boto3.Session, region: str, services: Iterable[str]
 
 
 def refuse_local_endpoints(session: boto3.Session, region: str, services: Iterable[str] = RUN_SERVICES,
-                           what: str = "this AWS target", resolver: Resolver | None = None) -> None:
+                           what: str = "this AWS target's calls", resolver: Resolver | None = None) -> None:
     """Raise LocalEndpointRefused when any of the services' clients would reach a local endpoint."""
     local = local_endpoints(session, region, services, resolver)
     if local:
         where = ", ".join(f"{service} -> {url}" for service, url in local.items())
         profile = session.profile_name or "default"
         raise LocalEndpointRefused(
-            f"{what}: its AWS calls would go to a local endpoint ({where}), not to AWS: it comes from "
+            f"{what} would go to a local endpoint ({where}), not to AWS: it comes from "
             f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> or from endpoint_url in profile {profile!r} (or its "
             f"services section) of the AWS config file; unset it, or set AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true"
         )

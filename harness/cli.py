@@ -68,7 +68,8 @@ def describe(error: Exception) -> str:
 
 
 def _describe_aws(error, boto) -> str:
-    from scones.deploy.aws import UNREACHABLE_ERRORS, is_local_endpoint
+    from scones.deploy.aws import UNREACHABLE_ERRORS
+    from scones.deploy.endpoint_guard import is_local_endpoint
 
     if isinstance(error, boto.ProxyConnectionError):
         return (f"AWS cannot be reached: the proxy {error.kwargs.get('proxy_url')} refused the connection "

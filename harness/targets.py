@@ -107,7 +107,7 @@ def load_target(name: str = "local", state_dir: str | os.PathLike | None = None)
         session = boto3.Session(region_name=outputs.region, profile_name=record.get("profile"))
         if not settings.allows_local_aws_endpoints():
             try:
-                refuse_local_endpoints(session, outputs.region, what=f"the aws target recorded at {path}")
+                refuse_local_endpoints(session, outputs.region, what=f"the calls of the aws target recorded at {path}")
             except LocalEndpointRefused as error:
                 raise TargetRefused(f"{error} (or set {settings.ALLOW_LOCAL_AWS_ENDPOINTS}=1 to use an emulator "
                                     f"as AWS on purpose)") from None

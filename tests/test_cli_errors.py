@@ -103,7 +103,7 @@ def test_dry_run_offline_prints_the_plan_with_the_account_unknown(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
     assert "account unknown (AWS unreachable: Could not connect to the endpoint URL" in result.stdout
     assert "s3://scones-data-eu-west-1-<account>: create or reuse (not checked: AWS unreachable)" in result.stdout
-    assert "5. Lambda functions scones-serializeImageData" in result.stdout
+    assert "[workflow] function/serializeImageData: Lambda function scones-serializeImageData" in result.stdout
 
     result = scones("deploy", "--target", "aws", "--region", "eu-west-1", env=env)
     assert_one_clear_line(result, "scones deploy failed: AWS cannot be reached", "https://aws.invalid/",

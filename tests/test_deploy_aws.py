@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
-from scones.deploy import aws, resources
+from scones.deploy import aws, endpoint_guard, resources
 from scones.deploy import record as records
 from scones.deploy.aws import DeployOptions, Refusal
 
@@ -384,7 +384,7 @@ def test_configured_endpoints_that_botocore_is_told_to_ignore_are_not_refused(op
     ("https://vpce-0a1b-xyz.sts.eu-west-1.vpce.amazonaws.com", False), ("https://sagemaker.us-east-1.api.aws", False),
 ])
 def test_is_local_endpoint(url, local):
-    assert aws.is_local_endpoint(url) is local
+    assert endpoint_guard.is_local_endpoint(url) is local
 
 
 def test_dry_run_with_aws_unreachable_plans_with_the_account_unknown(options, monkeypatch):

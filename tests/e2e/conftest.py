@@ -82,3 +82,18 @@ def unsure_image(data_dir, classify, threshold):
         if max(inferences) < threshold - 0.05:  # a margin, so the verdict is not a coin toss
             return body, inferences
     pytest.fail(f"no blended or grey image left the model below {threshold - 0.05:.2f}")
+
+
+@pytest.fixture
+def separate_state_dir(tmp_path, scones_target_name):
+    """A state dir of its own for a second local stack (the session's stays untouched), sharing the installed venvs."""
+    if scones_target_name != "local":
+        pytest.skip("a second local stack's processes: the local target only")
+    from scones.harness.localstack import LocalStack
+
+    shared = settings.state_dir()
+    LocalStack(shared).ensure_venv(progress=False)
+    for name in ("localstack-venv", "lambda-runtimes"):
+        if (shared / name).exists():
+            (tmp_path / name).symlink_to(shared / name)
+    return tmp_path

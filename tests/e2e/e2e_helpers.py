@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+
+from support import CHECKOUT
 
 CLASSES = ("bicycle", "motorcycle")
 
@@ -45,3 +49,9 @@ def capture_records(s3, capture_s3_uri: str, endpoint_name: str, since=None) -> 
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
             records.extend(json.loads(line) for line in body.splitlines() if line.strip())
     return records
+
+
+def scones(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """The scones CLI in a process of its own, as a user runs it, with env as its whole environment."""
+    return subprocess.run([sys.executable, "-c", "from scones.harness.cli import main; main()", *args],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=CHECKOUT)

@@ -2,38 +2,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
+from e2e_helpers import scones
 
 from scones import settings
 from scones.harness import stack
 from scones.harness.endpoint import free_port
 from scones.harness.targets import load_target
-from support import CHECKOUT
 
 pytestmark = pytest.mark.e2e
-
-
-def scones(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from scones.harness.cli import main; main()", *args],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=CHECKOUT)
-
-
-@pytest.fixture
-def separate_state_dir(tmp_path, scones_target_name):
-    """A state dir of its own (so the session's stack is untouched) sharing the installed venvs."""
-    if scones_target_name != "local":
-        pytest.skip("`scones down` manages the local stack only")
-    from scones.harness.localstack import LocalStack
-
-    shared = settings.state_dir()
-    LocalStack(shared).ensure_venv(progress=False)
-    for name in ("localstack-venv", "lambda-runtimes"):
-        if (shared / name).exists():
-            (tmp_path / name).symlink_to(shared / name)
-    return tmp_path
 
 
 def test_down_leaves_no_process_and_no_open_port(separate_state_dir, scones_stack):
