@@ -149,7 +149,9 @@ def _modules_of(package) -> tuple[list, list[Path]]:
 # Errors that become an answer, never a CLI line: the endpoint's per-request errors (they mirror the inference
 # toolkit's and become HTTP statuses), the SageMaker API's errors (AWS's error shapes) and a training job's or an
 # endpoint's failure (its FailureReason).
-REQUEST_ERRORS = {"UnsupportedFormatError", "UnsupportedOutputError", "ApiError", "_Unservable", "JobFailed"}
+REQUEST_ERRORS = {"UnsupportedFormatError", "UnsupportedOutputError", "ApiError", "_Unservable", "JobFailed",
+                  # the executor's refusal to start a function; sandbox.py also runs alone, importing nothing of scones
+                  "SandboxUnavailable"}
 # LocalStack's bases of the errors a service answers with (a gateway handler's AWS error shapes).
 AWS_ANSWERS = {"CommonServiceException", "ServiceException"}
 

@@ -7,6 +7,7 @@ import json
 
 from test_executions import three_state_machine
 
+from scones import settings
 from scones.deploy.record import write_record
 
 pytest_plugins = ["pytester"]
@@ -28,6 +29,7 @@ def test_session_coverage_is_printed_and_written(pytester, moto_server, tmp_path
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("SCONES_TEST_TARGET", "aws")
+    monkeypatch.setenv(settings.ALLOW_LOCAL_AWS_ENDPOINTS, "1")   # moto on 127.0.0.1 stands in for AWS on purpose
     session = boto3.Session(region_name="eu-west-1")
     sfn = session.client("stepfunctions")
     machine = sfn.create_state_machine(name="coverage-workflow", roleArn="arn:aws:iam::123456789012:role/r",

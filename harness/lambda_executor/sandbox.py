@@ -41,8 +41,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scones.errors import SconesError
-
 SWITCH = "SCONES_LAMBDA_SANDBOX"
 CHOICES = ("auto", "bwrap", "unshare", "off")
 OFF_SPELLINGS = ("off", "0")
@@ -63,7 +61,7 @@ SYSTEM_FOLDERS = ("/usr", "/etc", "/bin", "/lib")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
-class SandboxUnavailable(SconesError, RuntimeError):
+class SandboxUnavailable(RuntimeError):
     """No sandbox can be built here and the user did not opt out."""
 
 
