@@ -57,6 +57,18 @@ def _value_text(value: Any) -> str:
     return "null" if value is None else f"'{value}'"
 
 
+def _length_errors(value, path: str, meta: dict) -> list[str]:
+    """A list's or a string's min/max length, in AWS's wording."""
+    errors = []
+    if "min" in meta and len(value) < meta["min"]:
+        errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: "
+                      f"Member must have length greater than or equal to {meta['min']}")
+    if "max" in meta and len(value) > meta["max"]:
+        errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: "
+                      f"Member must have length less than or equal to {meta['max']}")
+    return errors
+
+
 def constraint_errors(shape: Any, value: Any, path: str) -> list[str]:
     """AWS's messages for every constraint of botocore shape `shape` that `value` breaks (path: lowerCamel)."""
     errors: list[str] = []
@@ -71,24 +83,14 @@ def constraint_errors(shape: Any, value: Any, path: str) -> list[str]:
                 continue
             errors += constraint_errors(member_shape, member_value, member_path)
     elif shape.type_name == "list" and isinstance(value, list):
-        if "min" in meta and len(value) < meta["min"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: "
-                          f"Member must have length greater than or equal to {meta['min']}")
-        if "max" in meta and len(value) > meta["max"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: "
-                          f"Member must have length less than or equal to {meta['max']}")
+        errors += _length_errors(value, path, meta)
         for index, item in enumerate(value, start=1):
             errors += constraint_errors(shape.member, item, f"{path}.{index}.member")
     elif shape.type_name == "map" and isinstance(value, dict):
         for key, item in value.items():
             errors += constraint_errors(shape.value, item, f"{path}.{key}")
     elif shape.type_name == "string" and isinstance(value, str):
-        if "min" in meta and len(value) < meta["min"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: "
-                          f"Member must have length greater than or equal to {meta['min']}")
-        if "max" in meta and len(value) > meta["max"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: "
-                          f"Member must have length less than or equal to {meta['max']}")
+        errors += _length_errors(value, path, meta)
         pattern = _pattern(meta["pattern"]) if "pattern" in meta else None
         if pattern is not None and not pattern.fullmatch(value):
             errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: "
