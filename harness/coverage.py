@@ -187,21 +187,26 @@ def _history(client, execution_arn: str) -> list[dict[str, Any]]:
     return events
 
 
-def collect(client, since: datetime | None = None, state_machine_arns: Iterable[str] | None = None) -> dict[str, Any]:
-    """Coverage of every state machine (or those named) over its finished executions started since `since`."""
+def collect(client, since: datetime | None = None, state_machine_arns: Iterable[str] | None = None,
+            limit: int | None = None) -> dict[str, Any]:
+    """Coverage of every state machine (or those named) over its finished executions started since `since`
+    (at most the newest `limit` of each)."""
     arns = list(state_machine_arns) if state_machine_arns is not None else [
         machine["stateMachineArn"] for page in client.get_paginator("list_state_machines").paginate()
         for machine in page["stateMachines"]]
     machines = []
     for arn in arns:
         histories = []
-        for page in client.get_paginator("list_executions").paginate(stateMachineArn=arn):
-            for execution in page["executions"]:
-                if execution["status"] != "RUNNING" and (since is None or execution["startDate"] >= since):
-                    histories.append(_history(client, execution["executionArn"]))
+        finished = [execution for page in client.get_paginator("list_executions").paginate(stateMachineArn=arn)
+                    for execution in page["executions"]
+                    if execution["status"] != "RUNNING" and (since is None or execution["startDate"] >= since)]
+        finished.sort(key=lambda execution: execution["startDate"], reverse=True)
+        for execution in finished[:limit]:
+            histories.append(_history(client, execution["executionArn"]))
         if histories:
             definition = json.loads(client.describe_state_machine(stateMachineArn=arn)["definition"])
-            machines.append({"arn": arn, **coverage(definition, histories, name=arn.rsplit(":", 1)[-1])})
+            machines.append({"arn": arn, **coverage(definition, histories, name=arn.rsplit(":", 1)[-1]),
+                             "definition": definition})
     return {"since": since.isoformat() if since else None, "state_machines": machines}
 
 

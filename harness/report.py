@@ -161,11 +161,18 @@ def layout(definition: dict[str, Any]) -> list[list[str]]:
 BOX_W, BOX_H, ROW_GAP, COL_GAP, MARGIN, TERMINAL_R = 250, 58, 46, 30, 24, 16
 
 
-def render_svg(definition: dict[str, Any], outcomes: dict[str, StateOutcome] | None = None,
-               execution_status_text: str | None = None, title: str = "") -> str:
-    """The state machine as an SVG graph; boxes coloured by outcome (all grey without one)."""
-    states = definition.get("States", {})
-    outcomes = outcomes or {}
+@dataclass
+class Placement:
+    """Where a definition's states go: box centres, the Start and End circles, the picture's size."""
+    centres: dict[str, tuple[float, float]]
+    start: tuple[float, float]
+    end: tuple[float, float]
+    width: float
+    height: float
+
+
+def placement(definition: dict[str, Any], box_h: float = BOX_H, end_room: float = 0) -> Placement:
+    """The layout's rows placed on a canvas; `end_room` leaves space under the End circle."""
     rows = layout(definition)
     width = max(len(row) for row in rows) * (BOX_W + COL_GAP) - COL_GAP + 2 * MARGIN
     top = MARGIN + 2 * TERMINAL_R + ROW_GAP
@@ -174,33 +181,53 @@ def render_svg(definition: dict[str, Any], outcomes: dict[str, StateOutcome] | N
         row_width = len(row) * (BOX_W + COL_GAP) - COL_GAP
         for column, name in enumerate(row):
             x = (width - row_width) / 2 + column * (BOX_W + COL_GAP) + BOX_W / 2
-            centres[name] = (x, top + index * (BOX_H + ROW_GAP) + BOX_H / 2)
-    end_y = top + len(rows) * (BOX_H + ROW_GAP) + TERMINAL_R
-    height = end_y + TERMINAL_R + MARGIN
-    start_xy = (width / 2, MARGIN + TERMINAL_R)
-    end_xy = (width / 2, end_y)
+            centres[name] = (x, top + index * (box_h + ROW_GAP) + box_h / 2)
+    end_y = top + len(rows) * (box_h + ROW_GAP) + TERMINAL_R
+    return Placement(centres, (width / 2, MARGIN + TERMINAL_R), (width / 2, end_y), width,
+                     end_y + TERMINAL_R + MARGIN + end_room)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="state-machine" width="{width:.0f}" '
-             f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
-             f'aria-label="{html.escape(title or "state machine", quote=True)}">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
-             '<style>text{font-family:system-ui,sans-serif;fill:#222}.name{font-weight:600;font-size:14px}'
-             '.detail{font-size:11px;fill:#444}.edge{stroke:#555;stroke-width:1.5;fill:none}'
-             '.edge-label{font-size:10px;fill:#666}</style>']
+
+def svg_open(place: Placement, css_class: str, label: str, extra_style: str = "") -> str:
+    """The <svg> element's opening, the arrow head and the shared styles."""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}" width="{place.width:.0f}" '
+            f'height="{place.height:.0f}" viewBox="0 0 {place.width:.0f} {place.height:.0f}" role="img" '
+            f'aria-label="{html.escape(label, quote=True)}">'
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+            'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>'
+            '<style>text{font-family:system-ui,sans-serif;fill:#222}.name{font-weight:600;font-size:14px}'
+            '.detail{font-size:11px;fill:#444}.edge{stroke:#555;stroke-width:1.5;fill:none}'
+            f'.edge-label{{font-size:10px;fill:#666}}{extra_style}</style>')
+
+
+def edge_svg(a: tuple[float, float], b: tuple[float, float], a_off: float, b_off: float, label: str = "",
+             extra_class: str = "") -> str:
+    """An arrow from box (or circle) a to b, leaving a's bottom and entering b's top; round the right to go up."""
+    x1, y1, x2, y2 = a[0], a[1] + a_off, b[0], b[1] - b_off
+    if y2 <= y1:  # a loop back up: go round the right-hand side
+        side = max(x1, x2) + BOX_W / 2 + 14
+        path = f"M{x1 + BOX_W / 2:.1f},{a[1]:.1f} H{side:.1f} V{b[1]:.1f} H{x2 + BOX_W / 2:.1f}"
+    else:
+        mid = (y1 + y2) / 2
+        path = f"M{x1:.1f},{y1:.1f} C{x1:.1f},{mid:.1f} {x2:.1f},{mid:.1f} {x2:.1f},{y2:.1f}"
+    extra = f" {extra_class}" if extra_class else ""
+    drawn = f'<path class="edge{extra}" d="{path}" marker-end="url(#arrow)"/>'
+    if label:
+        drawn += (f'<text class="edge-label{extra}" x="{(x1 + x2) / 2 + 6:.1f}" y="{(y1 + y2) / 2:.1f}">'
+                  f'{html.escape(label)}</text>')
+    return drawn
+
+
+def render_svg(definition: dict[str, Any], outcomes: dict[str, StateOutcome] | None = None,
+               execution_status_text: str | None = None, title: str = "") -> str:
+    """The state machine as an SVG graph; boxes coloured by outcome (all grey without one)."""
+    states = definition.get("States", {})
+    outcomes = outcomes or {}
+    place = placement(definition)
+    centres, start_xy, end_xy = place.centres, place.start, place.end
+    parts = [svg_open(place, "state-machine", title or "state machine")]
 
     def edge(a: tuple[float, float], b: tuple[float, float], a_off: float, b_off: float, label: str = "") -> None:
-        x1, y1, x2, y2 = a[0], a[1] + a_off, b[0], b[1] - b_off
-        if y2 <= y1:  # a loop back up: go round the right-hand side
-            side = max(x1, x2) + BOX_W / 2 + 14
-            path = f"M{x1 + BOX_W / 2:.1f},{a[1]:.1f} H{side:.1f} V{b[1]:.1f} H{x2 + BOX_W / 2:.1f}"
-        else:
-            mid = (y1 + y2) / 2
-            path = f"M{x1:.1f},{y1:.1f} C{x1:.1f},{mid:.1f} {x2:.1f},{mid:.1f} {x2:.1f},{y2:.1f}"
-        parts.append(f'<path class="edge" d="{path}" marker-end="url(#arrow)"/>')
-        if label:
-            parts.append(f'<text class="edge-label" x="{(x1 + x2) / 2 + 6:.1f}" y="{(y1 + y2) / 2:.1f}">'
-                         f'{html.escape(label)}</text>')
+        parts.append(edge_svg(a, b, a_off, b_off, label))
 
     start = definition["StartAt"]
     edge(start_xy, centres[start], TERMINAL_R, BOX_H / 2)
@@ -359,13 +386,15 @@ def render_report(context: dict[str, Any]) -> str:
 
 
 def build_report(out_path: Path, reports_dir: Path, target=None, execution_arns: Iterable[str] = (),
-                 monitor_dir: Path | None = None) -> Path:
-    """Gather the latest evaluation, the monitoring output and the workflow graphs into one page."""
+                 monitor_dir: Path | None = None, coverage_json: Path | None = None) -> Path:
+    """Gather the latest evaluation, the monitoring output, the workflow graphs and the workflow's coverage
+    (from the target's executions, or from `coverage_json`) into one page."""
     execution_arns = list(execution_arns)
     evaluation_path, evaluation = load_evaluation(reports_dir)
     monitoring, plots = load_monitoring(monitor_dir or reports_dir / "monitor")
     definition, views = (workflow_views(target, execution_arns) if target is not None else (None, []))
-    if evaluation is None and monitoring is None and definition is None:
+    coverage = _coverage(target, definition, coverage_json)
+    if evaluation is None and monitoring is None and definition is None and coverage is None:
         raise ReportError(f"nothing to report under {reports_dir}: run `scones evaluate` and `scones monitor` "
                           "first, or bring a stack up")
     context = {
@@ -382,6 +411,7 @@ def build_report(out_path: Path, reports_dir: Path, target=None, execution_arns:
         "missing_outcomes": missing_outcomes(views, bool(list(execution_arns))) if definition is not None else [],
         "outcome_style": OUTCOME_STYLE,
         "operations": _operations(target),
+        "coverage": coverage,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(render_report(context), encoding="utf-8")
@@ -397,6 +427,18 @@ def _operations(target) -> dict[str, Any] | None:
         return operations.describe(target)
     except (BotoCoreError, ClientError) as error:
         return {"autoscaling": None, "monitor": None, "note": f"cannot be read ({error})"}
+
+
+def _coverage(target, definition: dict[str, Any] | None, coverage_json: Path | None):
+    """The workflow coverage section (harness/report_coverage.py), or None with nothing to draw it from."""
+    from scones.harness.report_coverage import coverage_view
+
+    arn = getattr(target, "state_machine_arn", None)
+    try:
+        return coverage_view(definition, target.client("stepfunctions") if target is not None else None, arn,
+                             coverage_json)
+    except ClientError as error:
+        raise ReportError(f"cannot read the workflow's executions for its coverage: {error}") from None
 
 
 def _drift_caption(monitoring: dict[str, Any] | None) -> str | None:

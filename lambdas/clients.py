@@ -17,8 +17,10 @@ _SAGEMAKER_RUNTIME_CONFIG = Config(
     read_timeout=config.ENDPOINT_READ_TIMEOUT_S,
     retries={"mode": config.ENDPOINT_RETRY_MODE, "total_max_attempts": config.ENDPOINT_MAX_ATTEMPTS},
 )
-# S3, Step Functions and CloudWatch: botocore's standard retries, three attempts in all.
-_SERVICE_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
+# S3, Step Functions and CloudWatch: botocore's standard retries, four attempts in all (the first and three
+# retries). botocore's Config counts `max_attempts` as retries after the first and `total_max_attempts` as all
+# attempts (botocore/config.py; botocore/args.py _compute_retry_max_attempts adds the one).
+_SERVICE_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 4})
 
 
 @functools.cache

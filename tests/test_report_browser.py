@@ -1,4 +1,4 @@
-"""The report page rendered in headless Chromium: the DOM has the plots, the table and the graphs.
+"""The report page rendered in headless Chromium: the DOM has the plots, the table, the graphs and the coverage.
 
 The screenshot is kept under test-artifacts/ (gitignored) for a person to look at.
 """
@@ -48,6 +48,10 @@ class DomSummary(html.parser.HTMLParser):
         self.table_rows = 0
         self.states: dict[str, str] = {}
         self.svgs = 0
+        self.covered_states: dict[str, int] = {}
+        self.never_rules: list[str] = []
+        self.never_named: list[str] = []
+        self._in_never_list = False
         self._in_table = False
         self.loaded_images = None
 
@@ -65,10 +69,22 @@ class DomSummary(html.parser.HTMLParser):
             self.svgs += 1
         elif tag == "g" and "data-state" in attributes:
             self.states[f"{self.svgs}:{attributes['data-state']}"] = attributes["data-outcome"]
+        elif tag == "g" and "data-covered-state" in attributes:
+            self.covered_states[attributes["data-covered-state"]] = int(attributes["data-count"])
+        elif tag == "text" and "data-rule" in attributes and "never" in attributes.get("class", ""):
+            self.never_rules.append(attributes["data-rule"])
+        elif tag == "ul" and attributes.get("id") == "coverage-never":
+            self._in_never_list = True
+
+    def handle_data(self, data):
+        if self._in_never_list and data.strip().startswith(":"):
+            self.never_named.append(data.strip()[1:].strip())
 
     def handle_endtag(self, tag):
         if tag == "table":
             self._in_table = False
+        elif tag == "ul":
+            self._in_never_list = False
 
 
 def test_report_renders_in_headless_chromium_with_plots_table_and_graphs(tmp_path, sample_reports):  # noqa: F811
@@ -81,7 +97,7 @@ def test_report_renders_in_headless_chromium_with_plots_table_and_graphs(tmp_pat
     probed = tmp_path / "probed.html"
     probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", probed.as_uri()], tmp_path / "profile-dom").stdout
-    run_chromium(["--window-size=1280,2600", f"--screenshot={screenshot}", page.as_uri()], tmp_path / "profile-shot")
+    run_chromium(["--window-size=1280,3400", f"--screenshot={screenshot}", page.as_uri()], tmp_path / "profile-shot")
 
     summary = DomSummary()
     summary.feed(dom)
@@ -89,11 +105,15 @@ def test_report_renders_in_headless_chromium_with_plots_table_and_graphs(tmp_pat
     for plot in ("plot-confidence-over-time", "plot-confidence-histogram"):
         assert summary.images[plot]["src"].startswith("data:image/png;base64,")
     assert summary.table_rows == 3
-    assert summary.svgs == 2
+    assert summary.svgs == 3   # the two executions and the coverage picture
     assert summary.states == {
         "1:serializeImageData": "succeeded", "1:classifyImage": "succeeded", "1:filterInferences": "succeeded",
         "2:serializeImageData": "succeeded", "2:classifyImage": "succeeded", "2:filterInferences": "failed",
     }
+    # Coverage over both executions: every state entered twice; no Retry rule fired, each named twice over:
+    # on the picture (red) and in the list beside it.
+    assert summary.covered_states == {"serializeImageData": 2, "classifyImage": 2, "filterInferences": 2}
+    assert len(summary.never_rules) == 4 and sorted(summary.never_rules) == sorted(summary.never_named)
     assert 'id="drift-result"' in dom and 'id="accuracy"' in dom
     assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 50_000
     (ARTIFACTS / "report.html").write_text(page.read_text())

@@ -105,10 +105,11 @@ def sample_target():
 
         def paginate(self, **kwargs):
             if self.operation == "list_executions":
-                wanted = "SUCCEEDED" if kwargs["statusFilter"] == "SUCCEEDED" else "FAILED"
                 yield {"executions": [
-                    {"executionArn": arn, "startDate": h["events"][0]["timestamp"]}
-                    for arn, h in histories.items() if report.execution_status(h["events"]) == wanted]}
+                    {"executionArn": arn, "startDate": h["events"][0]["timestamp"],
+                     "status": report.execution_status(h["events"])}
+                    for arn, h in histories.items()
+                    if kwargs.get("statusFilter") in (None, report.execution_status(h["events"]))]}
             else:
                 yield {"events": histories[kwargs["executionArn"]]["events"]}
 
@@ -185,3 +186,106 @@ def test_the_page_shows_the_share_of_generated_non_vehicles_refused(tmp_path, sa
     assert '<div class="value" id="ood-rejection">75.0%</div>' in page
     assert "3/4 generated non-vehicles below threshold" in page
     assert '<div class="value" id="accuracy">66.7%</div>' in page        # the test images' figure, unchanged
+
+
+# --- workflow coverage drawn over the picture (harness/report_coverage.py) ------------------
+
+def coverage_items(svg: str) -> dict[str, dict[str, tuple[int, bool]]]:
+    """From the coverage SVG: per kind, each item's count and whether it is drawn as never exercised."""
+    root = ElementTree.fromstring(svg)
+    items: dict[str, dict[str, tuple[int, bool]]] = {"states": {}, "transitions": {}, "rules": {}}
+    for group in root.iter(f"{SVG}g"):
+        if group.get("class") == "coverage-state":
+            [rect] = group.iter(f"{SVG}rect")
+            items["states"][group.get("data-covered-state")] = (int(group.get("data-count")),
+                                                                rect.get("stroke-dasharray") is not None)
+        elif group.get("class") == "coverage-transition":
+            [path] = group.iter(f"{SVG}path")
+            items["transitions"][group.get("data-transition")] = (int(group.get("data-count")),
+                                                                  "never" in path.get("class"))
+    for text in root.iter(f"{SVG}text"):
+        if text.get("data-rule"):
+            items["rules"][text.get("data-rule")] = (int(text.get("data-count")), "never" in text.get("class"))
+    return items
+
+
+def test_coverage_picture_counts_each_part_and_marks_what_never_ran():
+    from test_workflow_coverage import below_threshold, succeeded
+
+    from scones.harness.coverage import coverage
+    from scones.harness.report_coverage import coverage_svg
+
+    definition = workflow_definition()
+    machine = coverage(definition, [succeeded(("EndpointUnavailable",)), succeeded(), below_threshold()])
+    svg = coverage_svg(definition, machine)
+    items = coverage_items(svg)
+
+    assert items["states"] == {name: (3, False) for name in FUNCTIONS}
+    assert items["transitions"] == {"serializeImageData -> classifyImage": (3, False),
+                                    "classifyImage -> filterInferences": (3, False),
+                                    "filterInferences -> (end)": (2, False)}
+    fired = {key: value for key, value in items["rules"].items() if value[0]}
+    assert fired == {"classifyImage Retry[1] EndpointUnavailable": (1, False)}
+    never = [key for key, (count, marked) in items["rules"].items() if marked]
+    assert len(never) == 3 and all("Lambda.ServiceException" in key for key in never)
+    assert "EndpointUnavailable: fired ×1" in svg and "ThresholdConfidenceNotMet ×1" in svg
+
+
+def test_coverage_picture_draws_never_taken_branches_catches_and_states_dashed():
+    from test_workflow_coverage import entered, exited
+
+    from scones.harness.coverage import coverage
+    from scones.harness.report_coverage import coverage_svg
+
+    definition = {"StartAt": "pick", "States": {
+        "pick": {"Type": "Choice", "Choices": [{"Variable": "$.x", "NumericEquals": 1, "Next": "work"}],
+                 "Default": "done"},
+        "work": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "Next": "done",
+                 "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "oops"}]},
+        "oops": {"Type": "Fail", "Error": "Oops"},
+        "done": {"Type": "Succeed"}}}
+    to_default = [{"type": "ExecutionStarted"}, entered("pick", "Choice"), exited("pick", "Choice"),
+                  entered("done", "Succeed"), exited("done", "Succeed"), {"type": "ExecutionSucceeded"}]
+    items = coverage_items(coverage_svg(definition, coverage(definition, [to_default])))
+
+    assert items["states"] == {"pick": (1, False), "work": (0, True), "oops": (0, True), "done": (1, False)}
+    assert items["transitions"]["pick -> done"] == (1, False)
+    assert items["transitions"]["pick -> work"] == (0, True) and items["transitions"]["work -> oops"] == (0, True)
+    assert items["rules"] == {"work Catch[0] States.ALL -> oops": (0, True)}
+
+
+def test_report_draws_the_coverage_of_the_targets_executions(tmp_path, sample_reports):
+    page = report.build_report(tmp_path / "report.html", sample_reports, target=sample_target()).read_text()
+
+    assert 'id="coverage"' in page and "the newest 2 finished execution(s)" in page
+    never = page[page.index('id="coverage-never"'):]
+    never = never[:never.index("</ul>")]
+    # Neither recorded execution retried: each of the four Retry rules is named as never fired.
+    assert never.count("<li") == 4 and "classifyImage Retry[1] EndpointUnavailable" in never
+    assert "filterInferences Retry[0] Lambda.ServiceException" in never
+    assert "ThresholdConfidenceNotMet ×1" in page
+
+
+def test_report_draws_coverage_from_the_pytest_json_alone(tmp_path):
+    from test_workflow_coverage import succeeded
+
+    from scones.harness.coverage import coverage
+
+    definition = workflow_definition()
+    arn = "arn:aws:states:us-east-1:000000000000:stateMachine:scones-workflow"
+    recorded_json = tmp_path / "coverage.json"
+    recorded_json.write_text(json.dumps({"since": None, "state_machines": [
+        {"arn": arn, **coverage(definition, [succeeded()]), "definition": definition}]}))
+
+    page = report.build_report(tmp_path / "report.html", tmp_path / "no-reports", coverage_json=recorded_json)
+
+    text = page.read_text()
+    assert f"1 execution(s) recorded in {recorded_json}" in text
+    assert 'data-covered-state="classifyImage" data-count="1"' in text
+
+
+def test_a_file_that_is_not_coverage_json_is_a_clear_error(tmp_path):
+    wrong = tmp_path / "evaluation.json"
+    wrong.write_text(json.dumps({"rows": []}))
+    with pytest.raises(report.ReportError, match=f"{wrong} is not a workflow coverage JSON"):
+        report.build_report(tmp_path / "report.html", tmp_path, coverage_json=wrong)

@@ -218,9 +218,11 @@ def run_scheduled_monitor(target: str, state_dir: str | None, as_json: bool, fai
 @click.option("--execution", "executions", multiple=True,
               help="Execution ARN to draw (repeatable; default: the latest passing and the latest failing).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file (default <state>/reports/report.html).")
+@click.option("--coverage-json", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Draw the workflow coverage from this JSON (pytest --scones-coverage-json) instead of the stack's executions.")
 @state_dir_option()
-def report(target, executions, out, state_dir) -> None:
-    """Write one self-contained HTML page: evaluation table, monitoring plots, the workflow graph."""
+def report(target, executions, out, coverage_json, state_dir) -> None:
+    """Write one self-contained HTML page: evaluation table, monitoring plots, the workflow graph and its coverage."""
     try:
         deployed = load_target(target, state_dir)
     except TargetNotFound as error:
@@ -229,13 +231,15 @@ def report(target, executions, out, state_dir) -> None:
     out_path = Path(out) if out else reports_dir(state_dir) / "report.html"
     try:
         try:
-            path = reporting.build_report(out_path, reports_dir(state_dir), target=deployed, execution_arns=list(executions))
+            path = reporting.build_report(out_path, reports_dir(state_dir), target=deployed, execution_arns=list(executions),
+                                          coverage_json=Path(coverage_json) if coverage_json else None)
         except EndpointConnectionError as error:
             if executions:
                 raise click.ClickException(f"cannot reach the {target} stack to read the executions: {error}") from None
             click.echo(f"note: the {target} stack is not reachable ({error}); the page will have no workflow graph",
                        err=True)
-            path = reporting.build_report(out_path, reports_dir(state_dir), target=None)
+            path = reporting.build_report(out_path, reports_dir(state_dir), target=None,
+                                          coverage_json=Path(coverage_json) if coverage_json else None)
     except reporting.ReportError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"report written to {path}")

@@ -51,12 +51,17 @@ from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntim
 from scones.harness.lambda_executor import sandbox
 from scones.harness.lambda_executor.charged_time import ChargedClock, wait_charged
 from scones.harness.lambda_executor.environment_slots import NoFreeSlot, Slots
+from scones.harness.lambda_executor.names import TIME_SCALE_PATCH_ENV, TIME_SCALE_PATH
 from scones.harness.lambda_executor.runtime_api import Invocation, RuntimeApiListener, RuntimeApiServer
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES, MissingInterpreter, interpreter_for
+from scones.harness.lambda_runtime import backoff_time_scale
+from scones.harness.lambda_runtime.backoff_time_scale import TIME_SCALE_URL_ENV
 
 LOG = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+# What runs before AWS's runtime interface client in each environment, as `python -c` (no file to mount).
+_BACKOFF_TIME_SCALE_SOURCE = Path(backoff_time_scale.__file__).read_text()
 INIT_TIMEOUT_S = 10.0  # AWS: "The Init phase is limited to 10 seconds"
 STOP_GRACE_S = 2.0
 SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
@@ -214,6 +219,10 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             env["TMPDIR"] = str(self.work_dir / "tmp")
         handler = env.get("_HANDLER", "")
         runtime_command = [python, "-m", "awslambdaric", handler]
+        if os.environ.get(TIME_SCALE_PATCH_ENV, "1") != "0":
+            # The function's own botocore retries wait by the time scale too (backoff_time_scale.py).
+            runtime_command = [python, "-c", _BACKOFF_TIME_SCALE_SOURCE, handler]
+            env[TIME_SCALE_URL_ENV] = f"http://{HOST}:{localstack_config.GATEWAY_LISTEN[0].port}{TIME_SCALE_PATH}"
         layout = sandbox.Layout(
             code_dir=code_dir, tmp_dir=self.work_dir / "tmp", scratch_dir=self.work_dir / "sandbox",
             layers_dir=layers_dir, runtime_dir=venv, visible=tuple(_base_prefixes(venv)),

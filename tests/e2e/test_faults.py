@@ -1,19 +1,23 @@
 """Fault rules and the Step Functions time scale on the real local stack: the workflow's Retry rules at work.
 
-Each test scales Step Functions' time by 0.01 (the `faults` fixture puts it back), so the state
-machine's Retry (IntervalSeconds 2, BackoffRate 2) waits 20 ms, 40 ms... instead of 2 s, 4 s, while the
-history's timestamps still show the intervals AWS would have waited. What the Lambda functions' own
-botocore retries wait (inside the function, as on AWS) is not scaled.
+Each test scales the stack's time by 0.01 (the `faults` fixture puts it back), so the state machine's
+Retry (IntervalSeconds 2, BackoffRate 2) waits 20 ms, 40 ms... instead of 2 s, 4 s, while the history's
+timestamps still show the intervals AWS would have waited. The Lambda functions' own botocore retries
+run inside the function as on AWS (same attempts, same errors retried, same computed backoff); their
+waits follow the scale too (harness/lambda_runtime/backoff_time_scale.py), and say so on the function's
+log: "[scones] botocore retry backoff 0.734 s, waited 0.0073 s (time scale 0.01)".
 """
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 
 import pytest
 
 from scones.harness.faults import FaultsAPIError
+from scones.polling import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -110,21 +114,102 @@ def test_endpoint_not_ready_five_times_fails_after_the_retry_budget(fast, confid
     assert fast.get(rule["id"])["fired"] == 5
 
 
+def backoff_waits(scones_stack, function: str, since_ms: int, expected: int) -> list[tuple[float, float]]:
+    """(backoff botocore computed, seconds waited) of each retry the function's own client made since
+    `since_ms`, from its CloudWatch log (the function's log reaches CloudWatch Logs after the invoke)."""
+    logs = scones_stack.client("logs")
+    group = f"/aws/lambda/{function.rsplit(':', 1)[-1]}"
+
+    def read() -> list[tuple[float, float]]:
+        messages = [event["message"] for page in logs.get_paginator("filter_log_events").paginate(
+            logGroupName=group, startTime=since_ms) for event in page["events"]]
+        return [(float(found[1]), float(found[2])) for message in messages
+                if (found := re.search(BACKOFF_LINE, message))]
+
+    return poll(read, timeout=30, interval=0.2, until=lambda waits: len(waits) >= expected)
+
+
+BACKOFF_LINE = r"\[scones\] botocore retry backoff ([\d.]+) s, waited ([\d.]+) s"
+# classifyImage's client (lambdas/clients.py, lambdas/config.py): botocore's standard mode, 5 attempts in all
+# (`total_max_attempts` counts the first one: botocore/config.py). Standard mode retries ThrottlingException,
+# a throttling code (botocore/retries/standard.py ThrottledRetryableChecker), after rand(0, 1) * 2 ** i s
+# (ExponentialBackoff.delay_amount: base 1 s for throttles, at most 20 s).
+CLIENT_ATTEMPTS = 5
+
+
 def test_endpoint_throttled_twice_is_absorbed_by_the_functions_own_retries(fast, confident_test_image, run_workflow,
                                                                            stepfunctions_client, scones_stack):
     """ThrottlingException (400, AWS's common errors: https://docs.aws.amazon.com/sagemaker/latest/APIReference/CommonErrors.html)
-    is a throttling code botocore's standard mode retries (botocore/retries/standard.py), and classifyImage's
-    client makes 5 attempts (lambdas/config.py ENDPOINT_MAX_ATTEMPTS): two throttles never reach the state
-    machine. Its backoff (random, up to 1 s then 2 s) runs inside the function, unscaled, as on AWS."""
+    twice: classifyImage's client retries it itself (attempts 2 and 3 answer), so the state machine never sees
+    it: the history has no failure, the function's log has the client's two backoffs, the rule fired twice."""
     key, _ = confident_test_image("bicycle")
+    function = scones_stack.function_arns["classifyImage"]
     rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
                     error="ThrottlingException", times=2)
+    since_ms = int(time.time() * 1000) - 1000
 
     result = run_workflow(key)
 
     assert result.status == "SUCCEEDED", f"{result.error}: {result.cause}"
     assert failures(history(stepfunctions_client, result.execution_arn)) == []
     assert fast.get(rule["id"])["fired"] == 2
+    waits = backoff_waits(scones_stack, function, since_ms, expected=2)
+    assert len(waits) == 2
+    for attempt, (backoff, waited) in enumerate(waits):
+        assert backoff <= 2 ** attempt and waited == pytest.approx(backoff * SCALE, abs=1e-3)
+
+
+def test_endpoint_throttled_past_the_clients_attempts_twice_then_answers(fast, confident_test_image, run_workflow,
+                                                                          stepfunctions_client, scones_stack):
+    """The endpoint throttles long enough to outlast classifyImage's own 5 attempts, twice (10 throttled calls):
+    each time the client gives up with ThrottlingException (RetryAttempts 4), the function fails with
+    EndpointUnavailable (lambdas/classify_image.py: an error botocore retried is transient), and the state
+    machine's EndpointUnavailable Retry (IntervalSeconds 2, BackoffRate 2: 2 s then 4 s,
+    https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html) invokes it again; the
+    third invocation is answered. The history shows the two retries at AWS's intervals; the function's log
+    shows its client's 8 backoffs."""
+    key, _ = confident_test_image("bicycle")
+    function = scones_stack.function_arns["classifyImage"]
+    rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
+                    error="ThrottlingException", times=2 * CLIENT_ATTEMPTS)
+    saved_before = fast.client.time_scale()["saved_s"]
+    since_ms = int(time.time() * 1000) - 1000
+
+    result = run_workflow(key)
+
+    assert result.status == "SUCCEEDED", f"{result.error}: {result.cause}"
+    assert result.predicted_class == "bicycle"
+    classify = state_events(history(stepfunctions_client, result.execution_arn), "classifyImage")
+    assert failures(classify) == ["EndpointUnavailable", "EndpointUnavailable"]
+    causes = [event["taskFailedEventDetails"]["cause"] for event in classify if event["type"] == "TaskFailed"]
+    assert all("ThrottlingException (HTTP 400): Rate exceeded" in cause for cause in causes), causes
+    gaps = retry_gaps(classify)
+    assert len(gaps) == 2 and 2 <= gaps[0] < 3.5 and 4 <= gaps[1] < 5.5, gaps   # the unscaled intervals
+    assert fast.client.time_scale()["saved_s"] - saved_before == pytest.approx(6 * (1 - SCALE), abs=0.05)
+    assert fast.get(rule["id"])["fired"] == 2 * CLIENT_ATTEMPTS
+    assert len(backoff_waits(scones_stack, function, since_ms, expected=2 * (CLIENT_ATTEMPTS - 1))) == 8
+
+
+def test_endpoint_throttled_without_end_fails_with_endpoint_unavailable_after_the_retry_budget(
+        fast, confident_test_image, run_workflow, stepfunctions_client, scones_stack):
+    """Every InvokeEndpoint throttled: five invocations of classifyImage (the first and the EndpointUnavailable
+    Retry's MaxAttempts 4, state_machine/definition.template.json), each making its client's 5 attempts, then
+    the execution fails with the state's error (a retrier whose attempts are exhausted lets the error through:
+    https://states-language.net/spec.html#retrying-after-error). Waited here: the state machine's 30 s and the
+    clients' backoffs (up to 5 * 15 s), each a hundredth."""
+    key, _ = confident_test_image("motorcycle")
+    rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
+                    error="ThrottlingException")
+
+    result = run_workflow(key)
+
+    assert result.status == "FAILED" and result.error == "EndpointUnavailable", result.cause
+    assert result.failed_state == "classifyImage"
+    assert "ThrottlingException (HTTP 400): Rate exceeded" in result.cause
+    classify = state_events(history(stepfunctions_client, result.execution_arn), "classifyImage")
+    assert failures(classify) == ["EndpointUnavailable"] * 5
+    assert [round(gap) for gap in retry_gaps(classify)] == [2, 4, 8, 16]
+    assert fast.get(rule["id"])["fired"] == 5 * CLIENT_ATTEMPTS
 
 
 def test_lambda_service_exception_on_the_serializers_first_invoke_is_retried(fast, confident_test_image, run_workflow,
@@ -148,11 +233,10 @@ def test_lambda_service_exception_on_the_serializers_first_invoke_is_retried(fas
 
 def test_s3_slow_down_on_the_image_read(fast, confident_test_image, run_workflow, scones_stack):
     """S3's SlowDown is 503 (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html) and a
-    throttling code botocore retries; the serializer's client has `max_attempts: 3` (lambdas/clients.py),
-    which botocore counts as retries after the first attempt (botocore.config.Config: `max_attempts`, "the
-    maximum number of retry attempts", beside `total_max_attempts`, which includes the first): one SlowDown
-    is absorbed, four fail the read (ImageReadFailed, lambdas/serialize_image_data.py), which no Retry
-    matches. The backoff between them (random, up to 1, 2, 4 s) runs inside the function, unscaled."""
+    throttling code botocore retries (botocore/retries/standard.py); the serializer's client makes 4 attempts
+    in all (lambdas/clients.py `total_max_attempts`): one SlowDown is absorbed, four fail the read
+    (ImageReadFailed, lambdas/serialize_image_data.py), which no Retry matches. The backoff between them
+    (random, up to 1, 2, 4 s) runs inside the function, scaled."""
     key, _ = confident_test_image("bicycle")
     once = fast.add(service="s3", operation="GetObject", resource=f"{scones_stack.bucket}/{key}", error="SlowDown",
                     times=1)
