@@ -90,8 +90,9 @@ def test_endpoint_not_ready_twice_then_answers(fast, confident_test_image, run_w
     gaps = retry_gaps(classify)
     assert len(gaps) == 2 and 2 <= gaps[0] < 3.5 and 4 <= gaps[1] < 5.5, gaps   # the unscaled intervals
     # The scale at work: of the 6 s the two retries wait on AWS, 99% were not waited here (the wall clock
-    # of one execution on a loaded machine says little; benchmarks/faults.py times it).
-    assert fast.client.time_scale()["saved_s"] - saved_before == pytest.approx(6 * (1 - SCALE), abs=0.05)
+    # of one execution on a loaded machine says little; benchmarks/faults.py times it). What was saved is
+    # the interval less the time really waited, which a loaded machine stretches by a few tens of ms.
+    assert 6 * (1 - SCALE) - 0.5 < fast.client.time_scale()["saved_s"] - saved_before <= 6 * (1 - SCALE) + 0.01
     assert fast.get(rule["id"])["fired"] == 2
 
 
@@ -146,7 +147,7 @@ def test_endpoint_throttled_twice_is_absorbed_by_the_functions_own_retries(fast,
     function = scones_stack.function_arns["classifyImage"]
     rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
                     error="ThrottlingException", times=2)
-    since_ms = int(time.time() * 1000) - 1000
+    since_ms = int(time.time() * 1000)
 
     result = run_workflow(key)
 
@@ -173,7 +174,7 @@ def test_endpoint_throttled_past_the_clients_attempts_twice_then_answers(fast, c
     rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
                     error="ThrottlingException", times=2 * CLIENT_ATTEMPTS)
     saved_before = fast.client.time_scale()["saved_s"]
-    since_ms = int(time.time() * 1000) - 1000
+    since_ms = int(time.time() * 1000)
 
     result = run_workflow(key)
 
@@ -185,7 +186,7 @@ def test_endpoint_throttled_past_the_clients_attempts_twice_then_answers(fast, c
     assert all("ThrottlingException (HTTP 400): Rate exceeded" in cause for cause in causes), causes
     gaps = retry_gaps(classify)
     assert len(gaps) == 2 and 2 <= gaps[0] < 3.5 and 4 <= gaps[1] < 5.5, gaps   # the unscaled intervals
-    assert fast.client.time_scale()["saved_s"] - saved_before == pytest.approx(6 * (1 - SCALE), abs=0.05)
+    assert 6 * (1 - SCALE) - 0.5 < fast.client.time_scale()["saved_s"] - saved_before <= 6 * (1 - SCALE) + 0.01
     assert fast.get(rule["id"])["fired"] == 2 * CLIENT_ATTEMPTS
     assert len(backoff_waits(scones_stack, function, since_ms, expected=2 * (CLIENT_ATTEMPTS - 1))) == 8
 
