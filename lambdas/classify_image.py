@@ -108,10 +108,13 @@ def _within(budget_s: float | None, function, *args):
 
 def _transient(exc: ClientError) -> bool:
     """A 5xx or 429 (botocore retries 500/502/503/504 but neither ModelNotReadyException 429 nor
-    InternalDependencyException 530), or any error botocore judged retryable (throttling codes)."""
+    InternalDependencyException 530), or any error botocore judged retryable (throttling codes): it retried
+    it, or would have but for its retry quota, which a warm environment's client spends on many retries
+    (RetryQuotaReached: botocore/retries/standard.py RetryQuotaChecker)."""
     metadata = exc.response.get("ResponseMetadata", {})
     status = metadata.get("HTTPStatusCode") or 0
-    return status == 429 or status >= 500 or metadata.get("RetryAttempts", 0) > 0
+    return (status == 429 or status >= 500 or metadata.get("RetryAttempts", 0) > 0
+            or bool(metadata.get("RetryQuotaReached")))
 
 
 def _client_error_message(endpoint_name: str, source: str, exc: ClientError) -> str:

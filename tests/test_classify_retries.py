@@ -119,6 +119,36 @@ def test_a_fault_that_outlasts_the_attempts_is_endpoint_unavailable(scripted):
     assert runtime.count == config.ENDPOINT_MAX_ATTEMPTS
 
 
+def test_a_throttle_after_the_clients_retry_quota_is_spent_is_still_endpoint_unavailable(scripted):
+    """botocore's standard mode spends a client's retry quota (500, 14 per retry of a 5xx and 5 per retry of a
+    throttle, given back on success: botocore/retries/standard.py RetryQuotaChecker, botocore 1.44); once it
+    is spent, a throttled call fails at its first attempt (RetryAttempts 0, RetryQuotaReached). A warm
+    environment's client keeps its quota across invocations, so this happens to a busy function on AWS."""
+    throttled = aws_error(400, "ThrottlingException", "Rate exceeded")
+    runtime = scripted(aws_error(503, "ServiceUnavailable"))
+    client = clients.sagemaker_runtime()
+
+    def spend(limit: int) -> None:
+        """Fail calls until one is refused a retry at its first attempt."""
+        for _ in range(limit):
+            try:
+                client.invoke_endpoint(EndpointName=ENDPOINT, Body=b"png", ContentType="image/png")
+            except client.exceptions.ClientError as error:
+                metadata = error.response["ResponseMetadata"]
+                if metadata.get("RetryQuotaReached") and metadata["RetryAttempts"] == 0:
+                    return
+        pytest.fail(f"{limit} failing calls did not spend the client's retry quota")
+
+    spend(60)   # 503s back off from 50 ms: spending most of the quota takes seconds, not minutes
+    runtime.replies = [throttled]
+    spend(10)   # what is left is less than a 503's retry, perhaps enough for a throttle's
+    runtime.count = 0
+
+    with pytest.raises(EndpointUnavailable, match=r"ThrottlingException \(HTTP 400\)"):
+        classify(b"png", ENDPOINT)
+    assert runtime.count == 1
+
+
 @pytest.mark.parametrize("fault", [aws_error(429, "ModelNotReadyException"), aws_error(530, "InternalDependencyException")])
 def test_modeled_faults_botocore_does_not_retry_are_still_transient_for_the_workflow(scripted, fault):
     """botocore gives up on these at once; the state machine's EndpointUnavailable retrier takes over."""

@@ -1,11 +1,13 @@
 """Fault rules and the Step Functions time scale on the real local stack: the workflow's Retry rules at work.
 
-Each test scales the stack's time by 0.01 (the `faults` fixture puts it back), so the state machine's
-Retry (IntervalSeconds 2, BackoffRate 2) waits 20 ms, 40 ms... instead of 2 s, 4 s, while the history's
+Each test scales the stack's time by 0.001 (the `faults` fixture puts it back), so the state machine's
+Retry (IntervalSeconds 2, BackoffRate 2) waits 2 ms, 4 ms... instead of 2 s, 4 s, while the history's
 timestamps still show the intervals AWS would have waited. The Lambda functions' own botocore retries
 run inside the function as on AWS (same attempts, same errors retried, same computed backoff); their
 waits follow the scale too (harness/lambda_runtime/backoff_time_scale.py), and say so on the function's
-log: "[scones] botocore retry backoff 0.734 s, waited 0.0073 s (time scale 0.01)".
+log: "[scones] botocore retry backoff 0.734 s, waited 0.0007 s (time scale 0.001)". Five invocations
+that each use up their client's attempts wait 30 s of Retry intervals and about 40 s of backoff on AWS:
+75 ms here.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from scones.polling import poll
 
 pytestmark = pytest.mark.e2e
 
-SCALE = 0.01
+SCALE = 0.001
 
 
 @pytest.fixture
@@ -37,6 +39,28 @@ def lambda_once(scones_stack):
 def fast(faults):
     faults.time_scale(SCALE)
     return faults
+
+
+@pytest.fixture
+def fresh_classifier(scones_stack, lambda_client):
+    """classifyImage in new execution environments, so that its client's retry quota is whole.
+
+    botocore's standard mode keeps a retry quota per client (500; a throttle's retry costs 5, a 5xx's 14,
+    botocore/retries/standard.py RetryQuotaChecker) and a warm environment keeps its client across
+    invocations, so earlier tests' throttles and endpoint faults spend it, as they would on AWS (past it, a
+    throttle fails at its first attempt). A configuration change replaces a function's environments, on
+    AWS as here; the description is put back afterwards."""
+    function = scones_stack.function_arns["classifyImage"]
+    description = lambda_client.get_function_configuration(FunctionName=function).get("Description", "")
+
+    def describe(text: str) -> None:
+        lambda_client.update_function_configuration(FunctionName=function, Description=text)
+        lambda_client.get_waiter("function_updated_v2").wait(FunctionName=function,
+                                                             WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+
+    describe(f"{description} (fresh environments for a retry test)".strip())
+    yield function
+    describe(description)
 
 
 def history(stepfunctions_client, execution_arn: str) -> list[dict]:
@@ -89,7 +113,7 @@ def test_endpoint_not_ready_twice_then_answers(fast, confident_test_image, run_w
     assert "ModelNotReadyException (HTTP 429)" in classify[3]["taskFailedEventDetails"]["cause"]
     gaps = retry_gaps(classify)
     assert len(gaps) == 2 and 2 <= gaps[0] < 3.5 and 4 <= gaps[1] < 5.5, gaps   # the unscaled intervals
-    # The scale at work: of the 6 s the two retries wait on AWS, 99% were not waited here (the wall clock
+    # The scale at work: of the 6 s the two retries wait on AWS, 99.9% were not waited here (the wall clock
     # of one execution on a loaded machine says little; benchmarks/faults.py times it). What was saved is
     # the interval less the time really waited, which a loaded machine stretches by a few tens of ms.
     assert 6 * (1 - SCALE) - 0.5 < fast.client.time_scale()["saved_s"] - saved_before <= 6 * (1 - SCALE) + 0.01
@@ -138,13 +162,13 @@ BACKOFF_LINE = r"\[scones\] botocore retry backoff ([\d.]+) s, waited ([\d.]+) s
 CLIENT_ATTEMPTS = 5
 
 
-def test_endpoint_throttled_twice_is_absorbed_by_the_functions_own_retries(fast, confident_test_image, run_workflow,
+def test_endpoint_throttled_twice_is_absorbed_by_the_functions_own_retries(fast, fresh_classifier, confident_test_image, run_workflow,
                                                                            stepfunctions_client, scones_stack):
     """ThrottlingException (400, AWS's common errors: https://docs.aws.amazon.com/sagemaker/latest/APIReference/CommonErrors.html)
     twice: classifyImage's client retries it itself (attempts 2 and 3 answer), so the state machine never sees
     it: the history has no failure, the function's log has the client's two backoffs, the rule fired twice."""
     key, _ = confident_test_image("bicycle")
-    function = scones_stack.function_arns["classifyImage"]
+    function = fresh_classifier
     rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
                     error="ThrottlingException", times=2)
     since_ms = int(time.time() * 1000)
@@ -160,7 +184,7 @@ def test_endpoint_throttled_twice_is_absorbed_by_the_functions_own_retries(fast,
         assert backoff <= 2 ** attempt and waited == pytest.approx(backoff * SCALE, abs=1e-3)
 
 
-def test_endpoint_throttled_past_the_clients_attempts_twice_then_answers(fast, confident_test_image, run_workflow,
+def test_endpoint_throttled_past_the_clients_attempts_twice_then_answers(fast, fresh_classifier, confident_test_image, run_workflow,
                                                                           stepfunctions_client, scones_stack):
     """The endpoint throttles long enough to outlast classifyImage's own 5 attempts, twice (10 throttled calls):
     each time the client gives up with ThrottlingException (RetryAttempts 4), the function fails with
@@ -170,7 +194,7 @@ def test_endpoint_throttled_past_the_clients_attempts_twice_then_answers(fast, c
     third invocation is answered. The history shows the two retries at AWS's intervals; the function's log
     shows its client's 8 backoffs."""
     key, _ = confident_test_image("bicycle")
-    function = scones_stack.function_arns["classifyImage"]
+    function = fresh_classifier
     rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
                     error="ThrottlingException", times=2 * CLIENT_ATTEMPTS)
     saved_before = fast.client.time_scale()["saved_s"]
@@ -192,12 +216,12 @@ def test_endpoint_throttled_past_the_clients_attempts_twice_then_answers(fast, c
 
 
 def test_endpoint_throttled_without_end_fails_with_endpoint_unavailable_after_the_retry_budget(
-        fast, confident_test_image, run_workflow, stepfunctions_client, scones_stack):
+        fast, fresh_classifier, confident_test_image, run_workflow, stepfunctions_client, scones_stack):
     """Every InvokeEndpoint throttled: five invocations of classifyImage (the first and the EndpointUnavailable
     Retry's MaxAttempts 4, state_machine/definition.template.json), each making its client's 5 attempts, then
     the execution fails with the state's error (a retrier whose attempts are exhausted lets the error through:
     https://states-language.net/spec.html#retrying-after-error). Waited here: the state machine's 30 s and the
-    clients' backoffs (up to 5 * 15 s), each a hundredth."""
+    clients' backoffs (up to 5 * 15 s), each a thousandth."""
     key, _ = confident_test_image("motorcycle")
     rule = fast.add(service="sagemaker-runtime", operation="InvokeEndpoint", resource=scones_stack.endpoint_name,
                     error="ThrottlingException")
