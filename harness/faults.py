@@ -292,6 +292,28 @@ class FaultsAPIError(SconesError, RuntimeError):
     """LocalStack refused a request to the fault API, or could not be reached; the message says which."""
 
 
+def describe(rule: dict[str, Any]) -> str:
+    """A rule (as listed, with its counts) in one line: `scones faults list` and the pytest summary print it."""
+    target = f"{rule['service']} {rule['operation']}" + (f" {rule['resource']}" if rule.get("resource") else "")
+    if rule.get("error"):
+        action = f"error {rule['error']['code']} (HTTP {rule['error']['status']})"
+    elif rule.get("function_error"):
+        action = f"function error {rule['function_error']}"
+    else:
+        action = "latency only"
+    if rule.get("latency_ms"):
+        action += f" after {rule['latency_ms']:g} ms"
+    when = []
+    if rule.get("after"):
+        when.append(f"after {rule['after']} calls")
+    if rule.get("times") is not None:
+        when.append(f"{rule['times']} times")
+    if rule.get("probability") is not None:
+        when.append(f"p={rule['probability']:g} seed {rule['seed']}")
+    return (f"{rule['id']:>4}  {target}: {action}{' (' + ', '.join(when) + ')' if when else ''}"
+            f"  matched {rule['matched']}, fired {rule['fired']}")
+
+
 class FaultsClient:
     """The fault rules and the Step Functions time scale of the LocalStack at `localstack_url`."""
 

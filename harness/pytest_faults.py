@@ -13,7 +13,8 @@ Every rule a test added is removed when it ends, and the time scale put back to 
 
 `--scones-coverage` prints, at the end of the session, which states, transitions, Retry and Catch
 rules and Choice branches of each state machine the session's executions exercised (harness/coverage.py),
-naming those never exercised; `--scones-coverage-json PATH` writes the same as JSON (for CI).
+naming those never exercised; `--scones-coverage-json PATH` writes the same as JSON (for CI). Fault rules
+a test added that never fired are named at the end of every session that has any.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import pytest
 
 _SINCE = pytest.StashKey[datetime]()
 _REPORT = pytest.StashKey[dict]()
+_NEVER_FIRED = pytest.StashKey[list]()    # (test id, rule) of each fault rule a test added that never fired
 
 
 def pytest_addoption(parser):
@@ -64,6 +66,14 @@ def pytest_fixture_setup(fixturedef, request):
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    never_fired = config.stash.get(_NEVER_FIRED, [])
+    if never_fired:
+        from scones.harness.faults import describe
+
+        # A rule that never fired is a test that did not test what it meant to (a wrong name or resource).
+        terminalreporter.section("scones fault rules that never fired")
+        for test_id, rule in never_fired:
+            terminalreporter.write_line(f"{test_id}: {describe(rule).strip()}")
     if not _coverage_wanted(config):
         return
     report = config.stash.get(_REPORT, None)
@@ -110,34 +120,41 @@ class Faults:
         return removed
 
     def time_scale(self, scale: float) -> None:
-        """Scale Step Functions' Retry intervals, Wait states and timeouts (e.g. 0.01) for this test."""
+        """Scale Step Functions' Retry intervals, Wait states and timeouts and the Lambda functions' botocore
+        backoff (e.g. 0.01) for this test."""
         if self._scale_before is None:
             self._scale_before = self.client.time_scale()["scale"]
         state = self.client.set_time_scale(scale)
         if not state["active"]:
             pytest.fail(f"the Step Functions time scale is not active in this LocalStack: {state['reason']}")
 
-    def list(self) -> list[dict[str, Any]]:   # after the methods annotated with the builtin list
-        """Every rule in force (this test's and any other's), with its counts."""
-        return self.client.list()
-
-    def _undo(self) -> None:
+    def _undo(self) -> list[dict[str, Any]]:
+        """Remove this test's rules and put the time scale back; the removed rules that never fired."""
+        never_fired = []
         for rule_id in self._added:
             try:
-                self.client.clear(rule_id)
+                never_fired += [rule for rule in self.client.clear(rule_id) if not rule["fired"]]
             except Exception:   # already removed by the test itself
                 pass
         if self._scale_before is not None:
             self.client.set_time_scale(self._scale_before)
+        return never_fired
+
+    def list(self) -> list[dict[str, Any]]:   # after the methods annotated with the builtin list
+        """Every rule in force (this test's and any other's), with its counts."""
+        return self.client.list()
 
 
 @pytest.fixture
-def faults(scones_stack):
-    """Fault rules and the Step Functions time scale of the local stack, for one test (undone at its end)."""
+def faults(scones_stack, request):
+    """Fault rules and the Step Functions time scale of the local stack, for one test (undone at its end;
+    the rules it added that never fired are named at the end of the session)."""
     if scones_stack.name != "local":
         pytest.skip("fault rules and the time scale exist on the local stack only (AWS has neither)")
     from scones.harness.faults import FaultsClient
 
     control = Faults(FaultsClient(scones_stack.record["localstack"]["url"]))
     yield control
-    control._undo()
+    never_fired = control._undo()
+    if never_fired:
+        request.config.stash.setdefault(_NEVER_FIRED, []).extend((request.node.nodeid, rule) for rule in never_fired)

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from scones.harness.faults import describe
+
 RULE_HELP = ("A rule as JSON, e.g. '{\"service\": \"sagemaker-runtime\", \"operation\": \"InvokeEndpoint\", "
              "\"error\": \"ThrottlingException\", \"times\": 2}' (README: Fault rules), or build it with the options.")
 
@@ -30,27 +32,6 @@ def _call(action):
         return action()
     except FaultsAPIError as error:
         raise click.ClickException(str(error)) from None
-
-
-def _describe(rule: dict) -> str:
-    target = f"{rule['service']} {rule['operation']}" + (f" {rule['resource']}" if rule.get("resource") else "")
-    if rule.get("error"):
-        action = f"error {rule['error']['code']} (HTTP {rule['error']['status']})"
-    elif rule.get("function_error"):
-        action = f"function error {rule['function_error']}"
-    else:
-        action = "latency only"
-    if rule.get("latency_ms"):
-        action += f" after {rule['latency_ms']:g} ms"
-    when = []
-    if rule.get("after"):
-        when.append(f"after {rule['after']} calls")
-    if rule.get("times") is not None:
-        when.append(f"{rule['times']} times")
-    if rule.get("probability") is not None:
-        when.append(f"p={rule['probability']:g} seed {rule['seed']}")
-    return (f"{rule['id']:>4}  {target}: {action}{' (' + ', '.join(when) + ')' if when else ''}"
-            f"  matched {rule['matched']}, fired {rule['fired']}")
 
 
 localstack_option = click.option("--localstack-url", help="LocalStack to talk to (default: the recorded local stack's).")
@@ -98,7 +79,7 @@ def add(rule_json, service, operation, resource, error_code, status, message, fu
     if not rule:
         raise click.UsageError(f"no rule given. {RULE_HELP}")
     added = _call(lambda: _client(localstack_url).add(rule))
-    click.echo(_describe(added))
+    click.echo(describe(added))
 
 
 @faults.command("list")
@@ -112,7 +93,7 @@ def list_rules(as_json, localstack_url) -> None:
     elif not rules:
         click.echo("no fault rules")
     for rule in [] if as_json else rules:
-        click.echo(_describe(rule))
+        click.echo(describe(rule))
 
 
 @faults.command("clear")
@@ -123,7 +104,7 @@ def clear(rule_id, localstack_url) -> None:
     removed = _call(lambda: _client(localstack_url).clear(rule_id))
     click.echo(f"removed {len(removed)} rule(s)")
     for rule in removed:
-        click.echo(_describe(rule))
+        click.echo(describe(rule))
 
 
 @faults.command("time-scale")

@@ -22,6 +22,7 @@ from scones.harness.faults import FaultsAPIError
 from scones.polling import poll
 
 pytestmark = pytest.mark.e2e
+pytest_plugins = ["pytester"]
 
 SCALE = 0.001
 
@@ -423,3 +424,30 @@ def test_cli_adds_lists_and_clears(faults, scones_stack):
     scaled = runner.invoke(command, ["time-scale", "0.5", *url])
     assert scaled.exit_code == 0 and "time scale 0.5" in scaled.output, scaled.output
     runner.invoke(command, ["time-scale", "1", *url])
+
+
+NEVER_FIRING_TEST = '''
+def test_adds_a_rule_for_a_bucket_nobody_reads(faults, scones_stack):
+    faults.add(service="s3", operation="GetObject", resource="no-such-bucket/", error="SlowDown")
+    fired = faults.add(service="s3", operation="HeadBucket", resource=scones_stack.bucket, error="SlowDown", times=1)
+    try:
+        scones_stack.client("s3").head_bucket(Bucket=scones_stack.bucket)
+    except Exception:
+        pass
+    assert faults.get(fired["id"])["fired"] == 1
+'''
+
+
+def test_a_fault_rule_that_never_fired_is_named_at_the_end_of_the_session(pytester, scones_stack):
+    """A rule that never fired means a test did not test what it meant to; the session's summary names it
+    (and its test), and not the rule that fired."""
+    pytester.makepyfile(test_inner=NEVER_FIRING_TEST)
+
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=1)
+    output = result.stdout.str()
+    summary = output[output.index("scones fault rules that never fired"):]
+    assert "test_inner.py::test_adds_a_rule_for_a_bucket_nobody_reads:" in summary
+    assert "s3 GetObject no-such-bucket/: error SlowDown (HTTP 503)  matched 0, fired 0" in summary
+    assert "HeadBucket" not in summary
