@@ -44,6 +44,8 @@ def handler(event, context):
         "environment": ENVIRONMENT_ID,
         "python": "%d.%d" % sys.version_info[:2],
         "boto3": boto3.__version__,
+        "harness_variables": sorted(key for key in os.environ if "SCONES" in key),
+        "path0_is_cwd": sys.path[0] == os.getcwd(),
     }
 
 def sleeper(event, context):  # nothing slow to import: only the sleep counts against the timeout
@@ -127,6 +129,9 @@ def test_handler_from_the_zip_runs_with_its_environment_and_context(lambda_clien
     assert result["python"] == "3.12"
     assert "probe-print m1" in logs and "[INFO]" in logs and "probe-log m1" in logs
     assert f"REPORT RequestId: {result['aws_request_id']}" in logs
+    # The runtime hook that runs before awslambdaric (backoff_time_scale.py) leaves what the function sees
+    # as `python -m awslambdaric` would: no variable of ours, the task root first on the path.
+    assert result["harness_variables"] == [] and result["path0_is_cwd"]
 
 
 @pytest.mark.parametrize("runtime", ["python3.10", "python3.11", "python3.12", "python3.13"])
