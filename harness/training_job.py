@@ -51,7 +51,7 @@ IMAGE_ENVIRONMENT = {
     "PYTHONUNBUFFERED": "1",
     "PYTHONIOENCODING": "UTF-8",
 }
-TOOLKIT_PYTHON = "SCONES_TRAINING_TOOLKIT_PYTHON"
+TOOLKIT_PYTHON = settings.TRAINING_TOOLKIT_PYTHON
 AUTO = "auto"
 # sagemaker_pytorch_container.training: NCCL settings and the rendezvous port it sets for every job.
 PYTORCH_TOOLKIT_ENVIRONMENT = {"NCCL_IB_DISABLE": "1", "NCCL_DEBUG": "WARN", "MASTER_PORT": "7777"}

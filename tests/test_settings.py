@@ -82,3 +82,10 @@ def test_the_clone_finds_its_images_through_its_own_pyproject():
     project = settings.project(CHECKOUT)
     assert project.config_path == CHECKOUT / "pyproject.toml"
     assert (project.root / project.values["data_dir"]).resolve() == (CHECKOUT.parent / "shared" / "data").resolve()
+
+
+def test_the_sandbox_module_spells_its_switch_as_settings_does():
+    """sandbox.py runs on its own (it imports nothing of scones), so it spells the variable out; one name for it."""
+    from scones.harness.lambda_executor import sandbox
+
+    assert sandbox.SWITCH == settings.LAMBDA_SANDBOX
