@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator
 
 from scones import settings
@@ -155,29 +154,3 @@ def ensure_tiny_model(state_dir: str | os.PathLike | None = None) -> Path:
             write_synthetic_dataset(staging)
             os.rename(staging, data)
     return ensure_model(data, state_dir, **TINY_HYPERPARAMETERS)
-
-
-def load_serving_handlers(model_dir: str | os.PathLike):
-    """Import <model_dir>/code/inference.py as the SageMaker PyTorch container does (code/ on sys.path).
-
-    Returns the module; call module.model_fn(str(model_dir)) for the model. The plain `import network`
-    inside it binds to this model's code/network.py, not to a previously loaded one.
-    """
-    import importlib.util
-
-    code_dir = Path(model_dir) / "code"
-    if not (code_dir / "inference.py").is_file():
-        raise FileNotFoundError(f"{code_dir / 'inference.py'} does not exist: is {model_dir} an unpacked model.tar.gz?")
-    saved: dict[str, ModuleType] = {name: sys.modules.pop(name) for name in ("inference", "network") if name in sys.modules}
-    sys.path.insert(0, str(code_dir))
-    try:
-        spec = importlib.util.spec_from_file_location("inference", code_dir / "inference.py")
-        if spec is None or spec.loader is None:  # only for a file Python has no loader for: not a .py
-            raise ImportError(f"cannot import {code_dir / 'inference.py'}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(code_dir))
-        sys.modules.pop("network", None)
-        sys.modules.update(saved)

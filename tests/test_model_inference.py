@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from scones.harness import models
-from scones.harness.serving.handlers import extract_tar
+from scones.harness.serving.handlers import extract_tar, import_handlers
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def served(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     with tarfile.open(tiny_model / "model.tar.gz") as archive:
         extract_tar(archive, root / "model")
-    inference = models.load_serving_handlers(root / "model")
+    inference = import_handlers(root / "model")
     return inference, inference.model_fn(str(root / "model"))
 
 

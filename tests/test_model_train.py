@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from scones import settings
 from scones.harness import models
 from scones.harness.cli import main as scones
-from scones.harness.serving.handlers import extract_tar
+from scones.harness.serving.handlers import extract_tar, import_handlers
 
 TINY = models.TINY_HYPERPARAMETERS
 
@@ -57,7 +57,7 @@ def test_train_script_runs_under_the_sagemaker_env_contract(dataset, tmp_path):
     assert sum(baseline["predicted_class_counts"].values()) == 8
     assert all(0.5 <= value <= 1.0 for value in baseline["max_confidence"])
 
-    inference = models.load_serving_handlers(model_dir)
+    inference = import_handlers(model_dir)
     model = inference.model_fn(str(model_dir))
     body = (dataset / "test" / "bicycle" / "bicycle_000.png").read_bytes()
     probabilities = json.loads(inference.output_fn(inference.predict_fn(inference.input_fn(body, "image/png"), model),
@@ -88,7 +88,7 @@ def test_scones_train_writes_a_sagemaker_model_tarball(dataset, tmp_path):
     with tarfile.open(out / "model.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["code", "code/inference.py", "code/network.py", "model.pth"]
         extract_tar(archive, tmp_path / "unpacked")
-    inference = models.load_serving_handlers(tmp_path / "unpacked")
+    inference = import_handlers(tmp_path / "unpacked")
     model = inference.model_fn(str(tmp_path / "unpacked"))
     assert json.loads(inference.output_fn(inference.predict_fn(
         inference.input_fn((dataset / "test" / "motorcycle" / "motorcycle_001.png").read_bytes(), "image/png"),
