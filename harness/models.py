@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterator
 
 from scones import settings
-from scones.contract import CLASSES
 from scones.harness.training_job import (  # noqa: F401  (re-exported)
     AUTO,
     MODEL_CODE_DIR,
@@ -120,37 +119,3 @@ def ensure_model(data_dir: str | os.PathLike | None = None, state_dir: str | os.
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-# Tiny models for fast tests: seconds to train, same artifacts and handlers as the real one.
-TINY_HYPERPARAMETERS = {"epochs": 1, "widths": [8, 16], "blocks": [1, 1], "batch_size": 8}
-
-
-def write_synthetic_dataset(root: str | os.PathLike, per_split: dict[str, int] | None = None) -> Path:
-    """Staged-layout data of random 32x32 RGBA PNGs (like the real files): reddish bicycles, bluish motorcycles."""
-    import numpy as np
-    from PIL import Image
-
-    root = Path(root)
-    rng = np.random.default_rng(0)
-    for split, count in (per_split or {"train": 8, "test": 4}).items():
-        for label, class_name in enumerate(CLASSES):
-            folder = root / split / class_name
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in range(count):
-                pixels = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)
-                pixels[..., 3] = 255
-                pixels[..., 0 if label == 0 else 2] |= 0x80
-                Image.fromarray(pixels).save(folder / f"{class_name}_{index:03d}.png")
-    return root
-
-
-def ensure_tiny_model(state_dir: str | os.PathLike | None = None) -> Path:
-    """A cached model folder like ensure_model's, trained in seconds on synthetic data (its predictions mean nothing)."""
-    data = settings.state_dir(state_dir) / "models" / "synthetic-data"
-    with file_lock(data.with_suffix(".lock")):
-        if not (data / "test" / CLASSES[-1]).is_dir():
-            staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=data.parent))
-            write_synthetic_dataset(staging)
-            os.rename(staging, data)
-    return ensure_model(data, state_dir, **TINY_HYPERPARAMETERS)

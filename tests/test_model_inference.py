@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scones import testing
 from scones.harness import models
 from scones.harness.serving.handlers import extract_tar, import_handlers
 
@@ -23,8 +24,8 @@ from scones.harness.serving.handlers import extract_tar, import_handlers
 def tiny_model(tmp_path_factory) -> Path:
     """A folder holding a freshly trained tiny model.tar.gz."""
     root = tmp_path_factory.mktemp("tiny")
-    data = models.write_synthetic_dataset(root / "data")
-    return models.train_model(data, root / "out", models.TINY_HYPERPARAMETERS, echo=False)
+    data = testing.write_synthetic_dataset(root / "data")
+    return models.train_model(data, root / "out", testing.TINY_HYPERPARAMETERS, echo=False)
 
 
 @pytest.fixture(scope="module")
