@@ -5,6 +5,8 @@ import json
 
 import click
 
+from scones.harness.commands.options import json_option
+
 RULE_HELP = ("A rule as JSON, e.g. '{\"service\": \"sagemaker-runtime\", \"operation\": \"InvokeEndpoint\", "
              "\"error\": \"ThrottlingException\", \"times\": 2}' (README: Fault rules), or build it with the options.")
 
@@ -102,7 +104,7 @@ def add(rule_json, service, operation, resource, error_code, status, message, fu
 
 
 @faults.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the rules as JSON.")
+@json_option("Print the rules as JSON.")
 @localstack_option
 def list_rules(as_json, localstack_url) -> None:
     """The rules in force, with how many calls each matched and fired on."""
