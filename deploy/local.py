@@ -154,7 +154,7 @@ def control_plane_answers(session: boto3.Session) -> bool:
 
 def sagemaker_mode(session: boto3.Session, wanted: str | None = None, default: str = "route") -> str:
     """"api" or "route": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for, "auto" decided here."""
-    mode = (wanted or os.environ.get(SAGEMAKER_MODE) or default).strip().lower()
+    mode = (wanted or settings.named(SAGEMAKER_MODE) or default).strip().lower()
     if mode not in SAGEMAKER_MODES:
         raise DeployError(f"{SAGEMAKER_MODE}={mode!r} is not one of {', '.join(SAGEMAKER_MODES)}")
     if mode == "auto":

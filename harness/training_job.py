@@ -276,7 +276,7 @@ def _unpack_source(base: Path) -> Path:
 
 def toolkit_python() -> str | None:
     """The Python that runs AWS's training toolkit here: $SCONES_TRAINING_TOOLKIT_PYTHON, or this one if it has it."""
-    named = os.environ.get(TOOLKIT_PYTHON)
+    named = settings.named(TOOLKIT_PYTHON)
     if named:
         return named
     if importlib.util.find_spec("sagemaker_training") and importlib.util.find_spec("sagemaker_pytorch_container"):

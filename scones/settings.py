@@ -182,6 +182,21 @@ def endpoint_port(explicit: int | None, default: int) -> int:
     return lookup("endpoint_port", explicit) or default
 
 
+def named(variable: str) -> str | None:
+    """The value of one of the variables above, or None when it is unset or blank (the caller's default)."""
+    return os.environ.get(variable, "").strip() or None
+
+
+def whole_number(variable: str, default: int) -> int:
+    """A count such as the local SageMaker quotas: `default` when unset, else a whole number >= 0."""
+    raw = named(variable)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise SettingsError(f"${variable}={raw!r} is not a whole number (0 or more)")
+    return int(raw)
+
+
 def switched_off(variable: str) -> bool:
     """Whether one of SWITCHES is turned off ("0"); every switch is on unless its variable says "0"."""
     return os.environ.get(variable, "1").strip() == "0"

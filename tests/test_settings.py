@@ -89,3 +89,13 @@ def test_the_sandbox_module_spells_its_switch_as_settings_does():
     from scones.harness.lambda_executor import sandbox
 
     assert sandbox.SWITCH == settings.LAMBDA_SANDBOX
+
+
+def test_a_count_setting_is_its_default_unset_and_a_clear_error_when_not_a_whole_number(monkeypatch):
+    monkeypatch.delenv(settings.SAGEMAKER_TRAINING_JOBS, raising=False)
+    assert settings.whole_number(settings.SAGEMAKER_TRAINING_JOBS, 2) == 2
+    monkeypatch.setenv(settings.SAGEMAKER_TRAINING_JOBS, " 5 ")
+    assert settings.whole_number(settings.SAGEMAKER_TRAINING_JOBS, 2) == 5
+    monkeypatch.setenv(settings.SAGEMAKER_TRAINING_JOBS, "two")
+    with pytest.raises(settings.SettingsError, match=f"\\${settings.SAGEMAKER_TRAINING_JOBS}='two' is not a whole number"):
+        settings.whole_number(settings.SAGEMAKER_TRAINING_JOBS, 2)
