@@ -9,7 +9,7 @@ posting real 32x32 test PNGs to POST /invocations, the container contract every 
   1. a survey of `scones serve` layouts (a subprocess, as the local stack runs it): inference
      threads x torch threads, and our opt-in dynamic batching (max batch size, max batch delay);
   2. the HTTP stack's own floor: the default and batching layouts serving the tiny stub model
-     (harness/serving/stub.py), so model compute and server overhead can be told apart;
+     (scones/testing.py), so model compute and server overhead can be told apart;
   3. rounds alternating, so drifting load hits all alike: the limit (the model's handlers called
      directly in this process, one request per predict_fn call and batched); scones serve as the
      container serves (the default: no batching); scones serve with our opt-in batching; the real
@@ -87,7 +87,7 @@ def resolve_model(explicit: str | None, stub: bool, untrained: bool = False) -> 
     if untrained:
         return build_untrained_model(settings.state_dir() / "bench" / "untrained-model")
     if stub:
-        from scones.harness.serving.stub import build_stub_model
+        from scones.testing import build_stub_model
 
         return build_stub_model(settings.state_dir() / "bench" / "stub-model")
     from scones.harness.models import ensure_model
@@ -358,7 +358,7 @@ def main() -> None:
     # 2. The HTTP stack's own floor: the same layouts serving a model that costs almost nothing.
     stub_rows = []
     if not args.stub and not args.no_stub_floor:
-        from scones.harness.serving.stub import build_stub_model
+        from scones.testing import build_stub_model
 
         stub_model = build_stub_model(settings.state_dir() / "bench" / "stub-model")
         for layout in dict.fromkeys((args.default_layout, args.batching)):

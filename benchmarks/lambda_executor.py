@@ -38,7 +38,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
@@ -47,6 +46,7 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scones import loopback  # noqa: E402
 from scones.harness.lambda_executor.names import CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV  # noqa: E402
 from scones.harness.localstack import LocalStack  # noqa: E402
 from scones.harness.processes import descendants  # noqa: E402
@@ -152,8 +152,7 @@ def measure(config: str, runs: int, warmup: int, cold_starts: int) -> dict:
             task_service_ms: list[float] = []
             task_ms = [_execute(sfn, tasks, task_service_ms) for _ in range(runs)]
             memory = _rss_mb([pid, *descendants(pid)])
-            with urllib.request.urlopen(f"{instance.url}/_scones/executor", timeout=5) as reply:
-                executor_stats = json.loads(reply.read())
+            executor_stats = loopback.get_json(f"{instance.url}/_scones/executor")
         finally:
             instance.stop()
     return {"config": config, "ready_s": ready_s, "cold": cold_ms, "invoke": invoke_ms,

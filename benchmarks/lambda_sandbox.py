@@ -33,6 +33,7 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scones import loopback  # noqa: E402
 from scones.harness.lambda_executor import sandbox  # noqa: E402
 from scones.harness.localstack import LocalStack  # noqa: E402
 from scones.harness.processes import descendants  # noqa: E402
@@ -132,18 +133,11 @@ def burst(invokes: int, concurrency: int, after_s: float, keepalive_ms: str | No
             while time.monotonic() < deadline:   # a benchmark, not a test: it samples for the stated time
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
             later = _tree(pid)
-            with urllib_open(f"{instance.url}/_scones/executor") as status:
-                environments = json.loads(status.read()).get("environments")
+            environments = loopback.get_json(f"{instance.url}/_scones/executor", timeout=10).get("environments")
         finally:
             instance.stop()
     return {"idle": idle, "after_burst": peak, "later": later, "burst_s": burst_s, "errors": errors,
             "environments": environments}
-
-
-def urllib_open(url: str):
-    import urllib.request
-
-    return urllib.request.urlopen(url, timeout=10)
 
 
 def _free_port() -> int:

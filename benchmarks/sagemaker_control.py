@@ -27,11 +27,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import boto3  # noqa: E402
 
+from scones import testing  # noqa: E402
 from scones.deploy import sagemaker as sm  # noqa: E402
-from scones.harness import models, training_job  # noqa: E402
+from scones.harness import training_job  # noqa: E402
 from scones.harness.endpoint import EndpointServer  # noqa: E402
 from scones.harness.sagemaker import processes  # noqa: E402
-from scones.harness.serving.stub import build_stub_model  # noqa: E402
+from scones.testing import build_stub_model  # noqa: E402
 from support import running_localstack  # noqa: E402
 
 REGION = "us-east-1"
@@ -80,7 +81,7 @@ def time_job(sagemaker, source: str) -> float:
         TrainingJobName=name, RoleArn=ROLE,
         AlgorithmSpecification={"TrainingImage": sm.training_image(REGION), "TrainingInputMode": "File"},
         HyperParameters=sm.sdk_hyperparameters(job_name=name, region=REGION, submit_directory=source,
-                                               user=models.TINY_HYPERPARAMETERS),
+                                               user=testing.TINY_HYPERPARAMETERS),
         InputDataConfig=[{"ChannelName": channel, "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"s3://bench/data/{channel}"}}} for channel in ("train", "test")],
         OutputDataConfig={"S3OutputPath": "s3://bench/jobs"},
@@ -95,7 +96,7 @@ def time_job(sagemaker, source: str) -> float:
 
 def time_direct_job(data: Path, scratch: Path) -> float:
     started = time.perf_counter()
-    training_job.train_model(data, scratch / uuid.uuid4().hex, models.TINY_HYPERPARAMETERS, echo=False)
+    training_job.train_model(data, scratch / uuid.uuid4().hex, testing.TINY_HYPERPARAMETERS, echo=False)
     return time.perf_counter() - started
 
 
@@ -127,7 +128,7 @@ def main() -> None:
             print(f"CreateEndpoint -> InService:                {summary(via_api)}")
             print(f"  overhead (median):                        {statistics.median(via_api) - statistics.median(direct):+.2f} s")
 
-            data = models.write_synthetic_dataset(scratch / "data")
+            data = testing.write_synthetic_dataset(scratch / "data")
             for path in data.rglob("*.png"):
                 s3.upload_file(str(path), "bench", f"data/{path.relative_to(data)}")
             s3.put_object(Bucket="bench", Key="source/sourcedir.tar.gz", Body=sm.source_tarball())

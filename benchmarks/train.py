@@ -37,7 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from scones import settings
 from scones.deploy import sagemaker as sm  # noqa: E402
 from scones.harness import models  # noqa: E402
-from scones.harness.serving.handlers import extract_tar  # noqa: E402
+from scones.harness.serving.handlers import extract_tar, import_handlers  # noqa: E402
 
 BASELINE = {"arch": "small-cnn", "widths": [32, 64], "epochs": 15, "batch_size": 32, "lr": 0.02,
             "augment": False, "flip_tta": False}
@@ -58,7 +58,7 @@ def served(out_dir: Path):
     if not unpacked.is_dir():
         with tarfile.open(out_dir / "model.tar.gz") as archive:
             extract_tar(archive, unpacked)
-    inference = models.load_serving_handlers(unpacked)
+    inference = import_handlers(unpacked)
     return inference, inference.model_fn(str(unpacked))
 
 

@@ -147,7 +147,7 @@ def ensure_role(
         if any(found.get(key) != value for key, value in tags.items()):
             # Adopting it would rewrite its policy and let `scones destroy` delete it.
             raise DeployError(f"IAM role {name} exists but was not created by this deploy (tags {found}); "
-                              f"choose another --name or remove the role")
+                              f"choose another --prefix or remove the role")
         if _as_dict(role["AssumeRolePolicyDocument"]) != trust:
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
             actions.append("trust updated")

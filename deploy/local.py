@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scones import contract
+from scones import contract, settings
 from scones.deploy import executor, monitoring, planner, resources, scaling
 from scones.deploy import record as records
 from scones.deploy.record import StackOutputs
@@ -50,7 +50,7 @@ ROLE_ARNS = {"sagemaker": SAGEMAKER_ROLE_ARN, "lambda": LAMBDA_ROLE_ARN, "states
 # LocalStack's sagemaker-runtime route: today's way), "api" (CreateModel/CreateEndpointConfig/CreateEndpoint through
 # boto3 `sagemaker` at LocalStack's endpoint: the local SageMaker control plane), or "auto" (api when the control
 # plane answers). `scones up` defaults to route, `scones deploy --target local` to auto.
-SAGEMAKER_MODE = "SCONES_LOCAL_SAGEMAKER"
+SAGEMAKER_MODE = settings.LOCAL_SAGEMAKER
 SAGEMAKER_MODES = ("route", "api", "auto")
 # Where the local plan differs from AWS's for the same configuration, by plan id (README "One plan, every
 # target"); tests/test_deploy_plans.py finds exactly these.
@@ -154,7 +154,7 @@ def control_plane_answers(session: boto3.Session) -> bool:
 
 def sagemaker_mode(session: boto3.Session, wanted: str | None = None, default: str = "route") -> str:
     """"api" or "route": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for, "auto" decided here."""
-    mode = (wanted or os.environ.get(SAGEMAKER_MODE) or default).strip().lower()
+    mode = (wanted or settings.named(SAGEMAKER_MODE) or default).strip().lower()
     if mode not in SAGEMAKER_MODES:
         raise DeployError(f"{SAGEMAKER_MODE}={mode!r} is not one of {', '.join(SAGEMAKER_MODES)}")
     if mode == "auto":

@@ -9,7 +9,6 @@ server's shutdown flushes data capture before it returns.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,17 +17,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scones import contract
+from scones import contract, loopback
 from scones import settings as harness_settings
 from scones.errors import SconesError
 from scones.harness.serving.capture import CaptureConfig
+from scones.polling import PollTimedOut, poll
 
 if TYPE_CHECKING:  # imported when a thread-mode server starts: a subprocess' parent needs neither
     import uvicorn
@@ -159,29 +157,31 @@ class EndpointServer:
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Poll GET /ping until 200; raise EndpointStartError with the reason at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
+        def ping() -> tuple[bool, str]:
+            """(ready, what /ping said); raises when the server can never become ready."""
             if self._process is not None and self._process.poll() is not None:
                 raise EndpointStartError(f"endpoint process exited with {self._process.returncode}; "
                                          f"see {self.log_path}:\n{self._log_tail()}")
             if self._thread is not None and not self._thread.is_alive():
                 raise EndpointStartError(f"endpoint thread for {self.endpoint_name} stopped before it was ready")
             try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
+                status, _ = loopback.get(f"{self.url}/ping", timeout=2)
+                return status == 200, f"HTTP {status}"
             except urllib.error.HTTPError as error:
                 detail = error.read().decode(errors="replace")
-                last = f"HTTP {error.code} {detail}"
                 if '"failed"' in detail:
                     self.stop()
                     raise EndpointStartError(f"endpoint {self.endpoint_name} could not load {self.model}: {detail}") from None
+                return False, f"HTTP {error.code} {detail}"
             except OSError as error:
-                last = str(error)
-            time.sleep(0.05)
-        raise EndpointStartError(f"endpoint {self.endpoint_name} at {self.url} not ready after {timeout_s:.0f} s "
-                                 f"(last /ping: {last})" + (f"; log {self.log_path}" if self.log_path else ""))
+                return False, str(error)
+
+        try:
+            poll(ping, timeout=timeout_s, interval=0.05, until=lambda answer: answer[0])
+        except PollTimedOut as timed_out:
+            raise EndpointStartError(
+                f"endpoint {self.endpoint_name} at {self.url} not ready after {timeout_s:.0f} s "
+                f"(last /ping: {timed_out.last[1]})" + (f"; log {self.log_path}" if self.log_path else "")) from None
 
     # --- stop --------------------------------------------------------------------------------
 
@@ -210,13 +210,11 @@ class EndpointServer:
         return self._process.pid if self._process is not None else os.getpid() if self._server else None
 
     def capture_status(self) -> dict:
-        with urllib.request.urlopen(f"{self.url}/capture/status", timeout=5) as reply:
-            return json.loads(reply.read())
+        return loopback.get_json(f"{self.url}/capture/status")
 
     def inference_status(self) -> dict:
         """Requests, batches and the largest batch served so far (see harness/serving/server.py)."""
-        with urllib.request.urlopen(f"{self.url}/inference/status", timeout=5) as reply:
-            return json.loads(reply.read())
+        return loopback.get_json(f"{self.url}/inference/status")
 
     def _log_tail(self, lines: int = 30) -> str:
         if self.log_path is None:  # a thread-mode server logs to this process' own handlers

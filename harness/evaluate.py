@@ -104,7 +104,7 @@ class Evaluation:
 
 
 def row_for(result) -> dict[str, Any]:
-    """One table row from an ExecutionResult of scones.harness.executions."""
+    """One table row from a RunResult of scones.harness.executions."""
     return {
         "key": result.key,
         "true_class": true_class(result.key),

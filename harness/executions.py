@@ -13,7 +13,6 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
@@ -22,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scones.errors import SconesError
 from scones.lambdas.errors import InvalidInferences
 from scones.lambdas.events import best_class, inferences_of
-from scones.lambdas.run_results import FINISHED_STATUSES, error_message, lambda_error_document
+from scones.lambdas.run_results import FINISHED_STATUSES, RunResult, iso_date
 from scones.polling import PollTimedOut, poll
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -47,48 +46,6 @@ class ExecutionUnreadable(SconesError, RuntimeError):
 LOST_CONTACT = (BotoCoreError, ClientError, ExecutionTimeout, ExecutionUnreadable)
 
 
-@dataclass
-class ExecutionResult:
-    key: str
-    status: str
-    execution_arn: str
-    predicted_class: str | None = None
-    confidence: float | None = None
-    inferences: list[float] | None = None
-    error: str | None = None               # the error name, e.g. "ThresholdConfidenceNotMet"
-    cause: str | None = None               # as Step Functions reports it; for a Lambda error, a JSON document
-    duration: float | None = None          # seconds, startDate -> stopDate as the service reports them
-    wall_duration: float | None = None     # seconds, start_execution call -> terminal status seen here
-    failed_state: str | None = None
-    state_durations: dict[str, float] = field(default_factory=dict)   # state name -> seconds
-    event_types: list[str] = field(default_factory=list)
-    input: dict[str, Any] = field(default_factory=dict)
-    output: Any = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == "SUCCEEDED"
-
-    @property
-    def cause_details(self) -> dict[str, Any] | None:
-        """The cause parsed, when it is a Lambda's error document ({"errorType", "errorMessage", "stackTrace",
-        "requestId"}, as the Lambda integration passes it on); None for a plain-text cause or none."""
-        return lambda_error_document(self.cause)
-
-    @property
-    def error_message(self) -> str | None:
-        """What a test wants to read: the Lambda's errorMessage, else the plain-text cause itself."""
-        return error_message(self.cause)
-
-    @property
-    def stack_trace(self) -> list[str]:
-        """The raising Lambda's stack trace lines (empty when the cause carries none)."""
-        return list((self.cause_details or {}).get("stackTrace") or [])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "error_message": self.error_message, "cause_details": self.cause_details}
-
-
 def execution_name(key: str) -> str:
     """A unique, valid execution name that still says which object it ran on."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", key.rsplit("/", 1)[-1]).strip("-")[:40] or "input"
@@ -106,9 +63,9 @@ def workflow_input(item: str | Mapping[str, Any], bucket: str) -> tuple[str, dic
 
 
 def run_executions(target, inputs: Iterable[str | Mapping[str, Any]], concurrency: int = 1,
-                   progress: Callable[[ExecutionResult], None] | None = None,
+                   progress: Callable[[RunResult], None] | None = None,
                    timeout: float = DEFAULT_TIMEOUT_S, poll_interval: float = 0.01,
-                   client=None) -> list[ExecutionResult]:
+                   client=None) -> list[RunResult]:
     """Run one execution per input on `target` and return their results in input order.
 
     An input is an S3 key in the target's bucket, or a full workflow input document.
@@ -120,14 +77,14 @@ def run_executions(target, inputs: Iterable[str | Mapping[str, Any]], concurrenc
     prepared = [workflow_input(item, target.bucket) for item in inputs]
     not_started: list[Exception] = []
 
-    def one(pair: tuple[str, dict[str, Any]]) -> ExecutionResult:
+    def one(pair: tuple[str, dict[str, Any]]) -> RunResult:
         key, document = pair
         try:
             result = run_execution(sfn, target.state_machine_arn, key, document, timeout, poll_interval)
         except LOST_CONTACT as error:
             not_started.append(error)
-            result = ExecutionResult(key=key, status=NOT_STARTED, execution_arn="", input=document,
-                                     error=type(error).__name__, cause=str(error))
+            result = RunResult(s3_bucket=document.get("s3_bucket"), s3_key=key, status=NOT_STARTED, input=document,
+                               error=type(error).__name__, cause=str(error))
         if progress is not None:
             progress(result)
         return result
@@ -135,7 +92,7 @@ def run_executions(target, inputs: Iterable[str | Mapping[str, Any]], concurrenc
     if concurrency <= 1:
         results = [one(pair) for pair in prepared]
     else:
-        slots: list[ExecutionResult | None] = [None] * len(prepared)
+        slots: list[RunResult | None] = [None] * len(prepared)
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scones-exec") as pool:
             futures = {pool.submit(one, pair): index for index, pair in enumerate(prepared)}
             for future in as_completed(futures):
@@ -147,7 +104,7 @@ def run_executions(target, inputs: Iterable[str | Mapping[str, Any]], concurrenc
 
 
 def run_execution(sfn, state_machine_arn: str, key: str, document: dict[str, Any],
-                  timeout: float = DEFAULT_TIMEOUT_S, poll_interval: float = 0.01) -> ExecutionResult:
+                  timeout: float = DEFAULT_TIMEOUT_S, poll_interval: float = 0.01) -> RunResult:
     """One execution's result. A failure to start it raises; once it started, losing the service (it cannot
     be reached or read, or the deadline passes) is this execution's result (its error the exception's name,
     its cause the message), never an exception that loses the other executions' results."""
@@ -159,9 +116,10 @@ def run_execution(sfn, state_machine_arn: str, key: str, document: dict[str, Any
         wall = time.perf_counter() - started
         events = execution_history(sfn, arn)
     except LOST_CONTACT as error:
-        return ExecutionResult(key=key, status=getattr(error, "status", None) or "UNKNOWN", execution_arn=arn,
-                               input=document, error=type(error).__name__, cause=str(error),
-                               wall_duration=time.perf_counter() - started)
+        return RunResult(s3_bucket=document.get("s3_bucket"), s3_key=key,
+                         status=getattr(error, "status", None) or "UNKNOWN", execution_arn=arn,
+                         input=document, error=type(error).__name__, cause=str(error),
+                         wall_duration=time.perf_counter() - started)
     return parse_execution(key, document, description, events, wall)
 
 
@@ -192,15 +150,13 @@ def execution_history(sfn, execution_arn: str) -> list[dict[str, Any]]:
 
 
 def parse_execution(key: str, document: dict[str, Any], description: Mapping[str, Any],
-                    events: list[dict[str, Any]], wall_duration: float | None = None) -> ExecutionResult:
+                    events: list[dict[str, Any]], wall_duration: float | None = None) -> RunResult:
     status = description["status"]
-    result = ExecutionResult(key=key, status=status, execution_arn=description["executionArn"],
-                             input=document, wall_duration=wall_duration)
-    result.event_types = [event["type"] for event in events]
     start, stop = description.get("startDate"), description.get("stopDate")
-    if isinstance(start, datetime) and isinstance(stop, datetime):
-        result.duration = (stop - start).total_seconds()
+    duration = (stop - start).total_seconds() if isinstance(start, datetime) and isinstance(stop, datetime) else None
 
+    state_durations: dict[str, float] = {}
+    error = cause = None
     entered: dict[str, datetime] = {}
     open_states: list[str] = []
     last_inferences: list[float] | None = None
@@ -213,31 +169,33 @@ def parse_execution(key: str, document: dict[str, Any], description: Mapping[str
         elif event["type"].endswith("StateExited"):
             name = details["name"]
             if name in entered:
-                result.state_durations[name] = (event["timestamp"] - entered[name]).total_seconds()
+                state_durations[name] = (event["timestamp"] - entered[name]).total_seconds()
             if name in open_states:
                 open_states.remove(name)
             last_inferences = inferences_in(details.get("output")) or last_inferences
         elif event["type"] in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"):
-            result.error = result.error or details.get("error")
-            result.cause = result.cause or details.get("cause")
+            error = error or details.get("error")
+            cause = cause or details.get("cause")
             for name in open_states:  # the state that was running when the execution ended
-                result.state_durations[name] = (event["timestamp"] - entered[name]).total_seconds()
+                state_durations[name] = (event["timestamp"] - entered[name]).total_seconds()
 
-    if status != "SUCCEEDED" and open_states:
-        result.failed_state = open_states[-1]
-    result.error = description.get("error") or result.error
-    result.cause = description.get("cause") or result.cause
-
+    output = None
     if description.get("output") is not None:
         try:
-            result.output = json.loads(description["output"])
+            output = json.loads(description["output"])
         except ValueError:
-            result.output = description["output"]
-        last_inferences = inferences_in(result.output) or last_inferences
-    if last_inferences:
-        result.inferences = last_inferences
-        result.predicted_class, result.confidence = best_class(last_inferences)
-    return result
+            output = description["output"]
+        last_inferences = inferences_in(output) or last_inferences
+    predicted, confidence = best_class(last_inferences) if last_inferences else (None, None)
+    return RunResult(
+        s3_bucket=document.get("s3_bucket"), s3_key=key, status=status, execution_arn=description["executionArn"],
+        predicted_class=predicted, confidence=confidence, inferences=last_inferences or None,
+        error=description.get("error") or error, cause=description.get("cause") or cause,
+        started_at=iso_date(start), stopped_at=iso_date(stop),
+        duration=duration, wall_duration=wall_duration,
+        failed_state=open_states[-1] if status != "SUCCEEDED" and open_states else None,
+        state_durations=state_durations, event_types=[event["type"] for event in events],
+        input=document, output=output)
 
 
 def inferences_in(payload: Any) -> list[float] | None:

@@ -37,10 +37,10 @@ import json
 import random
 import threading
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from scones import loopback
 from scones.errors import SconesError
 from scones.harness.lambda_executor.names import FAULTS_PATH, TIME_SCALE_PATH
 
@@ -320,15 +320,13 @@ class FaultsClient:
     def __init__(self, localstack_url: str, timeout: float = 10.0) -> None:
         self.url = localstack_url.rstrip("/")
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
+            _, reply = loopback.request(f"{self.url}{path}", data, method=method,
+                                        headers={"Content-Type": "application/json"}, timeout=self.timeout)
+            return json.loads(reply or b"null")
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")
             try:

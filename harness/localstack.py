@@ -27,19 +27,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import scones
-from scones import settings
+from scones import loopback, settings
 from scones.deploy.record import write_record
 from scones.errors import SconesError
 from scones.harness import processes
 from scones.harness.iam import names as iam_names
-from scones.harness.lambda_executor import sandbox
 from scones.harness.lambda_executor.names import (
     CLIENT_CACHE_ENV,
     DEFINITION_CACHE_ENV,
@@ -55,11 +53,11 @@ from scones.harness.lambda_executor.names import (
     SAGEMAKER_ENDPOINTS_PATH,
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
-    TIME_SCALE_ENV,
     TIME_SCALE_PATCH_ENV,
 )
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 from scones.harness.sagemaker import processes as sagemaker_processes
+from scones.polling import PollFailed, PollTimedOut, poll
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
@@ -73,6 +71,9 @@ SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns,kms"
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
 PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
                   FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV)
+# The settings read inside LocalStack's process that the caller's environment passes on (the rest of SCONES_* stays out).
+PASSED_ON = (*PATCH_SWITCHES, settings.LAMBDA_SANDBOX, settings.TIME_SCALE, settings.IAM_MODE, settings.TRAINING_TOOLKIT_PYTHON,
+             settings.SAGEMAKER_ENDPOINT_INSTANCES, settings.SAGEMAKER_TRAINING_JOBS)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"
@@ -240,12 +241,9 @@ def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: 
     resources; an endpoint server restarted on the same URL needs no new registration.
     """
     url = f"{localstack}{SAGEMAKER_ENDPOINTS_PATH}/{endpoint_name}"
-    request = urllib.request.Request(url, data=json.dumps({"url": endpoint_server_url}).encode(), method="PUT",
-                                     headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
     try:
-        with opener.open(request, timeout=timeout):
-            return
+        loopback.request(url, json.dumps({"url": endpoint_server_url}).encode(), method="PUT",
+                         headers={"Content-Type": "application/json"}, timeout=timeout)
     except urllib.error.HTTPError as error:
         detail = error.read().decode(errors="replace")[:300]
         hint = (" (this LocalStack predates that route: restart it, e.g. `scones down` then `scones up`)"
@@ -442,10 +440,7 @@ class LocalStack:
             PYTHONS_ENV: json.dumps(self.lambda_pythons()),
             # The local SageMaker control plane runs training jobs and endpoint servers on this Python (torch).
             sagemaker_processes.PYTHON_ENV: sys.executable,
-            **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV, iam_names.MODE_ENV,
-                                                settings.TRAINING_TOOLKIT_PYTHON, sagemaker_processes.ENDPOINT_INSTANCES_ENV,
-                                                sagemaker_processes.TRAINING_JOBS_ENV)
-               if key in os.environ},
+            **{key: os.environ[key] for key in PASSED_ON if key in os.environ},
         }
         env.update(self.extra_env)
         return env
@@ -477,27 +472,27 @@ class LocalStack:
         return self._process.pid
 
     def health(self) -> dict | None:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
         try:
-            with opener.open(f"{self.url}/_localstack/health", timeout=2) as response:
-                return json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError):
+            return loopback.get_json(f"{self.url}/_localstack/health", timeout=2)
+        except (OSError, ValueError):  # URLError and HTTPError are OSErrors
             return None
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
         """Poll the health endpoint until it answers; fail early, with the log's tail, if LocalStack dies."""
-        deadline = time.monotonic() + timeout
         record = _PidRecord.read(self.pidfile)
-        while True:
-            health = self.health()
-            if health is not None:
-                return health
-            if record is not None and not processes.alive(record.pid):
-                raise LocalStackError(f"LocalStack exited while starting; see {self.log_path}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise LocalStackError(f"LocalStack did not answer {self.url}/_localstack/health within {timeout:.0f} s; "
-                                      f"see {self.log_path}:\n{self.log_tail()}")
-            time.sleep(0.1)
+
+        def died(_health: dict | None) -> str | None:
+            return "exited" if record is not None and not processes.alive(record.pid) else None
+
+        try:
+            health = poll(self.health, timeout=timeout, interval=0.1, until=lambda health: health is not None,
+                          failure=died)
+            return cast(dict, health)  # until() held: not None
+        except PollFailed:
+            raise LocalStackError(f"LocalStack exited while starting; see {self.log_path}:\n{self.log_tail()}") from None
+        except PollTimedOut:
+            raise LocalStackError(f"LocalStack did not answer {self.url}/_localstack/health within {timeout:.0f} s; "
+                                  f"see {self.log_path}:\n{self.log_tail()}") from None
 
     def is_running(self) -> bool:
         return _running(_PidRecord.read(self.pidfile))

@@ -21,11 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator
 
 from scones import settings
-from scones.contract import CLASSES
 from scones.harness.training_job import (  # noqa: F401  (re-exported)
     AUTO,
     MODEL_CODE_DIR,
@@ -121,63 +119,3 @@ def ensure_model(data_dir: str | os.PathLike | None = None, state_dir: str | os.
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-# Tiny models for fast tests: seconds to train, same artifacts and handlers as the real one.
-TINY_HYPERPARAMETERS = {"epochs": 1, "widths": [8, 16], "blocks": [1, 1], "batch_size": 8}
-
-
-def write_synthetic_dataset(root: str | os.PathLike, per_split: dict[str, int] | None = None) -> Path:
-    """Staged-layout data of random 32x32 RGBA PNGs (like the real files): reddish bicycles, bluish motorcycles."""
-    import numpy as np
-    from PIL import Image
-
-    root = Path(root)
-    rng = np.random.default_rng(0)
-    for split, count in (per_split or {"train": 8, "test": 4}).items():
-        for label, class_name in enumerate(CLASSES):
-            folder = root / split / class_name
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in range(count):
-                pixels = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)
-                pixels[..., 3] = 255
-                pixels[..., 0 if label == 0 else 2] |= 0x80
-                Image.fromarray(pixels).save(folder / f"{class_name}_{index:03d}.png")
-    return root
-
-
-def ensure_tiny_model(state_dir: str | os.PathLike | None = None) -> Path:
-    """A cached model folder like ensure_model's, trained in seconds on synthetic data (its predictions mean nothing)."""
-    data = settings.state_dir(state_dir) / "models" / "synthetic-data"
-    with file_lock(data.with_suffix(".lock")):
-        if not (data / "test" / CLASSES[-1]).is_dir():
-            staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=data.parent))
-            write_synthetic_dataset(staging)
-            os.rename(staging, data)
-    return ensure_model(data, state_dir, **TINY_HYPERPARAMETERS)
-
-
-def load_serving_handlers(model_dir: str | os.PathLike):
-    """Import <model_dir>/code/inference.py as the SageMaker PyTorch container does (code/ on sys.path).
-
-    Returns the module; call module.model_fn(str(model_dir)) for the model. The plain `import network`
-    inside it binds to this model's code/network.py, not to a previously loaded one.
-    """
-    import importlib.util
-
-    code_dir = Path(model_dir) / "code"
-    if not (code_dir / "inference.py").is_file():
-        raise FileNotFoundError(f"{code_dir / 'inference.py'} does not exist: is {model_dir} an unpacked model.tar.gz?")
-    saved: dict[str, ModuleType] = {name: sys.modules.pop(name) for name in ("inference", "network") if name in sys.modules}
-    sys.path.insert(0, str(code_dir))
-    try:
-        spec = importlib.util.spec_from_file_location("inference", code_dir / "inference.py")
-        if spec is None or spec.loader is None:  # only for a file Python has no loader for: not a .py
-            raise ImportError(f"cannot import {code_dir / 'inference.py'}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(code_dir))
-        sys.modules.pop("network", None)
-        sys.modules.update(saved)

@@ -23,11 +23,11 @@ its processes carry the marker with their own part name (`marker_environment(sta
 from __future__ import annotations
 
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from scones import loopback
 from scones.deploy import local as local_target
 from scones.deploy.record import RecordError, read_record, write_record
 from scones.errors import SconesError
@@ -45,10 +45,9 @@ def health_problem(url: str | None, path: str, timeout: float = HEALTH_TIMEOUT_S
     if not url:
         return "no URL recorded"
     probe = f"{url}{path}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
     try:
-        with opener.open(probe, timeout=timeout) as reply:
-            return None if reply.status == 200 else f"{probe} answered HTTP {reply.status}"
+        status, _ = loopback.get(probe, timeout=timeout)
+        return None if status == 200 else f"{probe} answered HTTP {status}"
     except urllib.error.HTTPError as error:
         return f"{probe} answered HTTP {error.code}"
     except OSError as error:

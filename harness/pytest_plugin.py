@@ -195,7 +195,7 @@ def sagemaker_runtime_client(scones_stack):
 
 @pytest.fixture(scope="session")
 def run_workflow(scones_stack, stepfunctions_client):
-    """run_workflow(key_or_input, timeout=120) -> ExecutionResult; the key is in the stack's bucket."""
+    """run_workflow(key_or_input, timeout=120) -> RunResult (scones.lambdas.run_results); the key is in the stack's bucket."""
     from scones.harness.executions import run_executions
 
     def run(key_or_input, timeout: float = 120.0):
@@ -207,7 +207,7 @@ def run_workflow(scones_stack, stepfunctions_client):
 
 @pytest.fixture(scope="session")
 def run_workflows(scones_stack, stepfunctions_client):
-    """run_workflows(keys_or_inputs, concurrency=1) -> [ExecutionResult] in input order."""
+    """run_workflows(keys_or_inputs, concurrency=1) -> [RunResult] in input order."""
     from scones.harness.executions import run_executions
 
     def run(items, concurrency: int = 1, timeout: float = 120.0):

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from scones import settings
+from scones import loopback, settings
 from scones.deploy import local as local_target
 from scones.deploy.record import (
     MANAGED_BY_COMPOSE,
@@ -419,11 +419,7 @@ def deploy_stack(config: StackConfig, model_dir: Path, progress: Progress) -> De
 
 
 def _capture_status(endpoint_url: str) -> dict:
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(f"{endpoint_url}/capture/status", timeout=5) as reply:
-        return json.loads(reply.read())
+    return loopback.get_json(f"{endpoint_url}/capture/status")
 
 
 def _wait_capture_uploaded(endpoint_url: str, progress: Progress) -> None:

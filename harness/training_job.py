@@ -51,7 +51,7 @@ IMAGE_ENVIRONMENT = {
     "PYTHONUNBUFFERED": "1",
     "PYTHONIOENCODING": "UTF-8",
 }
-TOOLKIT_PYTHON = "SCONES_TRAINING_TOOLKIT_PYTHON"
+TOOLKIT_PYTHON = settings.TRAINING_TOOLKIT_PYTHON
 AUTO = "auto"
 # sagemaker_pytorch_container.training: NCCL settings and the rendezvous port it sets for every job.
 PYTORCH_TOOLKIT_ENVIRONMENT = {"NCCL_IB_DISABLE": "1", "NCCL_DEBUG": "WARN", "MASTER_PORT": "7777"}
@@ -276,7 +276,7 @@ def _unpack_source(base: Path) -> Path:
 
 def toolkit_python() -> str | None:
     """The Python that runs AWS's training toolkit here: $SCONES_TRAINING_TOOLKIT_PYTHON, or this one if it has it."""
-    named = os.environ.get(TOOLKIT_PYTHON)
+    named = settings.named(TOOLKIT_PYTHON)
     if named:
         return named
     if importlib.util.find_spec("sagemaker_training") and importlib.util.find_spec("sagemaker_pytorch_container"):

@@ -10,7 +10,7 @@ record written; result_key() says where the record of a photo lies. Nothing here
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -81,20 +81,34 @@ def _included(detail: dict, details_field: str) -> bool:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a dispatcher reads for one photo: the class or the error, and which run decided it."""
+    """One workflow run's result. Its record fields (RECORD_FIELDS) are what a dispatcher reads for one photo:
+    the class or the error, and which run decided it. The harness, which runs executions and reads their history
+    (harness/executions.py), fills the fields after them too; those are never written to the record."""
 
-    s3_bucket: str
+    s3_bucket: str | None
     s3_key: str
-    status: str                       # SUCCEEDED, FAILED, TIMED_OUT or ABORTED
-    predicted_class: str | None       # "bicycle" / "motorcycle" when SUCCEEDED
-    confidence: float | None
-    inferences: list[float] | None    # one probability per class, in CLASSES order
-    error: str | None                 # e.g. "ThresholdConfidenceNotMet"
-    message: str | None               # the error's message, taken from the cause
-    cause: str | None                 # as Step Functions reported it
-    execution_arn: str
-    started_at: str | None            # ISO 8601, UTC
-    stopped_at: str | None
+    status: str                                 # SUCCEEDED, FAILED, TIMED_OUT or ABORTED (the harness: or NOT_STARTED...)
+    predicted_class: str | None = None          # "bicycle" / "motorcycle" when SUCCEEDED
+    confidence: float | None = None
+    inferences: list[float] | None = None       # one probability per class, in CLASSES order
+    error: str | None = None                    # e.g. "ThresholdConfidenceNotMet"
+    message: str | None = None                  # the error's message, taken from the cause when not given
+    cause: str | None = None                    # as Step Functions reported it; for a Lambda error, a JSON document
+    execution_arn: str = ""
+    started_at: str | None = None               # ISO 8601, UTC
+    stopped_at: str | None = None
+    # What the harness read of the run (not in the record):
+    duration: float | None = None               # seconds, startDate -> stopDate as the service reports them
+    wall_duration: float | None = None          # seconds, start_execution call -> terminal status seen by the harness
+    failed_state: str | None = None
+    state_durations: dict[str, float] = field(default_factory=dict)   # state name -> seconds
+    event_types: list[str] = field(default_factory=list)
+    input: dict[str, Any] = field(default_factory=dict)
+    output: Any = None
+
+    def __post_init__(self) -> None:
+        if self.message is None and self.cause is not None:
+            object.__setattr__(self, "message", error_message(self.cause))  # frozen: set once, here
 
     @classmethod
     def from_execution(cls, run: ExecutionFinished) -> "RunResult":
@@ -112,11 +126,36 @@ class RunResult:
             predicted_class=predicted, confidence=confidence, inferences=inferences,
             error=run.error, message=error_message(run.cause), cause=run.cause,
             execution_arn=run.execution_arn,
-            started_at=_iso(run.start_date), stopped_at=_iso(run.stop_date),
+            started_at=iso_date(run.start_date), stopped_at=iso_date(run.stop_date),
         )
 
+    @property
+    def key(self) -> str:
+        return self.s3_key
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    @property
+    def cause_details(self) -> dict[str, Any] | None:
+        """The cause parsed, when it is a Lambda's error document ({"errorType", "errorMessage", "stackTrace",
+        "requestId"}, as the Lambda integration passes it on); None for a plain-text cause or none."""
+        return lambda_error_document(self.cause)
+
+    @property
+    def error_message(self) -> str | None:
+        """What a test wants to read: the Lambda's errorMessage, else the plain-text cause itself."""
+        return error_message(self.cause)
+
+    @property
+    def stack_trace(self) -> list[str]:
+        """The raising Lambda's stack trace lines (empty when the cause carries none)."""
+        return list((self.cause_details or {}).get("stackTrace") or [])
+
     def to_json(self) -> str:
-        record = asdict(self)
+        """The record written for the photo: the record fields, with predicted_class as "class"."""
+        record = {name: value for name, value in asdict(self).items() if name in RECORD_FIELDS}
         record["class"] = record.pop("predicted_class")
         return json.dumps(record, indent=2, sort_keys=True) + "\n"
 
@@ -125,6 +164,18 @@ class RunResult:
         record = json.loads(text)
         record["predicted_class"] = record.pop("class")
         return cls(**record)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The harness's view (`scones run --json`): the run keyed by "key", its history's figures and the cause
+        read both ways."""
+        document = {name: value for name, value in asdict(self).items() if name not in HARNESS_LEAVES_OUT}
+        return {"key": self.s3_key, **document, "error_message": self.error_message, "cause_details": self.cause_details}
+
+
+RECORD_FIELDS = ("s3_bucket", "s3_key", "status", "predicted_class", "confidence", "inferences", "error", "message",
+                 "cause", "execution_arn", "started_at", "stopped_at")
+# Record fields the harness's to_dict leaves out: the key comes first as "key", the message as "error_message".
+HARNESS_LEAVES_OUT = ("s3_bucket", "s3_key", "message")
 
 
 def _json(text: str | None, what: str) -> Any:
@@ -152,10 +203,13 @@ def error_message(cause: str | None) -> str | None:
     return str(document["errorMessage"]) if document else cause
 
 
-def _iso(date: Any) -> str | None:
-    """The event's date as ISO 8601 UTC with milliseconds: AWS sends epoch milliseconds
-    (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html), LocalStack 4.14 ISO text."""
-    if isinstance(date, str):
+def iso_date(date: Any) -> str | None:
+    """A run's date as ISO 8601 UTC with milliseconds. The status-change event has epoch milliseconds on AWS
+    (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html), ISO text on LocalStack 4.14;
+    DescribeExecution a datetime, as botocore parses it."""
+    if isinstance(date, datetime):
+        moment = date if date.tzinfo else date.replace(tzinfo=timezone.utc)
+    elif isinstance(date, str):
         try:
             moment = datetime.fromisoformat(date.replace("Z", "+00:00"))
         except ValueError:

@@ -43,8 +43,26 @@ SFN_CLIENT_CACHE = "SCONES_SFN_CLIENT_CACHE"                  # Step Functions r
 SFN_DEFINITION_CACHE = "SCONES_SFN_DEFINITION_CACHE"          # each state machine definition parsed once
 LAMBDA_THREADS_PATCH = "SCONES_LAMBDA_THREADS_PATCH"          # no new threads on LocalStack's invoke path
 EVENTS_SFN_TARGET_PATCH = "SCONES_EVENTS_SFN_TARGET_PATCH"    # EventBridge starts executions with transformed input
+FAULTS_PATCH = "SCONES_FAULTS_PATCH"                          # the fault rules' handler on the gateway
+SFN_TIME_SCALE_PATCH = "SCONES_SFN_TIME_SCALE_PATCH"          # Step Functions' waits follow the time scale
 SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, LAMBDA_THREADS_PATCH,
-            EVENTS_SFN_TARGET_PATCH)
+            EVENTS_SFN_TARGET_PATCH, FAULTS_PATCH, SFN_TIME_SCALE_PATCH)
+# Values read inside LocalStack's process when it starts (`scones up` passes them on).
+TIME_SCALE = "SCONES_TIME_SCALE"                    # Step Functions' time scale at the start (default 1: real time)
+IAM_MODE = "SCONES_IAM"                             # enforce (default) | report | off
+SAGEMAKER_DIR = "SCONES_SAGEMAKER_DIR"              # the SageMaker control plane's folder (default <LocalStack home>/sagemaker)
+SAGEMAKER_PYTHON = "SCONES_SAGEMAKER_PYTHON"        # the Python (with torch) of endpoint servers and training jobs
+SAGEMAKER_ENDPOINT_INSTANCES = "SCONES_SAGEMAKER_ENDPOINT_INSTANCES"  # the local stand-ins for AWS's quotas
+SAGEMAKER_TRAINING_JOBS = "SCONES_SAGEMAKER_TRAINING_JOBS"
+# `scones deploy --target local`: how SageMaker is reached, route | api | auto (deploy/local.py sagemaker_mode).
+LOCAL_SAGEMAKER = "SCONES_LOCAL_SAGEMAKER"
+# The compose stack's deploy container (docker-compose.yml, harness/compose/deploy.py).
+COMPOSE_BUCKET = "SCONES_BUCKET"
+COMPOSE_PREFIX = "SCONES_PREFIX"
+COMPOSE_ENDPOINT_NAME = "SCONES_ENDPOINT_NAME"
+COMPOSE_THRESHOLD = "SCONES_THRESHOLD"
+COMPOSE_MODEL_DIR = "SCONES_COMPOSE_MODEL_DIR"      # the host's paths of the folders mounted at /model and /data
+COMPOSE_DATA_DIR = "SCONES_COMPOSE_DATA_DIR"
 
 CONFIG_FILE = "scones.toml"
 PYPROJECT = "pyproject.toml"
@@ -162,6 +180,21 @@ def localstack_port(explicit: int | None, default: int) -> int:
 
 def endpoint_port(explicit: int | None, default: int) -> int:
     return lookup("endpoint_port", explicit) or default
+
+
+def named(variable: str) -> str | None:
+    """The value of one of the variables above, or None when it is unset or blank (the caller's default)."""
+    return os.environ.get(variable, "").strip() or None
+
+
+def whole_number(variable: str, default: int) -> int:
+    """A count such as the local SageMaker quotas: `default` when unset, else a whole number >= 0."""
+    raw = named(variable)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise SettingsError(f"${variable}={raw!r} is not a whole number (0 or more)")
+    return int(raw)
 
 
 def switched_off(variable: str) -> bool:

@@ -4,7 +4,8 @@
 
 Layers, lowest first: the package root (scones/: settings, contract); the code that ships on its
 own (lambdas/ in the Lambda zip, local_model/ as the SageMaker source directory, state_machine/);
-deploy/; harness/. A module may import its own layer and those below it. lambdas/ and
+deploy/; harness/; scones/testing.py (what tests and benchmarks use: nothing shipped imports it). A module may
+import its own layer and those below it. lambdas/ and
 local_model/ import nothing of scones at all: where they run, scones is not installed.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 FOLDERS = {"scones": "scones", "lambdas": "scones.lambdas", "local_model": "scones.local_model",
            "state_machine": "scones.state_machine", "deploy": "scones.deploy", "harness": "scones.harness"}
 RANK = {"scones": 0, "scones.lambdas": 1, "scones.local_model": 1, "scones.state_machine": 1,
-        "scones.deploy": 2, "scones.harness": 3}
+        "scones.deploy": 2, "scones.harness": 3, "scones.testing": 4}
 SELF_CONTAINED = {"scones.lambdas", "scones.local_model"}
 
 
@@ -55,7 +56,7 @@ def graph(root: Path = CHECKOUT) -> dict[str, dict[str, set[str]]]:
         for path in sorted((root / folder).rglob("*.py")):
             inner = path.relative_to(root / folder).with_suffix("").parts
             module_package = ".".join([package, *inner[:-1]])
-            source = layer_of(package)
+            source = layer_of(".".join([package, *inner]))
             for name in imports_of(path, module_package):
                 target = layer_of(name)
                 if target and source and target != source:

@@ -23,7 +23,7 @@ from botocore.config import Config
 from scones import settings
 from scones.harness.endpoint import EndpointServer, free_port
 from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter, restore_uploaded
-from scones.harness.serving.stub import build_stub_model
+from scones.testing import build_stub_model
 
 ENDPOINT = "capture-endpoint"
 KEY_PATTERN = re.compile(

@@ -491,6 +491,10 @@ def test_cli_refuses_fake_credentials_and_dry_run_prints_plan(tmp_path, staged, 
     result = CliRunner().invoke(main, ["deploy", "--region", REGION, "--data", str(staged), "--name", "cli", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "plan (dry run, nothing created)" in result.output and "cli-workflow" in result.output
+    # --prefix, as `scones up` spells it; --name above is its older spelling, still accepted.
+    result = CliRunner().invoke(main, ["deploy", "--region", REGION, "--data", str(staged), "--prefix", "cli", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "cli-workflow" in result.output
 
 
 def test_load_target_reads_the_aws_record(options, session):
@@ -540,7 +544,7 @@ def test_cli_deploy_then_destroy(tmp_path, staged, moto_aws, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", realistic_key())
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y" * 40)
     runner = CliRunner()
-    result = runner.invoke(main, ["deploy", "--target", "aws", "--region", REGION, "--data", str(staged), "--name", "cli",
+    result = runner.invoke(main, ["deploy", "--target", "aws", "--region", REGION, "--data", str(staged), "--prefix", "cli",
                                   "--hyperparameter", "epochs=5"])
     assert result.exit_code == 0, result.output
     outputs = json.loads(result.stdout)

@@ -7,6 +7,7 @@ import tarfile
 
 import pytest
 
+from scones import testing
 from scones.deploy import sagemaker as sm
 from scones.deploy.waiting import DeployError
 
@@ -77,7 +78,7 @@ def test_local_training_runs_the_very_source_tarball_the_deploy_uploads(tmp_path
     (or our port) unpacks it into /opt/ml/code before it starts train.py there."""
     from scones.harness import models
 
-    data = models.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
+    data = testing.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
     base = models.write_training_job(tmp_path / "job", data, {}, name="job")
     assert (tmp_path / "job" / "sourcedir.tar.gz").read_bytes() == sm.source_tarball()
     hyperparameters = json.loads((base / "input" / "config" / "hyperparameters.json").read_text())

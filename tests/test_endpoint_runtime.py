@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from scones import settings
 from scones.harness.endpoint import EndpointServer, EndpointStartError
-from scones.harness.serving.stub import build_stub_model
+from scones.testing import build_stub_model
 
 ENDPOINT = "test-endpoint"
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import urllib.request
 import uuid
 import zipfile
@@ -59,13 +58,12 @@ def workflow(localstack):
 
 def _run(sfn, machine: str, payload: dict, timeout: float = 60) -> dict:
     execution = sfn.start_execution(stateMachineArn=machine, name=uuid.uuid4().hex, input=json.dumps(payload))
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def finished() -> dict | None:
         described = sfn.describe_execution(executionArn=execution["executionArn"])
-        if described["status"] != "RUNNING":
-            return described
-        assert time.monotonic() < deadline, f"execution still RUNNING after {timeout} s"
-        time.sleep(0.05)
+        return described if described["status"] != "RUNNING" else None
+
+    return poll(finished, timeout=timeout, interval=0.05, what="the execution to finish")
 
 
 def _cache_status(localstack) -> dict:
@@ -81,10 +79,8 @@ def _executor_status(localstack) -> dict:
 def test_lambda_tasks_run_and_reuse_one_client(localstack, workflow):
     sfn, machine = workflow
     # The patches land in the background once the executor plugin loads (at the first function).
-    deadline = time.monotonic() + 60
-    while not _executor_status(localstack)["sfn_definition_cache"]["active"]:
-        assert time.monotonic() < deadline, _executor_status(localstack)
-        time.sleep(0.1)
+    poll(lambda: _executor_status(localstack)["sfn_definition_cache"]["active"], timeout=60, interval=0.1,
+         what="the Step Functions patches to be applied")
     for _ in range(2):
         described = _run(sfn, machine, {"hops": 0})
         assert described["status"] == "SUCCEEDED", described

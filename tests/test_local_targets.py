@@ -245,7 +245,7 @@ def test_status_reports_an_endpoint_stopped_with_sigstop_as_unhealthy(tmp_path, 
     import signal
 
     from scones.harness.endpoint import EndpointServer, free_port
-    from scones.harness.serving.stub import build_stub_model
+    from scones.testing import build_stub_model
 
     endpoint = EndpointServer(build_stub_model(tmp_path / "model"), port=free_port(), mode="subprocess",
                               log_path=tmp_path / "endpoint.log").start()
@@ -284,7 +284,7 @@ def test_the_endpoint_server_gets_only_local_credentials(tmp_path, monkeypatch):
     from pathlib import Path
 
     from scones.harness.endpoint import free_port
-    from scones.harness.serving.stub import build_stub_model
+    from scones.testing import build_stub_model
 
     caller = {"AWS_SESSION_TOKEN": "FwoGZXIvYXdzEXAMPLETOKEN", "AWS_PROFILE": "production",
               "AWS_ACCESS_KEY_ID": "AKIAABCDEFGHIJKLMNOP", "AWS_SECRET_ACCESS_KEY": "real-looking-secret",

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scones import testing
 from scones.harness import models
-from scones.harness.serving.handlers import extract_tar
+from scones.harness.serving.handlers import extract_tar, import_handlers
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A folder holding a freshly trained tiny model.tar.gz."""
     root = tmp_path_factory.mktemp("tiny")
-    data = models.write_synthetic_dataset(root / "data")
-    return models.train_model(data, root / "out", models.TINY_HYPERPARAMETERS, echo=False)
+    data = testing.write_synthetic_dataset(root / "data")
+    return models.train_model(data, root / "out", testing.TINY_HYPERPARAMETERS, echo=False)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def served(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     with tarfile.open(tiny_model / "model.tar.gz") as archive:
         extract_tar(archive, root / "model")
-    inference = models.load_serving_handlers(root / "model")
+    inference = import_handlers(root / "model")
     return inference, inference.model_fn(str(root / "model"))
 
 

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from scones import settings
+from scones import settings, testing
 from scones.harness import models
 from scones.harness.cli import main as scones
-from scones.harness.serving.handlers import extract_tar
+from scones.harness.serving.handlers import extract_tar, import_handlers
 
-TINY = models.TINY_HYPERPARAMETERS
+TINY = testing.TINY_HYPERPARAMETERS
 
 
 @pytest.fixture
 def dataset(tmp_path) -> Path:
-    return models.write_synthetic_dataset(tmp_path / "data")
+    return testing.write_synthetic_dataset(tmp_path / "data")
 
 
 def test_train_script_runs_under_the_sagemaker_env_contract(dataset, tmp_path):
@@ -57,7 +57,7 @@ def test_train_script_runs_under_the_sagemaker_env_contract(dataset, tmp_path):
     assert sum(baseline["predicted_class_counts"].values()) == 8
     assert all(0.5 <= value <= 1.0 for value in baseline["max_confidence"])
 
-    inference = models.load_serving_handlers(model_dir)
+    inference = import_handlers(model_dir)
     model = inference.model_fn(str(model_dir))
     body = (dataset / "test" / "bicycle" / "bicycle_000.png").read_bytes()
     probabilities = json.loads(inference.output_fn(inference.predict_fn(inference.input_fn(body, "image/png"), model),
@@ -88,7 +88,7 @@ def test_scones_train_writes_a_sagemaker_model_tarball(dataset, tmp_path):
     with tarfile.open(out / "model.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["code", "code/inference.py", "code/network.py", "model.pth"]
         extract_tar(archive, tmp_path / "unpacked")
-    inference = models.load_serving_handlers(tmp_path / "unpacked")
+    inference = import_handlers(tmp_path / "unpacked")
     model = inference.model_fn(str(tmp_path / "unpacked"))
     assert json.loads(inference.output_fn(inference.predict_fn(
         inference.input_fn((dataset / "test" / "motorcycle" / "motorcycle_001.png").read_bytes(), "image/png"),
@@ -114,7 +114,7 @@ def test_hyperparameters_are_passed_the_sagemaker_way(tmp_path):
     (sagemaker_training/environment.py read_hyperparameters), drops the sagemaker_* keys and passes
     the rest sorted, keys verbatim, values str()'d (mapping.to_cmd_args), after `python --`
     (process.ProcessRunner._create_command). tests/parity runs the real toolkit on the same job."""
-    data = models.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
+    data = testing.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
     base = models.write_training_job(tmp_path / "job", data, {
         "batch_size": 8, "widths": [8, 16], "flip_tta": False, "label-smoothing": 0.05, "arch": "resnet", "lr": None,
     }, name="job")
@@ -233,8 +233,8 @@ def test_ensure_model_clears_staging_left_by_a_killed_run(dataset, tmp_path, mon
 
 
 def test_ensure_tiny_model_gives_a_servable_model(tmp_path):
-    folder = models.ensure_tiny_model(tmp_path / "state")
-    assert models.ensure_tiny_model(tmp_path / "state") == folder
+    folder = testing.ensure_tiny_model(tmp_path / "state")
+    assert testing.ensure_tiny_model(tmp_path / "state") == folder
     with tarfile.open(folder / "model.tar.gz") as archive:
         assert "code/inference.py" in archive.getnames()
 

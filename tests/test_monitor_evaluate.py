@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from scones.harness import evaluate
 from scones.harness.cli import main
-from scones.harness.executions import ExecutionResult
+from scones.lambdas.run_results import RunResult
 
 KEYS = [f"test/{cls}/{cls[:4]}_{i:03d}.png" for cls in ("bicycle", "motorcycle") for i in range(10)]
 
@@ -49,10 +49,10 @@ def test_only_images_under_the_test_prefix_are_listed(monkeypatch):
 
 
 def result(key, status, predicted, confidence, error=None, duration=0.1):
-    return ExecutionResult(key=key, status=status, execution_arn=f"arn:{key}", predicted_class=predicted,
-                           confidence=confidence, error=error, duration=duration,
-                           cause=json.dumps({"errorMessage": "below threshold"}) if error else None,
-                           failed_state="filterInferences" if error else None)
+    return RunResult(s3_bucket="bucket", s3_key=key, status=status, execution_arn=f"arn:{key}", predicted_class=predicted,
+                     confidence=confidence, error=error, duration=duration,
+                     cause=json.dumps({"errorMessage": "below threshold"}) if error else None,
+                     failed_state="filterInferences" if error else None)
 
 
 RESULTS = [

@@ -35,10 +35,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
+from scones import testing
 from scones.deploy import sagemaker as sm
-from scones.harness import models
 from scones.harness.sagemaker import processes
-from scones.harness.serving.stub import build_stub_model
+from scones.testing import build_stub_model
 from support import poll, running_localstack
 
 pytestmark = pytest.mark.e2e
@@ -296,7 +296,7 @@ def training_request(name: str, source: str, *, hyperparameters: dict, channels:
 
 @pytest.fixture(scope="module")
 def training_data(s3, tmp_path_factory) -> dict[str, str]:
-    data = models.write_synthetic_dataset(tmp_path_factory.mktemp("data"))
+    data = testing.write_synthetic_dataset(tmp_path_factory.mktemp("data"))
     for path in data.rglob("*.png"):
         s3.upload_file(str(path), "models", f"data/{path.relative_to(data)}")
     return {"train": "s3://models/data/train", "test": "s3://models/data/test"}
@@ -316,7 +316,7 @@ def wait_for_job(sagemaker, name: str, *, fails: bool = False) -> dict:
 def test_a_training_job_really_trains_and_uploads_its_model(localstack, sagemaker, s3, training_data):
     name = unique("train")
     source = upload_source(s3)
-    sagemaker.create_training_job(**training_request(name, source, hyperparameters=models.TINY_HYPERPARAMETERS,
+    sagemaker.create_training_job(**training_request(name, source, hyperparameters=testing.TINY_HYPERPARAMETERS,
                                                      channels=training_data))
     job = wait_for_job(sagemaker, name)
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Completed", "Completed"), job.get("FailureReason")

@@ -31,7 +31,7 @@ from scones.deploy import local as local_target
 from scones.harness import localstack as localstack_manager
 from scones.harness.endpoint import EndpointServer, free_port
 from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
-from scones.harness.serving.stub import build_stub_model
+from scones.testing import build_stub_model
 from support import zip_of
 
 pytestmark = pytest.mark.e2e

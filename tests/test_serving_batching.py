@@ -25,7 +25,7 @@ from scones import settings
 from scones.harness.endpoint import EndpointServer
 from scones.harness.serving.handlers import LoadedModel, load_model, unpack_model
 from scones.harness.serving.server import EndpointSettings, InferenceWorkers
-from scones.harness.serving.stub import build_stub_model
+from scones.testing import build_stub_model
 from support import poll
 
 ENDPOINT = "batching-endpoint"

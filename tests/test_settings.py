@@ -82,3 +82,20 @@ def test_the_clone_finds_its_images_through_its_own_pyproject():
     project = settings.project(CHECKOUT)
     assert project.config_path == CHECKOUT / "pyproject.toml"
     assert (project.root / project.values["data_dir"]).resolve() == (CHECKOUT.parent / "shared" / "data").resolve()
+
+
+def test_the_sandbox_module_spells_its_switch_as_settings_does():
+    """sandbox.py runs on its own (it imports nothing of scones), so it spells the variable out; one name for it."""
+    from scones.harness.lambda_executor import sandbox
+
+    assert sandbox.SWITCH == settings.LAMBDA_SANDBOX
+
+
+def test_a_count_setting_is_its_default_unset_and_a_clear_error_when_not_a_whole_number(monkeypatch):
+    monkeypatch.delenv(settings.SAGEMAKER_TRAINING_JOBS, raising=False)
+    assert settings.whole_number(settings.SAGEMAKER_TRAINING_JOBS, 2) == 2
+    monkeypatch.setenv(settings.SAGEMAKER_TRAINING_JOBS, " 5 ")
+    assert settings.whole_number(settings.SAGEMAKER_TRAINING_JOBS, 2) == 5
+    monkeypatch.setenv(settings.SAGEMAKER_TRAINING_JOBS, "two")
+    with pytest.raises(settings.SettingsError, match=f"\\${settings.SAGEMAKER_TRAINING_JOBS}='two' is not a whole number"):
+        settings.whole_number(settings.SAGEMAKER_TRAINING_JOBS, 2)

@@ -17,7 +17,8 @@ import uuid
 import boto3
 import pytest
 
-from support import running_localstack
+from scones import settings
+from support import poll, running_localstack
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,7 @@ def _get(url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
-    with running_localstack(tmp_path_factory.mktemp("localstack"), {"SCONES_TIME_SCALE": "0.01"}) as instance:
+    with running_localstack(tmp_path_factory.mktemp("localstack"), {settings.TIME_SCALE: "0.01"}) as instance:
         yield instance
 
 
@@ -52,20 +53,23 @@ def _run(localstack, definition: dict) -> tuple[dict, list[dict], float]:
                                        roleArn=ROLE)["stateMachineArn"]
     started = time.monotonic()
     execution = sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
-    deadline = started + 60
-    while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "execution still RUNNING after 60 s"
-        time.sleep(0.05)
+
+    def finished() -> dict | None:
+        described = sfn.describe_execution(executionArn=execution)
+        return described if described["status"] != "RUNNING" else None
+
+    described = poll(finished, timeout=60, interval=0.05, what="the execution to finish")
     wall = time.monotonic() - started
     return described, sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"], wall
 
 
 def test_waits_and_retries_are_scaled_and_the_history_keeps_aws_intervals(scaled):
-    state = _get(f"{scaled.url}/_scones/time-scale")
-    if not state["active"]:   # applied in the background at start: give it its few seconds
-        deadline = time.monotonic() + 60
-        while not (state := _get(f"{scaled.url}/_scones/time-scale"))["active"] and time.monotonic() < deadline:
-            time.sleep(0.2)
+    # Applied in the background at start: give it its few seconds.
+    def applied() -> dict | None:
+        state = _get(f"{scaled.url}/_scones/time-scale")
+        return state if state["active"] else None
+
+    state = poll(applied, timeout=60, interval=0.2, what="the time scale patch to be applied")
     assert state["active"] and state["scale"] == 0.01, state
 
     described, events, wall = _run(scaled, DEFINITION)

@@ -24,7 +24,7 @@ from scones.deploy.record import local_record_path
 from scones.harness import stack
 from scones.harness.endpoint import free_port
 from scones.harness.localstack import LocalStack
-from scones.harness.serving.stub import build_stub_model
+from scones.testing import build_stub_model
 from support import poll
 
 pytestmark = pytest.mark.e2e

@@ -21,6 +21,7 @@ from scones.deploy.scaling import (
     ScalingOptions,
 )
 from scones.deploy.waiting import DeployError
+from scones.harness.commands.options import endpoint_name_option, prefix_option, state_dir_option, target_option, threshold_option
 
 
 def _progress(message: str) -> None:
@@ -43,19 +44,18 @@ def _fail(error: Exception) -> click.ClickException:
 
 
 @click.command()
-@click.option("--target", type=click.Choice(["aws", "local"]), default="aws", show_default=True,
-              help="aws, or local: the running local stack (`scones up` starts it and runs this same plan).")
+@target_option(("aws", "local"), help="aws, or local: the running local stack (`scones up` starts it and runs this same plan).")
 @click.option("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's).")
 @click.option("--profile", help="AWS profile to use (default: the standard credential chain).")
-@click.option("--bucket", help="S3 bucket for data, model artifacts and data capture (default: <name>-data-<region>-<account>).")
-@click.option("--name", "prefix", default=DEFAULT_PREFIX, show_default=True, help="Prefix of every resource name.")
-@click.option("--endpoint-name", help="SageMaker endpoint name (default: <name>-classifier).")
-@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True, help="Confidence the filter step requires.")
+@click.option("--bucket", help="S3 bucket for data, model artifacts and data capture (default: <prefix>-data-<region>-<account>).")
+@prefix_option(DEFAULT_PREFIX, aliases=("--name",))
+@endpoint_name_option(None, help="SageMaker endpoint name (default: <prefix>-classifier).")
+@threshold_option(DEFAULT_THRESHOLD)
 @click.option("--model-data", help="s3://.../model.tar.gz to serve instead of training one.")
 @click.option("--trainer", type=click.Choice(TRAINERS), default="pytorch", show_default=True,
               help="pytorch: local_model/train.py in the PyTorch container; builtin: the original's image-classification algorithm.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Staged data directory (default: $SCONES_DATA_DIR, else data_dir in [tool.scones], else <state>/data).")
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the deploy record lives (default: SCONES_STATE_DIR or .scones).")
+@state_dir_option()
 @click.option("--hyperparameter", "-H", "hyperparameters", multiple=True, metavar="KEY=VALUE", help="Passed to train.py as --KEY VALUE.")
 @click.option("--training-instance", help=f"Default {TRAINING_INSTANCE} (pytorch) or {BUILTIN_TRAINING_INSTANCE} (builtin, GPU only).")
 @click.option("--endpoint-instance", default=ENDPOINT_INSTANCE, show_default=True)
@@ -112,8 +112,8 @@ def deploy(target, region, profile, bucket, prefix, endpoint_name, threshold, mo
 
 
 @click.command()
-@click.option("--target", type=click.Choice(["aws", "local"]), default="aws", show_default=True)
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the deploy record lives.")
+@target_option(("aws", "local"))
+@state_dir_option()
 @click.option("--delete-bucket", is_flag=True, help="Also empty and delete the bucket, if the deploy created it.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def destroy(target, state_dir, delete_bucket, yes):

@@ -5,6 +5,7 @@ import json
 
 import click
 
+from scones.harness.commands.options import json_option
 from scones.harness.faults import describe
 
 RULE_HELP = ("A rule as JSON, e.g. '{\"service\": \"sagemaker-runtime\", \"operation\": \"InvokeEndpoint\", "
@@ -83,7 +84,7 @@ def add(rule_json, service, operation, resource, error_code, status, message, fu
 
 
 @faults.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the rules as JSON.")
+@json_option("Print the rules as JSON.")
 @localstack_option
 def list_rules(as_json, localstack_url) -> None:
     """The rules in force, with how many calls each matched and fired on."""

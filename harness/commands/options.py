@@ -43,9 +43,11 @@ def port_option(name: str, help: str, default: int | None = None) -> Decorator:
     return click.option(name, type=PORT, default=default, show_default=default is not None, help=help)
 
 
-def prefix_option(default: str = local_target.DEFAULT_PREFIX) -> Decorator:
-    return click.option("--prefix", default=default, show_default=True,
-                        help="Prefix of every resource name (functions, state machine, roles).")
+def prefix_option(default: str = local_target.DEFAULT_PREFIX, aliases: tuple[str, ...] = ()) -> Decorator:
+    """--prefix; `aliases` are older spellings a command still accepts so that scripts keep working."""
+    also = f" ({', '.join(aliases)}: the same, an older spelling)" if aliases else ""
+    return click.option("--prefix", *aliases, "prefix", default=default, show_default=True,
+                        help=f"Prefix of every resource name (functions, state machine, roles){also}.")
 
 
 def concurrency_option(default: int) -> Decorator:

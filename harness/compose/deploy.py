@@ -14,30 +14,28 @@ the URLs in the record are the host's too.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
-from scones import settings
+from scones import loopback, settings
 from scones.deploy import local as local_target
 from scones.deploy.record import MANAGED_BY_COMPOSE, local_record_path, local_stack_record, write_record
 from scones.harness import localstack as localstack_manager
 
-BUCKET = "SCONES_BUCKET"
-PREFIX = "SCONES_PREFIX"
-ENDPOINT_NAME = "SCONES_ENDPOINT_NAME"
-THRESHOLD = "SCONES_THRESHOLD"
+BUCKET = settings.COMPOSE_BUCKET
+PREFIX = settings.COMPOSE_PREFIX
+ENDPOINT_NAME = settings.COMPOSE_ENDPOINT_NAME
+THRESHOLD = settings.COMPOSE_THRESHOLD
 # The host's paths of the mounted folders, recorded so that host tools (scones monitor reads the
 # model's baseline.json) find them; inside the container they are /model and /data.
-MODEL_DIR_ON_HOST = "SCONES_COMPOSE_MODEL_DIR"
-DATA_DIR_ON_HOST = "SCONES_COMPOSE_DATA_DIR"
+MODEL_DIR_ON_HOST = settings.COMPOSE_MODEL_DIR
+DATA_DIR_ON_HOST = settings.COMPOSE_DATA_DIR
 MODEL_DIR = "/model"   # the served model's folder inside the container: model.tar.gz and baseline.json
 
 
@@ -92,8 +90,7 @@ def _report_lambda_sandbox(localstack_url: str, progress) -> None:
     the host: Docker's default seccomp profile refuses the namespaces bubblewrap needs, and the
     container's cgroup file system is read-only)."""
     try:
-        with urllib.request.urlopen(f"{localstack_url}/_scones/executor", timeout=5) as reply:
-            described = json.loads(reply.read()).get("sandbox")
+        described = loopback.get_json(f"{localstack_url}/_scones/executor").get("sandbox")
     except (OSError, ValueError):
         described = None
     if described:

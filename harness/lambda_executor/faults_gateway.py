@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 
@@ -38,6 +37,7 @@ from localstack.http import Response
 from localstack.runtime import hooks
 from rolo import Request, route
 
+from scones import settings
 from scones.harness.faults import FaultRuleError, Rule, RuleSet, function_error_payload
 from scones.harness.lambda_executor.names import FAULTS_PATCH_ENV, FAULTS_PATH
 
@@ -165,7 +165,7 @@ def install_faults() -> None:
     from scones.harness.lambda_executor import sfn_time_scale
 
     sfn_time_scale.install()
-    if os.environ.get(FAULTS_PATCH_ENV, "1") == "0":
+    if settings.switched_off(FAULTS_PATCH_ENV):
         LOG.info("fault rules off (%s=0)", FAULTS_PATCH_ENV)
         return
     ROUTER.add(FaultsAPI())

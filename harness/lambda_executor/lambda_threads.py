@@ -24,7 +24,6 @@ import logging
 import queue
 import threading
 import time
-from typing import TypedDict
 
 from scones.harness.lambda_executor import pinned
 from scones.harness.lambda_executor.names import THREADS_PATCH_ENV
@@ -33,18 +32,6 @@ LOG = logging.getLogger(__name__)
 
 METRIC_THREAD_PREFIX = "record-cloudwatch-metric"  # the names 4.14.0 gives its metric threads
 
-
-
-class _Status(TypedDict):
-    active: bool
-    reason: str
-    timers_started: int
-    timers_fired: int
-    metrics_recorded: int
-
-
-_lock = threading.Lock()
-_state: _Status = {"active": False, "reason": "not applied yet", "timers_started": 0, "timers_fired": 0, "metrics_recorded": 0}
 
 
 class _Scheduler:
@@ -74,7 +61,7 @@ class _Scheduler:
                     self._wakeup.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
                 _, _, timer = heapq.heappop(self._heap)
             if not timer.cancelled:
-                _state["timers_fired"] += 1
+                PATCH.state["timers_fired"] += 1
                 threading.Thread(target=timer.function, args=timer.args, kwargs=timer.kwargs,
                                  name="scones-lambda-timer", daemon=True).start()
 
@@ -94,7 +81,7 @@ class SharedTimer:
         self.cancelled = False
 
     def start(self) -> None:
-        _state["timers_started"] += 1
+        PATCH.state["timers_started"] += 1
         self.deadline = time.monotonic() + self.interval
         _scheduler.add(self)
 
@@ -110,38 +97,36 @@ def _record_metrics() -> None:
         record = _metrics.get()
         try:
             record()
-            _state["metrics_recorded"] += 1
+            PATCH.state["metrics_recorded"] += 1
         except Exception as exc:  # as in a FuncThread: a failed metric must not stop the next ones
             LOG.debug("Recording a Lambda metric failed: %s", exc)
 
 
+def _install() -> None:
+    from localstack.services.lambda_.invocation import execution_environment, version_manager
+
+    execution_environment.Timer = SharedTimer
+    original_start_thread = version_manager.start_thread
+
+    @functools.wraps(original_start_thread)
+    def start_thread(method, *args, name: str | None = None, **kwargs):
+        if name and name.startswith(METRIC_THREAD_PREFIX):
+            _metrics.put(method)  # the caller ignores the thread it would get back
+            return None
+        return original_start_thread(method, *args, name=name, **kwargs)
+
+    version_manager.start_thread = start_thread
+    threading.Thread(target=_record_metrics, name="scones-lambda-metrics", daemon=True).start()
+
+
+PATCH = pinned.Patch("Lambda thread patch (shared keep-alive timers, one metrics thread)", THREADS_PATCH_ENV, _install,
+                     timers_started=0, timers_fired=0, metrics_recorded=0)
+
+
 def apply() -> bool:
     """Install both once; True when active."""
-    with _lock:
-        if _state["active"]:
-            return True
-        reason = pinned.refusal(THREADS_PATCH_ENV, "Lambda thread patch")
-        if reason:
-            _state["reason"] = reason
-            return False
-        from localstack.services.lambda_.invocation import execution_environment, version_manager
-
-        execution_environment.Timer = SharedTimer
-        original_start_thread = version_manager.start_thread
-
-        @functools.wraps(original_start_thread)
-        def start_thread(method, *args, name: str | None = None, **kwargs):
-            if name and name.startswith(METRIC_THREAD_PREFIX):
-                _metrics.put(method)  # the caller ignores the thread it would get back
-                return None
-            return original_start_thread(method, *args, name=name, **kwargs)
-
-        version_manager.start_thread = start_thread
-        threading.Thread(target=_record_metrics, name="scones-lambda-metrics", daemon=True).start()
-        _state.update({"active": True, "reason": "applied"})
-        LOG.info("Lambda thread patch active (shared keep-alive timers, one metrics thread)")
-        return True
+    return PATCH.apply()
 
 
 def status() -> dict:
-    return dict(_state)
+    return PATCH.status()

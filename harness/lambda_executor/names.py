@@ -1,4 +1,5 @@
 """Names shared by the manager (project venv) and the executor (LocalStack's venv): no imports of LocalStack."""
+from scones import settings
 
 LOCALSTACK_VERSION = "4.14.0"                        # the localstack-core we install and our patches were read in
 PLUGIN_NAME = "scones-process"                       # LAMBDA_RUNTIME_EXECUTOR=<this>
@@ -10,17 +11,17 @@ SAGEMAKER_RUNTIME_HOOK = "install_sagemaker_runtime = scones.harness.lambda_exec
 # On LocalStack's gateway: PUT <this>/<endpoint name> {"url": "http://HOST:PORT"}; GET <this> lists them.
 SAGEMAKER_ENDPOINTS_PATH = "/_scones/sagemaker-endpoints"
 
-# Environment of the LocalStack process, read by the executor.
-PYTHONS_ENV = "SCONES_LAMBDA_PYTHONS"                # JSON {"python3.12": "/path/to/bin/python", ...}
-CLIENT_CACHE_ENV = "SCONES_SFN_CLIENT_CACHE"         # "1" (default) patches Step Functions' Lambda client reuse
-DEFINITION_CACHE_ENV = "SCONES_SFN_DEFINITION_CACHE"  # "1" (default) parses each state machine definition once
-THREADS_PATCH_ENV = "SCONES_LAMBDA_THREADS_PATCH"     # "1" (default): no new threads on LocalStack's invoke path
-EVENTS_SFN_TARGET_ENV = "SCONES_EVENTS_SFN_TARGET_PATCH"  # "1" (default): EventBridge starts executions with transformed input
+# Environment of the LocalStack process, read by the executor; the variables are settings (scones/settings.py).
+PYTHONS_ENV = settings.LAMBDA_PYTHONS
+CLIENT_CACHE_ENV = settings.SFN_CLIENT_CACHE
+DEFINITION_CACHE_ENV = settings.SFN_DEFINITION_CACHE
+THREADS_PATCH_ENV = settings.LAMBDA_THREADS_PATCH
+EVENTS_SFN_TARGET_ENV = settings.EVENTS_SFN_TARGET_PATCH
 
 # Fault rules and the Step Functions time scale (harness/faults.py, faults_gateway.py, sfn_time_scale.py).
 FAULTS_HOOK = "install_faults = scones.harness.lambda_executor.faults_gateway:install_faults"
 FAULTS_PATH = "/_scones/faults"                      # GET lists, POST adds, DELETE clears (or /<id> removes one)
 TIME_SCALE_PATH = "/_scones/time-scale"              # GET; PUT {"scale": 0.01}
-FAULTS_PATCH_ENV = "SCONES_FAULTS_PATCH"             # "1" (default): the fault rules' handler is on the gateway
-TIME_SCALE_PATCH_ENV = "SCONES_SFN_TIME_SCALE_PATCH"  # "1" (default): Step Functions' waits follow the time scale
-TIME_SCALE_ENV = "SCONES_TIME_SCALE"                 # the time scale LocalStack starts with (default 1: real time)
+FAULTS_PATCH_ENV = settings.FAULTS_PATCH
+TIME_SCALE_PATCH_ENV = settings.SFN_TIME_SCALE_PATCH
+TIME_SCALE_ENV = settings.TIME_SCALE

@@ -6,29 +6,30 @@ localstack-core 4.14.0, where `LambdaProvider._validate_runtime` was read.
 """
 from __future__ import annotations
 
+from scones import settings
 from scones.harness.lambda_executor import pinned
 from scones.harness.lambda_executor.runtimes import BLOCKED_RUNTIMES, blocked_message
 
-SWITCH = "SCONES_LAMBDA_RUNTIME_VALIDATION"
+SWITCH = settings.LAMBDA_RUNTIME_VALIDATION
 
 
-def apply() -> str | None:
-    """Install the check; None when active, else why not."""
-    reason = pinned.refusal(SWITCH, "Lambda runtime validation")
-    if reason:
-        return reason
+def _install() -> None:
     from localstack.aws.api.lambda_ import InvalidParameterValueException
     from localstack.services.lambda_.provider import LambdaProvider
 
     original = LambdaProvider._validate_runtime
-    if getattr(original, "scones_patched", False):
-        return None
 
     def validate_runtime(self, package_type, runtime):
         if runtime in BLOCKED_RUNTIMES:
             raise InvalidParameterValueException(blocked_message(runtime), Type="User")
         return original(self, package_type, runtime)
 
-    vars(validate_runtime)["scones_patched"] = True  # the mark a second apply() looks for
     LambdaProvider._validate_runtime = validate_runtime
-    return None
+
+
+PATCH = pinned.Patch("Lambda runtime validation", SWITCH, _install)
+
+
+def apply() -> str | None:
+    """Install the check; None when active, else why not."""
+    return None if PATCH.apply() else PATCH.state["reason"]

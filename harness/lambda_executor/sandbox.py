@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# settings.LAMBDA_SANDBOX, spelled out: this module imports nothing of scones, as it also runs on its own
+# (tests/test_lambda_sandbox.py copies it alone); tests/test_settings.py checks that the two agree.
 SWITCH = "SCONES_LAMBDA_SANDBOX"
 CHOICES = ("auto", "bwrap", "unshare", "off")
 OFF_SPELLINGS = ("off", "0")

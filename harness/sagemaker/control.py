@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from scones import settings
 from scones.harness.sagemaker import processes
 
 # The images whose containers we run here, by the ECR repository in their URI: AWS's PyTorch deep learning
@@ -36,8 +37,8 @@ RUNNABLE_INFERENCE = "AWS's PyTorch inference images (<account>.dkr.ecr.<region>
 RUNNABLE_TRAINING = "AWS's PyTorch training images (<account>.dkr.ecr.<region>.amazonaws.com/pytorch-training:<tag>)"
 # Local stand-ins for AWS's per-account service quotas (ResourceLimitExceeded): each endpoint instance and
 # training job is a process with a model in memory on this machine.
-ENDPOINT_INSTANCE_LIMIT = int(os.environ.get(processes.ENDPOINT_INSTANCES_ENV, "8"))
-TRAINING_JOB_LIMIT = int(os.environ.get(processes.TRAINING_JOBS_ENV, "2"))
+ENDPOINT_INSTANCE_LIMIT = settings.whole_number(processes.ENDPOINT_INSTANCES_ENV, 8)
+TRAINING_JOB_LIMIT = settings.whole_number(processes.TRAINING_JOBS_ENV, 2)
 ROUTE_SWITCH_GRACE_S = 1.0
 
 
@@ -613,7 +614,7 @@ def _capture_description(config: dict) -> dict:
 
 def default_python() -> str | None:
     """$SCONES_SAGEMAKER_PYTHON, else the .venv of the checkout this scones lives in, if any."""
-    named = os.environ.get(processes.PYTHON_ENV)
+    named = settings.named(processes.PYTHON_ENV)
     if named:
         return named
     checkout_venv = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python"
@@ -622,7 +623,7 @@ def default_python() -> str | None:
 
 def default_root() -> Path:
     """$SCONES_SAGEMAKER_DIR, else <LocalStack home>/sagemaker (LocalStack's FILESYSTEM_ROOT is <home>/filesystem)."""
-    named = os.environ.get(processes.SAGEMAKER_DIR_ENV)
+    named = settings.named(processes.SAGEMAKER_DIR_ENV)
     if named:
         return Path(named)
     filesystem = os.environ.get("FILESYSTEM_ROOT")

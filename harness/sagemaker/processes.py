@@ -16,14 +16,15 @@ import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from scones import settings
 from scones.polling import poll_condition
 
-SAGEMAKER_DIR_ENV = "SCONES_SAGEMAKER_DIR"
+SAGEMAKER_DIR_ENV = settings.SAGEMAKER_DIR
 # The Python (with torch) that runs endpoint servers and training jobs; LocalStack's own has no torch.
-PYTHON_ENV = "SCONES_SAGEMAKER_PYTHON"
+PYTHON_ENV = settings.SAGEMAKER_PYTHON
 # The local stand-ins for AWS's quotas (harness/sagemaker/control.py), passed on to LocalStack when set.
-ENDPOINT_INSTANCES_ENV = "SCONES_SAGEMAKER_ENDPOINT_INSTANCES"
-TRAINING_JOBS_ENV = "SCONES_SAGEMAKER_TRAINING_JOBS"
+ENDPOINT_INSTANCES_ENV = settings.SAGEMAKER_ENDPOINT_INSTANCES
+TRAINING_JOBS_ENV = settings.SAGEMAKER_TRAINING_JOBS
 STOP_GRACE_S = 30.0
 HOST_MODULES = "scones.harness.sagemaker."   # endpoint_host and training_host
 SERVER_MODULE = "scones.harness.commands.endpoint"   # the endpoint server an endpoint_host starts

@@ -46,6 +46,7 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Protocol, Sequence, TypeGuard
 
 from scones.errors import SconesError
@@ -409,27 +410,35 @@ def program_module() -> str:
     return program[:-3] if program.endswith(".py") else program
 
 
-def load_model(model_dir: str | os.PathLike) -> LoadedModel:
-    """Import <model_dir>/code/$SAGEMAKER_PROGRAM and call its model_fn, with the container's defaults
-    (Transformer.validate_and_initialize)."""
+def import_handlers(model_dir: str | os.PathLike) -> ModuleType | None:
+    """The module <model_dir>/code/$SAGEMAKER_PROGRAM, imported as the container does (code/ on sys.path),
+    or None when the model has no such script (the container's default handlers then serve it)."""
     model_dir = Path(model_dir).resolve()
     code_dir = model_dir / "code"
     name = program_module()
     script = next((path for path in (code_dir / f"{name}.py", code_dir / name / "__init__.py") if path.is_file()), None)
-    module = None
-    if script is not None:
-        with _import_lock:
-            # Helpers beside inference.py (e.g. code/network.py) import by bare name, as in the container.
-            if str(code_dir) not in sys.path:
-                sys.path.insert(0, str(code_dir))
-            # A unique module name so two models in one process do not share a cached module.
-            unique = f"{name}_{abs(hash(str(model_dir)))}"
-            spec = importlib.util.spec_from_file_location(unique, script)
-            if spec is None or spec.loader is None:  # only for a file Python has no loader for: not a .py
-                raise ImportError(f"cannot import the handlers in {script}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[unique] = module
-            spec.loader.exec_module(module)
+    if script is None:
+        return None
+    with _import_lock:
+        # Helpers beside inference.py (e.g. code/network.py) import by bare name, as in the container.
+        if str(code_dir) not in sys.path:
+            sys.path.insert(0, str(code_dir))
+        # A unique module name so two models in one process do not share a cached module.
+        unique = f"{name}_{abs(hash(str(model_dir)))}"
+        spec = importlib.util.spec_from_file_location(unique, script)
+        if spec is None or spec.loader is None:  # only for a file Python has no loader for: not a .py
+            raise ImportError(f"cannot import the handlers in {script}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def load_model(model_dir: str | os.PathLike) -> LoadedModel:
+    """Import <model_dir>/code/$SAGEMAKER_PROGRAM and call its model_fn, with the container's defaults
+    (Transformer.validate_and_initialize)."""
+    model_dir = Path(model_dir).resolve()
+    module = import_handlers(model_dir)
 
     def handler(attribute: str) -> Callable | None:
         return getattr(module, attribute, None)

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from scones import settings
+from scones import settings, testing
 from scones.deploy import sagemaker as sm
 from scones.harness import models
 from scones.harness.sagemaker import processes
@@ -84,14 +84,14 @@ def test_sagemaker_core_resources_train_and_serve(core_python, tmp_path):
         s3 = boto3.client("s3", endpoint_url=localstack.url, region_name=REGION,
                           aws_access_key_id="test", aws_secret_access_key="test")
         s3.create_bucket(Bucket=BUCKET)
-        data = models.write_synthetic_dataset(tmp_path / "data")
+        data = testing.write_synthetic_dataset(tmp_path / "data")
         for path in data.rglob("*.png"):
             s3.upload_file(str(path), BUCKET, f"data/{path.relative_to(data)}")
         s3.put_object(Bucket=BUCKET, Key="source/sourcedir.tar.gz", Body=sm.source_tarball())
         image = tmp_path / "photo.png"
         Image.new("RGB", (32, 32), (20, 20, 200)).save(image)
         name = "core-job-1"
-        hyperparameters = sm.sdk_hyperparameters(job_name=name, region=REGION, user=models.TINY_HYPERPARAMETERS,
+        hyperparameters = sm.sdk_hyperparameters(job_name=name, region=REGION, user=testing.TINY_HYPERPARAMETERS,
                                                  submit_directory=f"s3://{BUCKET}/source/sourcedir.tar.gz")
         env = {**os.environ, "AWS_ENDPOINT_URL": localstack.url, "AWS_ACCESS_KEY_ID": "test",
                "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}

@@ -19,9 +19,9 @@ import boto3
 import pytest
 from PIL import Image
 
+from scones import testing
 from scones.deploy import sagemaker as sm
 from scones.harness import localstack as localstack_manager
-from scones.harness import models
 from scones.harness.sagemaker import processes
 from support import poll, running_localstack
 
@@ -67,7 +67,7 @@ def test_the_sdk_trains_deploys_with_capture_and_predicts(toolkit_python, tmp_pa
         s3 = boto3.client("s3", endpoint_url=localstack.url, region_name=REGION,
                           aws_access_key_id="test", aws_secret_access_key="test")
         s3.create_bucket(Bucket=BUCKET)
-        data = models.write_synthetic_dataset(tmp_path / "data")
+        data = testing.write_synthetic_dataset(tmp_path / "data")
         for path in data.rglob("*.png"):
             s3.upload_file(str(path), BUCKET, f"data/{path.relative_to(data)}")
         image = tmp_path / "photo.png"
@@ -77,7 +77,7 @@ def test_the_sdk_trains_deploys_with_capture_and_predicts(toolkit_python, tmp_pa
                "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "PYTHONWARNINGS": "ignore"}
         completed = subprocess.run(
             [toolkit_python, "-c", USER_CODE, str(sm.SOURCE_DIR), ROLE, BUCKET,
-             json.dumps(models.TINY_HYPERPARAMETERS), str(image)],
+             json.dumps(testing.TINY_HYPERPARAMETERS), str(image)],
             capture_output=True, text=True, env=env, timeout=900)
         assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
         # The SDK prints its own progress on stdout too.

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from scones import settings
+from scones import settings, testing
 from scones.deploy import sagemaker as sm
 from scones.harness import models
 from scones.harness.endpoint import EndpointServer
@@ -151,7 +151,7 @@ def pair(request, toolkit_python, tmp_path_factory):
     """The tiny model (seconds to train) and the default one `scones train` builds (cached, trained on first use;
     $SCONES_MODEL_DIR names another, as for the local stack)."""
     if request.param == "tiny":
-        model = models.ensure_tiny_model()
+        model = testing.ensure_tiny_model()
     else:
         model = settings.model_dir() or models.ensure_model()
     yield from serve_both(toolkit_python, Path(model), tmp_path_factory.mktemp(f"serve-{request.param}"),
@@ -239,7 +239,7 @@ def output_fn(prediction, accept):
 
 @pytest.fixture(scope="module")
 def single_input_pair(toolkit_python, tmp_path_factory):
-    folder = Path(models.ensure_tiny_model())
+    folder = Path(testing.ensure_tiny_model())
     with tarfile.open(folder / "model.tar.gz") as original:
         inference = original.extractfile("code/inference.py").read()
     out = tmp_path_factory.mktemp("single-input")

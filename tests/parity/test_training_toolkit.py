@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from scones import testing
 from scones.deploy import sagemaker as sm
 from scones.harness import models
 from scones.harness.cli import main as scones
@@ -33,7 +34,7 @@ with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "probe.json"), "w") as 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return models.write_synthetic_dataset(tmp_path_factory.mktemp("parity-data") / "data", {"train": 4, "test": 2})
+    return testing.write_synthetic_dataset(tmp_path_factory.mktemp("parity-data") / "data", {"train": 4, "test": 2})
 
 
 def probe_source() -> bytes:
@@ -114,7 +115,7 @@ def test_the_toolkit_and_our_runner_train_the_same_model(toolkit_python, same_to
     do not depend on which of the two started train.py. (Under `make parity-torch25` the toolkit
     trains with torch 2.5.1 and our runner with the project's torch: the same layout and checkpoint
     keys, not the same bits.)"""
-    hyperparameters = {**models.TINY_HYPERPARAMETERS, "label_smoothing": 0.05, "channels_last": False, "seed": 2}
+    hyperparameters = {**testing.TINY_HYPERPARAMETERS, "label_smoothing": 0.05, "channels_last": False, "seed": 2}
     ours = models.train_model(dataset, tmp_path / "ours", hyperparameters, echo=False, toolkit=None)
     theirs = models.train_model(dataset, tmp_path / "theirs", hyperparameters, echo=False, toolkit=toolkit_python)
     if not same_torch:
@@ -140,7 +141,7 @@ def test_an_unknown_hyperparameter_fails_the_job_and_names_the_key(toolkit_pytho
     """The toolkit passes every key; train.py's argparse refuses one it does not know (exit status 2),
     the toolkit reports ExecuteUserScriptError and the job fails, as it would on AWS."""
     with pytest.raises(models.TrainingError) as failure:
-        models.train_model(dataset, tmp_path, {**models.TINY_HYPERPARAMETERS, "label_smothing": 0.05}, echo=False,
+        models.train_model(dataset, tmp_path, {**testing.TINY_HYPERPARAMETERS, "label_smothing": 0.05}, echo=False,
                            toolkit=toolkit_python if runner == "toolkit" else None)
     assert "unrecognized arguments: --label_smothing 0.05" in str(failure.value)
     if runner == "toolkit":
