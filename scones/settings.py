@@ -43,8 +43,10 @@ SFN_CLIENT_CACHE = "SCONES_SFN_CLIENT_CACHE"                  # Step Functions r
 SFN_DEFINITION_CACHE = "SCONES_SFN_DEFINITION_CACHE"          # each state machine definition parsed once
 LAMBDA_THREADS_PATCH = "SCONES_LAMBDA_THREADS_PATCH"          # no new threads on LocalStack's invoke path
 EVENTS_SFN_TARGET_PATCH = "SCONES_EVENTS_SFN_TARGET_PATCH"    # EventBridge starts executions with transformed input
+LAMBDA_METRICS_BATCH = "SCONES_LAMBDA_METRICS_BATCH"          # Lambda's CloudWatch metrics sent once a second
+LAMBDA_LOGS_BATCH = "SCONES_LAMBDA_LOGS_BATCH"                # Lambda's logs sent one PutLogEvents per stream per batch
 SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, LAMBDA_THREADS_PATCH,
-            EVENTS_SFN_TARGET_PATCH)
+            EVENTS_SFN_TARGET_PATCH, LAMBDA_METRICS_BATCH, LAMBDA_LOGS_BATCH)
 
 CONFIG_FILE = "scones.toml"
 PYPROJECT = "pyproject.toml"
