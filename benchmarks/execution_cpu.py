@@ -57,7 +57,7 @@ from scones.harness.executions import percentile, run_executions  # noqa: E402
 from scones.harness.targets import load_target  # noqa: E402
 
 # The switches of issue 25's patches: "0" at LocalStack's start is the baseline.
-BASELINE_OFF = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH)
+BASELINE_OFF = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE)
 GROUPS = ("localstack", "sandboxes", "endpoint", "client")
 STACK_GROUPS = GROUPS[:3]
 
@@ -194,7 +194,7 @@ def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None,
     levels = []
     for concurrency in args.concurrency:
         # Warm: as many environments as this level needs, started before the window.
-        run_executions(target, [key] * max(2 * concurrency, 5), concurrency=concurrency, client=sfn)
+        run_executions(target, [key] * max(4 * concurrency, 10), concurrency=concurrency, client=sfn)
         profile = profiler is not None and concurrency == max(args.concurrency)
         if profile:
             profiler.start(pids["localstack"])

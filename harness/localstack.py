@@ -72,7 +72,8 @@ SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns,kms"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
 PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
-                  FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH)
+                  FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH,
+                  settings.GATEWAY_KEEP_ALIVE)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"

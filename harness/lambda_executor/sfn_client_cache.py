@@ -114,6 +114,7 @@ def _register_status_route() -> None:
         def executor(self, request):
             from scones.harness.lambda_executor import (
                 executor,
+                gateway_keep_alive,
                 lambda_logs_batch,
                 lambda_metrics_batch,
                 lambda_threads,
@@ -124,6 +125,7 @@ def _register_status_route() -> None:
                                       "sfn_definition_cache": sfn_definition_cache.status(),
                                       "lambda_threads": lambda_threads.status(),
                                       "lambda_metrics_batch": lambda_metrics_batch.status(),
-                                      "lambda_logs_batch": lambda_logs_batch.status()})
+                                      "lambda_logs_batch": lambda_logs_batch.status(),
+                                      "gateway_keep_alive": gateway_keep_alive.status()})
 
     ROUTER.add(_StatusRoute())

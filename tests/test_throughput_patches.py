@@ -1,4 +1,5 @@
-"""Lambda's CloudWatch metrics and logs sent in batches (lambda_metrics_batch.py, lambda_logs_batch.py).
+"""Issue 25's LocalStack patches: Lambda's CloudWatch metrics and logs sent in batches (lambda_metrics_batch.py,
+lambda_logs_batch.py), and the gateway keeping HTTP/1.1 connections open (gateway_keep_alive.py).
 
 What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
 (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
@@ -7,6 +8,8 @@ invocations that result in a function error"; "Errors - The number of invocation
 function error"), and every invocation's lines in its /aws/lambda/<name> log group. The e2e tests
 run on LocalStack with the patches on and with them off (their switches "0"), asserting the same,
 and on the patched one that the batching took place (fewer calls than invokes).
+Connections: HTTP/1.1 connections are persistent unless either side says `Connection: close`
+(RFC 9112 section 9.3), and AWS's endpoints keep them (botocore pools them: `max_pool_connections`).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import boto3
 import pytest
 
 from scones import settings
-from scones.harness.lambda_executor import lambda_logs_batch, lambda_metrics_batch, pinned
+from scones.harness.lambda_executor import gateway_keep_alive, lambda_logs_batch, lambda_metrics_batch, pinned
 from support import poll, running_localstack, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/scones-test-lambda-role"
@@ -68,16 +71,18 @@ def test_log_lines_are_4140s_one_event_per_non_empty_line():
 
 
 def test_both_are_pinned_patches_off_outside_localstack():
-    for module in (lambda_metrics_batch, lambda_logs_batch):
+    for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive):
         assert isinstance(module.PATCH, pinned.Patch)
         assert module.PATCH.status()["active"] is False
     assert lambda_metrics_batch.PATCH.switch_env == settings.LAMBDA_METRICS_BATCH
     assert lambda_logs_batch.PATCH.switch_env == settings.LAMBDA_LOGS_BATCH
+    assert gateway_keep_alive.PATCH.switch_env == settings.GATEWAY_KEEP_ALIVE
 
 
 @pytest.fixture(scope="module", params=["patched", "switched off"])
 def stack(request, tmp_path_factory):
-    off = {settings.LAMBDA_METRICS_BATCH: "0", settings.LAMBDA_LOGS_BATCH: "0"} if request.param != "patched" else {}
+    switches = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE)
+    off = dict.fromkeys(switches, "0") if request.param != "patched" else {}
     with running_localstack(tmp_path_factory.mktemp("localstack"), off) as instance:
         session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
         lambda_client = session.client("lambda", endpoint_url=instance.url)
@@ -150,3 +155,50 @@ def test_metrics_and_logs_reach_cloudwatch_as_without_the_patches(stack):
         assert not metrics["active"] and not log_batch["active"]
         assert "disabled by" in metrics["reason"] and "disabled by" in log_batch["reason"]
 
+
+
+def _connects(calls) -> tuple[int, list[str | None]]:
+    """How many TCP connections `calls` opened, and the Connection header of each answer."""
+    import urllib3.connection
+
+    opened = []
+    original = urllib3.connection.HTTPConnection.connect
+
+    def connect(self):
+        opened.append(self)
+        return original(self)
+
+    urllib3.connection.HTTPConnection.connect = connect
+    try:
+        headers = [call()["ResponseMetadata"]["HTTPHeaders"].get("connection") for call in calls]
+    finally:
+        urllib3.connection.HTTPConnection.connect = original
+    return len(opened), headers
+
+
+@pytest.mark.e2e
+def test_a_clients_calls_share_one_connection_as_with_aws(stack):
+    variant, localstack, session, lambda_client, name = stack
+    sfn = session.client("stepfunctions", endpoint_url=localstack.url)
+    sfn.list_state_machines()   # the pool's first connection
+    opened, headers = _connects([sfn.list_state_machines] * 5)
+    if variant == "patched":
+        assert opened == 0 and headers == [None] * 5
+        assert _statuses(localstack.url)["gateway_keep_alive"]["active"]
+    else:   # 4.14.0's own: every answer closes its connection
+        assert opened >= 4 and headers == ["close"] * 5
+
+
+@pytest.mark.e2e
+def test_a_client_that_asks_to_close_gets_its_connection_closed(stack):
+    import http.client
+    from urllib.parse import urlsplit
+
+    variant, localstack, *_ = stack
+    address = urlsplit(localstack.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.request("GET", "/_localstack/health", headers={"Connection": "close"})
+    reply = connection.getresponse()
+    reply.read()
+    assert reply.status == 200 and reply.will_close
+    connection.close()
