@@ -24,7 +24,9 @@ pinned LocalStack patch: scones.harness.localstack.PATCH_SWITCHES).
 Profile mode: `--profile DIR` runs py-spy (pip install py-spy) on LocalStack and its sandboxes,
 sampling only threads that hold the GIL (Python's CPU, not threads waiting on I/O), during one run at the highest concurrency of the patched configuration and writes
 DIR/localstack-<config>.svg (a flame graph; --profile-format raw writes collapsed stacks for
-grep, speedscope a speedscope.app file); both configurations with --profile-both.
+grep, speedscope a speedscope.app file); both configurations with --profile-both. py-spy stops the
+process at each sample, which about doubles LocalStack's CPU in the profiled run: compare figures of
+runs without --profile.
 
 Targets (issue 25): stack CPU per execution <= 50 ms; executions/s at 8 concurrent >= 2x the
 baseline's; warm p50 of one execution no worse than the baseline's. Printed, never asserted.
