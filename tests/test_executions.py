@@ -10,11 +10,14 @@ import pytest
 from moto import mock_aws
 
 from scones.harness.executions import (
+    DurationEstimate,
     ExecutionTimeout,
+    duration_estimate,
     execution_name,
     inferences_in,
     parse_execution,
     percentile,
+    run_execution,
     run_executions,
     wait_for_execution,
 )
@@ -306,3 +309,61 @@ def test_a_boolean_is_not_a_probability():
     """Issue 24: `True` passed as a number; JSON booleans are not numbers (RFC 8259, section 3)."""
     assert inferences_in({"body": {"inferences": [True, False]}}) is None
     assert inferences_in({"body": {"inferences": [1, 0]}}) == [1.0, 0.0]
+
+
+def test_the_first_poll_waits_for_the_fastest_recent_execution_and_then_a_tenth_of_their_median():
+    estimate = DurationEstimate()
+    assert estimate.schedule(0.01) == (0.0, 0.01)          # nothing seen yet: poll from 10 ms on, as before
+    for seconds in (0.3, 0.2, 0.5):
+        estimate.add(seconds)
+    assert estimate.schedule(0.01) == (0.2, pytest.approx(0.03))
+    for _ in range(DurationEstimate.WINDOW):
+        estimate.add(60.0)                                   # slow ones (a Wait state) push the fast ones out
+    assert estimate.schedule(0.01) == (DurationEstimate.MAX_FIRST_POLL_S, 6.0)
+
+
+class _EndsAfter:
+    """A Step Functions client whose one execution ends `seconds` after it started; counts describe calls."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.describes, self.started = seconds, 0, 0.0
+
+    def start_execution(self, **kwargs):
+        import time
+
+        self.started = time.monotonic()
+        return {"executionArn": "arn:aws:states:us-east-1:1:execution:m:e"}
+
+    def describe_execution(self, executionArn):
+        import time
+        from datetime import datetime, timedelta, timezone
+
+        self.describes += 1
+        if time.monotonic() - self.started < self.seconds:
+            return {"status": "RUNNING", "executionArn": executionArn}
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        return {"status": "SUCCEEDED", "executionArn": executionArn, "startDate": start,
+                "stopDate": start + timedelta(seconds=self.seconds), "output": "{}"}
+
+    def get_paginator(self, name):
+        return SimpleNamespace(paginate=lambda **kwargs: [{"events": []}])
+
+
+def test_an_execution_like_the_recent_ones_is_polled_once():
+    """Issue 25: each describe_execution is served on the interpreter that runs the executions."""
+    unpaced, paced = _EndsAfter(0.1), _EndsAfter(0.1)
+    run_execution(unpaced, "arn:aws:states:us-east-1:1:stateMachine:m", "a.png", {})
+    estimate = DurationEstimate()
+    for _ in range(3):
+        estimate.add(0.1)
+    result = run_execution(paced, "arn:aws:states:us-east-1:1:stateMachine:m", "a.png", {}, estimate=estimate)
+    assert result.succeeded and result.duration == pytest.approx(0.1)
+    assert paced.describes == 1 < unpaced.describes
+    assert len(estimate._recent) == 4   # and it learned this one
+
+
+def test_runs_of_one_state_machine_share_their_estimate():
+    assert duration_estimate("arn:aws:states:us-east-1:1:stateMachine:x") is duration_estimate(
+        "arn:aws:states:us-east-1:1:stateMachine:x")
+    assert duration_estimate("arn:aws:states:us-east-1:1:stateMachine:x") is not duration_estimate(
+        "arn:aws:states:us-east-1:1:stateMachine:y")

@@ -10,12 +10,23 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
     name = PLUGIN_NAME
 
     def load(self, *args, **kwargs):
-        from scones.harness.lambda_executor import events_sfn_target, lambda_threads, runtime_validation, sfn_client_cache
+        from scones.harness.lambda_executor import (
+            events_sfn_target,
+            gateway_keep_alive,
+            lambda_logs_batch,
+            lambda_metrics_batch,
+            lambda_threads,
+            runtime_validation,
+            sfn_client_cache,
+        )
         from scones.harness.lambda_executor.executor import ProcessRuntimeExecutor
 
         reclaim_idle_environments()
         runtime_validation.apply()
         lambda_threads.apply()  # before the first invoke; its modules are loaded by now, so it is quick
+        lambda_metrics_batch.apply()
+        lambda_logs_batch.apply()  # before the first function's log thread starts
+        gateway_keep_alive.apply()
         sfn_client_cache.apply_in_background()
         events_sfn_target.apply_in_background()
         return ProcessRuntimeExecutor

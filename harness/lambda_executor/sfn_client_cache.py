@@ -112,10 +112,20 @@ def _register_status_route() -> None:
 
         @route("/_scones/executor", methods=["GET"])
         def executor(self, request):
-            from scones.harness.lambda_executor import executor, lambda_threads, sfn_definition_cache
+            from scones.harness.lambda_executor import (
+                executor,
+                gateway_keep_alive,
+                lambda_logs_batch,
+                lambda_metrics_batch,
+                lambda_threads,
+                sfn_definition_cache,
+            )
 
             return Response.for_json({**executor.stats(), "sfn_client_cache": status(),
                                       "sfn_definition_cache": sfn_definition_cache.status(),
-                                      "lambda_threads": lambda_threads.status()})
+                                      "lambda_threads": lambda_threads.status(),
+                                      "lambda_metrics_batch": lambda_metrics_batch.status(),
+                                      "lambda_logs_batch": lambda_logs_batch.status(),
+                                      "gateway_keep_alive": gateway_keep_alive.status()})
 
     ROUTER.add(_StatusRoute())

@@ -1,0 +1,204 @@
+"""Issue 25's LocalStack patches: Lambda's CloudWatch metrics and logs sent in batches (lambda_metrics_batch.py,
+lambda_logs_batch.py), and the gateway keeping HTTP/1.1 connections open (gateway_keep_alive.py).
+
+What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
+(https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
+number of times that your function code is invoked, including successful invocations and
+invocations that result in a function error"; "Errors - The number of invocations that result in a
+function error"), and every invocation's lines in its /aws/lambda/<name> log group. The e2e tests
+run on LocalStack with the patches on and with them off (their switches "0"), asserting the same,
+and on the patched one that the batching took place (fewer calls than invokes).
+Connections: HTTP/1.1 connections are persistent unless either side says `Connection: close`
+(RFC 9112 section 9.3), and AWS's endpoints keep them (botocore pools them: `max_pool_connections`).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+
+from scones import settings
+from scones.harness.lambda_executor import gateway_keep_alive, lambda_logs_batch, lambda_metrics_batch, pinned
+from support import poll, running_localstack, zip_of
+
+ROLE = "arn:aws:iam::000000000000:role/scones-test-lambda-role"
+HANDLER = '''
+def handler(event, context):
+    print("batch-probe", event["marker"], event["index"])
+    if event.get("fail"):
+        raise ValueError("failing on purpose")
+    return event["index"]
+'''
+
+
+def test_data_of_one_function_metric_and_second_become_one_datum_with_its_count():
+    counts = {("111111111111", "us-east-1", "f", "Invocations", 1_700_000_000): 5,
+              ("111111111111", "us-east-1", "f", "Errors", 1_700_000_000): 2,
+              ("111111111111", "us-east-1", "f", "Invocations", 1_700_000_001): 1,
+              ("222222222222", "eu-west-1", "g", "Invocations", 1_700_000_000): 3}
+    calls = lambda_metrics_batch.metric_data(counts)
+    assert set(calls) == {("111111111111", "us-east-1"), ("222222222222", "eu-west-1")}
+    first = calls[("111111111111", "us-east-1")]
+    assert len(first) == 3
+    invocations = [d for d in first if d["MetricName"] == "Invocations"]
+    assert [d["Counts"] for d in invocations] == [[5.0], [1.0]]
+    assert all(d["Values"] == [1.0] and d["Dimensions"] == [{"Name": "FunctionName", "Value": "f"}] for d in first)
+    assert invocations[0]["Timestamp"] == datetime.datetime.fromtimestamp(1_700_000_000, tz=datetime.UTC)
+
+
+def test_log_events_split_at_awss_count_and_size_limits_in_order():
+    """PutLogEvents: at most 10,000 events, and 1,048,576 bytes counting each message's UTF-8 plus 26
+    (https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutLogEvents.html)."""
+    many = [{"timestamp": 1, "message": f"{i}\n"} for i in range(25_000)]
+    calls = lambda_logs_batch.batches(many)
+    assert [len(call) for call in calls] == [10_000, 10_000, 5_000]
+    assert [event for call in calls for event in call] == many
+    big = [{"timestamp": 1, "message": "é" * 100_000} for _ in range(12)]  # 200,000 bytes each in UTF-8
+    calls = lambda_logs_batch.batches(big)
+    assert [len(call) for call in calls] == [5, 5, 2]
+    assert all(sum(len(e["message"].encode()) + 26 for e in call) <= 1_048_576 for call in calls)
+
+
+def test_log_lines_are_4140s_one_event_per_non_empty_line():
+    assert lambda_logs_batch.log_events("START a\n\nhello\nEND a\n", 7) == [
+        {"timestamp": 7, "message": "START a\n"}, {"timestamp": 7, "message": "hello\n"},
+        {"timestamp": 7, "message": "END a\n"}]
+
+
+def test_both_are_pinned_patches_off_outside_localstack():
+    for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive):
+        assert isinstance(module.PATCH, pinned.Patch)
+        assert module.PATCH.status()["active"] is False
+    assert lambda_metrics_batch.PATCH.switch_env == settings.LAMBDA_METRICS_BATCH
+    assert lambda_logs_batch.PATCH.switch_env == settings.LAMBDA_LOGS_BATCH
+    assert gateway_keep_alive.PATCH.switch_env == settings.GATEWAY_KEEP_ALIVE
+
+
+@pytest.fixture(scope="module", params=["patched", "switched off"])
+def stack(request, tmp_path_factory):
+    switches = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE)
+    off = dict.fromkeys(switches, "0") if request.param != "patched" else {}
+    with running_localstack(tmp_path_factory.mktemp("localstack"), off) as instance:
+        session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+        lambda_client = session.client("lambda", endpoint_url=instance.url)
+        name = f"scones-batch-{uuid.uuid4().hex[:8]}"
+        lambda_client.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="probe.handler",
+                                      Code={"ZipFile": zip_of({"probe.py": HANDLER})}, Timeout=10)
+        lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5})
+        yield request.param, instance, session, lambda_client, name
+
+
+def _statuses(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/_scones/executor", timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+@pytest.mark.e2e
+def test_metrics_and_logs_reach_cloudwatch_as_without_the_patches(stack):
+    variant, localstack, session, lambda_client, name = stack
+    marker = uuid.uuid4().hex
+    started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    events = [{"marker": marker, "index": i, "fail": i % 4 == 0} for i in range(12)]   # 3 of 12 fail
+
+    def invoke(event):
+        reply = lambda_client.invoke(FunctionName=name, Payload=json.dumps(event))
+        return reply.get("FunctionError"), reply["Payload"].read()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(pool.map(invoke, events))
+    assert sum(error == "Unhandled" for error, _ in replies) == 3
+
+    cloudwatch = session.client("cloudwatch", endpoint_url=localstack.url)
+
+    def total(metric: str) -> float:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/Lambda", MetricName=metric, Dimensions=[{"Name": "FunctionName", "Value": name}],
+            StartTime=started, EndTime=datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1),
+            Period=3600, Statistics=["Sum", "SampleCount"])["Datapoints"]
+        return sum(point["Sum"] for point in points)
+
+    poll(lambda: total("Invocations") == 12 and total("Errors") == 3, timeout=30,
+         what=f"AWS/Lambda Invocations 12 and Errors 3 of {name} ({variant})")
+
+    logs = session.client("logs", endpoint_url=localstack.url)
+
+    def lines() -> list[str]:
+        try:
+            found = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            return []
+        return [event["message"] for event in found]
+
+    def every_invocation_logged() -> bool:
+        text = lines()
+        return all(any(f"batch-probe {marker} {i}\n" == line for line in text) for i in range(12))
+
+    poll(every_invocation_logged, timeout=30, what=f"12 invocations' lines in /aws/lambda/{name} ({variant})")
+    text = lines()
+    assert sum(line.startswith("START RequestId:") for line in text) >= 12
+    assert sum(line.startswith("REPORT RequestId:") for line in text) >= 12
+    assert all(line.endswith("\n") and line.strip() for line in text)
+
+    status = _statuses(localstack.url)
+    metrics, log_batch = status["lambda_metrics_batch"], status["lambda_logs_batch"]
+    if variant == "patched":
+        assert metrics["active"] and log_batch["active"]
+        assert metrics["recorded"] >= 15               # 12 Invocations + 3 Errors, the function's first
+        assert metrics["calls"] < metrics["recorded"]  # batched: fewer PutMetricData calls than data
+        assert log_batch["invocations"] >= 12 and log_batch["calls"] <= log_batch["invocations"]
+    else:
+        assert not metrics["active"] and not log_batch["active"]
+        assert "disabled by" in metrics["reason"] and "disabled by" in log_batch["reason"]
+
+
+
+def _connects(calls) -> tuple[int, list[str | None]]:
+    """How many TCP connections `calls` opened, and the Connection header of each answer."""
+    import urllib3.connection
+
+    opened = []
+    original = urllib3.connection.HTTPConnection.connect
+
+    def connect(self):
+        opened.append(self)
+        return original(self)
+
+    urllib3.connection.HTTPConnection.connect = connect
+    try:
+        headers = [call()["ResponseMetadata"]["HTTPHeaders"].get("connection") for call in calls]
+    finally:
+        urllib3.connection.HTTPConnection.connect = original
+    return len(opened), headers
+
+
+@pytest.mark.e2e
+def test_a_clients_calls_share_one_connection_as_with_aws(stack):
+    variant, localstack, session, lambda_client, name = stack
+    sfn = session.client("stepfunctions", endpoint_url=localstack.url)
+    sfn.list_state_machines()   # the pool's first connection
+    opened, headers = _connects([sfn.list_state_machines] * 5)
+    if variant == "patched":
+        assert opened == 0 and headers == [None] * 5
+        assert _statuses(localstack.url)["gateway_keep_alive"]["active"]
+    else:   # 4.14.0's own: every answer closes its connection
+        assert opened >= 4 and headers == ["close"] * 5
+
+
+@pytest.mark.e2e
+def test_a_client_that_asks_to_close_gets_its_connection_closed(stack):
+    import http.client
+    from urllib.parse import urlsplit
+
+    variant, localstack, *_ = stack
+    address = urlsplit(localstack.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.request("GET", "/_localstack/health", headers={"Connection": "close"})
+    reply = connection.getresponse()
+    reply.read()
+    assert reply.status == 200 and reply.will_close
+    connection.close()
