@@ -247,3 +247,47 @@ def test_the_workflow_role_may_invoke_only_its_functions(enforcing):
     history = sfn.get_execution_history(executionArn=failed["executionArn"])["events"]
     causes = " ".join(json.dumps(event, default=str) for event in history)
     assert f"assumed-role/{role}/" in causes and "lambda:InvokeFunction" in causes, causes[-2000:]
+
+
+def test_denials_are_listed_for_status_the_report_and_the_pytest_summary(enforcing, tmp_path):
+    """The issue: a denial is listed where a user looks. `scones status` and the pytest plugin's summary print
+    denials.summary_lines of what LocalStack's gateway recorded; the report has an "IAM checks" section."""
+    from types import SimpleNamespace
+
+    from scones.deploy.local import local_session
+    from scones.harness import pytest_plugin, report
+    from scones.harness.iam import denials
+
+    instance, clients = enforcing
+    _run(clients)   # one s3:PutObject outside the policy, denied
+    lines = denials.summary_lines(denials.fetch(instance.url))
+    assert lines[0].startswith("IAM checks: enforce, ") and "denied" in lines[0]
+    assert any("s3 PutObject" in line and "is not authorized to perform: s3:PutObject" in line for line in lines[1:])
+
+    target = SimpleNamespace(name="local", session=local_session(instance.url))
+    section = report._iam(target)
+    assert section is not None and section["mode"] == "enforce"
+    page = report.render_report({
+        "generated_at": "now", "target": "local", "state_machine_arn": None, "evaluation": None,
+        "evaluation_path": None, "monitoring": None, "plots": {}, "drift_caption": None, "definition_svg": None,
+        "executions": [], "missing_outcomes": [], "outcome_style": report.OUTCOME_STYLE, "operations": None,
+        "iam": section})
+    assert 'id="iam-denials"' in page and "s3:PutObject" in page and ROLE in page
+
+    config = SimpleNamespace(stash={})
+    pytest_plugin._remember_iam_denials(config, target)
+    written: list[str] = []
+    reporter = SimpleNamespace(section=lambda title, **markup: written.append(f"== {title}"),
+                               write_line=written.append)
+    pytest_plugin.pytest_terminal_summary(reporter, 0, config)
+    assert written[0] == "== scones IAM" and written[1].startswith("IAM checks: enforce")
+    assert any("s3:PutObject" in line for line in written[2:])
+
+
+def test_status_lines_say_when_the_checks_are_off_or_unreadable():
+    """SCONES_IAM=off answers 404 on the denials route (the checks are not installed); no answer at all is said."""
+    from scones.harness.iam import denials
+
+    assert denials.summary_lines({"mode": "off", "denials": []})[0].startswith("IAM checks: off")
+    assert denials.summary_lines(None) == ["IAM checks: cannot be read (LocalStack does not answer)"]
+    assert denials.summary_lines({"mode": "report", "denials": []}) == ["IAM checks: report, nothing denied"]
