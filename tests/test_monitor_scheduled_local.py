@@ -18,6 +18,7 @@ from test_monitor_capture import answers_for, baseline_from, capture_line, synth
 
 from scones.deploy import iam, monitoring
 from scones.deploy import local as local_target
+from scones.harness.iam.denials import fetch
 from scones.lambdas import drift_monitor
 from support import poll, running_localstack
 
@@ -70,7 +71,7 @@ def alarm_state(session, name: str) -> str:
     return session.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"]
 
 
-def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_alarm_go_to_alarm(deployed):
+def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_alarm_go_to_alarm(deployed, localstack):
     session, settings, made = deployed
     names = settings.names
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -101,6 +102,8 @@ def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_a
     described = monitoring.describe_monitor(session, made)
     assert [run["drift"] for run in described["runs"][:3]] == ["skipped", "fail", "pass"]
     assert {alarm["name"]: alarm["state"] for alarm in described["alarms"]}[names.drift_alarm] == "ALARM"
+    # every call the monitor made was checked against its own role of deploy/iam.py (harness/iam), and allowed
+    assert [d["message"] for d in fetch(localstack.url)["denials"] if d["role"] == names.role] == []
 
 
 def test_scones_monitor_scheduled_runs_the_deployed_function_of_the_recorded_stack(deployed, localstack, tmp_path):
