@@ -291,3 +291,34 @@ def test_status_lines_say_when_the_checks_are_off_or_unreadable():
     assert denials.summary_lines({"mode": "off", "denials": []})[0].startswith("IAM checks: off")
     assert denials.summary_lines(None) == ["IAM checks: cannot be read (LocalStack does not answer)"]
     assert denials.summary_lines({"mode": "report", "denials": []}) == ["IAM checks: report, nothing denied"]
+
+
+def test_create_model_reads_the_model_data_as_its_execution_role(enforcing):
+    """SageMaker reads a model's ModelDataUrl with the model's ExecutionRoleArn (SageMaker Developer Guide,
+    sagemaker-roles.html, "CreateModel API: Execution Role Permissions": s3:GetObject on the model's bucket), so a
+    role that may not read it gets CreateModel's "Could not find model data at s3://..." (aws-ia/ecs-blueprints#223),
+    and deploy/iam.py's SageMaker role, which may, gets the model."""
+    _, clients = enforcing
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    sagemaker = session.client("sagemaker", endpoint_url=clients["s3"].meta.endpoint_url)
+    clients["s3"].put_object(Bucket=BUCKET, Key="models/m/model.tar.gz", Body=b"weights")
+    url = f"s3://{BUCKET}/models/m/model.tar.gz"
+    suffix = uuid.uuid4().hex[:6]
+    trust = iam.trust_policy(iam.TRUSTED_SERVICE["sagemaker"])
+    policy = iam.sagemaker_policy(dataclasses.replace(_scope(), image_repositories=("763104351884:pytorch-inference",)))
+    allowed, _ = iam.ensure_role(clients["iam"], name=f"scones-iam-test-sm-{suffix}", trust=trust, policy=policy,
+                                 tags={"scones:prefix": "scones"})
+    others = {**policy, "Statement": [s for s in policy["Statement"] if s["Sid"] != "BucketObjects"]}
+    refused, _ = iam.ensure_role(clients["iam"], name=f"scones-iam-test-sm-no-s3-{suffix}", trust=trust,
+                                 policy=others, tags={"scones:prefix": "scones"})
+    container = {"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310",
+                 "ModelDataUrl": url}
+
+    with pytest.raises(sagemaker.exceptions.ClientError, match=f"Could not find model data at {url}"):
+        sagemaker.create_model(ModelName=f"refused-{suffix}", ExecutionRoleArn=refused, PrimaryContainer=container)
+    sagemaker.create_model(ModelName=f"allowed-{suffix}", ExecutionRoleArn=allowed, PrimaryContainer=container)
+
+    with urllib.request.urlopen(f"{clients['s3'].meta.endpoint_url}{DENIALS_PATH}") as reply:
+        denials = json.loads(reply.read())["denials"]
+    assert any(d["principal"].endswith(f"/scones-iam-test-sm-no-s3-{suffix}/SageMaker") and d["action"] == "s3:GetObject"
+               for d in denials), denials[-3:]
