@@ -11,8 +11,8 @@ each role, over the operations our functions call (allowed and denied ones alike
 With --gateway N: two LocalStacks started in this run, SCONES_IAM=enforce and SCONES_IAM=off, each answering N
 HeadObject calls made with an assumed role's session (deploy/iam.py's Lambda policy): the median per request
 through the real gateway, with and without the check.
-With --workflow N: the whole local stack brought up with `scones up --iam enforce` and `--iam off` in turn (two
-rounds each, this run, this state dir), each timing N warm sequential workflow executions (p50 as the service
+With --workflow N: the whole local stack brought up with `scones up --iam enforce` and `--iam off` in turn (--rounds
+rounds, which goes first alternating; this run, this state dir), each timing N warm sequential workflow executions (p50 as the service
 reports it, startDate -> stopDate, and as the client sees it) and `scones up` itself (the roles are made in both);
 under enforce, the denials the gateway listed (expected: none). Target: warm p50 enforce within 10% of off.
 """
@@ -111,7 +111,7 @@ def gateway_medians(requests: int) -> dict[str, float]:
     return {mode: statistics.median(values[requests // 10:]) * 1e3 for mode, values in timings.items()}
 
 
-def workflow_rounds(executions: int, rounds: int = 2) -> dict[str, dict[str, list[float]]]:
+def workflow_rounds(executions: int, rounds: int) -> dict[str, dict[str, list[float]]]:
     """{mode: {"service_p50": [...], "client_p50": [...], "up_s": [...], "denials": [...]}} over the rounds."""
     import subprocess
 
@@ -132,8 +132,10 @@ def workflow_rounds(executions: int, rounds: int = 2) -> dict[str, dict[str, lis
     figures: dict[str, dict[str, list[float]]] = {
         mode: {"service_p50": [], "client_p50": [], "up_s": [], "denials": []} for mode in ("enforce", "off")}
     cli("down")
-    for _ in range(rounds):
-        for mode, found in figures.items():
+    for round_index in range(rounds):
+        # alternate which mode goes first, so a drift in the machine's load favours neither
+        for mode in ("enforce", "off") if round_index % 2 == 0 else ("off", "enforce"):
+            found = figures[mode]
             found["up_s"].append(cli("up", "--iam", mode))
             target = load_target("local", settings.state_dir())
             sfn = target.client("stepfunctions")
@@ -159,6 +161,7 @@ def main() -> None:
     parser.add_argument("--gateway", type=int, default=0, metavar="N", help="also time N HeadObject calls through LocalStack")
     parser.add_argument("--workflow", type=int, default=0, metavar="N",
                         help="also time N warm workflow executions on `scones up --iam enforce` and `--iam off`")
+    parser.add_argument("--rounds", type=int, default=3, help="--workflow: rounds of enforce then off (default 3)")
     args = parser.parse_args()
     for function in (check, map_only, nothing):       # warm the caches (compiled wildcards)
         per_request_us(function, 1000)
@@ -177,8 +180,8 @@ def main() -> None:
         print(f"  SCONES_IAM=enforce {medians['enforce']:.2f} ms   SCONES_IAM=off {medians['off']:.2f} ms   "
               f"difference {medians['enforce'] - medians['off']:+.2f} ms")
     if args.workflow:
-        rounds = workflow_rounds(args.workflow)
-        print(f"warm workflow, {args.workflow} sequential executions per round, two rounds per mode (ms):")
+        rounds = workflow_rounds(args.workflow, args.rounds)
+        print(f"warm workflow, {args.workflow} sequential executions per round, {args.rounds} rounds per mode (ms):")
         for mode, found in rounds.items():
             print(f"  --iam {mode:7s} service p50 {' / '.join(f'{v:.1f}' for v in found['service_p50'])}   "
                   f"client p50 {' / '.join(f'{v:.1f}' for v in found['client_p50'])}   "

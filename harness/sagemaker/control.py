@@ -96,7 +96,11 @@ class Environment:
         (a test's environment), the caller itself."""
         if not role_arn or self.assume_role is None:
             return caller
-        return self.assume_role(caller, role_arn)
+        try:
+            return self.assume_role(caller, role_arn)
+        except Exception:   # STS's refusal, whatever its shape: AWS's CreateModel/CreateTrainingJob answer
+            raise validation(f"Could not assume role {role_arn}. Please ensure that the role exists and allows "
+                             "principal 'sagemaker.amazonaws.com' to assume the role.") from None
 
     def object_exists(self, caller: Caller, uri: str) -> bool:
         bucket, key = split_s3(uri)
@@ -243,7 +247,8 @@ class ControlPlane:
                 raise validation(f'Cannot create already existing model "{model_arn}".')
         for container in containers:
             url = container.get("ModelDataUrl")
-            if url and not self.environment.object_exists(self.environment.as_role(caller, request.get("ExecutionRoleArn")), url):
+            reader = self.environment.as_role(caller, request.get("ExecutionRoleArn"))
+            if url and not self.environment.object_exists(reader, url):
                 raise validation(f"Could not find model data at {url}.")
         record = {**request, "ModelArn": model_arn, "CreationTime": now()}
         record.pop("Tags", None)
@@ -389,7 +394,7 @@ class ControlPlane:
                 self.environment.download(role, spec["model_data_url"], Path(spec["model"]))
                 host = self.environment.spawn(role, "endpoint", name, "scones.harness.sagemaker.endpoint_host",
                                               spec, folder)
-            except (_Unservable, RuntimeError, OSError) as error:
+            except (_Unservable, ApiError, RuntimeError, OSError) as error:
                 self._deployed(caller, endpoint, config, None, None, str(error), updating)
                 return
             url, reason, server = None, None, None
@@ -482,6 +487,7 @@ class ControlPlane:
     def create_training_job(self, caller: Caller, request: dict) -> dict:
         name = request["TrainingJobName"]
         job_arn = arn(caller, "training-job", name)
+        runner = self.environment.as_role(caller, request.get("RoleArn"))   # refused before the job exists, as on AWS
         with self.lock:
             if self.key(caller, name) in self.training_jobs:
                 raise ApiError("ResourceInUse", "Training job names must be unique within an AWS account and region, "
@@ -509,8 +515,7 @@ class ControlPlane:
             return {"TrainingJobArn": job_arn}
         folder = self.environment.root / "training-jobs" / caller.account / caller.region / name
         try:
-            host = self.environment.spawn(self.environment.as_role(caller, request.get("RoleArn")), "training-job",
-                                          name, "scones.harness.sagemaker.training_host",
+            host = self.environment.spawn(runner, "training-job", name, "scones.harness.sagemaker.training_host",
                                           {"request": request, "region": caller.region}, folder)
         except (RuntimeError, OSError) as error:
             self._job_report(record, {"status": "Failed", "secondary": "Failed", "failure": f"InternalServerError: {error}"})
