@@ -158,12 +158,13 @@ def ensure_role(
         if _as_dict(role["AssumeRolePolicyDocument"]) != trust:
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
             actions.append("trust updated")
-    try:
-        current = _as_dict(iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"])
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "NoSuchEntity":
-            raise
-        current = None
+    current = None   # a role just created has no inline policy: one IAM call fewer (`scones up` makes six)
+    if "created" not in actions:
+        try:
+            current = _as_dict(iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"])
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NoSuchEntity":
+                raise
     if current != policy:
         iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
         if "created" not in actions:
