@@ -289,7 +289,7 @@ def test_status_lines_say_when_the_checks_are_off_or_unreadable():
     from scones.harness.iam import denials
 
     assert denials.summary_lines({"mode": "off", "denials": []})[0].startswith("IAM checks: off")
-    assert denials.summary_lines(None) == ["IAM checks: cannot be read (LocalStack does not answer)"]
+    assert denials.summary_lines(None)[0].startswith("IAM checks: cannot be read")
     assert denials.summary_lines({"mode": "report", "denials": []}) == ["IAM checks: report, nothing denied"]
 
 

@@ -15,13 +15,15 @@ SHOWN = 5    # distinct denials a summary names; the count says how many more
 
 def fetch(localstack_url: str, timeout: float = FETCH_TIMEOUT_S) -> dict[str, Any] | None:
     """{"mode": ..., "denials": [...]} from LocalStack; mode "off" when the checks are not installed
-    (SCONES_IAM=off answers 404); None when LocalStack does not answer."""
+    (SCONES_IAM=off answers 404); None when LocalStack does not answer, or not with a listing."""
     try:
-        return loopback.get_json(f"{localstack_url.rstrip('/')}{DENIALS_PATH}", timeout=timeout)
+        listing = loopback.get_json(f"{localstack_url.rstrip('/')}{DENIALS_PATH}", timeout=timeout)
     except urllib.error.HTTPError as error:
         return {"mode": "off", "denials": []} if error.code == 404 else None
     except (OSError, ValueError):
         return None
+    # something else on that port (not our gateway) answers whatever it answers
+    return listing if isinstance(listing, dict) and {"mode", "denials"} <= listing.keys() else None
 
 
 def distinct(denials: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
@@ -36,7 +38,7 @@ def distinct(denials: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
 def summary_lines(listing: dict[str, Any] | None) -> list[str]:
     """The lines `scones status` and the pytest summary print: the mode, then each distinct denial."""
     if listing is None:
-        return ["IAM checks: cannot be read (LocalStack does not answer)"]
+        return ["IAM checks: cannot be read (LocalStack does not answer with its list of denials)"]
     mode, denials = listing["mode"], listing["denials"]
     if mode == "off":
         return ["IAM checks: off (`scones up --iam enforce` checks each role's calls)"]
