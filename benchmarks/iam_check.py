@@ -11,10 +11,15 @@ each role, over the operations our functions call (allowed and denied ones alike
 With --gateway N: two LocalStacks started in this run, SCONES_IAM=enforce and SCONES_IAM=off, each answering N
 HeadObject calls made with an assumed role's session (deploy/iam.py's Lambda policy): the median per request
 through the real gateway, with and without the check.
+With --workflow N: the whole local stack brought up with `scones up --iam enforce` and `--iam off` in turn (--rounds
+rounds, which goes first alternating; this run, this state dir), each timing N warm sequential workflow executions (p50 as the service
+reports it, startDate -> stopDate, and as the client sees it) and `scones up` itself (the roles are made in both);
+under enforce, the denials the gateway listed (expected: none). Target: warm p50 enforce within 10% of off.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -106,11 +111,57 @@ def gateway_medians(requests: int) -> dict[str, float]:
     return {mode: statistics.median(values[requests // 10:]) * 1e3 for mode, values in timings.items()}
 
 
+def workflow_rounds(executions: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """{mode: {"service_p50": [...], "client_p50": [...], "up_s": [...], "denials": [...]}} over the rounds."""
+    import subprocess
+
+    from scones import settings
+    from scones.harness.executions import percentile, run_executions
+    from scones.harness.iam import denials
+    from scones.harness.targets import load_target
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from e2e import pick_key
+
+    def cli(*args: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "from scones.harness.cli import main; main()", *args], check=True,
+                       cwd=ROOT, env=os.environ, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+    figures: dict[str, dict[str, list[float]]] = {
+        mode: {"service_p50": [], "client_p50": [], "up_s": [], "denials": []} for mode in ("enforce", "off")}
+    cli("down")
+    for round_index in range(rounds):
+        # alternate which mode goes first, so a drift in the machine's load favours neither
+        for mode in ("enforce", "off") if round_index % 2 == 0 else ("off", "enforce"):
+            found = figures[mode]
+            found["up_s"].append(cli("up", "--iam", mode))
+            target = load_target("local", settings.state_dir())
+            sfn = target.client("stepfunctions")
+            key, expected_error = pick_key(target, settings.data_dir())
+            run_executions(target, [key] * 5, client=sfn, poll_interval=0.002)
+            results = run_executions(target, [key] * executions, client=sfn, poll_interval=0.002)
+            failed = [r for r in results if r.error != expected_error]
+            if failed:
+                raise SystemExit(f"--iam {mode}: {len(failed)} executions failed, e.g. {failed[0].error}: "
+                                 f"{failed[0].error_message}")
+            found["service_p50"].append(percentile([r.duration for r in results], 0.5) * 1e3)
+            found["client_p50"].append(percentile([r.wall_duration for r in results], 0.5) * 1e3)
+            listing = denials.fetch(target.session.default_endpoint_url) or {"denials": []}
+            found["denials"].append(len(listing["denials"]))
+            cli("down")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gateway", type=int, default=0, metavar="N", help="also time N HeadObject calls through LocalStack")
+    parser.add_argument("--workflow", type=int, default=0, metavar="N",
+                        help="also time N warm workflow executions on `scones up --iam enforce` and `--iam off`")
+    parser.add_argument("--rounds", type=int, default=3, help="--workflow: rounds of enforce then off (default 3)")
     args = parser.parse_args()
     for function in (check, map_only, nothing):       # warm the caches (compiled wildcards)
         per_request_us(function, 1000)
@@ -128,6 +179,17 @@ def main() -> None:
               f"median of {args.gateway} each (first 10% dropped):")
         print(f"  SCONES_IAM=enforce {medians['enforce']:.2f} ms   SCONES_IAM=off {medians['off']:.2f} ms   "
               f"difference {medians['enforce'] - medians['off']:+.2f} ms")
+    if args.workflow:
+        rounds = workflow_rounds(args.workflow, args.rounds)
+        print(f"warm workflow, {args.workflow} sequential executions per round, {args.rounds} rounds per mode (ms):")
+        for mode, found in rounds.items():
+            print(f"  --iam {mode:7s} service p50 {' / '.join(f'{v:.1f}' for v in found['service_p50'])}   "
+                  f"client p50 {' / '.join(f'{v:.1f}' for v in found['client_p50'])}   "
+                  f"scones up {' / '.join(f'{v:.1f} s' for v in found['up_s'])}   denials {found['denials']}")
+        enforce, off = (statistics.median(rounds[m]["service_p50"]) for m in ("enforce", "off"))
+        print(f"service p50 enforce {enforce:.1f} ms vs off {off:.1f} ms: {(enforce / off - 1) * 100:+.1f}% "
+              f"(target within 10%: {'met' if enforce <= off * 1.1 else 'NOT met'})")
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

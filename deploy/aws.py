@@ -184,7 +184,7 @@ def target_for(context: Context, options: DeployOptions) -> planner.Target:
     return planner.Target(
         name="aws", region=context.region, account_id=context.account_id, prefix=options.prefix,
         bucket=context.bucket, endpoint_name=options.resolved_endpoint_name(), threshold=options.threshold,
-        data_dir=settings.data_dir(options.data_dir), dataset_parts=DATASET_PARTS, role_arns=None,
+        data_dir=settings.data_dir(options.data_dir), dataset_parts=DATASET_PARTS,
         sagemaker=planner.SAGEMAKER_API, model_data=options.model_data, trainer=options.trainer,
         hyperparameters=dict(options.hyperparameters), training_image=options.resolved_training_image(context.region),
         inference_image=options.resolved_inference_image(context.region),

@@ -1,7 +1,8 @@
 """The three IAM roles of an AWS deploy, each with one inline policy scoped to this deploy's resources.
 
 - SageMaker execution role: this bucket's objects, pulling the framework images, its own logs.
-- Lambda role: read this bucket's objects, invoke this one endpoint, write these functions' logs.
+- Lambda role: read this bucket's objects (and know a missing one is missing), invoke this one endpoint, write
+  these functions' logs.
 - Step Functions role: invoke these three functions (their ARNs are known before they exist).
 """
 from __future__ import annotations
@@ -93,6 +94,12 @@ def lambda_policy(scope: Scope) -> dict:
         "Version": VERSION,
         "Statement": [
             {"Sid": "ReadImages", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:{scope.partition}:s3:::{scope.bucket}/*"},
+            # S3 answers GetObject of a missing key with 404 NoSuchKey only to a caller allowed s3:ListBucket on the
+            # bucket, else 403 AccessDenied (Amazon S3 API Reference, GetObject, "Permissions"): without it
+            # serializeImageData would report a missing image as a permissions problem. Not narrowed by s3:prefix:
+            # AWS documents no s3:prefix value for that check, so a prefix condition could leave the 403 on AWS.
+            {"Sid": "TellMissingImages", "Effect": "Allow", "Action": "s3:ListBucket",
+             "Resource": f"arn:{scope.partition}:s3:::{scope.bucket}"},
             {"Sid": "InvokeEndpoint", "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": scope.endpoint_arn()},
             {"Sid": "OwnLogs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
@@ -151,12 +158,13 @@ def ensure_role(
         if _as_dict(role["AssumeRolePolicyDocument"]) != trust:
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
             actions.append("trust updated")
-    try:
-        current = _as_dict(iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"])
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "NoSuchEntity":
-            raise
-        current = None
+    current = None   # a role just created has no inline policy: one IAM call fewer (`scones up` makes six)
+    if "created" not in actions:
+        try:
+            current = _as_dict(iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"])
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NoSuchEntity":
+                raise
     if current != policy:
         iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
         if "created" not in actions:

@@ -38,14 +38,6 @@ CAPTURE_PREFIX = contract.CAPTURE_PREFIX
 # host's folder); `scones up --upload-train` adds train/.
 DATASET_PARTS = ("test",)
 
-# LocalStack does not enforce IAM, but Lambda and Step Functions still want a well-formed role.
-LAMBDA_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-lambda-role"
-STATES_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-states-role"
-EVENTS_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-events-role"   # EventBridge's role to start the workflow
-SAGEMAKER_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-sagemaker-role"
-# The plan's roles by purpose (deploy/planner.py ROLE_PURPOSES): given, not made.
-ROLE_ARNS = {"sagemaker": SAGEMAKER_ROLE_ARN, "lambda": LAMBDA_ROLE_ARN, "states": STATES_ROLE_ARN,
-             "events": EVENTS_ROLE_ARN, "results": LAMBDA_ROLE_ARN, "monitor": LAMBDA_ROLE_ARN}
 # How the local plan reaches SageMaker: "route" (the endpoint server `scones up` starts, registered with
 # LocalStack's sagemaker-runtime route: today's way), "api" (CreateModel/CreateEndpointConfig/CreateEndpoint through
 # boto3 `sagemaker` at LocalStack's endpoint: the local SageMaker control plane), or "auto" (api when the control
@@ -55,7 +47,6 @@ SAGEMAKER_MODES = ("route", "api", "auto")
 # Where the local plan differs from AWS's for the same configuration, by plan id (README "One plan, every
 # target"); tests/test_deploy_plans.py finds exactly these.
 LOCAL_DIFFERENCES = {
-    "role/*": "not made: LocalStack does not enforce IAM; functions get well-formed ARNs of roles nobody checks",
     "dataset": "test/ only (the workflow reads test/; training reads the host's folder); `up --upload-train` adds train/",
     "capture-restore": "local only: LocalStack keeps no S3 data across restarts, the endpoint's spool archive does",
     "training-job": "none with a given model (`scones up`): its model.tar.gz is uploaded and served (model-artifact)",
@@ -201,7 +192,6 @@ class LocalConfig:
             endpoint_name=self.endpoint_name, threshold=self.threshold, data_dir=Path(self.data_dir),
             # a training job reads train/ and test/ from the bucket, as on AWS
             dataset_parts=("train", "test") if training else self.dataset_parts, upload_data=self.upload_data,
-            role_arns=ROLE_ARNS,
             sagemaker=self.sagemaker, model_data=self.model_data, model_file=model_file,
             hyperparameters=dict(self.hyperparameters), training_image=sm.training_image(REGION),
             inference_image=sm.inference_image(REGION), endpoint_route=route,

@@ -41,8 +41,6 @@ class Target:
     data_dir: Path
     dataset_parts: tuple[str, ...] = ("train", "test")
     upload_data: bool = True
-    # IAM: create least-privilege roles (AWS), or hand out well-formed ARNs of roles nobody checks (purpose -> ARN).
-    role_arns: Mapping[str, str] | None = None
     # SageMaker
     sagemaker: str = SAGEMAKER_API
     model_data: str | None = None              # s3://.../model.tar.gz to serve: no training job
@@ -118,32 +116,29 @@ def plan(target: Target) -> list[r.Resource]:
         made.append(r.CaptureRestore(id="capture-restore", after=("bucket",), bucket=bucket,
                                      restore=target.restore_capture))
 
-    # roles: made here (AWS), or given (local), by purpose
+    # roles: the same least-privilege roles on every target (LocalStack's IAM holds them; the gateway checks them)
+    scope = target.scope()
+    policies = {
+        "sagemaker": iam_roles.sagemaker_policy(scope), "lambda": iam_roles.lambda_policy(scope),
+        "states": iam_roles.states_policy(scope), "events": iam_roles.events_role_policy(scope, machine_arn),
+        "results": iam_roles.results_writer_policy(scope, state_machine_name=machine,
+                                                   function=event_names.writer_function,
+                                                   results_prefix=runs.RESULTS_PREFIX),
+        "monitor": iam_roles.monitor_policy(scope, function=monitor.names.function,
+                                            capture_prefix=monitor.capture_prefix,
+                                            monitor_prefix=monitor.monitor_prefix,
+                                            namespace=drift_monitor.DEFAULT_NAMESPACE),
+    }
+    services = {**iam_roles.TRUSTED_SERVICE, "events": "events.amazonaws.com",
+                "results": "lambda.amazonaws.com", "monitor": "lambda.amazonaws.com"}
     role: dict[str, str | r.Ref] = {}
-    if target.role_arns is None:
-        scope = target.scope()
-        policies = {
-            "sagemaker": iam_roles.sagemaker_policy(scope), "lambda": iam_roles.lambda_policy(scope),
-            "states": iam_roles.states_policy(scope), "events": iam_roles.events_role_policy(scope, machine_arn),
-            "results": iam_roles.results_writer_policy(scope, state_machine_name=machine,
-                                                       function=event_names.writer_function,
-                                                       results_prefix=runs.RESULTS_PREFIX),
-            "monitor": iam_roles.monitor_policy(scope, function=monitor.names.function,
-                                                capture_prefix=monitor.capture_prefix,
-                                                monitor_prefix=monitor.monitor_prefix,
-                                                namespace=drift_monitor.DEFAULT_NAMESPACE),
-        }
-        services = {**iam_roles.TRUSTED_SERVICE, "events": "events.amazonaws.com",
-                    "results": "lambda.amazonaws.com", "monitor": "lambda.amazonaws.com"}
-        for purpose in ROLE_PURPOSES:
-            made.append(r.Role(id=f"role/{purpose}", role=names[purpose], purpose=purpose, service=services[purpose],
-                               policy=policies[purpose], prefix=prefix))
-            role[purpose] = r.Ref(f"role/{purpose}", "arn")
-    else:
-        role = {purpose: target.role_arns[purpose] for purpose in ROLE_PURPOSES}
+    for purpose in ROLE_PURPOSES:
+        made.append(r.Role(id=f"role/{purpose}", role=names[purpose], purpose=purpose, service=services[purpose],
+                           policy=policies[purpose], prefix=prefix))
+        role[purpose] = r.Ref(f"role/{purpose}", "arn")
 
     def needs(*ids: str) -> tuple[str, ...]:
-        """Ids among these that the plan holds (a local plan has no roles to wait for)."""
+        """Ids among these that the plan holds (a given model has no training job to wait for)."""
         planned = {resource.id for resource in made}
         return tuple(i for i in ids if i in planned)
 

@@ -149,7 +149,9 @@ def scones_stack(pytestconfig, scones_target_name):
     if running["up"]:
         with _progress_to_terminal(pytestconfig) as progress:
             progress(f"using the local stack that is up (record {running['record_path']}); it stays up")
-        yield load_target("local")
+        target = load_target("local")
+        yield target
+        _remember_iam_denials(pytestconfig, target)
         return
     config = stack.StackConfig.from_environment()
     with _progress_to_terminal(pytestconfig) as progress:
@@ -162,15 +164,44 @@ def scones_stack(pytestconfig, scones_target_name):
                 raise
             # Every test that needs the stack fails with this one line, not with a traceback each.
             pytest.fail(f"scones: the local stack could not come up: {error}", pytrace=False)
+    target = None
     try:
-        yield load_target("local", config.state_dir)
+        target = load_target("local", config.state_dir)
+        yield target
     finally:
+        if target is not None:
+            _remember_iam_denials(pytestconfig, target)
         if not pytestconfig.getoption("scones_keep_stack"):
             with _progress_to_terminal(pytestconfig) as progress:
                 report = stack.down(config.state_dir, progress=progress)
             if report["leftover_processes"] or report["open_ports"]:
                 pytest.fail(f"the local stack left processes {report['leftover_processes']} "
                             f"and open ports {report['open_ports']}")
+
+
+IAM_DENIALS = pytest.StashKey[dict]()
+
+
+def _remember_iam_denials(pytestconfig, target) -> None:
+    """What the local stack's IAM checks denied during the session, read before the stack goes down, for the
+    terminal summary."""
+    from scones.harness.iam import denials
+
+    localstack_url = getattr(target.session, "default_endpoint_url", None)
+    if localstack_url:
+        pytestconfig.stash[IAM_DENIALS] = denials.fetch(localstack_url)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The local stack's IAM denials (harness/iam/gateway.py), where a test run's reader looks last."""
+    from scones.harness.iam import denials
+
+    if IAM_DENIALS not in config.stash:
+        return
+    lines = denials.summary_lines(config.stash[IAM_DENIALS])
+    terminalreporter.section("scones IAM", yellow=len(lines) > 1)
+    for line in lines:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from scones.errors import SconesError
 from scones.harness import operations
 from scones.harness.evaluate import latest_evaluation
 from scones.harness.executions import execution_history
+from scones.harness.iam import denials as iam_denials
 from scones.harness.monitor import PLOT_FILES, SUMMARY_FILE, drift_caption
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -412,6 +413,7 @@ def build_report(out_path: Path, reports_dir: Path, target=None, execution_arns:
         "outcome_style": OUTCOME_STYLE,
         "operations": _operations(target),
         "coverage": coverage,
+        "iam": _iam(target),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(render_report(context), encoding="utf-8")
@@ -439,6 +441,15 @@ def _coverage(target, definition: dict[str, Any] | None, coverage_json: Path | N
                              coverage_json)
     except ClientError as error:
         raise ReportError(f"cannot read the workflow's executions for its coverage: {error}") from None
+
+
+def _iam(target) -> dict[str, Any] | None:
+    """The local stack's IAM denials (harness/iam/denials.py); None for AWS (it enforces IAM itself) or no stack."""
+    localstack_url = getattr(getattr(target, "session", None), "default_endpoint_url", None)
+    if target is None or target.name != "local" or not localstack_url:
+        return None
+    listing = iam_denials.fetch(localstack_url)
+    return None if listing is None else {**listing, "distinct": iam_denials.distinct(listing["denials"])}
 
 
 def _drift_caption(monitoring: dict[str, Any] | None) -> str | None:

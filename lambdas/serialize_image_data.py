@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+# Amazon S3 API Reference, GetObject, "Permissions": a missing key is a 403 to a caller not allowed s3:ListBucket.
+_ACCESS_DENIED_HINT = (" (S3 answers AccessDenied, not NoSuchKey, for an object that does not exist when the "
+                       "function's role may not s3:ListBucket the bucket)")
 # classifyImage later adds the inferences to this same state; count the widest they can be.
 _WIDEST_INFERENCES = [0.12345678901234568] * len(CLASSES)
 
@@ -41,7 +44,8 @@ def read_image(location: ImageLocation) -> bytes:
             raise ImageNotFound(
                 f"{location.uri} not found: no such {what} ({code}: {error.get('Message', '')})"
             ) from None
-        raise ImageReadFailed(f"could not read {location.uri}: {code}: {error.get('Message', exc)}") from None
+        hint = _ACCESS_DENIED_HINT if code == "AccessDenied" else ""
+        raise ImageReadFailed(f"could not read {location.uri}: {code}: {error.get('Message', exc)}{hint}") from None
     except BotoCoreError as exc:
         raise ImageReadFailed(f"could not read {location.uri}: {exc}") from None
 

@@ -4,7 +4,6 @@ and (opt-in, SCONES_TEST_COMPOSE=1, needs dockerd and the images) the real stack
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -178,7 +177,7 @@ def _wait_for(url: str, timeout: float) -> None:
 
 @pytest.fixture
 def moto_as_localstack(tmp_path, monkeypatch):
-    """A moto server standing in for LocalStack: LocalStack's account, and the roles scones.deploy.local names."""
+    """A moto server standing in for LocalStack, in LocalStack's account (the deploy makes the roles itself)."""
     port = _free_port()
     env = {**os.environ, "MOTO_ACCOUNT_ID": local_target.ACCOUNT_ID}
     log = open(tmp_path / "moto.log", "w")
@@ -187,11 +186,6 @@ def moto_as_localstack(tmp_path, monkeypatch):
     try:
         _wait_for(f"http://127.0.0.1:{port}/moto-api/", 30)
         session = local_target.local_session(local_target.localstack_url(port))
-        iam = session.client("iam")
-        for arn in (local_target.LAMBDA_ROLE_ARN, local_target.STATES_ROLE_ARN):
-            iam.create_role(RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps({
-                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]}}]}))
         yield port, session
     finally:
         process.terminate()

@@ -84,7 +84,7 @@ def test_the_table_agrees_with_the_service_authorization_reference():
 # --- the roles of deploy/iam.py -------------------------------------------------------------------
 
 def test_lambda_role_allows_the_workflow_calls_and_nothing_beside():
-    """deploy/iam.py lambda_policy: read this bucket's objects, invoke this endpoint, write own logs."""
+    """deploy/iam.py lambda_policy: read (and list) this bucket's objects, invoke this endpoint, write own logs."""
     policy = iam.lambda_policy(SCOPE)
     assert allowed(policy, "s3", "GetObject", {"Bucket": "scones-bucket", "Key": "test/bicycle/1.png"}) == []
     assert allowed(policy, "sagemaker-runtime", "InvokeEndpoint", {"EndpointName": "Scones-Endpoint"}) == []
@@ -98,8 +98,9 @@ def test_lambda_role_allows_the_workflow_calls_and_nothing_beside():
     assert allowed(policy, "s3", "GetObject", {"Bucket": "other-bucket", "Key": "x"})
     assert allowed(policy, "sagemaker-runtime", "InvokeEndpoint", {"EndpointName": "other"})
     assert allowed(policy, "logs", "PutLogEvents", {"logGroupName": "/aws/lambda/someoneElse", "logStreamName": "s"})
-    # No s3:ListBucket: a missing key answers 403, not 404 (the gateway asks for this check).
-    assert allowed(policy, "s3", "ListObjectsV2", {"Bucket": "scones-bucket"})
+    # s3:ListBucket on its bucket: a missing key answers 404 NoSuchKey, not 403 (Amazon S3 API Reference, GetObject).
+    assert allowed(policy, "s3", "ListObjectsV2", {"Bucket": "scones-bucket"}) == []
+    assert allowed(policy, "s3", "ListObjectsV2", {"Bucket": "other-bucket"})
 
 
 def test_states_role_invokes_the_three_functions_with_or_without_qualifier():

@@ -111,9 +111,11 @@ def test_other_s3_errors_name_the_object_and_the_code(fake_aws_credentials, lamb
     with Stubber(clients.s3()) as stubber:
         stubber.add_client_error("get_object", service_error_code="AccessDenied",
                                  service_message="Access Denied", http_status_code=403)
-        with pytest.raises(ImageReadFailed, match=r"could not read s3://b/k.png: AccessDenied: Access Denied"):
+        with pytest.raises(ImageReadFailed, match=r"could not read s3://b/k.png: AccessDenied: Access Denied") as error:
             lambda_handler({"s3_bucket": "b", "s3_key": "k.png"}, lambda_context)
     clients.reset()
+    # Amazon S3 API Reference, GetObject, Permissions: without s3:ListBucket a missing key is AccessDenied too.
+    assert "for an object that does not exist when the function's role may not s3:ListBucket the bucket" in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from test_monitor_capture import answers_for, baseline_from, capture_line, synthetic_test_set
 
+from scones.deploy import iam, monitoring
 from scones.deploy import local as local_target
-from scones.deploy import monitoring
+from scones.harness.iam.denials import fetch
+from scones.lambdas import drift_monitor
 from support import poll, running_localstack
 
 ALARM_DEADLINE_S = 6 * monitoring.LOCAL_ALARM_PERIOD_S   # LocalStack evaluates once a period
@@ -29,6 +31,18 @@ def localstack(tmp_path_factory):
         yield instance
 
 
+def monitor_role(session, settings: monitoring.MonitorSettings) -> str:
+    """The monitor's own role of deploy/iam.py, in LocalStack's IAM, so the gateway checks every call it makes."""
+    scope = iam.Scope(partition="aws", region=local_target.REGION, account_id=local_target.ACCOUNT_ID,
+                      prefix=settings.prefix, bucket=settings.bucket, endpoint_name=settings.endpoint_name,
+                      function_names=(), image_repositories=())
+    policy = iam.monitor_policy(scope, function=settings.names.function, capture_prefix=settings.capture_prefix,
+                                monitor_prefix=settings.monitor_prefix, namespace=drift_monitor.DEFAULT_NAMESPACE)
+    arn, _ = iam.ensure_role(session.client("iam"), name=settings.names.role, policy=policy,
+                             trust=iam.trust_policy("lambda.amazonaws.com"), tags={"scones:prefix": settings.prefix})
+    return arn
+
+
 @pytest.fixture
 def deployed(localstack):
     """A monitor of its own (unique prefix, bucket and endpoint name), destroyed afterwards."""
@@ -37,7 +51,7 @@ def deployed(localstack):
     settings = monitoring.MonitorSettings(prefix=prefix, bucket=f"{prefix}-bucket", endpoint_name=f"{prefix}-classifier",
                                           threshold=0.93, alarm_period_s=monitoring.LOCAL_ALARM_PERIOD_S)
     session.client("s3").create_bucket(Bucket=settings.bucket)
-    made = monitoring.deploy_monitor(session, settings, role_arn=local_target.LAMBDA_ROLE_ARN,
+    made = monitoring.deploy_monitor(session, settings, role_arn=monitor_role(session, settings),
                                      baseline=baseline_from(*synthetic_test_set(seed=5)))
     yield session, settings, made
     monitoring.destroy_monitor(session, made, prefix)
@@ -57,7 +71,7 @@ def alarm_state(session, name: str) -> str:
     return session.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"]
 
 
-def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_alarm_go_to_alarm(deployed):
+def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_alarm_go_to_alarm(deployed, localstack):
     session, settings, made = deployed
     names = settings.names
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -88,6 +102,8 @@ def test_a_drifted_capture_makes_the_scheduled_monitor_fail_its_metric_and_the_a
     described = monitoring.describe_monitor(session, made)
     assert [run["drift"] for run in described["runs"][:3]] == ["skipped", "fail", "pass"]
     assert {alarm["name"]: alarm["state"] for alarm in described["alarms"]}[names.drift_alarm] == "ALARM"
+    # every call the monitor made was checked against its own role of deploy/iam.py (harness/iam), and allowed
+    assert [d["message"] for d in fetch(localstack.url)["denials"] if d["role"] == names.role] == []
 
 
 def test_scones_monitor_scheduled_runs_the_deployed_function_of_the_recorded_stack(deployed, localstack, tmp_path):

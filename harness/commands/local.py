@@ -28,6 +28,7 @@ from scones.harness.commands.options import (
 )
 from scones.harness.executions import DEFAULT_TIMEOUT_S
 from scones.harness.faults import FaultsClient
+from scones.harness.iam import denials as iam_denials
 from scones.harness.iam.names import MODE_ENV as IAM_MODE_ENV
 from scones.harness.iam.names import MODES as IAM_MODES
 from scones.harness.lambda_executor.names import TIME_SCALE_ENV
@@ -238,6 +239,9 @@ def status(target, state_dir, as_json):
         _aws_status(state_dir, as_json)
         return
     report = stack.status(state_dir)
+    localstack_part = (report.get("parts") or {}).get("localstack") or {}
+    if localstack_part.get("healthy"):
+        report["iam"] = iam_denials.fetch(localstack_part["url"])
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -263,6 +267,9 @@ def status(target, state_dir, as_json):
     click.echo(f"  {len(report['processes'])} processes, {report['rss_bytes'] / 2**20:.0f} MiB resident")
     if report["up"]:
         _echo_operations("local", state_dir)
+    if "iam" in report:
+        for line in iam_denials.summary_lines(report["iam"]):
+            click.echo(f"  {line}")
     if not report["up"]:
         unhealthy = ", ".join(name for name, part in report["parts"].items() if not part["healthy"])
         click.echo(f"  unhealthy: {unhealthy}; run `scones up` to repair it, or `scones down` to clear it")

@@ -16,7 +16,7 @@ the sagemaker-runtime route), does what AWS does for such a request:
 - GetObject/HeadObject of a missing key by a caller without s3:ListBucket on the bucket answers 403, not 404
   (Amazon S3 API reference, GetObject, "Permissions").
 
-A role that LocalStack's IAM does not hold (the local target used to name roles it never created) is not
+A role that LocalStack's IAM does not hold (an ARN written by hand; the local deploy makes deploy/iam.py's roles) is not
 checked, with one warning per role. SCONES_IAM=enforce (default) | report (log, let through) | off.
 """
 from __future__ import annotations

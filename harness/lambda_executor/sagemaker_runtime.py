@@ -30,6 +30,7 @@ LocalStack would load a service for it. Both are additions, not replacements of 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -55,6 +56,8 @@ FORWARDED_OPERATION = "InvokeEndpoint"
 # InvokeEndpoint's own limit is 60 s for the model's answer (botocore's default read timeout too);
 # past this the endpoint server is stuck, and the caller gets ServiceUnavailable instead of a hang.
 FORWARD_TIMEOUT = urllib3.Timeout(connect=5.0, read=75.0)
+# The session name of SageMaker's calls with a job's or a model's execution role.
+EXECUTION_ROLE_SESSION = "SageMaker"
 # The EndpointName shape of botocore/data/sagemaker/*/service-2.json: at most 63, letters, digits, inner hyphens.
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept")
@@ -162,11 +165,18 @@ REGISTRY = EndpointRegistry()
 def _sagemaker_control_plane() -> SageMakerHandler:
     """The `sagemaker` API's handler (harness/sagemaker): its processes run with the project's Python."""
     def s3_for(caller: Caller):
-        return connect_to(aws_access_key_id=caller.access_key, aws_secret_access_key="test",
-                          region_name=caller.region).s3
+        return connect_to(aws_access_key_id=caller.access_key, aws_secret_access_key=caller.secret_key,
+                          aws_session_token=caller.session_token, region_name=caller.region).s3
+
+    def assume_role(caller: Caller, role_arn: str) -> Caller:
+        sts = connect_to(aws_access_key_id=caller.access_key, aws_secret_access_key=caller.secret_key,
+                         aws_session_token=caller.session_token, region_name=caller.region).sts
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=EXECUTION_ROLE_SESSION)["Credentials"]
+        return dataclasses.replace(caller, access_key=credentials["AccessKeyId"],
+                                   secret_key=credentials["SecretAccessKey"], session_token=credentials["SessionToken"])
 
     gateway = "http://" + os.environ.get("GATEWAY_LISTEN", "127.0.0.1:4566").split(",")[0]
-    control = ControlPlane(Environment(default_root(), s3_for, default_python()), REGISTRY.point)
+    control = ControlPlane(Environment(default_root(), s3_for, default_python(), assume_role), REGISTRY.point)
     return SageMakerHandler(control, gateway)
 
 

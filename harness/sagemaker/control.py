@@ -58,6 +58,8 @@ class Caller:
     region: str
     access_key: str
     gateway: str          # LocalStack's own URL: what the processes we start use as AWS_ENDPOINT_URL
+    secret_key: str = "test"
+    session_token: str | None = None   # a role session's (Environment.as_role)
 
 
 def now() -> datetime:
@@ -81,10 +83,25 @@ def split_s3(uri: str) -> tuple[str, str]:
 class Environment:
     """S3 (LocalStack's own in-memory client) and the processes we start; a test may replace either."""
 
-    def __init__(self, root: Path, s3_for: Callable[[Caller], Any], python: str | None) -> None:
+    def __init__(self, root: Path, s3_for: Callable[[Caller], Any], python: str | None,
+                 assume_role: Callable[[Caller, str], Caller] | None = None) -> None:
         self.root = root
         self.s3_for = s3_for
         self.python = python
+        self.assume_role = assume_role
+
+    def as_role(self, caller: Caller, role_arn: str | None) -> Caller:
+        """Who SageMaker acts as for a job or a model: a session of the execution role it was given (RoleArn,
+        ExecutionRoleArn), so that reading the data and the model, writing the artifact and the capture are
+        checked against that role's policy (harness/iam/gateway.py) as on AWS. Without a way to assume roles
+        (a test's environment), the caller itself."""
+        if not role_arn or self.assume_role is None:
+            return caller
+        try:
+            return self.assume_role(caller, role_arn)
+        except Exception:   # STS's refusal, whatever its shape: AWS's CreateModel/CreateTrainingJob answer
+            raise validation(f"Could not assume role {role_arn}. Please ensure that the role exists and allows "
+                             "principal 'sagemaker.amazonaws.com' to assume the role.") from None
 
     def object_exists(self, caller: Caller, uri: str) -> bool:
         bucket, key = split_s3(uri)
@@ -107,9 +124,10 @@ class Environment:
     def process_env(self, caller: Caller) -> dict[str, str]:
         inherited = {key: value for key, value in os.environ.items()
                      if not key.startswith(("AWS_", "PYTHON", "VIRTUAL_ENV", "LOCALSTACK_", "GATEWAY_"))}
+        session = {"AWS_SESSION_TOKEN": caller.session_token} if caller.session_token else {}
         return {**inherited, "AWS_ENDPOINT_URL": caller.gateway, "AWS_ACCESS_KEY_ID": caller.access_key,
-                "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": caller.region, "AWS_DEFAULT_REGION": caller.region,
-                "PYTHONUNBUFFERED": "1"}
+                "AWS_SECRET_ACCESS_KEY": caller.secret_key, **session, "AWS_REGION": caller.region,
+                "AWS_DEFAULT_REGION": caller.region, "PYTHONUNBUFFERED": "1"}
 
     def spawn(self, caller: Caller, kind: str, name: str, module: str, spec: dict, folder: Path) -> "HostProcess":
         if not self.python:
@@ -230,7 +248,8 @@ class ControlPlane:
                 raise validation(f'Cannot create already existing model "{model_arn}".')
         for container in containers:
             url = container.get("ModelDataUrl")
-            if url and not self.environment.object_exists(caller, url):
+            reader = self.environment.as_role(caller, request.get("ExecutionRoleArn"))
+            if url and not self.environment.object_exists(reader, url):
                 raise validation(f"Could not find model data at {url}.")
         record = {**request, "ModelArn": model_arn, "CreationTime": now()}
         record.pop("Tags", None)
@@ -357,7 +376,8 @@ class ControlPlane:
         if not url:
             raise _Unservable(f"Model {model['ModelName']} has no ModelDataUrl: scones serves a model.tar.gz from S3.")
         return {"endpoint_name": endpoint_name, "variant_name": variant["VariantName"], "model_data_url": url,
-                "environment": container.get("Environment") or {}, "data_capture": config.get("DataCaptureConfig")}
+                "environment": container.get("Environment") or {}, "data_capture": config.get("DataCaptureConfig"),
+                "execution_role_arn": model.get("ExecutionRoleArn")}
 
     def _deploy(self, caller: Caller, endpoint: Endpoint, config: dict, *, updating: bool) -> None:
         """In a thread: what a hosting instance does before /ping answers (download the model, start the
@@ -371,10 +391,11 @@ class ControlPlane:
                 folder = self.environment.root / "endpoints" / caller.account / caller.region / name / str(time.time_ns())
                 folder.mkdir(parents=True)
                 spec["model"] = str(folder / "model.tar.gz")
-                self.environment.download(caller, spec["model_data_url"], Path(spec["model"]))
-                host = self.environment.spawn(caller, "endpoint", name, "scones.harness.sagemaker.endpoint_host",
+                role = self.environment.as_role(caller, spec["execution_role_arn"])
+                self.environment.download(role, spec["model_data_url"], Path(spec["model"]))
+                host = self.environment.spawn(role, "endpoint", name, "scones.harness.sagemaker.endpoint_host",
                                               spec, folder)
-            except (_Unservable, RuntimeError, OSError) as error:
+            except (_Unservable, ApiError, RuntimeError, OSError) as error:
                 self._deployed(caller, endpoint, config, None, None, str(error), updating)
                 return
             url, reason, server = None, None, None
@@ -467,6 +488,7 @@ class ControlPlane:
     def create_training_job(self, caller: Caller, request: dict) -> dict:
         name = request["TrainingJobName"]
         job_arn = arn(caller, "training-job", name)
+        runner = self.environment.as_role(caller, request.get("RoleArn"))   # refused before the job exists, as on AWS
         with self.lock:
             if self.key(caller, name) in self.training_jobs:
                 raise ApiError("ResourceInUse", "Training job names must be unique within an AWS account and region, "
@@ -494,7 +516,7 @@ class ControlPlane:
             return {"TrainingJobArn": job_arn}
         folder = self.environment.root / "training-jobs" / caller.account / caller.region / name
         try:
-            host = self.environment.spawn(caller, "training-job", name, "scones.harness.sagemaker.training_host",
+            host = self.environment.spawn(runner, "training-job", name, "scones.harness.sagemaker.training_host",
                                           {"request": request, "region": caller.region}, folder)
         except (RuntimeError, OSError) as error:
             self._job_report(record, {"status": "Failed", "secondary": "Failed", "failure": f"InternalServerError: {error}"})
