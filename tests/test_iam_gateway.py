@@ -188,8 +188,16 @@ def test_a_statement_removed_from_deploy_iam_fails_the_real_function_naming_the_
     assert f"assumed-role/{role}/{name}" in result["errorMessage"]
     # and the function's own log says so, where AWS's Python runtime writes an unhandled error ([ERROR] line).
     denial = "is not authorized to perform: s3:GetObject"
-    poll(lambda: any(denial in event["message"] for event in clients["logs"].filter_log_events(
-        logGroupName=f"/aws/lambda/{name}")["events"]) or None, timeout=30, what="the denial in the function's log")
+    logs = clients["logs"]
+
+    def logged() -> bool | None:
+        try:   # the log group appears with the function's first log batch, as on AWS: not at once
+            events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            return None
+        return any(denial in event["message"] for event in events) or None
+
+    poll(logged, timeout=30, what="the denial in the function's log")
 
 
 def test_the_bucket_policy_counts_allow_and_deny(enforcing):
@@ -271,7 +279,7 @@ def test_denials_are_listed_for_status_the_report_and_the_pytest_summary(enforci
         "generated_at": "now", "target": "local", "state_machine_arn": None, "evaluation": None,
         "evaluation_path": None, "monitoring": None, "plots": {}, "drift_caption": None, "definition_svg": None,
         "executions": [], "missing_outcomes": [], "outcome_style": report.OUTCOME_STYLE, "operations": None,
-        "iam": section})
+        "coverage": None, "iam": section})
     assert 'id="iam-denials"' in page and "s3:PutObject" in page and ROLE in page
 
     config = SimpleNamespace(stash={})
