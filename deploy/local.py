@@ -237,9 +237,10 @@ def _open_local_record(path: Path, config: LocalConfig) -> dict:
 
 def deploy_local_stack(config: LocalConfig, *, state_dir: str | os.PathLike | None = None,
                        progress: Progress | None = None, sleep: Callable[[float], None] | None = None,
-                       session: boto3.Session | None = None) -> LocalDeployment:
+                       session: boto3.Session | None = None, timings: executor.Timings | None = None) -> LocalDeployment:
     """Run the local target's plan against the running LocalStack (+ endpoint server) and record it in
-    <state>/local/deploy-record.json. What `scones up`, `scones deploy --target local` and compose all call."""
+    <state>/local/deploy-record.json. What `scones up`, `scones deploy --target local` and compose all call.
+    timings: see executor.execute."""
     session = session or local_session(config.localstack_url, config.endpoint_url)
     path = records.local_deploy_record_path(state_dir)
     record = _open_local_record(path, config)
@@ -247,7 +248,7 @@ def deploy_local_stack(config: LocalConfig, *, state_dir: str | os.PathLike | No
     # LocalStack makes a function Active in about a second: poll 10x as often as AWS needs.
     run = resources.Run(session, progress=progress, save=lambda: records.save_record(path, record), sleep=sleep,
                         max_pause_s=0.1)
-    made = executor.execute(planner.plan(target), run, record, max_workers=8)
+    made = executor.execute(planner.plan(target), run, record, max_workers=8, timings=timings)
     outputs = planner.outputs_of(target, made)
     record["outputs"] = outputs
     records.save_record(path, record)

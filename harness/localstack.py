@@ -444,7 +444,7 @@ class LocalStack:
             sagemaker_processes.PYTHON_ENV: sys.executable,
             **{key: os.environ[key] for key in (*PATCH_SWITCHES, sandbox.SWITCH, TIME_SCALE_ENV, iam_names.MODE_ENV,
                                                 settings.TRAINING_TOOLKIT_PYTHON, sagemaker_processes.ENDPOINT_INSTANCES_ENV,
-                                                sagemaker_processes.TRAINING_JOBS_ENV)
+                                                sagemaker_processes.TRAINING_JOBS_ENV, sagemaker_processes.SPARE_ENDPOINT_ENV)
                if key in os.environ},
         }
         env.update(self.extra_env)

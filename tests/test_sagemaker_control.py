@@ -258,6 +258,29 @@ def test_an_image_that_cannot_run_here_fails_naming_those_that_can(sagemaker, mo
     sagemaker.delete_endpoint(EndpointName=endpoint)
 
 
+def _alive_records(localstack, kind: str) -> list:
+    return [entry for entry in processes.recorded(processes.sagemaker_dir(localstack.home))
+            if entry.kind == kind and entry.alive]
+
+
+def test_an_endpoint_is_served_by_the_spare_host_started_ahead_and_a_new_spare_follows(localstack, sagemaker, model_data):
+    """Ours, not AWS's (no timing is asserted: benchmarks/sagemaker_control.py measures it): CreateModel starts a
+    spare endpoint host, recorded like every process of the control plane; CreateEndpoint hands it the endpoint
+    (the endpoint's recorded process is that very pid), and once it answers, the next spare starts."""
+    model = create_model(sagemaker, model_data)
+    [spare] = poll(lambda: _alive_records(localstack, "endpoint-spare"), 60, what="a spare endpoint host")
+    endpoint = unique("endpoint")
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=create_config(sagemaker, model))
+    sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=endpoint, WaiterConfig=FAST_WAIT)
+    [serving] = [entry for entry in _alive_records(localstack, "endpoint") if entry.name == endpoint]
+    assert serving.pid == spare.pid
+    [following] = poll(lambda: _alive_records(localstack, "endpoint-spare"), 60, what="the next spare")
+    assert following.pid != spare.pid
+    sagemaker.delete_endpoint(EndpointName=endpoint)
+    sagemaker.get_waiter("endpoint_deleted").wait(EndpointName=endpoint, WaiterConfig=FAST_WAIT)
+    poll(lambda: not serving.alive, 60, what="the endpoint's host to stop")
+
+
 # --- training jobs ------------------------------------------------------------------------------------
 
 def upload_source(s3, files: dict[str, str] | None = None) -> str:

@@ -12,6 +12,7 @@ none across restarts); the processes are recorded under the sagemaker dir (proce
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -39,6 +40,14 @@ RUNNABLE_TRAINING = "AWS's PyTorch training images (<account>.dkr.ecr.<region>.a
 ENDPOINT_INSTANCE_LIMIT = int(os.environ.get(processes.ENDPOINT_INSTANCES_ENV, "8"))
 TRAINING_JOB_LIMIT = int(os.environ.get(processes.TRAINING_JOBS_ENV, "2"))
 ROUTE_SWITCH_GRACE_S = 1.0
+ENDPOINT_HOST_MODULE = "scones.harness.sagemaker.endpoint_host"
+# One endpoint host kept started ahead of need (endpoint_host.py --spare): CreateEndpoint -> InService is then
+# the model's load and the server's start, without the interpreter's and torch's (most of the time). "0": none.
+SPARE_ENDPOINT_HOST = os.environ.get(processes.SPARE_ENDPOINT_ENV, "1") != "0"
+SPARE_KIND = "endpoint-spare"
+# Variables read when an interpreter or torch starts, not later: a container Environment that sets one gets a
+# fresh endpoint host, since a spare has started already.
+START_TIME_PREFIXES = ("OMP_", "MKL_", "KMP_", "GOMP_", "PYTHON", "LD_", "MALLOC_", "TORCH_", "CUDA_")
 
 
 class ApiError(Exception):
@@ -84,6 +93,9 @@ class Environment:
         self.root = root
         self.s3_for = s3_for
         self.python = python
+        self._spare_lock = threading.Lock()
+        self._spare: tuple[subprocess.Popen, processes.ProcessRecord] | None = None
+        self._stops_at_exit = False
 
     def object_exists(self, caller: Caller, uri: str) -> bool:
         bucket, key = split_s3(uri)
@@ -104,26 +116,120 @@ class Environment:
             raise _Unservable(_download_failure(bucket, key)) from error
 
     def process_env(self, caller: Caller) -> dict[str, str]:
+        return {**self._inherited_env(), **self._caller_env(caller)}
+
+    @staticmethod
+    def _inherited_env() -> dict[str, str]:
         inherited = {key: value for key, value in os.environ.items()
                      if not key.startswith(("AWS_", "PYTHON", "VIRTUAL_ENV", "LOCALSTACK_", "GATEWAY_"))}
-        return {**inherited, "AWS_ENDPOINT_URL": caller.gateway, "AWS_ACCESS_KEY_ID": caller.access_key,
-                "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": caller.region, "AWS_DEFAULT_REGION": caller.region,
-                "PYTHONUNBUFFERED": "1"}
+        return {**inherited, "PYTHONUNBUFFERED": "1"}
 
-    def spawn(self, caller: Caller, kind: str, name: str, module: str, spec: dict, folder: Path) -> "HostProcess":
+    @staticmethod
+    def _caller_env(caller: Caller) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": caller.gateway, "AWS_ACCESS_KEY_ID": caller.access_key,
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": caller.region, "AWS_DEFAULT_REGION": caller.region}
+
+    def _python(self, kind: str) -> str:
         if not self.python:
             raise RuntimeError(f"no Python with torch to run {kind}s: ${processes.PYTHON_ENV} is unset "
                                "(scones up sets it to the project's Python)")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(json.dumps(spec, default=str))
-        log = folder / f"{kind}.log"
+        return self.python
+
+    def _start(self, kind: str, name: str, arguments: list[str], log: Path, env: dict[str, str], cwd: Path,
+               stdin: int) -> tuple[subprocess.Popen, processes.ProcessRecord]:
+        """Start and record a process of ours (recorded before it can do anything: `scones down` finds it)."""
         with open(log, "ab") as log_file:
-            process = subprocess.Popen([self.python, "-m", module, str(folder / "spec.json")],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
-                                       env=self.process_env(caller), cwd=folder, start_new_session=True)
+            process = subprocess.Popen([self._python(kind), "-m", *arguments], stdin=stdin, stdout=subprocess.PIPE,
+                                       stderr=log_file, env=env, cwd=cwd, start_new_session=True)
         entry = processes.ProcessRecord(kind=kind, name=name, pid=process.pid, started=time.time(), log=str(log))
         processes.record(self.root, entry)
+        return process, entry
+
+    def spawn(self, caller: Caller, kind: str, name: str, module: str, spec: dict, folder: Path,
+              extra_env: dict[str, str] | None = None) -> "HostProcess":
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(json.dumps(spec, default=str))
+        process, entry = self._start(kind, name, [module, str(folder / "spec.json")], folder / f"{kind}.log",
+                                     {**self.process_env(caller), **(extra_env or {})}, folder, subprocess.DEVNULL)
         return HostProcess(process, entry, self.root)
+
+    # --- the spare endpoint host: an endpoint's start without the interpreter's and torch's ---------------
+
+    def warm_spare(self) -> None:
+        """Have a spare endpoint host starting or waiting (one at most), unless spares are off or there is no
+        Python to run one. Called as endpoints come near (CreateModel, CreateEndpointConfig) and after each
+        claimed spare has answered, so the next does not compete with it for the CPU."""
+        if not SPARE_ENDPOINT_HOST or not self.python:
+            return
+        with self._spare_lock:
+            if self._spare is not None and self._spare[0].poll() is None:
+                return
+            self._forget_spare()
+            folder = self.root / "spares"
+            folder.mkdir(parents=True, exist_ok=True)
+            log = folder / f"spare-{time.time_ns()}.log"
+            try:
+                self._spare = self._start(SPARE_KIND, "spare", [ENDPOINT_HOST_MODULE, "--spare"], log,
+                                          self._inherited_env(), folder, subprocess.PIPE)
+            except (RuntimeError, OSError):
+                self._spare = None   # a cold start still serves the endpoint
+                return
+            if not self._stops_at_exit:
+                # LocalStack's stop ends its interpreter: the spare goes then, not a moment later at the end of its
+                # stdin (which is also how it goes when LocalStack is killed).
+                atexit.register(self.stop_spare)
+                self._stops_at_exit = True
+
+    def serve_endpoint(self, caller: Caller, name: str, spec: dict, folder: Path) -> "HostProcess":
+        """The endpoint host for spec: the spare, handed its assignment, when one runs and the container's
+        Environment sets nothing read at an interpreter's start; else a fresh one."""
+        environment = spec.get("environment") or {}
+        late = not any(key.startswith(START_TIME_PREFIXES) for key in environment)
+        with self._spare_lock:
+            spare, self._spare = (self._spare, None) if late else (None, self._spare)
+        if spare is not None and spare[0].poll() is None:
+            process, spare_entry = spare
+            (folder / "spec.json").write_text(json.dumps(spec, default=str))
+            log = folder / "endpoint.log"
+            entry = processes.ProcessRecord(kind="endpoint", name=name, pid=process.pid, started=spare_entry.started,
+                                            log=str(log))
+            processes.record(self.root, entry)
+            processes.forget(self.root, spare_entry)
+            assignment = {"spec": str(folder / "spec.json"), "log": str(log), "environ": self._caller_env(caller)}
+            try:
+                assert process.stdin is not None
+                process.stdin.write((json.dumps(assignment) + "\n").encode())
+                process.stdin.close()
+                Path(spare_entry.log).unlink(missing_ok=True)
+                return HostProcess(process, entry, self.root)
+            except OSError:   # it died just now: a fresh one instead
+                processes.forget(self.root, entry)
+        elif spare is not None:
+            with self._spare_lock:
+                self._spare = spare
+        return self.spawn(caller, "endpoint", name, ENDPOINT_HOST_MODULE, spec, folder, extra_env=environment)
+
+    def _forget_spare(self) -> None:
+        if self._spare is not None:
+            process, entry = self._spare
+            process.wait()
+            processes.forget(self.root, entry)
+            Path(entry.log).unlink(missing_ok=True)
+            self._spare = None
+
+    def stop_spare(self, timeout_s: float = 5.0) -> None:
+        """LocalStack is stopping: the spare goes with it (an endpoint it serves already is no spare)."""
+        with self._spare_lock:
+            if self._spare is None:
+                return
+            process = self._spare[0]
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            self._forget_spare()
 
 
 class HostProcess:
@@ -235,6 +341,7 @@ class ControlPlane:
         record.pop("Tags", None)
         with self.lock:
             self.models[self.key(caller, name)] = record
+        self.environment.warm_spare()   # an endpoint is likely to follow
         return {"ModelArn": model_arn}
 
     def _model(self, caller: Caller, name: str) -> dict:
@@ -286,6 +393,7 @@ class ControlPlane:
         record.pop("Tags", None)
         with self.lock:
             self.endpoint_configs[self.key(caller, name)] = record
+        self.environment.warm_spare()
         return {"EndpointConfigArn": config_arn}
 
     def _endpoint_config(self, caller: Caller, name: str) -> dict:
@@ -371,28 +479,21 @@ class ControlPlane:
                 folder.mkdir(parents=True)
                 spec["model"] = str(folder / "model.tar.gz")
                 self.environment.download(caller, spec["model_data_url"], Path(spec["model"]))
-                host = self.environment.spawn(caller, "endpoint", name, "scones.harness.sagemaker.endpoint_host",
-                                              spec, folder)
+                host = self.environment.serve_endpoint(caller, name, spec, folder)
             except (_Unservable, RuntimeError, OSError) as error:
                 self._deployed(caller, endpoint, config, None, None, str(error), updating)
                 return
-            url, reason, server = None, None, None
+            url, reason = None, None
             for report in host.reports():
                 url, reason = report.get("url"), report.get("error")
-                if report.get("pid"):   # recorded too: should its host be killed, `scones down` still stops it
-                    server = processes.ProcessRecord(kind="endpoint-server", name=name, pid=report["pid"],
-                                                     started=time.time(), log=str(folder / "server.log"),
-                                                     command=processes.SERVER_MODULE)
-                    processes.record(self.environment.root, server)
                 break
             if url is None and reason is None:
                 reason = f"The endpoint server exited before it was ready: {host.log_tail() or 'no output'}"
             if url is None:
                 host.terminate()
             self._deployed(caller, endpoint, config, host if url else None, url, reason, updating)
+            self.environment.warm_spare()   # now, not while this one started: on 2 cores they would share them
             host.wait()
-            if server is not None:
-                processes.forget(self.environment.root, server)
         _start_thread(deploy, f"sagemaker-endpoint-{name}")
 
     def _deployed(self, caller: Caller, endpoint: Endpoint, config: dict, host: HostProcess | None, url: str | None,
@@ -581,6 +682,7 @@ class ControlPlane:
             hosts = [e.host for e in self.endpoints.values() if e.host] + list(self.training_hosts.values())
         for host in hosts:
             host.terminate()
+        self.environment.stop_spare()
 
 
 class _Unservable(Exception):

@@ -24,14 +24,15 @@ PYTHON_ENV = "SCONES_SAGEMAKER_PYTHON"
 # The local stand-ins for AWS's quotas (harness/sagemaker/control.py), passed on to LocalStack when set.
 ENDPOINT_INSTANCES_ENV = "SCONES_SAGEMAKER_ENDPOINT_INSTANCES"
 TRAINING_JOBS_ENV = "SCONES_SAGEMAKER_TRAINING_JOBS"
+# "0": no spare endpoint host started ahead of need (harness/sagemaker/control.py); passed on to LocalStack when set.
+SPARE_ENDPOINT_ENV = "SCONES_SAGEMAKER_SPARE_ENDPOINT"
 STOP_GRACE_S = 30.0
 HOST_MODULES = "scones.harness.sagemaker."   # endpoint_host and training_host
-SERVER_MODULE = "scones.harness.commands.endpoint"   # the endpoint server an endpoint_host starts
 
 
 @dataclass(frozen=True)
 class ProcessRecord:
-    kind: str            # "endpoint", "endpoint-server" (the endpoint's server below it) or "training-job"
+    kind: str            # "endpoint" (its server), "endpoint-spare" (one started ahead, control.py) or "training-job"
     name: str            # the endpoint or training job name
     pid: int
     started: float       # time.time() at start
