@@ -259,6 +259,8 @@ def status(target, state_dir, as_json):
         listening = "listening" if part["listening"] else "not listening"
         health = "healthy" if part["healthy"] else f"UNHEALTHY: {part['problem']}"
         click.echo(f"  {name:<10} {part.get('url')}  pid {part.get('pid')}  {state}, {listening}, {health}")
+    for entry in report.get("sagemaker", []):   # the control plane's endpoint hosts, spare and training jobs
+        click.echo(f"  sagemaker  {entry['kind']} {entry['name']}  pid {entry['pid']}  log {entry['log']}")
     _echo_workflow(report["record"]["outputs"])
     click.echo(f"  {len(report['processes'])} processes, {report['rss_bytes'] / 2**20:.0f} MiB resident")
     if report["up"]:

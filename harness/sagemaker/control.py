@@ -157,8 +157,8 @@ class Environment:
 
     def warm_spare(self) -> None:
         """Have a spare endpoint host starting or waiting (one at most), unless spares are off or there is no
-        Python to run one. Called as endpoints come near (CreateModel, CreateEndpointConfig) and after each
-        claimed spare has answered, so the next does not compete with it for the CPU."""
+        Python to run one. Called as endpoints come near (CreateTrainingJob, CreateModel, CreateEndpointConfig)
+        and after each claimed spare has answered, so the next does not compete with it for the CPU."""
         if not SPARE_ENDPOINT_HOST or not self.python:
             return
         with self._spare_lock:
@@ -601,6 +601,9 @@ class ControlPlane:
             return {"TrainingJobArn": job_arn}
         with self.lock:
             self.training_hosts[self.key(caller, name)] = host
+        # Its model is likely to be served next; the spare's imports cost the job a few seconds of CPU once, and
+        # save the endpoint those seconds and more (benchmarks/deploy_local.py).
+        self.environment.warm_spare()
 
         def watch() -> None:
             for report in host.reports():
