@@ -203,19 +203,22 @@ class Environment:
                 Path(spare_entry.log).unlink(missing_ok=True)
                 return HostProcess(process, entry, self.root)
             except OSError:   # it died just now: a fresh one instead
+                process.wait()
                 processes.forget(self.root, entry)
-        elif spare is not None:
-            with self._spare_lock:
-                self._spare = spare
+        elif spare is not None:   # it died while it waited (killed): its record goes, a fresh host serves
+            self._forget(spare)
         return self.spawn(caller, "endpoint", name, ENDPOINT_HOST_MODULE, spec, folder, extra_env=environment)
 
     def _forget_spare(self) -> None:
         if self._spare is not None:
-            process, entry = self._spare
-            process.wait()
-            processes.forget(self.root, entry)
-            Path(entry.log).unlink(missing_ok=True)
+            self._forget(self._spare)
             self._spare = None
+
+    def _forget(self, spare: tuple[subprocess.Popen, processes.ProcessRecord]) -> None:
+        process, entry = spare
+        process.wait()
+        processes.forget(self.root, entry)
+        Path(entry.log).unlink(missing_ok=True)
 
     def stop_spare(self, timeout_s: float = 5.0) -> None:
         """LocalStack is stopping: the spare goes with it (an endpoint it serves already is no spare)."""
