@@ -46,10 +46,11 @@ SAGEMAKER_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/scones-sagemaker-role"
 # The plan's roles by purpose (deploy/planner.py ROLE_PURPOSES): given, not made.
 ROLE_ARNS = {"sagemaker": SAGEMAKER_ROLE_ARN, "lambda": LAMBDA_ROLE_ARN, "states": STATES_ROLE_ARN,
              "events": EVENTS_ROLE_ARN, "results": LAMBDA_ROLE_ARN, "monitor": LAMBDA_ROLE_ARN}
-# How the local plan reaches SageMaker: "route" (the endpoint server `scones up` starts, registered with
-# LocalStack's sagemaker-runtime route: today's way), "api" (CreateModel/CreateEndpointConfig/CreateEndpoint through
-# boto3 `sagemaker` at LocalStack's endpoint: the local SageMaker control plane), or "auto" (api when the control
-# plane answers). `scones up` defaults to route, `scones deploy --target local` to auto.
+# How the local plan reaches SageMaker: "api" (CreateModel/CreateEndpointConfig/CreateEndpoint through boto3
+# `sagemaker` at LocalStack's endpoint: the local SageMaker control plane), "route" (an endpoint server started
+# beside LocalStack, registered with its sagemaker-runtime route: the compose stack's way), or "auto" (api when the
+# control plane answers and can serve endpoints). `scones up` defaults to api (harness/stack.py sagemaker_mode),
+# `scones deploy --target local` to auto, the compose deploy to route.
 SAGEMAKER_MODE = "SCONES_LOCAL_SAGEMAKER"
 SAGEMAKER_MODES = ("route", "api", "auto")
 # Where the local plan differs from AWS's for the same configuration, by plan id (README "One plan, every
@@ -60,8 +61,8 @@ LOCAL_DIFFERENCES = {
     "capture-restore": "local only: LocalStack keeps no S3 data across restarts, the endpoint's spool archive does",
     "training-job": "none with a given model (`scones up`): its model.tar.gz is uploaded and served (model-artifact)",
     "model-artifact": "local only: the served model.tar.gz from this machine, in the bucket for CreateModel",
-    "endpoint-route": "route mode only (no control plane yet): the endpoint server `scones up` starts, registered "
-                      "with LocalStack's sagemaker-runtime route, stands in for the five below",
+    "endpoint-route": "route mode only (compose, SCONES_LOCAL_SAGEMAKER=route): an endpoint server beside LocalStack, "
+                      "registered with its sagemaker-runtime route, stands in for the five below",
     "model": "route mode: none (api mode: CreateModel from the uploaded model-artifact, as on AWS)",
     "endpoint-config": "route mode: none (the endpoint server captures 100% to the same S3 prefix)",
     "endpoint": "route mode: none (the endpoint server serves it)",
@@ -152,13 +153,22 @@ def control_plane_answers(session: boto3.Session) -> bool:
         return False
 
 
-def sagemaker_mode(session: boto3.Session, wanted: str | None = None, default: str = "route") -> str:
-    """"api" or "route": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for, "auto" decided here."""
+def requested_sagemaker_mode(wanted: str | None = None, default: str = "route") -> str:
+    """"api", "route" or "auto": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for."""
     mode = (wanted or os.environ.get(SAGEMAKER_MODE) or default).strip().lower()
     if mode not in SAGEMAKER_MODES:
         raise DeployError(f"{SAGEMAKER_MODE}={mode!r} is not one of {', '.join(SAGEMAKER_MODES)}")
+    return mode
+
+
+def sagemaker_mode(session: boto3.Session, wanted: str | None = None, default: str = "route",
+                   serves_endpoints: Callable[[], bool] | None = None) -> str:
+    """"api" or "route": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for, "auto" decided here:
+    api when the control plane answers and (serves_endpoints, when given) can start endpoint hosts."""
+    mode = requested_sagemaker_mode(wanted, default)
     if mode == "auto":
-        return planner.SAGEMAKER_API if control_plane_answers(session) else planner.SAGEMAKER_ROUTE
+        usable = control_plane_answers(session) and (serves_endpoints is None or serves_endpoints())
+        return planner.SAGEMAKER_API if usable else planner.SAGEMAKER_ROUTE
     return mode
 
 

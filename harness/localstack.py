@@ -230,6 +230,17 @@ class EndpointRegistrationError(SconesError, RuntimeError):
     """LocalStack did not take an endpoint's registration; the message says why and what to do."""
 
 
+def control_plane_serves_endpoints(localstack: str, timeout: float = 65.0) -> bool:
+    """Whether LocalStack's SageMaker control plane can start endpoint hosts (a Python with torch: not in the compose
+    LocalStack container). The first answer may wait for its check of that Python."""
+    from scones.loopback import get_json
+
+    try:
+        return get_json(f"{localstack}{SAGEMAKER_ENDPOINTS_PATH}", timeout=timeout).get("serves_endpoints") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: str, timeout: float = 10.0) -> None:
     """Tell LocalStack which endpoint server serves `endpoint_name`.
 

@@ -42,7 +42,9 @@ def _progress(message: str) -> None:
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help=f"Staged images (default ${settings.DATA_DIR}, data_dir in [tool.scones], or <state dir>/data).")
 @click.option("--model", "model_dir", type=click.Path(exists=True), help="Directory with model.tar.gz (default: the cached trained model).")
 @port_option("--localstack-port", f"LocalStack port (default ${settings.LOCALSTACK_PORT}, localstack_port in [tool.scones], or {local_target.DEFAULT_LOCALSTACK_PORT}).")
-@port_option("--endpoint-port", f"Endpoint server port (default ${settings.ENDPOINT_PORT}, endpoint_port in [tool.scones], or {local_target.DEFAULT_ENDPOINT_PORT}).")
+@port_option("--endpoint-port", f"Route mode's endpoint server port (default ${settings.ENDPOINT_PORT}, endpoint_port in "
+             f"[tool.scones], or {local_target.DEFAULT_ENDPOINT_PORT}); in api mode, the default, the control plane's "
+             "endpoint host takes a free port.")
 @prefix_option()
 @click.option("--bucket", default=local_target.DEFAULT_BUCKET, show_default=True)
 @endpoint_name_option()

@@ -44,6 +44,7 @@ ENDPOINT_HOST_MODULE = "scones.harness.sagemaker.endpoint_host"
 # One endpoint host kept started ahead of need (endpoint_host.py --spare): CreateEndpoint -> InService is then
 # the model's load and the server's start, without the interpreter's and torch's (most of the time). "0": none.
 SPARE_ENDPOINT_HOST = os.environ.get(processes.SPARE_ENDPOINT_ENV, "1") != "0"
+SPARE_AT_START = os.environ.get(processes.SPARE_ENDPOINT_ENV) == processes.SPARE_AT_START
 SPARE_KIND = "endpoint-spare"
 # Variables read when an interpreter or torch starts, not later: a container Environment that sets one gets a
 # fresh endpoint host, since a spare has started already.
@@ -96,6 +97,25 @@ class Environment:
         self._spare_lock = threading.Lock()
         self._spare: tuple[subprocess.Popen, processes.ProcessRecord] | None = None
         self._stops_at_exit = False
+        self._serves_endpoints: bool | None = None
+
+    def serves_endpoints(self) -> bool:
+        """Whether endpoint hosts can run here: a Python with torch (the compose LocalStack container has none)."""
+        if self._serves_endpoints is None:
+            check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"
+            try:
+                self._serves_endpoints = bool(self.python) and subprocess.run(
+                    [str(self.python), "-c", check], capture_output=True, timeout=60).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                self._serves_endpoints = False
+        return self._serves_endpoints
+
+    def capture_spool(self, caller: Caller, endpoint_name: str) -> Path:
+        """The capture spools of an endpoint name: kept across its deploys and hosts, so that a host which replaces
+        a killed one sends what that one spooled but could not upload."""
+        named = os.environ.get(processes.CAPTURE_SPOOL_ENV)
+        root = Path(named) if named else self.root / "capture-spool" / caller.account / caller.region
+        return root / endpoint_name
 
     def object_exists(self, caller: Caller, uri: str) -> bool:
         bucket, key = split_s3(uri)
@@ -138,6 +158,8 @@ class Environment:
     def _start(self, kind: str, name: str, arguments: list[str], log: Path, env: dict[str, str], cwd: Path,
                stdin: int) -> tuple[subprocess.Popen, processes.ProcessRecord]:
         """Start and record a process of ours (recorded before it can do anything: `scones down` finds it)."""
+        if processes.PART_ENV in env:
+            env = {**env, processes.PART_ENV: processes.PART_NAME}
         with open(log, "ab") as log_file:
             process = subprocess.Popen([self._python(kind), "-m", *arguments], stdin=stdin, stdout=subprocess.PIPE,
                                        stderr=log_file, env=env, cwd=cwd, start_new_session=True)
@@ -240,6 +262,7 @@ class HostProcess:
 
     def __init__(self, process: subprocess.Popen, entry: processes.ProcessRecord, root: Path) -> None:
         self.process, self.entry, self.root = process, entry, root
+        self.stopped = False   # by us or by `scones down` (processes.stop_all): its exit is no loss to replace
 
     def reports(self) -> Iterable[dict]:
         assert self.process.stdout is not None
@@ -253,10 +276,12 @@ class HostProcess:
 
     def wait(self) -> int:
         code = self.process.wait()
+        self.stopped = self.stopped or processes.stopping(self.root, self.entry)
         processes.forget(self.root, self.entry)
         return code
 
     def terminate(self) -> None:
+        self.stopped = True
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
@@ -467,7 +492,8 @@ class ControlPlane:
         if not url:
             raise _Unservable(f"Model {model['ModelName']} has no ModelDataUrl: scones serves a model.tar.gz from S3.")
         return {"endpoint_name": endpoint_name, "variant_name": variant["VariantName"], "model_data_url": url,
-                "environment": container.get("Environment") or {}, "data_capture": config.get("DataCaptureConfig")}
+                "environment": container.get("Environment") or {}, "data_capture": config.get("DataCaptureConfig"),
+                "capture_spool": str(self.environment.capture_spool(caller, endpoint_name))}
 
     def _deploy(self, caller: Caller, endpoint: Endpoint, config: dict, *, updating: bool) -> None:
         """In a thread: what a hosting instance does before /ping answers (download the model, start the
@@ -497,7 +523,22 @@ class ControlPlane:
             self._deployed(caller, endpoint, config, host if url else None, url, reason, updating)
             self.environment.warm_spare()   # now, not while this one started: on 2 cores they would share them
             host.wait()
+            if url is not None:
+                self._replace_if_lost(caller, endpoint, host)
         _start_thread(deploy, f"sagemaker-endpoint-{name}")
+
+    def _replace_if_lost(self, caller: Caller, endpoint: Endpoint, host: HostProcess) -> None:
+        """The host serving an endpoint exited though nobody stopped it (killed, crashed): start another with the
+        same config (and capture spool), as AWS replaces an instance that fails its health checks. The endpoint
+        stays InService meanwhile; requests fail until the replacement answers, and a caller's retries carry them."""
+        with self.lock:
+            lost = (endpoint.host is host and not host.stopped and endpoint.record["EndpointStatus"] == "InService"
+                    and self.endpoints.get(self.key(caller, endpoint.record["EndpointName"])) is endpoint)
+            if not lost:
+                return
+            endpoint.host = None
+            config = endpoint.config
+        self._deploy(caller, endpoint, config, updating=True)
 
     def _deployed(self, caller: Caller, endpoint: Endpoint, config: dict, host: HostProcess | None, url: str | None,
                   reason: str | None, updating: bool) -> None:

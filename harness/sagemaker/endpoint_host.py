@@ -32,6 +32,7 @@ SPARE = "--spare"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PING_INTERVAL_S = 0.02
 CAPTURE_FLUSH_S = 1.0       # `scones serve`'s --capture-flush-seconds default
+MAX_SPOOL_SLOTS = 64
 
 
 def say(report: dict) -> None:
@@ -83,7 +84,7 @@ def serve_spec(spec_path: Path) -> int:
     url = f"http://127.0.0.1:{port}"
     settings = EndpointSettings(model=spec["model"], endpoint_name=spec["endpoint_name"], variant_name=variant,
                                 capture=capture, capture_writer_options={"flush_interval_s": CAPTURE_FLUSH_S,
-                                                                         "spool_dir": folder / "capture-spool"})
+                                                                         "spool_dir": spool_slot(spec, folder)})
     serving = threading.Event()
 
     def announce_when_ready() -> None:
@@ -106,6 +107,28 @@ def serve_spec(spec_path: Path) -> int:
         return 1
     finally:
         serving.set()
+
+
+def spool_slot(spec: dict, folder: Path) -> Path:
+    """The first slot of the endpoint's capture spools that no live host holds (capture.py's writer.lock): a host
+    replacing a killed one takes over its slot and sends what it left; during UpdateEndpoint the old and the new
+    host each have one. Without spec["capture_spool"], a spool of this deploy's own."""
+    import fcntl
+
+    if not spec.get("capture_spool"):
+        return folder / "capture-spool"
+    root = Path(spec["capture_spool"])
+    for slot in range(MAX_SPOOL_SLOTS):
+        candidate = root / str(slot)
+        candidate.mkdir(parents=True, exist_ok=True)
+        with open(candidate / "writer.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return candidate
+    return folder / "capture-spool"
 
 
 def wait_for_assignment() -> Path | None:
