@@ -113,10 +113,13 @@ def pass_machine_arn(target) -> str:
 
 def memory(state_dir) -> dict[str, int]:
     record = stack.status(state_dir)["record"]
-    parts = {}
-    for name in ("localstack", "endpoint"):
+    parts: dict[str, int] = {}
+    counted: set[int] = set()
+    # The endpoint first: in api mode its host is a child of LocalStack's (and the spare host stays in LocalStack's).
+    for name in ("endpoint", "localstack"):
         pid = (record.get(name) or {}).get("pid")
-        tree = stack.process_tree([pid]) if stack.pid_alive(pid) else []
+        tree = [p for p in (stack.process_tree([pid]) if stack.pid_alive(pid) else []) if p not in counted]
+        counted.update(tree)
         parts[name] = stack.rss_bytes(tree)
         parts[f"{name}_processes"] = len(tree)
     return parts

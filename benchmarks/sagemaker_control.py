@@ -4,7 +4,10 @@
 
 Starts a LocalStack of its own (with the control plane) on a free port. Same run, alternating:
 - endpoint: CreateEndpoint -> InService (DescribeEndpoint polled every 20 ms) for a stub model in S3,
-  against starting the same endpoint server directly (EndpointServer subprocess from the local
+  served by the spare endpoint host (started ahead of need and waited for here, as a stack's plan
+  gives it time to start), against the same with a fresh host (a model whose container Environment
+  sets OMP_NUM_THREADS, which a started spare cannot take: the control plane starts a new one), and
+  against starting the endpoint server directly (EndpointServer subprocess from the local
   model.tar.gz, what `scones up` does) -> /ping 200. Target: CreateEndpoint -> InService <= 3 s.
 - training job: CreateTrainingJob -> Completed (1 epoch of the tiny network on synthetic data),
   against harness.training_job.train_model on the same data and hyperparameters (train.py under
@@ -14,6 +17,7 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -51,6 +55,12 @@ def until(condition, timeout: float = 600.0, interval: float = 0.02):
             return value
         time.sleep(interval)
     raise SystemExit("timed out")
+
+
+def wait_for_spare(root: Path) -> None:
+    """Until a spare endpoint host has imported what it needs (it logs so) and waits for its assignment."""
+    until(lambda: any("spare endpoint host ready" in log.read_text(errors="replace")
+                      for log in (root / "spares").glob("*.log")), timeout=120, interval=0.1)
 
 
 def time_endpoint(sagemaker, config: str) -> float:
@@ -107,7 +117,9 @@ def main() -> None:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sagemaker-") as folder:
         scratch = Path(folder)
-        with running_localstack(scratch / "localstack", extra_env={processes.PYTHON_ENV: sys.executable}) as ls:
+        root = scratch / "sagemaker"
+        with running_localstack(scratch / "localstack", extra_env={processes.PYTHON_ENV: sys.executable,
+                                                                   processes.SAGEMAKER_DIR_ENV: str(root)}) as ls:
             def client(service: str):
                 return boto3.client(service, endpoint_url=ls.url, region_name=REGION,
                                     aws_access_key_id="test", aws_secret_access_key="test")
@@ -117,17 +129,28 @@ def main() -> None:
             s3.upload_file(str(archive), "bench", "stub/model.tar.gz")
             sagemaker.create_model(ModelName="bench", ExecutionRoleArn=ROLE, PrimaryContainer={
                 "Image": sm.inference_image(REGION), "ModelDataUrl": "s3://bench/stub/model.tar.gz"})
-            sagemaker.create_endpoint_config(EndpointConfigName="bench", ProductionVariants=[{
-                "VariantName": "AllTraffic", "ModelName": "bench", "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.large"}])
-            via_api, direct = [], []
+            sagemaker.create_model(ModelName="bench-fresh", ExecutionRoleArn=ROLE, PrimaryContainer={
+                "Image": sm.inference_image(REGION), "ModelDataUrl": "s3://bench/stub/model.tar.gz",
+                "Environment": {"OMP_NUM_THREADS": "1"}})
+            for model in ("bench", "bench-fresh"):
+                sagemaker.create_endpoint_config(EndpointConfigName=model, ProductionVariants=[{
+                    "VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.large"}])
+            print(f"load average before: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
+            spare, fresh, direct = [], [], []
             for _ in range(options.endpoints):
                 direct.append(time_direct_endpoint(archive))
-                via_api.append(time_endpoint(sagemaker, "bench"))
-            print(f"endpoint ready, direct EndpointServer:     {summary(direct)}")
-            print(f"CreateEndpoint -> InService:                {summary(via_api)}")
-            print(f"  overhead (median):                        {statistics.median(via_api) - statistics.median(direct):+.2f} s")
+                fresh.append(time_endpoint(sagemaker, "bench-fresh"))
+                wait_for_spare(root)
+                spare.append(time_endpoint(sagemaker, "bench"))
+            print(f"endpoint ready, direct EndpointServer:       {summary(direct)}")
+            print(f"CreateEndpoint -> InService, fresh host:     {summary(fresh)}")
+            print(f"CreateEndpoint -> InService, spare host:     {summary(spare)}")
+            print(f"  spare against fresh (median):               {statistics.median(spare) - statistics.median(fresh):+.2f} s")
+            print(f"load average after endpoints: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
 
+            if not options.jobs:
+                return
             data = testing.write_synthetic_dataset(scratch / "data")
             for path in data.rglob("*.png"):
                 s3.upload_file(str(path), "bench", f"data/{path.relative_to(data)}")

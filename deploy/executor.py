@@ -8,6 +8,7 @@ walking it backwards, deletes what depends on a resource before the resource.
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping
 
@@ -16,6 +17,7 @@ from scones.deploy.planner import steps_of
 from scones.deploy.waiting import DeployError
 
 Outputs = dict[str, dict[str, Any]]
+Timings = dict[str, tuple[float, float]]   # plan id -> (its ensure's start, its end), time.perf_counter()
 
 
 def _entry_for(record: dict, resource: r.Resource) -> tuple[r.Entry, bool]:
@@ -45,9 +47,11 @@ def _check(plan: list[r.Resource]) -> dict[str, set[str]]:
 
 
 def execute(plan: list[r.Resource], run: r.Run, record: dict, *, max_workers: int = 4,
-            on_done: Callable[[r.Resource, Mapping[str, Any]], None] | None = None) -> Outputs:
+            on_done: Callable[[r.Resource, Mapping[str, Any]], None] | None = None,
+            timings: Timings | None = None) -> Outputs:
     """Ensure every resource of the plan; returns each one's outputs by plan id. record["resources"] is the
-    list of entries and record["steps_done"] the steps finished; run.save() writes the record."""
+    list of entries and record["steps_done"] the steps finished; run.save() writes the record. timings, when
+    given, gets each resource's start and end (benchmarks/deploy_local.py)."""
     needs = _check(plan)
     record.setdefault("resources", [])
     record.setdefault("steps_done", [])
@@ -56,6 +60,7 @@ def execute(plan: list[r.Resource], run: r.Run, record: dict, *, max_workers: in
     started_steps: set[str] = set()
 
     def ensure(resource: r.Resource) -> dict[str, Any]:
+        started = time.perf_counter()
         with run.lock:
             if resource.step not in started_steps:
                 started_steps.add(resource.step)
@@ -71,6 +76,8 @@ def execute(plan: list[r.Resource], run: r.Run, record: dict, *, max_workers: in
         made = resolved.ensure(run, entry)
         if resolved.recorded and entry != before:   # an ARN, a job's state: written once known
             run.save()
+        if timings is not None:
+            timings[resource.id] = (started, time.perf_counter())
         return made
 
     def mark_steps(done: set[str]) -> bool:

@@ -38,10 +38,11 @@ CAPTURE_PREFIX = contract.CAPTURE_PREFIX
 # host's folder); `scones up --upload-train` adds train/.
 DATASET_PARTS = ("test",)
 
-# How the local plan reaches SageMaker: "route" (the endpoint server `scones up` starts, registered with
-# LocalStack's sagemaker-runtime route: today's way), "api" (CreateModel/CreateEndpointConfig/CreateEndpoint through
-# boto3 `sagemaker` at LocalStack's endpoint: the local SageMaker control plane), or "auto" (api when the control
-# plane answers). `scones up` defaults to route, `scones deploy --target local` to auto.
+# How the local plan reaches SageMaker: "api" (CreateModel/CreateEndpointConfig/CreateEndpoint through boto3
+# `sagemaker` at LocalStack's endpoint: the local SageMaker control plane), "route" (an endpoint server started
+# beside LocalStack, registered with its sagemaker-runtime route: the compose stack's way), or "auto" (api when the
+# control plane answers and can serve endpoints). `scones up` defaults to api (harness/stack.py sagemaker_mode),
+# `scones deploy --target local` to auto, the compose deploy to route.
 SAGEMAKER_MODE = settings.LOCAL_SAGEMAKER
 SAGEMAKER_MODES = ("route", "api", "auto")
 # Where the local plan differs from AWS's for the same configuration, by plan id (README "One plan, every
@@ -51,8 +52,8 @@ LOCAL_DIFFERENCES = {
     "capture-restore": "local only: LocalStack keeps no S3 data across restarts, the endpoint's spool archive does",
     "training-job": "none with a given model (`scones up`): its model.tar.gz is uploaded and served (model-artifact)",
     "model-artifact": "local only: the served model.tar.gz from this machine, in the bucket for CreateModel",
-    "endpoint-route": "route mode only (no control plane yet): the endpoint server `scones up` starts, registered "
-                      "with LocalStack's sagemaker-runtime route, stands in for the five below",
+    "endpoint-route": "route mode only (compose, SCONES_LOCAL_SAGEMAKER=route): an endpoint server beside LocalStack, "
+                      "registered with its sagemaker-runtime route, stands in for the five below",
     "model": "route mode: none (api mode: CreateModel from the uploaded model-artifact, as on AWS)",
     "endpoint-config": "route mode: none (the endpoint server captures 100% to the same S3 prefix)",
     "endpoint": "route mode: none (the endpoint server serves it)",
@@ -143,13 +144,22 @@ def control_plane_answers(session: boto3.Session) -> bool:
         return False
 
 
-def sagemaker_mode(session: boto3.Session, wanted: str | None = None, default: str = "route") -> str:
-    """"api" or "route": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for, "auto" decided here."""
+def requested_sagemaker_mode(wanted: str | None = None, default: str = "route") -> str:
+    """"api", "route" or "auto": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for."""
     mode = (wanted or settings.named(SAGEMAKER_MODE) or default).strip().lower()
     if mode not in SAGEMAKER_MODES:
         raise DeployError(f"{SAGEMAKER_MODE}={mode!r} is not one of {', '.join(SAGEMAKER_MODES)}")
+    return mode
+
+
+def sagemaker_mode(session: boto3.Session, wanted: str | None = None, default: str = "route",
+                   serves_endpoints: Callable[[], bool] | None = None) -> str:
+    """"api" or "route": what `wanted` (else SCONES_LOCAL_SAGEMAKER, else default) asks for, "auto" decided here:
+    api when the control plane answers and (serves_endpoints, when given) can start endpoint hosts."""
+    mode = requested_sagemaker_mode(wanted, default)
     if mode == "auto":
-        return planner.SAGEMAKER_API if control_plane_answers(session) else planner.SAGEMAKER_ROUTE
+        usable = control_plane_answers(session) and (serves_endpoints is None or serves_endpoints())
+        return planner.SAGEMAKER_API if usable else planner.SAGEMAKER_ROUTE
     return mode
 
 
@@ -227,9 +237,10 @@ def _open_local_record(path: Path, config: LocalConfig) -> dict:
 
 def deploy_local_stack(config: LocalConfig, *, state_dir: str | os.PathLike | None = None,
                        progress: Progress | None = None, sleep: Callable[[float], None] | None = None,
-                       session: boto3.Session | None = None) -> LocalDeployment:
+                       session: boto3.Session | None = None, timings: executor.Timings | None = None) -> LocalDeployment:
     """Run the local target's plan against the running LocalStack (+ endpoint server) and record it in
-    <state>/local/deploy-record.json. What `scones up`, `scones deploy --target local` and compose all call."""
+    <state>/local/deploy-record.json. What `scones up`, `scones deploy --target local` and compose all call.
+    timings: see executor.execute."""
     session = session or local_session(config.localstack_url, config.endpoint_url)
     path = records.local_deploy_record_path(state_dir)
     record = _open_local_record(path, config)
@@ -237,7 +248,7 @@ def deploy_local_stack(config: LocalConfig, *, state_dir: str | os.PathLike | No
     # LocalStack makes a function Active in about a second: poll 10x as often as AWS needs.
     run = resources.Run(session, progress=progress, save=lambda: records.save_record(path, record), sleep=sleep,
                         max_pause_s=0.1)
-    made = executor.execute(planner.plan(target), run, record, max_workers=8)
+    made = executor.execute(planner.plan(target), run, record, max_workers=8, timings=timings)
     outputs = planner.outputs_of(target, made)
     record["outputs"] = outputs
     records.save_record(path, record)

@@ -74,7 +74,8 @@ PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVE
                   settings.GATEWAY_KEEP_ALIVE)
 # The settings read inside LocalStack's process that the caller's environment passes on (the rest of SCONES_* stays out).
 PASSED_ON = (*PATCH_SWITCHES, settings.LAMBDA_SANDBOX, settings.TIME_SCALE, settings.IAM_MODE, settings.TRAINING_TOOLKIT_PYTHON,
-             settings.SAGEMAKER_ENDPOINT_INSTANCES, settings.SAGEMAKER_TRAINING_JOBS)
+             settings.SAGEMAKER_ENDPOINT_INSTANCES, settings.SAGEMAKER_TRAINING_JOBS,
+             settings.SAGEMAKER_SPARE_ENDPOINT)
 STOP_GRACE_S = 10.0
 MARKER = ".scones-installed"
 _DIST_NAME = "scones_lambda_executor"
@@ -230,6 +231,17 @@ def _register_executor(python: Path) -> None:
 
 class EndpointRegistrationError(SconesError, RuntimeError):
     """LocalStack did not take an endpoint's registration; the message says why and what to do."""
+
+
+def control_plane_serves_endpoints(localstack: str, timeout: float = 65.0) -> bool:
+    """Whether LocalStack's SageMaker control plane can start endpoint hosts (a Python with torch: not in the compose
+    LocalStack container). The first answer may wait for its check of that Python."""
+    from scones.loopback import get_json
+
+    try:
+        return get_json(f"{localstack}{SAGEMAKER_ENDPOINTS_PATH}", timeout=timeout).get("serves_endpoints") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def register_endpoint(localstack: str, endpoint_name: str, endpoint_server_url: str, timeout: float = 10.0) -> None:

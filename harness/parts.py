@@ -22,12 +22,13 @@ its processes carry the marker with their own part name (`marker_environment(sta
 """
 from __future__ import annotations
 
+import os
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from scones import loopback
+from scones import loopback, settings
 from scones.deploy import local as local_target
 from scones.deploy.record import RecordError, read_record, write_record
 from scones.errors import SconesError
@@ -182,16 +183,27 @@ class LocalStackPart(Part):
 
     state_dir: Path
     port: int
+    # Its SageMaker control plane serves the stack's endpoint (`up` in api mode): a spare endpoint host starts with
+    # LocalStack (unless $SCONES_SAGEMAKER_SPARE_ENDPOINT is 0), and endpoint hosts spool capture under
+    # <state>/capture-spool/<endpoint>, where `up` restores from as in route mode.
+    serves_endpoint: bool = False
 
     @property
     def url(self) -> str:
         return local_target.localstack_url(self.port)
 
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), **({"serves_endpoint": True} if self.serves_endpoint else {})}
+
     def server(self):
         """LocalStack's settings, declared once here; its environment() is what its process gets."""
         from scones.harness.localstack import LocalStack
+        from scones.harness.sagemaker import processes as sagemaker_processes
 
-        return LocalStack(self.state_dir, self.port, extra_env=self.marker())
+        serving = {sagemaker_processes.CAPTURE_SPOOL_ENV: str(self.state_dir / "capture-spool")}
+        if settings.named(sagemaker_processes.SPARE_ENDPOINT_ENV) != "0":
+            serving[sagemaker_processes.SPARE_ENDPOINT_ENV] = sagemaker_processes.SPARE_AT_START
+        return LocalStack(self.state_dir, self.port, extra_env={**self.marker(), **(serving if self.serves_endpoint else {})})
 
     def own_records(self) -> list[ProcessId]:
         running = self.server().process()

@@ -11,6 +11,7 @@ from typing import Callable, TypeGuard
 
 import psutil
 
+from scones.harness.sagemaker import processes as sagemaker_processes
 from scones.polling import poll_condition
 
 _GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
@@ -126,7 +127,7 @@ def terminate(pid: int, timeout: float) -> None:
 # Every process the local stack starts carries these in its environment, so a later `up`, `down` or `status`
 # finds it by looking even when no record names it (a kill -9 of `up` before it wrote one, a corrupt record).
 STACK_ENV = "SCONES_STACK"            # the stack's state dir, resolved
-PART_ENV = "SCONES_STACK_PART"        # which part ("endpoint", "localstack", ...)
+PART_ENV = sagemaker_processes.PART_ENV   # which part ("endpoint", "localstack", the control plane's "sagemaker")
 # psutil's create_time is in seconds since the epoch, from the kernel's start time in clock ticks (1/100 s).
 _SAME_START_S = 0.05
 

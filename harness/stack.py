@@ -4,7 +4,8 @@ deployed workflow and data.
 `up()` loops over the parts: it adopts each part that runs as asked and answers, replaces what
 runs otherwise (left by a killed `up`, or with other settings), starts the rest (each recorded in
 the ledger before anything waits for it), deploys the Lambdas and state machine through the same
-code path as AWS, uploads the staged test images and .lst files (train/ too with upload_train),
+code path as AWS, serves the model through LocalStack's SageMaker control plane (api mode, the
+default: the record's endpoint is the control plane's host; route mode: an endpoint server part), uploads the staged test images and .lst files (train/ too with upload_train),
 and records pids, ports, names and ARNs in <state>/local/stack.json.
 `status()` and `down()` loop over the parts too, finding their processes from the record, the
 ledger, LocalStack's pidfile and the marker in each process' environment, so that a missing or
@@ -25,6 +26,8 @@ from typing import Any, Callable
 
 from scones import loopback, settings
 from scones.deploy import local as local_target
+from scones.deploy.planner import SAGEMAKER_API as API
+from scones.deploy.planner import SAGEMAKER_ROUTE as ROUTE
 from scones.deploy.record import (
     MANAGED_BY_COMPOSE,
     RecordError,
@@ -47,6 +50,9 @@ from scones.harness.sagemaker import processes as sagemaker_processes
 from scones.harness.targets import find_local_record
 
 Progress = Callable[[str], None]
+SERVED_BY_CONTROL_PLANE = "sagemaker"   # the record's endpoint["served_by"] in api mode
+ENDPOINT_READY_TIMEOUT_S = 120.0
+ORPHAN_STOP_GRACE_S = 5.0
 STOP_TIMEOUT_S = 15.0
 CAPTURE_UPLOAD_TIMEOUT_S = 60.0
 PORT_RANGE = (1, 65535)
@@ -201,10 +207,27 @@ def terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
 
 # ----------------------------------------------------------------------------- parts
 
-def stack_parts(config: StackConfig, model_dir: Path | None = None) -> list[Part]:
-    """The parts of this stack, in the order `up` starts them and `down` stops them: the endpoint server takes
-    seconds to import torch, so it starts first; it flushes capture to S3 when stopped, so it stops first."""
+def stack_parts(config: StackConfig, model_dir: Path | None = None, sagemaker: str = ROUTE) -> list[Part]:
+    """The parts of this stack, in the order `up` starts them and `down` stops them. Route mode: the endpoint
+    server takes seconds to import torch, so it starts first; it flushes capture to S3 when stopped, so it stops
+    first. Api mode: LocalStack alone, whose SageMaker control plane starts the endpoint host (and a spare one
+    at LocalStack's start, which takes the torch import off the deploy's path)."""
+    if sagemaker == API:
+        return [LocalStackPart(state_dir=config.state_dir, port=config.localstack_port, serves_endpoint=True)]
     return [endpoint_part(config, model_dir), LocalStackPart(state_dir=config.state_dir, port=config.localstack_port)]
+
+
+def sagemaker_mode() -> str:
+    """How `up` serves the endpoint: "api" (the default: CreateModel/CreateEndpointConfig/CreateEndpoint through
+    LocalStack's SageMaker control plane, as on AWS) or "route" ($SCONES_LOCAL_SAGEMAKER=route: an endpoint server
+    of its own, registered with the sagemaker-runtime route). "auto" is api: this LocalStack has the control plane."""
+    from scones.deploy.waiting import DeployError
+
+    try:
+        mode = local_target.requested_sagemaker_mode(default=API)
+    except DeployError as error:
+        raise StackError(str(error)) from error
+    return ROUTE if mode == ROUTE else API
 
 
 def endpoint_part(config: StackConfig, model_dir: Path | None) -> EndpointPart:
@@ -302,16 +325,25 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
     if ledger.problem:
         progress(f"WARNING: {ledger.problem}; going by the processes found instead")
     model_dir = resolve_model(config, progress)
-    parts = stack_parts(config, model_dir)
-    running = _adopt_or_clear(parts, ledger, previous, processes.find_marked(config.state_dir), progress)
+    mode = sagemaker_mode()
+    parts = stack_parts(config, model_dir, mode)
+    marked = processes.find_marked(config.state_dir)
+    # An endpoint the control plane served is none of the parts' processes (its host is the control plane's).
+    parts_record = {**(previous or {}), EndpointPart.name: None} if _served_by_control_plane(previous) else previous
+    running = _adopt_or_clear(parts, ledger, parts_record, marked, progress)
+    if mode == API:
+        _retire_route_endpoint(config, ledger, parts_record, marked, progress)
+    if LocalStackPart.name not in running:
+        _stop_orphaned_hosts(config, progress)
 
     started_here: list[Part] = []
     try:
         _start_missing(parts, running, started_here, ledger, signals, progress)
         _wait_ready([part for part in started_here if part.ready_before_deploy], running, progress)
-        deployed = deploy_stack(config, model_dir, progress)
+        deployed = deploy_stack(config, model_dir, progress, mode)
         _wait_ready([part for part in started_here if not part.ready_before_deploy], running, progress)
-        _wait_capture_uploaded(config.endpoint_url, progress)
+        served = served_endpoint(config, model_dir, progress) if mode == API else None
+        _wait_capture_uploaded(served["url"] if served else config.endpoint_url, progress)
     except BaseException:
         # Do not leave a half-started stack behind: stop what this call started.
         for part in started_here:
@@ -327,12 +359,80 @@ def _up(config: StackConfig, progress: Progress, signals: _StopSignals) -> dict[
         outputs=deployed.outputs,
         created=((previous or {}).get("created") if localstack_adopted else None) or now,
         state_dir=config.state_dir, data_dir=str(config.data_dir), prefix=config.prefix, threshold=config.threshold,
-        localstack=entries.pop(LocalStackPart.name), endpoint=entries.pop(EndpointPart.name), **entries,
+        localstack=entries.pop(LocalStackPart.name), endpoint=served or entries.pop(EndpointPart.name), **entries,
         **deployed.details,
         up_seconds=round(time.perf_counter() - started_at, 3),
     )
     write_record(record_path, record)
     return record
+
+
+def _retire_route_endpoint(config: StackConfig, ledger: Ledger, previous: dict | None, marked: dict,
+                           progress: Progress) -> None:
+    """Stop an endpoint server an earlier `up` in route mode started: the control plane serves the endpoint now."""
+    part = endpoint_part(config, None)
+    found = find_part(part, ledger, previous, marked)
+    if found:
+        progress(f"endpoint: stopping the route-mode endpoint server ({', '.join(str(p.pid) for p in found)}); "
+                 "the SageMaker control plane serves the endpoint now")
+        part.stop(found, progress)
+    ledger.drop(part.name)
+
+
+def _stop_orphaned_hosts(config: StackConfig, progress: Progress) -> None:
+    """LocalStack is not running (stopped, or killed -9), but the training jobs and endpoint hosts its control plane
+    started may be: a new LocalStack knows nothing of them, so they go (an endpoint host's spool keeps what it
+    could not upload, and the next host on that spool sends it)."""
+    for entry in sagemaker_processes.stop_all(_sagemaker_root(config.state_dir), grace_s=ORPHAN_STOP_GRACE_S):
+        progress(f"sagemaker: stopped {entry.kind} {entry.name} (pid {entry.pid}), left by a LocalStack that is gone")
+
+
+def _served_by_control_plane(record: dict | None) -> bool:
+    return ((record or {}).get("endpoint") or {}).get("served_by") == SERVED_BY_CONTROL_PLANE
+
+
+def control_plane_endpoint(state_dir: Path, localstack_url: str, name: str) -> dict[str, Any] | None:
+    """The endpoint host that serves `name` now, as the control plane knows it: its URL (from the sagemaker-runtime
+    route) and its process (from the control plane's process records); None when LocalStack does not answer or
+    names no URL."""
+    from urllib.parse import urlsplit
+
+    from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
+    from scones.loopback import get_json
+
+    try:
+        url = get_json(f"{localstack_url}{SAGEMAKER_ENDPOINTS_PATH}", timeout=HEALTH_TIMEOUT_S)["endpoints"].get(name)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    if not url:
+        return None
+    port = urlsplit(url).port
+    hosts = [entry for entry in sagemaker_processes.recorded(_sagemaker_root(state_dir))
+             if entry.kind == "endpoint" and entry.name == name and entry.alive]
+    host = next((entry for entry in hosts if port in processes.listening_ports(entry.pid)), None)
+    process = ProcessId.of(host.pid) if host else None
+    return {**(process.to_dict() if process else {"pid": None, "started": None}), "url": url, "port": port,
+            "name": name, "log": host.log if host else None, "served_by": SERVED_BY_CONTROL_PLANE}
+
+
+def served_endpoint(config: StackConfig, model_dir: Path, progress: Progress) -> dict[str, Any]:
+    """The record's endpoint entry in api mode, once the host the control plane names answers /ping (a host that
+    replaces a killed one may still be starting)."""
+    found: list[dict[str, Any]] = []
+
+    def answering() -> bool:
+        current = control_plane_endpoint(config.state_dir, config.localstack_url, config.endpoint_name)
+        if current is None or current["pid"] is None or parts_health_problem(current["url"], EndpointPart.health_path):
+            return False
+        found[:] = [current]
+        return True
+
+    if not wait_until(answering, ENDPOINT_READY_TIMEOUT_S, 0.1):
+        raise StackError(f"endpoint: the SageMaker control plane's endpoint {config.endpoint_name} does not answer "
+                         f"after {ENDPOINT_READY_TIMEOUT_S:.0f} s; its host's log is under "
+                         f"{_sagemaker_root(config.state_dir) / 'endpoints'}")
+    progress(f"endpoint: served by the SageMaker control plane on {found[0]['url']} (pid {found[0]['pid']})")
+    return {**found[0], "model_dir": str(model_dir), "capture_s3_uri": local_target.capture_s3_uri(config.bucket)}
 
 
 def _adopt_or_clear(parts: list[Part], ledger: Ledger, previous: dict | None, marked: dict,
@@ -397,18 +497,20 @@ class Deployed:
     details: dict[str, Any]
 
 
-def deploy_stack(config: StackConfig, model_dir: Path, progress: Progress) -> Deployed:
+def deploy_stack(config: StackConfig, model_dir: Path, progress: Progress, sagemaker: str = ROUTE) -> Deployed:
     """The deploy phase of `up`, on the running parts: the local target's plan (deploy/planner.py), the one
     every target runs: the endpoint registered with LocalStack, the bucket and data, the workflow, event runs
     and the drift monitor."""
     from scones.deploy.waiting import DeployError
 
+    through_api = sagemaker == API
     deploy_config = local_target.LocalConfig(
-        localstack_url=config.localstack_url, endpoint_url=config.endpoint_url, data_dir=Path(config.data_dir),
+        localstack_url=config.localstack_url, data_dir=Path(config.data_dir),
+        # api mode: sagemaker-runtime through LocalStack's gateway, as clients reach it on AWS
+        endpoint_url=config.localstack_url if through_api else config.endpoint_url,
         bucket=config.bucket, prefix=config.prefix, endpoint_name=config.endpoint_name, threshold=config.threshold,
         upload_data=config.upload_data, dataset_parts=dataset_parts(config), model_dir=model_dir,
-        sagemaker=local_target.sagemaker_mode(local_target.local_session(config.localstack_url), default="route"),
-        register_endpoint=localstack_manager.register_endpoint,
+        sagemaker=sagemaker, register_endpoint=None if through_api else localstack_manager.register_endpoint,
         restore_capture=lambda s3: restore_capture(s3, config, progress))
     try:
         deployed = local_target.deploy_local_stack(deploy_config, state_dir=config.state_dir, progress=progress)
@@ -576,8 +678,14 @@ def status(state_dir=None) -> dict[str, Any]:
     parts: dict[str, dict[str, Any]] = {}
     for name in HEALTH_PATHS:
         entry = record.get(name) or {}
-        port = entry.get("port")
         pids = running.get(name, [])
+        if name == EndpointPart.name and _served_by_control_plane(record):
+            # The control plane may have replaced the host since `up` (a new pid and port): ask it.
+            localstack_url = (record.get(LocalStackPart.name) or {}).get("url")
+            current = control_plane_endpoint(state, localstack_url, entry.get("name", "")) if localstack_url else None
+            entry = {**entry, **(current or {"pid": None})}
+            pids = [entry["pid"]] if pid_alive(entry["pid"]) else []
+        port = entry.get("port")
         parts[name] = {**entry, "pid": pids[0] if len(pids) == 1 else pids or entry.get("pid"), "alive": bool(pids),
                        "listening": bool(port and port_open(port))}
     tree = process_tree([pid for pids in running.values() for pid in pids])

@@ -27,7 +27,7 @@ DATA_DIR = "SCONES_DATA_DIR"            # staged images in {train,test}/{bicycle
 PYTHON313 = "SCONES_PYTHON313"          # interpreter for LocalStack's venv
 TEST_TARGET = "SCONES_TEST_TARGET"      # "local" (default) or "aws" for the e2e tests
 LOCALSTACK_PORT = "SCONES_LOCALSTACK_PORT"  # local stack: LocalStack gateway port (default 4566)
-ENDPOINT_PORT = "SCONES_ENDPOINT_PORT"      # local stack: endpoint server port (default 8080)
+ENDPOINT_PORT = "SCONES_ENDPOINT_PORT"      # local stack in route mode: its endpoint server port (default 8080)
 MODEL_DIR = "SCONES_MODEL_DIR"              # local stack: serve this model folder instead of ensure_model()'s
 DEBUG = "SCONES_DEBUG"                      # "1": the CLI shows the traceback of an unexpected error
 TRAINING_TOOLKIT_PYTHON = "SCONES_TRAINING_TOOLKIT_PYTHON"  # a Python with AWS's sagemaker-training toolkit
@@ -58,6 +58,9 @@ SAGEMAKER_DIR = "SCONES_SAGEMAKER_DIR"              # the SageMaker control plan
 SAGEMAKER_PYTHON = "SCONES_SAGEMAKER_PYTHON"        # the Python (with torch) of endpoint servers and training jobs
 SAGEMAKER_ENDPOINT_INSTANCES = "SCONES_SAGEMAKER_ENDPOINT_INSTANCES"  # the local stand-ins for AWS's quotas
 SAGEMAKER_TRAINING_JOBS = "SCONES_SAGEMAKER_TRAINING_JOBS"
+# "0": no spare endpoint host started ahead of need; "start": one as LocalStack starts (`scones up`).
+SAGEMAKER_SPARE_ENDPOINT = "SCONES_SAGEMAKER_SPARE_ENDPOINT"
+SAGEMAKER_CAPTURE_SPOOL = "SCONES_SAGEMAKER_CAPTURE_SPOOL"  # endpoint hosts' capture spools (default <sagemaker dir>/capture-spool)
 # `scones deploy --target local`: how SageMaker is reached, route | api | auto (deploy/local.py sagemaker_mode).
 LOCAL_SAGEMAKER = "SCONES_LOCAL_SAGEMAKER"
 # The compose stack's deploy container (docker-compose.yml, harness/compose/deploy.py).

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import sys
 import tarfile
 import time
@@ -256,6 +258,59 @@ def test_an_image_that_cannot_run_here_fails_naming_those_that_can(sagemaker, mo
     assert described["EndpointStatus"] == "Failed"
     assert "my-server:1" in described["FailureReason"] and "pytorch-inference" in described["FailureReason"]
     sagemaker.delete_endpoint(EndpointName=endpoint)
+
+
+def _alive_records(localstack, kind: str) -> list:
+    return [entry for entry in processes.recorded(processes.sagemaker_dir(localstack.home))
+            if entry.kind == kind and entry.alive]
+
+
+def test_an_endpoint_is_served_by_the_spare_host_started_ahead_and_a_new_spare_follows(localstack, sagemaker, model_data):
+    """Ours, not AWS's (no timing is asserted: benchmarks/sagemaker_control.py measures it): CreateModel starts a
+    spare endpoint host, recorded like every process of the control plane; CreateEndpoint hands it the endpoint
+    (the endpoint's recorded process is that very pid), and once it answers, the next spare starts."""
+    model = create_model(sagemaker, model_data)
+    [spare] = poll(lambda: _alive_records(localstack, "endpoint-spare"), 60, what="a spare endpoint host")
+    endpoint = unique("endpoint")
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=create_config(sagemaker, model))
+    sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=endpoint, WaiterConfig=FAST_WAIT)
+    [serving] = [entry for entry in _alive_records(localstack, "endpoint") if entry.name == endpoint]
+    assert serving.pid == spare.pid
+    [following] = poll(lambda: _alive_records(localstack, "endpoint-spare"), 60, what="the next spare")
+    assert following.pid != spare.pid
+    sagemaker.delete_endpoint(EndpointName=endpoint)
+    sagemaker.get_waiter("endpoint_deleted").wait(EndpointName=endpoint, WaiterConfig=FAST_WAIT)
+    poll(lambda: not serving.alive, 60, what="the endpoint's host to stop")
+
+
+def test_an_endpoint_whose_host_is_killed_is_served_again_by_a_replacement(localstack, sagemaker, model_data):
+    """An instance that stops answering its health checks is replaced by SageMaker, the endpoint staying InService
+    ("How Your Container Should Respond to Health Check (Ping) Requests",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html): here a host killed with
+    -9 is replaced by one of the same config, and InvokeEndpoint answers again without any call of ours."""
+    runtime = client(localstack, "sagemaker-runtime")
+    model = create_model(sagemaker, model_data)
+    endpoint = unique("endpoint")
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=create_config(sagemaker, model))
+    sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=endpoint, WaiterConfig=FAST_WAIT)
+    [killed] = [entry for entry in _alive_records(localstack, "endpoint") if entry.name == endpoint]
+
+    os.kill(killed.pid, signal.SIGKILL)
+
+    def answered():
+        try:
+            return runtime.invoke_endpoint(EndpointName=endpoint, ContentType="image/png", Body=png())
+        except ClientError:
+            return None
+
+    poll(lambda: not killed.alive, 30, what="the killed host to go")
+    poll(answered, 120, what="a replacement host to answer")
+    [replacement] = [entry for entry in _alive_records(localstack, "endpoint") if entry.name == endpoint]
+    assert replacement.pid != killed.pid
+    assert sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService"
+    sagemaker.delete_endpoint(EndpointName=endpoint)
+    sagemaker.get_waiter("endpoint_deleted").wait(EndpointName=endpoint, WaiterConfig=FAST_WAIT)
+    poll(lambda: not replacement.alive, 60, what="the replacement to stop with its endpoint")
 
 
 # --- training jobs ------------------------------------------------------------------------------------

@@ -38,3 +38,19 @@ def test_a_reused_pid_is_not_ours(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_spare_endpoint_host_ends_with_its_stdin(tmp_path):
+    """A spare endpoint host (harness/sagemaker/endpoint_host.py --spare) waits on its stdin for an endpoint to
+    serve; when the control plane that started it is gone (LocalStack killed: the pipe's end closes), it exits
+    instead of lingering unrecorded."""
+    spare = subprocess.Popen([sys.executable, "-m", "scones.harness.sagemaker.endpoint_host", "--spare"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        assert spare.stdin is not None
+        spare.stdin.close()
+        assert spare.wait(120) == 0
+        assert spare.stdout is not None and spare.stdout.read() == b""
+    finally:
+        spare.kill()
+        spare.wait()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from scones import settings
+from scones.deploy import local as local_target
 from scones.deploy.record import local_record_path
 from scones.harness import stack
 from scones.harness.endpoint import free_port
@@ -47,12 +48,13 @@ def _as_from_a_terminal() -> None:
 class Up:
     """`scones up` in a subprocess, its stderr collected line by line as it comes."""
 
-    def __init__(self, state_dir: Path, model_dir: Path, ports: tuple[int, int] | None = None):
+    def __init__(self, state_dir: Path, model_dir: Path, ports: tuple[int, int] | None = None, sagemaker: str = "api"):
         self.state_dir = state_dir
         self.localstack_port, self.endpoint_port = ports or (free_port(), free_port())
         self.env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        # api (the default): the control plane's endpoint host; route: the endpoint server `up` starts itself
         self.env.update({settings.STATE_DIR: str(state_dir), settings.LOCALSTACK_PORT: str(self.localstack_port),
-                         settings.ENDPOINT_PORT: str(self.endpoint_port)})
+                         settings.ENDPOINT_PORT: str(self.endpoint_port), local_target.SAGEMAKER_MODE: sagemaker})
         # As from a terminal: a test run under nohup (or in the background) must not hand its ignored
         # SIGHUP or SIGINT to `up`.
         self.process = subprocess.Popen([str(SCONES), "up", "--model", str(model_dir), "--no-data"], env=self.env,
@@ -93,8 +95,8 @@ def start_up(tmp_path, shared_venvs):
     model_dir = build_stub_model(tmp_path / "model").parent
     started: list[Up] = []
 
-    def start(ports: tuple[int, int] | None = None) -> Up:
-        up = Up(state_dir, model_dir, ports)
+    def start(ports: tuple[int, int] | None = None, sagemaker: str = "api") -> Up:
+        up = Up(state_dir, model_dir, ports, sagemaker)
         started.append(up)
         return up
 
@@ -124,8 +126,9 @@ def assert_nothing_left(up: Up, code: int, signum: int, processes: list[int]) ->
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_while_localstack_starts_stops_it_and_the_endpoint(start_up, signum):
-    """SIGINT is Ctrl-C: exit status 130, as the README says (it was 1, click's "Aborted!")."""
-    up = start_up()
+    """SIGINT is Ctrl-C: exit status 130, as the README says (it was 1, click's "Aborted!"). Route mode: `up`
+    starts an endpoint server of its own."""
+    up = start_up(sagemaker="route")
     localstack_pid = poll(up.localstack_pid, 120, 0.05, "LocalStack's pidfile from `scones up`")
     assert up.said("endpoint: starting")      # the endpoint server is started first, so both now run
     processes = up.processes = stack.process_tree([up.process.pid])
@@ -135,7 +138,7 @@ def test_a_signal_while_localstack_starts_stops_it_and_the_endpoint(start_up, si
 
 
 def test_sigterm_while_the_endpoint_starts_stops_it(start_up):
-    up = start_up()
+    up = start_up(sagemaker="route")
     poll(lambda: up.said("endpoint: starting"), 120, 0.02, "`scones up` to start the endpoint server")
     processes = up.processes = stack.process_tree([up.process.pid])
     assert len(processes) >= 2, up.lines  # up and the endpoint server
@@ -180,17 +183,19 @@ KILL_POINTS = {
 def test_kill_9_of_up_then_up_and_down_leave_nothing(start_up, moment):
     """`up` cannot clean up after a kill -9: the next `up` must adopt or replace what it left (it failed with
     "port 8080 is already in use"), `status` must show it meanwhile, and `down` must stop all of it."""
-    killed = start_up()
+    # Route mode for the endpoint server's start (api mode has none: the control plane starts the endpoint).
+    mode = "route" if moment == "endpoint start" else "api"
+    killed = start_up(sagemaker=mode)
     poll(lambda: killed.said(KILL_POINTS[moment]), 180, 0.02, f"`scones up` to reach {moment}")
     orphans = killed.processes = stack.process_tree([killed.process.pid])[1:]
     killed.process.kill()
     assert killed.finish() == -signal.SIGKILL
-    assert orphans, killed.lines   # the endpoint server at least: `up` starts it first
+    assert orphans, killed.lines   # the endpoint server (route) or LocalStack (api) at least
 
     shown = scones(killed, "status")
     assert shown.returncode == 1, shown.stdout + shown.stderr   # neither up (3: nothing recorded) nor healthy (0)
 
-    again = start_up((killed.localstack_port, killed.endpoint_port))
+    again = start_up((killed.localstack_port, killed.endpoint_port), sagemaker=mode)
     code = again.finish(300)
     said = "\n".join(again.lines)
     assert code == 0, said

@@ -181,11 +181,14 @@ def _deploy_local(state_dir, model_data, hyperparameters, dry_run: bool) -> None
     from scones.deploy import local as local_target
     from scones.deploy import planner
     from scones.deploy.record import local_record_path, write_record
+    from scones.harness import localstack as localstack_manager
 
     record, stack_state = _local_stack(state_dir)
     session = local_target.local_session(record["localstack"]["url"])
     try:
-        mode = local_target.sagemaker_mode(session, default="auto")
+        localstack = record["localstack"]["url"]
+        mode = local_target.sagemaker_mode(
+            session, default="auto", serves_endpoints=lambda: localstack_manager.control_plane_serves_endpoints(localstack))
         config = local_config(record, model_data=model_data, hyperparameters=hyperparameters, sagemaker=mode,
                               state_dir=stack_state)
         if dry_run:

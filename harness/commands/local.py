@@ -43,7 +43,9 @@ def _progress(message: str) -> None:
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help=f"Staged images (default ${settings.DATA_DIR}, data_dir in [tool.scones], or <state dir>/data).")
 @click.option("--model", "model_dir", type=click.Path(exists=True), help="Directory with model.tar.gz (default: the cached trained model).")
 @port_option("--localstack-port", f"LocalStack port (default ${settings.LOCALSTACK_PORT}, localstack_port in [tool.scones], or {local_target.DEFAULT_LOCALSTACK_PORT}).")
-@port_option("--endpoint-port", f"Endpoint server port (default ${settings.ENDPOINT_PORT}, endpoint_port in [tool.scones], or {local_target.DEFAULT_ENDPOINT_PORT}).")
+@port_option("--endpoint-port", f"Route mode's endpoint server port (default ${settings.ENDPOINT_PORT}, endpoint_port in "
+             f"[tool.scones], or {local_target.DEFAULT_ENDPOINT_PORT}); in api mode, the default, the control plane's "
+             "endpoint host takes a free port.")
 @prefix_option()
 @click.option("--bucket", default=local_target.DEFAULT_BUCKET, show_default=True)
 @endpoint_name_option()
@@ -263,6 +265,8 @@ def status(target, state_dir, as_json):
         listening = "listening" if part["listening"] else "not listening"
         health = "healthy" if part["healthy"] else f"UNHEALTHY: {part['problem']}"
         click.echo(f"  {name:<10} {part.get('url')}  pid {part.get('pid')}  {state}, {listening}, {health}")
+    for entry in report.get("sagemaker", []):   # the control plane's endpoint hosts, spare and training jobs
+        click.echo(f"  sagemaker  {entry['kind']} {entry['name']}  pid {entry['pid']}  log {entry['log']}")
     _echo_workflow(report["record"]["outputs"])
     click.echo(f"  {len(report['processes'])} processes, {report['rss_bytes'] / 2**20:.0f} MiB resident")
     if report["up"]:

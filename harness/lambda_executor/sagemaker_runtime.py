@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import threading
+from typing import Callable
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -47,7 +48,14 @@ from rolo import Request, route
 
 from scones.harness.lambda_executor.names import SAGEMAKER_ENDPOINTS_PATH
 from scones.harness.sagemaker.api import SageMakerHandler
-from scones.harness.sagemaker.control import Caller, ControlPlane, Environment, default_python, default_root
+from scones.harness.sagemaker.control import (
+    SPARE_AT_START,
+    Caller,
+    ControlPlane,
+    Environment,
+    default_python,
+    default_root,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -74,6 +82,8 @@ class EndpointRegistry:
     def __init__(self) -> None:
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Whether the control plane can start endpoint hosts here (deploy/local.py sagemaker_mode's "auto" asks).
+        self.serves_endpoints: Callable[[], bool] = lambda: False
 
     def url_for(self, name: str) -> str | None:
         return self._urls.get(name)
@@ -90,7 +100,8 @@ class EndpointRegistry:
     @route(SAGEMAKER_ENDPOINTS_PATH, methods=["GET"])
     def list_endpoints(self, request: Request) -> dict:
         with self._lock:
-            return {"endpoints": dict(self._urls)}
+            urls = dict(self._urls)
+        return {"endpoints": urls, "serves_endpoints": self.serves_endpoints()}
 
     @route(f"{SAGEMAKER_ENDPOINTS_PATH}/<name>", methods=["PUT"])
     def register(self, request: Request, name: str) -> Response | dict:
@@ -177,6 +188,9 @@ def _sagemaker_control_plane() -> SageMakerHandler:
 
     gateway = "http://" + os.environ.get("GATEWAY_LISTEN", "127.0.0.1:4566").split(",")[0]
     control = ControlPlane(Environment(default_root(), s3_for, default_python(), assume_role), REGISTRY.point)
+    REGISTRY.serves_endpoints = control.environment.serves_endpoints
+    if SPARE_AT_START:   # `scones up`: its endpoint comes seconds from now, while LocalStack still boots
+        control.environment.warm_spare()
     return SageMakerHandler(control, gateway)
 
 

@@ -12,6 +12,7 @@ none across restarts); the processes are recorded under the sagemaker dir (proce
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -40,6 +41,15 @@ RUNNABLE_TRAINING = "AWS's PyTorch training images (<account>.dkr.ecr.<region>.a
 ENDPOINT_INSTANCE_LIMIT = settings.whole_number(processes.ENDPOINT_INSTANCES_ENV, 8)
 TRAINING_JOB_LIMIT = settings.whole_number(processes.TRAINING_JOBS_ENV, 2)
 ROUTE_SWITCH_GRACE_S = 1.0
+ENDPOINT_HOST_MODULE = "scones.harness.sagemaker.endpoint_host"
+# One endpoint host kept started ahead of need (endpoint_host.py --spare): CreateEndpoint -> InService is then
+# the model's load and the server's start, without the interpreter's and torch's (most of the time). "0": none.
+SPARE_ENDPOINT_HOST = settings.named(processes.SPARE_ENDPOINT_ENV) != "0"
+SPARE_AT_START = settings.named(processes.SPARE_ENDPOINT_ENV) == processes.SPARE_AT_START
+SPARE_KIND = "endpoint-spare"
+# Variables read when an interpreter or torch starts, not later: a container Environment that sets one gets a
+# fresh endpoint host, since a spare has started already.
+START_TIME_PREFIXES = ("OMP_", "MKL_", "KMP_", "GOMP_", "PYTHON", "LD_", "MALLOC_", "TORCH_", "CUDA_")
 
 
 class ApiError(Exception):
@@ -89,6 +99,10 @@ class Environment:
         self.s3_for = s3_for
         self.python = python
         self.assume_role = assume_role
+        self._spare_lock = threading.Lock()
+        self._spare: tuple[subprocess.Popen, processes.ProcessRecord] | None = None
+        self._stops_at_exit = False
+        self._serves_endpoints: bool | None = None
 
     def as_role(self, caller: Caller, role_arn: str | None) -> Caller:
         """Who SageMaker acts as for a job or a model: a session of the execution role it was given (RoleArn,
@@ -102,6 +116,24 @@ class Environment:
         except Exception:   # STS's refusal, whatever its shape: AWS's CreateModel/CreateTrainingJob answer
             raise validation(f"Could not assume role {role_arn}. Please ensure that the role exists and allows "
                              "principal 'sagemaker.amazonaws.com' to assume the role.") from None
+
+    def serves_endpoints(self) -> bool:
+        """Whether endpoint hosts can run here: a Python with torch (the compose LocalStack container has none)."""
+        if self._serves_endpoints is None:
+            check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"
+            try:
+                self._serves_endpoints = bool(self.python) and subprocess.run(
+                    [str(self.python), "-c", check], capture_output=True, timeout=60).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                self._serves_endpoints = False
+        return self._serves_endpoints
+
+    def capture_spool(self, caller: Caller, endpoint_name: str) -> Path:
+        """The capture spools of an endpoint name: kept across its deploys and hosts, so that a host which replaces
+        a killed one sends what that one spooled but could not upload."""
+        named = settings.named(processes.CAPTURE_SPOOL_ENV)
+        root = Path(named) if named else self.root / "capture-spool" / caller.account / caller.region
+        return root / endpoint_name
 
     def object_exists(self, caller: Caller, uri: str) -> bool:
         bucket, key = split_s3(uri)
@@ -122,27 +154,127 @@ class Environment:
             raise _Unservable(_download_failure(bucket, key)) from error
 
     def process_env(self, caller: Caller) -> dict[str, str]:
+        return {**self._inherited_env(), **self._caller_env(caller)}
+
+    @staticmethod
+    def _inherited_env() -> dict[str, str]:
         inherited = {key: value for key, value in os.environ.items()
                      if not key.startswith(("AWS_", "PYTHON", "VIRTUAL_ENV", "LOCALSTACK_", "GATEWAY_"))}
-        session = {"AWS_SESSION_TOKEN": caller.session_token} if caller.session_token else {}
-        return {**inherited, "AWS_ENDPOINT_URL": caller.gateway, "AWS_ACCESS_KEY_ID": caller.access_key,
-                "AWS_SECRET_ACCESS_KEY": caller.secret_key, **session, "AWS_REGION": caller.region,
-                "AWS_DEFAULT_REGION": caller.region, "PYTHONUNBUFFERED": "1"}
+        return {**inherited, "PYTHONUNBUFFERED": "1"}
 
-    def spawn(self, caller: Caller, kind: str, name: str, module: str, spec: dict, folder: Path) -> "HostProcess":
+    @staticmethod
+    def _caller_env(caller: Caller) -> dict[str, str]:
+        session = {"AWS_SESSION_TOKEN": caller.session_token} if caller.session_token else {}
+        return {"AWS_ENDPOINT_URL": caller.gateway, "AWS_ACCESS_KEY_ID": caller.access_key,
+                "AWS_SECRET_ACCESS_KEY": caller.secret_key, **session, "AWS_REGION": caller.region,
+                "AWS_DEFAULT_REGION": caller.region}
+
+    def _python(self, kind: str) -> str:
         if not self.python:
             raise RuntimeError(f"no Python with torch to run {kind}s: ${processes.PYTHON_ENV} is unset "
                                "(scones up sets it to the project's Python)")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(json.dumps(spec, default=str))
-        log = folder / f"{kind}.log"
+        return self.python
+
+    def _start(self, kind: str, name: str, arguments: list[str], log: Path, env: dict[str, str], cwd: Path,
+               stdin: int) -> tuple[subprocess.Popen, processes.ProcessRecord]:
+        """Start and record a process of ours (recorded before it can do anything: `scones down` finds it)."""
+        if processes.PART_ENV in env:
+            env = {**env, processes.PART_ENV: processes.PART_NAME}
         with open(log, "ab") as log_file:
-            process = subprocess.Popen([self.python, "-m", module, str(folder / "spec.json")],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
-                                       env=self.process_env(caller), cwd=folder, start_new_session=True)
+            process = subprocess.Popen([self._python(kind), "-m", *arguments], stdin=stdin, stdout=subprocess.PIPE,
+                                       stderr=log_file, env=env, cwd=cwd, start_new_session=True)
         entry = processes.ProcessRecord(kind=kind, name=name, pid=process.pid, started=time.time(), log=str(log))
         processes.record(self.root, entry)
+        return process, entry
+
+    def spawn(self, caller: Caller, kind: str, name: str, module: str, spec: dict, folder: Path,
+              extra_env: dict[str, str] | None = None) -> "HostProcess":
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(json.dumps(spec, default=str))
+        process, entry = self._start(kind, name, [module, str(folder / "spec.json")], folder / f"{kind}.log",
+                                     {**self.process_env(caller), **(extra_env or {})}, folder, subprocess.DEVNULL)
         return HostProcess(process, entry, self.root)
+
+    # --- the spare endpoint host: an endpoint's start without the interpreter's and torch's ---------------
+
+    def warm_spare(self) -> None:
+        """Have a spare endpoint host starting or waiting (one at most), unless spares are off or there is no
+        Python to run one. Called as endpoints come near (CreateTrainingJob, CreateModel, CreateEndpointConfig)
+        and after each claimed spare has answered, so the next does not compete with it for the CPU."""
+        if not SPARE_ENDPOINT_HOST or not self.python:
+            return
+        with self._spare_lock:
+            if self._spare is not None and self._spare[0].poll() is None:
+                return
+            self._forget_spare()
+            folder = self.root / "spares"
+            folder.mkdir(parents=True, exist_ok=True)
+            log = folder / f"spare-{time.time_ns()}.log"
+            try:
+                self._spare = self._start(SPARE_KIND, "spare", [ENDPOINT_HOST_MODULE, "--spare"], log,
+                                          self._inherited_env(), folder, subprocess.PIPE)
+            except (RuntimeError, OSError):
+                self._spare = None   # a cold start still serves the endpoint
+                return
+            if not self._stops_at_exit:
+                # LocalStack's stop ends its interpreter: the spare goes then, not a moment later at the end of its
+                # stdin (which is also how it goes when LocalStack is killed).
+                atexit.register(self.stop_spare)
+                self._stops_at_exit = True
+
+    def serve_endpoint(self, caller: Caller, name: str, spec: dict, folder: Path) -> "HostProcess":
+        """The endpoint host for spec: the spare, handed its assignment, when one runs and the container's
+        Environment sets nothing read at an interpreter's start; else a fresh one."""
+        environment = spec.get("environment") or {}
+        late = not any(key.startswith(START_TIME_PREFIXES) for key in environment)
+        with self._spare_lock:
+            spare, self._spare = (self._spare, None) if late else (None, self._spare)
+        if spare is not None and spare[0].poll() is None:
+            process, spare_entry = spare
+            (folder / "spec.json").write_text(json.dumps(spec, default=str))
+            log = folder / "endpoint.log"
+            entry = processes.ProcessRecord(kind="endpoint", name=name, pid=process.pid, started=spare_entry.started,
+                                            log=str(log))
+            processes.record(self.root, entry)
+            processes.forget(self.root, spare_entry)
+            assignment = {"spec": str(folder / "spec.json"), "log": str(log), "environ": self._caller_env(caller)}
+            try:
+                assert process.stdin is not None
+                process.stdin.write((json.dumps(assignment) + "\n").encode())
+                process.stdin.close()
+                Path(spare_entry.log).unlink(missing_ok=True)
+                return HostProcess(process, entry, self.root)
+            except OSError:   # it died just now: a fresh one instead
+                process.wait()
+                processes.forget(self.root, entry)
+        elif spare is not None:   # it died while it waited (killed): its record goes, a fresh host serves
+            self._forget(spare)
+        return self.spawn(caller, "endpoint", name, ENDPOINT_HOST_MODULE, spec, folder, extra_env=environment)
+
+    def _forget_spare(self) -> None:
+        if self._spare is not None:
+            self._forget(self._spare)
+            self._spare = None
+
+    def _forget(self, spare: tuple[subprocess.Popen, processes.ProcessRecord]) -> None:
+        process, entry = spare
+        process.wait()
+        processes.forget(self.root, entry)
+        Path(entry.log).unlink(missing_ok=True)
+
+    def stop_spare(self, timeout_s: float = 5.0) -> None:
+        """LocalStack is stopping: the spare goes with it (an endpoint it serves already is no spare)."""
+        with self._spare_lock:
+            if self._spare is None:
+                return
+            process = self._spare[0]
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            self._forget_spare()
 
 
 class HostProcess:
@@ -150,6 +282,7 @@ class HostProcess:
 
     def __init__(self, process: subprocess.Popen, entry: processes.ProcessRecord, root: Path) -> None:
         self.process, self.entry, self.root = process, entry, root
+        self.stopped = False   # by us or by `scones down` (processes.stop_all): its exit is no loss to replace
 
     def reports(self) -> Iterable[dict]:
         assert self.process.stdout is not None
@@ -163,10 +296,12 @@ class HostProcess:
 
     def wait(self) -> int:
         code = self.process.wait()
+        self.stopped = self.stopped or processes.stopping(self.root, self.entry)
         processes.forget(self.root, self.entry)
         return code
 
     def terminate(self) -> None:
+        self.stopped = True
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
@@ -255,6 +390,7 @@ class ControlPlane:
         record.pop("Tags", None)
         with self.lock:
             self.models[self.key(caller, name)] = record
+        self.environment.warm_spare()   # an endpoint is likely to follow
         return {"ModelArn": model_arn}
 
     def _model(self, caller: Caller, name: str) -> dict:
@@ -306,6 +442,7 @@ class ControlPlane:
         record.pop("Tags", None)
         with self.lock:
             self.endpoint_configs[self.key(caller, name)] = record
+        self.environment.warm_spare()
         return {"EndpointConfigArn": config_arn}
 
     def _endpoint_config(self, caller: Caller, name: str) -> dict:
@@ -377,7 +514,8 @@ class ControlPlane:
             raise _Unservable(f"Model {model['ModelName']} has no ModelDataUrl: scones serves a model.tar.gz from S3.")
         return {"endpoint_name": endpoint_name, "variant_name": variant["VariantName"], "model_data_url": url,
                 "environment": container.get("Environment") or {}, "data_capture": config.get("DataCaptureConfig"),
-                "execution_role_arn": model.get("ExecutionRoleArn")}
+                "execution_role_arn": model.get("ExecutionRoleArn"),
+                "capture_spool": str(self.environment.capture_spool(caller, endpoint_name))}
 
     def _deploy(self, caller: Caller, endpoint: Endpoint, config: dict, *, updating: bool) -> None:
         """In a thread: what a hosting instance does before /ping answers (download the model, start the
@@ -393,29 +531,37 @@ class ControlPlane:
                 spec["model"] = str(folder / "model.tar.gz")
                 role = self.environment.as_role(caller, spec["execution_role_arn"])
                 self.environment.download(role, spec["model_data_url"], Path(spec["model"]))
-                host = self.environment.spawn(role, "endpoint", name, "scones.harness.sagemaker.endpoint_host",
-                                              spec, folder)
+                host = self.environment.serve_endpoint(role, name, spec, folder)
             except (_Unservable, ApiError, RuntimeError, OSError) as error:
                 self._deployed(caller, endpoint, config, None, None, str(error), updating)
                 return
-            url, reason, server = None, None, None
+            url, reason = None, None
             for report in host.reports():
                 url, reason = report.get("url"), report.get("error")
-                if report.get("pid"):   # recorded too: should its host be killed, `scones down` still stops it
-                    server = processes.ProcessRecord(kind="endpoint-server", name=name, pid=report["pid"],
-                                                     started=time.time(), log=str(folder / "server.log"),
-                                                     command=processes.SERVER_MODULE)
-                    processes.record(self.environment.root, server)
                 break
             if url is None and reason is None:
                 reason = f"The endpoint server exited before it was ready: {host.log_tail() or 'no output'}"
             if url is None:
                 host.terminate()
             self._deployed(caller, endpoint, config, host if url else None, url, reason, updating)
+            self.environment.warm_spare()   # now, not while this one started: on 2 cores they would share them
             host.wait()
-            if server is not None:
-                processes.forget(self.environment.root, server)
+            if url is not None:
+                self._replace_if_lost(caller, endpoint, host)
         _start_thread(deploy, f"sagemaker-endpoint-{name}")
+
+    def _replace_if_lost(self, caller: Caller, endpoint: Endpoint, host: HostProcess) -> None:
+        """The host serving an endpoint exited though nobody stopped it (killed, crashed): start another with the
+        same config (and capture spool), as AWS replaces an instance that fails its health checks. The endpoint
+        stays InService meanwhile; requests fail until the replacement answers, and a caller's retries carry them."""
+        with self.lock:
+            lost = (endpoint.host is host and not host.stopped and endpoint.record["EndpointStatus"] == "InService"
+                    and self.endpoints.get(self.key(caller, endpoint.record["EndpointName"])) is endpoint)
+            if not lost:
+                return
+            endpoint.host = None
+            config = endpoint.config
+        self._deploy(caller, endpoint, config, updating=True)
 
     def _deployed(self, caller: Caller, endpoint: Endpoint, config: dict, host: HostProcess | None, url: str | None,
                   reason: str | None, updating: bool) -> None:
@@ -523,6 +669,9 @@ class ControlPlane:
             return {"TrainingJobArn": job_arn}
         with self.lock:
             self.training_hosts[self.key(caller, name)] = host
+        # Its model is likely to be served next; the spare's imports cost the job a few seconds of CPU once, and
+        # save the endpoint those seconds and more (benchmarks/deploy_local.py).
+        self.environment.warm_spare()
 
         def watch() -> None:
             for report in host.reports():
@@ -604,6 +753,7 @@ class ControlPlane:
             hosts = [e.host for e in self.endpoints.values() if e.host] + list(self.training_hosts.values())
         for host in hosts:
             host.terminate()
+        self.environment.stop_spare()
 
 
 class _Unservable(Exception):

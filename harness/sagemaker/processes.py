@@ -25,14 +25,23 @@ PYTHON_ENV = settings.SAGEMAKER_PYTHON
 # The local stand-ins for AWS's quotas (harness/sagemaker/control.py), passed on to LocalStack when set.
 ENDPOINT_INSTANCES_ENV = settings.SAGEMAKER_ENDPOINT_INSTANCES
 TRAINING_JOBS_ENV = settings.SAGEMAKER_TRAINING_JOBS
+# "0": no spare endpoint host started ahead of need (harness/sagemaker/control.py); passed on to LocalStack when set.
+SPARE_ENDPOINT_ENV = settings.SAGEMAKER_SPARE_ENDPOINT
+SPARE_AT_START = "start"   # its value for a spare started with LocalStack, not at the first CreateModel (`scones up`)
+# Where endpoint hosts keep their capture spools: <this>/<endpoint name>/<slot>, one slot per live host, kept across
+# deploys of the name (a replacement finds what its predecessor spooled). Unset: <sagemaker dir>/capture-spool.
+CAPTURE_SPOOL_ENV = settings.SAGEMAKER_CAPTURE_SPOOL
 STOP_GRACE_S = 30.0
+# harness/processes.py's marker: which part of a `scones up` stack a process is. Ours inherit LocalStack's marker
+# with this part name instead, so that they are not taken for a second LocalStack.
+PART_ENV = "SCONES_STACK_PART"
+PART_NAME = "sagemaker"
 HOST_MODULES = "scones.harness.sagemaker."   # endpoint_host and training_host
-SERVER_MODULE = "scones.harness.commands.endpoint"   # the endpoint server an endpoint_host starts
 
 
 @dataclass(frozen=True)
 class ProcessRecord:
-    kind: str            # "endpoint", "endpoint-server" (the endpoint's server below it) or "training-job"
+    kind: str            # "endpoint" (its server), "endpoint-spare" (one started ahead, control.py) or "training-job"
     name: str            # the endpoint or training job name
     pid: int
     started: float       # time.time() at start
@@ -66,6 +75,16 @@ def record(root: str | os.PathLike, entry: ProcessRecord) -> Path:
 
 def forget(root: str | os.PathLike, entry: ProcessRecord) -> None:
     (_folder(root) / f"{entry.kind}-{entry.name}-{entry.pid}.json").unlink(missing_ok=True)
+    _stopping_flag(root, entry).unlink(missing_ok=True)
+
+
+def _stopping_flag(root: str | os.PathLike, entry: ProcessRecord) -> Path:
+    return _folder(root) / f"{entry.kind}-{entry.name}-{entry.pid}.stopping"
+
+
+def stopping(root: str | os.PathLike, entry: ProcessRecord) -> bool:
+    """Whether stop_all stopped it (`scones down`): its end is then no failure for the control plane to repair."""
+    return _stopping_flag(root, entry).exists()
 
 
 def recorded(root: str | os.PathLike) -> list[ProcessRecord]:
@@ -82,16 +101,22 @@ def recorded(root: str | os.PathLike) -> list[ProcessRecord]:
 def stop_all(root: str | os.PathLike, grace_s: float = STOP_GRACE_S) -> list[ProcessRecord]:
     """SIGTERM every recorded process that still runs (each stops its children: an endpoint server flushes
     its capture), SIGKILL what is left after grace_s, and clear the records. Returns those that ran."""
+    for flag in _folder(root).glob("*.stopping"):   # an earlier stop_all's, read by the control plane since
+        if not flag.with_suffix(".json").exists():
+            flag.unlink(missing_ok=True)
     entries = recorded(root)
     running = [entry for entry in entries if entry.alive]
     for entry in running:
+        _stopping_flag(root, entry).touch()
         _signal(entry.pid, signal.SIGTERM)
     poll_condition(lambda: not any(entry.alive for entry in running), grace_s, 0.05)
     for entry in running:
         if entry.alive:
             _signal(entry.pid, signal.SIGKILL)
     for entry in entries:
-        forget(root, entry)
+        # The flag stays until the control plane (if it still runs) has seen this process end: its wait() may come
+        # a moment after ours, and without the flag it would replace the host.
+        (_folder(root) / f"{entry.kind}-{entry.name}-{entry.pid}.json").unlink(missing_ok=True)
     return running
 
 

@@ -556,18 +556,29 @@ class RestoreReport:
     seconds: float = 0.0
 
 
+def spool_slots(spool_dir: str | os.PathLike) -> list[Path]:
+    """spool_dir and each spool in a folder of it: the local SageMaker control plane gives each live host of an
+    endpoint a slot of its own (harness/sagemaker/endpoint_host.py spool_slot)."""
+    root = Path(spool_dir)
+    slots = sorted(child for child in root.iterdir() if child.is_dir() and child.name not in (PENDING, UPLOADED)) \
+        if root.is_dir() else []
+    return [root, *slots]
+
+
 def restore_uploaded(spool_dir: str | os.PathLike, s3, buckets: Iterable[str] | None = None,
                      max_workers: int = 8) -> RestoreReport:
     """Put every archived capture file that S3 lacks back under its key (LocalStack keeps no data across restarts).
 
-    `buckets` limits the restore to those buckets; S3 is listed once per bucket and capture prefix.
+    `buckets` limits the restore to those buckets; S3 is listed once per bucket and capture prefix. The spools
+    in spool_dir's folders (spool_slots) are restored too.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.perf_counter()
     report = RestoreReport()
     wanted = set(buckets) if buckets is not None else None
-    archived = [spool_file for spool_file in _spooled(Path(spool_dir) / UPLOADED)
+    spools = spool_slots(spool_dir)
+    archived = [spool_file for spool in spools for spool_file in _spooled(spool / UPLOADED)
                 if wanted is None or spool_file.bucket in wanted]
     existing: set[tuple[str, str]] = set()
     for bucket, prefix in {(f.bucket, f.key.rsplit("/", 5)[0] + "/") for f in archived}:
@@ -583,7 +594,7 @@ def restore_uploaded(spool_dir: str | os.PathLike, s3, buckets: Iterable[str] | 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="capture-restore") as pool:
         report.records = sum(pool.map(put, missing))
     report.files, report.present = len(missing), len(archived) - len(missing)
-    for spool_file in _spooled(Path(spool_dir) / PENDING):
+    for spool_file in (spool_file for spool in spools for spool_file in _spooled(spool / PENDING)):
         if wanted is None or spool_file.bucket in wanted:
             report.pending_files += 1
             report.pending_records += spool_file.path.read_bytes().count(b"\n")

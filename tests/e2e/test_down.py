@@ -24,9 +24,11 @@ def test_down_leaves_no_process_and_no_open_port(separate_state_dir, scones_stac
     assert started.returncode == 0, started.stderr
     record = load_target("local", separate_state_dir).record
     roots = [record["localstack"]["pid"], record["endpoint"]["pid"]]
+    # the endpoint's port: $SCONES_ENDPOINT_PORT in route mode, the one the control plane's host took in api mode
+    served_port = record["endpoint"]["port"]
     tree = stack.process_tree(roots)
     assert all(stack.pid_alive(pid) for pid in roots)
-    assert stack.port_open(localstack_port) and stack.port_open(endpoint_port)
+    assert stack.port_open(localstack_port) and stack.port_open(served_port)
 
     again = scones("up", "--model", model_dir, "--no-data", "--prefix", "scones-downtest", env=env)
     assert again.returncode == 0, again.stderr
@@ -38,5 +40,5 @@ def test_down_leaves_no_process_and_no_open_port(separate_state_dir, scones_stac
 
     assert stopped.returncode == 0, stopped.stderr
     assert [pid for pid in tree if stack.pid_alive(pid)] == []
-    assert not stack.port_open(localstack_port) and not stack.port_open(endpoint_port)
+    assert not stack.port_open(localstack_port) and not stack.port_open(served_port)
     assert scones("status", env=env).returncode == 3
