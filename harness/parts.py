@@ -22,7 +22,6 @@ its processes carry the marker with their own part name (`marker_environment(sta
 """
 from __future__ import annotations
 
-import os
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
