@@ -227,6 +227,44 @@ def test_a_process_that_dies_fails_the_invoke_at_once_and_is_replaced(lambda_cli
     assert error is None and after["environment"] != first["environment"]
 
 
+def _kill_runtime_processes(localstack, function_name: str) -> None:
+    """SIGKILL the sandbox of every environment of the function, as the executor ends an idle one to
+    make room at its caps (environment_slots.py), and wait until they are gone."""
+    import psutil
+
+    def of_function(process: psutil.Process) -> bool:
+        try:
+            return process.environ().get("AWS_LAMBDA_FUNCTION_NAME") == function_name
+        except psutil.Error:
+            return False
+
+    doomed = [process for process in psutil.Process(localstack.pid()).children(recursive=True) if of_function(process)]
+    assert doomed, f"no running environment of {function_name}"
+    for process in doomed:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(doomed, timeout=10)
+
+
+def test_an_environment_whose_idle_runtime_was_ended_serves_the_next_invoke(localstack, lambda_client, make_function):
+    """AWS: Lambda may end an idle execution environment at any time; the function's next invoke is
+    still served, after a cold start ("Understanding the Lambda execution environment lifecycle",
+    docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html, Shutdown phase and cold
+    starts). Here the sandbox of an idle environment is ended while its runtime waits in `next`
+    (what the executor does at its environment caps); the request it left waiting took the next
+    invocation and every later invoke timed out (issue 25: 32 concurrent executions all failed)."""
+    name = make_function(zip_of({"probe.py": PROBE}), "probe.sleeper", timeout=5)
+    seen = {invoke(lambda_client, name, {})[0]["environment"]}
+    for _ in range(3):   # each ended runtime left one more request waiting: three make a lucky pass unlikely
+        _kill_runtime_processes(localstack, name)
+        result, error, _ = invoke(lambda_client, name, {"marker": "after"})
+        assert error is None, result
+        assert result["environment"] not in seen   # a fresh process (cold start) served it
+        seen.add(result["environment"])
+
+
 def test_a_process_that_dies_while_starting_fails_the_invoke(lambda_client, make_function):
     """AWS: "RequestId: <id> Error: Runtime exited with error: exit status 7" (Runtime.ExitError); what
     init printed is in the function's logs, not in the error."""

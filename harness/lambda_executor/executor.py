@@ -5,7 +5,7 @@ prepare_version (function created/updated) -> start(env) -> invoke(payload)* -> 
 Each environment is AWS's own Python runtime interface client (`python -m awslambdaric <handler>`,
 what AWS's Python base images run) on the function's own runtime interpreter, inside a sandbox laid
 out as AWS's (sandbox.py: private /tmp, read-only /var/task, layers at /opt, memory cgroup). It talks
-to a Lambda Runtime API served for it alone (runtime_api.py), so handler loading, marshalling,
+to a Lambda Runtime API served for that process alone (runtime_api.py), so handler loading, marshalling,
 error shapes and log lines are AWS's code, not ours.
 
 What this class adds, as the Lambda service does on AWS:
@@ -149,7 +149,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         (self.work_dir / "tmp").chmod(0o1777)   # the sandbox's /tmp, written by its unprivileged user
         self.log_path.touch()
         self._log_reader = open(self.log_path, "rb")
-        self._api = RuntimeApiServer(self, host=HOST).start()
         caps = sandbox.capabilities()
         if caps.memory_cgroup is not None:
             try:
@@ -235,6 +234,11 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         return argv, env, code_dir
 
     def _spawn(self) -> _Incarnation:
+        # A Runtime API of its own for each process: a request the previous one left waiting can
+        # take nothing meant for this one (runtime_api.py).
+        if self._api is not None:
+            self._api.close()
+        self._api = RuntimeApiServer(self, host=HOST).start()
         argv, env, code_dir = self._command()
         if self._cgroup is not None:
             self._cgroup.reset_peak()
@@ -302,7 +306,6 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             if incarnation is None or incarnation.process.poll() is not None or not incarnation.ready:
                 return False
             self._kill(incarnation, graceful=False)
-            self._runtime_api().drain()
             return True
         finally:
             self._lock.release()

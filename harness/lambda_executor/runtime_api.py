@@ -3,15 +3,22 @@
 AWS's own Python runtime interface client (awslambdaric, what AWS's Python runtimes run) polls
 `GET /2018-06-01/runtime/invocation/next` and posts `.../invocation/{id}/response`, `.../error`
 or `/runtime/init/error`, as https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html
-describes. One server per environment, on a loopback port of its own (the runtime finds it in
+describes. One server per runtime process, on a loopback port of its own (the runtime finds it in
 AWS_LAMBDA_RUNTIME_API), so handler loading, marshalling, error shapes and log formats are AWS's
 code; this side only hands out invocations and receives what comes back.
+
+Per process, not per environment: a runtime killed while it waited in `next` (an idle environment
+ended to make room, environment_slots.py) leaves that request's thread waiting here. Sharing one
+queue with the environment's next process, that thread took the next invocation, wrote it to a dead
+socket, and the invoke waited out the function's timeout; the new process, waiting too, timed out
+in turn (issue 25's 32 concurrent executions all failed so). A closed server's waiters get GONE.
 """
 from __future__ import annotations
 
 import json
 import queue
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -69,14 +76,6 @@ class RuntimeApiServer(ThreadingHTTPServer):
     def deliver(self, invocation: Invocation) -> None:
         self.invocations.put(invocation)
 
-    def drain(self) -> None:
-        """Drop invocations nobody fetched (the process they were meant for is gone)."""
-        while True:
-            try:
-                self.invocations.get_nowait()
-            except queue.Empty:
-                return
-
     def _accept_loop(self) -> None:
         # Blocks in accept() instead of serve_forever's select() every 0.5 s: no wake-ups on
         # LocalStack's interpreter while the environment idles, and close() takes effect at once.
@@ -87,9 +86,18 @@ class RuntimeApiServer(ThreadingHTTPServer):
                 return
             self.process_request(request, client_address)  # a thread per connection (ThreadingMixIn)
 
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return   # the runtime went away mid-reply (killed at a timeout or to make room): nothing to report
+        super().handle_error(request, client_address)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
-        self.invocations.put(_STOP)  # wakes a waiting `next`
+        self.invocations.put(_STOP)  # wakes the waiting `next`s (each passes it on)
         try:
             self.socket.shutdown(socket.SHUT_RDWR)  # wakes the accept()
         except OSError:
@@ -108,11 +116,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path != f"{PREFIX}/invocation/next":
             return self._reply(HTTPStatus.NOT_FOUND, {"errorMessage": f"unknown path {self.path}"})
+        if self.server.closed:
+            return self._gone()
         self.server.listener.on_next()
         invocation = self.server.invocations.get()
         if invocation is _STOP:
-            self.close_connection = True
-            return self._reply(HTTPStatus.GONE, {"errorMessage": "execution environment is shutting down"})
+            self.server.invocations.put(_STOP)
+            return self._gone()
         headers = {
             "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
             "Lambda-Runtime-Deadline-Ms": str(invocation.deadline_ms),
@@ -127,6 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.closed:   # from a process that has ended: nothing it says is about the current one
+            return self._gone()
         error_type = self.headers.get(ERROR_TYPE_HEADER)
         path = self.path
         listener = self.server.listener
@@ -141,6 +153,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             return self._reply(HTTPStatus.NOT_FOUND, {"errorMessage": f"unknown path {path}"})
         self._reply(HTTPStatus.ACCEPTED, {"status": "OK"})
+
+    def _gone(self) -> None:
+        self.close_connection = True
+        self._reply(HTTPStatus.GONE, {"errorMessage": "execution environment is shutting down"})
 
     def _reply(self, status: HTTPStatus, document: dict) -> None:
         self._send(status, json.dumps(document).encode(), "application/json", {})
