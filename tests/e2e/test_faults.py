@@ -18,6 +18,7 @@ import urllib.request
 
 import pytest
 
+from scones import settings
 from scones.harness.faults import FaultsAPIError
 from scones.polling import poll
 
@@ -438,10 +439,12 @@ def test_adds_a_rule_for_a_bucket_nobody_reads(faults, scones_stack):
 '''
 
 
-def test_a_fault_rule_that_never_fired_is_named_at_the_end_of_the_session(pytester, scones_stack):
+def test_a_fault_rule_that_never_fired_is_named_at_the_end_of_the_session(pytester, scones_stack, monkeypatch):
     """A rule that never fired means a test did not test what it meant to; the session's summary names it
     (and its test), and not the rule that fired."""
     pytester.makepyfile(test_inner=NEVER_FIRING_TEST)
+    # The inner session runs in pytester's folder: it attaches to this session's stack through its state dir.
+    monkeypatch.setenv(settings.STATE_DIR, str(scones_stack.record_path.parent.parent))
 
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
 
