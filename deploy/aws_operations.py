@@ -12,21 +12,25 @@ from scones.deploy.planner import CLASSIFIER
 
 def describe(session, record: dict) -> dict[str, Any]:
     """Autoscaling settings, alarm states and the latest monitor runs of a deployed stack."""
-    region = record["region"]
     outputs = record.get("outputs") or {}
-    autoscaling_entry = next(iter(r.entries(record, "autoscaling")), None)
-    autoscaling = scaling.ScalingResources.from_dict(autoscaling_entry)
-    if autoscaling is not None:
-        classifier = next((e["name"] for e in r.entries(record, "function") if e["name"].endswith(f"-{CLASSIFIER}")), None)
-        if classifier:
-            reserved = session.client("lambda", region_name=region).get_function_concurrency(FunctionName=classifier)
-            autoscaling.classifier_function = classifier
-            autoscaling.classifier_concurrency = reserved.get("ReservedConcurrentExecutions", 0)
     monitored = bool(r.entries(record, "alarm")) or r.entry_with_id(record, "function/monitorDrift") is not None
     monitor = r.monitor_resources(record, outputs.get("bucket", ""), outputs.get("endpoint_name", "")) if monitored else None
     return {
-        "autoscaling": scaling.describe_autoscaling(session.client("application-autoscaling", region_name=region),
-                                                    session.client("sagemaker", region_name=region), autoscaling)
-        if autoscaling else None,
+        "autoscaling": describe_autoscaling(session, record),
         "monitor": monitoring.describe_monitor(session, monitor) if monitor else None,
     }
+
+
+def describe_autoscaling(session, record: dict) -> dict[str, Any] | None:
+    """The endpoint's autoscaling as the record's plan registered it (None: none registered)."""
+    region = record["region"]
+    autoscaling = scaling.ScalingResources.from_dict(next(iter(r.entries(record, "autoscaling")), None))
+    if autoscaling is None:
+        return None
+    classifier = next((e["name"] for e in r.entries(record, "function") if e["name"].endswith(f"-{CLASSIFIER}")), None)
+    if classifier:
+        reserved = session.client("lambda", region_name=region).get_function_concurrency(FunctionName=classifier)
+        autoscaling.classifier_function = classifier
+        autoscaling.classifier_concurrency = reserved.get("ReservedConcurrentExecutions", 0)
+    return scaling.describe_autoscaling(session.client("application-autoscaling", region_name=region),
+                                        session.client("sagemaker", region_name=region), autoscaling)

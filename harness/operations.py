@@ -5,20 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
-LOCAL_SCALING_NOTE = "none on the local stack (LocalStack's free edition has no Application Auto Scaling)"
+# Route mode (and compose): the endpoint server the stack starts is no SageMaker endpoint, so nothing scales it.
+LOCAL_SCALING_NOTE = "none (route mode: the endpoint server the stack starts is not a SageMaker endpoint)"
 
 
 def describe(target) -> dict[str, Any]:
-    """{"autoscaling": {...} | None, "monitor": {...} | None, "note": str | None} for a loaded target."""
+    """{"autoscaling": {...} | None, "monitor": {...} | None, "note": str | None} for a loaded target.
+
+    Local: the autoscaling the plan registered with the local Application Auto Scaling (api mode, README:
+    stored, not acted on), read from the plan's record beside the stack's."""
     from scones.deploy import aws_operations, monitoring
+    from scones.deploy import record as records
 
     record = getattr(target, "record", None) or {}
     if getattr(target, "name", None) == "aws" and record:
         return {**aws_operations.describe(target.session, record), "note": None}
     monitor = record.get("monitor")
-    return {"autoscaling": None, "note": LOCAL_SCALING_NOTE,
-            "monitor": monitoring.describe_monitor(target.session, monitoring.MonitorResources.from_dict(monitor))
-            if monitor else None}
+    described = {"autoscaling": None, "note": LOCAL_SCALING_NOTE,
+                 "monitor": monitoring.describe_monitor(target.session, monitoring.MonitorResources.from_dict(monitor))
+                 if monitor else None}
+    record_path = getattr(target, "record_path", None)
+    deployed = records.read_record(records.local_deploy_record_path(record_path.parent.parent)) if record_path else None
+    scaled = aws_operations.describe_autoscaling(target.session, deployed) if deployed else None
+    if scaled is not None:
+        described.update(autoscaling=scaled, note=None)
+    return described
 
 
 def _share(value) -> str:

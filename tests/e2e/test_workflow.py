@@ -121,3 +121,18 @@ def test_every_classify_call_leaves_exactly_one_capture_record(confident_test_im
         assert record["captureData"]["endpointInput"]["observedContentType"] == "image/png"
         assert record["captureData"]["endpointOutput"]["mode"] == "OUTPUT"
         assert record["eventVersion"] == "0"
+
+
+def test_status_reads_back_the_autoscaling_the_plan_registered(scones_stack):
+    """`scones up` registers the endpoint's scaling with the local Application Auto Scaling, as the AWS deploy does
+    (README: stored, not acted on); status and the report read it back as on AWS (deploy/aws_operations.py):
+    the variant's resource id (Application Auto Scaling API Reference, RegisterScalableTarget: ResourceId
+    "endpoint/<name>/variant/<variant>"), its capacity range and the target-tracking policy."""
+    from scones.harness import operations
+
+    scaling = operations.describe(scones_stack)["autoscaling"]
+    assert scaling is not None, "status says: " + operations.lines(operations.describe(scones_stack))[0]
+    assert scaling["resource_id"] == f"endpoint/{scones_stack.endpoint_name}/variant/AllTraffic"
+    assert 1 <= scaling["min_instances"] <= scaling["max_instances"]
+    assert [policy["type"] for policy in scaling["policies"]] == ["TargetTrackingScaling"]
+    assert operations.lines(operations.describe(scones_stack))[0].startswith(f"autoscaling {scaling['resource_id']}: ")
