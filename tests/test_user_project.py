@@ -77,11 +77,11 @@ def test_example_project_runs_outside_the_clone_with_its_own_state_and_progress(
     assert any(f"bringing up a local stack in {project / '.scones'}" in line
                and f"settings: {project / 'pyproject.toml'} [tool.scones]" in line for line in progress), output[-3000:]
     assert any("localstack: ready" in line for line in progress), output[-3000:]
-    assert any("endpoint: starting" in line for line in progress), output[-3000:]
+    assert any("endpoint: served by the SageMaker control plane" in line for line in progress), output[-3000:]
     assert any("localstack: stopping" in line for line in progress), output[-3000:]
     # Its state went into its own folder: the stack's logs, LocalStack's files, the capture spool.
     state = project / ".scones"
-    assert (state / "local" / "endpoint.log").is_file()
+    assert list((state / "localstack" / "sagemaker" / "endpoints").rglob("endpoint.log")), "the endpoint host's log"
     assert (state / "localstack" / "localstack.log").is_file()
     assert (state / "capture-spool").is_dir()
     assert not (state / "local" / "stack.json").exists(), "the session's stack was taken down"
