@@ -187,7 +187,7 @@ def _remember_iam_denials(pytestconfig, target) -> None:
     terminal summary."""
     from scones.harness.iam import denials
 
-    localstack_url = getattr(getattr(target, "session", None), "default_endpoint_url", None)
+    localstack_url = denials.localstack_url_of(target)
     if localstack_url:
         pytestconfig.stash[IAM_DENIALS] = denials.fetch(localstack_url)
 

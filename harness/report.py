@@ -445,8 +445,8 @@ def _coverage(target, definition: dict[str, Any] | None, coverage_json: Path | N
 
 def _iam(target) -> dict[str, Any] | None:
     """The local stack's IAM denials (harness/iam/denials.py); None for AWS (it enforces IAM itself) or no stack."""
-    localstack_url = getattr(getattr(target, "session", None), "default_endpoint_url", None)
-    if target is None or target.name != "local" or not localstack_url:
+    localstack_url = iam_denials.localstack_url_of(target)
+    if not localstack_url:
         return None
     listing = iam_denials.fetch(localstack_url)
     return None if listing is None else {**listing, "distinct": iam_denials.distinct(listing["denials"])}

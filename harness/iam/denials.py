@@ -13,6 +13,13 @@ FETCH_TIMEOUT_S = 2.0
 SHOWN = 5    # distinct denials a summary names; the count says how many more
 
 
+def localstack_url_of(target) -> str | None:
+    """The LocalStack a loaded local target calls (None: AWS, which enforces IAM itself, or no LocalStack)."""
+    if getattr(target, "name", None) != "local":
+        return None
+    return getattr(getattr(target, "session", None), "default_endpoint_url", None)
+
+
 def fetch(localstack_url: str, timeout: float = FETCH_TIMEOUT_S) -> dict[str, Any] | None:
     """{"mode": ..., "denials": [...]} from LocalStack; mode "off" when the checks are not installed
     (SCONES_IAM=off answers 404); None when LocalStack does not answer, or not with a listing."""
