@@ -305,7 +305,9 @@ def test_create_model_reads_the_model_data_as_its_execution_role(enforcing):
     """SageMaker reads a model's ModelDataUrl with the model's ExecutionRoleArn (SageMaker Developer Guide,
     sagemaker-roles.html, "CreateModel API: Execution Role Permissions": s3:GetObject on the model's bucket), so a
     role that may not read it gets CreateModel's "Could not find model data at s3://..." (aws-ia/ecs-blueprints#223),
-    and deploy/iam.py's SageMaker role, which may, gets the model."""
+    and deploy/iam.py's SageMaker role, which may, gets the model. SageMaker's session of an execution role is
+    named "SageMaker" (AWS's own denial "assumed-role/AmazonSageMaker-ExecutionRole-.../SageMaker is not
+    authorized to perform ...", quoted in wpilibsuite/DetectCoral#20)."""
     _, clients = enforcing
     session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
     sagemaker = session.client("sagemaker", endpoint_url=clients["s3"].meta.endpoint_url)

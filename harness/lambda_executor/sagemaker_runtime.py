@@ -64,7 +64,8 @@ FORWARDED_OPERATION = "InvokeEndpoint"
 # InvokeEndpoint's own limit is 60 s for the model's answer (botocore's default read timeout too);
 # past this the endpoint server is stuck, and the caller gets ServiceUnavailable instead of a hang.
 FORWARD_TIMEOUT = urllib3.Timeout(connect=5.0, read=75.0)
-# The session name of SageMaker's calls with a job's or a model's execution role.
+# The session name of SageMaker's calls with a job's or a model's execution role, as AWS's denials show it
+# ("assumed-role/<role>/SageMaker", e.g. wpilibsuite/DetectCoral#20).
 EXECUTION_ROLE_SESSION = "SageMaker"
 # The EndpointName shape of botocore/data/sagemaker/*/service-2.json: at most 63, letters, digits, inner hyphens.
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
