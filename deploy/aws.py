@@ -27,7 +27,7 @@ from scones.deploy.endpoint_guard import LocalEndpointRefused, refuse_local_endp
 from scones.deploy.resources import Refusal, bucket_state, ensure_bucket  # noqa: F401 (the refusal and bucket checks' home)
 from scones.deploy.waiting import DeployError, Progress
 
-DEFAULT_PREFIX = "scones"
+DEFAULT_PREFIX = planner.DEFAULT_PREFIX
 DEFAULT_THRESHOLD = contract.THRESHOLD
 TRAINERS = ("pytorch", "builtin")
 # Credentials the local stack, moto and the AWS docs use; a deploy with them would go nowhere real.

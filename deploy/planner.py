@@ -20,6 +20,7 @@ from scones.deploy.packaging import FUNCTIONS
 from scones.deploy.workflow import function_name, state_machine_name
 from scones.lambdas import drift_monitor
 
+DEFAULT_PREFIX = "scones"   # what every resource name starts with unless a deploy is given another prefix
 STEPS = ("bucket", "roles", "model", "endpoint", "workflow")
 WORKFLOW_FUNCTIONS = tuple(spec.name for spec in FUNCTIONS)   # serializeImageData, classifyImage, filterInferences
 CLASSIFIER = "classifyImage"

@@ -73,7 +73,7 @@ PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVE
                   FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH,
                   settings.GATEWAY_KEEP_ALIVE)
 # The settings read inside LocalStack's process that the caller's environment passes on (the rest of SCONES_* stays out).
-PASSED_ON = (*PATCH_SWITCHES, settings.LAMBDA_SANDBOX, settings.TIME_SCALE, settings.IAM_MODE, settings.TRAINING_TOOLKIT_PYTHON,
+PASSED_ON = (*settings.SWITCHES, settings.TIME_SCALE, settings.IAM_MODE, settings.TRAINING_TOOLKIT_PYTHON,
              settings.SAGEMAKER_ENDPOINT_INSTANCES, settings.SAGEMAKER_TRAINING_JOBS,
              settings.SAGEMAKER_SPARE_ENDPOINT)
 STOP_GRACE_S = 10.0

@@ -6,8 +6,6 @@ runs the job as a SageMaker training job runs it). The cache key hashes the data
 and bytes), the training/serving code and the hyperparameters, so a change to any of them trains a
 fresh model. A file lock keeps two processes from training the same model at once; the result
 appears atomically (rename).
-
-The training-job names below are re-exported for the callers that knew them here.
 """
 from __future__ import annotations
 
@@ -24,20 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scones import settings
-from scones.harness.training_job import (  # noqa: F401  (re-exported)
-    AUTO,
-    MODEL_CODE_DIR,
-    TOOLKIT_PYTHON,
-    TRAIN_SCRIPT,
-    TrainingError,
-    _check_data_dir,
-    job_command,
-    run_job,
-    toolkit_cmd_args,
-    toolkit_invocation,
-    train_model,
-    write_training_job,
-)
+from scones.harness.training_job import MODEL_CODE_DIR, _check_data_dir, train_model
 
 # Everything whose change must retrain a cached model.
 MODEL_CODE_FILES = ("train.py", "network.py", "inference.py", "outliers.py")

@@ -121,6 +121,31 @@ def pytest_addoption(parser):
                     help="Leave a local stack this session started running afterwards.")
 
 
+def pytest_collection_finish(session):
+    """Start the local stack's first-use work (LocalStack's venvs, the trained model) in the background
+    when a collected test will need the stack: the tests before it overlap with that work, and
+    `scones_stack` then waits only for what is left of it."""
+    config = session.config
+    if config.option.collectonly or not any("scones_stack" in getattr(item, "fixturenames", ())
+                                            for item in session.items):
+        return
+    from scones.harness import prepare, stack
+
+    try:
+        if settings.test_target(config.getoption("scones_target")) != "local":
+            return
+        stack_config = stack.StackConfig.from_environment()
+        if stack.status(stack_config.state_dir)["up"]:
+            return
+    except Exception as error:
+        if _ours(error):
+            return   # scones_stack reports it, in the tests that need the stack
+        raise
+    preparation = prepare.start(stack_config.state_dir, stack_config.data_dir, stack_config.hyperparameters,
+                                train=stack_config.model_dir is None)
+    config.add_cleanup(lambda: prepare.stop(preparation))
+
+
 @pytest.fixture(scope="session")
 def scones_target_name(pytestconfig) -> str:
     name = settings.test_target(pytestconfig.getoption("scones_target"))

@@ -236,14 +236,6 @@ def endpoint_part(config: StackConfig, model_dir: Path | None) -> EndpointPart:
                         capture_spool_dir=config.capture_spool_dir)
 
 
-def start_endpoint_server(config: StackConfig, model_dir: Path):
-    """Start the endpoint server as a subprocess (it outlives `scones up`); does not wait for it."""
-    if port_open(config.endpoint_port):
-        raise StackError(f"port {config.endpoint_port} is already in use, so the endpoint server cannot bind it; "
-                         f"stop what listens there or set {settings.ENDPOINT_PORT}")
-    return endpoint_part(config, model_dir).server().start(wait=False)
-
-
 def resolve_model(config: StackConfig, progress: Progress) -> Path:
     if config.model_dir is not None:
         return Path(config.model_dir).resolve()

@@ -277,11 +277,6 @@ def list_images(root: str | os.PathLike) -> dict[str, dict[str, list[Path]]]:
     return layout
 
 
-def count_images(root: str | os.PathLike) -> dict[str, dict[str, int]]:
-    return {split: {name: len(paths) for name, paths in per_class.items()}
-            for split, per_class in list_images(root).items()}
-
-
 def _verify_images(files: dict[str, dict[str, list[Path]]], root: Path, *, progress: bool) -> None:
 
     every = [path for per_class in files.values() for paths in per_class.values() for path in paths]

@@ -74,16 +74,16 @@ def test_source_tarball_is_deterministic_and_holds_the_training_code():
 
 
 def test_local_training_runs_the_very_source_tarball_the_deploy_uploads(tmp_path):
-    """One code path: scones.harness.models lays out the job with source_tarball()'s bytes, and the toolkit
+    """One code path: scones.harness.training_job lays out the job with source_tarball()'s bytes, and the toolkit
     (or our port) unpacks it into /opt/ml/code before it starts train.py there."""
-    from scones.harness import models
+    from scones.harness import training_job
 
     data = testing.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
-    base = models.write_training_job(tmp_path / "job", data, {}, name="job")
+    base = training_job.write_training_job(tmp_path / "job", data, {}, name="job")
     assert (tmp_path / "job" / "sourcedir.tar.gz").read_bytes() == sm.source_tarball()
     hyperparameters = json.loads((base / "input" / "config" / "hyperparameters.json").read_text())
     assert json.loads(hyperparameters["sagemaker_submit_directory"]) == str(tmp_path / "job" / "sourcedir.tar.gz")
-    command, _, cwd = models.job_command(base, name="job", toolkit=None)
+    command, _, cwd = training_job.job_command(base, name="job", toolkit=None)
     assert cwd == base / "code" and command[1:3] == ["--", "train.py"]
     with tarfile.open(fileobj=io.BytesIO(sm.source_tarball())) as archive:
         assert sorted(path.name for path in cwd.iterdir()) == sorted(archive.getnames())

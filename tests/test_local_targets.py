@@ -294,7 +294,7 @@ def test_the_endpoint_server_gets_only_local_credentials(tmp_path, monkeypatch):
     model_dir = build_stub_model(tmp_path / "model").parent
     config = stack.StackConfig(state_dir=tmp_path / "state", data_dir=tmp_path, localstack_port=free_port(),
                                endpoint_port=free_port())
-    server = stack.start_endpoint_server(config, Path(model_dir))
+    server = stack.endpoint_part(config, Path(model_dir)).server().start(wait=False)
     try:
         # /proc/<pid>/environ is the parent's copy until the child has exec'd the server.
         poll(lambda: b"scones.harness.commands.endpoint" in Path(f"/proc/{server.pid}/cmdline").read_bytes(), timeout=30,

@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from scones import settings
 from scones.harness import localstack as manager
 from scones.harness import processes
 from scones.harness.endpoint import free_port
@@ -89,12 +90,15 @@ def test_environment_binds_loopback_keeps_state_local_and_drops_callers_aws_sett
     assert json.loads(env[names.PYTHONS_ENV]) == {}
 
 
-def test_patch_switches_pass_through_and_other_scones_settings_do_not(tmp_path, monkeypatch):
-    monkeypatch.setenv(names.DEFINITION_CACHE_ENV, "0")
+@pytest.mark.parametrize("switch", settings.SWITCHES)
+def test_every_switch_passes_through_and_other_scones_settings_do_not(tmp_path, monkeypatch, switch):
+    for other in settings.SWITCHES:
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(switch, "0")
     monkeypatch.setenv("SCONES_STATE_DIR", str(tmp_path / "elsewhere"))
     env = LocalStack(state_dir=tmp_path, port=4999).environment()
-    assert env[names.DEFINITION_CACHE_ENV] == "0"
-    assert names.CLIENT_CACHE_ENV not in env and "SCONES_STATE_DIR" not in env
+    assert env[switch] == "0"
+    assert not (set(settings.SWITCHES) - {switch}) & set(env) and "SCONES_STATE_DIR" not in env
 
 
 def test_descendants_finds_the_whole_tree():

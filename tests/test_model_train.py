@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from scones import settings, testing
-from scones.harness import models
+from scones.harness import models, training_job
 from scones.harness.cli import main as scones
 from scones.harness.serving.handlers import extract_tar, import_handlers
 
@@ -33,8 +33,8 @@ def test_train_script_runs_under_the_sagemaker_env_contract(dataset, tmp_path):
            "SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DATA_DIR": str(output_dir), "SM_NUM_GPUS": "0"}
     # The toolkit runs the entry point as a plain script from its source dir, hyperparameters as --name value.
     completed = subprocess.run(
-        [sys.executable, "train.py", *models.toolkit_cmd_args(TINY)],
-        cwd=models.MODEL_CODE_DIR, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "train.py", *training_job.toolkit_cmd_args(TINY)],
+        cwd=training_job.MODEL_CODE_DIR, env=env, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "epoch 1/1" in completed.stdout
@@ -71,7 +71,7 @@ def test_train_script_rejects_a_channel_without_class_folders(tmp_path):
     (tmp_path / "train").mkdir()
     env = {**os.environ, "SM_CHANNEL_TRAIN": str(tmp_path / "train"), "SM_CHANNEL_TEST": str(tmp_path / "train"),
            "SM_MODEL_DIR": str(tmp_path / "m"), "SM_OUTPUT_DATA_DIR": str(tmp_path / "o")}
-    completed = subprocess.run([sys.executable, str(models.TRAIN_SCRIPT), "--epochs", "1"], env=env,
+    completed = subprocess.run([sys.executable, str(training_job.TRAIN_SCRIPT), "--epochs", "1"], env=env,
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0
     assert "has no bicycle/ folder" in completed.stderr
@@ -102,8 +102,8 @@ def test_scones_train_reports_missing_data_clearly(tmp_path):
 
 
 def test_training_is_deterministic_for_a_seed(dataset, tmp_path):
-    first = models.train_model(dataset, tmp_path / "a", {**TINY, "seed": 3}, echo=False)
-    second = models.train_model(dataset, tmp_path / "b", {**TINY, "seed": 3}, echo=False)
+    first = training_job.train_model(dataset, tmp_path / "a", {**TINY, "seed": 3}, echo=False)
+    second = training_job.train_model(dataset, tmp_path / "b", {**TINY, "seed": 3}, echo=False)
     assert (first / "model.tar.gz").read_bytes() == (second / "model.tar.gz").read_bytes()
     assert (first / "baseline.json").read_text() == (second / "baseline.json").read_text()
 
@@ -115,10 +115,10 @@ def test_hyperparameters_are_passed_the_sagemaker_way(tmp_path):
     the rest sorted, keys verbatim, values str()'d (mapping.to_cmd_args), after `python --`
     (process.ProcessRunner._create_command). tests/parity runs the real toolkit on the same job."""
     data = testing.write_synthetic_dataset(tmp_path / "data", {"train": 1, "test": 1})
-    base = models.write_training_job(tmp_path / "job", data, {
+    base = training_job.write_training_job(tmp_path / "job", data, {
         "batch_size": 8, "widths": [8, 16], "flip_tta": False, "label-smoothing": 0.05, "arch": "resnet", "lr": None,
     }, name="job")
-    command, environment = models.toolkit_invocation(base, {"TRAINING_JOB_NAME": "job"})
+    command, environment = training_job.toolkit_invocation(base, {"TRAINING_JOB_NAME": "job"})
     assert command == [sys.executable, "--", "train.py", "--arch", "resnet", "--batch_size", "8", "--flip_tta", "False",
                        "--label-smoothing", "0.05", "--lr", "", "--widths", "[8, 16]"]
     assert json.loads(environment["SM_USER_ARGS"]) == command[3:]
@@ -152,7 +152,7 @@ def test_train_script_accepts_the_forms_sagemaker_passes():
     (["--channels_last", "maybe"], "argument --channels-last/--channels_last: expected a boolean"),
 ])
 def test_train_script_refuses_unknown_keys_and_bad_values_naming_them(argv, named):
-    completed = subprocess.run([sys.executable, str(models.TRAIN_SCRIPT), *argv], capture_output=True, text=True,
+    completed = subprocess.run([sys.executable, str(training_job.TRAIN_SCRIPT), *argv], capture_output=True, text=True,
                                timeout=120)
     assert completed.returncode == 2
     assert named in completed.stderr
@@ -216,10 +216,10 @@ def test_ensure_model_cache_key_follows_data_and_hyperparameters(dataset, tmp_pa
 
 def test_ensure_model_leaves_nothing_behind_when_training_fails(dataset, tmp_path, monkeypatch):
     def failing(*args, **kwargs):
-        raise models.TrainingError("boom")
+        raise training_job.TrainingError("boom")
 
     monkeypatch.setattr(models, "train_model", failing)
-    with pytest.raises(models.TrainingError, match="boom"):
+    with pytest.raises(training_job.TrainingError, match="boom"):
         models.ensure_model(dataset, tmp_path / "state", **TINY)
     assert [p.suffix for p in (tmp_path / "state" / "models").iterdir()] == [".lock"]
 
@@ -263,7 +263,7 @@ def test_train_script_with_augment_policies_and_weight_average_is_deterministic(
     from scones.local_model import train
 
     def run(name: str) -> tuple[dict, dict]:
-        args = train.parse_args([*models.toolkit_cmd_args({**TINY, "epochs": 2}), "--policy", policy,
+        args = train.parse_args([*training_job.toolkit_cmd_args({**TINY, "epochs": 2}), "--policy", policy,
                                  "--erasing", "0.5", "--ema-decay", "0.9", "--num-threads", "1",
                                  "--train", str(dataset / "train"), "--test", str(dataset / "test"),
                                  "--model-dir", str(tmp_path / name / "model"),
@@ -288,7 +288,7 @@ def test_train_script_with_batch_mixing_is_deterministic_and_changes_training(da
     from scones.local_model import train
 
     def run(name: str, *extra: str) -> tuple[dict, dict]:
-        args = train.parse_args([*models.toolkit_cmd_args({**TINY, "epochs": 2}), "--num-threads", "1", *extra,
+        args = train.parse_args([*training_job.toolkit_cmd_args({**TINY, "epochs": 2}), "--num-threads", "1", *extra,
                                  "--train", str(dataset / "train"), "--test", str(dataset / "test"),
                                  "--model-dir", str(tmp_path / name / "model"),
                                  "--output-data-dir", str(tmp_path / name / "output")])

@@ -14,8 +14,14 @@ from PIL import Image
 
 from scones.harness import staging
 from scones.harness.cli import main
-from scones.harness.staging import StagingError, count_images, stage_from_archive, stage_from_dir
+from scones.harness.staging import StagingError, list_images, stage_from_archive, stage_from_dir
 from scones.settings import data_dir
+
+
+def count_images(root: Path) -> dict[str, dict[str, int]]:
+    return {split: {name: len(paths) for name, paths in per_class.items()}
+            for split, per_class in list_images(root).items()}
+
 
 FINE_NAMES = [f"class{index}".encode() for index in range(100)]
 FINE_NAMES[8], FINE_NAMES[48] = b"bicycle", b"motorcycle"

@@ -45,7 +45,7 @@ def train(data_dir, out_dir, epochs, seed, batch_size, lr, widths, blocks, extra
     Runs AWS's sagemaker-training toolkit when --toolkit-python names a Python that has it (or this
     one has it), else our port of it: the same command line and SM_* environment (tests/parity).
     """
-    from scones.harness.models import AUTO, TrainingError, train_model
+    from scones.harness.training_job import AUTO, TrainingError, train_model
 
     hyperparameters = {name: value for name, value in {
         "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "widths": widths, "blocks": blocks,

@@ -210,16 +210,3 @@ def checks_for(service: str, operation: str, params: Mapping[str, Any], where: W
         return rule(params, where)
     prefix = PREFIXES.get(service)
     return [Check(f"{prefix}:{operation}", "*")] if prefix else None
-
-
-def sample_checks() -> list[Check]:
-    """What every rule of the table produces for a realistic request (tests check each action, resource ARN
-    format and condition key against the Service Authorization Reference)."""
-    where = Where("us-east-1", "111122223333")
-    state_machine = where.arn("states", "stateMachine:wf")
-    params = {"Bucket": "b", "Key": "k", "CopySource": "b/k", "Delete": {"Objects": [{"Key": "k"}]}, "Prefix": "p/",
-              "Delimiter": "/", "MaxKeys": 10, "EndpointName": "e", "stateMachineArn": state_machine,
-              "executionArn": where.arn("states", "execution:wf:run"), "FunctionName": "f", "Namespace": "n",
-              "AlarmName": "a", "logGroupName": "g", "logStreamName": "s", "TopicArn": where.arn("sns", "t"), "Name": "t",
-              "Entries": [{"Source": "s", "DetailType": "d"}], "RoleArn": "arn:aws:iam::111122223333:role/r"}
-    return [check for rule in [*S3.values(), *OTHERS.values()] for check in rule(params, where)]

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from scones import testing
 from scones.deploy import sagemaker as sm
-from scones.harness import models
+from scones.harness import training_job
 from scones.harness.cli import main as scones
 
 pytestmark = pytest.mark.parity
@@ -47,8 +47,8 @@ def probe_source() -> bytes:
 
 
 def probe(root: Path, dataset: Path, hyperparameters: dict, toolkit: str | None) -> dict:
-    base = models.write_training_job(root, dataset, hyperparameters, name="parity-job", source=probe_source())
-    models.run_job(base, root / "train.log", name="parity-job", toolkit=toolkit, echo=False)
+    base = training_job.write_training_job(root, dataset, hyperparameters, name="parity-job", source=probe_source())
+    training_job.run_job(base, root / "train.log", name="parity-job", toolkit=toolkit, echo=False)
     seen = json.loads((base / "output" / "data" / "probe.json").read_text())
     # The same job in two folders: compare with the folder taken out.
     return json.loads(json.dumps(seen).replace(str(root), "<job>"))
@@ -99,7 +99,7 @@ def test_every_documented_hyperparameter_form_trains_under_the_toolkit(toolkit_p
                                                                        form, key, expected):
     """The forms `scones train --help` and the README show (also what `scones deploy -H` sends, through
     the same sdk_hyperparameters): each reaches train.py through the real toolkit and takes effect."""
-    monkeypatch.setenv(models.TOOLKIT_PYTHON, toolkit_python)
+    monkeypatch.setenv(training_job.TOOLKIT_PYTHON, toolkit_python)
     out = tmp_path / "out"
     result = CliRunner().invoke(scones, ["train", "--data", str(dataset), "--out", str(out), *TINY_CLI, *form])
     log = (out / "train.log").read_text() if (out / "train.log").exists() else ""
@@ -116,8 +116,8 @@ def test_the_toolkit_and_our_runner_train_the_same_model(toolkit_python, same_to
     trains with torch 2.5.1 and our runner with the project's torch: the same layout and checkpoint
     keys, not the same bits.)"""
     hyperparameters = {**testing.TINY_HYPERPARAMETERS, "label_smoothing": 0.05, "channels_last": False, "seed": 2}
-    ours = models.train_model(dataset, tmp_path / "ours", hyperparameters, echo=False, toolkit=None)
-    theirs = models.train_model(dataset, tmp_path / "theirs", hyperparameters, echo=False, toolkit=toolkit_python)
+    ours = training_job.train_model(dataset, tmp_path / "ours", hyperparameters, echo=False, toolkit=None)
+    theirs = training_job.train_model(dataset, tmp_path / "theirs", hyperparameters, echo=False, toolkit=toolkit_python)
     if not same_torch:
         import torch
 
@@ -140,8 +140,8 @@ def test_the_toolkit_and_our_runner_train_the_same_model(toolkit_python, same_to
 def test_an_unknown_hyperparameter_fails_the_job_and_names_the_key(toolkit_python, dataset, tmp_path, runner):
     """The toolkit passes every key; train.py's argparse refuses one it does not know (exit status 2),
     the toolkit reports ExecuteUserScriptError and the job fails, as it would on AWS."""
-    with pytest.raises(models.TrainingError) as failure:
-        models.train_model(dataset, tmp_path, {**testing.TINY_HYPERPARAMETERS, "label_smothing": 0.05}, echo=False,
+    with pytest.raises(training_job.TrainingError) as failure:
+        training_job.train_model(dataset, tmp_path, {**testing.TINY_HYPERPARAMETERS, "label_smothing": 0.05}, echo=False,
                            toolkit=toolkit_python if runner == "toolkit" else None)
     assert "unrecognized arguments: --label_smothing 0.05" in str(failure.value)
     if runner == "toolkit":
