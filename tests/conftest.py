@@ -13,6 +13,14 @@ from support import FakeSageMakerRuntime, LambdaContext, load_event, running_loc
 collect_ignore = ["user_project"]
 
 
+def pytest_collection_modifyitems(items):
+    """The modules that need the stack's first-use work (the session's stack, the real model: `slow`) run last,
+    in their own order: the scones plugin builds that work in the background (harness/prepare.py) while the
+    modules before them run."""
+    late = {item.module for item in items if "scones_stack" in item.fixturenames or item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module in late)
+
+
 @pytest.fixture
 def event() -> Callable[[str], dict]:
     """The load_event helper as a fixture: `event("workflow_input")`."""

@@ -239,22 +239,23 @@ def test_endpoint_throttled_without_end_fails_with_endpoint_unavailable_after_th
     assert fast.get(rule["id"])["fired"] == 5 * CLIENT_ATTEMPTS
 
 
-def test_lambda_service_exception_on_the_serializers_first_invoke_is_retried(fast, confident_test_image, run_workflow,
-                                                                              stepfunctions_client, scones_stack):
+@pytest.mark.parametrize("state", ["serializeImageData", "classifyImage", "filterInferences"])
+def test_lambda_service_exception_on_a_tasks_first_invoke_is_retried(fast, confident_test_image, run_workflow,
+                                                                     stepfunctions_client, scones_stack, state):
     """Lambda's ServiceException is HTTP 500 (botocore/data/lambda/*/service-2.json); Step Functions reports it
     as Lambda.ServiceException (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html),
-    which the serializer's Retry matches. The rule fires on the call Step Functions makes itself."""
+    which each task's first Retry rule matches. The rule fires on the call Step Functions makes itself."""
     key, _ = confident_test_image("bicycle")
-    function = scones_stack.function_arns["serializeImageData"]
+    function = scones_stack.function_arns[state]
     rule = fast.add(service="lambda", operation="Invoke", resource=function, error="ServiceException", times=1)
 
     result = run_workflow(key)
 
     assert result.status == "SUCCEEDED", f"{result.error}: {result.cause}"
-    serialize = state_events(history(stepfunctions_client, result.execution_arn), "serializeImageData")
-    assert failures(serialize) == ["Lambda.ServiceException"]
-    assert "Status Code: 500; Error Code: ServiceException" in serialize[3]["taskFailedEventDetails"]["cause"]
-    assert [round(gap) for gap in retry_gaps(serialize)] == [2]
+    task = state_events(history(stepfunctions_client, result.execution_arn), state)
+    assert failures(task) == ["Lambda.ServiceException"]
+    assert "Status Code: 500; Error Code: ServiceException" in task[3]["taskFailedEventDetails"]["cause"]
+    assert [round(gap) for gap in retry_gaps(task)] == [2]
     assert fast.get(rule["id"])["fired"] == 1
 
 
