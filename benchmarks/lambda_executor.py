@@ -33,7 +33,6 @@ import argparse
 import io
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -47,33 +46,16 @@ import boto3
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scones import loopback  # noqa: E402
+from scones.harness.endpoint import free_port  # noqa: E402
 from scones.harness.lambda_executor.names import CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV  # noqa: E402
 from scones.harness.localstack import LocalStack  # noqa: E402
-from scones.harness.processes import descendants  # noqa: E402
+from scones.harness.processes import descendants, rss_bytes  # noqa: E402
 
 ROLE = "arn:aws:iam::000000000000:role/scones-bench-role"
 _PATCHES = (CLIENT_CACHE_ENV, "IN_MEMORY_CLIENT", DEFINITION_CACHE_ENV, THREADS_PATCH_ENV)
 # Each configuration adds one step to the one before; "default" is what harness/localstack.py starts.
 CONFIGS = {name: {key: "1" if index < steps else "0" for index, key in enumerate(_PATCHES)}
            for steps, name in enumerate(("off", "cache", "memory", "parse", "default"))}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -110,7 +92,7 @@ def _execute(sfn, machine: str, service: list[float] | None = None) -> float:
 
 def measure(config: str, runs: int, warmup: int, cold_starts: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="scones-bench-") as home:
-        instance = LocalStack(port=_free_port(), home=home, extra_env=CONFIGS[config])
+        instance = LocalStack(port=free_port(), home=home, extra_env=CONFIGS[config])
         instance.ensure_venv(progress=True)
         started = time.perf_counter()
         pid = instance.start()
@@ -151,7 +133,7 @@ def measure(config: str, runs: int, warmup: int, cold_starts: int) -> dict:
             pass_ms = [_execute(sfn, passes) for _ in range(runs)]
             task_service_ms: list[float] = []
             task_ms = [_execute(sfn, tasks, task_service_ms) for _ in range(runs)]
-            memory = _rss_mb([pid, *descendants(pid)])
+            memory = rss_bytes([pid, *descendants(pid)]) / 2**20
             executor_stats = loopback.get_json(f"{instance.url}/_scones/executor")
         finally:
             instance.stop()

@@ -36,27 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scones import loopback  # noqa: E402
 from scones.harness.lambda_executor import sandbox  # noqa: E402
 from scones.harness.localstack import LocalStack  # noqa: E402
-from scones.harness.processes import descendants  # noqa: E402
+from scones.harness.processes import descendants, rss_bytes  # noqa: E402
 
 ROLE = "arn:aws:iam::000000000000:role/scones-bench-role"
 HANDLER = "import boto3\nclient = boto3.client('s3')\n\ndef handler(event, context):\n    return event\n"
 
 
-def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
 def _tree(pid: int) -> tuple[float, int]:
     pids = [pid, *descendants(pid)]
-    return _rss_mb(pids), len(pids)
+    return rss_bytes(pids) / 2**20, len(pids)
 
 
 def _old_bwrap(code: Path, tmp: Path, command: list[str]) -> list[str]:

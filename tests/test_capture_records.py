@@ -5,7 +5,6 @@ import base64
 import json
 import re
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from scones.harness.serving.capture import (
     capture_key,
     encode_record,
 )
+from support import poll
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -188,7 +188,7 @@ def test_files_move_to_uploaded_only_after_s3_confirmed_them(tmp_path):
     writer = writer_with(s3, spool_dir=tmp_path, max_batch_records=4)
     for _ in range(10):
         writer.submit(invocation())
-    assert poll_until(lambda: writer.status()["failed_puts"] >= 2)
+    poll(lambda: writer.status()["failed_puts"] >= 2, 10, interval=0.01, what="two failed PUTs")
     assert writer.close(timeout_s=0.3) is False  # says that records were left unsent
     assert len(spool_lines(tmp_path / "pending")) == 10 and not (tmp_path / "uploaded").exists()
     assert writer.status()["synced_records"] == 10  # sealed files are fdatasync'ed before any upload
@@ -227,15 +227,6 @@ def test_a_torn_last_line_is_cut_and_the_whole_records_are_sent(tmp_path):
     successor = writer_with(s3, spool_dir=tmp_path)
     assert successor.close(timeout_s=10)
     assert len(lines(s3)) == 3
-
-
-def poll_until(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_sampling_zero_never_captures_and_hundred_always_does():

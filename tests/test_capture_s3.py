@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from scones import settings
 from scones.harness.endpoint import EndpointServer, free_port
 from scones.harness.serving.capture import CaptureConfig, CapturedInvocation, CaptureWriter, restore_uploaded
 from scones.testing import build_stub_model
+from support import poll
 
 ENDPOINT = "capture-endpoint"
 KEY_PATTERN = re.compile(
@@ -92,15 +92,6 @@ def captured(bucket: str, prefix: str = "capture") -> dict[str, list[dict]]:
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
             files[item["Key"]] = [json.loads(line) for line in body.splitlines() if line]
     return files
-
-
-def poll(condition, timeout_s: float = 30.0, interval_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval_s)
-    return True
 
 
 def invoke_all(url: str, bodies: list[bytes], clients: int = 8) -> dict[str, tuple[bytes, bytes]]:
@@ -200,13 +191,13 @@ def test_s3_down_then_up_records_arrive(stub_model, images, monkeypatch):
     with endpoint:
         replies = invoke_all(endpoint.url, images[:50], clients=4)
         assert len(replies) == 50  # replies do not wait for, or fail with, S3
-        poll(lambda: endpoint.capture_status()["failed_puts"] >= 2)
+        poll(lambda: endpoint.capture_status()["failed_puts"] >= 2, 30, interval=0.05, what="two failed PUTs")
         status = endpoint.capture_status()
         assert status["failed_puts"] >= 2 and status["written_records"] == 0 and status["last_error"]
 
         moto = start_moto(port)
         boto3.client("s3").create_bucket(Bucket=bucket)
-        poll(lambda: endpoint.capture_status()["written_records"] >= 50)
+        poll(lambda: endpoint.capture_status()["written_records"] >= 50, 30, interval=0.05, what="50 written records")
         assert endpoint.capture_status()["written_records"] == 50
     try:
         assert sum(len(records) for records in captured(bucket).values()) == 50
@@ -245,7 +236,7 @@ def test_kill_9_of_the_endpoint_loses_no_acknowledged_record(stub_model, bucket,
     second = EndpointServer(stub_model, endpoint_name=ENDPOINT, capture=config, mode="subprocess", capture_spool=spool,
                             env={"AWS_ENDPOINT_URL_S3": moto_url}, log_path=tmp_path / "second.log")
     with second:
-        assert poll(lambda: second.capture_status()["written_records"] >= 120)
+        poll(lambda: second.capture_status()["written_records"] >= 120, 30, interval=0.05, what="120 written records")
         status = second.capture_status()
         assert status["recovered_records"] == 120 and status["pending"] == 0
     records = [record for file_records in captured(bucket).values() for record in file_records]

@@ -7,10 +7,8 @@ import importlib.util
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +17,8 @@ import yaml
 
 from scones.deploy import local as local_target
 from scones.harness import localstack as localstack_manager
+from scones.harness.endpoint import free_port
+from support import poll
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -157,34 +157,25 @@ def test_compose_tool_accepts_the_file_when_installed():
 
 # --------------------------------------------------------------------------- entry points
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
-
-def _wait_for(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture
 def moto_as_localstack(tmp_path, monkeypatch):
     """A moto server standing in for LocalStack, in LocalStack's account (the deploy makes the roles itself)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MOTO_ACCOUNT_ID": local_target.ACCOUNT_ID}
     log = open(tmp_path / "moto.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for(f"http://127.0.0.1:{port}/moto-api/", 30)
+        poll(lambda: _answers(f"http://127.0.0.1:{port}/moto-api/"), 30, interval=0.1, what="the moto server")
         session = local_target.local_session(local_target.localstack_url(port))
         yield port, session
     finally:
@@ -251,7 +242,7 @@ def test_deploy_service_deploys_and_writes_a_record_the_host_can_load(moto_as_lo
 
 
 def test_deploy_service_exits_non_zero_with_one_clear_line(tmp_path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     env = {**os.environ, "SCONES_LOCALSTACK_PORT": str(port), "SCONES_STATE_DIR": str(tmp_path),
            "SCONES_DATA_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
            "AWS_MAX_ATTEMPTS": "1"}
@@ -273,7 +264,7 @@ def test_compose_stack_runs_the_workflow(tmp_path):
     from scones.harness.executions import run_executions
     from scones.harness.targets import load_target
 
-    ls_port, ep_port = _free_port(), _free_port()
+    ls_port, ep_port = free_port(), free_port()
     model_dir = os.environ.get("SCONES_COMPOSE_MODEL_DIR") or str(tmp_path / "model")
     env = {**os.environ, "SCONES_LOCALSTACK_PORT": str(ls_port), "SCONES_ENDPOINT_PORT": str(ep_port),
            "SCONES_COMPOSE_STATE_DIR": str(tmp_path / "state"), "SCONES_COMPOSE_MODEL_DIR": model_dir,
@@ -293,11 +284,7 @@ def test_compose_stack_runs_the_workflow(tmp_path):
                 assert result.error == "ThresholdConfidenceNotMet", result
             else:
                 assert result.predicted_class in ("bicycle", "motorcycle")
-        capture = target.client("s3").list_objects_v2(Bucket=target.bucket, Prefix="data_capture/")
-        deadline = time.monotonic() + 30
-        while capture.get("KeyCount", 0) == 0 and time.monotonic() < deadline:
-            time.sleep(0.5)
-            capture = target.client("s3").list_objects_v2(Bucket=target.bucket, Prefix="data_capture/")
-        assert capture.get("KeyCount", 0) >= 1, "the endpoint container wrote no data capture"
+        poll(lambda: target.client("s3").list_objects_v2(Bucket=target.bucket, Prefix="data_capture/")["KeyCount"], 30,
+             interval=0.5, what="the endpoint container's data capture")
     finally:
         subprocess.run([stack, "down"], env=env, timeout=300)

@@ -1,17 +1,10 @@
 """`scones faults` (harness/commands/faults.py): errors a user can act on, without a traceback."""
 from __future__ import annotations
 
-import socket
-
 from click.testing import CliRunner
 
 from scones.harness.commands.faults import faults
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from scones.harness.endpoint import free_port
 
 
 def test_unreachable_localstack_is_one_line_naming_it():

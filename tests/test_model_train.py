@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from scones import settings, testing
 from scones.harness import models, training_job
 from scones.harness.cli import main as scones
 from scones.harness.serving.handlers import extract_tar, import_handlers
+from support import poll
 
 TINY = testing.TINY_HYPERPARAMETERS
 
@@ -170,14 +170,6 @@ def fake_trainer(calls: list, before_writing=lambda: None):
     return train
 
 
-def poll(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_ensure_model_trains_once_while_a_second_caller_waits(dataset, tmp_path, monkeypatch):
     calls: list = []
     second_caller_waiting = threading.Event()
@@ -185,7 +177,7 @@ def test_ensure_model_trains_once_while_a_second_caller_waits(dataset, tmp_path,
     monkeypatch.setattr(models, "_report_waiting", lambda path: (real_report(path), second_caller_waiting.set()))
     # The first caller holds the lock until the second one is blocked on it.
     monkeypatch.setattr(models, "train_model", fake_trainer(
-        calls, lambda: poll(second_caller_waiting.is_set, what="the second caller to wait on the lock")))
+        calls, lambda: poll(second_caller_waiting.is_set, 60, interval=0.01, what="the second caller to wait on the lock")))
     results: list[Path] = []
     threads = [threading.Thread(target=lambda: results.append(models.ensure_model(dataset, tmp_path / "state", **TINY)))
                for _ in range(2)]

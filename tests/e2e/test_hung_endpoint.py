@@ -20,25 +20,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
+
+from support import poll
 
 pytestmark = pytest.mark.e2e
 
 SHORT_TIMEOUT_S = 12
 FAILED_EVENTS = ("taskFailedEventDetails", "lambdaFunctionFailedEventDetails")
-
-
-def poll(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def failures(stepfunctions_client, execution_arn: str) -> list[tuple[str, str]]:
@@ -83,14 +73,14 @@ def test_a_hung_endpoint_is_endpoint_unavailable_and_the_workflow_retries_it(
             stateMachineArn=scones_stack.state_machine_arn,
             input=f'{{"s3_bucket": "{scones_stack.bucket}", "s3_key": "{key}"}}')["executionArn"]
         error, cause = poll(lambda: failures(stepfunctions_client, execution), 120,
-                            "classifyImage to fail while the endpoint is stopped")[0]
+                            what="classifyImage to fail while the endpoint is stopped")[0]
     finally:
         os.kill(endpoint_pid, signal.SIGCONT)
     # ended by the function itself inside its timeout, not by the Lambda timeout (Sandbox.Timedout)
     assert error == "EndpointUnavailable", (error, cause)
     assert "did not answer" in cause and "hung or overloaded" in cause
     ended = poll(lambda: (lambda d: d if d["status"] != "RUNNING" else None)(
-        stepfunctions_client.describe_execution(executionArn=execution)), 180, "the retried execution to end")
+        stepfunctions_client.describe_execution(executionArn=execution)), 180, what="the retried execution to end")
     # The retry classified the image: the workflow went on to filterInferences, which passes or fails loudly
     # on the model's confidence (this test is about the endpoint, not the model).
     assert ended["status"] == "SUCCEEDED" or ended.get("error") == "ThresholdConfidenceNotMet", (
