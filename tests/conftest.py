@@ -14,11 +14,18 @@ collect_ignore = ["user_project"]
 
 
 def pytest_collection_modifyitems(items):
-    """The modules that need the stack's first-use work (the session's stack, the real model: `slow`) run last,
-    in their own order: the scones plugin builds that work in the background (harness/prepare.py) while the
-    modules before them run."""
-    late = {item.module for item in items if "scones_stack" in item.fixturenames or item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module in late)
+    """Modules run in the order the stack's first-use work becomes ready, which the scones plugin builds in the
+    background meanwhile (harness/prepare.py: LocalStack's venvs, then the trained model): first those that need
+    neither, then those that start a LocalStack (`e2e`, `parity`), last those that need the session's stack or the
+    trained model (`slow`). Within a tier, the collection order stands."""
+    def needs(item, *markers: str) -> bool:
+        return any(item.get_closest_marker(marker) for marker in markers)
+
+    tier: dict = {}
+    for item in items:
+        level = 2 if "scones_stack" in item.fixturenames or needs(item, "slow") else 1 if needs(item, "e2e", "parity") else 0
+        tier[item.module] = max(tier.get(item.module, 0), level)
+    items.sort(key=lambda item: tier[item.module])
 
 
 @pytest.fixture

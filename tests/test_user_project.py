@@ -21,7 +21,7 @@ from scones import settings
 from scones.harness.endpoint import free_port
 from support import CHECKOUT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]   # a whole project's suite, on the trained model
 
 EXAMPLE = Path(__file__).parent / "user_project"
 RUN_TIMEOUT_S = 600
