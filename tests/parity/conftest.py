@@ -2,8 +2,7 @@
 PyPI at the versions in toolkit-requirements.txt) run what this project builds, and the results
 are compared with ours.
 
-`toolkit_venv` builds that venv once per requirements (cached under the state dir, keyed by the
-files' bytes and this Python; a file lock lets parallel sessions share one build). It does not
+`toolkit_venv` builds that venv once per requirements (venvs.py; started in the background at collection). It does not
 install torch/torchvision: a .pth file appends this project's site-packages to the venv's sys.path,
 so the toolkits' own pins win and torch comes from .venv (a ~5 GB install saved).
 $SCONES_PARITY_REQUIREMENTS names more requirement files (os.pathsep-separated) for the same venv:
@@ -12,34 +11,27 @@ $SCONES_PARITY_REQUIREMENTS names more requirement files (os.pathsep-separated) 
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
-import time
 from pathlib import Path
 
 import pytest
+import venvs
 
 from scones import settings
-from scones.harness import models
-
-REQUIREMENTS = Path(__file__).with_name("toolkit-requirements.txt")
-EXTRA_REQUIREMENTS = "SCONES_PARITY_REQUIREMENTS"
-COMPLETE = ".complete"
+from scones.harness import prepare
 
 
-def requirement_files() -> list[Path]:
-    extra = os.environ.get(EXTRA_REQUIREMENTS, "")
-    return [REQUIREMENTS, *(Path(name).resolve() for name in extra.split(os.pathsep) if name)]
-
-
-def _venv_key(files: list[Path]) -> str:
-    digest = hashlib.sha256(b"\0".join(path.read_bytes() for path in files))
-    digest.update(f"{sys.version_info[:2]}\0{sysconfig.get_paths()['purelib']}".encode())
-    return digest.hexdigest()[:12]
+def pytest_collection_finish(session):
+    """Build the parity venvs in the background while the tests before the parity suite run (the fixtures
+    below then wait on the same locks for what is left)."""
+    if session.config.option.collectonly or not any(item.get_closest_marker("parity") for item in session.items):
+        return
+    with (settings.state_dir() / "parity-venvs.log").open("w") as log:
+        build = subprocess.Popen([sys.executable, venvs.__file__], stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    session.config.add_cleanup(lambda: prepare.stop(build))
 
 
 def _say(request, message: str) -> None:
@@ -50,43 +42,10 @@ def _say(request, message: str) -> None:
         sys.stderr.flush()
 
 
-def build_toolkit_venv(folder: Path, requirements: list[Path], say=print) -> None:
-    if folder.exists():  # a build that was interrupted
-        shutil.rmtree(folder)
-    started = time.monotonic()
-    say(f"building the toolkit venv {folder} from {', '.join(path.name for path in requirements)} "
-        "(first use; cached afterwards)")
-    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-    python = folder / "bin" / "python"
-    process = subprocess.Popen(
-        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
-         *(item for path in requirements for item in ("-r", str(path)))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    tail: list[str] = []
-    for line in process.stdout:
-        tail = (tail + [line])[-40:]
-        if line.startswith(("Collecting", "Successfully", "ERROR")):
-            say("  " + line.rstrip())
-    if process.wait() != 0:
-        raise RuntimeError(f"pip install of {[str(path) for path in requirements]} failed in {folder}:\n{''.join(tail)}")
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
-    # A plain path line is appended after the venv's own site-packages: its packages win.
-    (site / "zz-scones-project-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    (folder / COMPLETE).write_text("".join(path.read_text() for path in requirements))
-    say(f"toolkit venv ready in {time.monotonic() - started:.0f} s")
-
-
 @pytest.fixture(scope="session")
 def toolkit_venv(request) -> Path:
     """A venv holding AWS's SageMaker toolkits (toolkit-requirements.txt) that also sees this project's torch."""
-    requirements = requirement_files()
-    folder = settings.state_dir() / "parity" / f"toolkit-venv-{_venv_key(requirements)}"
-    if not (folder / COMPLETE).is_file():
-        with models.file_lock(folder.with_suffix(".lock")):
-            if not (folder / COMPLETE).is_file():
-                build_toolkit_venv(folder, requirements, say=lambda message: _say(request, message))
-    return folder
+    return venvs.toolkit_venv(say=lambda message: _say(request, message))
 
 
 @pytest.fixture(scope="session")

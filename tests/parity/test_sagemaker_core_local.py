@@ -8,20 +8,18 @@ the job really trains, the endpoint serves its model.tar.gz.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import boto3
 import pytest
+import venvs
 from PIL import Image
 
-from scones import settings, testing
+from scones import testing
 from scones.deploy import sagemaker as sm
-from scones.harness import models
 from scones.harness.sagemaker import processes
 from support import running_localstack
 
@@ -30,7 +28,6 @@ pytestmark = pytest.mark.parity
 REGION = "us-east-1"
 BUCKET = "core-bucket"
 ROLE = "arn:aws:iam::000000000000:role/scones-sagemaker"
-REQUIREMENTS = Path(__file__).with_name("sagemaker-core-requirements.txt")
 
 USER_CODE = """
 import json, sys
@@ -66,17 +63,7 @@ print("RESULT " + json.dumps({"status": job.training_job_status, "artifact": job
 
 @pytest.fixture(scope="session")
 def core_python() -> str:
-    """A venv with sagemaker-core, built once (cached under the state dir, keyed by the requirements)."""
-    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    folder = settings.state_dir() / "parity" / f"sagemaker-core-venv-{key}"
-    python = folder / "bin" / "python"
-    with models.file_lock(folder.with_suffix(".lock")):
-        if not (folder / ".complete").is_file():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
-            subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                            "-r", str(REQUIREMENTS)], check=True)
-            (folder / ".complete").write_text(REQUIREMENTS.read_text())
-    return str(python)
+    return venvs.sagemaker_core_python()
 
 
 def test_sagemaker_core_resources_train_and_serve(core_python, tmp_path):
