@@ -14,10 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from scones.harness.localstack import LocalStack
 from scones.harness.models import ensure_model
+from scones.harness.processes import wait_until
 
 LOWEST_PRIORITY = 19   # it takes only the CPU that nothing else wants, until something waits on it
 STOP_TIMEOUT_S = 10.0
@@ -29,30 +31,56 @@ def start(state_dir: Path, data_dir: Path, hyperparameters: dict, *, train: bool
     state_dir.mkdir(parents=True, exist_ok=True)
     request = {"state_dir": str(state_dir), "data_dir": str(data_dir), "hyperparameters": hyperparameters,
                "train": train}
-    with (state_dir / "prepare.log").open("w") as log:
-        return subprocess.Popen([sys.executable, "-m", "scones.harness.prepare", json.dumps(request)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    return start_background([sys.executable, "-m", "scones.harness.prepare", json.dumps(request)],
+                            state_dir / "prepare.log")
+
+
+def start_background(command: list[str], log_path: Path) -> subprocess.Popen:
+    """Run `command` in a process group of its own, its output in log_path. Its stdin is a pipe from us:
+    a command that calls end_with_parent() ends with its group when we end, kill -9 included."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop the preparation and what it started (pip, the training job), if it is still running."""
-    for number in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, number)   # its group: pip and the training job included
-        except ProcessLookupError:
+def end_with_parent() -> None:
+    """In a process that start_background started: take the lowest priority, and end this process group
+    when the parent's end closes our stdin."""
+    os.nice(LOWEST_PRIORITY)
+
+    def watch() -> None:
+        while os.read(0, 4096):   # unbuffered: a buffered read would hold its lock at interpreter shutdown
             pass
+        os.killpg(0, signal.SIGTERM)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a start_background process and its whole group (pip, a training job), if any of it still runs."""
+    group = process.pid
+    for number in (signal.SIGTERM, signal.SIGKILL):
         try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            continue
+            os.killpg(group, number)
+        except ProcessLookupError:
+            break
+        if wait_until(lambda: _group_ended(group, process), STOP_TIMEOUT_S):
+            break
+    process.wait()
+
+
+def _group_ended(group: int, leader: subprocess.Popen) -> bool:
+    leader.poll()   # reaped: an unreaped leader would still count as a member
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _main(argv: list[str]) -> None:
     request = json.loads(argv[0])
-    os.nice(LOWEST_PRIORITY)
+    end_with_parent()
     LocalStack(request["state_dir"]).ensure_venv(progress=True)
     if request["train"]:
         ensure_model(request["data_dir"], request["state_dir"], **request["hyperparameters"])

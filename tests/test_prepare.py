@@ -3,7 +3,10 @@ a caller that needs it meanwhile waits for it instead of building it twice, and 
 leaves nothing that a later call trusts."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -18,11 +21,18 @@ pytest_plugins = ["pytester"]
 HYPERPARAMETERS = {**testing.TINY_HYPERPARAMETERS, "epochs": 2}
 
 
-@pytest.fixture
-def state_dir(tmp_path):
-    """A state dir of its own whose LocalStack and Lambda runtime venvs are the shared, built ones."""
+@pytest.fixture(scope="session")
+def shared_state_dir():
+    """The session's state dir, read before a function-scoped fixture (pytester) changes the working directory."""
     shared = settings.state_dir()
     LocalStack(shared).ensure_venv(progress=False)
+    return shared
+
+
+@pytest.fixture
+def state_dir(tmp_path, shared_state_dir):
+    """A state dir of its own whose LocalStack and Lambda runtime venvs are the shared, built ones."""
+    shared = shared_state_dir
     state = tmp_path / "state"
     state.mkdir()
     for name in ("localstack-venv", "lambda-runtimes"):
@@ -89,3 +99,31 @@ def _wait_for_log(preparation, state_dir, text: str) -> None:
     log = state_dir / "prepare.log"
     poll(log.read_text, timeout=120, interval=0.1, until=lambda written: text in written,
          failure=lambda written: None if preparation.poll() is None else f"the preparation exited:\n{written}")
+
+
+PARENT = """
+import json, sys
+from pathlib import Path
+from scones.harness import prepare
+preparation = prepare.start(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), train=True)
+print(preparation.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_preparation_ends_when_its_parent_is_killed(state_dir, tmp_path):
+    """A test session killed with -9 leaves no training behind: the preparation's stdin closes with its parent."""
+    data = testing.write_synthetic_dataset(tmp_path / "data")
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(state_dir), str(data),
+                               json.dumps({**HYPERPARAMETERS, "epochs": 200})], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        group = int(parent.stdout.readline())
+        poll(lambda: "epoch 1/" in (state_dir / "prepare.log").read_text(), timeout=120, interval=0.1)
+        members = [process for process in psutil.process_iter() if _in_group(process, group)]
+        assert len(members) >= 2     # the preparation and its training job
+    finally:
+        parent.kill()
+        parent.wait()
+    poll(lambda: not [process for process in members if process.is_running()
+                      and process.status() != psutil.STATUS_ZOMBIE], timeout=30, interval=0.1)

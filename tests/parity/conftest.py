@@ -28,9 +28,7 @@ def pytest_collection_finish(session):
     below then wait on the same locks for what is left)."""
     if session.config.option.collectonly or not any(item.get_closest_marker("parity") for item in session.items):
         return
-    with (settings.state_dir() / "parity-venvs.log").open("w") as log:
-        build = subprocess.Popen([sys.executable, venvs.__file__], stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+    build = prepare.start_background([sys.executable, venvs.__file__], settings.state_dir() / "parity-venvs.log")
     session.config.add_cleanup(lambda: prepare.stop(build))
 
 

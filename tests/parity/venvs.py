@@ -3,7 +3,7 @@ cached under the state dir, keyed by the files' bytes and this Python; a file lo
 the background build that conftest.py starts at collection) share one build.
 
 `python tests/parity/venvs.py` builds both at the lowest priority: what conftest.py runs in the background
-while the tests before the parity suite run.
+(harness/prepare.start_background) while the tests before the parity suite run.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from scones import settings
 from scones.harness.models import file_lock
+from scones.harness.prepare import end_with_parent
 
 REQUIREMENTS = Path(__file__).with_name("toolkit-requirements.txt")
 CORE_REQUIREMENTS = Path(__file__).with_name("sagemaker-core-requirements.txt")
@@ -90,6 +91,6 @@ def sagemaker_core_python() -> str:
 
 
 if __name__ == "__main__":
-    os.nice(19)
+    end_with_parent()
     toolkit_venv()
     sagemaker_core_python()
