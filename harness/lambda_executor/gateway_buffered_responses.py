@@ -90,6 +90,11 @@ def _install() -> None:
         A write through the callable start_response returns (WSGI allows it, werkzeug does not use it)
         sends them first, from the worker, as rolo does."""
 
+        def __init__(self, send, event_loop) -> None:
+            super().__init__(send, event_loop)
+            self.pending_start: dict | None = None
+            self.content_length_declared: int | None = None
+
         def start_response_sync(self, status, headers, exec_info=None):
             self.pending_start = {
                 "type": "http.response.start",
@@ -101,7 +106,7 @@ def _install() -> None:
             return self.write_sync
 
         async def send_start(self) -> None:
-            start = getattr(self, "pending_start", None)
+            start = self.pending_start
             if start is not None:
                 self.pending_start = None
                 await self.send(start)
@@ -128,7 +133,6 @@ def _install() -> None:
         if short_request_body(env):
             env["wsgi.input"] = io.BytesIO(await _receive_body(receive))
         response = DeferredStartResponse(send, self.event_loop)
-        response.content_length_declared = None
         try:
             body, iterable = await self.event_loop.run_in_executor(
                 self.executor, read_small_body, self.wsgi_app, env, response)
@@ -137,6 +141,8 @@ def _install() -> None:
                       exc_info=LOG.isEnabledFor(logging.DEBUG))
             raise
         if body is None:
+            # as soon as the app returned, as rolo sends it: a stream's first part may be long in coming
+            await response.send_start()
             await _stream(response, iterable, scope)
             return
         with PATCH.lock:
