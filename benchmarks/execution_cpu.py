@@ -59,7 +59,8 @@ from scones.harness.executions import percentile, run_executions  # noqa: E402
 from scones.harness.targets import load_target  # noqa: E402
 
 # The switches of issue 25's patches: "0" at LocalStack's start is the baseline.
-BASELINE_OFF = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE)
+BASELINE_OFF = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE,
+                settings.GATEWAY_BUFFERED_RESPONSES)
 GROUPS = ("localstack", "sandboxes", "endpoint", "client")
 STACK_GROUPS = GROUPS[:3]
 

@@ -71,7 +71,7 @@ SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns,kms"
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
 PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
                   FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH,
-                  settings.GATEWAY_KEEP_ALIVE)
+                  settings.GATEWAY_KEEP_ALIVE, settings.GATEWAY_BUFFERED_RESPONSES)
 # The settings read inside LocalStack's process that the caller's environment passes on (the rest of SCONES_* stays out).
 PASSED_ON = (*settings.SWITCHES, settings.TIME_SCALE, settings.IAM_MODE, settings.TRAINING_TOOLKIT_PYTHON,
              settings.SAGEMAKER_ENDPOINT_INSTANCES, settings.SAGEMAKER_TRAINING_JOBS,

@@ -1,5 +1,6 @@
 """Issue 25's LocalStack patches: Lambda's CloudWatch metrics and logs sent in batches (lambda_metrics_batch.py,
-lambda_logs_batch.py), and the gateway keeping HTTP/1.1 connections open (gateway_keep_alive.py).
+lambda_logs_batch.py), the gateway keeping HTTP/1.1 connections open (gateway_keep_alive.py), and a short
+response handed from LocalStack's worker thread to its event loop once (gateway_buffered_responses.py).
 
 What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
 (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
@@ -10,6 +11,10 @@ run on LocalStack with the patches on and with them off (their switches "0"), as
 and on the patched one that the batching took place (fewer calls than invokes).
 Connections: HTTP/1.1 connections are persistent unless either side says `Connection: close`
 (RFC 9112 section 9.3), and AWS's endpoints keep them (botocore pools them: `max_pool_connections`).
+Responses: the same status, headers and bytes with the buffering on and off, framed by Content-Length
+(RFC 9112 section 6.3); S3 GetObject's body is the object and its Content-Length the object's size, HeadObject
+gives the size with no body (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html,
+API_HeadObject.html; RFC 9110 section 9.3.2), a missing key is 404 NoSuchKey.
 """
 from __future__ import annotations
 
@@ -23,7 +28,13 @@ import boto3
 import pytest
 
 from scones import settings
-from scones.harness.lambda_executor import gateway_keep_alive, lambda_logs_batch, lambda_metrics_batch, pinned
+from scones.harness.lambda_executor import (
+    gateway_buffered_responses,
+    gateway_keep_alive,
+    lambda_logs_batch,
+    lambda_metrics_batch,
+    pinned,
+)
 from support import poll, running_localstack, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/scones-test-lambda-role"
@@ -71,17 +82,19 @@ def test_log_lines_are_4140s_one_event_per_non_empty_line():
 
 
 def test_both_are_pinned_patches_off_outside_localstack():
-    for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive):
+    for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses):
         assert isinstance(module.PATCH, pinned.Patch)
         assert module.PATCH.status()["active"] is False
     assert lambda_metrics_batch.PATCH.switch_env == settings.LAMBDA_METRICS_BATCH
     assert lambda_logs_batch.PATCH.switch_env == settings.LAMBDA_LOGS_BATCH
     assert gateway_keep_alive.PATCH.switch_env == settings.GATEWAY_KEEP_ALIVE
+    assert gateway_buffered_responses.PATCH.switch_env == settings.GATEWAY_BUFFERED_RESPONSES
 
 
 @pytest.fixture(scope="module", params=["patched", "switched off"])
 def stack(request, tmp_path_factory):
-    switches = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE)
+    switches = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE,
+                settings.GATEWAY_BUFFERED_RESPONSES)
     off = dict.fromkeys(switches, "0") if request.param != "patched" else {}
     with running_localstack(tmp_path_factory.mktemp("localstack"), off) as instance:
         session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
@@ -202,3 +215,47 @@ def test_a_client_that_asks_to_close_gets_its_connection_closed(stack):
     reply.read()
     assert reply.status == 200 and reply.will_close
     connection.close()
+
+
+def _raw(url: str, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request on its own connection: status, headers (lower-case names) and the body as framed."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    try:
+        connection.request(method, path, body=body)
+        reply = connection.getresponse()
+        return reply.status, {name.lower(): value for name, value in reply.getheaders()}, reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.e2e
+def test_short_and_long_responses_carry_the_same_bytes_and_framing(stack):
+    variant, localstack, session, *_ = stack
+    s3 = session.client("s3", endpoint_url=localstack.url)
+    bucket = f"scones-frames-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    small = b"small object\n" * 40
+    large = bytes(range(256)) * ((gateway_buffered_responses.BUFFER_LIMIT // 256) + 17)   # over the limit: streamed
+    s3.put_object(Bucket=bucket, Key="small", Body=small)
+    s3.put_object(Bucket=bucket, Key="large", Body=large)
+    buffered_before = _statuses(localstack.url)["gateway_buffered_responses"]["buffered"]
+
+    for key, content in (("small", small), ("large", large)):
+        status, headers, body = _raw(localstack.url, "GET", f"/{bucket}/{key}")
+        assert (status, body) == (200, content)
+        assert int(headers["content-length"]) == len(content) and "transfer-encoding" not in headers
+        status, headers, body = _raw(localstack.url, "HEAD", f"/{bucket}/{key}")
+        assert (status, body, int(headers["content-length"])) == (200, b"", len(content))
+    status, headers, body = _raw(localstack.url, "GET", f"/{bucket}/missing")
+    assert status == 404 and b"<Code>NoSuchKey</Code>" in body and int(headers["content-length"]) == len(body)
+    assert s3.get_object(Bucket=bucket, Key="large")["Body"].read() == large
+
+    state = _statuses(localstack.url)["gateway_buffered_responses"]
+    if variant == "patched":
+        assert state["active"] and state["buffered"] >= buffered_before + 3   # the small GET and HEAD, the 404
+    else:
+        assert not state["active"] and state["buffered"] == 0 and "disabled by" in state["reason"]

@@ -2,9 +2,9 @@
 the apply-once bookkeeping (Patch).
 
 Each patch (sfn_client_cache, sfn_definition_cache, events_sfn_target, lambda_threads,
-lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive) replaces LocalStack internals that can
-change in any release, so it applies only to LOCALSTACK_VERSION, and its environment variable set
-to "0" turns it off (e.g. to measure the difference).
+lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses) replaces
+LocalStack internals that can change in any release, so it applies only to LOCALSTACK_VERSION, and its
+environment variable set to "0" turns it off (e.g. to measure the difference).
 """
 from __future__ import annotations
 

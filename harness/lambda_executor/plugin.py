@@ -12,6 +12,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
     def load(self, *args, **kwargs):
         from scones.harness.lambda_executor import (
             events_sfn_target,
+            gateway_buffered_responses,
             gateway_keep_alive,
             lambda_logs_batch,
             lambda_metrics_batch,
@@ -27,6 +28,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
         lambda_metrics_batch.apply()
         lambda_logs_batch.apply()  # before the first function's log thread starts
         gateway_keep_alive.apply()
+        gateway_buffered_responses.apply()
         sfn_client_cache.apply_in_background()
         events_sfn_target.apply_in_background()
         return ProcessRuntimeExecutor

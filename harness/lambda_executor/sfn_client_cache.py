@@ -114,6 +114,7 @@ def _register_status_route() -> None:
         def executor(self, request):
             from scones.harness.lambda_executor import (
                 executor,
+                gateway_buffered_responses,
                 gateway_keep_alive,
                 lambda_logs_batch,
                 lambda_metrics_batch,
@@ -126,6 +127,7 @@ def _register_status_route() -> None:
                                       "lambda_threads": lambda_threads.status(),
                                       "lambda_metrics_batch": lambda_metrics_batch.status(),
                                       "lambda_logs_batch": lambda_logs_batch.status(),
-                                      "gateway_keep_alive": gateway_keep_alive.status()})
+                                      "gateway_keep_alive": gateway_keep_alive.status(),
+                                      "gateway_buffered_responses": gateway_buffered_responses.status()})
 
     ROUTER.add(_StatusRoute())
