@@ -12,26 +12,30 @@ average before and after. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import boto3
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from scones import settings  # noqa: E402
-from scones.harness.endpoint import free_port  # noqa: E402
-from scones.harness.localstack import LocalStack  # noqa: E402
-from support import zip_of  # noqa: E402
+from scones import settings
+from scones.harness.endpoint import free_port
+from scones.harness.localstack import LocalStack
 
 PHASES = ("healthy", "first call", "create", "invoke", "stop")
 VARIANTS = {"quick exit": {}, f"{settings.LOCALSTACK_QUICK_EXIT}=0": {settings.LOCALSTACK_QUICK_EXIT: "0"}}
+
+
+def handler_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "def handler(event, context):\n    return 'ok'\n")
+    return buffer.getvalue()
 
 
 def one_life(home: Path, extra_env: dict[str, str]) -> dict[str, float]:
@@ -55,7 +59,7 @@ def one_life(home: Path, extra_env: dict[str, str]) -> dict[str, float]:
         name = f"bench-{uuid.uuid4().hex[:8]}"
         client.create_function(FunctionName=name, Runtime="python3.12", Handler="app.handler",
                                Role="arn:aws:iam::000000000000:role/r",
-                               Code={"ZipFile": zip_of({"app.py": "def handler(event, context):\n    return 'ok'\n"})})
+                               Code={"ZipFile": handler_zip()})
         client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5})
         took("create")
         client.invoke(FunctionName=name)["Payload"].read()
