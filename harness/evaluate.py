@@ -32,7 +32,6 @@ from PIL import Image
 
 from scones.harness import executions
 from scones.lambdas.errors import ThresholdConfidenceNotMet
-from scones.local_model import outliers
 
 TEST_PREFIX = "test/"
 OOD_PREFIX = "ood/"
@@ -70,6 +69,10 @@ def true_class(key: str) -> str | None:
 
 def upload_ood_images(s3, bucket: str, n: int, seed: int = OOD_SEED) -> list[str]:
     """Put `n` generated non-vehicle PNGs (every kind in turn) under ood/<kind>/ in the bucket; their keys."""
+    # Here, not at the top: it imports the model's network, so torch (seconds), which `scones monitor` and
+    # `scones report` (the same command module) never need.
+    from scones.local_model import outliers
+
     per_kind = -(-n // len(outliers.EVALUATION_KINDS))
     generated = outliers.evaluation_set(per_kind, seed)
     # Kind by kind in turn, so a small n still covers every kind.

@@ -50,6 +50,8 @@ from scones.harness.lambda_executor.names import (
     LOCALSTACK_VERSION,
     PLUGIN_NAME,
     PYTHONS_ENV,
+    QUICK_EXIT_ENV,
+    QUICK_EXIT_HOOK,
     SAGEMAKER_ENDPOINTS_PATH,
     SAGEMAKER_RUNTIME_HOOK,
     THREADS_PATCH_ENV,
@@ -71,7 +73,7 @@ SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns,kms"
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
 PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
                   FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH,
-                  settings.GATEWAY_KEEP_ALIVE, settings.GATEWAY_BUFFERED_RESPONSES)
+                  settings.GATEWAY_KEEP_ALIVE, settings.GATEWAY_BUFFERED_RESPONSES, QUICK_EXIT_ENV)
 # The settings read inside LocalStack's process that the caller's environment passes on (the rest of SCONES_* stays out).
 PASSED_ON = (*settings.SWITCHES, settings.TIME_SCALE, settings.IAM_MODE, settings.TRAINING_TOOLKIT_PYTHON,
              settings.SAGEMAKER_ENDPOINT_INSTANCES, settings.SAGEMAKER_TRAINING_JOBS,
@@ -215,7 +217,7 @@ def _register_executor(python: Path) -> None:
         "METADATA": f"Metadata-Version: 2.1\nName: {_DIST_NAME.replace('_', '-')}\nVersion: {_DIST_VERSION}\n"
                     "Summary: Scones: LocalStack Lambda runtime executor running environments as local processes\n",
         "entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{ENTRY_POINT}\n\n[{HOOK_GROUP}]\n{SAGEMAKER_RUNTIME_HOOK}\n{FAULTS_HOOK}\n"
-                            f"{iam_names.HOOK}\n{APPLICATION_AUTOSCALING_HOOK}\n",
+                            f"{iam_names.HOOK}\n{APPLICATION_AUTOSCALING_HOOK}\n{QUICK_EXIT_HOOK}\n",
         "INSTALLER": "scones\n",
     }
     for name, text in files.items():

@@ -49,9 +49,10 @@ LAMBDA_METRICS_BATCH = "SCONES_LAMBDA_METRICS_BATCH"          # Lambda's CloudWa
 LAMBDA_LOGS_BATCH = "SCONES_LAMBDA_LOGS_BATCH"                # Lambda's logs sent one PutLogEvents per stream per batch
 GATEWAY_KEEP_ALIVE = "SCONES_GATEWAY_KEEP_ALIVE"              # LocalStack keeps HTTP/1.1 connections open, as AWS
 GATEWAY_BUFFERED_RESPONSES = "SCONES_GATEWAY_BUFFERED_RESPONSES"  # a short response crosses LocalStack's threads once
+LOCALSTACK_QUICK_EXIT = "SCONES_LOCALSTACK_QUICK_EXIT"        # LocalStack's process ends without a last GC
 SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, LAMBDA_THREADS_PATCH,
             EVENTS_SFN_TARGET_PATCH, FAULTS_PATCH, SFN_TIME_SCALE_PATCH, LAMBDA_METRICS_BATCH, LAMBDA_LOGS_BATCH,
-            GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES)
+            GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES, LOCALSTACK_QUICK_EXIT)
 # Values read inside LocalStack's process when it starts (`scones up` passes them on).
 TIME_SCALE = "SCONES_TIME_SCALE"                    # Step Functions' time scale at the start (default 1: real time)
 IAM_MODE = "SCONES_IAM"                             # enforce (default) | report | off

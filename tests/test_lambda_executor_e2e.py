@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +16,7 @@ import pytest
 
 from scones.harness.lambda_executor.names import PYTHONS_ENV
 from scones.harness.localstack import LocalStack
-from support import poll, running_localstack, zip_of
+from support import CHECKOUT, poll, running_localstack, zip_of
 
 pytestmark = pytest.mark.e2e
 
@@ -263,6 +264,15 @@ def test_an_environment_whose_idle_runtime_was_ended_serves_the_next_invoke(loca
         assert error is None, result
         assert result["environment"] not in seen   # a fresh process (cold start) served it
         seen.add(result["environment"])
+
+
+def test_idle_environments_are_reclaimed_after_30_s_unless_localstack_is_told_otherwise(localstack):
+    """The stated idle time (README: "an environment with no invoke for 30 s is stopped";
+    executor.IDLE_RECLAIM_MS) is what a LocalStack started without LAMBDA_KEEPALIVE_MS uses. The reclaim
+    itself, with a short LAMBDA_KEEPALIVE_MS, is tests/test_lambda_sandbox_e2e.py's."""
+    assert "with no invoke for 30 s is stopped" in " ".join((CHECKOUT / "README.md").read_text().split())
+    with urllib.request.urlopen(f"{localstack.url}/_scones/executor", timeout=10) as reply:
+        assert json.loads(reply.read())["environments"]["idle_reclaim_ms"] == 30_000
 
 
 def test_a_process_that_dies_while_starting_fails_the_invoke(lambda_client, make_function):

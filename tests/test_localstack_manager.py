@@ -163,6 +163,9 @@ def test_start_stop_leaves_no_process_and_no_open_port(tmp_path):
     assert not processes.port_open(instance.port)
     assert not instance.pidfile.exists()
     assert not instance.is_running()
+    # It ended through its own shutdown (the Lambda service stopped its environment), without the final GC.
+    log = instance.log_path.read_text()
+    assert "Stopping all services" in log and "Quick exit (no garbage collection while the process ends) active" in log
 
 
 @pytest.mark.e2e

@@ -25,3 +25,7 @@ TIME_SCALE_PATH = "/_scones/time-scale"              # GET; PUT {"scale": 0.01}
 FAULTS_PATCH_ENV = settings.FAULTS_PATCH
 TIME_SCALE_PATCH_ENV = settings.SFN_TIME_SCALE_PATCH
 TIME_SCALE_ENV = settings.TIME_SCALE
+
+# LocalStack's process ends without the interpreter's last garbage collections (quick_exit.py).
+QUICK_EXIT_HOOK = "install_quick_exit = scones.harness.lambda_executor.quick_exit:install_quick_exit"
+QUICK_EXIT_ENV = settings.LOCALSTACK_QUICK_EXIT
