@@ -2,30 +2,47 @@
 small stand-in for the SageMaker runtime API (the helpers themselves are in support.py)."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import pytest
 
+from scones import settings
+from scones.harness import prepare
 from scones.harness.endpoint import free_port
-from support import FakeSageMakerRuntime, LambdaContext, load_event, running_localstack
+from support import CHECKOUT, COMPOSE_TEST, FakeSageMakerRuntime, LambdaContext, load_event, running_localstack
 
 # An example user project, run from a copy outside the clone by tests/test_user_project.py.
 collect_ignore = ["user_project"]
+COMPOSE_STACK_TEST = "test_compose.py::test_compose_stack_runs_the_workflow"
 
 
 def pytest_collection_modifyitems(items):
     """Modules run in the order the stack's first-use work becomes ready, which the scones plugin builds in the
     background meanwhile (harness/prepare.py: LocalStack's venvs, then the trained model): first those that need
-    neither, then those that start a LocalStack (`e2e`, `parity`), last those that need the session's stack or the
+    neither, then those that start a LocalStack (`e2e`, `parity`, the
+    `localstack` fixture), last those that need the session's stack or the
     trained model (`slow`). Within a tier, the collection order stands."""
     def needs(item, *markers: str) -> bool:
         return any(item.get_closest_marker(marker) for marker in markers)
 
     tier: dict = {}
     for item in items:
-        level = 2 if "scones_stack" in item.fixturenames or needs(item, "slow") else 1 if needs(item, "e2e", "parity") else 0
+        starts_localstack = "localstack" in item.fixturenames or needs(item, "e2e", "parity")
+        level = 2 if "scones_stack" in item.fixturenames or needs(item, "slow") else 1 if starts_localstack else 0
         tier[item.module] = max(tier.get(item.module, 0), level)
     items.sort(key=lambda item: tier[item.module])
+
+
+def pytest_collection_finish(session):
+    """The compose stack's images are built in the background (`stack.sh prepare`) while the tests before the
+    compose stack's own run: its `stack.sh up` then waits for what is left of that build."""
+    if session.config.option.collectonly or os.environ.get(COMPOSE_TEST) != "1" or not any(
+            item.nodeid.endswith(COMPOSE_STACK_TEST) for item in session.items):
+        return
+    build = prepare.start_background([str(CHECKOUT / "harness" / "compose" / "stack.sh"), "prepare"],
+                                     settings.state_dir() / "compose-prepare.log")
+    session.config.add_cleanup(lambda: prepare.stop(build))
 
 
 @pytest.fixture

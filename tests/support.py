@@ -21,6 +21,7 @@ import pytest
 from scones import polling
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # this clone: the project folder the tests run in
+COMPOSE_TEST = "SCONES_TEST_COMPOSE"     # "1": the real compose stack's test runs (.ci/run sets it)
 EVENTS_DIR = CHECKOUT / "tests" / "events"
 _EVENT_CACHE: dict[str, dict] = {}
 

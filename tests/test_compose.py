@@ -18,7 +18,7 @@ import yaml
 from scones.deploy import local as local_target
 from scones.harness import localstack as localstack_manager
 from scones.harness.endpoint import free_port
-from support import poll
+from support import COMPOSE_TEST, poll
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -257,8 +257,8 @@ def test_deploy_service_exits_non_zero_with_one_clear_line(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("SCONES_TEST_COMPOSE") != "1",
-                    reason="builds and runs the docker-compose stack: set SCONES_TEST_COMPOSE=1 (needs root and dockerd)")
+@pytest.mark.skipif(os.environ.get(COMPOSE_TEST) != "1",
+                    reason=f"builds and runs the docker-compose stack: set {COMPOSE_TEST}=1 (needs root and dockerd)")
 def test_compose_stack_runs_the_workflow(tmp_path):
     """stack.sh up on spare ports, one good and one low-confidence execution from the host, stack.sh down."""
     from scones.harness.executions import run_executions

@@ -3,6 +3,8 @@
 #
 #   harness/compose/stack.sh up       base images and wheels if missing, build, start, deploy;
 #                                     returns when the workflow is deployed (non-zero if not)
+#   harness/compose/stack.sh prepare  base images, wheels and images only (what `up` builds first);
+#                                     an `up` meanwhile waits for it instead of building beside it
 #   harness/compose/stack.sh down     stop and remove the containers (capture flushed first)
 #   harness/compose/stack.sh ps|logs  passed to docker compose
 #
@@ -28,14 +30,30 @@ else
     exit 1
 fi
 
+need_docker() {
+    docker info >/dev/null 2>&1 || { echo "stack.sh: no Docker daemon answers; harness/compose/dockerd.sh start" >&2; exit 1; }
+}
+
+# One at a time per checkout (a test session runs `prepare` in the background while `up` may start).
+prepare() {
+    exec 9>"$ROOT/docker/.prepare.lock"
+    flock 9
+    harness/compose/build-base.sh
+    harness/compose/fetch-wheels.sh
+    echo "compose: building images"
+    nice -n 10 "$0" build
+    exec 9>&-
+}
+
 case "${1:-}" in
+    prepare)
+        need_docker
+        prepare
+        ;;
     up)
-        docker info >/dev/null 2>&1 || { echo "stack.sh: no Docker daemon answers; harness/compose/dockerd.sh start" >&2; exit 1; }
+        need_docker
         mkdir -p "$SCONES_COMPOSE_STATE_DIR" "$SCONES_COMPOSE_MODEL_DIR"
-        harness/compose/build-base.sh
-        harness/compose/fetch-wheels.sh
-        echo "compose: building images"
-        nice -n 10 "$0" build
+        prepare
         echo "compose: starting (train runs first when the model folder has no model.tar.gz)"
         compose up -d
         deploy="$(compose ps -q deploy)"
@@ -57,5 +75,5 @@ case "${1:-}" in
     ps|logs|config)
         command="$1"; shift; compose "$command" "$@" ;;
     *)
-        echo "usage: $0 up|down|build|ps|logs|config" >&2; exit 2 ;;
+        echo "usage: $0 up|prepare|down|build|ps|logs|config" >&2; exit 2 ;;
 esac
