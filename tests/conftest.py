@@ -20,17 +20,22 @@ COMPOSE_STACK_TEST = "test_compose.py::test_compose_stack_runs_the_workflow"
 def pytest_collection_modifyitems(items):
     """Modules run in the order the stack's first-use work becomes ready, which the scones plugin builds in the
     background meanwhile (harness/prepare.py: LocalStack's venvs, then the trained model): first those that need
-    neither, then those that start a LocalStack (`e2e`, `parity`, the
-    `localstack` fixture), last those that need the session's stack or the
-    trained model (`slow`). Within a tier, the collection order stands."""
+    neither, then those that start a LocalStack (`e2e`, the `localstack` fixture), then the parity suite (it
+    trains models of its own: after the background training is done or nearly), last those that need the
+    session's stack or the trained model (`slow`). Within a tier, the collection order stands."""
     def needs(item, *markers: str) -> bool:
         return any(item.get_closest_marker(marker) for marker in markers)
 
+    def level(item) -> int:
+        if "scones_stack" in item.fixturenames or needs(item, "slow"):
+            return 3
+        if needs(item, "parity"):
+            return 2
+        return 1 if "localstack" in item.fixturenames or needs(item, "e2e") else 0
+
     tier: dict = {}
     for item in items:
-        starts_localstack = "localstack" in item.fixturenames or needs(item, "e2e", "parity")
-        level = 2 if "scones_stack" in item.fixturenames or needs(item, "slow") else 1 if starts_localstack else 0
-        tier[item.module] = max(tier.get(item.module, 0), level)
+        tier[item.module] = max(tier.get(item.module, 0), level(item))
     items.sort(key=lambda item: tier[item.module])
 
 
