@@ -39,23 +39,16 @@ from scones.errors import SconesError
 from scones.harness import processes
 from scones.harness.iam import names as iam_names
 from scones.harness.lambda_executor.names import (
-    CLIENT_CACHE_ENV,
-    DEFINITION_CACHE_ENV,
     ENTRY_POINT,
     ENTRY_POINT_GROUP,
-    EVENTS_SFN_TARGET_ENV,
     FAULTS_HOOK,
-    FAULTS_PATCH_ENV,
     HOOK_GROUP,
     LOCALSTACK_VERSION,
     PLUGIN_NAME,
     PYTHONS_ENV,
-    QUICK_EXIT_ENV,
     QUICK_EXIT_HOOK,
     SAGEMAKER_ENDPOINTS_PATH,
     SAGEMAKER_RUNTIME_HOOK,
-    THREADS_PATCH_ENV,
-    TIME_SCALE_PATCH_ENV,
 )
 from scones.harness.lambda_executor.runtimes import PYTHON_RUNTIMES
 from scones.harness.sagemaker import processes as sagemaker_processes
@@ -71,9 +64,8 @@ LAMBDA_PYTHON_VERSIONS = tuple(PYTHON_RUNTIMES.values())   # every Python runtim
 SERVICES = "s3,stepfunctions,lambda,iam,sts,logs,events,cloudwatch,sns,kms"
 # Our pinned LocalStack patches' switches ("0" turns one off), passed on from the caller's environment
 # so that e.g. `SCONES_SFN_DEFINITION_CACHE=0 scones up` measures without it (benchmarks/e2e.py does).
-PATCH_SWITCHES = (CLIENT_CACHE_ENV, DEFINITION_CACHE_ENV, THREADS_PATCH_ENV, EVENTS_SFN_TARGET_ENV,
-                  FAULTS_PATCH_ENV, TIME_SCALE_PATCH_ENV, settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH,
-                  settings.GATEWAY_KEEP_ALIVE, settings.GATEWAY_BUFFERED_RESPONSES, QUICK_EXIT_ENV)
+PATCH_SWITCHES = tuple(switch for switch in settings.SWITCHES
+                       if switch not in (settings.LAMBDA_SANDBOX, settings.LAMBDA_RUNTIME_VALIDATION))
 # The settings read inside LocalStack's process that the caller's environment passes on (the rest of SCONES_* stays out).
 PASSED_ON = (*settings.SWITCHES, settings.TIME_SCALE, settings.IAM_MODE, settings.TRAINING_TOOLKIT_PYTHON,
              settings.SAGEMAKER_ENDPOINT_INSTANCES, settings.SAGEMAKER_TRAINING_JOBS,

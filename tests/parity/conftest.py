@@ -2,8 +2,8 @@
 PyPI at the versions in toolkit-requirements.txt) run what this project builds, and the results
 are compared with ours.
 
-`toolkit_venv` builds that venv once per requirements (venvs.py; started in the background at collection). It does not
-install torch/torchvision: a .pth file appends this project's site-packages to the venv's sys.path,
+`toolkit_venv` builds that venv once per requirements (venvs.py), in the background from collection.
+It does not install torch/torchvision: a .pth file appends this project's site-packages to the venv's sys.path,
 so the toolkits' own pins win and torch comes from .venv (a ~5 GB install saved).
 $SCONES_PARITY_REQUIREMENTS names more requirement files (os.pathsep-separated) for the same venv:
 `make parity-torch25` adds torch25-requirements.txt, so the suite runs under the container's torch

@@ -64,7 +64,6 @@ def build_toolkit_venv(folder: Path, requirements: list[Path], say=print) -> Non
     say(f"toolkit venv ready in {time.monotonic() - started:.0f} s")
 
 
-
 def toolkit_venv(say=print) -> Path:
     """A venv holding AWS's SageMaker toolkits (toolkit-requirements.txt) that also sees this project's torch."""
     requirements = requirement_files()
