@@ -38,8 +38,9 @@ demo: venv
 	echo "--- scones report"; $(SCONES) report
 	@echo "Open the report: file://$(abspath $(DEMO_STATE))/reports/report.html"
 
+# The parity suite runs beside the rest, in a second pytest process (tests/run_suites.py says why).
 test: venv
-	$(BIN)/pytest
+	$(BIN)/python tests/run_suites.py
 
 clean:
 	rm -rf $(VENV) .scones

@@ -523,11 +523,14 @@ class LocalStack:
         pid = record.pid
         started_below = processes.descendants(pid)
         processes.send_signal(pid, signal.SIGTERM)
-        processes.wait_until(lambda: self._reaped(not processes.alive(pid)), grace, interval=0.1)
-        # It sometimes logs "bye" and never exits; and its Lambda environments must go with it.
-        leftovers = [p for p in [pid, *started_below, *processes.descendants(pid)] if processes.alive(p)]
-        for leftover in leftovers:
-            processes.send_signal(leftover, signal.SIGKILL)
+        try:
+            processes.wait_until(lambda: self._reaped(not processes.alive(pid)), grace, interval=0.1)
+        finally:
+            # It sometimes logs "bye" and never exits (a SIGTERM while it starts hangs its shutdown), and its
+            # Lambda environments must go with it: killed even when Ctrl-C cuts the wait short.
+            leftovers = [p for p in [pid, *started_below, *processes.descendants(pid)] if processes.alive(p)]
+            for leftover in leftovers:
+                processes.send_signal(leftover, signal.SIGKILL)
         processes.wait_until(lambda: self._reaped(not any(processes.alive(p) for p in leftovers)), 5)
         self._reap()
         self.pidfile.unlink(missing_ok=True)
