@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from scones.harness import processes
 from scones.harness.endpoint import free_port
 from scones.harness.lambda_executor import names
 from scones.harness.localstack import LocalStack, LocalStackError
+from support import poll
 
 
 def test_find_python313_names_what_to_install(monkeypatch, tmp_path):
@@ -107,11 +107,7 @@ def test_descendants_finds_the_whole_tree():
                                "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
                                "time.sleep(60)"])
     try:
-        found = []
-        deadline = time.monotonic() + 20
-        while not found and time.monotonic() < deadline:
-            found = processes.descendants(parent.pid)
-            time.sleep(0.05)
+        found = poll(lambda: processes.descendants(parent.pid), 20, interval=0.05, what="the child process")
         assert len(found) == 1
     finally:
         for pid in processes.descendants(parent.pid):

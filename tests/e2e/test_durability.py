@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import support
 from scones import settings
 from scones.harness import stack
 from scones.harness.endpoint import free_port
@@ -93,18 +94,14 @@ class OwnStack:
 
 
 def poll(condition, timeout_s: float, what: str):
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """support.poll, with a refused connection read as "not yet": the stack is restarting."""
+    def check():
         try:
-            if condition():
-                return
+            return condition()
         except OSError:
-            pass
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
+            return False
+
+    support.poll(check, timeout_s, interval=0.1, what=what)
 
 
 @pytest.fixture(scope="module")
