@@ -41,6 +41,7 @@ LAMBDA_RUNTIME_VALIDATION = "SCONES_LAMBDA_RUNTIME_VALIDATION"  # AWS's check of
 LAMBDA_PYTHONS = "SCONES_LAMBDA_PYTHONS"                      # JSON {"python3.12": "/path/to/bin/python", ...}
 SFN_CLIENT_CACHE = "SCONES_SFN_CLIENT_CACHE"                  # Step Functions reuses its Lambda client
 SFN_DEFINITION_CACHE = "SCONES_SFN_DEFINITION_CACHE"          # each state machine definition parsed once
+SFN_JSONPATH_CACHE = "SCONES_SFN_JSONPATH_CACHE"              # each JSONPath of a definition parsed once
 LAMBDA_THREADS_PATCH = "SCONES_LAMBDA_THREADS_PATCH"          # no new threads on LocalStack's invoke path
 EVENTS_SFN_TARGET_PATCH = "SCONES_EVENTS_SFN_TARGET_PATCH"    # EventBridge starts executions with transformed input
 FAULTS_PATCH = "SCONES_FAULTS_PATCH"                          # the fault rules' handler on the gateway
@@ -49,10 +50,11 @@ LAMBDA_METRICS_BATCH = "SCONES_LAMBDA_METRICS_BATCH"          # Lambda's CloudWa
 LAMBDA_LOGS_BATCH = "SCONES_LAMBDA_LOGS_BATCH"                # Lambda's logs sent one PutLogEvents per stream per batch
 GATEWAY_KEEP_ALIVE = "SCONES_GATEWAY_KEEP_ALIVE"              # LocalStack keeps HTTP/1.1 connections open, as AWS
 GATEWAY_BUFFERED_RESPONSES = "SCONES_GATEWAY_BUFFERED_RESPONSES"  # a short response crosses LocalStack's threads once
+GATEWAY_ROUTE_CACHE = "SCONES_GATEWAY_ROUTE_CACHE"            # requests no edge route matches are remembered
 LOCALSTACK_QUICK_EXIT = "SCONES_LOCALSTACK_QUICK_EXIT"        # LocalStack's process ends without a last GC
-SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, LAMBDA_THREADS_PATCH,
-            EVENTS_SFN_TARGET_PATCH, FAULTS_PATCH, SFN_TIME_SCALE_PATCH, LAMBDA_METRICS_BATCH, LAMBDA_LOGS_BATCH,
-            GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES, LOCALSTACK_QUICK_EXIT)
+SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, SFN_JSONPATH_CACHE,
+            LAMBDA_THREADS_PATCH, EVENTS_SFN_TARGET_PATCH, FAULTS_PATCH, SFN_TIME_SCALE_PATCH, LAMBDA_METRICS_BATCH,
+            LAMBDA_LOGS_BATCH, GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES, GATEWAY_ROUTE_CACHE, LOCALSTACK_QUICK_EXIT)
 # Values read inside LocalStack's process when it starts (`scones up` passes them on).
 TIME_SCALE = "SCONES_TIME_SCALE"                    # Step Functions' time scale at the start (default 1: real time)
 IAM_MODE = "SCONES_IAM"                             # enforce (default) | report | off

@@ -6,7 +6,13 @@ import threading
 
 import pytest
 
-from scones.harness.lambda_executor import events_sfn_target, pinned, sfn_client_cache, sfn_definition_cache
+from scones.harness.lambda_executor import (
+    events_sfn_target,
+    pinned,
+    sfn_client_cache,
+    sfn_definition_cache,
+    sfn_jsonpath_cache,
+)
 from scones.harness.lambda_executor.names import LOCALSTACK_VERSION
 
 
@@ -43,6 +49,6 @@ def test_another_localstack_is_left_alone(installs, monkeypatch):
 
 
 def test_each_localstack_patch_is_a_pinned_patch():
-    for module in (events_sfn_target, sfn_client_cache, sfn_definition_cache):
+    for module in (events_sfn_target, sfn_client_cache, sfn_definition_cache, sfn_jsonpath_cache):
         assert isinstance(module.PATCH, pinned.Patch)
         assert module.PATCH.status()["active"] is False   # nothing installs them outside LocalStack

@@ -1,6 +1,8 @@
 """Issue 25's LocalStack patches: Lambda's CloudWatch metrics and logs sent in batches (lambda_metrics_batch.py,
 lambda_logs_batch.py), the gateway keeping HTTP/1.1 connections open (gateway_keep_alive.py), and a short
-response handed from LocalStack's worker thread to its event loop once (gateway_buffered_responses.py).
+response handed from LocalStack's worker thread to its event loop once (gateway_buffered_responses.py), and
+Step Functions' JSONPaths parsed once each (sfn_jsonpath_cache.py), and requests that no edge route matches
+remembered as such (gateway_route_cache.py).
 
 What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
 (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
@@ -15,11 +17,17 @@ Responses: the same status, headers and bytes with the buffering on and off, fra
 (RFC 9112 section 6.3); S3 GetObject's body is the object and its Content-Length the object's size, HeadObject
 gives the size with no body (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html,
 API_HeadObject.html; RFC 9110 section 9.3.2), a missing key is 404 NoSuchKey.
+JSONPaths: InputPath, Parameters (`.$` fields and intrinsic functions), ResultPath, a Choice rule's
+Variable and OutputPath give what https://docs.aws.amazon.com/step-functions/latest/dg/concepts-input-output-filtering.html
+describes; a path that matches nothing fails the execution with States.Runtime
+(https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html), on every execution.
 """
 from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +39,13 @@ from scones import settings
 from scones.harness.lambda_executor import (
     gateway_buffered_responses,
     gateway_keep_alive,
+    gateway_route_cache,
     lambda_logs_batch,
     lambda_metrics_batch,
     pinned,
+    sfn_jsonpath_cache,
 )
+from scones.harness.localstack import LocalStack
 from support import poll, running_localstack, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/scones-test-lambda-role"
@@ -82,19 +93,22 @@ def test_log_lines_are_4140s_one_event_per_non_empty_line():
 
 
 def test_both_are_pinned_patches_off_outside_localstack():
-    for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses):
+    for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses,
+                   gateway_route_cache, sfn_jsonpath_cache):
         assert isinstance(module.PATCH, pinned.Patch)
         assert module.PATCH.status()["active"] is False
     assert lambda_metrics_batch.PATCH.switch_env == settings.LAMBDA_METRICS_BATCH
     assert lambda_logs_batch.PATCH.switch_env == settings.LAMBDA_LOGS_BATCH
     assert gateway_keep_alive.PATCH.switch_env == settings.GATEWAY_KEEP_ALIVE
     assert gateway_buffered_responses.PATCH.switch_env == settings.GATEWAY_BUFFERED_RESPONSES
+    assert sfn_jsonpath_cache.PATCH.switch_env == settings.SFN_JSONPATH_CACHE
+    assert gateway_route_cache.PATCH.switch_env == settings.GATEWAY_ROUTE_CACHE
 
 
 @pytest.fixture(scope="module", params=["patched", "switched off"])
 def stack(request, tmp_path_factory):
     switches = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE,
-                settings.GATEWAY_BUFFERED_RESPONSES)
+                settings.GATEWAY_BUFFERED_RESPONSES, settings.GATEWAY_ROUTE_CACHE, settings.SFN_JSONPATH_CACHE)
     off = dict.fromkeys(switches, "0") if request.param != "patched" else {}
     with running_localstack(tmp_path_factory.mktemp("localstack"), off) as instance:
         session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
@@ -268,3 +282,111 @@ def test_short_and_long_responses_carry_the_same_bytes_and_framing(stack):
         assert state["active"] and state["buffered"] >= buffered_before + 3   # the small GET and HEAD, the 404
     else:
         assert not state["active"] and state["buffered"] == 0 and "disabled by" in state["reason"]
+
+
+ORDER_MACHINE = {
+    "StartAt": "Shape",
+    "States": {
+        "Shape": {"Type": "Pass", "InputPath": "$.order",
+                  "Parameters": {"id.$": "$.id", "first.$": "$.items[0]", "skus.$": "$.items[*].sku",
+                                 "count.$": "States.ArrayLength($.items)", "label.$": "States.Format('order {}', $.id)"},
+                  "ResultPath": "$.shaped", "Next": "Pick"},
+        "Pick": {"Type": "Choice", "Choices": [{"Variable": "$.shaped.count", "NumericGreaterThan": 2, "Next": "Many"}],
+                 "Default": "Few"},
+        "Many": {"Type": "Pass", "Result": "many", "ResultPath": "$.shaped.kind", "OutputPath": "$.shaped", "End": True},
+        "Few": {"Type": "Pass", "Result": "few", "ResultPath": "$.shaped.kind", "OutputPath": "$.shaped", "End": True},
+    },
+}
+
+
+@pytest.mark.e2e
+def test_jsonpaths_select_the_same_values_on_every_execution(stack):
+    variant, localstack, session, _, _ = stack
+    if variant == "patched":   # applied in the background once the executor plugin loads (the fixture's function)
+        poll(lambda: _statuses(localstack.url)["sfn_jsonpath_cache"]["active"], timeout=60, interval=0.1,
+             what="the JSONPath cache to be applied")
+    sfn = session.client("stepfunctions", endpoint_url=localstack.url)
+    machine = sfn.create_state_machine(name=f"scones-paths-{uuid.uuid4().hex[:8]}", definition=json.dumps(ORDER_MACHINE),
+                                       roleArn=ROLE)["stateMachineArn"]
+
+    def run(order: dict) -> dict:
+        arn = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"order": order}))["executionArn"]
+        return poll(lambda: (d := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d,
+                    timeout=30, interval=0.05, what=f"execution {arn} to end ({variant})")
+
+    try:
+        for _ in range(2):   # the second time from the cache, when it is on
+            many = run({"id": 7, "items": [{"sku": "a"}, {"sku": "b"}, {"sku": "c"}]})
+            assert many["status"] == "SUCCEEDED", many
+            assert json.loads(many["output"]) == {"id": 7, "first": {"sku": "a"}, "skus": ["a", "b", "c"], "count": 3,
+                                                  "label": "order 7", "kind": "many"}
+            few = run({"id": 8, "items": [{"sku": "x"}, {"sku": "y"}]})
+            assert few["status"] == "SUCCEEDED", few
+            assert json.loads(few["output"])["kind"] == "few" and json.loads(few["output"])["skus"] == ["x", "y"]
+            missing = run({"id": 9, "items": []})
+            assert missing["status"] == "FAILED" and missing["error"] == "States.Runtime", missing
+            assert "$.items[0]" in missing["cause"]
+    finally:
+        sfn.delete_state_machine(stateMachineArn=machine)
+    cache = _statuses(localstack.url)["sfn_jsonpath_cache"]
+    if variant == "patched":
+        assert cache["active"] and cache["hits"] > cache["misses"] > 0, cache
+    else:
+        assert not cache["active"] and "disabled by" in cache["reason"] and cache["hits"] == 0, cache
+
+
+ROUTE_PROBE = """
+import json
+from localstack.http import Request, Response
+from localstack.services.edge import ROUTER
+from werkzeug.exceptions import NotFound
+
+from scones.harness.lambda_executor import gateway_route_cache
+
+applied = gateway_route_cache.apply()
+answers = []
+
+
+def ask(path):
+    try:
+        answers.append(ROUTER.dispatch(Request("GET", path, headers={"Host": "localhost:4566"})).get_data(as_text=True))
+    except NotFound:
+        answers.append(None)
+
+
+ask("/probe")
+ask("/probe")
+ROUTER.add("/probe", lambda request: Response("probe answered"))
+ask("/probe")
+calls = []
+
+
+def found_the_second_time(request):
+    calls.append(request)
+    if len(calls) == 1:
+        raise NotFound()
+    return Response("found the second time")
+
+
+ROUTER.add("/later", found_the_second_time)
+ask("/later")
+ask("/later")
+print(json.dumps({"applied": applied, "answers": answers, "status": gateway_route_cache.status()}))
+"""
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_the_edge_router_answers_as_without_the_route_cache(tmp_path, switch):
+    """rolo's Router.dispatch: NotFound when no rule matches, the rule's handler when one does, the rules being
+    those added so far (Router.add); a handler's own NotFound is its answer for that request only."""
+    instance = LocalStack(home=tmp_path)
+    instance.ensure_venv(progress=False)
+    env = {**os.environ, settings.GATEWAY_ROUTE_CACHE: switch}
+    probe = subprocess.run([str(instance.python), "-c", ROUTE_PROBE], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    found = json.loads(probe.stdout.splitlines()[-1])
+    assert found["answers"] == [None, None, "probe answered", None, "found the second time"]
+    assert found["applied"] is (switch == "1")
+    if switch == "1":   # the second unmatched /probe came from the cache; the handler's NotFound was not kept
+        assert (found["status"]["hits"], found["status"]["misses"]) == (1, 1), found

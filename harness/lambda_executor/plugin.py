@@ -14,6 +14,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
             events_sfn_target,
             gateway_buffered_responses,
             gateway_keep_alive,
+            gateway_route_cache,
             lambda_logs_batch,
             lambda_metrics_batch,
             lambda_threads,
@@ -29,6 +30,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
         lambda_logs_batch.apply()  # before the first function's log thread starts
         gateway_keep_alive.apply()
         gateway_buffered_responses.apply()
+        gateway_route_cache.apply()
         sfn_client_cache.apply_in_background()
         events_sfn_target.apply_in_background()
         return ProcessRuntimeExecutor

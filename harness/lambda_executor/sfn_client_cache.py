@@ -11,8 +11,9 @@ Pinned: applied only to localstack-core 4.14.0, where the function and its impor
 read; any other version is left alone (with a warning). SCONES_SFN_CLIENT_CACHE=0 turns it
 off, e.g. to measure the difference. GET /_scones/sfn-client-cache on LocalStack's port
 reports whether it is active and its hit/miss counts (the tests read it); GET /_scones/executor
-adds the executor's own counts, the time its invokes take, the definition cache's status
-(sfn_definition_cache.py, applied in the same background thread) and lambda_threads.py's.
+adds the executor's own counts, the time its invokes take, the definition and JSONPath caches' status
+(sfn_definition_cache.py and sfn_jsonpath_cache.py, applied in the same background thread) and
+lambda_threads.py's.
 """
 from __future__ import annotations
 
@@ -86,10 +87,11 @@ def apply_in_background() -> None:
     _register_status_route()
 
     def apply_both() -> None:
-        from scones.harness.lambda_executor import sfn_definition_cache
+        from scones.harness.lambda_executor import sfn_definition_cache, sfn_jsonpath_cache
 
         apply()
         sfn_definition_cache.apply()
+        sfn_jsonpath_cache.apply()
 
     threading.Thread(target=apply_both, name="scones-sfn-patches", daemon=True).start()
 
@@ -116,18 +118,22 @@ def _register_status_route() -> None:
                 executor,
                 gateway_buffered_responses,
                 gateway_keep_alive,
+                gateway_route_cache,
                 lambda_logs_batch,
                 lambda_metrics_batch,
                 lambda_threads,
                 sfn_definition_cache,
+                sfn_jsonpath_cache,
             )
 
             return Response.for_json({**executor.stats(), "sfn_client_cache": status(),
                                       "sfn_definition_cache": sfn_definition_cache.status(),
+                                      "sfn_jsonpath_cache": sfn_jsonpath_cache.status(),
                                       "lambda_threads": lambda_threads.status(),
                                       "lambda_metrics_batch": lambda_metrics_batch.status(),
                                       "lambda_logs_batch": lambda_logs_batch.status(),
                                       "gateway_keep_alive": gateway_keep_alive.status(),
-                                      "gateway_buffered_responses": gateway_buffered_responses.status()})
+                                      "gateway_buffered_responses": gateway_buffered_responses.status(),
+                                      "gateway_route_cache": gateway_route_cache.status()})
 
     ROUTER.add(_StatusRoute())
