@@ -8,7 +8,7 @@ suite keeps the CPU it asks for. Its output goes to <state>/parity-tests.log and
 (its summary when it passed, all of it when it failed). Options are passed to both pytest processes
 (`-x`, `-k EXPR`, `--durations=0`); to run chosen test files, call pytest itself.
 
-Ctrl-C reaches both processes (one process group); each tears down its fixtures, and this waits for both.
+Ctrl-C reaches both processes (one process group); each tears down its fixtures.
 """
 from __future__ import annotations
 
@@ -18,22 +18,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scones import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PARITY = "tests/parity"
 LOWEST_PRIORITY = 19
 SUMMARY_LINES = 12
-NO_TESTS_COLLECTED = 5   # pytest.ExitCode.NO_TESTS_COLLECTED: `-k` may select nothing in one of the two
+NO_TESTS_COLLECTED = pytest.ExitCode.NO_TESTS_COLLECTED   # `-k` may select nothing in one of the two
 
 
-def _wait(process: subprocess.Popen) -> int:
-    """The exit status, waiting through Ctrl-C: the child got the same SIGINT and is tearing down."""
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            continue
+def combined_status(*statuses: int) -> int:
+    """The first failure's status; 0 when every process that ran tests passed; NO_TESTS_COLLECTED when none ran any."""
+    ran = [status for status in statuses if status != NO_TESTS_COLLECTED]
+    return next((status for status in ran if status), 0) if ran else NO_TESTS_COLLECTED
 
 
 def main(argv: list[str]) -> int:
@@ -43,19 +42,19 @@ def main(argv: list[str]) -> int:
         parity = subprocess.Popen([*pytest, PARITY, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                   preexec_fn=lambda: os.nice(LOWEST_PRIORITY))
     rest = subprocess.Popen([*pytest, f"--ignore={PARITY}", *argv], cwd=ROOT)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # after both started: they keep Python's own SIGINT handling
-    rest_status = _wait(rest)
+    # Ctrl-C now only reaches the children (they started with Python's own handling), and this waits for both.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rest_status = rest.wait()
     if parity.poll() is None:
         print(f"--- waiting for {PARITY} (running beside the rest; output in {log_path})", flush=True)
-    parity_status = _wait(parity)
+    parity_status = parity.wait()
     lines = log_path.read_text(errors="replace").splitlines()
     failed = parity_status not in (0, NO_TESTS_COLLECTED)
     shown = lines if failed else lines[-SUMMARY_LINES:]
     print(f"--- {PARITY}, run beside the rest ({'failed' if failed else 'passed'}; "
           f"whole output in {log_path}):")
     print("\n".join(shown), flush=True)
-    ran = [status for status in (rest_status, parity_status) if status != NO_TESTS_COLLECTED]
-    return next((status for status in ran if status), 0) if ran else NO_TESTS_COLLECTED
+    return combined_status(rest_status, parity_status)
 
 
 if __name__ == "__main__":
