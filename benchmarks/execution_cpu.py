@@ -59,8 +59,7 @@ from scones.harness.executions import percentile, run_executions  # noqa: E402
 from scones.harness.targets import load_target  # noqa: E402
 
 # The switches of issue 25's patches: "0" at LocalStack's start is the baseline.
-BASELINE_OFF = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE,
-                settings.GATEWAY_BUFFERED_RESPONSES, settings.GATEWAY_ROUTE_CACHE, settings.SFN_JSONPATH_CACHE)
+BASELINE_OFF = settings.THROUGHPUT_SWITCHES
 GROUPS = ("localstack", "sandboxes", "endpoint", "client")
 STACK_GROUPS = GROUPS[:3]
 

@@ -55,6 +55,10 @@ LOCALSTACK_QUICK_EXIT = "SCONES_LOCALSTACK_QUICK_EXIT"        # LocalStack's pro
 SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, SFN_JSONPATH_CACHE,
             LAMBDA_THREADS_PATCH, EVENTS_SFN_TARGET_PATCH, FAULTS_PATCH, SFN_TIME_SCALE_PATCH, LAMBDA_METRICS_BATCH,
             LAMBDA_LOGS_BATCH, GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES, GATEWAY_ROUTE_CACHE, LOCALSTACK_QUICK_EXIT)
+# The patches that cut the CPU a workflow execution costs (issue 25): all "0" is benchmarks/execution_cpu.py's
+# baseline and the switched-off LocalStack of tests/test_throughput_patches.py.
+THROUGHPUT_SWITCHES = (LAMBDA_METRICS_BATCH, LAMBDA_LOGS_BATCH, GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES,
+                       GATEWAY_ROUTE_CACHE, SFN_JSONPATH_CACHE)
 # Values read inside LocalStack's process when it starts (`scones up` passes them on).
 TIME_SCALE = "SCONES_TIME_SCALE"                    # Step Functions' time scale at the start (default 1: real time)
 IAM_MODE = "SCONES_IAM"                             # enforce (default) | report | off

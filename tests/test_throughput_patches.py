@@ -1,8 +1,8 @@
-"""Issue 25's LocalStack patches: Lambda's CloudWatch metrics and logs sent in batches (lambda_metrics_batch.py,
-lambda_logs_batch.py), the gateway keeping HTTP/1.1 connections open (gateway_keep_alive.py), and a short
-response handed from LocalStack's worker thread to its event loop once (gateway_buffered_responses.py), and
-Step Functions' JSONPaths parsed once each (sfn_jsonpath_cache.py), and requests that no edge route matches
-remembered as such (gateway_route_cache.py).
+"""Issue 25's LocalStack patches (settings.THROUGHPUT_SWITCHES): Lambda's CloudWatch metrics and logs sent in
+batches (lambda_metrics_batch.py, lambda_logs_batch.py); the gateway keeping HTTP/1.1 connections open
+(gateway_keep_alive.py), handing a short response from LocalStack's worker thread to its event loop once
+(gateway_buffered_responses.py) and remembering the requests that no edge route matches (gateway_route_cache.py);
+Step Functions' JSONPaths parsed once each (sfn_jsonpath_cache.py).
 
 What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
 (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
@@ -107,9 +107,7 @@ def test_both_are_pinned_patches_off_outside_localstack():
 
 @pytest.fixture(scope="module", params=["patched", "switched off"])
 def stack(request, tmp_path_factory):
-    switches = (settings.LAMBDA_METRICS_BATCH, settings.LAMBDA_LOGS_BATCH, settings.GATEWAY_KEEP_ALIVE,
-                settings.GATEWAY_BUFFERED_RESPONSES, settings.GATEWAY_ROUTE_CACHE, settings.SFN_JSONPATH_CACHE)
-    off = dict.fromkeys(switches, "0") if request.param != "patched" else {}
+    off = dict.fromkeys(settings.THROUGHPUT_SWITCHES, "0") if request.param != "patched" else {}
     with running_localstack(tmp_path_factory.mktemp("localstack"), off) as instance:
         session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
         lambda_client = session.client("lambda", endpoint_url=instance.url)
@@ -301,6 +299,13 @@ ORDER_MACHINE = {
 
 @pytest.mark.e2e
 def test_jsonpaths_select_the_same_values_on_every_execution(stack):
+    """What https://docs.aws.amazon.com/step-functions/latest/dg/concepts-input-output-filtering.html describes:
+    InputPath selects the input, `.$` Parameters and intrinsic functions
+    (https://docs.aws.amazon.com/step-functions/latest/dg/intrinsic-functions.html: States.ArrayLength,
+    States.Format) build the state's input, ResultPath places the result in the raw input, OutputPath selects the
+    output; a Choice compares its Variable; a path that matches nothing is States.Runtime
+    (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html). The same on every
+    execution, with the JSONPath cache on and off."""
     variant, localstack, session, _, _ = stack
     if variant == "patched":   # applied in the background once the executor plugin loads (the fixture's function)
         poll(lambda: _statuses(localstack.url)["sfn_jsonpath_cache"]["active"], timeout=60, interval=0.1,

@@ -1,11 +1,9 @@
 """What our LocalStack patches share: the version their call sites were read in, their switch, and
 the apply-once bookkeeping (Patch).
 
-Each patch (sfn_client_cache, sfn_definition_cache, sfn_jsonpath_cache, events_sfn_target, lambda_threads,
-lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses, gateway_route_cache)
-replaces
-LocalStack internals that can change in any release, so it applies only to LOCALSTACK_VERSION, and its
-environment variable set to "0" turns it off (e.g. to measure the difference).
+Each patch module of this package (its PATCH is a Patch) replaces LocalStack internals that can change in any
+release, so it applies only to LOCALSTACK_VERSION, and its environment variable (one of settings.SWITCHES)
+set to "0" turns it off (e.g. to measure the difference).
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ lambda_threads.py's.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 import threading
 import time
@@ -100,6 +101,11 @@ def status() -> dict:
     return {**PATCH.status(), "clients": len(_clients), "version": pinned.localstack_version()}
 
 
+# The patch modules (of this package) whose status() GET /_scones/executor shows, each under its module's name.
+STATUS_PATCHES = ("sfn_definition_cache", "sfn_jsonpath_cache", "lambda_threads", "lambda_metrics_batch",
+                  "lambda_logs_batch", "gateway_keep_alive", "gateway_buffered_responses", "gateway_route_cache")
+
+
 def _register_status_route() -> None:
     if _route_registered.is_set():
         return
@@ -114,26 +120,9 @@ def _register_status_route() -> None:
 
         @route("/_scones/executor", methods=["GET"])
         def executor(self, request):
-            from scones.harness.lambda_executor import (
-                executor,
-                gateway_buffered_responses,
-                gateway_keep_alive,
-                gateway_route_cache,
-                lambda_logs_batch,
-                lambda_metrics_batch,
-                lambda_threads,
-                sfn_definition_cache,
-                sfn_jsonpath_cache,
-            )
+            from scones.harness.lambda_executor import executor
 
-            return Response.for_json({**executor.stats(), "sfn_client_cache": status(),
-                                      "sfn_definition_cache": sfn_definition_cache.status(),
-                                      "sfn_jsonpath_cache": sfn_jsonpath_cache.status(),
-                                      "lambda_threads": lambda_threads.status(),
-                                      "lambda_metrics_batch": lambda_metrics_batch.status(),
-                                      "lambda_logs_batch": lambda_logs_batch.status(),
-                                      "gateway_keep_alive": gateway_keep_alive.status(),
-                                      "gateway_buffered_responses": gateway_buffered_responses.status(),
-                                      "gateway_route_cache": gateway_route_cache.status()})
+            patches = {name: importlib.import_module(f"{__package__}.{name}").status() for name in STATUS_PATCHES}
+            return Response.for_json({**executor.stats(), "sfn_client_cache": status(), **patches})
 
     ROUTER.add(_StatusRoute())
