@@ -10,11 +10,24 @@ import pytest
 from scones import settings
 from scones.harness import prepare
 from scones.harness.endpoint import free_port
-from support import CHECKOUT, COMPOSE_TEST, FakeSageMakerRuntime, LambdaContext, load_event, running_localstack
+from support import (
+    CHECKOUT,
+    COMPOSE_TEST,
+    FakeSageMakerRuntime,
+    LambdaContext,
+    load_event,
+    running_localstack,
+    serialise_moto_operation_models,
+)
 
 # An example user project, run from a copy outside the clone by tests/test_user_project.py.
 collect_ignore = ["user_project"]
 COMPOSE_STACK_TEST = "test_compose.py::test_compose_stack_runs_the_workflow"
+
+
+def pytest_configure(config):
+    """Before any test starts moto: its operation models are built one thread at a time (support.py says why)."""
+    serialise_moto_operation_models()
 
 
 def pytest_collection_modifyitems(items):

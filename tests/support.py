@@ -146,3 +146,25 @@ def running_localstack(home: Path, extra_env: dict[str, str] | None = None):
         yield instance
     finally:
         instance.stop()
+
+
+def serialise_moto_operation_models() -> None:
+    """moto's ServiceModel.operation_model (moto/core/model.py, 5.2.6 and earlier) builds its OperationModel by
+    calling botocore's operation_model, which botocore's `instance_cache` stores under the same key: until moto's
+    own result replaces it, the cache holds botocore's OperationModel, which has no `http_trait`. Another thread
+    asking for that operation then (the deploy's step threads, a moto server's request threads) fails with
+    "AttributeError: 'OperationModel' object has no attribute 'http_trait'" (CI, 2026-12-07). A lock around
+    the method closes that window; it is taken once per operation, before the model is cached."""
+    from moto.core.model import ServiceModel
+
+    build = ServiceModel.operation_model
+    if getattr(build, "serialised", False):
+        return
+    lock = threading.RLock()
+
+    def operation_model(self, operation_name):
+        with lock:
+            return build(self, operation_name)
+
+    operation_model.serialised = True  # type: ignore[attr-defined]
+    ServiceModel.operation_model = operation_model  # type: ignore[method-assign]

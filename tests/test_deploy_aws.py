@@ -5,6 +5,8 @@ import json
 import os
 import random
 import string
+import sys
+import threading
 
 import boto3
 import pytest
@@ -598,3 +600,40 @@ def test_refuses_to_adopt_a_role_it_did_not_create(options, session):
         run_deploy(options, session)
     aws.destroy(state_dir=options.state_dir, session=session, delete_bucket=True)
     assert "sct-lambda-role" in inventory(session)["roles"]
+
+
+def operations_handed_out_without_http_trait(model, threads: int = 8) -> list[str]:
+    """Every thread asks `model` for every operation at once; the operations some thread got botocore's for."""
+    start = threading.Barrier(threads)
+    missing: list[str] = []
+
+    def ask_for_every_operation():
+        start.wait()
+        missing.extend(name for name in model.operation_names
+                       if not hasattr(model.operation_model(name), "http_trait"))
+
+    workers = [threading.Thread(target=ask_for_every_operation) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sorted(set(missing))
+
+
+def test_moto_answers_the_deploys_concurrent_first_calls_with_its_own_operation_models():
+    """The deploy's steps run on threads, so moto is first asked for a service's operations from several threads
+    at once (moto/core/model.py: ServiceModel.operation_model; conftest serialises it). With the GIL switching
+    as often as it can, every thread must get moto's OperationModel, the one with `http_trait`: unserialised,
+    most of these rounds hand some thread botocore's."""
+    from moto.core.model import ServiceModel
+    from moto.core.utils import get_service_model
+
+    description = get_service_model("lambda").__dict__["_service_description"]
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(20):
+            missing = operations_handed_out_without_http_trait(ServiceModel(description, "lambda"))
+            assert not missing, f"botocore's OperationModel handed out for {missing}"
+    finally:
+        sys.setswitchinterval(switch_interval)
