@@ -34,6 +34,7 @@ baseline's; warm p50 of one execution no worse than the baseline's. Printed, nev
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -140,6 +141,7 @@ class Level:
     client_p50_s: float
     succeeded: int
     environments_started: int = 0
+    describes: int = 0          # the client's describe_execution calls
 
     @property
     def per_second(self) -> float:
@@ -192,6 +194,8 @@ def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None,
     if key is None:
         key, expected_error = pick_key(target, settings.data_dir())
     sfn = target.client("stepfunctions")
+    describes = itertools.count()
+    sfn.meta.events.register("before-call.sfn.DescribeExecution", lambda **_: None if next(describes) else None)
     pids = stack_pids(state_dir)
     levels = []
     for concurrency in args.concurrency:
@@ -200,9 +204,9 @@ def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None,
         profile = profiler is not None and concurrency == max(args.concurrency)
         if profile:
             profiler.start(pids["localstack"])
-        before = snapshot(pids)
+        before, described = snapshot(pids), next(describes)
         results = run_executions(target, [key] * args.executions, concurrency=concurrency, client=sfn)
-        after = snapshot(pids)
+        after, described = snapshot(pids), next(describes) - described - 1
         if profile:
             profiler.stop()
         levels.append(Level(concurrency, args.executions, after.taken - before.taken, cpu_by_group(before, after),
@@ -210,7 +214,7 @@ def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None,
                             percentile([r.wall_duration for r in results if r.wall_duration is not None] or [0.0], 0.5),
                             sum(r.error == expected_error and r.status != "NOT_STARTED" for r in results),
                             sum(group == "sandboxes" and key not in before.processes
-                                for key, (group, _) in after.processes.items())))
+                                for key, (group, _) in after.processes.items()), described))
         print(f"  {label}: {concurrency} concurrent: {levels[-1].per_second:.1f} exec/s, "
               f"stack {levels[-1].stack_ms:.0f} ms CPU/exec", file=sys.stderr)
     return levels, key, expected_error
@@ -225,7 +229,8 @@ def median_level(levels: list[Level]) -> Level:
                  {group: statistics.median(level.cpu_s[group] for level in levels) for group in GROUPS},
                  statistics.median(level.service_p50_s for level in levels),
                  statistics.median(level.client_p50_s for level in levels),
-                 min(level.succeeded for level in levels), max(level.environments_started for level in levels))
+                 min(level.succeeded for level in levels), max(level.environments_started for level in levels),
+                 round(statistics.median(level.describes for level in levels)))
 
 
 def print_table(results: dict[str, list[Level]], args) -> None:
@@ -239,6 +244,8 @@ def print_table(results: dict[str, list[Level]], args) -> None:
             rows.append((f"  {group} CPU ms/execution", *(f"{levels[n].cpu_ms(group):.1f}" for n in configs)))
         rows.append((f"{concurrency} concurrent: p50 service / client ms",
                      *(f"{levels[n].service_p50_s * 1000:.0f} / {levels[n].client_p50_s * 1000:.0f}" for n in configs)))
+        rows.append((f"{concurrency} concurrent: describe_execution calls/execution",
+                     *(f"{levels[n].describes / levels[n].executions:.1f}" for n in configs)))
         rows.append((f"{concurrency} concurrent: as expected", *(f"{levels[n].succeeded}/{levels[n].executions}" for n in configs)))
         rows.append((f"{concurrency} concurrent: sandbox processes started", *(str(levels[n].environments_started) for n in configs)))
     load = os.getloadavg()

@@ -2,7 +2,8 @@
 batches (lambda_metrics_batch.py, lambda_logs_batch.py); the gateway keeping HTTP/1.1 connections open
 (gateway_keep_alive.py), handing a short response from LocalStack's worker thread to its event loop once
 (gateway_buffered_responses.py) and remembering the requests that no edge route matches (gateway_route_cache.py);
-Step Functions' JSONPaths parsed once each (sfn_jsonpath_cache.py).
+Step Functions' JSONPaths parsed once each (sfn_jsonpath_cache.py); Step Functions' and S3's events handed to
+EventBridge without a client round trip (service_events_in_process.py).
 
 What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
 (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
@@ -43,6 +44,7 @@ from scones.harness.lambda_executor import (
     lambda_logs_batch,
     lambda_metrics_batch,
     pinned,
+    service_events_in_process,
     sfn_jsonpath_cache,
 )
 from scones.harness.localstack import LocalStack
@@ -94,7 +96,7 @@ def test_log_lines_are_4140s_one_event_per_non_empty_line():
 
 def test_both_are_pinned_patches_off_outside_localstack():
     for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses,
-                   gateway_route_cache, sfn_jsonpath_cache):
+                   gateway_route_cache, sfn_jsonpath_cache, service_events_in_process):
         assert isinstance(module.PATCH, pinned.Patch)
         assert module.PATCH.status()["active"] is False
     assert lambda_metrics_batch.PATCH.switch_env == settings.LAMBDA_METRICS_BATCH
@@ -103,6 +105,7 @@ def test_both_are_pinned_patches_off_outside_localstack():
     assert gateway_buffered_responses.PATCH.switch_env == settings.GATEWAY_BUFFERED_RESPONSES
     assert sfn_jsonpath_cache.PATCH.switch_env == settings.SFN_JSONPATH_CACHE
     assert gateway_route_cache.PATCH.switch_env == settings.GATEWAY_ROUTE_CACHE
+    assert service_events_in_process.PATCH.switch_env == settings.SERVICE_EVENTS_IN_PROCESS
 
 
 @pytest.fixture(scope="module", params=["patched", "switched off"])
@@ -395,3 +398,81 @@ def test_the_edge_router_answers_as_without_the_route_cache(tmp_path, switch):
     assert found["applied"] is (switch == "1")
     if switch == "1":   # the second unmatched /probe came from the cache; the handler's NotFound was not kept
         assert (found["status"]["hits"], found["status"]["misses"]) == (1, 1), found
+
+
+def _delivered_events(logs, group: str, wanted: int) -> list[dict]:
+    events: list[dict] = []
+
+    def enough() -> bool:
+        events[:] = [json.loads(e["message"]) for e in logs.filter_log_events(logGroupName=group)["events"]]
+        return len(events) >= wanted
+
+    poll(enough, timeout=30, interval=0.1, what=f"{wanted} events in log group {group}")
+    return events
+
+
+@pytest.mark.e2e
+def test_services_events_reach_a_rules_target_as_without_the_patches(stack):
+    """Step Functions sends "Step Functions Execution Status Change" to the default event bus when an execution
+    starts and ends, its resources the execution's ARN and its detail the execution's name, status, input and
+    output (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html); S3 sends "Object Created" for a
+    write to a bucket with EventBridge notifications on, its detail naming the bucket, key and size
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html, EventBridge.html). Rules deliver them
+    to a CloudWatch Logs target, a log group under /aws/events/ whose resource policy lets EventBridge write
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-cloudwatchlogs-permissions).
+    The same events with service_events_in_process.py on and off."""
+    variant, localstack, session, _, _ = stack
+    if variant == "patched":
+        poll(lambda: _statuses(localstack.url)["service_events_in_process"]["active"], timeout=60, interval=0.1,
+             what="service events in process to be applied")
+    handed_over_before = _statuses(localstack.url)["service_events_in_process"]["events"]
+    tag = uuid.uuid4().hex[:8]
+    sfn, s3, logs, events = (session.client(service, endpoint_url=localstack.url)
+                             for service in ("stepfunctions", "s3", "logs", "events"))
+    group = f"/aws/events/scones-events-{tag}"
+    logs.create_log_group(logGroupName=group)
+    group_arn = f"arn:aws:logs:us-east-1:000000000000:log-group:{group}"
+    logs.put_resource_policy(policyName=f"scones-events-{tag}", policyDocument=json.dumps({"Statement": [{
+        "Effect": "Allow", "Principal": {"Service": ["events.amazonaws.com", "delivery.logs.amazonaws.com"]},
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{group_arn}:*"}]}))
+    machine = sfn.create_state_machine(name=f"scones-events-{tag}", roleArn=ROLE, definition=json.dumps(
+        {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "Result": {"done": True}, "End": True}}}))["stateMachineArn"]
+    bucket = f"scones-events-{tag}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}})
+    rules = {f"scones-runs-{tag}": {"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
+                                    "detail": {"stateMachineArn": [machine]}},
+             f"scones-objects-{tag}": {"source": ["aws.s3"], "detail-type": ["Object Created"],
+                                       "detail": {"bucket": {"name": [bucket]}}}}
+    try:
+        for rule, pattern in rules.items():
+            events.put_rule(Name=rule, EventPattern=json.dumps(pattern), State="ENABLED")
+            events.put_targets(Rule=rule, Targets=[{"Id": "log-group", "Arn": group_arn}])
+        arn = sfn.start_execution(stateMachineArn=machine, name=f"run-{tag}", input=json.dumps({"photo": tag}))["executionArn"]
+        poll(lambda: sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED", timeout=30, interval=0.05,
+             what=f"execution {arn} to succeed ({variant})")
+        s3.put_object(Bucket=bucket, Key=f"incoming/{tag}.png", Body=b"12345")
+        received = _delivered_events(logs, group, 3)
+    finally:
+        for rule in rules:
+            events.remove_targets(Rule=rule, Ids=["log-group"])
+            events.delete_rule(Name=rule)
+        sfn.delete_state_machine(stateMachineArn=machine)
+        logs.delete_resource_policy(policyName=f"scones-events-{tag}")
+        logs.delete_log_group(logGroupName=group)
+    runs = sorted((event for event in received if event["source"] == "aws.states"), key=lambda e: e["detail"]["status"])
+    assert [event["detail"]["status"] for event in runs] == ["RUNNING", "SUCCEEDED"], received
+    for event in runs:
+        assert event["detail-type"] == "Step Functions Execution Status Change"
+        assert event["resources"] == [arn] and event["account"] == "000000000000" and event["region"] == "us-east-1"
+        assert event["detail"]["executionArn"] == arn and event["detail"]["name"] == f"run-{tag}"
+        assert json.loads(event["detail"]["input"]) == {"photo": tag}
+    assert json.loads(runs[1]["detail"]["output"]) == {"done": True} and runs[0]["detail"]["output"] is None
+    [created] = [event for event in received if event["source"] == "aws.s3"]
+    assert created["detail-type"] == "Object Created" and created["detail"]["bucket"]["name"] == bucket
+    assert created["detail"]["object"]["key"] == f"incoming/{tag}.png" and created["detail"]["object"]["size"] == 5
+    handed_over = _statuses(localstack.url)["service_events_in_process"]
+    if variant == "patched":   # the two status changes and the object: none went through a client
+        assert handed_over["active"] and handed_over["events"] - handed_over_before == 3, handed_over
+    else:
+        assert not handed_over["active"] and handed_over["events"] == 0, handed_over

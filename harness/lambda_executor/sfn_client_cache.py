@@ -11,8 +11,8 @@ Pinned: applied only to localstack-core 4.14.0, where the function and its impor
 read; any other version is left alone (with a warning). SCONES_SFN_CLIENT_CACHE=0 turns it
 off, e.g. to measure the difference. GET /_scones/sfn-client-cache on LocalStack's port
 reports whether it is active and its hit/miss counts (the tests read it); GET /_scones/executor
-adds the executor's own counts, the time its invokes take, the definition and JSONPath caches' status
-(sfn_definition_cache.py and sfn_jsonpath_cache.py, applied in the same background thread) and
+adds the executor's own counts, the time its invokes take, the status of the patches applied in the same
+background thread (sfn_definition_cache.py, sfn_jsonpath_cache.py, service_events_in_process.py) and
 lambda_threads.py's.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _import_task_modules(original, replacement) -> None:
 
 
 def apply_in_background() -> None:
-    """apply() and the definition cache's off the caller's thread: they import Step Functions'
+    """apply(), the caches' and service_events_in_process's off the caller's thread: they import Step Functions'
     interpreter (seconds on a busy machine), which must not delay the first Lambda call. Until
     they land, executions use the originals."""
     if PATCH.state["active"] or _started.is_set():
@@ -88,11 +88,12 @@ def apply_in_background() -> None:
     _register_status_route()
 
     def apply_both() -> None:
-        from scones.harness.lambda_executor import sfn_definition_cache, sfn_jsonpath_cache
+        from scones.harness.lambda_executor import service_events_in_process, sfn_definition_cache, sfn_jsonpath_cache
 
         apply()
         sfn_definition_cache.apply()
         sfn_jsonpath_cache.apply()
+        service_events_in_process.apply()
 
     threading.Thread(target=apply_both, name="scones-sfn-patches", daemon=True).start()
 
@@ -103,7 +104,8 @@ def status() -> dict:
 
 # The patch modules (of this package) whose status() GET /_scones/executor shows, each under its module's name.
 STATUS_PATCHES = ("sfn_definition_cache", "sfn_jsonpath_cache", "lambda_threads", "lambda_metrics_batch",
-                  "lambda_logs_batch", "gateway_keep_alive", "gateway_buffered_responses", "gateway_route_cache")
+                  "lambda_logs_batch", "gateway_keep_alive", "gateway_buffered_responses", "gateway_route_cache",
+                  "service_events_in_process")
 
 
 def _register_status_route() -> None:
