@@ -62,6 +62,8 @@ from scones.harness.targets import load_target  # noqa: E402
 # The switches of issue 25's patches: "0" at LocalStack's start is the baseline.
 BASELINE_OFF = settings.THROUGHPUT_SWITCHES
 GROUPS = ("localstack", "sandboxes", "endpoint", "client")
+WARM_UP_PER_SLOT = 12   # executions per concurrent slot before a level's window: its environments are all started
+WARM_UP_MAX = 120
 STACK_GROUPS = GROUPS[:3]
 
 
@@ -200,7 +202,8 @@ def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None,
     levels = []
     for concurrency in args.concurrency:
         # Warm: as many environments as this level needs, started before the window.
-        run_executions(target, [key] * max(4 * concurrency, 10), concurrency=concurrency, client=sfn)
+        run_executions(target, [key] * min(max(WARM_UP_PER_SLOT * concurrency, 10), WARM_UP_MAX), concurrency=concurrency,
+                       client=sfn)
         profile = profiler is not None and concurrency == max(args.concurrency)
         if profile:
             profiler.start(pids["localstack"])
