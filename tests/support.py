@@ -149,12 +149,12 @@ def running_localstack(home: Path, extra_env: dict[str, str] | None = None):
 
 
 def serialise_moto_operation_models() -> None:
-    """moto's ServiceModel.operation_model (moto/core/model.py, 5.2.6 and earlier) builds its OperationModel by
+    """moto's ServiceModel.operation_model (moto/core/model.py, 5.2.1 to 5.2.6 at least) builds its OperationModel by
     calling botocore's operation_model, which botocore's `instance_cache` stores under the same key: until moto's
     own result replaces it, the cache holds botocore's OperationModel, which has no `http_trait`. Another thread
     asking for that operation then (the deploy's step threads, a moto server's request threads) fails with
     "AttributeError: 'OperationModel' object has no attribute 'http_trait'" (CI, 2026-12-07). A lock around
-    the method closes that window; it is taken once per operation, before the model is cached."""
+    the method closes that window: no thread reads the cache while another is building into it."""
     from moto.core.model import ServiceModel
 
     build = ServiceModel.operation_model

@@ -9,7 +9,8 @@ registered by harness/localstack.py) and adds:
   also sees the sagemaker-runtime calls our forwarder answers (sagemaker_runtime.py). Step Functions'
   calls to Lambda go through the same chain: with IN_MEMORY_CLIENT=1 LocalStack's internal clients
   hand each request to the gateway's handler chain in memory (localstack/aws/client.py,
-  GatewayShortCircuit), so a rule on Lambda Invoke fires for a state machine's tasks too.
+  GatewayShortCircuit), so a rule on Lambda Invoke fires for a state machine's tasks too. The events
+  Step Functions and S3 emit to EventBridge are not such calls (service_events_in_process.py).
   With no rule set it costs one truth test per request (benchmarks/faults.py measures it).
 - the HTTP API, on LocalStack's port: `GET /_scones/faults` lists the rules with their counts,
   `POST` adds one (400 with the reason for a bad one), `DELETE` clears them all (or `/<id>` one)

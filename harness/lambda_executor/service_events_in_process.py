@@ -9,8 +9,11 @@ reply serialised and parsed again. A py-spy profile of LocalStack during Scones 
 GIL time under the status-change sends, only a fifth of it in EventBridge's own PutEvents. Here both
 senders hand their entry to EventBridge's provider directly, as the same account and region the client
 named, with a request context such as the gateway builds (a fresh X-Ray root); LocalStack's own code still
-builds the entries and still logs a failed send. On AWS these events are the services' own, not a
-PutEvents call of the caller: no IAM policy or fault rule of ours applies to them either way.
+builds the entries and still logs a failed send. On AWS these events are the services' own, not a PutEvents
+call that a caller makes: no IAM policy applies to them (IamChecks let the internal call through before, as an
+administrator's), and a fault rule on EventBridge PutEvents (faults_gateway.py), which used to fire for them
+too, is now about callers' calls only. EventBridge's delivery to a rule's targets is unchanged: a Lambda
+target is still invoked through the gateway, where IAM and fault rules apply.
 
 Pinned: applied only to localstack-core 4.14.0, where both call sites were read; SCONES_SERVICE_EVENTS_IN_PROCESS=0
 turns it off. Its status (events handed over) is in GET /_scones/executor.
