@@ -9,9 +9,11 @@ import sys
 import threading
 
 import boto3
+import botocore.session
 import pytest
 from click.testing import CliRunner
 from moto import mock_aws
+from moto.core.model import ServiceModel
 
 from scones.deploy import aws, endpoint_guard, resources
 from scones.deploy import record as records
@@ -625,10 +627,7 @@ def test_moto_answers_the_deploys_concurrent_first_calls_with_its_own_operation_
     at once (moto/core/model.py: ServiceModel.operation_model; conftest serialises it). With the GIL switching
     as often as it can, every thread must get moto's OperationModel, the one with `http_trait`: unserialised,
     most of these rounds hand some thread botocore's."""
-    from moto.core.model import ServiceModel
-    from moto.core.utils import get_service_model
-
-    description = get_service_model("lambda").__dict__["_service_description"]
+    description = botocore.session.get_session().get_service_data("lambda")
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:

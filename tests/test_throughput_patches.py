@@ -401,14 +401,11 @@ def test_the_edge_router_answers_as_without_the_route_cache(tmp_path, switch):
 
 
 def _delivered_events(logs, group: str, wanted: int) -> list[dict]:
-    events: list[dict] = []
+    def delivered() -> list[dict] | None:
+        found = [json.loads(event["message"]) for event in logs.filter_log_events(logGroupName=group)["events"]]
+        return found if len(found) >= wanted else None
 
-    def enough() -> bool:
-        events[:] = [json.loads(e["message"]) for e in logs.filter_log_events(logGroupName=group)["events"]]
-        return len(events) >= wanted
-
-    poll(enough, timeout=30, interval=0.1, what=f"{wanted} events in log group {group}")
-    return events
+    return poll(delivered, timeout=30, interval=0.1, what=f"{wanted} events in log group {group}")
 
 
 @pytest.mark.e2e

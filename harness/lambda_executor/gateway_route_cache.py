@@ -65,7 +65,4 @@ def _install() -> None:
 PATCH = pinned.Patch("Gateway route cache (requests no edge route matches are remembered)", ROUTE_CACHE_ENV, _install,
                      hits=0, misses=0)
 apply = PATCH.apply
-
-
-def status() -> dict:
-    return PATCH.status()
+status = PATCH.status

@@ -87,7 +87,7 @@ def apply_in_background() -> None:
     _started.set()
     _register_status_route()
 
-    def apply_both() -> None:
+    def apply_all() -> None:
         from scones.harness.lambda_executor import service_events_in_process, sfn_definition_cache, sfn_jsonpath_cache
 
         apply()
@@ -95,7 +95,7 @@ def apply_in_background() -> None:
         sfn_jsonpath_cache.apply()
         service_events_in_process.apply()
 
-    threading.Thread(target=apply_both, name="scones-sfn-patches", daemon=True).start()
+    threading.Thread(target=apply_all, name="scones-sfn-patches", daemon=True).start()
 
 
 def status() -> dict:
