@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--baseline-off", type=lambda text: tuple(x for x in text.split(",") if x), default=BASELINE_OFF,
                         help=f"switches set to 0 for the baseline (default: {','.join(BASELINE_OFF)})")
     parser.add_argument("--no-baseline", action="store_true", help="measure the patched stack only")
-    parser.add_argument("--paced-baseline", dest="unpaced_baseline", action="store_false",
+    parser.add_argument("--paced-baseline", action="store_true",
                         help="the baseline's client paces its polls too (default: polls from 10 ms on, as before)")
     parser.add_argument("--profile", type=Path, help="write a py-spy profile of LocalStack into this folder")
     parser.add_argument("--profile-format", default="flamegraph", choices=("flamegraph", "raw", "speedscope"))
@@ -285,7 +285,7 @@ def main() -> None:
     patched_env = {key: value for key, value in os.environ.items() if key not in args.baseline_off}
     configs = {"patched": (patched_env, True)}
     if not args.no_baseline:
-        configs["baseline"] = ({**patched_env, **dict.fromkeys(args.baseline_off, "0")}, args.unpaced_baseline)
+        configs["baseline"] = ({**patched_env, **dict.fromkeys(args.baseline_off, "0")}, args.paced_baseline)
     suffix = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]
     runs: dict[str, list[list[Level]]] = {name: [] for name in configs}
     key = expected_error = None
@@ -303,7 +303,7 @@ def main() -> None:
                for name in configs}
     print(f"{args.executions} executions per level, median of {args.rounds} rounds; baseline: "
           f"{', '.join(f'{s}=0' for s in args.baseline_off)}"
-          f"{', client polls from 10 ms on' if args.unpaced_baseline else ''}")
+          f"{', client polls from 10 ms on' if not args.paced_baseline else ''}")
     print_table(results, args)
     if args.json:
         args.json.write_text(json.dumps({name: [vars(level) for level in levels] for name, levels in results.items()},

@@ -71,9 +71,10 @@ class DurationEstimate:
     Every describe_execution is a request that Step Functions serves on the interpreter that runs the
     executions (LocalStack: one GIL), so polling from 10 ms on costs about as much CPU as the
     execution itself under load (issue 25: 6 polls per execution at 1 concurrent, 11 at 8). Once a
-    few executions of a machine have ended, the first poll waits for the fastest of the recent ones
-    (never past MAX_FIRST_POLL_S, so that a fast execution among slow ones is still seen soon), then
-    polls at a tenth of their median: 1-3 polls where 6-11 were made, seen as soon.
+    few executions of a machine have ended, the first poll comes when half of the recent ones had
+    ended, counted from start_execution's answer (when the execution had started; never past
+    MAX_FIRST_POLL_S, so that a fast execution among slow ones is still seen soon), then every half of
+    the gap to the slowest tenth of them (at least poll_interval), growing as poll() grows it.
     """
 
     WINDOW = 16
@@ -89,12 +90,13 @@ class DurationEstimate:
             self._recent.append(seconds)
 
     def schedule(self, poll_interval: float) -> tuple[float, float]:
-        """(seconds after the start to poll first, interval after that)."""
+        """(seconds after the execution started to poll first, interval after that)."""
         with self._lock:
             recent = list(self._recent)
         if len(recent) < self.MIN_SEEN:
             return 0.0, poll_interval
-        return min(min(recent), self.MAX_FIRST_POLL_S), max(poll_interval, statistics.median(recent) / 10)
+        median = statistics.median(recent)
+        return min(median, self.MAX_FIRST_POLL_S), max(poll_interval, (percentile(recent, 0.9) - median) / 2)
 
 
 _estimates: dict[str, DurationEstimate] = {}
@@ -159,10 +161,11 @@ def run_execution(sfn, state_machine_arn: str, key: str, document: dict[str, Any
     started = time.perf_counter()
     arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=execution_name(key),
                               input=json.dumps(document))["executionArn"]
+    running_since = time.perf_counter()   # the answer came once the execution had started
     try:
         first_poll, interval = estimate.schedule(poll_interval) if estimate else (0.0, poll_interval)
-        if (pause := min(first_poll, timeout) - (time.perf_counter() - started)) > 0:
-            time.sleep(pause)   # it cannot have ended yet: recent executions all took longer
+        if (pause := min(first_poll, timeout) - (time.perf_counter() - running_since)) > 0:
+            time.sleep(pause)   # about half of the recent executions took longer
         description = wait_for_execution(sfn, arn, timeout, interval)
         wall = time.perf_counter() - started
         events = execution_history(sfn, arn)

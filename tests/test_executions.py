@@ -311,15 +311,19 @@ def test_a_boolean_is_not_a_probability():
     assert inferences_in({"body": {"inferences": [1, 0]}}) == [1.0, 0.0]
 
 
-def test_the_first_poll_waits_for_the_fastest_recent_execution_and_then_a_tenth_of_their_median():
+def test_the_first_poll_waits_for_half_the_recent_executions_then_half_the_gap_to_their_slowest_tenth():
     estimate = DurationEstimate()
     assert estimate.schedule(0.01) == (0.0, 0.01)          # nothing seen yet: poll from 10 ms on, as before
     for seconds in (0.3, 0.2, 0.5):
         estimate.add(seconds)
-    assert estimate.schedule(0.01) == (0.2, pytest.approx(0.03))
+    assert estimate.schedule(0.01) == (0.3, pytest.approx(0.1))
+    alike = DurationEstimate()
+    for _ in range(3):
+        alike.add(0.3)                                       # alike: polls at least poll_interval apart
+    assert alike.schedule(0.01) == (0.3, 0.01)
     for _ in range(DurationEstimate.WINDOW):
         estimate.add(60.0)                                   # slow ones (a Wait state) push the fast ones out
-    assert estimate.schedule(0.01) == (DurationEstimate.MAX_FIRST_POLL_S, 6.0)
+    assert estimate.schedule(0.01) == (DurationEstimate.MAX_FIRST_POLL_S, 0.01)
 
 
 class _EndsAfter:

@@ -10,7 +10,15 @@ import threading
 
 import pytest
 
-from scones.harness.lambda_executor.environment_slots import NoFreeSlot, Slots
+from scones.harness.lambda_executor.environment_slots import (
+    ENVIRONMENT_BUDGET_BYTES,
+    MAX_PER_FUNCTION,
+    MAX_TOTAL,
+    MIN_TOTAL,
+    NoFreeSlot,
+    Slots,
+    total_for,
+)
 from support import poll
 
 
@@ -71,3 +79,13 @@ def test_with_every_environment_busy_too_long_the_start_fails_clearly():
     Environment(slots, last_used=0.0, busy=True).take("f")
     with pytest.raises(NoFreeSlot, match="all 1 Lambda execution environments .* stayed busy"):
         Environment(slots, last_used=1.0).take("g", timeout_s=0.2)
+
+
+def test_the_total_cap_follows_the_memory_available_within_its_bounds():
+    """Half the available memory at ENVIRONMENT_BUDGET_BYTES each (AWS's smallest MemorySize, 128 MB), never fewer
+    than MIN_TOTAL nor more than MAX_TOTAL environments."""
+    gib = 1024 ** 3
+    assert total_for(2 * gib) == MIN_TOTAL                       # a small machine keeps the old cap
+    assert total_for(20 * gib) == 20 * gib // 2 // ENVIRONMENT_BUDGET_BYTES == 80
+    assert total_for(1024 * gib) == MAX_TOTAL
+    assert total_for(20 * gib) >= 5 * MAX_PER_FUNCTION            # the stack's five functions, each at its cap

@@ -3,7 +3,8 @@ batches (lambda_metrics_batch.py, lambda_logs_batch.py); the gateway keeping HTT
 (gateway_keep_alive.py), handing a short response from LocalStack's worker thread to its event loop once
 (gateway_buffered_responses.py) and remembering the requests that no edge route matches (gateway_route_cache.py);
 Step Functions' JSONPaths parsed once each (sfn_jsonpath_cache.py); Step Functions' and S3's events handed to
-EventBridge without a client round trip (service_events_in_process.py).
+EventBridge without a client round trip (service_events_in_process.py); at a function's cap of environments an
+invoke waiting for one of them (lambda_environment_queue.py).
 
 What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
 (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
@@ -41,6 +42,7 @@ from scones.harness.lambda_executor import (
     gateway_buffered_responses,
     gateway_keep_alive,
     gateway_route_cache,
+    lambda_environment_queue,
     lambda_logs_batch,
     lambda_metrics_batch,
     pinned,
@@ -96,7 +98,7 @@ def test_log_lines_are_4140s_one_event_per_non_empty_line():
 
 def test_both_are_pinned_patches_off_outside_localstack():
     for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses,
-                   gateway_route_cache, sfn_jsonpath_cache, service_events_in_process):
+                   gateway_route_cache, sfn_jsonpath_cache, service_events_in_process, lambda_environment_queue):
         assert isinstance(module.PATCH, pinned.Patch)
         assert module.PATCH.status()["active"] is False
     assert lambda_metrics_batch.PATCH.switch_env == settings.LAMBDA_METRICS_BATCH
@@ -106,6 +108,7 @@ def test_both_are_pinned_patches_off_outside_localstack():
     assert sfn_jsonpath_cache.PATCH.switch_env == settings.SFN_JSONPATH_CACHE
     assert gateway_route_cache.PATCH.switch_env == settings.GATEWAY_ROUTE_CACHE
     assert service_events_in_process.PATCH.switch_env == settings.SERVICE_EVENTS_IN_PROCESS
+    assert lambda_environment_queue.PATCH.switch_env == settings.LAMBDA_ENVIRONMENT_QUEUE
 
 
 @pytest.fixture(scope="module", params=["patched", "switched off"])
@@ -476,3 +479,122 @@ def test_services_events_reach_a_rules_target_as_without_the_patches(stack):
         assert handed_over["active"] and handed_over["events"] - handed_over_before == 3, handed_over
     else:
         assert not handed_over["active"] and handed_over["events"] == 0, handed_over
+
+
+ASSIGNMENT_PROBE = """
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+from localstack.services.lambda_.invocation.assignment import AssignmentException, AssignmentService
+from localstack.services.lambda_.invocation.execution_environment import InvalidStatusException
+from localstack.services.lambda_.invocation.lambda_models import InitializationType
+
+from scones.harness.lambda_executor import lambda_environment_queue
+
+lambda_environment_queue.PER_FUNCTION = 2
+lambda_environment_queue.WAIT_S = 1.0
+applied = lambda_environment_queue.apply()
+
+
+class Environment:
+    # an execution environment's status as 4.14.0's: READY -> reserve() -> INVOKING -> release() -> READY
+    def __init__(self, number):
+        self.id, self.status, self.lock = f"environment-{number}", "READY", threading.Lock()
+        self.initialization_type = InitializationType.on_demand
+
+    def reserve(self):
+        with self.lock:
+            if self.status != "READY":
+                raise InvalidStatusException(f"{self.id} is {self.status}")
+            self.status = "INVOKING"
+
+    def release(self):
+        with self.lock:
+            self.status = "READY"
+
+
+service = AssignmentService()
+started = []
+
+
+def start_environment(version_manager_id, function_version):
+    started.append((version_manager_id, Environment(len(started) + 1)))
+    return started[-1][1]
+
+
+service.start_environment = start_environment
+functions = {name: SimpleNamespace(qualified_arn=f"arn:aws:lambda:us-east-1:000000000000:function:{name}:$LATEST")
+             for name in ("classify", "serialize")}
+got, errors = {}, {}
+
+
+def invoke(label, function, hold=None):
+    try:
+        with service.get_environment(function, functions[function], InitializationType.on_demand) as environment:
+            got[label] = environment.id
+            if hold is not None:
+                hold.wait(10)
+    except AssignmentException as error:
+        errors[label] = str(error)
+
+
+def in_thread(*args):
+    thread = threading.Thread(target=invoke, args=args)
+    thread.start()
+    return thread
+
+
+def until(condition):
+    deadline = time.monotonic() + 10
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+first_done, second_done, late_done = threading.Event(), threading.Event(), threading.Event()
+busy = [in_thread("first", "classify", first_done), in_thread("second", "classify", second_done)]
+until(lambda: len(got) == 2)
+third = in_thread("third", "classify")            # both of the function's environments are busy
+other = in_thread("other function", "serialize")  # the cap is per function
+other.join(10)
+first_done.set()
+third.join(10)
+late = in_thread("late", "classify", late_done)   # the idle one again; then none is left for the next
+until(lambda: "late" in got)
+in_thread("timed out", "classify").join(10)
+second_done.set()
+late_done.set()
+print(json.dumps({"applied": applied, "got": got, "errors": errors,
+                  "started": [[function, environment.id] for function, environment in started],
+                  "status": lambda_environment_queue.status()}))
+"""
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_at_a_functions_cap_an_invoke_gets_the_environment_that_comes_free(tmp_path, switch):
+    """With the patch, an invoke that finds all of its function's environments busy at the cap (here 2) waits and
+    gets the first one that comes free, instead of a new environment in place of an idle one (each cost a cold
+    start, environment_slots.py); another function's invoke gets a new environment at once, as 4.14.0's
+    AssignmentService.get_environment gives one; a wait past its limit fails the invoke with AssignmentException
+    naming the function. Switched off, 4.14.0's own assignment starts a third environment."""
+    instance = LocalStack(home=tmp_path)
+    instance.ensure_venv(progress=False)
+    env = {**os.environ, settings.LAMBDA_ENVIRONMENT_QUEUE: switch}
+    probe = subprocess.run([str(instance.python), "-c", ASSIGNMENT_PROBE], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    found = json.loads(probe.stdout.splitlines()[-1])
+    got, started = found["got"], found["started"]
+    assert got["first"] != got["second"] and got["other function"] not in (got["first"], got["second"]), got
+    if switch == "1":
+        assert found["applied"] is True
+        assert got["third"] == got["first"] == got["late"], got   # the one that came free, then idle again
+        assert [function for function, _ in started] == ["classify", "classify", "serialize"], started
+        assert "timed out" not in got and "stayed busy" in found["errors"]["timed out"], found
+        assert "function:classify" in found["errors"]["timed out"]
+        assert (found["status"]["started"], found["status"]["waited"], found["status"]["timed_out"]) == (3, 1, 1), found
+    else:
+        assert found["applied"] is False
+        assert got["third"] not in (got["first"], got["second"]), got
+        assert [function for function, _ in started].count("classify") >= 3, started

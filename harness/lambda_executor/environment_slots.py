@@ -1,7 +1,11 @@
 """How many execution environments may be alive at once: a cap per function and one in all.
 
 AWS's own limit is the account's concurrency (1,000 by default); this machine runs out of memory
-and cores long before that, so the executor caps live sandboxes. At a cap, a new environment
+and cores long before that, so the executor caps live sandboxes: MAX_PER_FUNCTION per function, and in
+all as many as half the memory available at start holds at ENVIRONMENT_BUDGET_BYTES each (between
+MIN_TOTAL and MAX_TOTAL), so that the stack's five functions each reach their cap on a machine with the
+memory for it. At the per-function cap LocalStack's invoke waits for one of the function's environments
+(lambda_environment_queue.py); at the total cap, a new environment
 first takes the place of the least recently used idle one (its sandbox is ended; if LocalStack
 hands that environment an invoke later, the invoke starts a fresh sandbox with a cold start, as
 AWS may at any time). With every environment busy, the new one waits for a free place, so
@@ -17,15 +21,25 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
+import psutil
+
 from scones.errors import SconesError
 
 MAX_PER_FUNCTION = 16
-MAX_TOTAL = 32
+MIN_TOTAL = 32
+MAX_TOTAL = 128
+# What one environment may hold here: AWS's smallest MemorySize; a Python runtime with boto3 uses about 55 MB.
+ENVIRONMENT_BUDGET_BYTES = 128 * 1024 * 1024
 SLOT_WAIT_S = 50.0   # under the 60 s LocalStack allows an environment to start (LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT)
 
 
 class NoFreeSlot(SconesError, RuntimeError):
     pass
+
+
+def total_for(available_bytes: int) -> int:
+    """The cap on live environments in all, for a machine with `available_bytes` of memory available."""
+    return max(MIN_TOTAL, min(MAX_TOTAL, available_bytes // 2 // ENVIRONMENT_BUDGET_BYTES))
 
 
 class Holder(Protocol):
@@ -35,10 +49,10 @@ class Holder(Protocol):
 
 
 class Slots:
-    def __init__(self, per_function: int = MAX_PER_FUNCTION, total: int = MAX_TOTAL,
+    def __init__(self, per_function: int = MAX_PER_FUNCTION, total: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.per_function = per_function
-        self.total = total
+        self.total = total if total is not None else total_for(psutil.virtual_memory().available)
         self._clock = clock
         self._changed = threading.Condition()
         self._holders: dict[object, tuple[Holder, Hashable]] = {}   # slot -> (its environment, its function)

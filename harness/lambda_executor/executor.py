@@ -16,8 +16,8 @@ What this class adds, as the Lambda service does on AWS:
 - both limits charged as AWS would charge them, where each environment has its own CPU share:
   wall time less the time the runtime queued for a CPU held by other work here (charged_time.py);
 - idle environments reclaimed after IDLE_RECLAIM_MS (LocalStack's keep-alive, set by the plugin
-  unless LAMBDA_KEEPALIVE_MS says otherwise), and at most environment_slots.MAX_PER_FUNCTION per
-  function and MAX_TOTAL in all alive at once;
+  unless LAMBDA_KEEPALIVE_MS says otherwise), and at most environment_slots' caps (per function, and in
+  all by the machine's memory) alive at once;
 - a sandbox killed by the OOM killer fails with Runtime.OutOfMemory, any other exit with
   Runtime.ExitError, at once, instead of leaving LocalStack waiting;
 - START / END / REPORT lines around each invocation's own output, for CloudWatch Logs.

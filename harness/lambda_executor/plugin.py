@@ -15,6 +15,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
             gateway_buffered_responses,
             gateway_keep_alive,
             gateway_route_cache,
+            lambda_environment_queue,
             lambda_logs_batch,
             lambda_metrics_batch,
             lambda_threads,
@@ -28,6 +29,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
         lambda_threads.apply()  # before the first invoke; its modules are loaded by now, so it is quick
         lambda_metrics_batch.apply()
         lambda_logs_batch.apply()  # before the first function's log thread starts
+        lambda_environment_queue.apply()  # before the first invoke asks for an environment
         gateway_keep_alive.apply()
         gateway_buffered_responses.apply()
         gateway_route_cache.apply()
