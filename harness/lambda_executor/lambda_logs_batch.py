@@ -26,7 +26,7 @@ from scones.settings import LAMBDA_LOGS_BATCH as LOGS_BATCH_ENV
 
 LOG = logging.getLogger(__name__)
 
-LINGER_S = 1.0   # AWS delivers a function's logs to CloudWatch Logs seconds after the invoke
+LINGER_S = 2.0   # AWS delivers a function's logs to CloudWatch Logs seconds after the invoke
 MAX_EVENTS = 10_000          # AWS PutLogEvents: "The maximum number of log events in a batch is 10,000"
 MAX_BATCH_BYTES = 1_048_576  # "... the sum of all event messages in UTF-8, plus 26 bytes for each log event"
 EVENT_OVERHEAD_BYTES = 26
