@@ -26,7 +26,10 @@ sampling only threads that hold the GIL (Python's CPU, not threads waiting on I/
 DIR/localstack-<config>.svg (a flame graph; --profile-format raw writes collapsed stacks for
 grep, speedscope a speedscope.app file); both configurations with --profile-both. py-spy stops the
 process at each sample, which about doubles LocalStack's CPU in the profiled run: compare figures of
-runs without --profile.
+runs without --profile. On this kind of machine py-spy's GIL mode puts the event loop's thread far above
+its share (it still counts as the GIL's holder while it waits in select), and its other modes count idle
+threads as busy: `--threads` prints LocalStack's CPU by thread from the kernel's own per-thread times
+instead (thread names from GET /_scones/threads), which is how issue 25's last patches were chosen.
 
 Targets (issue 25): stack CPU per execution <= 50 ms; executions/s at 8 concurrent >= 2x the
 baseline's; warm p50 of one execution no worse than the baseline's. Printed, never asserted.
@@ -37,6 +40,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -54,9 +58,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e import pick_key, scones  # noqa: E402
 
-from scones import settings  # noqa: E402
+from scones import loopback, settings  # noqa: E402
 from scones.harness import executions, stack  # noqa: E402
 from scones.harness.executions import percentile, run_executions  # noqa: E402
+from scones.harness.lambda_executor.names import THREADS_PATH  # noqa: E402
 from scones.harness.targets import load_target  # noqa: E402
 
 # The switches of issue 25's patches: "0" at LocalStack's start is the baseline.
@@ -100,6 +105,10 @@ def _tree(pid: int | None) -> list[psutil.Process]:
 def stack_pids(state_dir: Path) -> dict[str, int | None]:
     record = stack.status(state_dir)["record"] or {}
     return {name: (record.get(name) or {}).get("pid") for name in ("localstack", "endpoint")}
+
+
+def localstack_url(state_dir: Path) -> str:
+    return ((stack.status(state_dir)["record"] or {}).get("localstack") or {})["url"]
 
 
 def snapshot(pids: dict[str, int | None]) -> Snapshot:
@@ -157,6 +166,36 @@ class Level:
         return sum(self.cpu_ms(group) for group in STACK_GROUPS)
 
 
+class ThreadCpu:
+    """LocalStack's CPU by thread, from the kernel's per-thread times (psutil) and LocalStack's own thread names
+    (GET /_scones/threads): what each kind of thread costs, without a sampler's bias. Threads that started
+    and ended inside the window (Step Functions runs each execution and each Task state on a thread of its
+    own) show together as one line."""
+
+    def __init__(self, pid: int, localstack_url: str) -> None:
+        self.process = psutil.Process(pid)
+        self.url = localstack_url
+        self.before: dict[int, float] = {}
+        self.total_before = 0.0
+
+    def _times(self) -> dict[int, float]:
+        return {thread.id: thread.user_time + thread.system_time for thread in self.process.threads()}
+
+    def start(self) -> None:
+        self.before, self.total_before = self._times(), _cpu(self.process)
+
+    def stop(self, executions: int) -> list[tuple[str, float]]:
+        after, total = self._times(), _cpu(self.process)
+        names = loopback.get_json(f"{self.url}{THREADS_PATH}", timeout=10)
+        by_kind: dict[str, float] = {}
+        for thread_id, seconds in after.items():
+            kind = re.sub(r"\d+", "N", names.get(str(thread_id), "(unnamed)"))
+            by_kind[kind] = by_kind.get(kind, 0.0) + seconds - self.before.get(thread_id, 0.0)
+        by_kind["threads that ended in the window"] = (total - self.total_before) - sum(by_kind.values())
+        return sorted(((kind, 1000 * seconds / executions) for kind, seconds in by_kind.items()),
+                      key=lambda item: -item[1])
+
+
 class Profiler:
     """py-spy on LocalStack and its sandboxes, from start() to stop()."""
 
@@ -186,7 +225,7 @@ class Profiler:
 
 
 def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None, expected_error: str | None,
-            profiler: Profiler | None) -> tuple[list[Level], str, str | None]:
+            profiler: Profiler | None, threads: bool = False) -> tuple[list[Level], str, str | None]:
     executions._estimates.clear()
     executions.duration_estimate = original_estimate if paced else (lambda arn: _Unpaced())
     scones("down")
@@ -211,11 +250,19 @@ def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None,
         profile = profiler is not None and concurrency == max(args.concurrency)
         if profile:
             profiler.start(pids["localstack"])
+        by_thread = ThreadCpu(pids["localstack"], localstack_url(state_dir)) if threads else None
+        if by_thread:
+            by_thread.start()
         before, described = snapshot(pids), next(describes)
         results = run_executions(target, [key] * args.executions, concurrency=concurrency, client=sfn)
         after, described = snapshot(pids), next(describes) - described - 1
         if profile:
             profiler.stop()
+        if by_thread:
+            print(f"LocalStack CPU ms/execution by thread, {label}, {concurrency} concurrent:")
+            for kind, ms in by_thread.stop(args.executions):
+                if ms >= 0.05:
+                    print(f"  {ms:6.2f}  {kind}")
         levels.append(Level(concurrency, args.executions, after.taken - before.taken, cpu_by_group(before, after),
                             percentile([r.duration for r in results if r.duration is not None] or [0.0], 0.5),
                             percentile([r.wall_duration for r in results if r.wall_duration is not None] or [0.0], 0.5),
@@ -278,6 +325,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a py-spy profile of LocalStack into this folder")
     parser.add_argument("--profile-format", default="flamegraph", choices=("flamegraph", "raw", "speedscope"))
     parser.add_argument("--profile-both", action="store_true", help="profile the baseline too")
+    parser.add_argument("--threads", action="store_true",
+                        help="print LocalStack's CPU per execution by thread (first round, each level)")
     parser.add_argument("--keep-up", action="store_true", help="leave the (patched) stack running afterwards")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -297,7 +346,8 @@ def main() -> None:
             if args.profile and round_index == 0 and (name == "patched" or args.profile_both):
                 profiler = Profiler(args.profile / f"localstack-{name}.{suffix}", args.profile_format)
             env, paced = configs[name]
-            levels, key, expected_error = measure(name, env, paced, args, key, expected_error, profiler)
+            threads = args.threads and round_index == 0 and (name == "patched" or args.profile_both)
+            levels, key, expected_error = measure(name, env, paced, args, key, expected_error, profiler, threads)
             runs[name].append(levels)
     results = {name: [median_level([run[i] for run in runs[name]]) for i in range(len(args.concurrency))]
                for name in configs}

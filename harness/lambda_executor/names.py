@@ -22,6 +22,7 @@ EVENTS_SFN_TARGET_ENV = settings.EVENTS_SFN_TARGET_PATCH
 FAULTS_HOOK = "install_faults = scones.harness.lambda_executor.faults_gateway:install_faults"
 FAULTS_PATH = "/_scones/faults"                      # GET lists, POST adds, DELETE clears (or /<id> removes one)
 TIME_SCALE_PATH = "/_scones/time-scale"              # GET; PUT {"scale": 0.01}
+THREADS_PATH = "/_scones/threads"                    # GET {native thread id: name} of LocalStack's threads
 FAULTS_PATCH_ENV = settings.FAULTS_PATCH
 TIME_SCALE_PATCH_ENV = settings.SFN_TIME_SCALE_PATCH
 TIME_SCALE_ENV = settings.TIME_SCALE

@@ -24,6 +24,7 @@ import threading
 import time
 
 from scones.harness.lambda_executor import pinned
+from scones.harness.lambda_executor.names import THREADS_PATH
 from scones.settings import SFN_CLIENT_CACHE as CLIENT_CACHE_ENV
 
 TTL_S = 15 * 60  # well inside the assumed role's default hour
@@ -126,5 +127,10 @@ def _register_status_route() -> None:
 
             patches = {name: importlib.import_module(f"{__package__}.{name}").status() for name in STATUS_PATCHES}
             return Response.for_json({**executor.stats(), "sfn_client_cache": status(), **patches})
+
+        @route(THREADS_PATH, methods=["GET"])
+        def threads(self, request):
+            # The OS knows LocalStack's threads by id only: which is which (benchmarks/execution_cpu.py --threads).
+            return Response.for_json({str(thread.native_id): thread.name for thread in threading.enumerate()})
 
     ROUTER.add(_StatusRoute())
