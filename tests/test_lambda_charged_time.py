@@ -14,7 +14,15 @@ import threading
 
 import pytest
 
-from scones.harness.lambda_executor.charged_time import ChargedClock, run_queue_delay_s, runtime_pid, wait_charged
+from scones.harness.lambda_executor import charged_time
+from scones.harness.lambda_executor.charged_time import (
+    ChargedClock,
+    forget_ended,
+    run_queue_delay_s,
+    runtime_pid,
+    wait_charged,
+)
+from scones.harness.lambda_executor.sandbox import KernelFile
 from support import poll
 
 SPIN = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); [None for _ in iter(int, 1)]"
@@ -87,3 +95,22 @@ def test_the_runtime_is_found_below_the_sandbox_tools():
             os.kill(found, 9)
         shell.kill()
         shell.wait()
+
+
+def test_a_kept_open_schedstat_reads_afresh_and_is_let_go_when_its_process_ends():
+    """proc(5): /proc/<pid>/schedstat's first field is the time spent on the CPU; the kernel writes the file anew at
+    each read from its start, so one descriptor serves every invoke; once the process is gone a read fails (ESRCH)."""
+    own = KernelFile(f"/proc/{os.getpid()}/schedstat")
+    before = int(own.read().split()[0])
+    sum(range(2_000_000))
+    assert int(own.read().split()[0]) > before
+    own.close()
+    with pytest.raises(OSError):
+        own.read()
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    assert run_queue_delay_s(child.pid) is not None and child.pid in charged_time._schedstats
+    child.communicate(b"")
+    forget_ended()
+    assert child.pid not in charged_time._schedstats
+    assert run_queue_delay_s(child.pid) is None and child.pid not in charged_time._schedstats

@@ -13,19 +13,52 @@ No LocalStack imports: tests/test_lambda_charged_time.py runs it on its own.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from scones.harness.lambda_executor.sandbox import KernelFile
+
 RUNTIME_MARKER = b"awslambdaric"   # in the command line of the runtime process of every environment
+
+_schedstats: dict[int, KernelFile] = {}   # pid -> its /proc/<pid>/schedstat, open while the process lives
+_schedstats_lock = threading.Lock()
 
 
 def run_queue_delay_s(pid: int) -> float | None:
     """Seconds the main thread of `pid` has waited, runnable, for a CPU since it started; None if unknown."""
+    with _schedstats_lock:
+        schedstat = _schedstats.get(pid)
+        if schedstat is None:
+            try:
+                schedstat = _schedstats[pid] = KernelFile(f"/proc/{pid}/schedstat")
+            except OSError:
+                return None
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
+        return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):   # it ended (ESRCH): a later process with its pid opens afresh
+        forget(pid)
         return None
+
+
+def forget(pid: int) -> None:
+    """Close what run_queue_delay_s keeps open for `pid`."""
+    with _schedstats_lock:
+        schedstat = _schedstats.pop(pid, None)
+    if schedstat is not None:
+        schedstat.close()
+
+
+def forget_ended() -> None:
+    """Close what run_queue_delay_s keeps open for processes that have ended (call when one has)."""
+    with _schedstats_lock:
+        kept = list(_schedstats.items())
+    for pid, schedstat in kept:
+        try:
+            schedstat.read()
+        except OSError:
+            forget(pid)
 
 
 def _children(pid: int) -> list[int]:

@@ -40,7 +40,6 @@ from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from datetime import datetime, timezone
 from hashlib import sha256
-from io import BufferedReader
 from pathlib import Path
 
 from localstack import config as localstack_config
@@ -49,7 +48,7 @@ from localstack.services.lambda_.invocation.lambda_models import FunctionVersion
 from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntimeException, RuntimeExecutor
 
 from scones.harness.lambda_executor import sandbox
-from scones.harness.lambda_executor.charged_time import ChargedClock, wait_charged
+from scones.harness.lambda_executor.charged_time import ChargedClock, forget_ended, wait_charged
 from scones.harness.lambda_executor.environment_slots import NoFreeSlot, Slots
 from scones.harness.lambda_executor.names import TIME_SCALE_PATCH_ENV, TIME_SCALE_PATH
 from scones.harness.lambda_executor.runtime_api import Invocation, RuntimeApiListener, RuntimeApiServer
@@ -132,7 +131,8 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         self.env_vars: dict[str, str] = {}
         self.work_dir = WORK_ROOT / f"{function_version.id.function_name}-{id}"
         self.log_path = self.work_dir / "environment.log"
-        self._log_reader: BufferedReader | None = None
+        self._log_fd: int | None = None   # read with pread from _log_read_to: one system call per read (sandbox.KernelFile)
+        self._log_read_to = 0
         self._api: RuntimeApiServer | None = None
         self._cgroup: sandbox.MemoryCgroup | None = None
         self._current: _Incarnation | None = None
@@ -148,7 +148,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         (self.work_dir / "tmp").mkdir(exist_ok=True)
         (self.work_dir / "tmp").chmod(0o1777)   # the sandbox's /tmp, written by its unprivileged user
         self.log_path.touch()
-        self._log_reader = open(self.log_path, "rb")
+        self._log_fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
         caps = sandbox.capabilities()
         if caps.memory_cgroup is not None:
             try:
@@ -176,8 +176,9 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
             self._kill(self._current, graceful=True)
         if self._api is not None:
             self._api.close()
-        if self._log_reader is not None:
-            self._log_reader.close()
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
         if self._cgroup is not None:
             self._cgroup.remove()
         # Its /tmp and its log go with it (errors already quoted the log), so that thousands of
@@ -275,6 +276,7 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
     def _watch(self, incarnation: _Incarnation) -> None:
         """Settle a pending init or invoke as soon as the process exits on its own."""
         code = incarnation.process.wait()
+        forget_ended()   # its runtime's schedstat, kept open by charged_time
         SLOTS.release(incarnation.slot)
         incarnation.settled.set()
         future = incarnation.result
@@ -469,15 +471,20 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
 
     def _read_new_logs(self) -> str:
         """What the process wrote since the last read: everything it printed before it answered."""
-        if self._log_reader is None:
+        if self._log_fd is None:
             return ""
-        text = self._log_reader.read().decode("utf-8", errors="replace")
-        if self._log_reader.tell() > LOG_ROTATE_BYTES:
+        parts = []
+        while chunk := os.pread(self._log_fd, LOG_TAIL_BYTES, self._log_read_to):
+            parts.append(chunk)
+            self._log_read_to += len(chunk)
+            if len(chunk) < LOG_TAIL_BYTES:
+                break
+        if self._log_read_to > LOG_ROTATE_BYTES:
             # Read already, and the sandbox's file size limit (RLIMIT_FSIZE) applies to this log too:
             # start it again (the runtime appends, so its next line lands at the new end).
             os.truncate(self.log_path, 0)
-            self._log_reader.seek(0)
-        return text
+            self._log_read_to = 0
+        return b"".join(parts).decode("utf-8", errors="replace")
 
     def get_logs(self) -> str:
         try:

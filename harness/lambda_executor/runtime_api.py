@@ -107,7 +107,8 @@ class RuntimeApiServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"        # the runtime client keeps its connection alive
-    disable_nagle_algorithm = True       # replies go out in two writes; Nagle would hold the second
+    disable_nagle_algorithm = True       # a reply is one write: sent at once
+    wbufsize = 64 * 1024                 # headers and body leave in that one write (handle_one_request flushes)
     server: RuntimeApiServer
 
     def log_message(self, format, *args):  # the environment's own log is the handler's output
