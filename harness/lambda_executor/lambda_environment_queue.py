@@ -100,12 +100,13 @@ def _install() -> None:
     def get_environment(self, version_manager_id, function_version, provisioning_type):
         if provisioning_type == InitializationType.on_demand:
             execution_environment = on_demand_environment(self, version_manager_id, function_version)
-        elif provisioning_type == InitializationType.provisioned_concurrency:
+        else:   # as 4.14.0: an idle environment of that type, or the error it raises
             execution_environment = reserve_idle(self.environments[version_manager_id], provisioning_type)
             if execution_environment is None:
-                raise assignment.AssignmentException("No provisioned concurrency environment available despite lease.")
-        else:
-            raise ValueError(f"Invalid provisioning type {provisioning_type}")
+                if provisioning_type == InitializationType.provisioned_concurrency:
+                    raise assignment.AssignmentException(
+                        "No provisioned concurrency environment available despite lease.")
+                raise ValueError(f"Invalid provisioning type {provisioning_type}")
         # as 4.14.0 from here: release after the invoke, stop the environment after a failed one
         try:
             yield execution_environment

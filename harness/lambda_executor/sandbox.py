@@ -266,7 +266,7 @@ class MemoryCgroup:
     def __init__(self, path: Path):
         self.path = path
         self.v1 = (path.parent / "memory.limit_in_bytes").exists() or (path / "memory.limit_in_bytes").exists()
-        self._peak: KernelFile | None = None   # read after every invoke: kept open (kernel_files.py)
+        self._peak: KernelFile | None = None   # read after every invoke: kept open
 
     @classmethod
     def create(cls, root: Path, name: str, limit_bytes: int) -> "MemoryCgroup":
