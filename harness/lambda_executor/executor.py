@@ -66,6 +66,7 @@ STOP_GRACE_S = 2.0
 SYNC_REQUEST_LIMIT = 6 * 1024 * 1024  # AWS: "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 RESPONSE_LIMIT = 6 * 1024 * 1024
 LOG_TAIL_BYTES = 64 * 1024
+LOG_READ_BYTES = 64 * 1024   # one pread of an environment's log takes at most this much
 LOG_ROTATE_BYTES = 32 * 1024 * 1024
 WORK_ROOT = Path(tempfile.gettempdir()) / "scones-lambda"
 # AWS reclaims idle environments after an unpublished time (minutes); here after 30 s, so that
@@ -474,10 +475,10 @@ class ProcessRuntimeExecutor(RuntimeExecutor, RuntimeApiListener):
         if self._log_fd is None:
             return ""
         parts = []
-        while chunk := os.pread(self._log_fd, LOG_TAIL_BYTES, self._log_read_to):
+        while chunk := os.pread(self._log_fd, LOG_READ_BYTES, self._log_read_to):
             parts.append(chunk)
             self._log_read_to += len(chunk)
-            if len(chunk) < LOG_TAIL_BYTES:
+            if len(chunk) < LOG_READ_BYTES:
                 break
         if self._log_read_to > LOG_ROTATE_BYTES:
             # Read already, and the sandbox's file size limit (RLIMIT_FSIZE) applies to this log too:
