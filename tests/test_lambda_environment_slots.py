@@ -82,7 +82,8 @@ def test_with_every_environment_busy_too_long_the_start_fails_clearly():
 
 
 def test_the_total_cap_follows_the_memory_available_within_its_bounds():
-    """Half the available memory at ENVIRONMENT_BUDGET_BYTES each (AWS's smallest MemorySize, 128 MB), never fewer
+    """Half the available memory at ENVIRONMENT_BUDGET_BYTES each (AWS's smallest MemorySize, 128 MB:
+    https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html), never fewer
     than MIN_TOTAL nor more than MAX_TOTAL environments."""
     gib = 1024 ** 3
     assert total_for(2 * gib) == MIN_TOTAL                       # a small machine keeps the old cap
