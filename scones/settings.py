@@ -53,15 +53,17 @@ GATEWAY_BUFFERED_RESPONSES = "SCONES_GATEWAY_BUFFERED_RESPONSES"  # a short resp
 GATEWAY_ROUTE_CACHE = "SCONES_GATEWAY_ROUTE_CACHE"            # requests no edge route matches are remembered
 SERVICE_EVENTS_IN_PROCESS = "SCONES_SERVICE_EVENTS_IN_PROCESS"  # Step Functions' and S3's events reach EventBridge directly
 LAMBDA_ENVIRONMENT_QUEUE = "SCONES_LAMBDA_ENVIRONMENT_QUEUE"  # at a function's cap an invoke waits for its environment
+INTERNAL_CLIENT_REQUESTS = "SCONES_INTERNAL_CLIENT_REQUESTS"  # calls between LocalStack's services skip SigV4's hashing
 LOCALSTACK_QUICK_EXIT = "SCONES_LOCALSTACK_QUICK_EXIT"        # LocalStack's process ends without a last GC
 SWITCHES = (LAMBDA_SANDBOX, LAMBDA_RUNTIME_VALIDATION, SFN_CLIENT_CACHE, SFN_DEFINITION_CACHE, SFN_JSONPATH_CACHE,
             LAMBDA_THREADS_PATCH, EVENTS_SFN_TARGET_PATCH, FAULTS_PATCH, SFN_TIME_SCALE_PATCH, LAMBDA_METRICS_BATCH,
             LAMBDA_LOGS_BATCH, GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES, GATEWAY_ROUTE_CACHE, SERVICE_EVENTS_IN_PROCESS,
-            LAMBDA_ENVIRONMENT_QUEUE, LOCALSTACK_QUICK_EXIT)
+            LAMBDA_ENVIRONMENT_QUEUE, INTERNAL_CLIENT_REQUESTS, LOCALSTACK_QUICK_EXIT)
 # The patches that cut the CPU a workflow execution costs (issue 25): all "0" is benchmarks/execution_cpu.py's
 # baseline and the switched-off LocalStack of tests/test_throughput_patches.py.
 THROUGHPUT_SWITCHES = (LAMBDA_METRICS_BATCH, LAMBDA_LOGS_BATCH, GATEWAY_KEEP_ALIVE, GATEWAY_BUFFERED_RESPONSES,
-                       GATEWAY_ROUTE_CACHE, SFN_JSONPATH_CACHE, SERVICE_EVENTS_IN_PROCESS, LAMBDA_ENVIRONMENT_QUEUE)
+                       GATEWAY_ROUTE_CACHE, SFN_JSONPATH_CACHE, SERVICE_EVENTS_IN_PROCESS, LAMBDA_ENVIRONMENT_QUEUE,
+                       INTERNAL_CLIENT_REQUESTS)
 # Values read inside LocalStack's process when it starts (`scones up` passes them on).
 TIME_SCALE = "SCONES_TIME_SCALE"                    # Step Functions' time scale at the start (default 1: real time)
 IAM_MODE = "SCONES_IAM"                             # enforce (default) | report | off

@@ -4,7 +4,8 @@ batches (lambda_metrics_batch.py, lambda_logs_batch.py); the gateway keeping HTT
 (gateway_buffered_responses.py) and remembering the requests that no edge route matches (gateway_route_cache.py);
 Step Functions' JSONPaths parsed once each (sfn_jsonpath_cache.py); Step Functions' and S3's events handed to
 EventBridge without a client round trip (service_events_in_process.py); at a function's cap of environments an
-invoke waiting for one of them (lambda_environment_queue.py).
+invoke waiting for one of them (lambda_environment_queue.py); calls between LocalStack's services without a
+computed signature (internal_client_requests.py).
 
 What AWS shows must not change: the same AWS/Lambda `Invocations` and `Errors` sums per function
 (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html: "Invocations - The
@@ -42,6 +43,7 @@ from scones.harness.lambda_executor import (
     gateway_buffered_responses,
     gateway_keep_alive,
     gateway_route_cache,
+    internal_client_requests,
     lambda_environment_queue,
     lambda_logs_batch,
     lambda_metrics_batch,
@@ -98,7 +100,8 @@ def test_log_lines_are_4140s_one_event_per_non_empty_line():
 
 def test_both_are_pinned_patches_off_outside_localstack():
     for module in (lambda_metrics_batch, lambda_logs_batch, gateway_keep_alive, gateway_buffered_responses,
-                   gateway_route_cache, sfn_jsonpath_cache, service_events_in_process, lambda_environment_queue):
+                   gateway_route_cache, sfn_jsonpath_cache, service_events_in_process, lambda_environment_queue,
+                   internal_client_requests):
         assert isinstance(module.PATCH, pinned.Patch)
         assert module.PATCH.status()["active"] is False
     assert lambda_metrics_batch.PATCH.switch_env == settings.LAMBDA_METRICS_BATCH
@@ -109,6 +112,7 @@ def test_both_are_pinned_patches_off_outside_localstack():
     assert gateway_route_cache.PATCH.switch_env == settings.GATEWAY_ROUTE_CACHE
     assert service_events_in_process.PATCH.switch_env == settings.SERVICE_EVENTS_IN_PROCESS
     assert lambda_environment_queue.PATCH.switch_env == settings.LAMBDA_ENVIRONMENT_QUEUE
+    assert internal_client_requests.PATCH.switch_env == settings.INTERNAL_CLIENT_REQUESTS
 
 
 @pytest.fixture(scope="module", params=["patched", "switched off"])
@@ -601,3 +605,76 @@ def test_at_a_functions_cap_an_invoke_gets_the_environment_that_comes_free(tmp_p
         assert found["applied"] is False
         assert got["third"] not in (got["first"], got["second"]), got
         assert [function for function, _ in started].count("classify") >= 3, started
+
+
+INTERNAL_CLIENT_PROBE = """
+import io, json
+from botocore import awsrequest
+from localstack import config
+config.IN_MEMORY_CLIENT = False   # no gateway runs here: each request is answered at before-send below
+from localstack.aws.connect import connect_to
+from localstack.utils.aws.request_context import extract_access_key_id_from_auth_header, extract_region_from_auth_header
+
+from scones.harness.lambda_executor import internal_client_requests
+
+applied = internal_client_requests.apply()
+sent = []
+
+
+class Body(io.BytesIO):
+    def stream(self, **kwargs):
+        yield self.getvalue()
+
+
+def answer(request, event_name, **kwargs):
+    headers = {key: value.decode() if isinstance(value, bytes) else value for key, value in request.headers.items()}
+    headers["read as"] = [extract_access_key_id_from_auth_header(headers), extract_region_from_auth_header(headers)]
+    sent.append(headers)
+    body = b"<ListAllMyBucketsResult><Buckets/></ListAllMyBucketsResult>" if ".s3." in event_name else b"{}"
+    return awsrequest.AWSResponse(request.url, 200, {}, Body(body))
+
+
+def headers_of(client, call):
+    client.meta.events.register_first("before-send.*.*", answer)
+    call(client)
+    return sent[-1]
+
+
+def invoke(client):
+    client.invoke(FunctionName="classify", Payload=b"{}")
+
+
+role = connect_to(aws_access_key_id="ASIAPROBEROLE", aws_secret_access_key="secret", aws_session_token="session-token",
+                  region_name="eu-west-1")
+elsewhere = connect_to(aws_access_key_id="ASIAPROBEROLE", aws_secret_access_key="secret",
+                       aws_session_token="session-token", region_name="eu-west-1",
+                       endpoint_url="https://lambda.eu-west-1.amazonaws.com")
+found = {"lambda": headers_of(role.lambda_, invoke), "lambda again": headers_of(role.lambda_, invoke),
+         "s3": headers_of(role.s3, lambda client: client.list_buckets()), "elsewhere": headers_of(elsewhere.lambda_, invoke)}
+print(json.dumps({"applied": applied, "status": internal_client_requests.status(), "found": found}))
+"""
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_call_between_localstacks_services_names_its_caller_as_a_signed_one_does(tmp_path, switch):
+    """A SigV4 request's Authorization header is `AWS4-HMAC-SHA256 Credential=<access key>/<yyyymmdd>/<region>/
+    <service>/aws4_request, SignedHeaders=..., Signature=...`, with X-Amz-Date and, for temporary credentials,
+    X-Amz-Security-Token (https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html). LocalStack reads
+    the caller's access key and region from that scope (and our IAM checks the role session the key belongs to), so
+    with the patch a Lambda call of LocalStack's own clients reads as the same caller and region, with the same date
+    and token headers, and only its signature is not computed; S3's clients and a client of another endpoint still
+    sign. Switched off, every request is signed by botocore."""
+    found = _probe_in_localstack(tmp_path, INTERNAL_CLIENT_PROBE, {settings.INTERNAL_CLIENT_REQUESTS: switch})
+    requests = found["found"]
+    for name, headers in requests.items():
+        assert headers["read as"] == ["ASIAPROBEROLE", "eu-west-1"], name
+        assert headers["X-Amz-Security-Token"] == "session-token", name
+        assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=ASIAPROBEROLE/"
+                                                   f"{headers['X-Amz-Date'][:8]}/eu-west-1/"), name
+        signed = headers["Authorization"].rpartition("Signature=")[2] != internal_client_requests.UNCOMPUTED_SIGNATURE
+        assert signed is (switch == "0" or name in ("s3", "elsewhere")), (name, headers["Authorization"])
+    assert "/lambda/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token" in requests["lambda"]["Authorization"]
+    assert requests["lambda"]["User-Agent"] == requests["lambda again"]["User-Agent"]
+    assert requests["lambda"]["User-Agent"].startswith("Boto3/")
+    assert found["applied"] is (switch == "1")
+    assert found["status"]["clients"] == (1 if switch == "1" else 0), found["status"]

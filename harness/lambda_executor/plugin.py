@@ -15,6 +15,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
             gateway_buffered_responses,
             gateway_keep_alive,
             gateway_route_cache,
+            internal_client_requests,
             lambda_environment_queue,
             lambda_logs_batch,
             lambda_metrics_batch,
@@ -33,6 +34,7 @@ class ProcessRuntimeExecutorPlugin(RuntimeExecutorPlugin):
         gateway_keep_alive.apply()
         gateway_buffered_responses.apply()
         gateway_route_cache.apply()
+        internal_client_requests.apply()  # before Step Functions and EventBridge make their Lambda clients
         sfn_client_cache.apply_in_background()
         events_sfn_target.apply_in_background()
         return ProcessRuntimeExecutor

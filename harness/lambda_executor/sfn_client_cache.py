@@ -106,7 +106,7 @@ def status() -> dict:
 # The patch modules (of this package) whose status() GET /_scones/executor shows, each under its module's name.
 STATUS_PATCHES = ("sfn_definition_cache", "sfn_jsonpath_cache", "lambda_threads", "lambda_metrics_batch",
                   "lambda_logs_batch", "gateway_keep_alive", "gateway_buffered_responses", "gateway_route_cache",
-                  "service_events_in_process", "lambda_environment_queue")
+                  "service_events_in_process", "lambda_environment_queue", "internal_client_requests")
 
 
 def _register_status_route() -> None:
