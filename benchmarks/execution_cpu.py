@@ -67,8 +67,9 @@ from scones.harness.targets import load_target  # noqa: E402
 # The switches of issue 25's patches: "0" at LocalStack's start is the baseline.
 BASELINE_OFF = settings.THROUGHPUT_SWITCHES
 GROUPS = ("localstack", "sandboxes", "endpoint", "client")
-WARM_UP_PER_SLOT = 12   # executions per concurrent slot before a level's window: its environments are all started
+WARM_UP_PER_SLOT = 12   # executions per concurrent slot in a warm-up batch before a level's window
 WARM_UP_MAX = 120
+WARM_UP_BATCHES = 4     # at most; warm-up ends after a batch that started no sandbox process
 STACK_GROUPS = GROUPS[:3]
 
 
@@ -127,6 +128,10 @@ def snapshot(pids: dict[str, int | None]) -> Snapshot:
     me = psutil.Process()
     taken.processes[(me.pid, me.create_time())] = ("client", _cpu(me))
     return taken
+
+
+def sandbox_processes(pids: dict[str, int | None]) -> set[tuple[int, float]]:
+    return {key for key, (group, _) in snapshot(pids).processes.items() if group == "sandboxes"}
 
 
 def cpu_by_group(before: Snapshot, after: Snapshot) -> dict[str, float]:
@@ -244,9 +249,15 @@ def measure(label: str, env: dict[str, str], paced: bool, args, key: str | None,
     pids = stack_pids(state_dir)
     levels = []
     for concurrency in args.concurrency:
-        # Warm: as many environments as this level needs, started before the window.
-        run_executions(target, [key] * min(max(WARM_UP_PER_SLOT * concurrency, 10), WARM_UP_MAX), concurrency=concurrency,
-                       client=sfn)
+        # Warm: as many environments as this level needs, started before the window. The writeResult invokes
+        # (asynchronous, from EventBridge) can outnumber the executions in flight, so one batch did not always
+        # reach that number: 2 environments (6 processes) started inside a 200-execution window at 8 concurrent.
+        for _ in range(WARM_UP_BATCHES):
+            sandboxes = sandbox_processes(pids)
+            run_executions(target, [key] * min(max(WARM_UP_PER_SLOT * concurrency, 10), WARM_UP_MAX),
+                           concurrency=concurrency, client=sfn)
+            if sandbox_processes(pids) <= sandboxes:
+                break
         profile = profiler is not None and concurrency == max(args.concurrency)
         if profile:
             profiler.start(pids["localstack"])
