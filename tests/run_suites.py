@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest as pytest_module
+import pytest
 
 from scones import settings
 
@@ -33,7 +33,7 @@ PARITY = "tests/parity"
 AFTER_PARITY = ("tests/test_model_train.py", "tests/test_deploy_aws.py", "tests/test_model_inference.py")
 LOWEST_PRIORITY = 19
 SUMMARY_LINES = 12
-NO_TESTS_COLLECTED = pytest_module.ExitCode.NO_TESTS_COLLECTED   # `-k` may select nothing in one of the two
+NO_TESTS_COLLECTED = pytest.ExitCode.NO_TESTS_COLLECTED   # `-k` may select nothing in any of the runs
 
 
 def combined_status(*statuses: int) -> int:
@@ -50,7 +50,7 @@ def _lowest_priority_with_ctrl_c() -> None:
 
 
 def main(argv: list[str]) -> int:
-    pytest = [sys.executable, "-m", "pytest"]
+    run_pytest = [sys.executable, "-m", "pytest"]
     side_runs = [(PARITY, [PARITY], settings.state_dir() / "parity-tests.log"),
                  (f"after {PARITY}: {' '.join(AFTER_PARITY)}", list(AFTER_PARITY),
                   settings.state_dir() / "after-parity-tests.log")]
@@ -59,15 +59,15 @@ def main(argv: list[str]) -> int:
     def run_beside() -> None:
         for _, paths, log_path in side_runs:
             with log_path.open("w") as log:
-                status = subprocess.run([*pytest, *paths, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                status = subprocess.run([*run_pytest, *paths, *argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                         preexec_fn=_lowest_priority_with_ctrl_c).returncode
             side_statuses.append(status)
-            if status == pytest_module.ExitCode.INTERRUPTED or status < 0:   # Ctrl-C or a signal: stop there
+            if status == pytest.ExitCode.INTERRUPTED or status < 0:   # Ctrl-C or a signal: stop there
                 return
 
     beside = threading.Thread(target=run_beside, name="beside-the-rest")
     beside.start()
-    rest = subprocess.Popen([*pytest, f"--ignore={PARITY}", *(f"--ignore={path}" for path in AFTER_PARITY), *argv],
+    rest = subprocess.Popen([*run_pytest, f"--ignore={PARITY}", *(f"--ignore={path}" for path in AFTER_PARITY), *argv],
                             cwd=ROOT)
     # Ctrl-C now only reaches the children (they started with Python's own handling), and this waits for them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

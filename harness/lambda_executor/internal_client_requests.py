@@ -36,17 +36,14 @@ SIGNED_AS_PAYLOAD = frozenset({"s3", "s3control"})   # their X-Amz-Content-SHA25
 
 
 class FixedUserAgent:
-    """Stands in for a client's botocore UserAgentString: the string it built once."""
+    """Stands in for a client's botocore UserAgentString: the string it built once, which the request gets when
+    botocore builds it (BaseClient._convert_to_request_dict), so nothing rebuilds it when the request is made."""
 
     def __init__(self, user_agent: str) -> None:
         self.user_agent = user_agent
 
     def to_string(self) -> str:
         return self.user_agent
-
-    def rebuild_and_replace_user_agent_handler(self, operation_name, request, **kwargs) -> None:
-        if request.headers.get("User-Agent"):
-            request.headers.replace_header("User-Agent", self.user_agent)
 
 
 class ScopeOnlySigV4Auth(SigV4Auth):
@@ -83,11 +80,9 @@ def lighten(client) -> bool:
 
     signer.get_auth_instance = signer.get_auth = scope_only
     built = client._user_agent_creator
-    fixed = FixedUserAgent(built.to_string())
     service_id = client.meta.service_model.service_id.hyphenize()
     client.meta.events.unregister(f"request-created.{service_id}", built.rebuild_and_replace_user_agent_handler)
-    client.meta.events.register_last(f"request-created.{service_id}", fixed.rebuild_and_replace_user_agent_handler)
-    client._user_agent_creator = fixed
+    client._user_agent_creator = FixedUserAgent(built.to_string())
     return True
 
 
